@@ -1,0 +1,1 @@
+"""tether: durable transport for AI agent sessions."""

@@ -1,0 +1,151 @@
+"""The durable log's interface: what every backend (memory, sqlite, redis) offers.
+
+Positions are integers: a byte position for byte streams and a message index
+for JSON streams, so a fork's positions simply continue its source's. The HTTP
+layer turns them into opaque offset strings (see ``offsets``).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tether.store.notify import TailNotifier
+
+
+def media_type(content_type: str) -> str:
+    """The comparable part of a content type: lower-cased, parameters dropped."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def is_json(content_type: str) -> bool:
+    return media_type(content_type) == "application/json"
+
+
+@dataclass(slots=True)
+class StreamMeta:
+    """What is known about one stream; backends keep it next to the data."""
+
+    id: int
+    path: str
+    content_type: str
+    created_at: float
+    tail: int = 0
+    closed: bool = False
+    ttl: int | None = None
+    expires_at: float | None = None
+    accessed_at: float = 0.0
+    fork_of: int | None = None
+    fork_offset: int = 0
+    last_seq: str | None = None
+    #: (producer id, epoch, seq) of the append that closed the stream, so a
+    #: retried close is recognised as a duplicate.
+    closed_by: tuple[str, int, int] | None = None
+    #: Deleted (or expired) while forks still read through it: answers 410.
+    soft_deleted: bool = False
+    #: Number of live forks whose data reads through this stream.
+    refs: int = 0
+
+    @property
+    def json(self) -> bool:
+        return is_json(self.content_type)
+
+    def expiry(self) -> float | None:
+        """Absolute time at which the stream expires, if ever."""
+        if self.expires_at is not None:
+            return self.expires_at
+        if self.ttl is not None:
+            return self.accessed_at + self.ttl
+        return None
+
+
+@dataclass(slots=True, frozen=True)
+class Producer:
+    id: str
+    epoch: int
+    seq: int
+
+
+@dataclass(slots=True)
+class CreateRequest:
+    content_type: str | None
+    ttl: int | None = None
+    expires_at: float | None = None
+    closed: bool = False
+    fork_from: str | None = None
+    fork_offset: int | None = None
+    fork_sub_offset: int = 0
+    #: Initial messages (one element per JSON message, or one byte chunk).
+    messages: list[bytes] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CreateResult:
+    meta: StreamMeta
+    created: bool
+
+
+@dataclass(slots=True)
+class AppendRequest:
+    messages: list[bytes]
+    content_type: str | None = None
+    seq: str | None = None
+    producer: Producer | None = None
+    close: bool = False
+
+
+@dataclass(slots=True)
+class AppendResult:
+    tail: int
+    closed: bool
+    #: False when an idempotent producer's retry was recognised and dropped.
+    appended: bool = True
+    producer_epoch: int | None = None
+    #: Highest sequence accepted for this producer and epoch.
+    producer_seq: int | None = None
+
+
+@dataclass(slots=True)
+class ReadResult:
+    meta: StreamMeta
+    start: int
+    chunks: list[bytes]
+    next: int
+    #: True when the read reached the tail as it was when the read ran.
+    up_to_date: bool
+
+    @property
+    def closed(self) -> bool:
+        """The stream is closed and this read reached its end."""
+        return self.up_to_date and self.meta.closed
+
+
+class Store(abc.ABC):
+    """A durable, ordered, offset-addressed log of many streams."""
+
+    notifier: TailNotifier
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Start background work (expiry sweeps); called once before use."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Stop background work and release the backend."""
+
+    @abc.abstractmethod
+    async def create(self, path: str, req: CreateRequest) -> CreateResult: ...
+
+    @abc.abstractmethod
+    async def append(self, path: str, req: AppendRequest) -> AppendResult: ...
+
+    @abc.abstractmethod
+    async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
+        """Read from ``offset`` (None: from the tail). Renews a sliding TTL."""
+
+    @abc.abstractmethod
+    async def head(self, path: str) -> StreamMeta:
+        """Metadata without renewing a sliding TTL."""
+
+    @abc.abstractmethod
+    async def delete(self, path: str) -> None: ...

@@ -1,0 +1,58 @@
+"""Typed store errors; the HTTP layer maps each to its status code."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class; ``str(err)`` is a message safe to show a client."""
+
+
+class StreamNotFound(StoreError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"stream not found: {path}")
+
+
+class StreamGone(StoreError):
+    """Deleted while forks still read through it: its path stays reserved."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"stream was deleted: {path}")
+
+
+class StreamConflict(StoreError):
+    """A create that disagrees with the existing stream, or similar clash."""
+
+
+class ContentTypeMismatch(StoreError):
+    pass
+
+
+class StreamClosed(StoreError):
+    def __init__(self, path: str, tail: int) -> None:
+        super().__init__(f"stream is closed: {path}")
+        self.tail = tail
+
+
+class SeqConflict(StoreError):
+    """Stream-Seq did not increase."""
+
+
+class BadRequest(StoreError):
+    """Well-formed HTTP but semantically invalid (bad fork offset, empty body...)."""
+
+
+class StaleEpoch(StoreError):
+    def __init__(self, current_epoch: int) -> None:
+        super().__init__(f"producer epoch is stale; current epoch is {current_epoch}")
+        self.current_epoch = current_epoch
+
+
+class SequenceGap(StoreError):
+    def __init__(self, expected: int, received: int) -> None:
+        super().__init__(f"producer sequence gap: expected {expected}, received {received}")
+        self.expected = expected
+        self.received = received
+
+
+class BackendUnavailable(StoreError):
+    """The backend cannot be reached; nothing was written."""

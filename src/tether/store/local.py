@@ -1,0 +1,453 @@
+"""Log semantics for a store that one process owns (memory and SQLite).
+
+All checks and writes of one operation run without an ``await`` in between,
+so on a single event loop every operation is atomic with respect to the
+others: producer validation and its append are serialised for free. The
+persistence layer is synchronous and commits each operation as one
+transaction; the metadata of streams in use is cached here, which is sound
+because this process is the only writer (the SQLite backend takes a lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Protocol
+
+from tether.store.base import (
+    AppendRequest,
+    AppendResult,
+    CreateRequest,
+    CreateResult,
+    ReadResult,
+    Store,
+    StreamMeta,
+    media_type,
+)
+from tether.store.errors import (
+    BadRequest,
+    ContentTypeMismatch,
+    SeqConflict,
+    SequenceGap,
+    StaleEpoch,
+    StreamClosed,
+    StreamConflict,
+    StreamGone,
+    StreamNotFound,
+)
+from tether.store.notify import TailNotifier
+
+log = logging.getLogger(__name__)
+
+#: A row of the log: (start, end, batch start, data). ``batch`` is the start
+#: position of the append the row came from, so a JSON batch can be found again.
+Row = tuple[int, int, int, bytes]
+
+#: How often the sweeper looks for expired streams, in seconds.
+SWEEP_INTERVAL = 5.0
+#: A read renews a sliding TTL in memory at once, but writes the renewal
+#: through only this often (seconds): reads stay read-only on the hot path.
+ACCESS_PERSIST_INTERVAL = 1.0
+
+
+class Persistence(Protocol):
+    """Synchronous storage primitives; ``write`` is one atomic transaction."""
+
+    def load(self, path: str) -> StreamMeta | None: ...
+
+    def load_id(self, stream_id: int) -> StreamMeta | None: ...
+
+    def new_id(self) -> int: ...
+
+    def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None: ...
+
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]: ...
+
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None: ...
+
+    def write(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]] | None = None,
+        producers: list[tuple[int, str, int, int]] | None = None,
+        deletes: list[int] | None = None,
+    ) -> None: ...
+
+    def expired(self, now: float) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalStore(Store):
+    def __init__(self, persistence: Persistence, clock: Callable[[], float] = time.time) -> None:
+        self._db = persistence
+        self._clock = clock
+        self._by_path: dict[str, StreamMeta] = {}
+        self._by_id: dict[int, StreamMeta] = {}
+        self._persisted_access: dict[int, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self.notifier = TailNotifier()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-expiry-sweeper")
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        self._db.close()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("expiry sweep failed; will retry")
+
+    def sweep(self) -> int:
+        """Expire every stream whose time is up; returns how many were expired."""
+        now = self._clock()
+        n = 0
+        for path in self._db.expired(now):
+            meta = self._meta(path)
+            if meta is not None and not meta.soft_deleted:
+                self._remove(meta)
+                n += 1
+        return n
+
+    # -- metadata cache ------------------------------------------------------
+
+    def _meta(self, path: str) -> StreamMeta | None:
+        meta = self._by_path.get(path)
+        if meta is None:
+            meta = self._db.load(path)
+            if meta is not None:
+                self._cache(meta)
+        return meta
+
+    def _meta_id(self, stream_id: int) -> StreamMeta:
+        meta = self._by_id.get(stream_id)
+        if meta is None:
+            meta = self._db.load_id(stream_id)
+            if meta is None:
+                raise RuntimeError(f"fork source {stream_id} is missing from the log")
+            self._cache(meta)
+        return meta
+
+    def _cache(self, meta: StreamMeta) -> None:
+        self._by_path[meta.path] = meta
+        self._by_id[meta.id] = meta
+
+    def _forget(self, meta: StreamMeta) -> None:
+        if self._by_path.get(meta.path) is meta or (
+            meta.path in self._by_path and self._by_path[meta.path].id == meta.id
+        ):
+            del self._by_path[meta.path]
+        self._by_id.pop(meta.id, None)
+        self._persisted_access.pop(meta.id, None)
+
+    def _live(self, path: str, now: float) -> StreamMeta:
+        """The stream at ``path`` if it exists and has not expired."""
+        meta = self._meta(path)
+        if meta is None:
+            raise StreamNotFound(path)
+        if meta.soft_deleted:
+            raise StreamGone(path)
+        expiry = meta.expiry()
+        if expiry is not None and now >= expiry:
+            self._remove(meta)
+            if meta.refs > 0:
+                raise StreamGone(path)
+            raise StreamNotFound(path)
+        return meta
+
+    # -- removal -------------------------------------------------------------
+
+    def _remove(self, meta: StreamMeta) -> None:
+        """Delete or expire: soft while forks read through it, else for good."""
+        if meta.refs > 0:
+            gone = replace(meta, soft_deleted=True)
+            self._db.write([gone])
+            self._cache(gone)
+        else:
+            self._hard_delete(meta)
+        self.notifier.publish(meta.path, meta.tail, meta.tail, [], meta.closed, deleted=True)
+
+    def _hard_delete(self, meta: StreamMeta) -> None:
+        doomed = [meta]
+        updates: list[StreamMeta] = []
+        cur = meta
+        while cur.fork_of is not None:
+            src = self._meta_id(cur.fork_of)
+            src = replace(src, refs=src.refs - 1)
+            if src.soft_deleted and src.refs == 0:
+                doomed.append(src)
+                cur = src
+                continue
+            updates.append(src)
+            break
+        self._db.write(updates, deletes=[m.id for m in doomed])
+        for m in doomed:
+            self._forget(m)
+        for m in updates:
+            self._cache(m)
+
+    # -- operations ----------------------------------------------------------
+
+    async def create(self, path: str, req: CreateRequest) -> CreateResult:
+        now = self._clock()
+        source: StreamMeta | None = None
+        start = 0
+        if req.fork_from is not None:
+            source, start = self._fork_point(req)
+        content_type = req.content_type or (source.content_type if source else None)
+        if content_type is None:
+            content_type = "application/octet-stream"
+        if source is not None and media_type(content_type) != media_type(source.content_type):
+            raise StreamConflict("a fork must have its source's content type")
+        ttl, expires_at = req.ttl, req.expires_at
+        if source is not None and ttl is None and expires_at is None:
+            ttl, expires_at = source.ttl, source.expires_at
+
+        existing = self._existing(path, now)
+        if existing is not None:
+            if not self._same_config(existing, req, content_type, ttl, expires_at, source, start):
+                raise StreamConflict(
+                    f"stream already exists with a different configuration: {path}"
+                )
+            return CreateResult(existing, created=False)
+
+        meta = StreamMeta(
+            id=self._db.new_id(),
+            path=path,
+            content_type=content_type,
+            created_at=now,
+            tail=start,
+            closed=req.closed,
+            ttl=ttl,
+            expires_at=expires_at,
+            accessed_at=now,
+            fork_of=source.id if source else None,
+            fork_offset=start,
+        )
+        rows = self._rows_for(meta, start, req.messages)
+        if rows:
+            meta.tail = rows[-1][1][1]
+        metas = [meta]
+        if source is not None:
+            source = replace(source, refs=source.refs + 1)
+            metas.append(source)
+        self._db.write(metas, rows=rows)
+        for m in metas:
+            self._cache(m)
+        return CreateResult(meta, created=True)
+
+    def _existing(self, path: str, now: float) -> StreamMeta | None:
+        """The stream a create would collide with, after expiring it if due."""
+        meta = self._meta(path)
+        if meta is None:
+            return None
+        if meta.soft_deleted:
+            raise StreamConflict(f"stream was deleted but forks still use its path: {path}")
+        expiry = meta.expiry()
+        if expiry is not None and now >= expiry:
+            self._remove(meta)
+            if meta.refs > 0:
+                raise StreamConflict(f"stream expired but forks still use its path: {path}")
+            return None
+        return meta
+
+    @staticmethod
+    def _same_config(
+        meta: StreamMeta,
+        req: CreateRequest,
+        content_type: str,
+        ttl: int | None,
+        expires_at: float | None,
+        source: StreamMeta | None,
+        start: int,
+    ) -> bool:
+        if media_type(meta.content_type) != media_type(content_type):
+            return False
+        if meta.ttl != ttl or meta.expires_at != expires_at:
+            return False
+        if source is None:
+            return meta.fork_of is None or req.fork_from is None
+        if meta.fork_of != source.id:
+            return False
+        return req.fork_offset is None or meta.fork_offset == start
+
+    def _fork_point(self, req: CreateRequest) -> tuple[StreamMeta, int]:
+        assert req.fork_from is not None
+        now = self._clock()
+        try:
+            source = self._live(req.fork_from, now)
+        except StreamGone:
+            raise StreamConflict(f"cannot fork a deleted stream: {req.fork_from}") from None
+        offset = source.tail if req.fork_offset is None else req.fork_offset
+        if offset > source.tail:
+            raise BadRequest("fork offset is beyond the end of the source stream")
+        k = req.fork_sub_offset
+        if k:
+            extent = self._extent(source, offset)
+            if extent is None or offset + k > extent[1]:
+                raise BadRequest(
+                    "fork sub-offset reaches past the end of the append it points into"
+                )
+        return source, offset + k
+
+    def _segments(self, meta: StreamMeta) -> list[tuple[int, int, int]]:
+        """(stream id, lo, hi) pieces of a stream's positions, oldest first.
+
+        A fork sees its source only below its fork offset, and the source sees
+        its own source only below its own: each step up the chain caps ``hi``.
+        """
+        segs = []
+        cap = meta.tail
+        cur = meta
+        while True:
+            lo = cur.fork_offset if cur.fork_of is not None else 0
+            hi = min(cap, cur.tail)
+            if lo < hi:
+                segs.append((cur.id, lo, hi))
+            if cur.fork_of is None:
+                break
+            cap = min(cap, lo)
+            cur = self._meta_id(cur.fork_of)
+        segs.reverse()
+        return segs
+
+    def _extent(self, meta: StreamMeta, pos: int) -> tuple[int, int] | None:
+        """[start, end) of the append that holds position ``pos``, as this stream sees it."""
+        for stream_id, lo, hi in self._segments(meta):
+            if lo <= pos < hi:
+                found = self._db.batch_extent(stream_id, pos, hi)
+                if found is None:
+                    return None
+                return found[0], min(found[1], hi)
+        return None
+
+    def _rows_for(
+        self, meta: StreamMeta, start: int, messages: list[bytes]
+    ) -> list[tuple[int, Row]]:
+        if not messages:
+            return []
+        if meta.json:
+            return [(meta.id, (start + i, start + i + 1, start, m)) for i, m in enumerate(messages)]
+        data = messages[0] if len(messages) == 1 else b"".join(messages)
+        return [(meta.id, (start, start + len(data), start, data))]
+
+    async def append(self, path: str, req: AppendRequest) -> AppendResult:
+        now = self._clock()
+        meta = self._live(path, now)
+        if (
+            req.messages
+            and req.content_type is not None
+            and (media_type(req.content_type) != media_type(meta.content_type))
+        ):
+            raise ContentTypeMismatch(
+                f"content type {req.content_type!r} does not match the stream's "
+                f"{meta.content_type!r}"
+            )
+        producers: list[tuple[int, str, int, int]] = []
+        p = req.producer
+        if p is not None:
+            state = self._db.producer(meta.id, p.id)
+            if state is not None:
+                epoch, last = state
+                if p.epoch < epoch:
+                    raise StaleEpoch(epoch)
+                if p.epoch == epoch and p.seq <= last:
+                    return AppendResult(meta.tail, meta.closed, False, epoch, last)
+                if p.epoch > epoch and p.seq != 0:
+                    raise BadRequest("a new producer epoch must start at sequence 0")
+                if p.epoch == epoch and p.seq != last + 1:
+                    raise SequenceGap(last + 1, p.seq)
+            elif p.seq != 0:
+                raise SequenceGap(0, p.seq)
+            producers.append((meta.id, p.id, p.epoch, p.seq))
+        if meta.closed:
+            if not req.messages and p is None:
+                return AppendResult(meta.tail, True)
+            raise StreamClosed(path, meta.tail)
+        if req.seq is not None and meta.last_seq is not None and req.seq <= meta.last_seq:
+            raise SeqConflict(
+                f"Stream-Seq {req.seq!r} is not greater than the last one, {meta.last_seq!r}"
+            )
+        if not req.messages and not req.close:
+            raise BadRequest("an append needs a non-empty body or Stream-Closed: true")
+
+        old_tail = meta.tail
+        rows = self._rows_for(meta, old_tail, req.messages)
+        new = replace(
+            meta,
+            tail=rows[-1][1][1] if rows else old_tail,
+            closed=meta.closed or req.close,
+            last_seq=req.seq if req.seq is not None else meta.last_seq,
+            accessed_at=now,
+            closed_by=(p.id, p.epoch, p.seq) if (req.close and p is not None) else meta.closed_by,
+        )
+        self._db.write([new], rows=rows, producers=producers)
+        self._cache(new)
+        self._persisted_access[new.id] = now
+        self.notifier.publish(path, old_tail, new.tail, [r[1][3] for r in rows], new.closed)
+        return AppendResult(
+            new.tail,
+            new.closed,
+            True,
+            p.epoch if p else None,
+            p.seq if p else None,
+        )
+
+    async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
+        now = self._clock()
+        meta = self._live(path, now)
+        if meta.ttl is not None:
+            meta = self._renew(meta, now)
+        if offset is None:
+            return ReadResult(meta, meta.tail, [], meta.tail, True)
+        if offset > meta.tail:
+            raise BadRequest("offset is beyond the end of the stream")
+        chunks: list[bytes] = []
+        pos = offset
+        budget = max_bytes
+        for stream_id, lo, hi in self._segments(meta):
+            if hi <= pos:
+                continue
+            for start, end, _batch, data in self._db.rows(stream_id, max(pos, lo), hi, budget):
+                if end > hi:
+                    data = data[: hi - start]
+                    end = hi
+                if start < pos:
+                    data = data[pos - start :]
+                chunks.append(data)
+                budget -= len(data)
+                pos = end
+                if budget <= 0:
+                    break
+            if budget <= 0:
+                break
+        return ReadResult(meta, offset, chunks, pos, pos >= meta.tail)
+
+    def _renew(self, meta: StreamMeta, now: float) -> StreamMeta:
+        meta.accessed_at = now
+        if now - self._persisted_access.get(meta.id, 0.0) >= ACCESS_PERSIST_INTERVAL:
+            self._db.write([meta])
+            self._persisted_access[meta.id] = now
+        return meta
+
+    async def head(self, path: str) -> StreamMeta:
+        return self._live(path, self._clock())
+
+    async def delete(self, path: str) -> None:
+        meta = self._live(path, self._clock())
+        self._remove(meta)

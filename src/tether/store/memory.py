@@ -1,0 +1,104 @@
+"""In-memory persistence: the log semantics without a disk, for tests and demos."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+from tether.store.base import StreamMeta
+from tether.store.local import LocalStore, Row
+
+
+class MemoryPersistence:
+    def __init__(self) -> None:
+        self._metas: dict[int, StreamMeta] = {}
+        self._paths: dict[str, int] = {}
+        self._rows: dict[int, list[Row]] = {}
+        self._starts: dict[int, list[int]] = {}
+        self._producers: dict[tuple[int, str], tuple[int, int]] = {}
+        self._next_id = 1
+
+    def load(self, path: str) -> StreamMeta | None:
+        sid = self._paths.get(path)
+        return None if sid is None else replace(self._metas[sid])
+
+    def load_id(self, stream_id: int) -> StreamMeta | None:
+        meta = self._metas.get(stream_id)
+        return None if meta is None else replace(meta)
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None:
+        return self._producers.get((stream_id, producer_id))
+
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+        rows = self._rows.get(stream_id, [])
+        starts = self._starts.get(stream_id, [])
+        i = bisect.bisect_right(starts, lo) - 1
+        if i < 0 or rows[i][1] <= lo:
+            i += 1
+        out: list[Row] = []
+        size = 0
+        while i < len(rows) and rows[i][0] < hi:
+            out.append(rows[i])
+            size += len(rows[i][3])
+            i += 1
+            if size >= max_bytes:
+                break
+        return out
+
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None:
+        rows = self._rows.get(stream_id, [])
+        starts = self._starts.get(stream_id, [])
+        i = bisect.bisect_right(starts, pos) - 1
+        if i < 0 or rows[i][1] <= pos:
+            return None
+        batch = rows[i][2]
+        j = i
+        while j + 1 < len(rows) and rows[j + 1][2] == batch:
+            j += 1
+        return batch, rows[j][1]
+
+    def write(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]] | None = None,
+        producers: list[tuple[int, str, int, int]] | None = None,
+        deletes: list[int] | None = None,
+    ) -> None:
+        for meta in metas:
+            self._metas[meta.id] = replace(meta)
+            self._paths[meta.path] = meta.id
+        for sid, row in rows or ():
+            self._rows.setdefault(sid, []).append(row)
+            self._starts.setdefault(sid, []).append(row[0])
+        for sid, pid, epoch, seq in producers or ():
+            self._producers[(sid, pid)] = (epoch, seq)
+        for sid in deletes or ():
+            meta = self._metas.pop(sid, None)
+            if meta is not None and self._paths.get(meta.path) == sid:
+                del self._paths[meta.path]
+            self._rows.pop(sid, None)
+            self._starts.pop(sid, None)
+            for key in [k for k in self._producers if k[0] == sid]:
+                del self._producers[key]
+
+    def expired(self, now: float) -> list[str]:
+        out = []
+        for meta in self._metas.values():
+            expiry = meta.expiry()
+            if not meta.soft_deleted and expiry is not None and now >= expiry:
+                out.append(meta.path)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStore(LocalStore):
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(MemoryPersistence(), clock)

@@ -1,0 +1,245 @@
+"""SQLite persistence: the embedded default, one WAL-mode file under the data dir.
+
+Each operation is one transaction, committed before the caller answers. With
+``synchronous=NORMAL`` a committed transaction is in the WAL file when the
+commit returns, so it survives the server process being killed; set
+``synchronous`` to ``FULL`` to also survive power loss, at the cost of an
+fsync per append.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tether.store.base import StreamMeta
+from tether.store.local import LocalStore, Row
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS streams (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    content_type TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    tail INTEGER NOT NULL,
+    closed INTEGER NOT NULL,
+    ttl INTEGER,
+    expires_at REAL,
+    accessed_at REAL NOT NULL,
+    fork_of INTEGER,
+    fork_offset INTEGER NOT NULL,
+    last_seq TEXT,
+    closed_by TEXT,
+    soft_deleted INTEGER NOT NULL,
+    refs INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    stream INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL,
+    batch INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (stream, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS producers (
+    stream INTEGER NOT NULL,
+    producer TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (stream, producer)
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = (
+    "id, path, content_type, created_at, tail, closed, ttl, expires_at, accessed_at, "
+    "fork_of, fork_offset, last_seq, closed_by, soft_deleted, refs"
+)
+_UPSERT = f"INSERT OR REPLACE INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+
+
+def _to_row(m: StreamMeta) -> tuple[object, ...]:
+    closed_by = (
+        None if m.closed_by is None else f"{m.closed_by[1]}:{m.closed_by[2]}:{m.closed_by[0]}"
+    )
+    return (
+        m.id, m.path, m.content_type, m.created_at, m.tail, int(m.closed), m.ttl, m.expires_at,
+        m.accessed_at, m.fork_of, m.fork_offset, m.last_seq, closed_by, int(m.soft_deleted),
+        m.refs,
+    )  # fmt: skip
+
+
+def _from_row(r: tuple[object, ...]) -> StreamMeta:
+    closed_by = None
+    if r[12] is not None:
+        epoch, seq, pid = str(r[12]).split(":", 2)
+        closed_by = (pid, int(epoch), int(seq))
+    return StreamMeta(
+        id=int(r[0]),  # type: ignore[call-overload]
+        path=str(r[1]),
+        content_type=str(r[2]),
+        created_at=float(r[3]),  # type: ignore[arg-type]
+        tail=int(r[4]),  # type: ignore[call-overload]
+        closed=bool(r[5]),
+        ttl=None if r[6] is None else int(r[6]),  # type: ignore[call-overload]
+        expires_at=None if r[7] is None else float(r[7]),  # type: ignore[arg-type]
+        accessed_at=float(r[8]),  # type: ignore[arg-type]
+        fork_of=None if r[9] is None else int(r[9]),  # type: ignore[call-overload]
+        fork_offset=int(r[10]),  # type: ignore[call-overload]
+        last_seq=None if r[11] is None else str(r[11]),
+        closed_by=closed_by,
+        soft_deleted=bool(r[13]),
+        refs=int(r[14]),  # type: ignore[call-overload]
+    )
+
+
+class DataDirLocked(RuntimeError):
+    pass
+
+
+class SqlitePersistence:
+    def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(str(path) + ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise DataDirLocked(
+                f"{path} is in use by another tether process; one process owns a SQLite log"
+            ) from None
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        self._db.executescript(SCHEMA)
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM streams").fetchone()
+        self._next_id = int(row[0]) + 1
+
+    def load(self, path: str) -> StreamMeta | None:
+        r = self._db.execute(f"SELECT {_COLUMNS} FROM streams WHERE path = ?", (path,)).fetchone()
+        return None if r is None else _from_row(r)
+
+    def load_id(self, stream_id: int) -> StreamMeta | None:
+        r = self._db.execute(
+            f"SELECT {_COLUMNS} FROM streams WHERE id = ?", (stream_id,)
+        ).fetchone()
+        return None if r is None else _from_row(r)
+
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id - 1
+
+    def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None:
+        r = self._db.execute(
+            "SELECT epoch, seq FROM producers WHERE stream = ? AND producer = ?",
+            (stream_id, producer_id),
+        ).fetchone()
+        return None if r is None else (int(r[0]), int(r[1]))
+
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+        # The row holding ``lo`` may start before it (a byte chunk read from its middle).
+        first = self._db.execute(
+            'SELECT start, "end", batch, data FROM chunks WHERE stream = ? AND start <= ? '
+            "ORDER BY start DESC LIMIT 1",
+            (stream_id, lo),
+        ).fetchone()
+        out: list[Row] = []
+        size = 0
+        if first is not None and first[1] > lo:
+            out.append(first)
+            size = len(first[3])
+            if size >= max_bytes:
+                return out
+        cur = self._db.execute(
+            'SELECT start, "end", batch, data FROM chunks WHERE stream = ? AND start > ? '
+            "AND start < ? ORDER BY start",
+            (stream_id, lo, hi),
+        )
+        while size < max_bytes:
+            batch = cur.fetchmany(256)
+            if not batch:
+                break
+            for row in batch:
+                out.append(row)
+                size += len(row[3])
+                if size >= max_bytes:
+                    break
+        cur.close()
+        return out
+
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None:
+        r = self._db.execute(
+            'SELECT batch, "end" FROM chunks WHERE stream = ? AND start <= ? '
+            "ORDER BY start DESC LIMIT 1",
+            (stream_id, pos),
+        ).fetchone()
+        if r is None or r[1] <= pos:
+            return None
+        batch = int(r[0])
+        end = self._db.execute(
+            'SELECT MAX("end") FROM chunks WHERE stream = ? AND batch = ?', (stream_id, batch)
+        ).fetchone()
+        return batch, int(end[0])
+
+    def write(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]] | None = None,
+        producers: list[tuple[int, str, int, int]] | None = None,
+        deletes: list[int] | None = None,
+    ) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if rows:
+                if len(rows) == 1:
+                    sid, (start, end, batch, data) = rows[0]
+                    db.execute(
+                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", (sid, start, end, batch, data)
+                    )
+                else:
+                    db.executemany(
+                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
+                        [(sid, s, e, b, d) for sid, (s, e, b, d) in rows],
+                    )
+            for sid, pid, epoch, seq in producers or ():
+                db.execute(
+                    "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", (sid, pid, epoch, seq)
+                )
+            for sid in deletes or ():
+                db.execute("DELETE FROM chunks WHERE stream = ?", (sid,))
+                db.execute("DELETE FROM producers WHERE stream = ?", (sid,))
+                db.execute("DELETE FROM streams WHERE id = ?", (sid,))
+            for meta in metas:
+                db.execute(_UPSERT, _to_row(meta))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def expired(self, now: float) -> list[str]:
+        rows = self._db.execute(
+            "SELECT path FROM streams WHERE soft_deleted = 0 AND "
+            "((expires_at IS NOT NULL AND expires_at <= ?) OR "
+            "(expires_at IS NULL AND ttl IS NOT NULL AND accessed_at + ttl <= ?))",
+            (now, now),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def close(self) -> None:
+        self._db.close()
+        os.close(self._lock_fd)
+
+
+class SqliteStore(LocalStore):
+    def __init__(
+        self,
+        path: Path,
+        synchronous: str = "NORMAL",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(SqlitePersistence(path, synchronous), clock)

@@ -1,0 +1,600 @@
+"""The Durable Streams HTTP protocol over a store, as a plain ASGI app.
+
+It is written against ASGI directly rather than a framework because every
+append, read and SSE frame passes through here: the hot paths build their
+responses from a few byte strings and share SSE frames between readers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from tether.store import errors
+from tether.store.base import (
+    AppendRequest,
+    CreateRequest,
+    ReadResult,
+    Store,
+    is_json,
+)
+from tether.store.notify import TailEvent
+from tether.streams import sse
+from tether.streams.wire import (
+    WireError,
+    format_expires_at,
+    format_offset,
+    next_cursor,
+    parse_expires_at,
+    parse_nonneg,
+    parse_offset,
+    parse_producer,
+    split_json,
+)
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Headers = list[tuple[bytes, bytes]]
+
+EXPOSED = (
+    b"Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
+    b"Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
+    b"Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
+)
+COMMON: Headers = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"cross-origin"),
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-expose-headers", EXPOSED),
+]
+ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
+ALLOWED_HEADERS = (
+    b"Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
+    b"Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
+    b"Producer-Id, Producer-Epoch, Producer-Seq"
+)
+CACHEABLE = b"private, max-age=60, stale-while-revalidate=300"
+TRUE = b"true"
+
+
+@dataclass(slots=True)
+class StreamsConfig:
+    #: URL prefix; the stream's name in the store is the rest of the path.
+    prefix: str = "/v1/stream/"
+    max_body: int = 10 * 1024 * 1024
+    #: Soft cap on the bytes one read response carries (it holds at least one message).
+    read_chunk: int = 4 * 1024 * 1024
+    long_poll_timeout: float = 3.0
+    #: SSE responses end after this long so that clients reconnect (section 8.2).
+    sse_max_seconds: float = 60.0
+    sse_heartbeat: float = 15.0
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: Headers | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.headers = headers or []
+
+
+class _Disconnected(Exception):
+    pass
+
+
+_STORE_ERRORS: list[tuple[type[errors.StoreError], int, str]] = [
+    (errors.StreamNotFound, 404, "not_found"),
+    (errors.StreamGone, 410, "gone"),
+    (errors.StreamConflict, 409, "conflict"),
+    (errors.ContentTypeMismatch, 409, "content_type_mismatch"),
+    (errors.SeqConflict, 409, "sequence_conflict"),
+    (errors.BadRequest, 400, "bad_request"),
+    (errors.BackendUnavailable, 503, "unavailable"),
+]
+
+
+def _store_error(err: errors.StoreError) -> HTTPError:
+    if isinstance(err, errors.StaleEpoch):
+        return HTTPError(
+            403, "stale_epoch", str(err), [(b"producer-epoch", str(err.current_epoch).encode())]
+        )
+    if isinstance(err, errors.SequenceGap):
+        return HTTPError(
+            409,
+            "sequence_gap",
+            str(err),
+            [
+                (b"producer-expected-seq", str(err.expected).encode()),
+                (b"producer-received-seq", str(err.received).encode()),
+            ],
+        )
+    if isinstance(err, errors.StreamClosed):
+        return HTTPError(
+            409,
+            "stream_closed",
+            str(err),
+            [(b"stream-closed", TRUE), (b"stream-next-offset", format_offset(err.tail).encode())],
+        )
+    if isinstance(err, errors.BackendUnavailable):
+        return HTTPError(503, "unavailable", str(err), [(b"retry-after", b"1")])
+    for cls, status, code in _STORE_ERRORS:
+        if isinstance(err, cls):
+            return HTTPError(status, code, str(err))
+    return HTTPError(500, "internal", "internal error")
+
+
+class StreamsApp:
+    def __init__(self, store: Store, config: StreamsConfig | None = None) -> None:
+        self.store = store
+        self.config = config or StreamsConfig()
+        self._shutdown: asyncio.Future[None] | None = None
+
+    def shutdown(self) -> None:
+        """End live reads (SSE, long-poll) promptly; called on SIGTERM."""
+        fut = self._shutdown_future()
+        if not fut.done():
+            fut.set_result(None)
+
+    def _shutdown_future(self) -> asyncio.Future[None]:
+        if self._shutdown is None:
+            self._shutdown = asyncio.get_running_loop().create_future()
+        return self._shutdown
+
+    def stream_name(self, path: str) -> str:
+        """Store key for a URL path (or a Stream-Forked-From value)."""
+        prefix = self.config.prefix
+        name = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+        if not name or len(name) > 1024 or "\x00" in name:
+            raise HTTPError(400, "bad_path", "invalid stream path")
+        if any(seg in ("", ".", "..") for seg in name.split("/")):
+            raise HTTPError(400, "bad_path", "stream path segments must be non-empty names")
+        return name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            name = self.stream_name(scope["path"])
+            if method == "GET":
+                await self._get(scope, receive, send, name, headers)
+            elif method == "POST":
+                await self._post(receive, send, name, headers)
+            elif method == "PUT":
+                await self._put(scope, receive, send, name, headers)
+            elif method == "HEAD":
+                await self._head(send, name)
+            elif method == "DELETE":
+                await self.store.delete(name)
+                await _respond(send, 204, [])
+            elif method == "OPTIONS":
+                await self._options(send, headers)
+            else:
+                raise HTTPError(
+                    405, "method_not_allowed", f"{method} is not supported on a stream",
+                    [(b"allow", ALLOWED_METHODS)],
+                )  # fmt: skip
+        except errors.StoreError as err:
+            await _error(send, _store_error(err), method)
+        except HTTPError as err:
+            await _error(send, err, method)
+        except WireError as err:
+            await _error(send, HTTPError(400, "bad_request", str(err)), method)
+        except _Disconnected:
+            return
+
+    # -- writes --------------------------------------------------------------
+
+    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes:
+        limit = self.config.max_body
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, "too_large", f"request body is larger than {limit} bytes")
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = msg.get("body", b"")
+            if chunk:
+                total += len(chunk)
+                if total > limit:
+                    raise HTTPError(413, "too_large", f"request body is larger than {limit} bytes")
+                parts.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    @staticmethod
+    def _messages(body: bytes, content_type: str, allow_empty_array: bool) -> list[bytes]:
+        if not body:
+            return []
+        if is_json(content_type):
+            messages, was_array = split_json(body)
+            if was_array and not messages and not allow_empty_array:
+                raise HTTPError(400, "empty_array", "an empty JSON array appends nothing")
+            return messages
+        return [body]
+
+    async def _put(
+        self, scope: Scope, receive: Receive, send: Send, name: str, h: dict[str, str]
+    ) -> None:
+        ttl_raw, exp_raw = h.get("stream-ttl"), h.get("stream-expires-at")
+        if ttl_raw is not None and exp_raw is not None:
+            raise HTTPError(400, "bad_request", "use Stream-TTL or Stream-Expires-At, not both")
+        ttl = parse_nonneg(ttl_raw, "Stream-TTL") if ttl_raw is not None else None
+        expires_at = parse_expires_at(exp_raw) if exp_raw is not None else None
+        content_type = h.get("content-type")
+        if content_type is not None and "/" not in content_type:
+            raise HTTPError(400, "bad_content_type", f"invalid Content-Type {content_type!r}")
+        fork_from = h.get("stream-forked-from")
+        fork_offset_raw = h.get("stream-fork-offset")
+        sub_raw = h.get("stream-fork-sub-offset")
+        sub = parse_nonneg(sub_raw, "Stream-Fork-Sub-Offset") if sub_raw is not None else 0
+        if fork_from is None and (fork_offset_raw is not None or sub_raw is not None):
+            raise HTTPError(400, "bad_request", "fork headers need Stream-Forked-From")
+        if sub and fork_offset_raw is None:
+            raise HTTPError(400, "bad_request", "Stream-Fork-Sub-Offset needs Stream-Fork-Offset")
+        fork_offset = None
+        source_name = None
+        if fork_from is not None:
+            source_name = self.stream_name(fork_from)
+            if fork_offset_raw is not None:
+                fork_offset = parse_offset(fork_offset_raw)
+            if content_type is None:
+                content_type = (await self.store.head(source_name)).content_type
+        body = await self._body(receive, h)
+        effective_type = content_type or "application/octet-stream"
+        req = CreateRequest(
+            content_type=content_type,
+            ttl=ttl,
+            expires_at=expires_at,
+            closed=h.get("stream-closed", "").lower() == "true",
+            fork_from=source_name,
+            fork_offset=fork_offset,
+            fork_sub_offset=sub,
+            messages=self._messages(body, effective_type, allow_empty_array=True),
+        )
+        result = await self.store.create(name, req)
+        meta = result.meta
+        out: Headers = [
+            (b"content-type", meta.content_type.encode()),
+            (b"stream-next-offset", format_offset(meta.tail).encode()),
+        ]
+        if meta.closed:
+            out.append((b"stream-closed", TRUE))
+        if result.created:
+            out.append((b"location", _absolute_url(scope).encode()))
+        await _respond(send, 201 if result.created else 200, out)
+
+    async def _post(self, receive: Receive, send: Send, name: str, h: dict[str, str]) -> None:
+        close = h.get("stream-closed", "").lower() == "true"
+        producer = parse_producer(
+            h.get("producer-id"), h.get("producer-epoch"), h.get("producer-seq")
+        )
+        seq = h.get("stream-seq")
+        body = await self._body(receive, h)
+        content_type = h.get("content-type")
+        if body and not content_type:
+            raise HTTPError(400, "missing_content_type", "an append needs a Content-Type")
+        if not body and not close:
+            raise HTTPError(400, "empty_body", "an append needs a non-empty body")
+        messages = self._messages(body, content_type or "", allow_empty_array=False)
+        result = await self.store.append(
+            name, AppendRequest(messages, content_type, seq, producer, close)
+        )
+        out: Headers = [(b"stream-next-offset", format_offset(result.tail).encode())]
+        if result.closed:
+            out.append((b"stream-closed", TRUE))
+        status = 204
+        if producer is not None:
+            out.append((b"producer-epoch", str(result.producer_epoch).encode()))
+            out.append((b"producer-seq", str(result.producer_seq).encode()))
+            if result.appended and messages:
+                status = 200
+        await _respond(send, status, out)
+
+    # -- metadata ------------------------------------------------------------
+
+    async def _head(self, send: Send, name: str) -> None:
+        meta = await self.store.head(name)
+        out: Headers = [
+            (b"content-type", meta.content_type.encode()),
+            (b"stream-next-offset", format_offset(meta.tail).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        if meta.ttl is not None:
+            out.append((b"stream-ttl", str(meta.ttl).encode()))
+        if meta.expires_at is not None:
+            out.append((b"stream-expires-at", format_expires_at(meta.expires_at).encode()))
+        if meta.closed:
+            out.append((b"stream-closed", TRUE))
+        await _respond(send, 200, out)
+
+    async def _options(self, send: Send, h: dict[str, str]) -> None:
+        requested = h.get("access-control-request-headers")
+        await _respond(
+            send,
+            204,
+            [
+                (b"access-control-allow-methods", ALLOWED_METHODS),
+                (
+                    b"access-control-allow-headers",
+                    requested.encode() if requested else ALLOWED_HEADERS,
+                ),
+                (b"access-control-max-age", b"86400"),
+            ],
+        )
+
+    # -- reads ---------------------------------------------------------------
+
+    async def _get(
+        self, scope: Scope, receive: Receive, send: Send, name: str, h: dict[str, str]
+    ) -> None:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        offsets = query.get("offset")
+        if offsets is not None and len(offsets) != 1:
+            raise HTTPError(400, "bad_offset", "give one offset")
+        raw = offsets[0] if offsets else None
+        if raw == "":
+            raise HTTPError(400, "bad_offset", "offset must not be empty")
+        live = query.get("live", [None])[-1]
+        if live is not None and live not in ("long-poll", "sse"):
+            raise HTTPError(400, "bad_live", "live must be long-poll or sse")
+        if live is not None and raw is None:
+            raise HTTPError(400, "bad_offset", "live reads need an offset")
+        pos = parse_offset(raw if raw is not None else "-1")
+        cursor = query.get("cursor", [None])[-1]
+        if live is None:
+            await self._catch_up(send, name, pos, h)
+        elif live == "long-poll":
+            await self._long_poll(receive, send, name, pos, cursor)
+        else:
+            await self._sse(receive, send, name, pos, cursor)
+
+    def _body_of(self, res: ReadResult) -> bytes:
+        if res.meta.json:
+            return b"[" + b",".join(res.chunks) + b"]"
+        if len(res.chunks) == 1:
+            return res.chunks[0]
+        return b"".join(res.chunks)
+
+    def _read_headers(self, res: ReadResult) -> Headers:
+        out: Headers = [
+            (b"content-type", res.meta.content_type.encode()),
+            (b"stream-next-offset", format_offset(res.next).encode()),
+        ]
+        if res.up_to_date:
+            out.append((b"stream-up-to-date", TRUE))
+        if res.closed:
+            out.append((b"stream-closed", TRUE))
+        return out
+
+    async def _catch_up(self, send: Send, name: str, pos: int | None, h: dict[str, str]) -> None:
+        res = await self.store.read(name, pos, self.config.read_chunk)
+        out = self._read_headers(res)
+        if pos is None:
+            out.append((b"cache-control", b"no-store"))
+            await _respond(send, 200, out, b"[]" if res.meta.json else b"")
+            return
+        etag = f'"{res.meta.id}:{res.start}:{res.next}{":c" if res.closed else ""}"'.encode()
+        out.append((b"etag", etag))
+        out.append((b"cache-control", b"no-store" if res.up_to_date else CACHEABLE))
+        if h.get("if-none-match", "").encode() == etag:
+            await _respond(send, 304, out)
+            return
+        await _respond(send, 200, out, self._body_of(res))
+
+    async def _wait(
+        self, fut: asyncio.Future[TailEvent], timeout: float, disconnect: asyncio.Future[None]
+    ) -> TailEvent | None:
+        """Next link of the tail chain, or None on timeout, shutdown or disconnect."""
+        if not fut.done():
+            shutdown = self._shutdown_future()
+            await asyncio.wait((fut, shutdown, disconnect), timeout=max(timeout, 0.0),
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            if not fut.done():
+                return None
+        if fut.cancelled():
+            return None
+        return fut.result()
+
+    async def _long_poll(
+        self, receive: Receive, send: Send, name: str, pos: int | None, client_cursor: str | None
+    ) -> None:
+        notifier = self.store.notifier
+        notifier.subscribe(name)
+        disconnect = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            fut = notifier.watch(name)
+            res = await self.store.read(name, pos, self.config.read_chunk)
+            deadline = time.monotonic() + self.config.long_poll_timeout
+            while not res.chunks and not res.closed:
+                ev = await self._wait(fut, deadline - time.monotonic(), disconnect)
+                if ev is None:
+                    break
+                if ev.deleted:
+                    raise errors.StreamNotFound(name)
+                fut = ev.next
+                res = await self.store.read(name, res.next, self.config.read_chunk)
+        finally:
+            disconnect.cancel()
+            notifier.unsubscribe(name)
+        out = self._read_headers(res)
+        out.append((b"stream-cursor", next_cursor(client_cursor).encode()))
+        if res.chunks:
+            out.append((b"cache-control", CACHEABLE if not res.up_to_date else b"no-store"))
+            await _respond(send, 200, out, self._body_of(res))
+        else:
+            if (b"stream-up-to-date", TRUE) not in out:
+                out.append((b"stream-up-to-date", TRUE))
+            out.append((b"cache-control", b"no-store"))
+            await _respond(send, 204, out)
+
+    async def _sse(
+        self, receive: Receive, send: Send, name: str, pos: int | None, client_cursor: str | None
+    ) -> None:
+        notifier = self.store.notifier
+        notifier.subscribe(name)
+        disconnect = asyncio.ensure_future(_until_disconnect(receive))
+        try:
+            fut = notifier.watch(name)
+            res = await self.store.read(name, pos, self.config.read_chunk)
+            encoding = sse.encoding_for(res.meta.content_type)
+            await send(_start(200, _sse_headers(encoding)))
+            await self._sse_loop(
+                send, name, res, fut, encoding, next_cursor(client_cursor), disconnect
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            disconnect.cancel()
+            notifier.unsubscribe(name)
+
+    async def _sse_loop(
+        self,
+        send: Send,
+        name: str,
+        res: ReadResult,
+        fut: asyncio.Future[TailEvent],
+        encoding: str,
+        cursor: str,
+        disconnect: asyncio.Future[None],
+    ) -> None:
+        # Catch up from the store, one data + control pair per read.
+        first = True
+        while True:
+            if res.chunks or first or res.closed:
+                frame = sse.control_frame(
+                    format_offset(res.next), cursor, res.up_to_date, res.closed
+                )
+                if res.chunks:
+                    frame = sse.data_frame(res.chunks, encoding) + frame
+                await _send_body(send, frame)
+            first = False
+            if res.closed:
+                return
+            if res.up_to_date:
+                break
+            fut = self.store.notifier.watch(name)
+            res = await self.store.read(name, res.next, self.config.read_chunk)
+
+        # Live: follow the tail chain; each append is encoded once for all readers.
+        offset = res.next
+        ends_at = time.monotonic() + self.config.sse_max_seconds
+        while True:
+            remaining = ends_at - time.monotonic()
+            if remaining <= 0 or disconnect.done() or self._shutdown_future().done():
+                return
+            ev = await self._wait(fut, min(self.config.sse_heartbeat, remaining), disconnect)
+            if ev is None:
+                if disconnect.done() or self._shutdown_future().done():
+                    return
+                await _send_body(send, sse.HEARTBEAT)
+                continue
+            if ev.deleted:
+                return
+            fut = ev.next
+            if ev.start == offset:
+                await _send_body(send, _live_frame(ev, encoding, cursor))
+                offset = ev.end
+                if ev.closed:
+                    return
+            elif ev.end > offset or ev.closed:
+                # Out of step with the chain (a mid-chunk resume): re-read the store.
+                res = await self.store.read(name, offset, self.config.read_chunk)
+                frame = sse.control_frame(
+                    format_offset(res.next), cursor, res.up_to_date, res.closed
+                )
+                if res.chunks:
+                    frame = sse.data_frame(res.chunks, encoding) + frame
+                await _send_body(send, frame)
+                offset = res.next
+                if res.closed:
+                    return
+
+
+def _live_frame(ev: TailEvent, encoding: str, cursor: str) -> bytes:
+    up_to_date = not ev.next.done()
+    key = (encoding, cursor, up_to_date)
+    frame = ev.cache.get(key)
+    if frame is None:
+        frame = sse.control_frame(format_offset(ev.end), cursor, up_to_date, ev.closed)
+        if ev.chunks:
+            data_key = (encoding,)
+            data = ev.cache.get(data_key)
+            if data is None:
+                data = sse.data_frame(ev.chunks, encoding)
+                ev.cache[data_key] = data
+            frame = data + frame
+        ev.cache[key] = frame
+    return frame
+
+
+def _sse_headers(encoding: str) -> Headers:
+    out: Headers = [
+        (b"content-type", b"text/event-stream"),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),
+    ]
+    if encoding == sse.BASE64:
+        out.append((b"stream-sse-data-encoding", b"base64"))
+    return out
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def _absolute_url(scope: Scope) -> str:
+    host = None
+    for k, v in scope["headers"]:
+        if k == b"host":
+            host = v.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
+
+
+def _start(status: int, headers: Headers) -> Message:
+    return {"type": "http.response.start", "status": status, "headers": COMMON + headers}
+
+
+async def _send_body(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
+    if status not in (204, 304):
+        headers.append((b"content-length", str(len(body)).encode()))
+    await send(_start(status, headers))
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _error(send: Send, err: HTTPError, method: str) -> None:
+    body = (
+        b""
+        if method == "HEAD"
+        else orjson.dumps({"error": {"code": err.code, "message": str(err)}})
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"cache-control", b"no-store"),
+        *err.headers,
+    ]
+    with contextlib.suppress(Exception):
+        await _respond(send, err.status, headers, body)
