@@ -94,6 +94,7 @@ def serve(
         timeout_graceful_shutdown=5,
         http="httptools",
         loop="uvloop",
+        proxy_headers=False,
     )
     _Server(config, app).run()
 

@@ -115,11 +115,8 @@ class ReadResult:
     next: int
     #: True when the read reached the tail as it was when the read ran.
     up_to_date: bool
-
-    @property
-    def closed(self) -> bool:
-        """The stream is closed and this read reached its end."""
-        return self.up_to_date and self.meta.closed
+    #: The stream was closed when the read ran and the read reached its end.
+    closed: bool = False
 
 
 class Store(abc.ABC):
@@ -149,3 +146,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, path: str) -> None: ...
+
+    # -- records: small keyed documents next to the log (sessions, runs) -------
+
+    @abc.abstractmethod
+    async def put_record(self, namespace: str, key: str, value: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def get_record(self, namespace: str, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def list_records(self, namespace: str) -> list[tuple[str, bytes]]: ...
+
+    @abc.abstractmethod
+    async def delete_record(self, namespace: str, key: str) -> None: ...

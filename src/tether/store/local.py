@@ -79,6 +79,14 @@ class Persistence(Protocol):
 
     def expired(self, now: float) -> list[str]: ...
 
+    def put_record(self, namespace: str, key: str, value: bytes) -> None: ...
+
+    def get_record(self, namespace: str, key: str) -> bytes | None: ...
+
+    def list_records(self, namespace: str) -> list[tuple[str, bytes]]: ...
+
+    def delete_record(self, namespace: str, key: str) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -396,9 +404,17 @@ class LocalStore(Store):
             accessed_at=now,
             closed_by=(p.id, p.epoch, p.seq) if (req.close and p is not None) else meta.closed_by,
         )
-        self._db.write([new], rows=rows, producers=producers)
+        # The tail is recomputed from the rows on load, so a plain append
+        # writes only its rows; the stream's record changes when its state does.
+        dirty = new.closed != meta.closed or new.last_seq != meta.last_seq
+        if meta.ttl is not None and now - self._persisted_access.get(meta.id, 0.0) >= (
+            ACCESS_PERSIST_INTERVAL
+        ):
+            dirty = True
+        if dirty:
+            self._persisted_access[new.id] = now
+        self._db.write([new] if dirty else [], rows=rows, producers=producers)
         self._cache(new)
-        self._persisted_access[new.id] = now
         self.notifier.publish(path, old_tail, new.tail, [r[1][3] for r in rows], new.closed)
         return AppendResult(
             new.tail,
@@ -414,7 +430,7 @@ class LocalStore(Store):
         if meta.ttl is not None:
             meta = self._renew(meta, now)
         if offset is None:
-            return ReadResult(meta, meta.tail, [], meta.tail, True)
+            return ReadResult(meta, meta.tail, [], meta.tail, True, meta.closed)
         if offset > meta.tail:
             raise BadRequest("offset is beyond the end of the stream")
         chunks: list[bytes] = []
@@ -436,7 +452,8 @@ class LocalStore(Store):
                     break
             if budget <= 0:
                 break
-        return ReadResult(meta, offset, chunks, pos, pos >= meta.tail)
+        up_to_date = pos >= meta.tail
+        return ReadResult(meta, offset, chunks, pos, up_to_date, up_to_date and meta.closed)
 
     def _renew(self, meta: StreamMeta, now: float) -> StreamMeta:
         meta.accessed_at = now
@@ -451,3 +468,15 @@ class LocalStore(Store):
     async def delete(self, path: str) -> None:
         meta = self._live(path, self._clock())
         self._remove(meta)
+
+    async def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        self._db.put_record(namespace, key, value)
+
+    async def get_record(self, namespace: str, key: str) -> bytes | None:
+        return self._db.get_record(namespace, key)
+
+    async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        return self._db.list_records(namespace)
+
+    async def delete_record(self, namespace: str, key: str) -> None:
+        self._db.delete_record(namespace, key)

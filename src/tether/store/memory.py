@@ -19,14 +19,21 @@ class MemoryPersistence:
         self._starts: dict[int, list[int]] = {}
         self._producers: dict[tuple[int, str], tuple[int, int]] = {}
         self._next_id = 1
+        self._records: dict[str, dict[str, bytes]] = {}
 
     def load(self, path: str) -> StreamMeta | None:
         sid = self._paths.get(path)
-        return None if sid is None else replace(self._metas[sid])
+        return None if sid is None else self.load_id(sid)
 
     def load_id(self, stream_id: int) -> StreamMeta | None:
         meta = self._metas.get(stream_id)
-        return None if meta is None else replace(meta)
+        if meta is None:
+            return None
+        meta = replace(meta)
+        rows = self._rows.get(stream_id)
+        if rows and rows[-1][1] > meta.tail:
+            meta.tail = rows[-1][1]
+        return meta
 
     def new_id(self) -> int:
         self._next_id += 1
@@ -94,6 +101,18 @@ class MemoryPersistence:
             if not meta.soft_deleted and expiry is not None and now >= expiry:
                 out.append(meta.path)
         return out
+
+    def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        self._records.setdefault(namespace, {})[key] = value
+
+    def get_record(self, namespace: str, key: str) -> bytes | None:
+        return self._records.get(namespace, {}).get(key)
+
+    def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        return sorted(self._records.get(namespace, {}).items())
+
+    def delete_record(self, namespace: str, key: str) -> None:
+        self._records.get(namespace, {}).pop(key, None)
 
     def close(self) -> None:
         pass

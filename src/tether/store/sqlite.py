@@ -45,6 +45,12 @@ CREATE TABLE IF NOT EXISTS chunks (
     data BLOB NOT NULL,
     PRIMARY KEY (stream, start)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records (
+    namespace TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS producers (
     stream INTEGER NOT NULL,
     producer TEXT NOT NULL,
@@ -121,13 +127,22 @@ class SqlitePersistence:
 
     def load(self, path: str) -> StreamMeta | None:
         r = self._db.execute(f"SELECT {_COLUMNS} FROM streams WHERE path = ?", (path,)).fetchone()
-        return None if r is None else _from_row(r)
+        return None if r is None else self._with_tail(_from_row(r))
 
     def load_id(self, stream_id: int) -> StreamMeta | None:
         r = self._db.execute(
             f"SELECT {_COLUMNS} FROM streams WHERE id = ?", (stream_id,)
         ).fetchone()
-        return None if r is None else _from_row(r)
+        return None if r is None else self._with_tail(_from_row(r))
+
+    def _with_tail(self, meta: StreamMeta) -> StreamMeta:
+        """Appends do not rewrite the stream's record: its tail is its last row's end."""
+        r = self._db.execute(
+            'SELECT "end" FROM chunks WHERE stream = ? ORDER BY start DESC LIMIT 1', (meta.id,)
+        ).fetchone()
+        if r is not None and r[0] > meta.tail:
+            meta.tail = int(r[0])
+        return meta
 
     def new_id(self) -> int:
         self._next_id += 1
@@ -229,6 +244,24 @@ class SqlitePersistence:
             (now, now),
         ).fetchall()
         return [r[0] for r in rows]
+
+    def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (namespace, key, value))
+
+    def get_record(self, namespace: str, key: str) -> bytes | None:
+        r = self._db.execute(
+            "SELECT value FROM records WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
+        return None if r is None else bytes(r[0])
+
+    def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        rows = self._db.execute(
+            "SELECT key, value FROM records WHERE namespace = ? ORDER BY key", (namespace,)
+        ).fetchall()
+        return [(str(k), bytes(v)) for k, v in rows]
+
+    def delete_record(self, namespace: str, key: str) -> None:
+        self._db.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key))
 
     def close(self) -> None:
         self._db.close()
