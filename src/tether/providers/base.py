@@ -1,0 +1,97 @@
+"""The model side's contract: a provider streams one model response.
+
+The runtime calls ``stream`` once per attempt and consumes the iterator; to
+cancel, it cancels the consuming task, and the provider's ``async with`` blocks
+close the upstream request. Providers raise ``ProviderError`` with
+``transient=True`` for what is worth retrying (timeouts, 429, 5xx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    #: JSON text of the arguments, as the model produced it.
+    arguments: str
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    role: str  # system | user | assistant | tool
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    #: For role "tool": the call this message answers.
+    tool_call_id: str | None = None
+    #: For role "tool": the result was an error.
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class ToolSpec:
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(slots=True)
+class ModelRequest:
+    model: str
+    messages: list[ChatMessage]
+    tools: list[ToolSpec] = field(default_factory=list)
+    #: 1 for the first attempt of a run's model call, 2 for its first retry...
+    attempt: int = 1
+    run_id: str = ""
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ToolCallItem:
+    """A complete tool call (providers assemble streamed argument fragments)."""
+
+    call: ToolCall
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage
+
+
+class ProviderError(Exception):
+    """An upstream failure; the message must never contain a credential."""
+
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+
+
+class Provider(Protocol):
+    #: Prefix of the model names it serves ("demo", "openai", "anthropic", ...).
+    name: str
+
+    def models(self) -> list[str]:
+        """Model names it serves, without the provider prefix."""
+        ...
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,77 @@
+"""The session event vocabulary: JSON objects appended to a session's stream.
+
+Three families: inputs (clients to agent), outputs (agent to clients) and
+session state. Every event has ``type``, a unique ``id`` (for dedup) and
+``ts`` (seconds since the epoch); events of a run also carry ``run_id``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Final
+
+Event = dict[str, Any]
+
+# Inputs: clients -> agent.
+USER_MESSAGE: Final = "user-message"
+REGENERATE: Final = "regenerate"
+CANCEL: Final = "cancel"
+TOOL_RESULT: Final = "tool-result"
+TOOL_APPROVAL: Final = "tool-approval"
+
+# Outputs: agent -> clients.
+RUN_START: Final = "run-start"
+MESSAGE_START: Final = "message-start"
+PART_START: Final = "part-start"
+PART_DELTA: Final = "part-delta"
+PART_END: Final = "part-end"
+MESSAGE_END: Final = "message-end"
+RETRY: Final = "retry"
+ERROR: Final = "error"
+RUN_END: Final = "run-end"
+
+# Session state.
+STATUS: Final = "status"
+QUEUE_UPDATE: Final = "queue-update"
+
+INPUTS: Final = frozenset({USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL})
+OUTPUTS: Final = frozenset(
+    {RUN_START, MESSAGE_START, PART_START, PART_DELTA, PART_END, MESSAGE_END, RETRY, ERROR, RUN_END}
+)
+STATE: Final = frozenset({STATUS, QUEUE_UPDATE})
+
+# Part kinds.
+TEXT: Final = "text"
+REASONING: Final = "reasoning"
+TOOL_CALL: Final = "tool-call"
+TOOL_RESULT_PART: Final = "tool-result"
+SOURCE: Final = "source"
+FILE: Final = "file"
+PART_KINDS: Final = frozenset({TEXT, REASONING, TOOL_CALL, TOOL_RESULT_PART, SOURCE, FILE})
+
+# Why a run ended.
+COMPLETE: Final = "complete"
+CANCELLED: Final = "cancelled"
+FAILED: Final = "error"
+INTERRUPTED: Final = "interrupted"
+END_REASONS: Final = frozenset({COMPLETE, CANCELLED, FAILED, INTERRUPTED})
+
+# Session status values.
+IDLE: Final = "idle"
+RUNNING: Final = "running"
+WAITING: Final = "waiting"
+
+
+def new_id(prefix: str) -> str:
+    """A unique, roughly time-ordered id: ``prefix_`` + 12 hex of ms + 10 random hex."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
+
+
+def event(kind: str, /, **fields: Any) -> Event:
+    """A new event with its envelope filled in; ``None`` fields are dropped."""
+    ev: Event = {"type": kind, "id": new_id("ev"), "ts": round(time.time(), 3)}
+    for key, value in fields.items():
+        if value is not None:
+            ev[key] = value
+    return ev

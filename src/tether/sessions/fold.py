@@ -1,0 +1,269 @@
+"""The fold of a session's events into its conversation.
+
+A late joiner gets ``snapshot()`` (complete up to an offset) instead of
+thousands of deltas, then follows the live events from that offset: applying
+those to the snapshot's fold gives what a reader who saw everything has, with
+nothing twice. Messages form a tree: editing a user message or regenerating an
+answer adds a sibling, and the current branch is the path from the root to the
+newest message placed (its ``leaf``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.sessions import events as ev
+from tether.sessions.events import Event
+
+
+@dataclass(slots=True)
+class Part:
+    id: str
+    kind: str
+    text: str = ""
+    #: Final structured value (tool-call arguments, a source, a file...).
+    value: Any = None
+    done: bool = False
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    result: Any = None
+    error: str | None = None
+    approval: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "kind": self.kind, "done": self.done}
+        if self.kind in (ev.TEXT, ev.REASONING) or self.text:
+            out["text"] = self.text
+        for key in ("value", "tool_call_id", "tool_name", "result", "error", "approval"):
+            v = getattr(self, key)
+            if v is not None:
+                out[key] = v
+        return out
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    role: str
+    parent_id: str | None
+    parts: list[Part] = field(default_factory=list)
+    #: streaming, complete, cancelled, error or interrupted.
+    status: str = "complete"
+    run_id: str | None = None
+    usage: dict[str, Any] | None = None
+    #: For an edited user message: the message it replaces on this branch.
+    edit_of: str | None = None
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if p.kind == ev.TEXT)
+
+
+class SessionFold:
+    def __init__(self) -> None:
+        self.messages: dict[str, Message] = {}
+        self.children: dict[str | None, list[str]] = {}
+        self.leaf: str | None = None
+        self.active_run: dict[str, Any] | None = None
+        self.queue: list[dict[str, Any]] = []
+        self.status: str = ev.IDLE
+        self.last_error: dict[str, Any] | None = None
+        self.runs: dict[str, str] = {}
+        self._parts: dict[str, tuple[Message, Part]] = {}
+        self._tool_calls: dict[str, Part] = {}
+        self._seen: set[str] = set()
+
+    # -- applying events -----------------------------------------------------
+
+    def apply(self, event: Event) -> None:
+        """Apply one event; an event id seen before is ignored (dedup)."""
+        eid = event.get("id")
+        if eid is not None:
+            if eid in self._seen:
+                return
+            self._seen.add(eid)
+        handler = _HANDLERS.get(event.get("type", ""))
+        if handler is not None:
+            handler(self, event)
+
+    def apply_all(self, events: list[Event]) -> None:
+        for e in events:
+            self.apply(e)
+
+    def _place(self, msg: Message) -> None:
+        self.messages[msg.id] = msg
+        self.children.setdefault(msg.parent_id, []).append(msg.id)
+        self.leaf = msg.id
+
+    def _user_message(self, e: Event) -> None:
+        if e["message_id"] in self.messages:
+            return
+        parent = e.get("parent_id")  # absent: a root message
+        parts = [
+            Part(f"{e['message_id']}:{i}", p.get("type", ev.TEXT), p.get("text", ""), done=True)
+            for i, p in enumerate(e.get("parts", []))
+        ]
+        self._place(
+            Message(e["message_id"], "user", parent, parts, "complete", edit_of=e.get("edit_of"))
+        )
+
+    def _message_start(self, e: Event) -> None:
+        if e["message_id"] in self.messages:
+            return
+        self._place(
+            Message(
+                e["message_id"],
+                e.get("role", "assistant"),
+                e.get("parent_id"),
+                status="streaming",
+                run_id=e.get("run_id"),
+            )
+        )
+
+    def _part_start(self, e: Event) -> None:
+        msg = self.messages.get(e["message_id"])
+        if msg is None or e["part_id"] in self._parts:
+            return
+        part = Part(
+            e["part_id"],
+            e.get("kind", ev.TEXT),
+            tool_call_id=e.get("tool_call_id"),
+            tool_name=e.get("tool_name"),
+        )
+        msg.parts.append(part)
+        self._parts[part.id] = (msg, part)
+        if part.tool_call_id:
+            self._tool_calls[part.tool_call_id] = part
+
+    def _part_delta(self, e: Event) -> None:
+        found = self._parts.get(e["part_id"])
+        if found is not None:
+            found[1].text += e.get("delta", "")
+
+    def _part_end(self, e: Event) -> None:
+        found = self._parts.get(e["part_id"])
+        if found is None:
+            return
+        part = found[1]
+        part.done = True
+        if "value" in e:
+            part.value = e["value"]
+        if "text" in e:
+            part.text = e["text"]
+
+    def _message_end(self, e: Event) -> None:
+        msg = self.messages.get(e["message_id"])
+        if msg is None:
+            return
+        msg.status = e.get("status", "complete")
+        msg.usage = e.get("usage", msg.usage)
+        for part in msg.parts:
+            part.done = True
+
+    def _run_start(self, e: Event) -> None:
+        self.active_run = {
+            "run_id": e["run_id"],
+            "trigger": e.get("trigger"),
+            "model": e.get("model"),
+            "started_at": e.get("ts"),
+        }
+        self.runs[e["run_id"]] = "running"
+        self.status = ev.RUNNING
+
+    def _run_end(self, e: Event) -> None:
+        run_id = e["run_id"]
+        reason = e.get("reason", ev.COMPLETE)
+        self.runs[run_id] = reason
+        for msg in self.messages.values():
+            if msg.run_id == run_id and msg.status == "streaming":
+                msg.status = "complete" if reason == ev.COMPLETE else reason
+                for part in msg.parts:
+                    part.done = True
+        if self.active_run is not None and self.active_run["run_id"] == run_id:
+            self.active_run = None
+            self.status = ev.IDLE
+
+    def _retry(self, e: Event) -> None:
+        for part_id in e.get("discard", []):
+            found = self._parts.pop(part_id, None)
+            if found is not None:
+                found[0].parts.remove(found[1])
+
+    def _error(self, e: Event) -> None:
+        self.last_error = {"code": e.get("code"), "message": e.get("message")}
+
+    def _tool_result(self, e: Event) -> None:
+        part = self._tool_calls.get(e["tool_call_id"])
+        if part is not None:
+            part.result = e.get("output")
+            part.error = e.get("error")
+
+    def _tool_approval(self, e: Event) -> None:
+        part = self._tool_calls.get(e["tool_call_id"])
+        if part is not None:
+            part.approval = {"approved": bool(e.get("approved")), "reason": e.get("reason")}
+
+    def _status(self, e: Event) -> None:
+        self.status = e["status"]
+
+    def _queue_update(self, e: Event) -> None:
+        self.queue = list(e.get("queue", []))
+
+    # -- reading -------------------------------------------------------------
+
+    def branch(self, leaf: str | None = None) -> list[Message]:
+        """Messages from the root to ``leaf`` (default: the current branch)."""
+        out: list[Message] = []
+        cur = self.leaf if leaf is None else leaf
+        while cur is not None:
+            msg = self.messages[cur]
+            out.append(msg)
+            cur = msg.parent_id
+        out.reverse()
+        return out
+
+    def tool_call(self, tool_call_id: str) -> Part | None:
+        return self._tool_calls.get(tool_call_id)
+
+    def message_json(self, msg: Message) -> dict[str, Any]:
+        siblings = self.children.get(msg.parent_id, [])
+        out: dict[str, Any] = {
+            "id": msg.id,
+            "role": msg.role,
+            "parent_id": msg.parent_id,
+            "status": msg.status,
+            "parts": [p.to_json() for p in msg.parts],
+            "siblings": list(siblings),
+        }
+        for key in ("run_id", "usage", "edit_of"):
+            v = getattr(msg, key)
+            if v is not None:
+                out[key] = v
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "messages": [self.message_json(m) for m in self.branch()],
+            "active_run": self.active_run,
+            "queue": self.queue,
+            "last_error": self.last_error,
+        }
+
+
+_HANDLERS = {
+    ev.USER_MESSAGE: SessionFold._user_message,
+    ev.MESSAGE_START: SessionFold._message_start,
+    ev.PART_START: SessionFold._part_start,
+    ev.PART_DELTA: SessionFold._part_delta,
+    ev.PART_END: SessionFold._part_end,
+    ev.MESSAGE_END: SessionFold._message_end,
+    ev.RUN_START: SessionFold._run_start,
+    ev.RUN_END: SessionFold._run_end,
+    ev.RETRY: SessionFold._retry,
+    ev.ERROR: SessionFold._error,
+    ev.TOOL_RESULT: SessionFold._tool_result,
+    ev.TOOL_APPROVAL: SessionFold._tool_approval,
+    ev.STATUS: SessionFold._status,
+    ev.QUEUE_UPDATE: SessionFold._queue_update,
+}

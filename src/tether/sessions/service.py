@@ -1,0 +1,159 @@
+"""Sessions: their records, and their event streams folded into conversations.
+
+A session's events live in one JSON-mode stream, ``sessions/{id}``, readable
+as a plain Durable Stream. The fold of a session is rebuilt from that stream
+and caught up on demand, so it is always exactly what a reader of the stream
+would compute, whoever appended the events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from tether.sessions.events import Event, new_id
+from tether.sessions.fold import SessionFold
+from tether.store.base import AppendRequest, CreateRequest, Store
+from tether.store.errors import StreamNotFound
+
+RECORDS = "sessions"
+JSON = "application/json"
+#: Bytes per catch-up read while folding.
+READ_CHUNK = 1024 * 1024
+
+
+def stream_name(session_id: str) -> str:
+    return f"sessions/{session_id}"
+
+
+class SessionNotFound(LookupError):
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session not found: {session_id}")
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    id: str
+    owner: str | None
+    title: str
+    model: str | None
+    agent: str | None
+    system: str | None
+    created_at: float
+    updated_at: float
+    archived: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> SessionRecord:
+        return cls(**orjson.loads(raw))
+
+    def public(self) -> dict[str, Any]:
+        """The record as clients see it: the owner is a key's identity, not shown."""
+        out = asdict(self)
+        del out["owner"]
+        return out
+
+
+@dataclass(slots=True)
+class SessionState:
+    record: SessionRecord
+    fold: SessionFold
+    #: Stream position the fold is complete up to.
+    position: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class SessionService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._states: dict[str, SessionState] = {}
+
+    async def create(
+        self,
+        *,
+        owner: str | None,
+        model: str | None,
+        agent: str | None,
+        system: str | None,
+        title: str | None,
+        metadata: dict[str, Any] | None = None,
+    ) -> SessionRecord:
+        now = time.time()
+        record = SessionRecord(
+            id=new_id("ses"),
+            owner=owner,
+            title=title or "New session",
+            model=model,
+            agent=agent,
+            system=system,
+            created_at=now,
+            updated_at=now,
+            metadata=metadata or {},
+        )
+        await self.store.create(stream_name(record.id), CreateRequest(JSON))
+        await self.store.put_record(RECORDS, record.id, record.to_bytes())
+        return record
+
+    async def record(self, session_id: str, owner: str | None = None) -> SessionRecord:
+        """The session if it exists and ``owner`` may see it (None: no auth)."""
+        raw = await self.store.get_record(RECORDS, session_id)
+        if raw is None:
+            raise SessionNotFound(session_id)
+        record = SessionRecord.from_bytes(raw)
+        if owner is not None and record.owner != owner:
+            raise SessionNotFound(session_id)
+        return record
+
+    async def list(self, owner: str | None = None) -> list[SessionRecord]:
+        records = [SessionRecord.from_bytes(v) for _, v in await self.store.list_records(RECORDS)]
+        if owner is not None:
+            records = [r for r in records if r.owner == owner]
+        records.sort(key=lambda r: r.updated_at, reverse=True)
+        return records
+
+    async def save(self, record: SessionRecord) -> None:
+        record.updated_at = time.time()
+        await self.store.put_record(RECORDS, record.id, record.to_bytes())
+        state = self._states.get(record.id)
+        if state is not None:
+            state.record = record
+
+    async def delete(self, session_id: str) -> None:
+        self._states.pop(session_id, None)
+        await self.store.delete_record(RECORDS, session_id)
+        with contextlib.suppress(StreamNotFound):
+            await self.store.delete(stream_name(session_id))
+
+    async def state(self, session_id: str) -> SessionState:
+        """The session's fold, caught up with everything in its stream."""
+        state = self._states.get(session_id)
+        if state is None:
+            record = await self.record(session_id)
+            state = self._states.setdefault(session_id, SessionState(record, SessionFold()))
+        async with state.lock:
+            name = stream_name(session_id)
+            while True:
+                res = await self.store.read(name, state.position, READ_CHUNK)
+                for chunk in res.chunks:
+                    state.fold.apply(orjson.loads(chunk))
+                state.position = res.next
+                if res.up_to_date:
+                    break
+        return state
+
+    async def append(self, session_id: str, events: list[Event]) -> int:
+        """Append events as one atomic batch; returns the stream position after them."""
+        result = await self.store.append(
+            stream_name(session_id),
+            AppendRequest([orjson.dumps(e) for e in events], JSON),
+        )
+        return result.tail
