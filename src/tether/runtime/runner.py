@@ -106,7 +106,7 @@ class Runtime:
                 state = await self.sessions.state(session_id)
                 live = self._session(session_id)
                 live.queue.extend(QueueItem.from_public(q) for q in state.fold.queue)
-                self._kick(session_id)
+                await self._next(session_id)
             except Exception:
                 log.exception("could not end interrupted run %s", run_id)
             await self.sessions.store.delete_record(RUNS, run_id)
@@ -181,7 +181,7 @@ class Runtime:
 
     async def _submit(self, session_id: str, item: QueueItem, interrupt: bool) -> bool:
         live = self._session(session_id)
-        busy = live.task is not None
+        busy = live.run_id is not None
         if interrupt and busy:
             live.queue.appendleft(item)
             await self._publish_queue(session_id, live)
@@ -190,9 +190,9 @@ class Runtime:
         if busy or live.queue:
             live.queue.append(item)
             await self._publish_queue(session_id, live)
-            self._kick(session_id)
+            await self._next(session_id)
             return True
-        self._start(session_id, live, item)
+        await self._begin(session_id, live, item)
         return False
 
     async def cancel(self, session_id: str, run_id: str | None = None) -> list[str]:
@@ -265,59 +265,75 @@ class Runtime:
 
     # -- execution -------------------------------------------------------------
 
-    def _kick(self, session_id: str) -> None:
+    async def _next(self, session_id: str) -> None:
         live = self._session(session_id)
-        if live.task is None and live.queue and not self._closing:
-            self._start(session_id, live, live.queue.popleft())
+        if live.run_id is None and live.queue and not self._closing:
+            await self._begin(session_id, live, live.queue.popleft())
 
-    def _start(self, session_id: str, live: _Live, item: QueueItem) -> None:
+    async def _begin(self, session_id: str, live: _Live, item: QueueItem) -> None:
+        """Place the run's opening events, then execute it in a task of its own.
+
+        The opening is appended before the caller is answered, so a snapshot
+        taken right after ``send`` already shows the message and its run.
+        """
         live.run_id = item.run_id
         live.cancel_requested = False
+        try:
+            opened = await self._open(session_id, live, item)
+        except BaseException:
+            live.run_id = None
+            raise
         live.task = asyncio.create_task(
-            self._run(session_id, live, item), name=f"tether-run-{item.run_id}"
+            self._run(session_id, live, item, *opened), name=f"tether-run-{item.run_id}"
         )
 
-    async def _run(self, session_id: str, live: _Live, item: QueueItem) -> None:
+    async def _open(
+        self, session_id: str, live: _Live, item: QueueItem
+    ) -> tuple[SessionRecord, str]:
+        record = await self.sessions.record(session_id)
+        fold = (await self.sessions.state(session_id)).fold
+        batch: list[ev.Event] = []
+        if fold.queue or live.queue:
+            batch.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
+        if item.kind == "message":
+            batch.append(
+                ev.event(
+                    ev.USER_MESSAGE,
+                    message_id=item.message_id,
+                    parent_id=item.parent_id if item.explicit_parent else fold.leaf,
+                    parts=item.parts,
+                    edit_of=item.edit_of,
+                )
+            )
+        assistant_id = ev.new_id("msg")
+        await self.sessions.store.put_record(
+            RUNS, item.run_id, orjson.dumps({"session_id": session_id, "worker": self.worker})
+        )
+        batch += [
+            ev.event(
+                ev.RUN_START, run_id=item.run_id, trigger=item.message_id,
+                model=record.agent or record.model or "demo", worker=self.worker,
+            ),
+            ev.event(ev.STATUS, status=ev.RUNNING),
+            ev.event(
+                ev.MESSAGE_START, run_id=item.run_id, message_id=assistant_id, role="assistant",
+                parent_id=item.message_id,
+            ),
+        ]  # fmt: skip
+        await self.sessions.append(session_id, batch)
+        return record, assistant_id
+
+    async def _run(
+        self,
+        session_id: str,
+        live: _Live,
+        item: QueueItem,
+        record: SessionRecord,
+        assistant_id: str,
+    ) -> None:
         run_id = item.run_id
         reason = ev.COMPLETE
-        ctx: RunContext | None = None
-        started = False
         try:
-            record = await self.sessions.record(session_id)
-            state = await self.sessions.state(session_id)
-            fold = state.fold
-            batch: list[ev.Event] = []
-            if live.queue or fold.queue:
-                batch.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
-            if item.kind == "message":
-                parent = item.parent_id if item.explicit_parent else fold.leaf
-                batch.append(
-                    ev.event(
-                        ev.USER_MESSAGE,
-                        message_id=item.message_id,
-                        parent_id=parent,
-                        parts=item.parts,
-                        edit_of=item.edit_of,
-                    )
-                )
-            assistant_id = ev.new_id("msg")
-            model = record.agent or record.model or "demo"
-            await self.sessions.store.put_record(
-                RUNS, run_id, orjson.dumps({"session_id": session_id, "worker": self.worker})
-            )
-            started = True
-            batch += [
-                ev.event(
-                    ev.RUN_START, run_id=run_id, trigger=item.message_id, model=model,
-                    worker=self.worker,
-                ),
-                ev.event(ev.STATUS, status=ev.RUNNING),
-                ev.event(
-                    ev.MESSAGE_START, run_id=run_id, message_id=assistant_id, role="assistant",
-                    parent_id=item.message_id,
-                ),
-            ]  # fmt: skip
-            await self.sessions.append(session_id, batch)
             state = await self.sessions.state(session_id)
 
             async def append(events: list[ev.Event]) -> int:
@@ -345,23 +361,17 @@ class Runtime:
         except Exception as err:
             reason = ev.FAILED
             log.warning("run %s failed: %s", run_id, err)
-            if started:
-                with contextlib.suppress(Exception):
-                    await self.sessions.append(
-                        session_id,
-                        [
-                            ev.event(
-                                ev.ERROR, run_id=run_id, code=type(err).__name__, message=str(err)
-                            )
-                        ],
-                    )
+            with contextlib.suppress(Exception):
+                await self.sessions.append(
+                    session_id,
+                    [ev.event(ev.ERROR, run_id=run_id, code=type(err).__name__, message=str(err))],
+                )
         finally:
             live.task = None
             live.run_id = None
             live.waiters.clear()
-            if started:
-                await self._end(session_id, run_id, reason)
-            self._kick(session_id)
+            await self._end(session_id, run_id, reason)
+        await self._next(session_id)
 
     async def _end(self, session_id: str, run_id: str, reason: str) -> None:
         try:
