@@ -1,39 +1,148 @@
-"""The ASGI application: stream protocol routes plus the framework-served rest."""
+"""The ASGI application: the stream protocol, the session API, and their owners.
+
+``/v1/stream/...`` goes straight to the protocol handler; everything else is a
+FastAPI app (with its OpenAPI document at ``/openapi.json``). The ASGI lifespan
+opens the store and starts the runtime, and on shutdown stops them in the
+reverse order, so whoever runs the app owns all of tether's background work.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from fastapi import FastAPI
 
+from tether import __version__
+from tether.agents.app import App
+from tether.agents.model import ModelAgent, RetryPolicy
+from tether.api.auth import Auth, Unauthorized
+from tether.api.sessions import build_router, install_error_handlers
+from tether.providers.registry import ProviderRegistry, UnknownModel
+from tether.runtime.runner import Agent, Runtime
+from tether.sessions.service import SessionNotFound, SessionRecord, SessionService
 from tether.store.base import Store
-from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
+from tether.streams.app import HTTPError, Receive, Scope, Send, StreamsApp, StreamsConfig
 
 log = logging.getLogger(__name__)
 
 
-async def _health(request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+class UnknownAgent(LookupError):
+    pass
 
 
 class TetherApp:
-    """Dispatches ``/v1/stream/...`` straight to the protocol handler.
-
-    Everything else goes to a Starlette app. The store is opened and closed by
-    the ASGI lifespan, so whoever runs the app owns the store's background work.
-    """
-
-    def __init__(self, store: Store, streams: StreamsConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        streams: StreamsConfig | None = None,
+        *,
+        registry: ProviderRegistry | None = None,
+        agents: App | None = None,
+        auth: Auth | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.store = store
-        self.streams = StreamsApp(store, streams)
+        self.auth = auth or Auth()
+        self.registry = registry or ProviderRegistry()
+        self.agents = agents.agents if agents is not None else {}
+        self.retry = retry or RetryPolicy()
+        self.sessions = SessionService(store)
+        self.runtime = Runtime(self.sessions, self._agent_for)
+        self.streams = StreamsApp(store, streams, authorize=self._authorize_stream)
         self._prefix = self.streams.config.prefix
-        self._web = Starlette(routes=[Route("/healthz", _health)])
+        self._stop: asyncio.Future[None] | None = None
+        self.web = self._build_web()
+
+    # -- wiring ----------------------------------------------------------------
+
+    def _build_web(self) -> FastAPI:
+        web = FastAPI(title="tether", version=__version__)
+        web.state.auth = self.auth
+        install_error_handlers(web)
+        web.include_router(
+            build_router(
+                self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
+            )
+        )
+
+        @web.get("/healthz", tags=["meta"])
+        async def health() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @web.get("/v1/models", tags=["meta"])
+        async def models() -> dict[str, Any]:
+            names = self.registry.list_models() + [f"agent:{a}" for a in self.agents]
+            return {
+                "object": "list",
+                "data": [{"id": n, "object": "model", "owned_by": "tether"} for n in names],
+            }
+
+        return web
+
+    def _check_model(self, model: str | None, agent: str | None) -> str | None:
+        if model and agent:
+            return "give a model or an agent, not both"
+        if agent is not None:
+            return None if agent in self.agents else f"unknown agent {agent!r}"
+        try:
+            self.registry.resolve(model or "demo")
+        except UnknownModel as err:
+            return str(err)
+        return None
+
+    def _agent_for(self, record: SessionRecord) -> Agent:
+        if record.agent is not None:
+            fn = self.agents.get(record.agent)
+            if fn is None:
+                raise UnknownAgent(f"agent {record.agent!r} is not served here")
+            return fn
+        provider, model = self.registry.resolve(record.model or "demo")
+        return ModelAgent(provider, model, self.retry)
+
+    async def _authorize_stream(self, scope: Scope, name: str, headers: dict[str, str]) -> None:
+        """Streams need a key when keys are set; a session's stream, its owner's key."""
+        token = None
+        if "token=" in scope.get("query_string", b"").decode("latin-1"):
+            from urllib.parse import parse_qs
+
+            token = parse_qs(scope["query_string"].decode("latin-1")).get("token", [None])[0]
+        try:
+            caller = self.auth.caller(headers.get("authorization"), token)
+        except Unauthorized as err:
+            raise HTTPError(
+                401, "unauthorized", str(err), [(b"www-authenticate", b"Bearer")]
+            ) from None
+        if not name.startswith("sessions/"):
+            if caller.session_only is not None:
+                raise HTTPError(404, "not_found", f"stream not found: {name}")
+            return
+        session_id = name.removeprefix("sessions/")
+        if caller.session_only is not None and (
+            caller.session_only != session_id or scope["method"] not in ("GET", "HEAD")
+        ):
+            raise HTTPError(404, "not_found", f"stream not found: {name}")
+        if scope["method"] not in ("GET", "HEAD"):
+            raise HTTPError(405, "read_only", "a session's stream is written by tether only")
+        try:
+            await self.sessions.record(session_id, caller.owner)
+        except SessionNotFound:
+            raise HTTPError(404, "not_found", f"stream not found: {name}") from None
+
+    # -- ASGI ------------------------------------------------------------------
+
+    def stop_future(self) -> asyncio.Future[None]:
+        if self._stop is None:
+            self._stop = asyncio.get_running_loop().create_future()
+        return self._stop
 
     def shutdown(self) -> None:
+        """End live reads promptly (SIGTERM): open SSE, long-polls and sockets."""
         self.streams.shutdown()
+        stop = self.stop_future()
+        if not stop.done():
+            stop.set_result(None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -42,7 +151,7 @@ class TetherApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:
-            await self._web(scope, receive, send)
+            await self.web(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -50,12 +159,16 @@ class TetherApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.store.open()
+                    await self.runtime.start()
                 except Exception as err:
-                    log.exception("could not open the store")
+                    log.exception("could not start")
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.shutdown()
+                await self.runtime.aclose()
+                await self.registry.aclose()
                 await self.store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from functools import partial
 from pathlib import Path
 from types import FrameType
 
 import click
 import uvicorn
 
+from tether.agents.app import load_app
 from tether.api.app import TetherApp
+from tether.api.auth import Auth
+from tether.providers.registry import ProviderRegistry
 from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
 
@@ -42,6 +46,7 @@ def main() -> None:
 
 
 @main.command()
+@click.argument("app_spec", required=False, metavar="[MODULE:APP]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
 @click.option(
@@ -65,6 +70,7 @@ def main() -> None:
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
+    app_spec: str | None,
     host: str,
     port: int,
     data_dir: Path,
@@ -73,17 +79,39 @@ def serve(
     long_poll_timeout: float,
     log_level: str,
 ) -> None:
-    """Run the tether server."""
+    """Run the tether server (with the agents of MODULE:APP, if given)."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        agents = load_app(app_spec) if app_spec else None
+        registry = ProviderRegistry.from_env()
         store = open_store(store_spec, data_dir)
     except Exception as err:
         raise click.ClickException(str(err)) from err
-    app = TetherApp(store, StreamsConfig(max_body=max_body, long_poll_timeout=long_poll_timeout))
+    auth = Auth.from_env()
+    app = TetherApp(
+        store,
+        StreamsConfig(max_body=max_body, long_poll_timeout=long_poll_timeout),
+        registry=registry,
+        agents=agents,
+        auth=auth,
+    )
     where = "in memory" if store_spec == "memory" else f"{store_spec} in {data_dir}"
-    click.echo(f"tether: serving on http://{host}:{port} (store: {where})", err=True)
+    say = partial(click.echo, err=True)
+    say(f"tether: serving on http://{host}:{port} (store: {where})")
+    say(f"tether: models: {', '.join(registry.list_models())}")
+    if agents is not None:
+        say(f"tether: agents: {', '.join(sorted(agents.agents)) or '(none)'}")
+    if auth.enabled:
+        say("tether: API keys required (TETHER_API_KEYS)")
+    elif host in ("127.0.0.1", "localhost", "::1"):
+        say("tether: no TETHER_API_KEYS set; auth is off, so listening on loopback only")
+    else:
+        say(
+            f"tether: WARNING: no TETHER_API_KEYS set and bound to {host}: anyone who can "
+            "reach this port can use tether and its provider keys"
+        )
     config = uvicorn.Config(
         app,
         host=host,

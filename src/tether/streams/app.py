@@ -135,10 +135,21 @@ def _store_error(err: errors.StoreError) -> HTTPError:
     return HTTPError(500, "internal", "internal error")
 
 
+#: Called with (scope, stream name, request headers) before every request; it
+#: raises HTTPError to refuse. The layer above decides who may touch what.
+Authorize = Callable[[Scope, str, dict[str, str]], Awaitable[None]]
+
+
 class StreamsApp:
-    def __init__(self, store: Store, config: StreamsConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: StreamsConfig | None = None,
+        authorize: Authorize | None = None,
+    ) -> None:
         self.store = store
         self.config = config or StreamsConfig()
+        self.authorize = authorize
         self._shutdown: asyncio.Future[None] | None = None
 
     def shutdown(self) -> None:
@@ -167,6 +178,8 @@ class StreamsApp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             name = self.stream_name(scope["path"])
+            if self.authorize is not None and method != "OPTIONS":
+                await self.authorize(scope, name, headers)
             if method == "GET":
                 await self._get(scope, receive, send, name, headers)
             elif method == "POST":

@@ -1,0 +1,74 @@
+# tether developer entry points. Needs only python3 (>= 3.11), node and npm:
+# everything else is installed into .venv/ and conformance/node_modules/.
+#
+#   make test     lint + the whole pytest suite, conformance included (CI runs this)
+#   make serve    run the server from the venv  (make serve ARGS="--port 8080")
+#   make lint     ruff
+#   make bench    benchmarks/bench_streams.py   (make bench ARGS="...")
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+# Stamps live inside the directories they describe, so deleting .venv/ or
+# node_modules/ also forgets that they were installed.
+PY_STAMP  := $(VENV)/.tether-dev-installed
+NPM_DIR   := conformance
+NPM_STAMP := $(NPM_DIR)/node_modules/.tether-npm-ci
+
+.DEFAULT_GOAL := help
+.PHONY: help venv serve test lint bench conformance
+
+help:
+	@sed -n '/^#/!q; s/^# \{0,1\}//p' Makefile
+
+venv: $(PY_STAMP)
+
+# Plain `python3 -m venv` needs ensurepip, which Debian ships separately
+# (python3-venv); fall back to a pip-less venv filled by the system pip if present.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+	  echo "error: tether needs Python >= 3.11, but $(PYTHON) is $$($(PYTHON) -V 2>&1)" >&2; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || { \
+	  rm -rf $(VENV); \
+	  echo "'$(PYTHON) -m venv' failed; trying a venv without pip + the system pip" >&2; \
+	  $(PYTHON) -m venv --without-pip $(VENV) && $(PYTHON) -m pip --python $(BIN)/python install pip; \
+	} || { \
+	  rm -rf $(VENV); \
+	  echo "error: could not create $(VENV). On Debian/Ubuntu: apt-get install python3-venv" >&2; \
+	  exit 1; }
+
+# Reinstall only when the dependency list changes (editable install: src/ edits
+# need no reinstall).
+$(PY_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# npm ci wipes node_modules, so the stamp is written after it. Without npm the
+# conformance test skips itself locally; in CI (CI set) a missing npm is an error.
+$(NPM_STAMP): $(NPM_DIR)/package-lock.json $(NPM_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(NPM_DIR) && npm ci --no-audit --no-fund && touch $(abspath $@); \
+	elif [ -n "$${CI:-}" ]; then \
+	  echo "error: npm not found; CI needs Node.js and npm for the conformance suite" >&2; exit 1; \
+	else \
+	  echo "warning: npm not found; the conformance test will be skipped" >&2; \
+	fi
+
+serve: $(PY_STAMP)
+	exec $(BIN)/tether serve $(ARGS)
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+
+# pytest's own exit code is kept: 5 (no tests collected) fails the build too.
+test: $(PY_STAMP) $(NPM_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q $(ARGS)
+
+conformance: $(PY_STAMP) $(NPM_STAMP)
+	$(BIN)/pytest -q -m conformance $(ARGS)
+
+bench: $(PY_STAMP)
+	$(BIN)/python benchmarks/bench_streams.py $(ARGS)

@@ -1,0 +1,337 @@
+"""The native session API: REST for sessions and inputs, SSE and WebSocket for events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.websockets import WebSocketDisconnect
+
+from tether.api.auth import Auth, Caller, Unauthorized
+from tether.runtime.runner import Conflict, InvalidInput, Runtime
+from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.streams.tail import tail
+from tether.streams.wire import WireError, format_offset, parse_offset
+
+MAX_TEXT = 1_000_000
+
+
+class TextPart(BaseModel):
+    type: Literal["text"] = "text"
+    text: str = Field(max_length=MAX_TEXT)
+
+
+Content = (
+    Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(min_length=1)]
+)
+
+
+class CreateSession(BaseModel):
+    model: str | None = Field(default=None, max_length=200)
+    agent: str | None = Field(default=None, max_length=200)
+    system: str | None = Field(default=None, max_length=MAX_TEXT)
+    title: str | None = Field(default=None, max_length=500)
+
+
+class UpdateSession(BaseModel):
+    title: str | None = Field(default=None, max_length=500)
+    archived: bool | None = None
+
+
+class SendMessage(BaseModel):
+    content: Content
+    parent_id: str | None = None
+    interrupt: bool = False
+
+
+class EditMessage(BaseModel):
+    content: Content
+
+
+class Regenerate(BaseModel):
+    message_id: str
+
+
+class Cancel(BaseModel):
+    run_id: str | None = None
+
+
+class ToolResult(BaseModel):
+    tool_call_id: str
+    output: Any = None
+    error: str | None = None
+
+
+class ToolApproval(BaseModel):
+    tool_call_id: str
+    approved: bool
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+def _parts(content: str | list[TextPart]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        if not content.strip():
+            raise InvalidInput("message content must not be empty")
+        return [{"type": "text", "text": content}]
+    return [p.model_dump() for p in content]
+
+
+def error_body(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    from fastapi.exceptions import RequestValidationError
+
+    @app.exception_handler(SessionNotFound)
+    async def _not_found(request: Request, exc: SessionNotFound) -> JSONResponse:
+        return error_body(404, "not_found", str(exc))
+
+    @app.exception_handler(InvalidInput)
+    async def _invalid(request: Request, exc: InvalidInput) -> JSONResponse:
+        return error_body(400, "invalid_input", str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return error_body(409, "conflict", str(exc))
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        resp = error_body(401, "unauthorized", str(exc))
+        resp.headers["www-authenticate"] = "Bearer"
+        return resp
+
+    @app.exception_handler(WireError)
+    async def _wire(request: Request, exc: WireError) -> JSONResponse:
+        return error_body(400, "bad_request", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        return error_body(422, "validation_error", message)
+
+
+def current_caller(
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+    token: Annotated[str | None, Query()] = None,
+) -> Caller:
+    """Resolved from the app's Auth (``app.state.auth``) for every request."""
+    auth: Auth = request.app.state.auth
+    return auth.caller(authorization, token)
+
+
+Who = Annotated[Caller, Depends(current_caller)]
+
+
+def build_router(
+    sessions: SessionService,
+    runtime: Runtime,
+    auth: Auth,
+    known_models: Callable[[str | None, str | None], str | None],
+    stop: Callable[[], asyncio.Future[None]],
+) -> APIRouter:
+    """``known_models`` answers ``(model, agent) -> error message or None``."""
+    router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+    async def owned(session_id: str, who: Caller) -> None:
+        if who.session_only is not None and who.session_only != session_id:
+            raise SessionNotFound(session_id)
+        await sessions.record(session_id, who.owner)
+
+    def writer(who: Caller) -> None:
+        if who.session_only is not None:
+            raise Unauthorized("a read token can only read")
+
+    @router.post("", status_code=201)
+    async def create_session(body: CreateSession, who: Who) -> dict[str, Any]:
+        writer(who)
+        problem = known_models(body.model, body.agent)
+        if problem:
+            raise InvalidInput(problem)
+        record = await sessions.create(
+            owner=who.owner,
+            model=body.model,
+            agent=body.agent,
+            system=body.system,
+            title=body.title,
+        )
+        return _session_json(record.public(), "idle")
+
+    @router.get("")
+    async def list_sessions(who: Who, archived: bool = False) -> dict[str, Any]:
+        writer(who)
+        records = await sessions.list(who.owner)
+        return {
+            "sessions": [
+                _session_json(r.public(), None) for r in records if archived or not r.archived
+            ]
+        }
+
+    @router.get("/{session_id}")
+    async def get_session(session_id: str, who: Who) -> dict[str, Any]:
+        await owned(session_id, who)
+        state = await sessions.state(session_id)
+        snap = state.fold.snapshot()
+        out = _session_json(state.record.public(), snap["status"])
+        out.update(snap)
+        out["offset"] = format_offset(state.position)
+        return out
+
+    @router.patch("/{session_id}")
+    async def update_session(session_id: str, body: UpdateSession, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        record = await sessions.record(session_id)
+        if body.title is not None:
+            record.title = body.title
+        if body.archived is not None:
+            record.archived = body.archived
+        await sessions.save(record)
+        return _session_json(record.public(), None)
+
+    @router.post("/{session_id}/archive")
+    async def archive_session(session_id: str, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        record = await sessions.record(session_id)
+        record.archived = True
+        await sessions.save(record)
+        return _session_json(record.public(), None)
+
+    @router.delete("/{session_id}", status_code=204)
+    async def delete_session(session_id: str, who: Who) -> Response:
+        writer(who)
+        await owned(session_id, who)
+        await runtime.cancel(session_id)
+        await sessions.delete(session_id)
+        return Response(status_code=204)
+
+    @router.post("/{session_id}/messages", status_code=202)
+    async def send_message(session_id: str, body: SendMessage, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        message_id, run_id, queued = await runtime.send(
+            session_id, _parts(body.content), parent_id=body.parent_id, interrupt=body.interrupt
+        )
+        return {"message_id": message_id, "run_id": run_id, "queued": queued}
+
+    @router.patch("/{session_id}/messages/{message_id}", status_code=202)
+    async def edit_message(
+        session_id: str, message_id: str, body: EditMessage, who: Who
+    ) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        new_id, run_id, queued = await runtime.edit(session_id, message_id, _parts(body.content))
+        return {"message_id": new_id, "run_id": run_id, "queued": queued}
+
+    @router.post("/{session_id}/regenerate", status_code=202)
+    async def regenerate(session_id: str, body: Regenerate, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        run_id, queued = await runtime.regenerate(session_id, body.message_id)
+        return {"run_id": run_id, "queued": queued}
+
+    @router.post("/{session_id}/cancel", status_code=202)
+    async def cancel(session_id: str, who: Who, body: Cancel | None = None) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        cancelled = await runtime.cancel(session_id, body.run_id if body else None)
+        return {"cancelled": cancelled}
+
+    @router.post("/{session_id}/tool-results", status_code=202)
+    async def tool_result(session_id: str, body: ToolResult, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        await runtime.tool_result(session_id, body.tool_call_id, body.output, body.error)
+        return {"ok": True}
+
+    @router.post("/{session_id}/tool-approvals", status_code=202)
+    async def tool_approval(session_id: str, body: ToolApproval, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        await runtime.tool_approval(session_id, body.tool_call_id, body.approved, body.reason)
+        return {"ok": True}
+
+    @router.post("/{session_id}/read-token")
+    async def read_token(session_id: str, who: Who) -> dict[str, Any]:
+        writer(who)
+        await owned(session_id, who)
+        token, expires = auth.read_token(session_id, who.owner)
+        return {"token": token, "expires_at": expires}
+
+    @router.get("/{session_id}/events")
+    async def events(
+        session_id: str,
+        who: Who,
+        offset: str | None = None,
+        last_event_id: Annotated[str | None, Header()] = None,
+    ) -> StreamingResponse:
+        await owned(session_id, who)
+        raw = last_event_id or offset or "-1"
+        position = parse_offset(raw)
+        if position is None:
+            position = (await sessions.store.head(stream_name(session_id))).tail
+        return StreamingResponse(
+            _sse(sessions, session_id, position, stop()),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    @router.websocket("/{session_id}/ws")
+    async def websocket(ws: WebSocket, session_id: str, offset: str | None = None) -> None:
+        try:
+            who = auth.caller(ws.headers.get("authorization"), ws.query_params.get("token"))
+            await owned(session_id, who)
+            position = parse_offset(offset or "-1")
+        except (Unauthorized, SessionNotFound, WireError) as err:
+            await ws.close(code=4404 if isinstance(err, SessionNotFound) else 4400, reason=str(err))
+            return
+        await ws.accept()
+        if position is None:
+            position = (await sessions.store.head(stream_name(session_id))).tail
+        with contextlib.suppress(WebSocketDisconnect):
+            async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop()):
+                if batch is None:
+                    continue
+                start, chunks, _ = batch
+                for i, chunk in enumerate(chunks):
+                    await ws.send_text(
+                        '{"offset":"' + format_offset(start + i + 1) + '","event":'
+                        + chunk.decode() + "}"
+                    )  # fmt: skip
+            await ws.close()
+
+    return router
+
+
+async def _sse(
+    sessions: SessionService, session_id: str, position: int, stop: asyncio.Future[None]
+) -> AsyncIterator[bytes]:
+    yield b"retry: 1000\n\n"
+    async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop):
+        if batch is None:
+            yield b": keep-alive\n\n"
+            continue
+        start, chunks, _ = batch
+        yield b"".join(
+            [
+                b"id: " + format_offset(start + i + 1).encode() + b"\ndata: " + chunk + b"\n\n"
+                for i, chunk in enumerate(chunks)
+            ]
+        )
+
+
+def _session_json(public: dict[str, Any], status: str | None) -> dict[str, Any]:
+    out = dict(public)
+    out["stream_url"] = f"/v1/stream/{stream_name(public['id'])}"
+    if status is not None:
+        out["status"] = status
+    return out

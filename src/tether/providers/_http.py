@@ -1,0 +1,320 @@
+"""What the HTTP providers share: secret handling, SSE parsing, error mapping.
+
+Private to ``tether.providers``. The rule it enforces: a credential never
+reaches an exception message, a log line or a repr. Keys are held in
+:class:`Secret`, upstream error texts pass through :func:`redact`, and errors
+are built from the status and the upstream's message only (never from request
+headers or httpx exception texts that could carry them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from tether.providers.base import ProviderError
+
+log = logging.getLogger("tether.providers")
+
+#: Connect quickly or fail; reads may pause a long time while a model thinks.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
+
+_MAX_ERROR_TEXT = 500
+_SECRET_HEADER_HINTS = ("auth", "key", "token", "secret", "cookie", "password")
+
+
+class Secret:
+    """A credential whose repr and str never show it; ``get()`` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:  # pickling would be a way to print it
+        raise TypeError("a Secret cannot be pickled")
+
+
+def secret_values(api_key: Secret | None, headers: Mapping[str, str]) -> list[str]:
+    """Every value worth redacting: the key and the values of credential-like headers."""
+    values = [api_key.get()] if api_key else []
+    for name, value in headers.items():
+        if value and any(hint in name.lower() for hint in _SECRET_HEADER_HINTS):
+            values.append(value)
+    return values
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of every secret replaced by ``***``."""
+    # Longest first, so a secret that contains another is replaced whole.
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info or query (either may carry a credential)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "<invalid url>"
+    return str(parsed.copy_with(userinfo=b"", query=None, fragment=None))
+
+
+def check_base_url(url: str) -> str:
+    """``url`` without a trailing slash; ValueError (credential-free) if not http(s)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        raise ValueError(f"invalid base URL: {display_url(str(url))}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError(f"base URL must be http(s)://host[...]: {display_url(url)}")
+    return url.rstrip("/")
+
+
+def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    """A number means the read timeout (the pause allowed between chunks)."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    return httpx.Timeout(
+        connect=min(10.0, float(timeout)), read=float(timeout), write=30.0, pool=10.0
+    )
+
+
+def is_transient_status(status: int) -> bool:
+    """Worth retrying: rate limits, server errors, and the 408/409 the vendors' SDKs retry."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def _error_message(body: bytes) -> str:
+    """The human part of an upstream error body, whatever dialect it is in."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, str):
+            return err
+        if isinstance(err, dict):
+            # OpenAI {"error": {"message"}}, Anthropic {"error": {"type", "message"}},
+            # vLLM {"object": "error", "message"}, FastAPI {"detail"}.
+            for key in ("message", "detail", "msg"):
+                if isinstance(err.get(key), str):
+                    kind = err.get("type")
+                    prefix = f"{kind}: " if isinstance(kind, str) and kind else ""
+                    return prefix + err[key]
+    return body.decode("utf-8", "replace").strip()
+
+
+def status_error(
+    name: str,
+    status: int,
+    body: bytes,
+    secrets: Iterable[str],
+    headers: Mapping[str, str] | None = None,
+) -> ProviderError:
+    """The ProviderError for an upstream HTTP error response.
+
+    OpenAI and Anthropic may override the status-based classification with an
+    ``x-should-retry: true|false`` header; it is honoured like their SDKs do.
+    """
+    message = redact(_error_message(body), secrets) or httpx.codes.get_reason_phrase(status)
+    if len(message) > _MAX_ERROR_TEXT:
+        message = message[:_MAX_ERROR_TEXT] + "..."
+    should_retry = (headers or {}).get("x-should-retry", "").lower()
+    if should_retry in ("true", "false"):
+        transient = should_retry == "true"
+    else:
+        transient = is_transient_status(status)
+    log.debug("%s: upstream answered HTTP %d (transient=%s)", name, status, transient)
+    return ProviderError(f"{name}: HTTP {status}: {message}", transient=transient, status=status)
+
+
+def transport_error(name: str, exc: httpx.TransportError) -> ProviderError:
+    """The ProviderError for a timeout or a network failure (always transient).
+
+    Built from the exception's type only: httpx messages are not ours to vet.
+    """
+    if isinstance(exc, httpx.TimeoutException):
+        what = {
+            httpx.ConnectTimeout: "connecting timed out",
+            httpx.ReadTimeout: "timed out waiting for data",
+            httpx.WriteTimeout: "timed out sending the request",
+            httpx.PoolTimeout: "timed out waiting for a free connection",
+        }.get(type(exc), "timed out")
+    elif isinstance(exc, httpx.ConnectError):
+        what = "could not connect"
+    elif isinstance(exc, httpx.RemoteProtocolError):
+        what = "connection closed unexpectedly"
+    else:
+        what = f"network error ({type(exc).__name__})"
+    log.debug("%s: upstream %s", name, what)
+    return ProviderError(f"{name}: upstream {what}", transient=True, status=None)
+
+
+def stream_ended_early(name: str) -> ProviderError:
+    return ProviderError(
+        f"{name}: upstream stream ended before the response was complete", transient=True
+    )
+
+
+def malformed(name: str, what: str) -> ProviderError:
+    return ProviderError(f"{name}: malformed upstream stream ({what})", transient=True)
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    event: str
+    data: str
+
+
+async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
+    """Server-sent events from a line iterator (the WHATWG parsing rules, minus ids/retry)."""
+    event = ""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield SSEEvent(event or "message", "\n".join(data))
+            event, data = "", []
+            continue
+        if line.startswith(":"):
+            continue  # comment / keep-alive
+        field, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event = value
+    if data:  # a last event without its blank line
+        yield SSEEvent(event or "message", "\n".join(data))
+
+
+def json_body(body: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(body)
+
+
+def dedupe(names: Iterable[str]) -> list[str]:
+    """Names in first-seen order, blanks dropped."""
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+class HTTPProvider:
+    """Common state of the HTTP providers: name, URL, key, model list, httpx client.
+
+    The client is created here (and closed by :meth:`aclose`) unless one is
+    passed in, in which case its owner closes it.
+    """
+
+    #: Used when no base_url is given.
+    default_base_url = ""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        models: Iterable[str] = (),
+        timeout: float | httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not name or "/" in name or name != name.strip():
+            raise ValueError(f"invalid provider name {name!r}: non-empty, no '/', no spaces")
+        self.name = name
+        self._base_url = check_base_url(base_url or self.default_base_url)
+        self._api_key = Secret(api_key) if api_key else None
+        self._models = dedupe(models)
+        self._extra_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._extra_body = dict(extra_body or {})
+        self._secrets = secret_values(self._api_key, self._extra_headers)
+        self._owns_client = client is None
+        self._client = (
+            client if client is not None else httpx.AsyncClient(timeout=make_timeout(timeout))
+        )
+
+    @property
+    def base_url(self) -> str:
+        """The upstream root, as configured (without a trailing slash)."""
+        return self._base_url
+
+    def models(self) -> list[str]:
+        return list(self._models)
+
+    def _auth_headers(self) -> dict[str, str]:  # pragma: no cover - overridden
+        return {}
+
+    def _headers(self, accept: str = "application/json") -> dict[str, str]:
+        return {
+            "accept": accept,
+            "content-type": "application/json",
+            "user-agent": "tether",
+            **self._extra_headers,
+            **self._auth_headers(),
+        }
+
+    async def _get_model_ids(self, url: str) -> list[str]:
+        """GET a models list (``{"data": [{"id": ...}]}``, OpenAI's and Anthropic's shape)."""
+        try:
+            resp = await self._client.get(url, headers=self._headers())
+        except httpx.TransportError as exc:
+            raise transport_error(self.name, exc) from None
+        if resp.status_code >= 400:
+            raise status_error(
+                self.name, resp.status_code, resp.content, self._secrets, resp.headers
+            )
+        try:
+            data = orjson.loads(resp.content)["data"]
+            ids = [str(entry["id"]) for entry in data]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ProviderError(
+                f"{self.name}: unexpected models list from upstream", transient=False
+            ) from None
+        return dedupe(ids)
+
+    async def refresh_models(self) -> list[str]:
+        """Replace the model list with the upstream's own list, and return it."""
+        self._models = await self._fetch_models()
+        return list(self._models)
+
+    async def _fetch_models(self) -> list[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    def __repr__(self) -> str:
+        key = "set" if self._api_key else "unset"
+        return (
+            f"{type(self).__name__}(name={self.name!r}, base_url={display_url(self._base_url)!r}, "
+            f"models={self._models!r}, api_key={key})"
+        )
+
+    __str__ = __repr__

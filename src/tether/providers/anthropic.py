@@ -1,0 +1,332 @@
+"""Anthropic's Messages API, streamed.
+
+``POST {base_url}/v1/messages`` with ``stream: true``; the SSE events map to
+stream items: ``text_delta`` to TextDelta, ``thinking_delta`` to
+ReasoningDelta, a ``tool_use`` block (its ``input_json_delta`` pieces joined)
+to one ToolCallItem when the block stops, and the usage of ``message_start``
+(input) and ``message_delta`` (output) to one Usage at ``message_stop``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+
+from tether.providers._http import (
+    HTTPProvider,
+    is_transient_status,
+    iter_sse,
+    json_body,
+    log,
+    malformed,
+    redact,
+    status_error,
+    stream_ended_early,
+    transport_error,
+)
+from tether.providers.base import (
+    ChatMessage,
+    ModelRequest,
+    ProviderError,
+    ReasoningDelta,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    ToolCallItem,
+    ToolSpec,
+    Usage,
+)
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+#: The Messages API requires max_tokens; every Claude model accepts this much.
+DEFAULT_MAX_TOKENS = 4096
+
+#: The status each documented error type comes with, for errors inside a stream.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def _tool_input(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as the object ``tool_use.input`` must be."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return {"arguments": arguments}
+    return value if isinstance(value, dict) else {"arguments": value}
+
+
+def to_anthropic_messages(
+    messages: Iterable[ChatMessage],
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(system, messages)`` for the Messages API.
+
+    System messages are joined into the top-level ``system``; tool results
+    become ``tool_result`` blocks of a user turn; consecutive turns of one role
+    are merged (tool results first, as the API requires); empty turns dropped.
+    """
+    system: list[str] = []
+    out: list[dict[str, Any]] = []
+
+    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+        if not blocks:
+            return
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+
+    for m in messages:
+        if m.role == "system":
+            if m.content:
+                system.append(m.content)
+        elif m.role == "tool":
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id or "",
+                "content": m.content,
+            }
+            if m.is_error:
+                block["is_error"] = True
+            add("user", [block])
+        else:
+            blocks: list[dict[str, Any]] = []
+            if m.content:
+                blocks.append({"type": "text", "text": m.content})
+            if m.role == "assistant":
+                blocks.extend(
+                    {
+                        "type": "tool_use",
+                        "id": c.id,
+                        "name": c.name,
+                        "input": _tool_input(c.arguments),
+                    }
+                    for c in m.tool_calls
+                )
+            add("assistant" if m.role == "assistant" else "user", blocks)
+    return ("\n\n".join(system) or None), out
+
+
+def to_anthropic_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for t in tools:
+        tool: dict[str, Any] = {"name": t.name, "input_schema": t.parameters}
+        if t.description:
+            tool["description"] = t.description
+        out.append(tool)
+    return out
+
+
+@dataclass(slots=True)
+class _ToolBlock:
+    id: str
+    name: str
+    initial: Any
+    parts: list[str] = field(default_factory=list)
+
+    def call(self) -> ToolCall:
+        arguments = "".join(self.parts)
+        if not arguments:
+            arguments = orjson.dumps(self.initial).decode() if self.initial else "{}"
+        return ToolCall(id=self.id, name=self.name, arguments=arguments)
+
+
+class EventAssembler:
+    """Turns Messages API stream events into stream items."""
+
+    def __init__(self, name: str, secrets: Iterable[str] = ()) -> None:
+        self.name = name
+        self._secrets = list(secrets)
+        self._tools: dict[int, _ToolBlock] = {}
+        self._input_tokens = 0
+        self._output_tokens = 0
+        #: ``message_stop`` was seen.
+        self.stopped = False
+
+    def feed(self, data: str) -> list[StreamItem]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise malformed(self.name, "an event is not JSON") from None
+        if not isinstance(event, dict):
+            raise malformed(self.name, "an event is not an object")
+        return self.feed_event(event)
+
+    def feed_event(self, event: dict[str, Any]) -> list[StreamItem]:
+        kind = event.get("type")
+        if kind == "content_block_delta":
+            delta = event.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                return [TextDelta(delta["text"])]
+            if dtype == "thinking_delta" and delta.get("thinking"):
+                return [ReasoningDelta(delta["thinking"])]
+            if dtype == "input_json_delta":
+                block = self._tools.get(event.get("index", -1))
+                if block is not None:
+                    block.parts.append(delta.get("partial_json") or "")
+            return []  # signature_delta, citations_delta...
+        if kind == "content_block_start":
+            block = event.get("content_block") or {}
+            btype = block.get("type")
+            if btype == "tool_use":
+                self._tools[event.get("index", -1)] = _ToolBlock(
+                    id=str(block.get("id") or ""),
+                    name=str(block.get("name") or ""),
+                    initial=block.get("input"),
+                )
+            elif btype == "text" and block.get("text"):
+                return [TextDelta(block["text"])]
+            elif btype == "thinking" and block.get("thinking"):
+                return [ReasoningDelta(block["thinking"])]
+            return []
+        if kind == "content_block_stop":
+            tool = self._tools.pop(event.get("index", -1), None)
+            return [ToolCallItem(tool.call())] if tool is not None else []
+        if kind == "message_start":
+            self._usage((event.get("message") or {}).get("usage"))
+            return []
+        if kind == "message_delta":
+            self._usage(event.get("usage"))
+            return []
+        if kind == "message_stop":
+            self.stopped = True
+            return []
+        if kind == "error":
+            raise self._stream_error(event.get("error"))
+        return []  # ping, and event types added after this was written
+
+    def finish(self) -> list[StreamItem]:
+        if not self.stopped:
+            raise stream_ended_early(self.name)
+        return [Usage(self._input_tokens, self._output_tokens)]
+
+    def _usage(self, usage: Any) -> None:
+        """Usage counts are cumulative: a later report replaces an earlier one."""
+        if not isinstance(usage, dict):
+            return
+        keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        if any(isinstance(usage.get(k), int) for k in keys):
+            self._input_tokens = sum(usage[k] for k in keys if isinstance(usage.get(k), int))
+        if isinstance(usage.get("output_tokens"), int):
+            self._output_tokens = usage["output_tokens"]
+
+    def _stream_error(self, error: Any) -> ProviderError:
+        kind = "error"
+        message = ""
+        if isinstance(error, dict):
+            kind = str(error.get("type") or "error")
+            message = str(error.get("message") or "")
+        status = _ERROR_STATUS.get(kind)
+        transient = True if status is None else is_transient_status(status)
+        text = redact(f"{kind}: {message}" if message else kind, self._secrets)[:500]
+        return ProviderError(
+            f"{self.name}: upstream error in stream: {text}", transient=transient, status=status
+        )
+
+
+class AnthropicProvider(HTTPProvider):
+    """Claude models through the Messages API.
+
+    ``extra_body`` is merged into every request body (``temperature``,
+    ``max_tokens``, ``thinking``...); ``max_tokens`` defaults to 4096.
+    """
+
+    default_base_url = ANTHROPIC_BASE_URL
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str = ANTHROPIC_BASE_URL,
+        models: Iterable[str] = (),
+        name: str = "anthropic",
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        timeout: float | httpx.Timeout | None = None,
+        headers: Mapping[str, str] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        super().__init__(
+            name=name,
+            base_url=base_url,
+            api_key=api_key,
+            models=models,
+            timeout=timeout,
+            headers=headers,
+            extra_body=extra_body,
+            client=client,
+        )
+        self.max_tokens = max_tokens
+
+    def _auth_headers(self) -> dict[str, str]:
+        headers = {"anthropic-version": ANTHROPIC_VERSION}
+        if self._api_key:
+            headers["x-api-key"] = self._api_key.get()
+        return headers
+
+    def build_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of the Messages request for ``request``."""
+        system, messages = to_anthropic_messages(request.messages)
+        body: dict[str, Any] = {
+            "max_tokens": self.max_tokens,
+            **self._extra_body,
+            "model": request.model,
+            "messages": messages,
+            "stream": True,
+        }
+        if system is not None:
+            body["system"] = system
+        if request.tools:
+            body["tools"] = to_anthropic_tools(request.tools)
+        return body
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        url = f"{self._base_url}/v1/messages"
+        log.debug(
+            "%s: POST /v1/messages model=%s messages=%d tools=%d attempt=%d",
+            self.name,
+            request.model,
+            len(request.messages),
+            len(request.tools),
+            request.attempt,
+        )
+        content = json_body(self.build_body(request))
+        assembler = EventAssembler(self.name, self._secrets)
+        try:
+            async with self._client.stream(
+                "POST", url, content=content, headers=self._headers("text/event-stream")
+            ) as resp:
+                if resp.status_code >= 400:
+                    body = await resp.aread()
+                    raise status_error(
+                        self.name, resp.status_code, body, self._secrets, resp.headers
+                    )
+                async for event in iter_sse(resp.aiter_lines()):
+                    for item in assembler.feed(event.data):
+                        yield item
+                    if assembler.stopped:
+                        break
+                for item in assembler.finish():
+                    yield item
+        except httpx.TransportError as exc:
+            raise transport_error(self.name, exc) from None
+
+    async def _fetch_models(self) -> list[str]:
+        return await self._get_model_ids(f"{self._base_url}/v1/models?limit=1000")

@@ -1,0 +1,308 @@
+"""Which providers serve which model names.
+
+A full model name is ``<provider>/<model>`` (``openai/gpt-4o-mini``,
+``anthropic/claude-sonnet-4-5``); ``demo`` is always there. Providers come
+from the environment and from a TOML file:
+
+- ``TETHER_OPENAI_BASE_URL`` / ``TETHER_OPENAI_API_KEY`` (either one; the URL
+  defaults to OpenAI's) and ``TETHER_OPENAI_MODELS`` (comma-separated) give
+  the ``openai`` provider;
+- ``TETHER_ANTHROPIC_API_KEY`` (+ ``TETHER_ANTHROPIC_BASE_URL``,
+  ``TETHER_ANTHROPIC_MODELS``) gives the ``anthropic`` provider;
+- the file named by ``TETHER_CONFIG`` (or passed explicitly) lists upstreams::
+
+    [[upstreams]]
+    name = "local"                 # the prefix of its model names
+    kind = "openai"                # or "anthropic"
+    base_url = "http://localhost:11434/v1"
+    api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
+    models = ["llama3.2", "qwen3"]
+    # optional: timeout = 120.0 (read timeout, s), headers = {...},
+    #           extra_body = {...}, max_tokens = 8192 (anthropic)
+
+  An upstream in the file wins over the environment variables for its name.
+
+A provider with an empty model list accepts any model name under its prefix
+(handy for OpenRouter); one with a list accepts only those.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
+from tether.providers.base import Provider
+from tether.providers.demo import DemoModel
+from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
+
+KINDS = ("openai", "anthropic")
+_UPSTREAM_KEYS = {
+    "name",
+    "kind",
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "models",
+    "timeout",
+    "headers",
+    "extra_body",
+    "max_tokens",
+}
+
+
+class UnknownModel(LookupError):
+    """No provider serves the requested model name."""
+
+    def __init__(self, model: str, available: Iterable[str], hint: str = "") -> None:
+        self.model = model
+        self.available = list(available)
+        listed = ", ".join(self.available) if self.available else "none"
+        message = f"unknown model {model!r}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(f"{message}; available models: {listed}")
+
+
+class ConfigError(ValueError):
+    """The provider configuration (environment or TOML file) is invalid.
+
+    Messages name variables and fields, never their values.
+    """
+
+
+class ProviderRegistry:
+    """Model names to providers. ``demo`` is always registered."""
+
+    def __init__(self, providers: Iterable[Provider] = (), *, demo: Provider | None = None) -> None:
+        self._providers: dict[str, Provider] = {}
+        self.add(demo if demo is not None else DemoModel())
+        for provider in providers:
+            self.add(provider)
+
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        config_path: str | os.PathLike[str] | None = None,
+    ) -> ProviderRegistry:
+        """Providers from ``env`` (default ``os.environ``) and the TOML config file.
+
+        The file is ``config_path`` if given, else ``$TETHER_CONFIG`` if set.
+        Raises ConfigError on an invalid configuration.
+        """
+        env = os.environ if env is None else env
+        path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
+        # Providers built before a ConfigError have opened no connection yet:
+        # dropping them is enough.
+        providers = _from_file(Path(path), env) if path is not None else []
+        names = {p.name for p in providers}
+        providers.extend(p for p in _from_env(env) if p.name not in names)
+        return cls(providers)
+
+    def add(self, provider: Provider) -> None:
+        """Register ``provider`` under its name; ValueError if the name is taken."""
+        name = provider.name
+        if not name or "/" in name:
+            raise ValueError(f"invalid provider name {name!r}")
+        if name in self._providers:
+            raise ValueError(f"a provider named {name!r} is already registered")
+        self._providers[name] = provider
+
+    def get(self, name: str) -> Provider:
+        """The provider named ``name`` (KeyError if there is none)."""
+        return self._providers[name]
+
+    @property
+    def providers(self) -> list[Provider]:
+        return list(self._providers.values())
+
+    def list_models(self) -> list[str]:
+        """Full names of every listed model, ``demo`` first."""
+        out: list[str] = []
+        for name, provider in self._providers.items():
+            for model in provider.models():
+                out.append(name if model == name else f"{name}/{model}")
+        return out
+
+    def resolve(self, model: str) -> tuple[Provider, str]:
+        """``(provider, model name for that provider)`` for a full model name.
+
+        ``openai/gpt-4o-mini`` -> (the openai provider, ``gpt-4o-mini``);
+        ``demo`` -> (the demo model, ``demo``). A name without a known prefix
+        is also accepted when exactly one provider lists it (``gpt-4o-mini``).
+        Raises UnknownModel otherwise.
+        """
+        model = model.strip() if isinstance(model, str) else ""
+        if not model:
+            raise UnknownModel(model, self.list_models(), "empty model name")
+        # "demo": a provider whose one model bears its own name.
+        provider = self._providers.get(model)
+        if provider is not None and model in provider.models():
+            return provider, model
+        prefix, sep, rest = model.partition("/")
+        provider = self._providers.get(prefix) if sep else None
+        if provider is not None and rest:
+            listed = provider.models()
+            if not listed or rest in listed:
+                return provider, rest
+        # A bare (or foreign-prefixed, e.g. OpenRouter's "openai/gpt-4o") name.
+        owners = [p for p in self._providers.values() if model in p.models()]
+        if len(owners) == 1:
+            return owners[0], model
+        hint = ""
+        if len(owners) > 1:
+            hint = "ambiguous: served by " + ", ".join(p.name for p in owners)
+        elif provider is not None:
+            hint = f"provider {prefix!r} does not list {rest!r}"
+        raise UnknownModel(model, self.list_models(), hint)
+
+    async def aclose(self) -> None:
+        """Close every provider's HTTP client."""
+        for provider in self._providers.values():
+            await provider.aclose()
+
+    async def __aenter__(self) -> ProviderRegistry:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"ProviderRegistry(providers={list(self._providers)!r})"
+
+    __str__ = __repr__
+
+
+def _csv(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def _from_env(env: Mapping[str, str]) -> list[Provider]:
+    providers: list[Provider] = []
+    base_url = env.get("TETHER_OPENAI_BASE_URL") or None
+    key = env.get("TETHER_OPENAI_API_KEY") or None
+    if base_url or key:
+        providers.append(
+            _build(
+                "TETHER_OPENAI_*",
+                OpenAIProvider,
+                name="openai",
+                base_url=base_url or OPENAI_BASE_URL,
+                api_key=key,
+                models=_csv(env.get("TETHER_OPENAI_MODELS")),
+            )
+        )
+    key = env.get("TETHER_ANTHROPIC_API_KEY") or None
+    if key:
+        providers.append(
+            _build(
+                "TETHER_ANTHROPIC_*",
+                AnthropicProvider,
+                name="anthropic",
+                base_url=env.get("TETHER_ANTHROPIC_BASE_URL") or ANTHROPIC_BASE_URL,
+                api_key=key,
+                models=_csv(env.get("TETHER_ANTHROPIC_MODELS")),
+            )
+        )
+    elif env.get("TETHER_ANTHROPIC_BASE_URL") or env.get("TETHER_ANTHROPIC_MODELS"):
+        raise ConfigError("TETHER_ANTHROPIC_* is set but TETHER_ANTHROPIC_API_KEY is not")
+    return providers
+
+
+def _build(where: str, cls: type[OpenAIProvider | AnthropicProvider], **kwargs: Any) -> Provider:
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        # Our own ValueErrors name the URL (credentials stripped), never the key.
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    upstreams = data.get("upstreams", [])
+    if not isinstance(upstreams, list) or not all(isinstance(u, dict) for u in upstreams):
+        raise ConfigError(f"{path}: 'upstreams' must be an array of tables ([[upstreams]])")
+    providers: list[Provider] = []
+    seen: set[str] = set()
+    for i, table in enumerate(upstreams):
+        where = f"{path}: upstreams[{i}]"
+        provider = _upstream(where, table, env)
+        if provider.name in seen or provider.name == "demo":
+            raise ConfigError(f"{where}: the name {provider.name!r} is already taken")
+        seen.add(provider.name)
+        providers.append(provider)
+    return providers
+
+
+def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Provider:
+    unknown = sorted(set(table) - _UPSTREAM_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    name = table.get("name")
+    if not isinstance(name, str) or not name or "/" in name or name != name.strip():
+        raise ConfigError(f"{where}: 'name' must be a non-empty string without '/'")
+    where = f"{where} ({name})"
+    kind = table.get("kind", name if name in KINDS else None)
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+
+    if "api_key" in table and "api_key_env" in table:
+        raise ConfigError(f"{where}: give 'api_key' or 'api_key_env', not both")
+    key = table.get("api_key")
+    if "api_key_env" in table:
+        var = table["api_key_env"]
+        if not isinstance(var, str) or not var:
+            raise ConfigError(f"{where}: 'api_key_env' must be a variable name")
+        key = env.get(var)
+        if not key:
+            raise ConfigError(f"{where}: environment variable {var} (api_key_env) is not set")
+    if key is not None and not isinstance(key, str):
+        raise ConfigError(f"{where}: 'api_key' must be a string")
+    if kind == "anthropic" and not key:
+        raise ConfigError(f"{where}: an anthropic upstream needs 'api_key' or 'api_key_env'")
+
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{where}: 'models' must be a list of non-empty strings")
+    kwargs: dict[str, Any] = {"name": name, "api_key": key or None, "models": models}
+    if "base_url" in table:
+        if not isinstance(table["base_url"], str):
+            raise ConfigError(f"{where}: 'base_url' must be a string")
+        kwargs["base_url"] = table["base_url"]
+    if "timeout" in table:
+        timeout = table["timeout"]
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds")
+        kwargs["timeout"] = float(timeout)
+    for field in ("headers", "extra_body"):
+        if field in table:
+            if not isinstance(table[field], dict):
+                raise ConfigError(f"{where}: '{field}' must be a table")
+            kwargs[field] = table[field]
+    if "headers" in kwargs and not all(isinstance(v, str) for v in kwargs["headers"].values()):
+        raise ConfigError(f"{where}: 'headers' values must be strings")
+    if "max_tokens" in table:
+        if kind != "anthropic":
+            raise ConfigError(f"{where}: 'max_tokens' applies to kind anthropic (use extra_body)")
+        max_tokens = table["max_tokens"]
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ConfigError(f"{where}: 'max_tokens' must be a positive integer")
+        kwargs["max_tokens"] = max_tokens
+    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
+    return _build(where, cls, **kwargs)
