@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,6 +26,8 @@ RECORDS = "sessions"
 JSON = "application/json"
 #: Bytes per catch-up read while folding.
 READ_CHUNK = 1024 * 1024
+#: Folds kept in memory; others are rebuilt from their stream when next needed.
+MAX_CACHED_STATES = 5000
 
 
 def stream_name(session_id: str) -> str:
@@ -75,7 +78,7 @@ class SessionState:
 class SessionService:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._states: dict[str, SessionState] = {}
+        self._states: OrderedDict[str, SessionState] = OrderedDict()
 
     async def create(
         self,
@@ -139,6 +142,10 @@ class SessionService:
         if state is None:
             record = await self.record(session_id)
             state = self._states.setdefault(session_id, SessionState(record, SessionFold()))
+            while len(self._states) > MAX_CACHED_STATES:
+                self._states.popitem(last=False)
+        else:
+            self._states.move_to_end(session_id)
         async with state.lock:
             name = stream_name(session_id)
             while True:

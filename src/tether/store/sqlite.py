@@ -10,14 +10,18 @@ fsync per append.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tether.store.base import StreamMeta
 from tether.store.local import LocalStore, Row
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS streams (
@@ -106,6 +110,36 @@ class DataDirLocked(RuntimeError):
     pass
 
 
+class _Checkpointer:
+    """Runs passive WAL checkpoints on its own connection, off the event loop."""
+
+    INTERVAL = 1.0
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="tether-wal-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _loop(self) -> None:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            while not self._stopping.wait(self.INTERVAL):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as err:
+                    log.warning("WAL checkpoint failed (will retry): %s", err)
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+
 class SqlitePersistence:
     def __init__(self, path: Path, synchronous: str = "NORMAL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,6 +155,11 @@ class SqlitePersistence:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=OFF")
+        # Checkpoints copy the WAL into the database file and fsync it, which
+        # can take hundreds of milliseconds: a thread of ours does them, so the
+        # event loop (which commits appends) never waits for one.
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._checkpointer = _Checkpointer(path)
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM streams").fetchone()
         self._next_id = int(row[0]) + 1
@@ -264,6 +303,7 @@ class SqlitePersistence:
         self._db.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key))
 
     def close(self) -> None:
+        self._checkpointer.stop()
         self._db.close()
         os.close(self._lock_fd)
 
