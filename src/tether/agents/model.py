@@ -8,6 +8,7 @@ failed attempt streamed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 
@@ -99,17 +100,20 @@ class ModelAgent:
             calls: list[ToolCall] = []
             request = ModelRequest(self.model, messages, attempt=attempt, run_id=ctx.run_id)
             try:
-                async for item in self.provider.stream(request):
-                    if isinstance(item, TextDelta):
-                        await ctx.text(item.text)
-                    elif isinstance(item, ReasoningDelta):
-                        await ctx.reasoning(item.text)
-                    elif isinstance(item, ToolCallItem):
-                        calls.append(item.call)
-                    elif isinstance(item, Usage):
-                        await ctx.add_usage(
-                            input_tokens=item.input_tokens, output_tokens=item.output_tokens
-                        )
+                # aclosing: a cancel that lands while we await ctx must close the
+                # upstream request now, not when the generator is collected.
+                async with contextlib.aclosing(self.provider.stream(request)) as items:
+                    async for item in items:
+                        if isinstance(item, TextDelta):
+                            await ctx.text(item.text)
+                        elif isinstance(item, ReasoningDelta):
+                            await ctx.reasoning(item.text)
+                        elif isinstance(item, ToolCallItem):
+                            calls.append(item.call)
+                        elif isinstance(item, Usage):
+                            await ctx.add_usage(
+                                input_tokens=item.input_tokens, output_tokens=item.output_tokens
+                            )
                 return calls
             except ProviderError as err:
                 if not err.transient or attempt >= self.retry.max_attempts:

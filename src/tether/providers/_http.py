@@ -47,23 +47,20 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> Any:  # pickling would be a way to print it
-        raise TypeError("a Secret cannot be pickled")
 
-
-def secret_values(api_key: Secret | None, headers: Mapping[str, str]) -> list[str]:
+def secret_values(api_key: Secret | None, headers: Mapping[str, str]) -> tuple[Secret, ...]:
     """Every value worth redacting: the key and the values of credential-like headers."""
-    values = [api_key.get()] if api_key else []
+    values = [api_key] if api_key else []
     for name, value in headers.items():
         if value and any(hint in name.lower() for hint in _SECRET_HEADER_HINTS):
-            values.append(value)
-    return values
+            values.append(Secret(value))
+    return tuple(values)
 
 
-def redact(text: str, secrets: Iterable[str]) -> str:
+def redact(text: str, secrets: Iterable[Secret]) -> str:
     """``text`` with every occurrence of every secret replaced by ``***``."""
     # Longest first, so a secret that contains another is replaced whole.
-    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+    for value in sorted((s.get() for s in secrets if s), key=len, reverse=True):
         text = text.replace(value, "***")
     return text
 
@@ -129,7 +126,7 @@ def status_error(
     name: str,
     status: int,
     body: bytes,
-    secrets: Iterable[str],
+    secrets: Iterable[Secret],
     headers: Mapping[str, str] | None = None,
 ) -> ProviderError:
     """The ProviderError for an upstream HTTP error response.
@@ -149,7 +146,7 @@ def status_error(
     return ProviderError(f"{name}: HTTP {status}: {message}", transient=transient, status=status)
 
 
-def transport_error(name: str, exc: httpx.TransportError) -> ProviderError:
+def transport_error(name: str, exc: httpx.RequestError) -> ProviderError:
     """The ProviderError for a timeout or a network failure (always transient).
 
     Built from the exception's type only: httpx messages are not ours to vet.
@@ -251,9 +248,11 @@ class HTTPProvider:
         self._base_url = check_base_url(base_url or self.default_base_url)
         self._api_key = Secret(api_key) if api_key else None
         self._models = dedupe(models)
-        self._extra_headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        self._secrets = secret_values(self._api_key, headers)
+        # Header values may be credentials too (Azure's api-key...): held as Secrets.
+        self._extra_headers = {k: Secret(v) for k, v in headers.items()}
         self._extra_body = dict(extra_body or {})
-        self._secrets = secret_values(self._api_key, self._extra_headers)
         self._owns_client = client is None
         self._client = (
             client if client is not None else httpx.AsyncClient(timeout=make_timeout(timeout))
@@ -275,7 +274,7 @@ class HTTPProvider:
             "accept": accept,
             "content-type": "application/json",
             "user-agent": "tether",
-            **self._extra_headers,
+            **{k: v.get() for k, v in self._extra_headers.items()},
             **self._auth_headers(),
         }
 
@@ -283,7 +282,7 @@ class HTTPProvider:
         """GET a models list (``{"data": [{"id": ...}]}``, OpenAI's and Anthropic's shape)."""
         try:
             resp = await self._client.get(url, headers=self._headers())
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
         if resp.status_code >= 400:
             raise status_error(

@@ -18,6 +18,7 @@ import orjson
 
 from tether.providers._http import (
     HTTPProvider,
+    Secret,
     is_transient_status,
     iter_sse,
     json_body,
@@ -150,7 +151,7 @@ class _ToolBlock:
 class EventAssembler:
     """Turns Messages API stream events into stream items."""
 
-    def __init__(self, name: str, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, secrets: Iterable[Secret] = ()) -> None:
         self.name = name
         self._secrets = list(secrets)
         self._tools: dict[int, _ToolBlock] = {}
@@ -325,7 +326,7 @@ class AnthropicProvider(HTTPProvider):
                         break
                 for item in assembler.finish():
                     yield item
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
 
     async def _fetch_models(self) -> list[str]:

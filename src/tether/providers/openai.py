@@ -19,6 +19,7 @@ import orjson
 
 from tether.providers._http import (
     HTTPProvider,
+    Secret,
     is_transient_status,
     iter_sse,
     json_body,
@@ -96,7 +97,7 @@ class ChunkAssembler:
     index order, when the choice reports a finish_reason or at the end.
     """
 
-    def __init__(self, name: str, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, secrets: Iterable[Secret] = ()) -> None:
         self.name = name
         self._secrets = list(secrets)
         self._calls: dict[int, _PartialCall] = {}
@@ -280,7 +281,7 @@ class OpenAIProvider(HTTPProvider):
                     raise status_error(
                         self.name, resp.status_code, body, self._secrets, resp.headers
                     )
-                if "text/event-stream" not in resp.headers.get("content-type", ""):
+                if "json" in resp.headers.get("content-type", ""):
                     # A server that ignored stream=true and answered one JSON completion.
                     for item in self._from_completion(await resp.aread(), assembler):
                         yield item
@@ -293,7 +294,7 @@ class OpenAIProvider(HTTPProvider):
                         yield item
                 for item in assembler.finish():
                     yield item
-        except httpx.TransportError as exc:
+        except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
 
     def _from_completion(self, raw: bytes, assembler: ChunkAssembler) -> list[StreamItem]:

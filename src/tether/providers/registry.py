@@ -13,7 +13,7 @@ from the environment and from a TOML file:
 
     [[upstreams]]
     name = "local"                 # the prefix of its model names
-    kind = "openai"                # or "anthropic"
+    kind = "openai"                # or "anthropic" (default: the name, if it is one)
     base_url = "http://localhost:11434/v1"
     api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
     models = ["llama3.2", "qwen3"]

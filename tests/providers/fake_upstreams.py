@@ -1,0 +1,590 @@
+"""A fake OpenAI + Anthropic upstream on a real loopback socket.
+
+It speaks both vendors' real streaming wire formats:
+
+- ``POST /v1/chat/completions``: ``chat.completion.chunk`` objects as OpenAI
+  sends them (the role delta first, ``usage: null`` on every chunk when
+  ``include_usage`` is set, tool-call fragments split over chunks, a finish
+  chunk, a usage chunk with empty ``choices``, then ``data: [DONE]``);
+- ``POST /v1/messages``: Anthropic's ``event:``/``data:`` SSE sequence
+  (message_start, ping, content blocks for thinking, text and tool_use,
+  message_delta, message_stop);
+- ``GET /v1/models`` in either dialect (Anthropic's when the request carries
+  ``anthropic-version``).
+
+What it streams comes from :attr:`FakeUpstream.script`. It records every
+request (:attr:`FakeUpstream.requests`), can be told to fail the next N
+(:meth:`FakeUpstream.fail_next`), and notices clients that hang up mid-stream
+(:meth:`FakeUpstream.wait_disconnect`).
+
+It runs as a uvicorn server task on the test's own event loop; its socket is
+bound and listening before the task starts, so clients can connect at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import socket
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+CREATED = 1_730_000_000
+
+
+@dataclass
+class FakeToolCall:
+    name: str
+    #: Complete JSON arguments; the fake streams them in small fragments.
+    arguments: str
+    id: str = ""
+
+
+@dataclass
+class Script:
+    """What the fake streams for each model request."""
+
+    text: str = "Hello from the fake upstream."
+    reasoning: str = ""
+    tool_calls: list[FakeToolCall] = field(default_factory=list)
+    #: (prompt / input tokens, completion / output tokens)
+    usage: tuple[int, int] = (11, 7)
+    #: OpenAI-compatible servers disagree: vLLM/DeepSeek say reasoning_content,
+    #: OpenRouter/Ollama say reasoning.
+    reasoning_field: str = "reasoning_content"
+    #: Stall, until the client leaves, after the opening event (OpenAI's role
+    #: chunk, Anthropic's message_start) and this many more.
+    hang_after: int | None = None
+    #: Stall before even sending the response headers.
+    stall_before_headers: bool = False
+    #: End the body after the content: no finish, no usage, no [DONE]/message_stop.
+    truncate: bool = False
+    #: An error object sent inside the stream after the content (then the end).
+    stream_error: dict[str, Any] | None = None
+    #: Size of the tool-argument fragments.
+    fragment: int = 5
+    #: OpenAI only: ignore stream=true and answer one chat.completion JSON object
+    #: (what some OpenAI-compatible servers do).
+    json_reply: bool = False
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    #: Lower-case names.
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class _Failure:
+    status: int
+    message: str | None
+    headers: dict[str, str]
+
+
+_OPENAI_ERRORS = {
+    400: ("invalid_request_error", "Invalid request."),
+    401: ("invalid_request_error", "Incorrect API key provided."),
+    404: ("invalid_request_error", "The model does not exist."),
+    429: ("requests", "Rate limit reached for requests."),
+    500: ("server_error", "The server had an error while processing your request."),
+    503: ("server_error", "The engine is currently overloaded, please try again later."),
+}
+_ANTHROPIC_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+
+def pieces(text: str) -> list[str]:
+    """Token-like pieces: each word with the whitespace before it."""
+    return re.findall(r"\s*\S+", text)
+
+
+def _sse_data(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _sse_event(obj: dict[str, Any]) -> bytes:
+    return b"event: " + obj["type"].encode() + b"\n" + _sse_data(obj)
+
+
+class _EventStream:
+    """An SSE response that notices a client hanging up while it streams.
+
+    The body is produced in one task while another waits for
+    ``http.disconnect``; a disconnect before the body is complete is recorded
+    and stops the producer.
+    """
+
+    def __init__(self, fake: FakeUpstream, body: AsyncIterator[bytes], stall: bool) -> None:
+        self.fake = fake
+        self.body = body
+        self.stall = stall
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def produce() -> None:
+            if self.stall:
+                await self.fake._released.wait()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                    ],
+                }
+            )
+            async for chunk in self.body:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        producer = asyncio.ensure_future(produce())
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hung_up = watcher.done() and not producer.done()
+            for task in (producer, watcher):
+                task.cancel()
+            await asyncio.gather(producer, watcher, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self.body.aclose()  # type: ignore[attr-defined]
+        if hung_up:
+            self.fake._note_disconnect()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped by an event rather than its 0.1 s polling loop."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.stop_requested = asyncio.Event()
+
+    async def main_loop(self) -> None:
+        await self.on_tick(0)  # sets the Date / Server headers once
+        await self.stop_requested.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown without its fixed 0.1 s pauses (a test suite runs it a lot)."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        # Closed connections leave the set on the next loop turns; stalled
+        # streams were released by FakeUpstream.stop, so this is quick.
+        deadline = asyncio.get_running_loop().time() + 2.0
+        while self.server_state.connections or self.server_state.tasks:
+            if asyncio.get_running_loop().time() > deadline:
+                for task in self.server_state.tasks:
+                    task.cancel()
+                break
+            await asyncio.sleep(0.002)
+        for server in self.servers:
+            await server.wait_closed()
+
+
+class FakeUpstream:
+    """The fake server. ``async with FakeUpstream() as fake: ...``"""
+
+    def __init__(self) -> None:
+        self.script = Script()
+        self.requests: list[Received] = []
+        self.models = ["gpt-4o-mini", "gpt-4o"]
+        self.disconnects = 0
+        self._failures: deque[_Failure] = deque()
+        self._disconnected = asyncio.Event()
+        self._released = asyncio.Event()
+        self._ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
+
+    # -- control -------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def fail_next(
+        self,
+        count: int = 1,
+        status: int = 503,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next ``count`` requests with ``status`` and a vendor error body."""
+        for _ in range(count):
+            self._failures.append(_Failure(status, message, dict(headers or {})))
+
+    async def wait_disconnect(self, timeout: float = 5.0) -> None:
+        """Return once a client has hung up in the middle of a stream."""
+        await asyncio.wait_for(self._disconnected.wait(), timeout)
+
+    def _note_disconnect(self) -> None:
+        self.disconnects += 1
+        self._disconnected.set()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> FakeUpstream:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # connections queue in the backlog until uvicorn accepts
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _Server(config)
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        return self
+
+    async def stop(self) -> None:
+        self._released.set()  # let every stalled stream end
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            self._server.stop_requested.set()
+            await self._task  # re-raises if the server failed
+
+    async def __aenter__(self) -> FakeUpstream:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- endpoints -----------------------------------------------------------
+
+    async def _record(self, request: Request) -> Received:
+        raw = await request.body()
+        body = orjson.loads(raw) if raw else None
+        received = Received(request.method, request.url.path, dict(request.headers), body)
+        self.requests.append(received)
+        return received
+
+    def _openai_failure(self) -> Response | None:
+        if not self._failures:
+            return None
+        failure = self._failures.popleft()
+        kind, default = _OPENAI_ERRORS.get(failure.status, ("invalid_request_error", "Error."))
+        error = {
+            "message": failure.message or default,
+            "type": kind,
+            "param": None,
+            "code": "rate_limit_exceeded" if failure.status == 429 else None,
+        }
+        return JSONResponse({"error": error}, failure.status, failure.headers)
+
+    def _anthropic_failure(self) -> Response | None:
+        if not self._failures:
+            return None
+        failure = self._failures.popleft()
+        kind = _ANTHROPIC_ERRORS.get(failure.status, "invalid_request_error")
+        error = {"type": kind, "message": failure.message or f"{kind} (fake)"}
+        return JSONResponse(
+            {"type": "error", "error": error, "request_id": f"req_fake{next(self._ids)}"},
+            failure.status,
+            failure.headers,
+        )
+
+    async def _chat(self, request: Request) -> Response:
+        received = await self._record(request)
+        if (failure := self._openai_failure()) is not None:
+            return failure
+        script = self.script
+        if script.json_reply:
+            return JSONResponse(self._openai_completion(received.body, script))
+        body = self._openai_chunks(received.body, script)
+        return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
+    async def _messages(self, request: Request) -> Response:
+        received = await self._record(request)
+        if (failure := self._anthropic_failure()) is not None:
+            return failure
+        script = self.script
+        body = self._anthropic_events(received.body, script)
+        return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
+    async def _models(self, request: Request) -> Response:
+        await self._record(request)
+        anthropic = "anthropic-version" in request.headers
+        failure = self._anthropic_failure() if anthropic else self._openai_failure()
+        if failure is not None:
+            return failure
+        if anthropic:
+            data = [
+                {
+                    "type": "model",
+                    "id": m,
+                    "display_name": m,
+                    "created_at": "2025-01-01T00:00:00Z",
+                }
+                for m in self.models
+            ]
+            return JSONResponse(
+                {
+                    "data": data,
+                    "has_more": False,
+                    "first_id": self.models[0] if self.models else None,
+                    "last_id": self.models[-1] if self.models else None,
+                }
+            )
+        data = [
+            {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
+            for m in self.models
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    # -- wire formats --------------------------------------------------------
+
+    async def _stall(self) -> None:
+        await self._released.wait()
+
+    def _openai_completion(self, body: Any, script: Script) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": script.text, "refusal": None}
+        if script.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_fake{i}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for i, call in enumerate(script.tool_calls)
+            ]
+        prompt, completion = script.usage
+        return {
+            "id": f"chatcmpl-fake{next(self._ids)}",
+            "object": "chat.completion",
+            "created": CREATED,
+            "model": body.get("model", ""),
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if script.tool_calls else "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            },
+        }
+
+    async def _openai_chunks(self, body: Any, script: Script) -> AsyncIterator[bytes]:
+        chat_id = f"chatcmpl-fake{next(self._ids)}"
+        model = body.get("model", "")
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            obj: dict[str, Any] = {
+                "id": chat_id,
+                "object": "chat.completion.chunk",
+                "created": CREATED,
+                "model": model,
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake",
+                "choices": [
+                    {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                ],
+            }
+            if include_usage:
+                obj["usage"] = None
+            return _sse_data(obj)
+
+        role: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        deltas: list[dict[str, Any]] = []
+        deltas += [{script.reasoning_field: p} for p in pieces(script.reasoning)]
+        deltas += [{"content": p} for p in pieces(script.text)]
+        for i, call in enumerate(script.tool_calls):
+            deltas.append(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call.id or f"call_fake{i}",
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": ""},
+                        }
+                    ]
+                }
+            )
+            args = call.arguments
+            for start in range(0, len(args), script.fragment):
+                fragment = args[start : start + script.fragment]
+                deltas.append({"tool_calls": [{"index": i, "function": {"arguments": fragment}}]})
+        if deltas and "tool_calls" in deltas[0]:
+            # Like OpenAI: a tool-calls-only answer opens with role + the first call.
+            deltas[0] = {**role, "content": None, **deltas[0]}
+        else:
+            deltas.insert(0, role)
+
+        for n, delta in enumerate(deltas):
+            if script.hang_after is not None and n == script.hang_after + 1:
+                await self._stall()
+                return
+            yield chunk(delta)
+        if script.stream_error is not None:
+            yield _sse_data({"error": script.stream_error})
+            return
+        if script.truncate:
+            return
+        yield chunk({}, "tool_calls" if script.tool_calls else "stop")
+        if include_usage:
+            prompt, completion = script.usage
+            yield _sse_data(
+                {
+                    "id": chat_id,
+                    "object": "chat.completion.chunk",
+                    "created": CREATED,
+                    "model": model,
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": prompt,
+                        "completion_tokens": completion,
+                        "total_tokens": prompt + completion,
+                        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                        "completion_tokens_details": {
+                            "reasoning_tokens": 0,
+                            "audio_tokens": 0,
+                            "accepted_prediction_tokens": 0,
+                            "rejected_prediction_tokens": 0,
+                        },
+                    },
+                }
+            )
+        yield b"data: [DONE]\n\n"
+
+    async def _anthropic_events(self, body: Any, script: Script) -> AsyncIterator[bytes]:
+        prompt, completion = script.usage
+        events: list[dict[str, Any]] = [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_fake{next(self._ids)}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": body.get("model", ""),
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": prompt,
+                        "cache_creation_input_tokens": 0,
+                        "cache_read_input_tokens": 0,
+                        "output_tokens": 1,
+                        "service_tier": "standard",
+                    },
+                },
+            }
+        ]
+        content: list[dict[str, Any]] = []  # the events after message_start
+        index = 0
+
+        def block(start: dict[str, Any], deltas: list[dict[str, Any]]) -> None:
+            nonlocal index
+            content.append({"type": "content_block_start", "index": index, "content_block": start})
+            if index == 0:
+                content.append({"type": "ping"})
+            content.extend(
+                {"type": "content_block_delta", "index": index, "delta": d} for d in deltas
+            )
+            content.append({"type": "content_block_stop", "index": index})
+            index += 1
+
+        if script.reasoning:
+            block(
+                {"type": "thinking", "thinking": "", "signature": ""},
+                [{"type": "thinking_delta", "thinking": p} for p in pieces(script.reasoning)]
+                + [{"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}],
+            )
+        if script.text:
+            block(
+                {"type": "text", "text": ""},
+                [{"type": "text_delta", "text": p} for p in pieces(script.text)],
+            )
+        for i, call in enumerate(script.tool_calls):
+            args = call.arguments
+            fragments = [""] + [
+                args[s : s + script.fragment] for s in range(0, len(args), script.fragment)
+            ]
+            block(
+                {
+                    "type": "tool_use",
+                    "id": call.id or f"toolu_fake{i}",
+                    "name": call.name,
+                    "input": {},
+                },
+                [{"type": "input_json_delta", "partial_json": f} for f in fragments],
+            )
+
+        for n, event in enumerate(events + content):
+            if script.hang_after is not None and n == script.hang_after + 1:
+                await self._stall()
+                return
+            yield _sse_event(event)
+        if script.stream_error is not None:
+            yield _sse_event({"type": "error", "error": script.stream_error})
+            return
+        if script.truncate:
+            return
+        yield _sse_event(
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": "tool_use" if script.tool_calls else "end_turn",
+                    "stop_sequence": None,
+                },
+                "usage": {"output_tokens": completion},
+            }
+        )
+        yield _sse_event({"type": "message_stop"})
