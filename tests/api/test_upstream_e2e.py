@@ -1,0 +1,112 @@
+"""tether in front of an OpenAI-compatible upstream: the key stays on the server.
+
+The upstream is a local server speaking OpenAI's real streaming wire format;
+tether runs as a real child process configured with its URL and key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers.server import TetherServer
+from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+
+KEY = "sk-upstream-5e1d0c9a7b3f"
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
+    async with FakeUpstream() as fake:
+        env = {
+            **os.environ,
+            "TETHER_OPENAI_BASE_URL": fake.openai_base_url,
+            "TETHER_OPENAI_API_KEY": KEY,
+            "TETHER_OPENAI_MODELS": "gpt-4o-mini",
+        }
+        server = TetherServer(tmp_path / "data", log_path=tmp_path / "server.log", env=env)
+        await asyncio.to_thread(server.start)
+        try:
+            yield fake, server
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+async def run_events(c: httpx.AsyncClient, sid: str, run_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with c.stream("GET", f"/v1/sessions/{sid}/events") as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                ev = json.loads(line[6:])
+                out.append(ev)
+                if ev["type"] == "run-end" and ev["run_id"] == run_id:
+                    return out
+    raise AssertionError("stream ended before the run did")
+
+
+async def test_completions_stream_through_and_the_key_never_leaves_the_server(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="Paris is the capital.", reasoning="Recall geography.")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        models = (await c.get("/v1/models")).json()
+        assert "openai/gpt-4o-mini" in [m["id"] for m in models["data"]]
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        run = (await c.post(f"/v1/sessions/{sid}/messages", json={"content": "Capital?"})).json()
+        evs = await run_events(c, sid, run["run_id"])
+        snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+        raw = (await c.get(f"/v1/stream/sessions/{sid}", params={"offset": "-1"})).text
+
+    assert fake.requests[-1].headers["authorization"] == f"Bearer {KEY}"
+    assert fake.requests[-1].body["model"] == "gpt-4o-mini"
+    assert fake.requests[-1].body["messages"][-1] == {"role": "user", "content": "Capital?"}
+    answer = snapshot["messages"][-1]
+    assert [p["kind"] for p in answer["parts"]] == ["reasoning", "text"]
+    assert answer["parts"][1]["text"] == "Paris is the capital."
+    assert answer["usage"] == {"input_tokens": 11, "output_tokens": 7}
+    assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete"]
+    for text in (json.dumps(evs), json.dumps(snapshot), raw, server.output()):
+        assert KEY not in text
+
+
+async def test_upstream_errors_reach_clients_without_the_key(setup) -> None:
+    fake, server = setup
+    fake.fail_next(1, status=401, message=f"Incorrect API key provided: {KEY}")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        run = (await c.post(f"/v1/sessions/{sid}/messages", json={"content": "hi"})).json()
+        evs = await run_events(c, sid, run["run_id"])
+    errors = [e for e in evs if e["type"] == "error"]
+    assert errors and "401" in errors[0]["message"]
+    assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["error"]
+    assert KEY not in json.dumps(evs) and KEY not in server.output()
+
+
+async def test_a_model_tool_call_round_trips_through_a_client(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="", tool_calls=[FakeToolCall("lookup", '{"q": "tether"}', "call_9")])
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        run = (await c.post(f"/v1/sessions/{sid}/messages", json={"content": "find"})).json()
+        async with c.stream("GET", f"/v1/sessions/{sid}/events") as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: ") and '"tool-call"' in line:
+                    call = json.loads(line[6:])
+                    fake.script = Script(text="Found it.")
+                    res = await c.post(
+                        f"/v1/sessions/{sid}/tool-results",
+                        json={"tool_call_id": call["tool_call_id"], "output": {"hits": 2}},
+                    )
+                    assert res.status_code == 202, res.text
+                    break
+        evs = await run_events(c, sid, run["run_id"])
+    follow_up = fake.requests[-1].body["messages"]
+    assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "lookup"
+    assert follow_up[-1] == {"role": "tool", "tool_call_id": "call_9", "content": '{"hits": 2}'}
+    assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete"]
