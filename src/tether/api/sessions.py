@@ -210,7 +210,7 @@ def build_router(
     async def delete_session(session_id: str, who: Who) -> Response:
         writer(who)
         await owned(session_id, who)
-        await runtime.cancel(session_id)
+        await runtime.forget(session_id)
         await sessions.delete(session_id)
         return Response(status_code=204)
 

@@ -15,6 +15,7 @@ import uvicorn
 from tether.agents.app import load_app
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
+from tether.cli.chat import chat, tail
 from tether.providers.registry import ProviderRegistry
 from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
@@ -125,6 +126,10 @@ def serve(
         proxy_headers=False,
     )
     _Server(config, app).run()
+
+
+main.add_command(chat)
+main.add_command(tail)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import orjson
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.sessions import events as ev
 from tether.sessions.service import SessionRecord, SessionService
+from tether.store.errors import StreamNotFound
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,9 @@ class Conflict(ValueError):
 @dataclass(slots=True)
 class QueueItem:
     run_id: str
-    kind: str  # "message" | "regenerate"
-    #: The user message to place (kind message) or to answer again (regenerate).
+    kind: str  # "message" | "regenerate" | "continue"
+    #: The user message to place (kind message), to answer again (regenerate),
+    #: or the message the answer follows (continue).
     message_id: str
     parts: list[dict[str, Any]] = field(default_factory=list)
     parent_id: str | None = None
@@ -61,11 +63,23 @@ class QueueItem:
         }
         if self.kind == "message":
             out["parts"] = self.parts
+            if self.explicit_parent:
+                out["parent_id"] = self.parent_id
+            if self.edit_of is not None:
+                out["edit_of"] = self.edit_of
         return out
 
     @classmethod
     def from_public(cls, d: dict[str, Any]) -> QueueItem:
-        return cls(d["run_id"], d["kind"], d["message_id"], d.get("parts", []))
+        return cls(
+            d["run_id"],
+            d["kind"],
+            d["message_id"],
+            d.get("parts", []),
+            d.get("parent_id"),
+            explicit_parent="parent_id" in d,
+            edit_of=d.get("edit_of"),
+        )
 
 
 @dataclass(slots=True)
@@ -179,6 +193,55 @@ class Runtime:
         queued = await self._submit(session_id, item, False)
         return item.run_id, queued
 
+    async def answer(self, session_id: str, message_id: str) -> tuple[str, bool]:
+        """Answer the branch that ends at ``message_id``, with no new user message.
+
+        The answer becomes that message's child. This is how a conversation
+        seeded by a client that ran the tools itself continues after their
+        results (the branch then ends with an assistant message whose tool
+        calls have results).
+        """
+        state = await self.sessions.state(session_id)
+        if message_id not in state.fold.messages:
+            raise InvalidInput(f"no message {message_id} in this session")
+        item = QueueItem(ev.new_id("run"), "continue", message_id)
+        queued = await self._submit(session_id, item, False)
+        return item.run_id, queued
+
+    async def seed(self, session_id: str, messages: list[dict[str, Any]]) -> str | None:
+        """Place earlier turns of a conversation after the leaf, running nothing.
+
+        For clients that hold the conversation themselves (the OpenAI-compatible
+        gateway). Each item is ``{"role": "user", "text": ...}`` or
+        ``{"role": "assistant", "text": ..., "tool_calls": [{"id", "name",
+        "arguments", "result"?, "error"?}]}`` (arguments as JSON text or a
+        value; a call with a ``result`` or ``error`` gets a tool-result).
+        The events go in one atomic batch. Returns the new leaf's id (the old
+        one if ``messages`` is empty). Conflict while a run is active or queued.
+        """
+        live = self._session(session_id)
+        if live.run_id is not None or live.queue:
+            raise Conflict("a session can be seeded only while it is idle")
+        leaf = (await self.sessions.state(session_id)).fold.leaf
+        batch: list[ev.Event] = []
+        for msg in messages:
+            message_id = ev.new_id("msg")
+            if msg["role"] == "user":
+                batch.append(
+                    ev.event(
+                        ev.USER_MESSAGE, message_id=message_id, parent_id=leaf,
+                        parts=[{"type": "text", "text": msg.get("text", "")}],
+                    )
+                )  # fmt: skip
+            elif msg["role"] == "assistant":
+                batch += _seeded_answer(message_id, leaf, msg)
+            else:
+                raise InvalidInput(f"cannot seed a message with role {msg['role']!r}")
+            leaf = message_id
+        if batch:
+            await self.sessions.append(session_id, batch)
+        return leaf
+
     async def _submit(self, session_id: str, item: QueueItem, interrupt: bool) -> bool:
         live = self._session(session_id)
         busy = live.run_id is not None
@@ -202,10 +265,18 @@ class Runtime:
             session_id, [ev.event(ev.CANCEL, run_id=run_id, all=None if run_id else True)]
         )
         cancelled: list[str] = []
-        if run_id is not None and any(q.run_id == run_id for q in live.queue):
-            live.queue = deque(q for q in live.queue if q.run_id != run_id)
-            await self._publish_queue(session_id, live)
-            cancelled.append(run_id)
+        dropped = [q.run_id for q in live.queue if run_id is None or q.run_id == run_id]
+        if dropped:
+            # A queued run never started, but it still ends exactly once.
+            live.queue = deque(q for q in live.queue if q.run_id not in dropped)
+            await self.sessions.append(
+                session_id,
+                [
+                    ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]),
+                    *(ev.event(ev.RUN_END, run_id=r, reason=ev.CANCELLED) for r in dropped),
+                ],
+            )
+            cancelled += dropped
         task = live.task
         if task is not None and (run_id is None or run_id == live.run_id):
             live.cancel_requested = True
@@ -373,6 +444,15 @@ class Runtime:
             await self._end(session_id, run_id, reason)
         await self._next(session_id)
 
+    async def forget(self, session_id: str) -> None:
+        """Before a session is deleted: drop its queue and stop its run."""
+        live = self._live.get(session_id)
+        if live is None:
+            return
+        live.queue.clear()
+        await self.cancel(session_id)
+        self._live.pop(session_id, None)
+
     async def _end(self, session_id: str, run_id: str, reason: str) -> None:
         try:
             await self.sessions.append(
@@ -382,8 +462,49 @@ class Runtime:
                     ev.event(ev.STATUS, status=ev.IDLE),
                 ],
             )
+        except StreamNotFound:
+            pass  # the session was deleted: nothing is left to end
         except Exception:
             # The run record stays, so the next start ends the run as interrupted.
             log.exception("could not append run-end for %s", run_id)
             return
         await self.sessions.store.delete_record(RUNS, run_id)
+
+
+def _seeded_answer(message_id: str, parent_id: str | None, msg: dict[str, Any]) -> list[ev.Event]:
+    """The events of a finished assistant message: its text, tool calls and their results."""
+    out = [ev.event(ev.MESSAGE_START, message_id=message_id, role="assistant", parent_id=parent_id)]
+    results: list[ev.Event] = []
+    n = 0
+    if msg.get("text"):
+        n += 1
+        part_id = f"{message_id}:{n}"
+        out += [
+            ev.event(ev.PART_START, message_id=message_id, part_id=part_id, kind=ev.TEXT),
+            ev.event(ev.PART_DELTA, part_id=part_id, delta=msg["text"]),
+            ev.event(ev.PART_END, part_id=part_id),
+        ]
+    for call in msg.get("tool_calls", ()):
+        n += 1
+        part_id = f"{message_id}:{n}"
+        value = call.get("arguments")
+        if isinstance(value, str):
+            # Text that is not JSON stays as it is, as RunContext.tool_call does.
+            with contextlib.suppress(orjson.JSONDecodeError):
+                value = orjson.loads(value)
+        out += [
+            ev.event(
+                ev.PART_START, message_id=message_id, part_id=part_id, kind=ev.TOOL_CALL,
+                tool_call_id=call["id"], tool_name=call["name"],
+            ),
+            ev.event(ev.PART_END, part_id=part_id, value={} if value is None else value),
+        ]  # fmt: skip
+        if call.get("result") is not None or call.get("error") is not None:
+            results.append(
+                ev.event(
+                    ev.TOOL_RESULT, tool_call_id=call["id"], output=call.get("result"),
+                    error=call.get("error"),
+                )
+            )  # fmt: skip
+    out.append(ev.event(ev.MESSAGE_END, message_id=message_id, status="complete"))
+    return out + results

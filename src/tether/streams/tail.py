@@ -46,6 +46,7 @@ async def tail(
                 return
             if not fut.done():
                 yield None
+                res = res.__class__(res.meta, position, [], position, True, False)
                 continue
             if fut.cancelled():
                 return

@@ -1,0 +1,112 @@
+"""Plumbing shared by the sync and async clients: configuration, auth, errors, backoff."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Generator
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import httpx
+
+from tether.client.errors import APIError, TetherConnectionError, error_for
+
+DEFAULT_URL = "http://127.0.0.1:4437"
+DEFAULT_TIMEOUT = 30.0
+#: Nothing at all (not even a heartbeat, which the server sends every 15 s) for
+#: this long means the connection is dead: it is dropped and made again.
+DEFAULT_LIVENESS = 45.0
+USER_AGENT = "tether-python"
+
+
+def resolve_base_url(base_url: str | None) -> str:
+    url = base_url or os.environ.get("TETHER_URL") or DEFAULT_URL
+    return url.rstrip("/")
+
+
+def resolve_api_key(api_key: str | None) -> str | None:
+    key = api_key if api_key is not None else os.environ.get("TETHER_API_KEY")
+    return key or None
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for messages: no userinfo, no ``token`` query value."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<url>"
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    query = "&".join(
+        "token=<redacted>" if q.startswith("token=") else q for q in parts.query.split("&") if q
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def seg(value: str) -> str:
+    """One path segment, escaped."""
+    return quote(value, safe="")
+
+
+class BearerAuth(httpx.Auth):
+    """Adds ``Authorization: Bearer``; its repr never shows the key."""
+
+    __slots__ = ("_header",)
+
+    def __init__(self, key: str) -> None:
+        self._header = f"Bearer {key}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+
+def make_auth(key: str | None) -> httpx.Auth | None:
+    return BearerAuth(key) if key else None
+
+
+def api_error(response: httpx.Response, body: bytes | None = None) -> APIError:
+    request = response.request
+    return error_for(
+        response.status_code,
+        response.content if body is None else body,
+        dict(response.headers),
+        method=request.method,
+        url=redact_url(str(request.url)),
+    )
+
+
+def connection_error(err: Exception, method: str, url: str) -> TetherConnectionError:
+    detail = type(err).__name__
+    text = str(err)
+    if text:
+        detail += f": {text}"
+    out = TetherConnectionError(f"{method} {redact_url(url)} failed: {detail}")
+    out.__cause__ = err
+    return out
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    return response.json()
+
+
+class Backoff:
+    """Exponential backoff with jitter: 50 ms doubling up to ``cap``; reset on success."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return delay * (0.5 + random.random() / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0

@@ -1,0 +1,544 @@
+"""The synchronous client: ``Tether``, its ``sessions``, and ``Run`` handles."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from tether.client._follow import Follower, RunFollower, SessionFollower, next_data_event
+from tether.client._http import (
+    DEFAULT_LIVENESS,
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    Backoff,
+    api_error,
+    connection_error,
+    make_auth,
+    resolve_api_key,
+    resolve_base_url,
+    seg,
+)
+from tether.client._runs import (
+    DEFAULT,
+    Approve,
+    ReadToken,
+    content_json,
+    tool_error_text,
+    tool_verdict,
+)
+from tether.client._sse import SSEDecoder, SSEEvent
+from tether.client.errors import Conflict, ServerError, TetherError
+from tether.client.events import Event, ToolApproval
+from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
+from tether.client.streams import StreamClient
+
+ToolHandler = Callable[..., Any]
+
+
+class Tether:
+    """Client of a tether server's session API.
+
+    ``base_url`` defaults to ``$TETHER_URL`` or ``http://127.0.0.1:4437``;
+    ``api_key`` to ``$TETHER_API_KEY`` (sent as ``Authorization: Bearer``).
+    ``first_event_timeout`` and ``idle_timeout`` are the defaults of
+    :meth:`Run.stream`; ``reconnect_timeout`` is how long a stream keeps
+    trying to reconnect to a server it cannot reach.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        first_event_timeout: float | None = 30.0,
+        idle_timeout: float | None = 60.0,
+        reconnect_timeout: float = 60.0,
+        liveness_timeout: float = DEFAULT_LIVENESS,
+        http_client: httpx.Client | None = None,
+    ) -> None:
+        self.base_url = resolve_base_url(base_url)
+        key = resolve_api_key(api_key)
+        self._auth = make_auth(key)
+        self.timeout = timeout
+        self.first_event_timeout = first_event_timeout
+        self.idle_timeout = idle_timeout
+        self.reconnect_timeout = reconnect_timeout
+        self.liveness_timeout = liveness_timeout
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(
+            timeout=timeout, headers={"user-agent": USER_AGENT}
+        )
+        self.sessions = Sessions(self)
+        #: The low-level Durable Streams client, on the same connection pool.
+        self.streams = StreamClient(
+            self.base_url, api_key=key, timeout=timeout, http_client=self._http
+        )
+
+    def __repr__(self) -> str:
+        return f"Tether(base_url={self.base_url!r})"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        url = self.base_url + path
+        try:
+            resp = self._http.request(method, url, json=json, params=params, auth=self._auth)
+        except httpx.TransportError as err:
+            raise connection_error(err, method, url) from err
+        if resp.status_code >= 400:
+            raise api_error(resp)
+        return resp
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> Tether:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- inputs --------------------------------------------------------------------
+
+    def _tail_offset(self, session_id: str) -> str:
+        """Where the session's stream ends now: a run started after this is all after it."""
+        resp = self._request(
+            "GET", f"/v1/stream/sessions/{seg(session_id)}", params={"offset": "now"}
+        )
+        return resp.headers.get("stream-next-offset", "-1")
+
+    def send(
+        self,
+        session_id: str,
+        content: str | list[dict[str, Any]],
+        *,
+        parent_id: str | None = None,
+        interrupt: bool = False,
+    ) -> Run:
+        """Send a user message; returns the handle of the run that answers it."""
+        offset = self._tail_offset(session_id)
+        body: dict[str, Any] = {"content": content_json(content), "interrupt": interrupt}
+        if parent_id is not None:
+            body["parent_id"] = parent_id
+        data = self._request("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body).json()
+        return Run(
+            self, session_id, data["run_id"], message_id=data.get("message_id"),
+            queued=bool(data.get("queued")), offset=offset,
+        )  # fmt: skip
+
+    def edit(self, session_id: str, message_id: str, content: str | list[dict[str, Any]]) -> Run:
+        """A new version of a user message (a sibling branch), answered afresh."""
+        offset = self._tail_offset(session_id)
+        data = self._request(
+            "PATCH",
+            f"/v1/sessions/{seg(session_id)}/messages/{seg(message_id)}",
+            json={"content": content_json(content)},
+        ).json()
+        return Run(
+            self, session_id, data["run_id"], message_id=data.get("message_id"),
+            queued=bool(data.get("queued")), offset=offset,
+        )  # fmt: skip
+
+    def regenerate(self, session_id: str, message_id: str) -> Run:
+        """Answer again (``message_id``: the user message, or the answer to replace)."""
+        offset = self._tail_offset(session_id)
+        data = self._request(
+            "POST", f"/v1/sessions/{seg(session_id)}/regenerate", json={"message_id": message_id}
+        ).json()
+        return Run(self, session_id, data["run_id"], queued=bool(data.get("queued")), offset=offset)
+
+    def cancel(self, session_id: str, run_id: str | None = None) -> list[str]:
+        """Cancel a run (queued or active), or with no run id the active one; returns
+        the ids of the runs cancelled."""
+        body = {"run_id": run_id} if run_id is not None else {}
+        data = self._request("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body).json()
+        return list(data.get("cancelled", []))
+
+    def tool_result(
+        self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
+    ) -> None:
+        self._request(
+            "POST",
+            f"/v1/sessions/{seg(session_id)}/tool-results",
+            json={"tool_call_id": tool_call_id, "output": output, "error": error},
+        )
+
+    def tool_approval(
+        self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
+    ) -> None:
+        self._request(
+            "POST",
+            f"/v1/sessions/{seg(session_id)}/tool-approvals",
+            json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
+        )
+
+    def read_token(self, session_id: str) -> ReadToken:
+        """A short-lived token that lets ``?token=`` read one session (for browsers)."""
+        data = self._request("POST", f"/v1/sessions/{seg(session_id)}/read-token").json()
+        return ReadToken(data["token"], data["expires_at"])
+
+    def models(self) -> list[str]:
+        data = self._request("GET", "/v1/models").json()
+        return [m["id"] for m in data.get("data", [])]
+
+    # -- following -------------------------------------------------------------------
+
+    def run(
+        self,
+        session_id: str,
+        run_id: str,
+        *,
+        message_id: str | None = None,
+        offset: str | None = None,
+    ) -> Run:
+        """A handle on a run this client did not start (from ``offset``, default the
+        session's beginning)."""
+        return Run(self, session_id, run_id, message_id=message_id, offset=offset, known=False)
+
+    def events(self, session_id: str, offset: str | None = None) -> Iterator[Event]:
+        """Every event of a session from ``offset`` (default: the beginning), live,
+        reconnecting by itself; ends when the session is deleted."""
+        follower = SessionFollower(offset, liveness=self.liveness_timeout)
+        return self._follow(session_id, follower)
+
+    def _follow(self, session_id: str, f: Follower) -> Iterator[Event]:
+        url = f"{self.base_url}/v1/sessions/{seg(session_id)}/events"
+        backoff = Backoff()
+        failing_since: float | None = None
+        last_error: Exception | None = None
+        while not f.done:
+            f.check()
+            if failing_since is not None and time.monotonic() - failing_since > (
+                self.reconnect_timeout
+            ):
+                assert last_error is not None
+                raise connection_error(last_error, "GET", url)
+            rt = f.read_timeout()
+            got_events = again = False
+            opened = time.monotonic()
+            timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, rt + 1.0), read=rt)
+            try:
+                with self._http.stream(
+                    "GET", url, params={"offset": f.offset}, auth=self._auth, timeout=timeout,
+                    headers={"accept": "text/event-stream", "cache-control": "no-cache"},
+                ) as resp:  # fmt: skip
+                    if resp.status_code in (404, 410):
+                        resp.read()
+                        yield from f.gone()
+                        return
+                    if resp.status_code >= 400:
+                        raise api_error(resp, resp.read())
+                    f.connected = True
+                    failing_since, last_error = None, None
+                    decoder = SSEDecoder()
+                    for chunk in resp.iter_bytes():
+                        msgs = decoder.feed(chunk)
+                        for i, msg in enumerate(msgs):
+                            if not isinstance(msg, SSEEvent):
+                                continue
+                            events = f.accept(msg)
+                            if f.lookahead is not None:
+                                following = next_data_event(msgs, i + 1)
+                                if following is False:
+                                    events += self._lookahead(session_id, f)
+                                else:
+                                    events += f.resolve_lookahead(following)  # type: ignore[arg-type]
+                            for ev in events:
+                                got_events = True
+                                yield ev
+                                f.touch()
+                            if f.done:
+                                return
+                        f.check()
+                        if f.should_reconnect(rt):
+                            again = True
+                            break
+                # The server ended the response (or a shorter read timeout is due):
+                # reconnect at once, unless it keeps ending them straight away.
+                if got_events or again or time.monotonic() - opened > 1.0:
+                    backoff.reset()
+                else:
+                    self._pause(backoff.next(), f)
+            except httpx.ReadTimeout:
+                continue  # silent for the read timeout: check the deadline, reconnect
+            except (httpx.TransportError, ServerError) as err:
+                last_error = err
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                if got_events:
+                    backoff.reset()
+                self._pause(backoff.next(), f)
+
+    def _pause(self, delay: float, f: Follower) -> None:
+        found = f.deadline()
+        if found is not None:
+            delay = min(delay, max(found[0] - time.monotonic(), 0.0))
+        time.sleep(delay)
+
+    def _lookahead(self, session_id: str, f: Follower) -> list[Event]:
+        """Read the one event after a queue-update to see whether the run started."""
+        assert f.lookahead is not None
+        try:
+            resp = self._http.get(
+                f"{self.base_url}/v1/stream/sessions/{seg(session_id)}",
+                params={"offset": f.lookahead},
+                auth=self._auth,
+            )
+        except httpx.TransportError:
+            f.lookahead = None
+            return []
+        if resp.status_code in (404, 410):
+            return f.gone()
+        if resp.status_code >= 400:
+            f.lookahead = None
+            return []
+        items = resp.json()
+        return f.resolve_lookahead(items[0] if items else None)
+
+
+class Sessions:
+    """``client.sessions``: create, list, get, update, archive, delete."""
+
+    def __init__(self, client: Tether) -> None:
+        self._client = client
+
+    def create(
+        self,
+        model: str | None = None,
+        agent: str | None = None,
+        system: str | None = None,
+        title: str | None = None,
+    ) -> Session:
+        body = {"model": model, "agent": agent, "system": system, "title": title}
+        data = self._client._request("POST", "/v1/sessions", json=body).json()
+        return Session.from_json(data)
+
+    def list(self, *, archived: bool = False) -> list[Session]:
+        params = {"archived": "true"} if archived else None
+        data = self._client._request("GET", "/v1/sessions", params=params).json()
+        return [Session.from_json(s) for s in data.get("sessions", [])]
+
+    def get(self, session_id: str) -> SessionSnapshot:
+        data = self._client._request("GET", f"/v1/sessions/{seg(session_id)}").json()
+        return SessionSnapshot.from_json(data)
+
+    def update(
+        self, session_id: str, *, title: str | None = None, archived: bool | None = None
+    ) -> Session:
+        body = {"title": title, "archived": archived}
+        data = self._client._request("PATCH", f"/v1/sessions/{seg(session_id)}", json=body).json()
+        return Session.from_json(data)
+
+    def archive(self, session_id: str) -> Session:
+        data = self._client._request("POST", f"/v1/sessions/{seg(session_id)}/archive").json()
+        return Session.from_json(data)
+
+    def delete(self, session_id: str) -> None:
+        self._client._request("DELETE", f"/v1/sessions/{seg(session_id)}")
+
+
+class Run:
+    """A run: the answer to one message (or one regenerate).
+
+    :meth:`stream` yields the run's events, exactly once each, reconnecting by
+    itself; :meth:`text` and :meth:`result` wait for the run's end.
+    """
+
+    def __init__(
+        self,
+        client: Tether,
+        session_id: str,
+        run_id: str,
+        *,
+        message_id: str | None = None,
+        queued: bool = False,
+        offset: str | None = None,
+        known: bool = True,
+    ) -> None:
+        self.session_id = session_id
+        self.run_id = run_id
+        #: The user message the run answers (None for a regenerate).
+        self.message_id = message_id
+        #: The run waited behind another when it was submitted.
+        self.queued = queued
+        #: Offset the run's events are read from (the session's end before it was sent).
+        self.start_offset = offset
+        self._client = client
+        self._known = known
+        self._follower: RunFollower | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Run(session_id={self.session_id!r}, run_id={self.run_id!r}, "
+            f"message_id={self.message_id!r}, queued={self.queued!r})"
+        )
+
+    @property
+    def done(self) -> bool:
+        """The run's end has been seen."""
+        return self._follower is not None and self._follower.done
+
+    @property
+    def offset(self) -> str | None:
+        """Offset after the last event processed (resume from here)."""
+        return self._follower.offset if self._follower is not None else self.start_offset
+
+    def stream(
+        self,
+        *,
+        offset: str | None = None,
+        tools: Mapping[str, ToolHandler] | None = None,
+        approve: Approve | None = None,
+        first_event_timeout: float | None = DEFAULT,
+        idle_timeout: float | None = DEFAULT,
+    ) -> Iterator[Event]:
+        """The run's events, in order, each once, until its ``run-end``.
+
+        Reads the session's events from where the run's handle stands (the
+        offset before the run was sent, or ``offset``), and reconnects from the
+        last event processed whenever the connection drops, with a small
+        backoff. Called again, it continues where the last call stopped; once
+        the run has ended it yields nothing.
+
+        Timeouts (None disables one):
+
+        - ``first_event_timeout`` (default 30 s): the run's first event must
+          arrive within this. While the run waits in the queue, any event of
+          the session (the run ahead of it progressing) restarts the clock.
+          Raises :class:`FirstEventTimeout`.
+        - ``idle_timeout`` (default 60 s): after the first event, the longest
+          time without an event of the session. It is suspended while the run
+          waits for a tool result or approval (status ``waiting``). Raises
+          :class:`IdleTimeout`.
+
+        Heartbeats count as liveness, not as events: they keep a connection
+        from being judged dead (nothing at all for ``liveness_timeout``, 45 s,
+        means reconnect), but they do not hold off the timeouts above, since a
+        healthy connection to a run that makes no progress is what they are
+        for. Time the caller spends between events (and in tool handlers) is
+        not counted.
+
+        If the session disappears (404/410) before the run's end, a
+        ``RunEnd(reason="interrupted", synthesized=True)`` ends the stream; a
+        run dropped from the queue without running ends with a synthesized
+        ``RunEnd`` too ("cancelled" if a cancel named it).
+
+        ``tools`` maps tool names to handlers, called with the call's
+        arguments as keyword arguments (a non-dict argument value is passed
+        positionally); the return value is sent as the result, an exception
+        as the error. ``approve`` answers calls that need approval: True,
+        False, or a function of the :class:`ToolCall` returning a bool or
+        ``(bool, reason)``; without it such calls are left to someone else and
+        handled once approved.
+        """
+        f = self._prepare(offset, first_event_timeout, idle_timeout)
+        handlers = dict(tools or {})
+        awaiting: dict[str, ToolCall] = {}
+        for ev in self._client._follow(self.session_id, f):
+            if handlers or approve is not None:
+                for call in f.take_tool_calls():
+                    self._answer(call, handlers, approve, awaiting)
+                if isinstance(ev, ToolApproval) and ev.tool_call_id in awaiting:
+                    call = awaiting.pop(ev.tool_call_id)
+                    if ev.approved:
+                        self._run_tool(call, handlers)
+            yield ev
+
+    def _prepare(
+        self, offset: str | None, first_event_timeout: float | None, idle_timeout: float | None
+    ) -> RunFollower:
+        c = self._client
+        first = c.first_event_timeout if first_event_timeout is DEFAULT else first_event_timeout
+        idle = c.idle_timeout if idle_timeout is DEFAULT else idle_timeout
+        f = self._follower
+        if f is None or offset is not None:
+            f = self._follower = RunFollower(
+                self.run_id, self.message_id, offset or self.start_offset,
+                queued=self.queued, known=self._known, first_event_timeout=first,
+                idle_timeout=idle, liveness=c.liveness_timeout,
+            )  # fmt: skip
+        else:
+            f.first_event_timeout = first
+            f.idle_timeout = idle
+            f.touch()
+        return f
+
+    def _answer(
+        self,
+        call: ToolCall,
+        handlers: Mapping[str, ToolHandler],
+        approve: Approve | None,
+        awaiting: dict[str, ToolCall],
+    ) -> None:
+        if call.needs_approval:
+            if approve is None:
+                if call.name in handlers:
+                    awaiting[call.id] = call
+                return
+            approved, reason = tool_verdict(approve(call) if callable(approve) else approve)
+            with contextlib.suppress(Conflict):
+                self.tool_approval(call.id, approved, reason)
+            if not approved:
+                return
+        self._run_tool(call, handlers)
+
+    def _run_tool(self, call: ToolCall, handlers: Mapping[str, ToolHandler]) -> None:
+        fn = handlers.get(call.name)
+        if fn is None:
+            return
+        try:
+            output = (
+                fn(**call.arguments) if isinstance(call.arguments, dict) else fn(call.arguments)
+            )
+        except Exception as err:
+            with contextlib.suppress(Conflict):
+                self.tool_result(call.id, error=tool_error_text(err))
+            return
+        with contextlib.suppress(Conflict):
+            self.tool_result(call.id, output=output)
+
+    def result(self, **kwargs: Any) -> RunResult:
+        """Wait for the run's end (streaming what is left) and return its outcome.
+
+        Takes the keyword arguments of :meth:`stream`.
+        """
+        for _ in self.stream(**kwargs):
+            pass
+        assert self._follower is not None
+        return self._follower.state.result()
+
+    def text(self, **kwargs: Any) -> str:
+        """Wait for the run's end and return its assistant message's final text."""
+        return self.result(**kwargs).text
+
+    def cancel(self) -> bool:
+        """Cancel this run (queued or active); False if it was not running or queued."""
+        return self.run_id in self._client.cancel(self.session_id, self.run_id)
+
+    def tool_result(self, tool_call_id: str, output: Any = None, error: str | None = None) -> None:
+        self._client.tool_result(self.session_id, tool_call_id, output, error)
+
+    def tool_approval(self, tool_call_id: str, approved: bool, reason: str | None = None) -> None:
+        self._client.tool_approval(self.session_id, tool_call_id, approved, reason)
+
+
+__all__ = ["Run", "Sessions", "Tether", "TetherError"]

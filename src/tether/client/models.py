@@ -1,0 +1,201 @@
+"""Typed views of the session API's JSON: sessions, snapshots, messages, results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class Part:
+    id: str
+    #: text, reasoning, tool-call, tool-result, source or file.
+    kind: str
+    done: bool = False
+    text: str = ""
+    value: Any = None
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    result: Any = None
+    error: str | None = None
+    #: ``{"approved": bool, "reason": str | None}`` once a tool call was answered.
+    approval: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Part:
+        return cls(
+            id=d.get("id", ""),
+            kind=d.get("kind", "text"),
+            done=bool(d.get("done", False)),
+            text=d.get("text", "") or "",
+            value=d.get("value"),
+            tool_call_id=d.get("tool_call_id"),
+            tool_name=d.get("tool_name"),
+            result=d.get("result"),
+            error=d.get("error"),
+            approval=d.get("approval"),
+        )
+
+
+@dataclass(slots=True)
+class Message:
+    id: str
+    role: str
+    parent_id: str | None
+    #: streaming, complete, cancelled, error or interrupted.
+    status: str
+    parts: list[Part] = field(default_factory=list)
+    #: Ids of the versions of this message (itself included), oldest first.
+    siblings: list[str] = field(default_factory=list)
+    run_id: str | None = None
+    usage: dict[str, Any] | None = None
+    edit_of: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if p.kind == "text")
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Message:
+        return cls(
+            id=d["id"],
+            role=d.get("role", ""),
+            parent_id=d.get("parent_id"),
+            status=d.get("status", "complete"),
+            parts=[Part.from_json(p) for p in d.get("parts", [])],
+            siblings=list(d.get("siblings", [])),
+            run_id=d.get("run_id"),
+            usage=d.get("usage"),
+            edit_of=d.get("edit_of"),
+        )
+
+
+@dataclass(slots=True)
+class ActiveRun:
+    run_id: str
+    trigger: str | None = None
+    model: str | None = None
+    started_at: float | None = None
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ActiveRun:
+        return cls(d["run_id"], d.get("trigger"), d.get("model"), d.get("started_at"))
+
+
+@dataclass(slots=True)
+class QueuedRun:
+    run_id: str
+    #: message (a user message waits to be placed and answered) or regenerate.
+    kind: str
+    message_id: str
+    parts: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> QueuedRun:
+        return cls(
+            d["run_id"], d.get("kind", "message"), d.get("message_id", ""), d.get("parts", [])
+        )
+
+
+@dataclass(slots=True)
+class Session:
+    id: str
+    title: str
+    model: str | None = None
+    agent: str | None = None
+    system: str | None = None
+    #: idle, running or waiting; None where the server does not say (lists).
+    status: str | None = None
+    archived: bool = False
+    created_at: float | None = None
+    updated_at: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: Path of the session's event stream as a plain Durable Stream.
+    stream_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Session:
+        return cls(**_session_kwargs(d))
+
+
+@dataclass(slots=True)
+class SessionSnapshot(Session):
+    """A session's conversation, complete up to ``offset``.
+
+    Following the session's events from ``offset`` on gives exactly what came
+    after the snapshot, nothing twice.
+    """
+
+    #: The current branch, root first.
+    messages: list[Message] = field(default_factory=list)
+    active_run: ActiveRun | None = None
+    queue: list[QueuedRun] = field(default_factory=list)
+    last_error: dict[str, Any] | None = None
+    offset: str = "-1"
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SessionSnapshot:
+        active = d.get("active_run")
+        return cls(
+            **_session_kwargs(d),
+            messages=[Message.from_json(m) for m in d.get("messages", [])],
+            active_run=ActiveRun.from_json(active) if active else None,
+            queue=[QueuedRun.from_json(q) for q in d.get("queue", [])],
+            last_error=d.get("last_error"),
+            offset=d.get("offset", "-1"),
+        )
+
+
+def _session_kwargs(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": d["id"],
+        "title": d.get("title", ""),
+        "model": d.get("model"),
+        "agent": d.get("agent"),
+        "system": d.get("system"),
+        "status": d.get("status"),
+        "archived": bool(d.get("archived", False)),
+        "created_at": d.get("created_at"),
+        "updated_at": d.get("updated_at"),
+        "metadata": d.get("metadata") or {},
+        "stream_url": d.get("stream_url"),
+        "raw": d,
+    }
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A tool call the agent made, as handed to a tool handler."""
+
+    id: str
+    name: str
+    #: The parsed arguments (usually a dict).
+    arguments: Any
+    needs_approval: bool = False
+    part_id: str | None = None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended and what it produced."""
+
+    run_id: str
+    #: complete, cancelled, error or interrupted.
+    reason: str
+    #: The assistant message the run wrote (None if it never started one).
+    message_id: str | None = None
+    #: Final text of the assistant message (its text parts, retries discarded).
+    text: str = ""
+    parts: list[Part] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    #: ``{"code", "message"}`` of the run's error event, if it had one.
+    error: dict[str, Any] | None = None
+    #: The assistant message's final status (complete, cancelled, error, ...).
+    status: str | None = None
+    #: True when the run-end was made up by the client (see ``RunEnd.synthesized``).
+    synthesized: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reason == "complete"
