@@ -1,5 +1,6 @@
 # tether developer entry points. Needs only python3 (>= 3.11), node and npm:
-# everything else is installed into .venv/ and conformance/node_modules/.
+# everything else is installed into .venv/, conformance/node_modules/ and
+# tests/aisdk/node_modules/.
 #
 #   make test     lint + the whole pytest suite, conformance included (CI runs this)
 #   make serve    run the server from the venv  (make serve ARGS="--port 8080")
@@ -16,6 +17,8 @@ ARGS   ?=
 PY_STAMP  := $(VENV)/.tether-dev-installed
 NPM_DIR   := conformance
 NPM_STAMP := $(NPM_DIR)/node_modules/.tether-npm-ci
+AISDK_DIR   := tests/aisdk
+AISDK_STAMP := $(AISDK_DIR)/node_modules/.tether-npm-ci
 
 .DEFAULT_GOAL := help
 .PHONY: help venv serve test lint bench conformance
@@ -56,14 +59,39 @@ $(NPM_STAMP): $(NPM_DIR)/package-lock.json $(NPM_DIR)/package.json
 	  echo "warning: npm not found; the conformance test will be skipped" >&2; \
 	fi
 
+# The same for the Vercel AI SDK test (tests/api/test_aisdk.py runs the real `ai` package).
+$(AISDK_STAMP): $(AISDK_DIR)/package-lock.json $(AISDK_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(AISDK_DIR) && npm ci --no-audit --no-fund && touch $(abspath $@); \
+	elif [ -n "$${CI:-}" ]; then \
+	  echo "error: npm not found; CI needs Node.js and npm for the AI SDK test" >&2; exit 1; \
+	else \
+	  echo "warning: npm not found; the AI SDK test will be skipped" >&2; \
+	fi
+
 serve: $(PY_STAMP)
 	exec $(BIN)/tether serve $(ARGS)
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 
+# System packages the tests drive for real: Debian's Chromium (the web UI's
+# Playwright tests) and redis-server (the Redis store). Installed when missing.
+SYS_STAMP := $(VENV)/.tether-sysdeps
+$(SYS_STAMP): | $(BIN)/python
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "error: need root to install$$missing (apt-get)" >&2; exit 1; fi; \
+	  echo "installing$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
 # pytest's own exit code is kept: 5 (no tests collected) fails the build too.
-test: $(PY_STAMP) $(NPM_STAMP)
+test: $(PY_STAMP) $(NPM_STAMP) $(AISDK_STAMP) $(SYS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q $(ARGS)
 

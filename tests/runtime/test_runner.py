@@ -184,3 +184,22 @@ async def test_shutdown_ends_running_runs_as_interrupted(env) -> None:
     await asyncio.sleep(0.05)
     await runtime.aclose()
     assert run_ends(await events(sessions, sid)) == [(run_id, ev.INTERRUPTED)]
+
+
+async def test_cancel_right_after_send_still_ends_the_run_once(env) -> None:
+    sessions, runtime = env
+    sid = await new_session(sessions, "slow")
+    _, run_id, _ = await runtime.send(sid, [{"type": "text", "text": "go"}])
+    await runtime.cancel(sid)  # the run's task has not taken its first step yet
+    await wait_idle(sessions, sid)
+    await asyncio.sleep(0.05)
+    assert run_ends(await events(sessions, sid)) == [(run_id, ev.CANCELLED)]
+    assert (await sessions.state(sid)).fold.status == ev.IDLE
+
+
+async def test_shutdown_right_after_send_still_ends_the_run_once(env) -> None:
+    sessions, runtime = env
+    sid = await new_session(sessions, "slow")
+    _, run_id, _ = await runtime.send(sid, [{"type": "text", "text": "go"}])
+    await runtime.aclose()
+    assert run_ends(await events(sessions, sid)) == [(run_id, ev.INTERRUPTED)]

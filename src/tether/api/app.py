@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from fastapi import FastAPI
 
 from tether import __version__
 from tether.agents.app import App
+from tether.agents.gateway import GatewayAgent, GatewaySpec
 from tether.agents.model import ModelAgent, RetryPolicy
+from tether.api.aisdk import build_aisdk_router
 from tether.api.auth import Auth, Unauthorized
+from tether.api.openai_gateway import build_openai_router
 from tether.api.sessions import build_router, install_error_handlers
+from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Agent, Runtime
 from tether.sessions.service import SessionNotFound, SessionRecord, SessionService
@@ -66,17 +71,32 @@ class TetherApp:
                 self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
             )
         )
+        web.include_router(
+            build_aisdk_router(self.sessions, self.runtime, self._check_model, self.stop_future)
+        )
+
+        gateway = build_openai_router(
+            self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
+            max_body=self.streams.config.max_body,
+        )  # fmt: skip
+        web.include_router(gateway)  # the OpenAI-compatible /v1/chat/completions
+        web.include_router(build_web_router())  # the web UI at / and /ui/...
 
         @web.get("/healthz", tags=["meta"])
         async def health() -> dict[str, str]:
             return {"status": "ok"}
+
+        started = int(time.time())
 
         @web.get("/v1/models", tags=["meta"])
         async def models() -> dict[str, Any]:
             names = self.registry.list_models() + [f"agent:{a}" for a in self.agents]
             return {
                 "object": "list",
-                "data": [{"id": n, "object": "model", "owned_by": "tether"} for n in names],
+                "data": [
+                    {"id": n, "object": "model", "created": started, "owned_by": "tether"}
+                    for n in names
+                ],
             }
 
         return web
@@ -99,6 +119,9 @@ class TetherApp:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
             return fn
         provider, model = self.registry.resolve(record.model or "demo")
+        if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
+            spec = GatewaySpec.from_metadata(record.metadata["gateway"])
+            return GatewayAgent(provider, model, spec, self.retry)
         return ModelAgent(provider, model, self.retry)
 
     async def _authorize_stream(self, scope: Scope, name: str, headers: dict[str, str]) -> None:

@@ -30,6 +30,7 @@ from tether.providers._http import (
     transport_error,
 )
 from tether.providers.base import (
+    SAMPLING_OPTIONS,
     ChatMessage,
     ModelRequest,
     ProviderError,
@@ -131,6 +132,54 @@ def to_anthropic_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
         if t.description:
             tool["description"] = t.description
         out.append(tool)
+    return out
+
+
+def to_anthropic_tool_choice(
+    tool_choice: str | dict[str, Any] | None, parallel: bool | None = None
+) -> dict[str, Any] | None:
+    """OpenAI's ``tool_choice`` (and ``parallel_tool_calls``) as Anthropic's ``tool_choice``.
+
+    ``auto`` -> ``auto``, ``none`` -> ``none``, ``required`` -> ``any``, a named
+    function -> ``tool``; ``parallel_tool_calls: false`` sets
+    ``disable_parallel_tool_use``. None when there is nothing to say.
+    """
+    choice: dict[str, Any] | None = None
+    if tool_choice in ("auto", "none"):
+        choice = {"type": tool_choice}
+    elif tool_choice == "required":
+        choice = {"type": "any"}
+    elif isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name")
+        if isinstance(name, str) and name:
+            choice = {"type": "tool", "name": name}
+    if parallel is False:
+        choice = choice or {"type": "auto"}
+        if choice["type"] != "none":
+            choice["disable_parallel_tool_use"] = True
+    return choice
+
+
+def to_anthropic_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling options the Messages API has, in its names.
+
+    ``max_completion_tokens`` (or ``max_tokens``) -> ``max_tokens``, ``stop`` ->
+    ``stop_sequences``; ``temperature`` and ``top_p`` as they are. Options it
+    has no equivalent for (seed, penalties, response_format, reasoning_effort)
+    are dropped; ``parallel_tool_calls`` goes into ``tool_choice``.
+    """
+    out: dict[str, Any] = {}
+    for key in ("temperature", "top_p"):
+        if options.get(key) is not None:
+            out[key] = options[key]
+    max_tokens = options.get("max_completion_tokens", options.get("max_tokens"))
+    if max_tokens is not None:
+        out["max_tokens"] = max_tokens
+    stop = options.get("stop")
+    if isinstance(stop, str):
+        out["stop_sequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        out["stop_sequences"] = stop
     return out
 
 
@@ -285,9 +334,11 @@ class AnthropicProvider(HTTPProvider):
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of the Messages request for ``request``."""
         system, messages = to_anthropic_messages(request.messages)
+        options = {k: v for k, v in request.options.items() if k in SAMPLING_OPTIONS}
         body: dict[str, Any] = {
             "max_tokens": self.max_tokens,
             **self._extra_body,
+            **to_anthropic_options(options),
             "model": request.model,
             "messages": messages,
             "stream": True,
@@ -296,6 +347,11 @@ class AnthropicProvider(HTTPProvider):
             body["system"] = system
         if request.tools:
             body["tools"] = to_anthropic_tools(request.tools)
+            choice = to_anthropic_tool_choice(
+                request.tool_choice, options.get("parallel_tool_calls")
+            )
+            if choice is not None:
+                body["tool_choice"] = choice
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:

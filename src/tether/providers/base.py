@@ -39,6 +39,26 @@ class ToolSpec:
     parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object"})
 
 
+#: The sampling options a request may carry (OpenAI's names and value forms).
+#: Providers send those their upstream understands, in its format, and drop the
+#: rest; nothing outside this set is ever sent upstream from a request.
+SAMPLING_OPTIONS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "parallel_tool_calls",
+        "reasoning_effort",
+    }
+)
+
+
 @dataclass(slots=True)
 class ModelRequest:
     model: str
@@ -47,6 +67,12 @@ class ModelRequest:
     #: 1 for the first attempt of a run's model call, 2 for its first retry...
     attempt: int = 1
     run_id: str = ""
+    #: How the model may use ``tools``, in OpenAI's form: ``"auto"``, ``"none"``,
+    #: ``"required"`` or ``{"type": "function", "function": {"name": ...}}``;
+    #: None leaves it to the upstream. Ignored without tools.
+    tool_choice: str | dict[str, Any] | None = None
+    #: Sampling options, keys from SAMPLING_OPTIONS (others are ignored).
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

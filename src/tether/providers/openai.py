@@ -31,6 +31,7 @@ from tether.providers._http import (
     transport_error,
 )
 from tether.providers.base import (
+    SAMPLING_OPTIONS,
     ChatMessage,
     ModelRequest,
     ProviderError,
@@ -248,9 +249,17 @@ class OpenAIProvider(HTTPProvider):
         return {"authorization": f"Bearer {self._api_key.get()}"} if self._api_key else {}
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body of the Chat Completions request for ``request``."""
+        """The JSON body of the Chat Completions request for ``request``.
+
+        The request's sampling options (SAMPLING_OPTIONS only) override
+        ``extra_body``; neither can change the model, messages or streaming.
+        """
+        options = {k: v for k, v in request.options.items() if k in SAMPLING_OPTIONS}
+        if not request.tools:
+            options.pop("parallel_tool_calls", None)  # OpenAI refuses it without tools
         body: dict[str, Any] = {
             **self._extra_body,
+            **options,
             "model": request.model,
             "messages": to_openai_messages(request.messages),
             "stream": True,
@@ -258,6 +267,8 @@ class OpenAIProvider(HTTPProvider):
         }
         if request.tools:
             body["tools"] = to_openai_tools(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
         return body
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:

@@ -97,6 +97,7 @@ class Runtime:
         self.resolve_agent = resolve_agent
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._live: dict[str, _Live] = {}
+        self._cleanups: set[asyncio.Future[None]] = set()
         self._closing = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -134,6 +135,8 @@ class Runtime:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        while self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     def _session(self, session_id: str) -> _Live:
         live = self._live.get(session_id)
@@ -354,9 +357,34 @@ class Runtime:
         except BaseException:
             live.run_id = None
             raise
-        live.task = asyncio.create_task(
+        task = asyncio.create_task(
             self._run(session_id, live, item, *opened), name=f"tether-run-{item.run_id}"
         )
+        live.task = task
+        task.add_done_callback(lambda t: self._unstarted(t, session_id, live, item))
+
+    def _unstarted(
+        self, task: asyncio.Task[None], session_id: str, live: _Live, item: QueueItem
+    ) -> None:
+        """A task cancelled before its first step never runs ``_run``: end its run here.
+
+        (``_run`` catches its own cancellation, so a task that ran always ends
+        normally; only one cancelled before it started ends up cancelled.)
+        """
+        if not task.cancelled():
+            return
+        reason = ev.CANCELLED if live.cancel_requested else ev.INTERRUPTED
+
+        async def end() -> None:
+            if live.task is task:
+                live.task = None
+                live.run_id = None
+            await self._end(session_id, item.run_id, reason)
+            await self._next(session_id)
+
+        cleanup = asyncio.ensure_future(end())
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
 
     async def _open(
         self, session_id: str, live: _Live, item: QueueItem

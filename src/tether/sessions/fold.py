@@ -30,6 +30,7 @@ class Part:
     result: Any = None
     error: str | None = None
     approval: dict[str, Any] | None = None
+    needs_approval: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "done": self.done}
@@ -39,6 +40,8 @@ class Part:
             v = getattr(self, key)
             if v is not None:
                 out[key] = v
+        if self.kind == ev.TOOL_CALL:
+            out["needs_approval"] = self.needs_approval
         return out
 
 
@@ -129,6 +132,7 @@ class SessionFold:
             e.get("kind", ev.TEXT),
             tool_call_id=e.get("tool_call_id"),
             tool_name=e.get("tool_name"),
+            needs_approval=bool(e.get("needs_approval")),
         )
         msg.parts.append(part)
         self._parts[part.id] = (msg, part)

@@ -1,0 +1,18 @@
+"""Agents for the web UI tests, served with ``tether serve web.agents:app``."""
+
+from __future__ import annotations
+
+from tether.agents.app import App
+from tether.runtime.context import RunContext
+
+app = App()
+
+
+@app.agent("approver")
+async def approver(ctx: RunContext) -> None:
+    """Asks to run ``delete_file``, which needs the user's approval, then its result."""
+    outcome = await ctx.tool_call("delete_file", {"path": "/tmp/report.txt"}, approval=True)
+    if outcome.ok:
+        await ctx.text(f"Deleted: {outcome.output}")
+    else:
+        await ctx.text(f"Not deleted ({outcome.error})")
