@@ -127,7 +127,10 @@ class LocalStore(Store):
         n = 0
         for path in self._db.expired(now):
             meta = self._meta(path)
-            if meta is not None and not meta.soft_deleted:
+            # The stored access time lags reads by up to ACCESS_PERSIST_INTERVAL;
+            # the cached one is exact, so it has the last word.
+            expiry = None if meta is None else meta.expiry()
+            if meta is not None and not meta.soft_deleted and expiry is not None and expiry <= now:
                 self._remove(meta)
                 n += 1
         return n
@@ -247,7 +250,8 @@ class LocalStore(Store):
             fork_of=source.id if source else None,
             fork_offset=start,
         )
-        rows = self._rows_for(meta, start, req.messages)
+        messages = req.messages if meta.json else [m for m in req.messages if m]
+        rows = self._rows_for(meta, start, messages)
         if rows:
             meta.tail = rows[-1][1][1]
         metas = [meta]
@@ -357,6 +361,8 @@ class LocalStore(Store):
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
         now = self._clock()
         meta = self._live(path, now)
+        if not meta.json and req.messages and not all(req.messages):
+            req = replace(req, messages=[m for m in req.messages if m])
         if (
             req.messages
             and req.content_type is not None
@@ -435,22 +441,27 @@ class LocalStore(Store):
             raise BadRequest("offset is beyond the end of the stream")
         chunks: list[bytes] = []
         pos = offset
-        budget = max_bytes
+        budget = max(max_bytes, 1)
         for stream_id, lo, hi in self._segments(meta):
-            if hi <= pos:
-                continue
-            for start, end, _batch, data in self._db.rows(stream_id, max(pos, lo), hi, budget):
-                if end > hi:
-                    data = data[: hi - start]
-                    end = hi
-                if start < pos:
-                    data = data[pos - start :]
-                chunks.append(data)
-                budget -= len(data)
-                pos = end
-                if budget <= 0:
+            # A backend may stop early (it counts a first row read from its
+            # middle in full), so ask again until this piece is read or the
+            # budget is spent: a later piece must never be read past a gap.
+            while pos < hi and budget > 0:
+                rows = self._db.rows(stream_id, max(pos, lo), hi, budget)
+                if not rows:
                     break
-            if budget <= 0:
+                for start, end, _batch, data in rows:
+                    if end > hi:
+                        data = data[: hi - start]
+                        end = hi
+                    if start < pos:
+                        data = data[pos - start :]
+                    chunks.append(data)
+                    budget -= len(data)
+                    pos = end
+                    if budget <= 0:
+                        break
+            if budget <= 0 or pos < hi:
                 break
         up_to_date = pos >= meta.tail
         return ReadResult(meta, offset, chunks, pos, up_to_date, up_to_date and meta.closed)
