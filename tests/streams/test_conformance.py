@@ -178,6 +178,14 @@ def test_conformance_suite_passes_against_sqlite_store(
     tether_server: ServerFactory, tmp_path: Path
 ) -> None:
     """All conformance tests pass (bar the reserved subscription APIs) and SIGTERM is prompt."""
+    run_conformance(tether_server, tmp_path, store="sqlite")
+
+
+def run_conformance(tether_server: ServerFactory, tmp_path: Path, store: str) -> None:
+    """Run the suite against ``tether serve --store STORE`` and assert the outcome.
+
+    Shared with test_conformance_redis.py, which runs it against a Redis store.
+    """
     _, npx = _find_tools()
     if not SUITE_PACKAGE.is_dir():
         pytest.fail(
@@ -185,7 +193,7 @@ def test_conformance_suite_passes_against_sqlite_store(
             f"run `make test`, or `npm ci` in {CONFORMANCE_DIR}"
         )
 
-    server = tether_server(tmp_path / "data", store="sqlite")
+    server = tether_server(tmp_path / "data", store=store)
     report_path = tmp_path / "vitest-report.json"
     try:
         vitest_code = _run_vitest(npx, server.base_url, report_path)

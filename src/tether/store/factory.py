@@ -8,7 +8,8 @@ from tether.store.base import Store
 
 
 def open_store(spec: str, data_dir: Path) -> Store:
-    """``sqlite`` (a file under ``data_dir``), ``memory``, or ``sqlite:///path.db``."""
+    """``sqlite`` (a file under ``data_dir``), ``memory``, ``sqlite:///path.db``, or
+    ``redis://host:port/db`` (also ``rediss://``; ``?prefix=name:`` namespaces the keys)."""
     if spec == "memory":
         from tether.store.memory import MemoryStore
 
@@ -21,4 +22,10 @@ def open_store(spec: str, data_dir: Path) -> Store:
         from tether.store.sqlite import SqliteStore
 
         return SqliteStore(Path(spec.removeprefix("sqlite:///")))
-    raise ValueError(f"unknown store {spec!r}: use sqlite, memory or sqlite:///PATH")
+    if spec.startswith(("redis://", "rediss://")):
+        from tether.store.redis import RedisStore
+
+        return RedisStore(spec)
+    raise ValueError(
+        f"unknown store {spec!r}: use sqlite, memory, sqlite:///PATH or redis://HOST:PORT/DB"
+    )

@@ -1,0 +1,1067 @@
+"""Redis store: the log in a Redis server that several tether processes share.
+
+``tether serve --store redis://HOST:PORT/DB`` (also ``rediss://`` for TLS,
+``?prefix=NAME:`` to keep several deployments apart in one database (default
+``tether:``), and redis-py's own options such as ``?max_connections=N``, the
+per-process connection pool's size, 32 by default). It needs a standalone
+Redis >= 6.2 (tested with 7.0; or a Sentinel-managed primary), not Redis
+Cluster: the scripts below reach keys they discover as they go (a fork's
+source, a cascade of sources), which Cluster does not allow.
+
+Semantics are those of ``local.py``, error for error: any number of replicas
+may serve the same streams, because every decision is taken inside Redis.
+
+Keys (``P`` is the prefix)
+--------------------------
+``P paths``            hash: stream path -> internal stream id (live and soft-deleted).
+``P nextid``           counter for internal ids, which are never reused, so a
+                       path that is deleted and created again never sees old data.
+``P s:<id>``           hash: the stream's metadata (path, content type and its
+                       media type, tail, closed, TTL / Expires-At, last access,
+                       fork source and offset, Stream-Seq, closed-by, soft-deleted
+                       flag, number of forks reading through it).
+``P d:<id>``           Redis Stream: the data, one entry per row as in ``local.py``
+                       (one per JSON message, one per byte append).
+``P pr:<id>``          hash: producer id -> ``epoch:seq``.
+``P exp``              sorted set: stream id scored by the time it expires.
+``P r:<namespace>``    hash: the records (key -> value) of one namespace.
+``P tail``             the Pub/Sub channel of append / delete notifications.
+
+Why a Redis Stream for the data: it is an append-only log ordered by entry ID,
+and entry IDs may be given explicitly. A row that starts at position ``s`` gets
+the ID ``s-1`` (``0-0`` is not a valid ID), so positions *are* the index: the
+row holding a position is one ``XREVRANGE <pos>-1 - COUNT 1``, the rows after it
+one ``XRANGE``, and Redis keeps consecutive entries delta-compressed in
+listpacks. Each entry holds its end, the start and end of the append it came
+from (so a sub-offset fork finds its append in O(1)) and the data. A sorted
+set would need the data elsewhere (members must be unique), and a list has no
+search by position.
+
+Atomicity
+---------
+Every operation is one Lua script (loaded once, run with EVALSHA; redis-py
+reloads it after a Redis restart empties the script cache): create (with the
+fork's reference count), append (content type, idempotent producer, closure,
+Stream-Seq, data, tail and producer state together), read and head (which
+expire a stream that is due, and for read renew a sliding TTL), delete (soft
+while forks read through it, cascading when the last fork goes) and the expiry
+sweep. Redis runs one script at a time, so replicas never interleave, and each
+script checks everything before it writes anything, so a refusal writes
+nothing. A script answers ``{status, ...}``; ``_raise`` maps the status to the
+``errors`` class ``local.py`` raises in the same case, with the same message.
+
+Positions are ``local.py``'s: bytes for byte streams, messages for JSON
+streams; a fork continues its source's positions and reads positions below its
+fork offset through its source (and that source's source...), never copying.
+
+Time
+----
+By default the scripts read Redis's clock (``TIME``), so replicas agree on when
+a stream expires whatever their own clocks say; tests pass a ``clock``. A
+sliding TTL is renewed by every read and append (the new expiry goes into
+``P exp``), not by head. Expiry is enforced when a stream is touched and by a
+sweeper task in every replica that expires what ``P exp`` says is due (the
+sweep is a script too, so replicas sweeping at once do no harm). Redis key
+expiry is not used: an expired stream that forks still read through must
+become soft-deleted (410), not vanish.
+
+Live tailing
+------------
+Each append script PUBLISHes one message on ``P tail``: the stream's path and
+id, start and end positions, the closed flag, and the appended data itself
+when it is at most ``inline_max`` bytes (64 KiB). Deletions and expiries
+publish too. Each RedisStore runs ONE subscriber task (started by ``open``,
+cancelled and awaited by ``aclose``) on one connection, which feeds
+``self.notifier``, the same ``TailNotifier`` chain as the local stores, so a
+process holds one Redis connection for all its readers. Because Redis runs
+scripts one at a time and delivers a channel's messages in order, every
+process sees every stream's appends in commit order; the writing process
+learns of its own appends the same way. An append too large to inline (kept
+small so a burst of large appends cannot reach Redis's pub/sub output buffer
+limit and get the subscriber disconnected) is fetched once per process by the
+subscriber, and only when someone here is waiting on that stream, before it is
+published to the chain, so readers always get complete events.
+
+Every process receives every stream's notifications (one channel, so that a
+reader never has to wait for a subscription of its own to be confirmed before
+it reads); a process drops at once those for streams nobody here is reading.
+
+If the subscriber's connection drops (or goes silent: it PINGs after 5 quiet
+seconds and gives up after 15 without an answer), it reconnects with backoff
+(up to 1 s) and then wakes every waiting reader with a *resync* event (start
+-1, end beyond any position): readers treat it like an out-of-step event and
+re-read the store from their own offset, which picks up whatever was appended
+while notifications were lost. Readers are not woken while Redis is away, so
+an outage shorter than their heartbeat goes unnoticed by their clients.
+
+Redis unreachable
+-----------------
+Every operation then raises ``errors.BackendUnavailable`` (HTTP 503 with
+Retry-After), as do Redis's own "not now" errors (LOADING, BUSY, OOM, MISCONF,
+READONLY...). Commands are never retried by the client: a script whose reply
+was lost may have run, and running an append twice would duplicate it. So
+nothing is acknowledged that was not stored; an append answered 503 may
+nevertheless have been stored, which idempotent producers make safe to retry.
+Pooled connections are checked when taken from the pool, so the first
+operation after Redis comes back succeeds, without restarting tether.
+
+Durability is Redis's: an append is acknowledged once Redis has applied it in
+memory. For the SQLite store's guarantee (survives the server being killed)
+run Redis with ``appendonly yes`` and ``appendfsync always`` (``everysec`` may
+lose up to a second of acknowledged appends if Redis itself crashes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from tether.store.base import (
+    AppendRequest,
+    AppendResult,
+    CreateRequest,
+    CreateResult,
+    ReadResult,
+    Store,
+    StreamMeta,
+    is_json,
+    media_type,
+)
+from tether.store.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ContentTypeMismatch,
+    SeqConflict,
+    SequenceGap,
+    StaleEpoch,
+    StreamClosed,
+    StreamConflict,
+    StreamGone,
+    StreamNotFound,
+)
+from tether.store.notify import TailNotifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "tether:"
+#: Appends up to this many bytes travel inside their notification.
+INLINE_MAX = 64 * 1024
+#: How often each replica sweeps for expired streams, in seconds.
+SWEEP_INTERVAL = 5.0
+#: Streams one sweep script expires at most (it runs again while there are more).
+SWEEP_BATCH = 100
+#: Longest pause between the subscriber's reconnection attempts, in seconds.
+RECONNECT_MAX = 1.0
+#: The subscriber PINGs after this many quiet seconds, and reconnects when it has
+#: heard nothing at all (not even a PONG) for the second number of seconds.
+PUBSUB_PING_AFTER = 5.0
+PUBSUB_DEAD_AFTER = 15.0
+#: Connections one process opens to Redis at most (``?max_connections=`` in the URL).
+MAX_CONNECTIONS = 32
+#: A resync event's end: beyond any position, so every reader re-reads.
+RESYNC_END = 2**62
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+# Script status codes.
+OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
+BAD_REQUEST, STALE_EPOCH, SEQ_GAP = 7, 8, 9
+
+# Errors Redis answers while it cannot serve (loading, a script too long, out of
+# memory, persistence failing, a replica after failover...): transient.
+_UNAVAILABLE_PREFIXES = (
+    "LOADING", "BUSY", "OOM", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS",
+    "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT",
+)  # fmt: skip
+
+# -- Lua ----------------------------------------------------------------------
+#
+# Every script starts with this prelude. ARGV[1] is the key prefix and ARGV[2]
+# the time ('' = Redis's clock); the script's own arguments follow. Numbers go
+# to Redis as strings formatted here: Lua's default formatting keeps only 14
+# significant digits.
+
+_PRELUDE = r"""
+local P = ARGV[1]
+local NOW = ARGV[2]
+if NOW == '' then
+  local t = redis.call('TIME')
+  NOW = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+end
+local now = tonumber(NOW)
+local PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
+local INLINE_MAX = @INLINE_MAX@
+local OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
+local BAD_REQUEST, STALE_EPOCH, SEQ_GAP = 7, 8, 9
+
+local function skey(id) return P .. 's:' .. id end
+local function dkey(id) return P .. 'd:' .. id end
+local function pkey(id) return P .. 'pr:' .. id end
+local function int(n) return string.format('%d', n) end
+local function flt(n) return string.format('%.17g', n) end
+local function num(s) if s == nil or s == '' then return nil end return tonumber(s) end
+
+local function load(id)
+  local raw = redis.call('HGETALL', skey(id))
+  if #raw == 0 then return nil end
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  return {
+    id = id, raw = raw, path = h.path, ct = h.ct, mt = h.mt, json = h.json == '1',
+    tail = tonumber(h.tail), closed = h.closed == '1', ttl_s = h.ttl, exp_s = h.exp,
+    ttl = num(h.ttl), exp = num(h.exp), acc = tonumber(h.acc), fork_of = h.fork_of,
+    fork_off = tonumber(h.fork_off), last_seq = h.last_seq, soft = h.soft == '1',
+    refs = tonumber(h.refs),
+  }
+end
+
+local function expiry(m)
+  if m.exp then return m.exp end
+  if m.ttl then return m.acc + m.ttl end
+  return nil
+end
+
+local function index_expiry(m)
+  local e = expiry(m)
+  if e then redis.call('ZADD', EXP, flt(e), m.id) end
+end
+
+-- Header line "kind id start end closed inline pathlen [len...]", then the path
+-- and the chunks (when inline).
+local function notify(kind, m, start, stop, closed, chunks)
+  local total = 0
+  for _, d in ipairs(chunks) do total = total + #d end
+  local inline = total <= INLINE_MAX
+  local head = {kind, m.id, int(start), int(stop), closed and '1' or '0',
+                inline and '1' or '0', int(#m.path)}
+  if inline then
+    for _, d in ipairs(chunks) do head[#head + 1] = int(#d) end
+  end
+  local parts = {table.concat(head, ' '), '\n', m.path}
+  if inline then
+    for _, d in ipairs(chunks) do parts[#parts + 1] = d end
+  end
+  redis.call('PUBLISH', CHANNEL, table.concat(parts))
+end
+
+local function drop(m)
+  redis.call('UNLINK', skey(m.id), dkey(m.id), pkey(m.id))
+  redis.call('ZREM', EXP, m.id)
+  if redis.call('HGET', PATHS, m.path) == m.id then redis.call('HDEL', PATHS, m.path) end
+end
+
+-- Delete or expire: soft while forks read through it, else for good, taking
+-- along every soft-deleted source whose last fork this was.
+local function remove(m)
+  if m.refs > 0 then
+    redis.call('HSET', skey(m.id), 'soft', '1')
+    redis.call('ZREM', EXP, m.id)
+  else
+    drop(m)
+    local cur = m
+    while cur.fork_of do
+      local src = load(cur.fork_of)
+      if not src then break end
+      if src.soft and src.refs <= 1 then
+        drop(src)
+        cur = src
+      else
+        redis.call('HINCRBY', skey(src.id), 'refs', -1)
+        break
+      end
+    end
+  end
+  notify('d', m, m.tail, m.tail, m.closed, {})
+end
+
+-- The stream at path if it exists and has not expired; else nil and a status.
+local function live(path)
+  local id = redis.call('HGET', PATHS, path)
+  if not id then return nil, NOT_FOUND end
+  local m = load(id)
+  if not m then return nil, NOT_FOUND end
+  if m.soft then return nil, GONE end
+  local e = expiry(m)
+  if e and now >= e then
+    remove(m)
+    if m.refs > 0 then return nil, GONE end
+    return nil, NOT_FOUND
+  end
+  return m
+end
+
+-- {stream id, lo, hi} pieces of a stream's positions, oldest first.
+local function segments(m)
+  local segs = {}
+  local cap = m.tail
+  local cur = m
+  while true do
+    local lo = 0
+    if cur.fork_of then lo = cur.fork_off end
+    local hi = math.min(cap, cur.tail)
+    if lo < hi then table.insert(segs, 1, {cur.id, lo, hi}) end
+    if not cur.fork_of then break end
+    cap = math.min(cap, lo)
+    local src = load(cur.fork_of)
+    if not src then error('fork source ' .. cur.fork_of .. ' is missing from the log') end
+    cur = src
+  end
+  return segs
+end
+
+-- Entry fields: e (end), b (start of its append), x (end of its append), d (data).
+local function row(entry)
+  local f = entry[2]
+  return {s = tonumber(string.match(entry[1], '^(%d+)')), e = tonumber(f[2]),
+          b = tonumber(f[4]), x = tonumber(f[6]), d = f[8]}
+end
+
+-- The row of stream sid that holds position pos, or nil.
+local function row_at(sid, pos)
+  local found = redis.call('XREVRANGE', dkey(sid), int(pos) .. '-1', '-', 'COUNT', 1)[1]
+  if not found then return nil end
+  local r = row(found)
+  if r.e <= pos then return nil end
+  return r
+end
+
+-- [start, end) of the append holding pos, as stream m sees it; nil if none.
+local function extent(m, pos)
+  for _, seg in ipairs(segments(m)) do
+    if seg[2] <= pos and pos < seg[3] then
+      local r = row_at(seg[1], pos)
+      if not r then return nil end
+      return {r.b, math.min(r.x, seg[3])}
+    end
+  end
+  return nil
+end
+
+-- Write the rows of one append starting at start; returns the new tail and chunks.
+local function add_rows(id, json, start, msgs)
+  if #msgs == 0 then return start, {} end
+  local k = dkey(id)
+  if json then
+    local stop = start + #msgs
+    for i, d in ipairs(msgs) do
+      local s = start + i - 1
+      redis.call('XADD', k, int(s) .. '-1', 'e', int(s + 1), 'b', int(start), 'x', int(stop),
+                 'd', d)
+    end
+    return stop, msgs
+  end
+  local d = table.concat(msgs)
+  local stop = start + #d
+  redis.call('XADD', k, int(start) .. '-1', 'e', int(stop), 'b', int(start), 'x', int(stop),
+             'd', d)
+  return stop, {d}
+end
+
+-- Empty byte chunks append nothing; JSON messages are kept as given (local.py).
+local function kept(json, msgs)
+  if json then return msgs end
+  local out = {}
+  for _, d in ipairs(msgs) do
+    if #d > 0 then out[#out + 1] = d end
+  end
+  return out
+end
+
+-- Byte-wise a > b (Lua's own comparison follows the server's locale).
+local function bytes_gt(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+"""
+
+# ARGV: 3 path, 4 content type ('' = none given), 5 its media type, 6 json flag,
+# 7 ttl, 8 expires-at, 9 closed, 10 fork source ('' = none), 11 fork offset
+# ('' = the source's tail), 12 sub-offset, 13.. initial messages.
+_CREATE = r"""
+local path, ct, mt, json = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local ttl_s, exp_s, closed = ARGV[7], ARGV[8], ARGV[9] == '1'
+local fork_from, fork_offset_s, sub = ARGV[10], ARGV[11], tonumber(ARGV[12])
+local msgs = {}
+for i = 13, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+
+local source, start = nil, 0
+if fork_from ~= '' then
+  local err
+  source, err = live(fork_from)
+  if not source then
+    if err == GONE then return {CONFLICT, 'cannot fork a deleted stream: ' .. fork_from} end
+    return {NOT_FOUND, fork_from}
+  end
+  local offset = source.tail
+  if fork_offset_s ~= '' then offset = tonumber(fork_offset_s) end
+  if offset > source.tail then
+    return {BAD_REQUEST, 'fork offset is beyond the end of the source stream'}
+  end
+  if sub > 0 then
+    local ext = extent(source, offset)
+    if not ext or offset + sub > ext[2] then
+      return {BAD_REQUEST, 'fork sub-offset reaches past the end of the append it points into'}
+    end
+  end
+  start = offset + sub
+end
+if ct == '' then
+  if source then
+    ct, mt, json = source.ct, source.mt, source.json and '1' or '0'
+  else
+    ct, mt, json = '@DEFAULT_CT@', '@DEFAULT_CT@', '0'
+  end
+end
+if source and mt ~= source.mt then
+  return {CONFLICT, "a fork must have its source's content type"}
+end
+msgs = kept(json == '1', msgs)
+if source and ttl_s == '' and exp_s == '' then
+  ttl_s, exp_s = source.ttl_s or '', source.exp_s or ''
+end
+
+local existing_id = redis.call('HGET', PATHS, path)
+local ex = existing_id and load(existing_id)
+if ex then
+  if ex.soft then
+    return {CONFLICT, 'stream was deleted but forks still use its path: ' .. path}
+  end
+  local e = expiry(ex)
+  if e and now >= e then
+    remove(ex)
+    if ex.refs > 0 then
+      return {CONFLICT, 'stream expired but forks still use its path: ' .. path}
+    end
+    ex = nil
+  end
+end
+if ex then
+  local same = ex.mt == mt and num(ex.ttl_s) == num(ttl_s) and num(ex.exp_s) == num(exp_s)
+  if same and source then
+    same = ex.fork_of == source.id and (fork_offset_s == '' or ex.fork_off == start)
+  end
+  if not same then
+    return {CONFLICT, 'stream already exists with a different configuration: ' .. path}
+  end
+  return {OK, 0, ex.raw}
+end
+
+local id = int(redis.call('INCR', P .. 'nextid'))
+local tail = add_rows(id, json == '1', start, msgs)
+local h = {'id', id, 'path', path, 'ct', ct, 'mt', mt, 'json', json, 'created', NOW,
+           'tail', int(tail), 'closed', closed and '1' or '0', 'acc', NOW,
+           'fork_off', int(start), 'soft', '0', 'refs', '0'}
+if ttl_s ~= '' then h[#h + 1] = 'ttl'; h[#h + 1] = ttl_s end
+if exp_s ~= '' then h[#h + 1] = 'exp'; h[#h + 1] = exp_s end
+if source then
+  h[#h + 1] = 'fork_of'; h[#h + 1] = source.id
+  redis.call('HINCRBY', skey(source.id), 'refs', 1)
+end
+redis.call('HSET', skey(id), unpack(h))
+redis.call('HSET', PATHS, path, id)
+index_expiry({ttl = num(ttl_s), exp = num(exp_s), acc = now, id = id})
+return {OK, 1, redis.call('HGETALL', skey(id))}
+"""
+
+# ARGV: 3 path, 4 has content type, 5 its media type, 6 has Stream-Seq, 7 Stream-Seq,
+# 8 has producer, 9 producer id, 10 epoch, 11 seq, 12 close, 13.. messages.
+_APPEND = r"""
+local path, has_ct, req_mt = ARGV[3], ARGV[4] == '1', ARGV[5]
+local has_seq, seq = ARGV[6] == '1', ARGV[7]
+local has_p, pid, pe, ps = ARGV[8] == '1', ARGV[9], ARGV[10], ARGV[11]
+local close = ARGV[12] == '1'
+local msgs = {}
+for i = 13, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+
+local m, err = live(path)
+if not m then return {err, path} end
+msgs = kept(m.json, msgs)
+if #msgs > 0 and has_ct and req_mt ~= m.mt then return {CT_MISMATCH, m.ct} end
+if has_p then
+  local state = redis.call('HGET', pkey(m.id), pid)
+  local ep, sq = tonumber(pe), tonumber(ps)
+  if state then
+    local e_s, l_s = string.match(state, '^(%d+):(%d+)$')
+    local epoch, last = tonumber(e_s), tonumber(l_s)
+    if ep < epoch then return {STALE_EPOCH, e_s} end
+    if ep == epoch and sq <= last then
+      return {OK, int(m.tail), m.closed and 1 or 0, 0, e_s, l_s}
+    end
+    if ep > epoch and sq ~= 0 then
+      return {BAD_REQUEST, 'a new producer epoch must start at sequence 0'}
+    end
+    if ep == epoch and sq ~= last + 1 then return {SEQ_GAP, int(last + 1), ps} end
+  elseif sq ~= 0 then
+    return {SEQ_GAP, '0', ps}
+  end
+end
+if m.closed then
+  if #msgs == 0 and not has_p then return {OK, int(m.tail), 1, 1} end
+  return {CLOSED, int(m.tail)}
+end
+if has_seq and m.last_seq and not bytes_gt(seq, m.last_seq) then
+  return {SEQ_CONFLICT, m.last_seq}
+end
+if #msgs == 0 and not close then
+  return {BAD_REQUEST, 'an append needs a non-empty body or Stream-Closed: true'}
+end
+
+local old = m.tail
+local tail, chunks = add_rows(m.id, m.json, old, msgs)
+local h = {'tail', int(tail), 'acc', NOW}
+if close then
+  h[#h + 1] = 'closed'; h[#h + 1] = '1'
+  if has_p then
+    h[#h + 1] = 'cb'; h[#h + 1] = pid
+    h[#h + 1] = 'cb_epoch'; h[#h + 1] = pe
+    h[#h + 1] = 'cb_seq'; h[#h + 1] = ps
+  end
+end
+if has_seq then h[#h + 1] = 'last_seq'; h[#h + 1] = seq end
+redis.call('HSET', skey(m.id), unpack(h))
+if has_p then redis.call('HSET', pkey(m.id), pid, pe .. ':' .. ps) end
+if m.ttl and not m.exp then redis.call('ZADD', EXP, flt(now + m.ttl), m.id) end
+notify('a', m, old, tail, close, chunks)
+if has_p then return {OK, int(tail), close and 1 or 0, 1, pe, ps} end
+return {OK, int(tail), close and 1 or 0, 1}
+"""
+
+# ARGV: 3 path, 4 offset ('' = the tail), 5 max bytes.
+_READ = r"""
+local path, offset_s, budget = ARGV[3], ARGV[4], tonumber(ARGV[5])
+local m, err = live(path)
+if not m then return {err, path} end
+if m.ttl then
+  redis.call('HSET', skey(m.id), 'acc', NOW)
+  if not m.exp then redis.call('ZADD', EXP, flt(now + m.ttl), m.id) end
+  m.raw = redis.call('HGETALL', skey(m.id))
+end
+local closed = m.closed and 1 or 0
+if offset_s == '' then return {OK, m.raw, int(m.tail), 1, closed, {}} end
+local pos = tonumber(offset_s)
+if pos > m.tail then return {BAD_REQUEST, 'offset is beyond the end of the stream'} end
+
+local chunks = {}
+for _, seg in ipairs(segments(m)) do
+  local sid, lo, hi = seg[1], seg[2], seg[3]
+  if hi > pos then
+    local from = math.max(pos, lo)
+    local batch = {}
+    local r = row_at(sid, from)
+    if r then batch[1] = r end
+    local next_start = from + 1
+    local i = 1
+    while budget > 0 and pos < hi do
+      if i > #batch then
+        if next_start > hi - 1 then break end
+        local entries = redis.call('XRANGE', dkey(sid), int(next_start) .. '-1',
+                                   int(hi - 1) .. '-1', 'COUNT', 256)
+        if #entries == 0 then break end
+        batch, i = {}, 1
+        for j, entry in ipairs(entries) do batch[j] = row(entry) end
+        next_start = batch[#batch].s + 1
+      end
+      r = batch[i]
+      i = i + 1
+      local s, e, d = r.s, r.e, r.d
+      if e > hi then
+        d = string.sub(d, 1, hi - s)
+        e = hi
+      end
+      if s < pos then d = string.sub(d, pos - s + 1) end
+      chunks[#chunks + 1] = d
+      budget = budget - #d
+      pos = e
+    end
+  end
+  if budget <= 0 then break end
+end
+local up = pos >= m.tail
+return {OK, m.raw, int(pos), up and 1 or 0, (up and m.closed) and 1 or 0, chunks}
+"""
+
+# ARGV: 3 path.
+_HEAD = r"""
+local m, err = live(ARGV[3])
+if not m then return {err, ARGV[3]} end
+return {OK, m.raw}
+"""
+
+_DELETE = r"""
+local m, err = live(ARGV[3])
+if not m then return {err, ARGV[3]} end
+remove(m)
+return {OK}
+"""
+
+# ARGV: 3 how many streams to look at. Answers {expired, looked at}.
+_SWEEP = r"""
+local ids = redis.call('ZRANGEBYSCORE', EXP, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[3]))
+local n = 0
+for _, id in ipairs(ids) do
+  local m = load(id)
+  if not m or m.soft then
+    redis.call('ZREM', EXP, id)
+  else
+    local e = expiry(m)
+    if e and now >= e then
+      remove(m)
+      n = n + 1
+    elseif e then
+      redis.call('ZADD', EXP, flt(e), id)
+    else
+      redis.call('ZREM', EXP, id)
+    end
+  end
+end
+return {n, #ids}
+"""
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _text(value: bytes) -> str:
+    return value.decode()
+
+
+def _parse_meta(flat: Sequence[bytes]) -> StreamMeta:
+    h = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+    def opt(key: bytes) -> str | None:
+        v = h.get(key)
+        return None if v is None else v.decode()
+
+    cb = opt(b"cb")
+    return StreamMeta(
+        id=int(h[b"id"]),
+        path=_text(h[b"path"]),
+        content_type=_text(h[b"ct"]),
+        created_at=float(h[b"created"]),
+        tail=int(h[b"tail"]),
+        closed=h[b"closed"] == b"1",
+        ttl=None if b"ttl" not in h else int(h[b"ttl"]),
+        expires_at=None if b"exp" not in h else float(h[b"exp"]),
+        accessed_at=float(h[b"acc"]),
+        fork_of=None if b"fork_of" not in h else int(h[b"fork_of"]),
+        fork_offset=int(h[b"fork_off"]),
+        last_seq=opt(b"last_seq"),
+        closed_by=None if cb is None else (cb, int(h[b"cb_epoch"]), int(h[b"cb_seq"])),
+        soft_deleted=h[b"soft"] == b"1",
+        refs=int(h[b"refs"]),
+    )
+
+
+def _raise(reply: list[Any], path: str, req: AppendRequest | None = None) -> None:
+    """Raise the error a script's non-OK answer stands for (as ``local.py`` would)."""
+    code = int(reply[0])
+    arg = reply[1].decode() if len(reply) > 1 else ""
+    if code == NOT_FOUND:
+        raise StreamNotFound(arg)
+    if code == GONE:
+        raise StreamGone(arg)
+    if code == CONFLICT:
+        raise StreamConflict(arg)
+    if code == BAD_REQUEST:
+        raise BadRequest(arg)
+    if code == STALE_EPOCH:
+        raise StaleEpoch(int(arg))
+    if code == SEQ_GAP:
+        raise SequenceGap(int(arg), int(reply[2]))
+    if code == CLOSED:
+        raise StreamClosed(path, int(arg))
+    if req is not None and code == CT_MISMATCH:
+        raise ContentTypeMismatch(
+            f"content type {req.content_type!r} does not match the stream's {arg!r}"
+        )
+    if req is not None and code == SEQ_CONFLICT:
+        raise SeqConflict(f"Stream-Seq {req.seq!r} is not greater than the last one, {arg!r}")
+    raise RuntimeError(f"unexpected answer from the Redis store: {reply!r}")
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """(redis-py URL, key prefix): ``?prefix=`` is ours, the rest is redis-py's."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    rest = []
+    for k, v in query:
+        if k == "prefix":
+            prefix = v
+        else:
+            rest.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+class RedisTailNotifier(TailNotifier):
+    """The local chain, plus what the subscriber needs to know about it.
+
+    (It reads ``TailNotifier._pending``: the links readers are waiting on.)
+    """
+
+    def waiting(self, path: str) -> bool:
+        fut = self._pending.get(path)
+        return fut is not None and not fut.done()
+
+    def waiting_paths(self) -> list[str]:
+        return [p for p, fut in self._pending.items() if not fut.done()]
+
+    def resync(self) -> None:
+        """Make every waiting reader re-read the store from its own offset."""
+        for path in self.waiting_paths():
+            self.publish(path, -1, RESYNC_END, [], False)
+
+
+class RedisStore(Store):
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str | None = None,
+        clock: Callable[[], float] | None = None,
+        inline_max: int = INLINE_MAX,
+        sweep_interval: float = SWEEP_INTERVAL,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 10.0,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
+        self._url, url_prefix = split_url(url)
+        self.prefix = url_prefix if prefix is None else prefix
+        self._clock = clock
+        self._inline_max = inline_max
+        self._sweep_interval = sweep_interval
+        self._connect_timeout = connect_timeout
+        self._socket_timeout = socket_timeout
+        self._max_connections = max_connections
+        self._channel = (self.prefix + "tail").encode()
+        self._redis: aioredis.Redis | None = None
+        self._scripts: dict[str, Any] = {}
+        self._subscriber: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+        self.notifier: RedisTailNotifier = RedisTailNotifier()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({redact(self._url)!r}, prefix={self.prefix!r})"
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, subscribe to notifications and start the sweeper.
+
+        Raises BackendUnavailable if Redis cannot be reached now (a wrong URL
+        should stop the server from starting rather than answer 503 forever).
+        """
+        self._subscribed = asyncio.Event()
+        # A bounded pool: a burst of requests queues for a connection rather than
+        # opening one each (the subscriber holds one of them for good).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self._url,
+            max_connections=self._max_connections,
+            timeout=self._socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            socket_timeout=self._socket_timeout,
+            # Never retry: a script whose reply was lost may have run.
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        inline = str(self._inline_max)
+        for name, body in (
+            ("create", _CREATE), ("append", _APPEND), ("read", _READ), ("head", _HEAD),
+            ("delete", _DELETE), ("sweep", _SWEEP),
+        ):  # fmt: skip
+            text = (_PRELUDE + body).replace("@INLINE_MAX@", inline)
+            text = text.replace("@DEFAULT_CT@", DEFAULT_CONTENT_TYPE)
+            self._scripts[name] = self._redis.register_script(text)
+        try:
+            await self._call(self._redis.ping())
+        except BackendUnavailable:
+            await self._redis.aclose()
+            self._redis = None
+            raise BackendUnavailable(f"cannot reach Redis at {redact(self._url)}") from None
+        self._subscriber = asyncio.create_task(self._listen_forever(), name="tether-redis-sub")
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), self._connect_timeout * 2 + 1)
+        except TimeoutError:
+            await self.aclose()
+            raise BackendUnavailable(
+                f"cannot subscribe to notifications at {redact(self._url)}"
+            ) from None
+        if self._sweep_interval > 0:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-redis-sweep")
+
+    async def aclose(self) -> None:
+        for task in (self._sweeper, self._subscriber):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._subscriber = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            try:
+                await self.sweep()
+            except BackendUnavailable as err:
+                log.debug("expiry sweep skipped: %s", err)
+            except Exception:
+                log.exception("expiry sweep failed; will retry")
+
+    async def sweep(self) -> int:
+        """Expire every stream whose time is up; returns how many were expired."""
+        total = 0
+        while True:
+            expired, looked = await self._script("sweep", [str(SWEEP_BATCH)])
+            total += int(expired)
+            if int(looked) < SWEEP_BATCH:
+                return total
+
+    # -- calling Redis -------------------------------------------------------
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(float(self._clock()))
+
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+            raise BackendUnavailable("the Redis store is unavailable; try again") from err
+        except ResponseError as err:
+            if str(err).startswith(_UNAVAILABLE_PREFIXES):
+                raise BackendUnavailable(
+                    "the Redis store cannot serve requests right now; try again"
+                ) from err
+            raise
+
+    async def _script(self, name: str, args: list[str | bytes]) -> Any:
+        if self._redis is None:
+            raise BackendUnavailable("the Redis store is not open")
+        return await self._call(self._scripts[name](args=[self.prefix, self._now(), *args]))
+
+    # -- live tailing --------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.05
+        connected_before = False
+        outage_logged = False
+        while True:
+            assert self._redis is not None
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._receive(pubsub, until_subscribed=True)
+                self._subscribed.set()
+                if connected_before:
+                    log.info("Redis notifications resumed")
+                    # Appends made while we were not subscribed were not seen.
+                    self.notifier.resync()
+                connected_before = True
+                outage_logged = False
+                backoff = 0.05
+                await self._receive(pubsub, until_subscribed=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # connection lost, Redis restarting...
+                level = logging.DEBUG if outage_logged else logging.WARNING
+                log.log(level, "no Redis notifications (%s: %s); reconnecting",
+                        type(err).__name__, err)  # fmt: skip
+                outage_logged = True
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+    async def _receive(self, pubsub: Any, until_subscribed: bool) -> None:
+        """Deliver notifications; PING when quiet, and give up on a silent connection."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        poll = min(1.0, PUBSUB_PING_AFTER / 2)
+        while True:
+            msg = await pubsub.get_message(timeout=poll)
+            now = loop.time()
+            if msg is None:
+                if now - heard > PUBSUB_DEAD_AFTER:
+                    raise RedisConnectionError("the notification connection went silent")
+                if now - max(heard, pinged) > PUBSUB_PING_AFTER:
+                    await pubsub.ping()
+                    pinged = now
+                continue
+            heard = now
+            kind = msg["type"]
+            if until_subscribed:
+                if kind == "subscribe":
+                    return
+            elif kind == "message":
+                await self._deliver(msg["data"])
+
+    async def _deliver(self, payload: bytes) -> None:
+        head, _, rest = payload.partition(b"\n")
+        fields = head.split(b" ")
+        kind, sid = fields[0], int(fields[1])
+        start, end = int(fields[2]), int(fields[3])
+        closed, inline = fields[4] == b"1", fields[5] == b"1"
+        plen = int(fields[6])
+        path = rest[:plen].decode()
+        notifier = self.notifier
+        if kind == b"d":
+            notifier.publish(path, start, end, [], closed, deleted=True)
+            return
+        if not notifier.waiting(path):
+            return
+        if inline:
+            chunks = []
+            pos = plen
+            for n in map(int, fields[7:]):
+                chunks.append(rest[pos : pos + n])
+                pos += n
+        else:
+            chunks = await self._fetch(sid, start, end)
+            if chunks is None:
+                notifier.publish(path, -1, RESYNC_END, [], False)
+                return
+        notifier.publish(path, start, end, chunks, closed)
+
+    async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
+        """The rows of one append that was too large to inline (None: gone)."""
+        assert self._redis is not None
+        entries = await self._redis.xrange(f"{self.prefix}d:{sid}", f"{start}-1", f"{end - 1}-1")
+        chunks = [fields[b"d"] for _, fields in entries]
+        if not chunks or int(entries[-1][1][b"e"]) != end:
+            return None
+        return chunks
+
+    # -- operations ----------------------------------------------------------
+
+    async def create(self, path: str, req: CreateRequest) -> CreateResult:
+        if req.fork_from == "":
+            raise StreamNotFound("")
+        ct = req.content_type or ""
+        args: list[str | bytes] = [
+            path,
+            ct,
+            media_type(ct) if ct else "",
+            _flag(bool(ct) and is_json(ct)),
+            "" if req.ttl is None else str(req.ttl),
+            "" if req.expires_at is None else repr(float(req.expires_at)),
+            _flag(req.closed),
+            "" if req.fork_from is None else req.fork_from,
+            "" if req.fork_offset is None else str(req.fork_offset),
+            str(req.fork_sub_offset),
+            *req.messages,
+        ]
+        reply = await self._script("create", args)
+        if int(reply[0]) != OK:
+            _raise(reply, path)
+        return CreateResult(_parse_meta(reply[2]), created=int(reply[1]) == 1)
+
+    async def append(self, path: str, req: AppendRequest) -> AppendResult:
+        p = req.producer
+        args: list[str | bytes] = [
+            path,
+            _flag(req.content_type is not None),
+            "" if req.content_type is None else media_type(req.content_type),
+            _flag(req.seq is not None),
+            req.seq or "",
+            _flag(p is not None),
+            p.id if p else "",
+            str(p.epoch) if p else "",
+            str(p.seq) if p else "",
+            _flag(req.close),
+            *req.messages,
+        ]
+        reply = await self._script("append", args)
+        if int(reply[0]) != OK:
+            _raise(reply, path, req)
+        producer = len(reply) > 4
+        return AppendResult(
+            tail=int(reply[1]),
+            closed=int(reply[2]) == 1,
+            appended=int(reply[3]) == 1,
+            producer_epoch=int(reply[4]) if producer else None,
+            producer_seq=int(reply[5]) if producer else None,
+        )
+
+    async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
+        reply = await self._script(
+            "read", [path, "" if offset is None else str(offset), str(max(max_bytes, 1))]
+        )
+        if int(reply[0]) != OK:
+            _raise(reply, path)
+        meta = _parse_meta(reply[1])
+        nxt = int(reply[2])
+        return ReadResult(
+            meta,
+            meta.tail if offset is None else offset,
+            list(reply[5]),
+            nxt,
+            int(reply[3]) == 1,
+            int(reply[4]) == 1,
+        )
+
+    async def head(self, path: str) -> StreamMeta:
+        reply = await self._script("head", [path])
+        if int(reply[0]) != OK:
+            _raise(reply, path)
+        return _parse_meta(reply[1])
+
+    async def delete(self, path: str) -> None:
+        reply = await self._script("delete", [path])
+        if int(reply[0]) != OK:
+            _raise(reply, path)
+
+    # -- records -------------------------------------------------------------
+
+    def _rkey(self, namespace: str) -> str:
+        return f"{self.prefix}r:{namespace}"
+
+    def _client(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise BackendUnavailable("the Redis store is not open")
+        return self._redis
+
+    async def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        await self._call(self._client().hset(self._rkey(namespace), key, value))
+
+    async def get_record(self, namespace: str, key: str) -> bytes | None:
+        value = await self._call(self._client().hget(self._rkey(namespace), key))
+        return None if value is None else bytes(value)
+
+    async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        items = await self._call(self._client().hgetall(self._rkey(namespace)))
+        return sorted((k.decode(), bytes(v)) for k, v in items.items())
+
+    async def delete_record(self, namespace: str, key: str) -> None:
+        await self._call(self._client().hdel(self._rkey(namespace), key))
