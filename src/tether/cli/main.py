@@ -62,7 +62,7 @@ def main() -> None:
     "store_spec",
     default=lambda: os.environ.get("TETHER_STORE", "sqlite"),
     show_default="sqlite (or $TETHER_STORE)",
-    help="sqlite, memory, or sqlite:///PATH.",
+    help="sqlite, memory, sqlite:///PATH, or redis://HOST:PORT/DB (replicas share it).",
 )
 @click.option("--max-body", default=10 * 1024 * 1024, show_default=True, type=int,
               help="Largest request body accepted, in bytes.")  # fmt: skip
@@ -98,7 +98,14 @@ def serve(
         agents=agents,
         auth=auth,
     )
-    where = "in memory" if store_spec == "memory" else f"{store_spec} in {data_dir}"
+    if store_spec == "memory":
+        where = "in memory"
+    elif store_spec.startswith(("redis://", "rediss://")):
+        from tether.store.redis import redact
+
+        where = redact(store_spec)
+    else:
+        where = f"{store_spec} in {data_dir}"
     say = partial(click.echo, err=True)
     say(f"tether: serving on http://{host}:{port} (store: {where})")
     say(f"tether: models: {', '.join(registry.list_models())}")

@@ -255,7 +255,13 @@ class HTTPProvider:
         self._extra_body = dict(extra_body or {})
         self._owns_client = client is None
         self._client = (
-            client if client is not None else httpx.AsyncClient(timeout=make_timeout(timeout))
+            client
+            if client is not None
+            else httpx.AsyncClient(
+                timeout=make_timeout(timeout),
+                # Many runs stream at once; keep their connections for the next ones.
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+            )
         )
 
     @property

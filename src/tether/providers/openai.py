@@ -299,8 +299,12 @@ class OpenAIProvider(HTTPProvider):
                     return
                 async for event in iter_sse(resp.aiter_lines()):
                     if event.data.strip() == "[DONE]":
+                        # Read on to the end of the body (it is all but over) so
+                        # the connection goes back to the pool instead of closing.
                         assembler.done = True
-                        break
+                        continue
+                    if assembler.done:
+                        continue
                     for item in assembler.feed(event.data):
                         yield item
                 for item in assembler.finish():

@@ -103,7 +103,15 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """End runs a dead process left open, then carry on with their queues."""
+        """End runs a dead process left open, then carry on with their queues.
+
+        Only on a store this process owns alone: on a shared store (Redis) the
+        runs may belong to live replicas, and telling dead from alive needs
+        leases, which replicas do not keep yet.
+        """
+        if not self.sessions.store.exclusive:
+            log.warning("shared store: runs left open by a crashed replica are not recovered here")
+            return
         for run_id, raw in await self.sessions.store.list_records(RUNS):
             info = orjson.loads(raw)
             session_id = info["session_id"]

@@ -123,6 +123,9 @@ class Store(abc.ABC):
     """A durable, ordered, offset-addressed log of many streams."""
 
     notifier: TailNotifier
+    #: True when this process is the store's only user (the SQLite file lock, or
+    #: memory): then anything left open by an earlier process is certainly dead.
+    exclusive: bool = True
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Start background work (expiry sweeps); called once before use."""

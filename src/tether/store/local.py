@@ -256,6 +256,9 @@ class LocalStore(Store):
             meta.tail = rows[-1][1][1]
         metas = [meta]
         if source is not None:
+            # Re-read: expiring an old stream at this path may have just released
+            # a reference to this very source.
+            source = self._meta_id(source.id)
             source = replace(source, refs=source.refs + 1)
             metas.append(source)
         self._db.write(metas, rows=rows)

@@ -741,6 +741,8 @@ class RedisTailNotifier(TailNotifier):
 
 
 class RedisStore(Store):
+    exclusive = False  # replicas share it
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
