@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +36,6 @@ from tether.providers.base import (
     Usage,
 )
 from tether.runtime.context import RunContext
-from tether.sessions import events as ev
 
 
 class UpstreamInvalidRequest(ProviderError):
@@ -171,28 +169,5 @@ class GatewayAgent:
 
 
 async def offer_tool_call(ctx: RunContext, call: ToolCall) -> None:
-    """Place a tool call in the answer for the client to run; the run does not wait.
-
-    ``RunContext.tool_call`` always waits for a result, so this appends the
-    same two events (part-start and part-end of a tool-call part) through the
-    context's own part numbering and append function.
-    """
-    try:
-        value: Any = json.loads(call.arguments or "{}")
-    except ValueError:
-        value = call.arguments
-    part_id = ctx._part_id()
-    batch = await ctx._close_open()
-    batch += [
-        ev.event(
-            ev.PART_START,
-            run_id=ctx.run_id,
-            message_id=ctx.message_id,
-            part_id=part_id,
-            kind=ev.TOOL_CALL,
-            tool_call_id=call.id,
-            tool_name=call.name,
-        ),
-        ev.event(ev.PART_END, run_id=ctx.run_id, part_id=part_id, value=value),
-    ]
-    await ctx._append(batch)
+    """Place a tool call in the answer for the client to run; the run does not wait."""
+    await ctx.place_tool_call(call.name, call.arguments or "{}", call_id=call.id)

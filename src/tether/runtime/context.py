@@ -76,7 +76,7 @@ class RunContext:
         part_id = self._open.get(kind)
         batch: list[ev.Event] = []
         if part_id is None:
-            batch.extend(await self._close_open())
+            batch.extend(self._close_open())
             part_id = self._part_id()
             self._open[kind] = part_id
             self.attempt_parts.append(part_id)
@@ -92,7 +92,7 @@ class RunContext:
         batch.append(ev.event(ev.PART_DELTA, run_id=self.run_id, part_id=part_id, delta=delta))
         await self._append(batch)
 
-    async def _close_open(self) -> list[ev.Event]:
+    def _close_open(self) -> list[ev.Event]:
         closing = [
             ev.event(ev.PART_END, run_id=self.run_id, part_id=pid) for pid in self._open.values()
         ]
@@ -113,19 +113,15 @@ class RunContext:
 
     # -- tools ----------------------------------------------------------------
 
-    async def tool_call(
+    async def place_tool_call(
         self,
         name: str,
         arguments: dict[str, Any] | str,
         *,
         call_id: str | None = None,
         approval: bool = False,
-    ) -> ToolOutcome:
-        """Ask a client to run tool ``name`` and wait for its result.
-
-        With ``approval=True`` a client must first approve the call; a refusal
-        comes back as an error outcome without the tool running.
-        """
+    ) -> str:
+        """Put a tool call in the answer for a client to run, without waiting; returns its id."""
         self._calls += 1
         call_id = call_id or f"call_{self.run_id}_{self._calls}"
         args = arguments if isinstance(arguments, str) else json.dumps(arguments)
@@ -134,7 +130,7 @@ class RunContext:
         except ValueError:
             value = args
         part_id = self._part_id()
-        batch = await self._close_open()
+        batch = self._close_open()
         batch += [
             ev.event(
                 ev.PART_START,
@@ -149,29 +145,45 @@ class RunContext:
             ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value),
         ]
         await self._append(batch)
+        return call_id
+
+    async def tool_call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | str,
+        *,
+        call_id: str | None = None,
+        approval: bool = False,
+    ) -> ToolOutcome:
+        """Ask a client to run tool ``name`` and wait for its result.
+
+        With ``approval=True`` a client must first approve the call; a refusal
+        comes back as an error outcome without the tool running.
+        """
+        call_id = await self.place_tool_call(name, arguments, call_id=call_id, approval=approval)
         if approval:
-            verdict: Approval = await self._wait(("approval", call_id))
+            verdict: Approval = await self._wait(f"approval:{call_id}")
             if not verdict.approved:
                 return ToolOutcome(error=f"not approved: {verdict.reason or 'refused'}")
-        return await self._wait(("result", call_id))
+        return await self._wait(f"result:{call_id}")
 
-    async def _wait(self, key: tuple[str, str]) -> Any:
-        fut = self._waiters.get(key[0] + ":" + key[1])
+    async def _wait(self, key: str) -> Any:
+        fut = self._waiters.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
-            self._waiters[key[0] + ":" + key[1]] = fut
+            self._waiters[key] = fut
         await self._on_status(ev.WAITING)
         try:
             return await fut
         finally:
-            self._waiters.pop(key[0] + ":" + key[1], None)
+            self._waiters.pop(key, None)
             await self._on_status(ev.RUNNING)
 
     # -- retries --------------------------------------------------------------
 
     async def retry(self, attempt: int, delay: float, error: str) -> None:
         """Announce a retry; parts streamed by the failed attempt are discarded."""
-        batch = await self._close_open()
+        batch = self._close_open()
         batch.append(
             ev.event(
                 ev.RETRY,
@@ -190,7 +202,7 @@ class RunContext:
         self.attempt_parts = []
 
     async def finish(self, status: str = "complete") -> None:
-        batch = await self._close_open()
+        batch = self._close_open()
         batch.append(
             ev.event(
                 ev.MESSAGE_END,

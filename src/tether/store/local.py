@@ -159,9 +159,8 @@ class LocalStore(Store):
         self._by_id[meta.id] = meta
 
     def _forget(self, meta: StreamMeta) -> None:
-        if self._by_path.get(meta.path) is meta or (
-            meta.path in self._by_path and self._by_path[meta.path].id == meta.id
-        ):
+        cached = self._by_path.get(meta.path)
+        if cached is not None and cached.id == meta.id:
             del self._by_path[meta.path]
         self._by_id.pop(meta.id, None)
         self._persisted_access.pop(meta.id, None)

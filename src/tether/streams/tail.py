@@ -28,40 +28,41 @@ async def tail(
     notifier = store.notifier
     notifier.subscribe(name)
     try:
-        fut = notifier.watch(name)
-        res = await store.read(name, position, chunk)
         while True:
+            # Catch up from the store; the chain link is taken before each read,
+            # so nothing appended after the read can be missed.
+            fut = notifier.watch(name)
+            res = await store.read(name, position, chunk)
             if res.chunks:
                 yield res.start, res.chunks, res.next
             position = res.next
             if res.closed:
                 return
             if not res.up_to_date:
-                fut = notifier.watch(name)
-                res = await store.read(name, position, chunk)
                 continue
-            waiting: tuple[asyncio.Future[object], ...] = (fut,) if stop is None else (fut, stop)
-            await asyncio.wait(waiting, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
-            if stop is not None and stop.done():
-                return
-            if not fut.done():
-                yield None
-                res = res.__class__(res.meta, position, [], position, True, False)
-                continue
-            if fut.cancelled():
-                return
-            event = fut.result()
-            fut = event.next
-            if event.deleted:
-                return
-            if event.start == position:
+            # Live: follow the chain until it gets out of step with ``position``.
+            while True:
+                waiting: tuple[asyncio.Future[object], ...] = (
+                    (fut,) if stop is None else (fut, stop)
+                )
+                await asyncio.wait(waiting, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                if stop is not None and stop.done():
+                    return
+                if not fut.done():
+                    yield None
+                    continue
+                if fut.cancelled():
+                    return
+                event = fut.result()
+                fut = event.next
+                if event.deleted:
+                    return
+                if event.start != position:
+                    break  # re-read the store from position
                 if event.chunks:
                     yield event.start, event.chunks, event.end
                 position = event.end
                 if event.closed:
                     return
-                res = res.__class__(res.meta, position, [], position, True, False)
-            else:
-                res = await store.read(name, position, chunk)
     finally:
         notifier.unsubscribe(name)
