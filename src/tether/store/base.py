@@ -163,3 +163,29 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_record(self, namespace: str, key: str) -> None: ...
+
+    # -- leases: which process does a job, among processes sharing the store ---
+    #
+    # A lease is a name held by one owner until its time runs out. Taking one
+    # that is free is atomic, so of several processes racing for a job exactly
+    # one wins; the holder renews it while it works, and when the holder dies
+    # the lease lapses and another process may take the job over.
+
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take ``name`` for ``ttl`` seconds if nobody holds it (or ``owner`` does)."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
+        """Extend ``owner``'s leases by ``ttl`` seconds; returns those it no longer holds.
+
+        A lease that lapsed is lost even if nobody took it since: another
+        process may have taken it, done the job and let it go in between.
+        """
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Let ``name`` go, if ``owner`` still holds it."""
+
+    @abc.abstractmethod
+    async def lease_holder(self, name: str) -> str | None: ...

@@ -99,6 +99,9 @@ class LocalStore(Store):
         self._persisted_access: dict[int, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier = TailNotifier()
+        #: Leases: name -> (owner, deadline on the monotonic clock). This
+        #: process is the store's only user, so they need no persistence.
+        self._leases: dict[str, tuple[str, float]] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -493,3 +496,37 @@ class LocalStore(Store):
 
     async def delete_record(self, namespace: str, key: str) -> None:
         self._db.delete_record(namespace, key)
+
+    # -- leases --------------------------------------------------------------
+
+    def _holder(self, name: str) -> str | None:
+        held = self._leases.get(name)
+        if held is None:
+            return None
+        if held[1] <= time.monotonic():
+            del self._leases[name]
+            return None
+        return held[0]
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        if self._holder(name) not in (None, owner):
+            return False
+        self._leases[name] = (owner, time.monotonic() + ttl)
+        return True
+
+    async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
+        lost = []
+        deadline = time.monotonic() + ttl
+        for name in names:
+            if self._holder(name) == owner:
+                self._leases[name] = (owner, deadline)
+            else:
+                lost.append(name)
+        return lost
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        if self._holder(name) == owner:
+            del self._leases[name]
+
+    async def lease_holder(self, name: str) -> str | None:
+        return self._holder(name)

@@ -26,6 +26,8 @@ Keys (``P`` is the prefix)
 ``P exp``              sorted set: stream id scored by the time it expires.
 ``P r:<namespace>``    hash: the records (key -> value) of one namespace.
 ``P tail``             the Pub/Sub channel of append / delete notifications.
+``P l:<name>``         string: a lease's owner, expiring with the lease (PX),
+                       so a dead holder's lease lapses on Redis's clock.
 
 Why a Redis Stream for the data: it is an append-only log ordered by entry ID,
 and entry IDs may be given explicitly. A row that starts at position ``s`` gets
@@ -633,6 +635,33 @@ return {n, #ids}
 """
 
 
+# Leases take their keys as KEYS and need no prelude: PX expiry runs on Redis's
+# clock, so every replica agrees on when a lease lapses.
+_LEASE_SCRIPTS = {
+    "lease_acquire": r"""
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+""",
+    "lease_renew": r"""
+local lost = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('PEXPIRE', key, ARGV[2])
+  else
+    lost[#lost + 1] = i
+  end
+end
+return lost
+""",
+    "lease_release": r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+""",
+}
+
+
 def _flag(value: bool) -> str:
     return "1" if value else "0"
 
@@ -802,6 +831,8 @@ class RedisStore(Store):
         ):  # fmt: skip
             text = (_PRELUDE + body).replace("@INLINE_MAX@", inline)
             text = text.replace("@DEFAULT_CT@", DEFAULT_CONTENT_TYPE)
+            self._scripts[name] = self._redis.register_script(text)
+        for name, text in _LEASE_SCRIPTS.items():
             self._scripts[name] = self._redis.register_script(text)
         try:
             await self._call(self._redis.ping())
@@ -1067,3 +1098,31 @@ class RedisStore(Store):
 
     async def delete_record(self, namespace: str, key: str) -> None:
         await self._call(self._client().hdel(self._rkey(namespace), key))
+
+    # -- leases --------------------------------------------------------------
+
+    def _lkey(self, name: str) -> str:
+        return f"{self.prefix}l:{name}"
+
+    async def _lease_script(self, name: str, keys: list[str], args: list[str]) -> Any:
+        self._client()
+        return await self._call(self._scripts[name](keys, args))
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        ms = str(max(1, round(ttl * 1000)))
+        return bool(await self._lease_script("lease_acquire", [self._lkey(name)], [owner, ms]))
+
+    async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
+        if not names:
+            return []
+        ms = str(max(1, round(ttl * 1000)))
+        keys = [self._lkey(n) for n in names]
+        lost = await self._lease_script("lease_renew", keys, [owner, ms])
+        return [names[int(i) - 1] for i in lost]
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self._lease_script("lease_release", [self._lkey(name)], [owner])
+
+    async def lease_holder(self, name: str) -> str | None:
+        value = await self._call(self._client().get(self._lkey(name)))
+        return None if value is None else bytes(value).decode()
