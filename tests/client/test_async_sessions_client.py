@@ -87,7 +87,7 @@ async def test_first_event_and_idle_timeouts(aclient: AsyncTether) -> None:
     assert (await queued.result()).reason == "cancelled"
 
 
-async def test_synthesized_end_when_session_is_deleted(aclient: AsyncTether) -> None:
+async def test_deleting_a_session_ends_its_queued_runs_as_cancelled(aclient: AsyncTether) -> None:
     s = await aclient.sessions.create(agent="silent")
     await aclient.send(s.id, "hold")
     queued = await aclient.send(s.id, "never runs")
@@ -99,6 +99,15 @@ async def test_synthesized_end_when_session_is_deleted(aclient: AsyncTether) -> 
     task = asyncio.create_task(delete_soon())
     events = [ev async for ev in queued.stream()]
     await task
+    assert isinstance(events[-1], RunEnd) and not events[-1].synthesized
+    assert events[-1].reason == "cancelled"
+
+
+async def test_synthesized_end_when_the_session_is_gone(aclient: AsyncTether) -> None:
+    s = await aclient.sessions.create(agent="silent")
+    run = await aclient.send(s.id, "hold")
+    await aclient.sessions.delete(s.id)
+    events = [ev async for ev in run.stream()]
     assert isinstance(events[-1], RunEnd) and events[-1].synthesized
     assert events[-1].reason == "interrupted"
 

@@ -252,7 +252,7 @@ def test_idle_timeout_is_suspended_while_waiting_for_a_tool(client: Tether) -> N
     assert run.text() == "sum=5"
 
 
-def test_synthesized_end_when_session_is_deleted(client: Tether) -> None:
+def test_deleting_a_session_ends_its_queued_runs_as_cancelled(client: Tether) -> None:
     s = client.sessions.create(agent="silent")
     client.send(s.id, "hold")
     queued = client.send(s.id, "never runs")
@@ -260,8 +260,14 @@ def test_synthesized_end_when_session_is_deleted(client: Tether) -> None:
     events = list(queued.stream())
     deleter.join()
     end = events[-1]
-    assert isinstance(end, RunEnd) and end.synthesized and end.reason == "interrupted"
-    result = queued.result()
+    assert isinstance(end, RunEnd) and not end.synthesized and end.reason == "cancelled"
+
+
+def test_synthesized_end_when_the_session_is_gone(client: Tether) -> None:
+    s = client.sessions.create(agent="silent")
+    run = client.send(s.id, "hold")
+    client.sessions.delete(s.id)
+    result = run.result()
     assert result.reason == "interrupted" and result.synthesized
 
 

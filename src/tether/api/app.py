@@ -25,7 +25,7 @@ from tether.api.openai_gateway import build_openai_router
 from tether.api.sessions import build_router, install_error_handlers
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
-from tether.runtime.runner import Agent, Runtime
+from tether.runtime.runner import LEASE_TTL, Agent, Runtime
 from tether.sessions.service import SessionNotFound, SessionRecord, SessionService
 from tether.store.base import Store
 from tether.streams.app import HTTPError, Receive, Scope, Send, StreamsApp, StreamsConfig
@@ -47,6 +47,7 @@ class TetherApp:
         agents: App | None = None,
         auth: Auth | None = None,
         retry: RetryPolicy | None = None,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -54,7 +55,7 @@ class TetherApp:
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
         self.sessions = SessionService(store)
-        self.runtime = Runtime(self.sessions, self._agent_for)
+        self.runtime = Runtime(self.sessions, self._agent_for, lease_ttl=lease_ttl)
         self.streams = StreamsApp(store, streams, authorize=self._authorize_stream)
         self._prefix = self.streams.config.prefix
         self._stop: asyncio.Future[None] | None = None

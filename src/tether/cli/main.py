@@ -17,6 +17,7 @@ from tether.api.app import TetherApp
 from tether.api.auth import Auth
 from tether.cli.chat import chat, tail
 from tether.providers.registry import ProviderRegistry
+from tether.runtime.runner import LEASE_TTL
 from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
 
@@ -68,6 +69,14 @@ def main() -> None:
               help="Largest request body accepted, in bytes.")  # fmt: skip
 @click.option("--long-poll-timeout", default=3.0, show_default=True, type=float,
               help="Seconds a long-poll read waits for new data.")  # fmt: skip
+@click.option(
+    "--lease-ttl",
+    default=lambda: float(os.environ.get("TETHER_LEASE_TTL", LEASE_TTL)),
+    show_default=f"{LEASE_TTL:g} (or $TETHER_LEASE_TTL)",
+    type=click.FloatRange(min=0.3),
+    help="With a shared store: seconds before another replica takes over the runs "
+    "of a replica that died.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
@@ -78,6 +87,7 @@ def serve(
     store_spec: str,
     max_body: int,
     long_poll_timeout: float,
+    lease_ttl: float,
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
@@ -97,6 +107,7 @@ def serve(
         registry=registry,
         agents=agents,
         auth=auth,
+        lease_ttl=lease_ttl,
     )
     if store_spec == "memory":
         where = "in memory"

@@ -19,6 +19,11 @@ REGENERATE: Final = "regenerate"
 CANCEL: Final = "cancel"
 TOOL_RESULT: Final = "tool-result"
 TOOL_APPROVAL: Final = "tool-approval"
+#: A message, regenerate or continue handed to the replica that runs the
+#: session's runs, by a replica that does not: {run_id, kind, message_id,
+#: parts?, parent_id?, edit_of?, front?}. That replica queues it and answers
+#: with a queue-update or the run's start.
+SUBMIT: Final = "submit"
 
 # Outputs: agent -> clients.
 RUN_START: Final = "run-start"
@@ -35,7 +40,9 @@ RUN_END: Final = "run-end"
 STATUS: Final = "status"
 QUEUE_UPDATE: Final = "queue-update"
 
-INPUTS: Final = frozenset({USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL})
+INPUTS: Final = frozenset(
+    {USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL, SUBMIT}
+)
 OUTPUTS: Final = frozenset(
     {RUN_START, MESSAGE_START, PART_START, PART_DELTA, PART_END, MESSAGE_END, RETRY, ERROR, RUN_END}
 )

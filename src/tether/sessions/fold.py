@@ -71,7 +71,12 @@ class SessionFold:
         self.queue: list[dict[str, Any]] = []
         self.status: str = ev.IDLE
         self.last_error: dict[str, Any] | None = None
+        #: run id -> "running" or why it ended: every run that started or ended.
         self.runs: dict[str, str] = {}
+        #: Submitted runs that have neither started nor ended: run id -> (item, front).
+        self.submitted: dict[str, tuple[dict[str, Any], bool]] = {}
+        #: Runs a cancel named (or a cancel of everything reached) when it was appended.
+        self.cancels: set[str] = set()
         self._parts: dict[str, tuple[Message, Part]] = {}
         self._tool_calls: dict[str, Part] = {}
         self._seen: set[str] = set()
@@ -172,12 +177,14 @@ class SessionFold:
             "started_at": e.get("ts"),
         }
         self.runs[e["run_id"]] = "running"
+        self.submitted.pop(e["run_id"], None)
         self.status = ev.RUNNING
 
     def _run_end(self, e: Event) -> None:
         run_id = e["run_id"]
         reason = e.get("reason", ev.COMPLETE)
         self.runs[run_id] = reason
+        self.submitted.pop(run_id, None)
         for msg in self.messages.values():
             if msg.run_id == run_id and msg.status == "streaming":
                 msg.status = "complete" if reason == ev.COMPLETE else reason
@@ -213,6 +220,22 @@ class SessionFold:
     def _queue_update(self, e: Event) -> None:
         self.queue = list(e.get("queue", []))
 
+    def _submit(self, e: Event) -> None:
+        run_id = e["run_id"]
+        if run_id not in self.runs:
+            item = {k: v for k, v in e.items() if k not in ("type", "id", "ts", "front")}
+            self.submitted[run_id] = (item, bool(e.get("front")))
+
+    def _cancel(self, e: Event) -> None:
+        run_id = e.get("run_id")
+        if run_id is not None:
+            self.cancels.add(run_id)
+        elif e.get("all"):
+            if self.active_run is not None:
+                self.cancels.add(self.active_run["run_id"])
+            self.cancels.update(q["run_id"] for q in self.queue)
+            self.cancels.update(self.submitted)
+
     # -- reading -------------------------------------------------------------
 
     def branch(self, leaf: str | None = None) -> list[Message]:
@@ -224,6 +247,18 @@ class SessionFold:
             out.append(msg)
             cur = msg.parent_id
         out.reverse()
+        return out
+
+    def pending(self) -> list[tuple[dict[str, Any], bool]]:
+        """Runs waiting to start, as ``(queue item, front)``, in the order they came.
+
+        The queue last announced, then what was submitted since and not yet
+        taken into it (``front``: to go before the queue). This is what a
+        replica that takes a session over has to run.
+        """
+        out = [(q, False) for q in self.queue if q["run_id"] not in self.runs]
+        listed = {q["run_id"] for q in self.queue}
+        out += [v for run_id, v in self.submitted.items() if run_id not in listed]
         return out
 
     def tool_call(self, tool_call_id: str) -> Part | None:
@@ -270,4 +305,6 @@ _HANDLERS = {
     ev.TOOL_APPROVAL: SessionFold._tool_approval,
     ev.STATUS: SessionFold._status,
     ev.QUEUE_UPDATE: SessionFold._queue_update,
+    ev.SUBMIT: SessionFold._submit,
+    ev.CANCEL: SessionFold._cancel,
 }

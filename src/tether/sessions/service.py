@@ -157,10 +157,15 @@ class SessionService:
                     break
         return state
 
-    async def append(self, session_id: str, events: list[Event]) -> int:
-        """Append events as one atomic batch; returns the stream position after them."""
+    async def append(
+        self, session_id: str, events: list[Event], *, lease: tuple[str, str] | None = None
+    ) -> int:
+        """Append events as one atomic batch; returns the stream position after them.
+
+        With ``lease``, only while that lease is held (else LeaseLost).
+        """
         result = await self.store.append(
             stream_name(session_id),
-            AppendRequest([orjson.dumps(e) for e in events], JSON),
+            AppendRequest([orjson.dumps(e) for e in events], JSON, lease=lease),
         )
         return result.tail

@@ -94,6 +94,10 @@ class AppendRequest:
     seq: str | None = None
     producer: Producer | None = None
     close: bool = False
+    #: ``(lease name, owner)``: append only while ``owner`` holds that lease
+    #: (checked atomically with the append), else raise LeaseLost. This is how
+    #: a replica that lost a session's lease is kept from writing to it.
+    lease: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)

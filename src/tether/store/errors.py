@@ -56,3 +56,10 @@ class SequenceGap(StoreError):
 
 class BackendUnavailable(StoreError):
     """The backend cannot be reached; nothing was written."""
+
+
+class LeaseLost(StoreError):
+    """A fenced append whose writer no longer holds the lease it names; nothing was written."""
+
+    def __init__(self, lease: str) -> None:
+        super().__init__(f"lease {lease} is not held by this writer")

@@ -31,6 +31,7 @@ from tether.store.base import (
 from tether.store.errors import (
     BadRequest,
     ContentTypeMismatch,
+    LeaseLost,
     SeqConflict,
     SequenceGap,
     StaleEpoch,
@@ -366,6 +367,8 @@ class LocalStore(Store):
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
         now = self._clock()
         meta = self._live(path, now)
+        if req.lease is not None and self._holder(req.lease[0]) != req.lease[1]:
+            raise LeaseLost(req.lease[0])
         if not meta.json and req.messages and not all(req.messages):
             req = replace(req, messages=[m for m in req.messages if m])
         if (

@@ -144,6 +144,7 @@ from tether.store.errors import (
     BackendUnavailable,
     BadRequest,
     ContentTypeMismatch,
+    LeaseLost,
     SeqConflict,
     SequenceGap,
     StaleEpoch,
@@ -178,7 +179,7 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 # Script status codes.
 OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-BAD_REQUEST, STALE_EPOCH, SEQ_GAP = 7, 8, 9
+BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
 
 # Errors Redis answers while it cannot serve (loading, a script too long, out of
 # memory, persistence failing, a replica after failover...): transient.
@@ -205,7 +206,7 @@ local now = tonumber(NOW)
 local PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
 local INLINE_MAX = @INLINE_MAX@
 local OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-local BAD_REQUEST, STALE_EPOCH, SEQ_GAP = 7, 8, 9
+local BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
 
 local function skey(id) return P .. 's:' .. id end
 local function dkey(id) return P .. 'd:' .. id end
@@ -487,8 +488,12 @@ local path, has_ct, req_mt = ARGV[3], ARGV[4] == '1', ARGV[5]
 local has_seq, seq = ARGV[6] == '1', ARGV[7]
 local has_p, pid, pe, ps = ARGV[8] == '1', ARGV[9], ARGV[10], ARGV[11]
 local close = ARGV[12] == '1'
+local lease, lease_owner = ARGV[13], ARGV[14]
 local msgs = {}
-for i = 13, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+for i = 15, #ARGV do msgs[#msgs + 1] = ARGV[i] end
+if lease ~= '' and redis.call('GET', P .. 'l:' .. lease) ~= lease_owner then
+  return {LEASE_LOST, lease}
+end
 
 local m, err = live(path)
 if not m then return {err, path} end
@@ -715,6 +720,8 @@ def _raise(reply: list[Any], path: str, req: AppendRequest | None = None) -> Non
         raise SequenceGap(int(arg), int(reply[2]))
     if code == CLOSED:
         raise StreamClosed(path, int(arg))
+    if code == LEASE_LOST:
+        raise LeaseLost(arg)
     if req is not None and code == CT_MISMATCH:
         raise ContentTypeMismatch(
             f"content type {req.content_type!r} does not match the stream's {arg!r}"
@@ -1033,6 +1040,8 @@ class RedisStore(Store):
             str(p.epoch) if p else "",
             str(p.seq) if p else "",
             _flag(req.close),
+            req.lease[0] if req.lease else "",
+            req.lease[1] if req.lease else "",
             *req.messages,
         ]
         reply = await self._script("append", args)
