@@ -21,6 +21,7 @@ import pytest
 from api.sse import events, run_text
 from helpers.server import ServerFactory, TetherServer
 from redis_server import RedisServer, running_redis
+from tether.client import RunStart, Tether
 
 LEASE_TTL = 2.0
 #: The reaper looks once a second; the rest is slack for a busy 2-core machine.
@@ -197,3 +198,25 @@ def test_a_cancel_posted_to_one_replica_stops_a_run_on_another(
         after = list(events(http, f"/v1/sessions/{sid}/events", until_run_end=run["run_id"]))
     assert [e for _, e in after] == [e for _, e in seen]
     assert snapshot(b, sid)["status"] == "idle"
+
+
+def test_the_sdk_follows_a_run_handed_over_to_another_replica(
+    replicas: list[TetherServer],
+) -> None:
+    a, b, _ = replicas
+    with Tether(a.base_url) as on_a, Tether(b.base_url) as on_b:
+        s = on_a.sessions.create(model="demo")
+        first = on_a.send(s.id, "/count 30 10")
+        handed = on_b.send(s.id, "/count 3 1")
+        assert handed.queued
+        assert handed.text() == "1 2 3"
+        assert handed.result().reason == "complete"
+        assert first.result().reason == "complete"
+        starts: dict[str | None, RunStart] = {}
+        for e in on_b.events(s.id):
+            if isinstance(e, RunStart):
+                starts[e.run_id] = e
+                if len(starts) == 2:
+                    break
+    # A was driving the session, so the run handed over through the stream ran there.
+    assert pid_of(str(starts[handed.run_id].worker)) == a.pid

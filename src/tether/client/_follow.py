@@ -33,6 +33,7 @@ from tether.client.events import (
     RunEnd,
     RunStart,
     Status,
+    Submit,
     ToolApproval,
     ToolResult,
     UserMessage,
@@ -289,7 +290,9 @@ class RunFollower(Follower):
             self.cancel_named = True
         if not self._mine(ev):
             return []
-        if not isinstance(ev, Cancel):  # a cancel of a queued run is no sign it started
+        if isinstance(ev, Submit):
+            self.maybe_queued = True  # handed to another replica: queued there
+        elif not isinstance(ev, Cancel):  # a cancel of a queued run is no sign it started
             self.started = True
             self.lookahead = None
         self.state.apply(ev)

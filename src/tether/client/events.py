@@ -57,6 +57,17 @@ class Cancel(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Submit(Event):
+    """A run handed to the replica that runs the session's runs; it has not started."""
+
+    TYPE: ClassVar[str] = "submit"
+    kind: str | None = None
+    message_id: str | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    front: bool | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ToolResult(Event):
     TYPE: ClassVar[str] = "tool-result"
     tool_call_id: str = ""
@@ -185,6 +196,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         UserMessage,
         Regenerate,
         Cancel,
+        Submit,
         ToolResult,
         ToolApproval,
         RunStart,
