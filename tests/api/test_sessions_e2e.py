@@ -245,3 +245,34 @@ def test_kill_9_mid_run_then_restart_ends_the_run_as_interrupted(
         assert msgs[-1]["parts"][0]["text"].startswith(before["messages"][-1]["parts"][0]["text"])
         evs = [e for _, e in events(c, f"/v1/sessions/{sid}/events", until_run_end=run["run_id"])]
         assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete", "interrupted"]
+
+
+def test_with_retry_lost_runs_a_run_killed_mid_way_is_answered_again_after_restart(
+    tether_server: ServerFactory,
+) -> None:
+    server = tether_server(extra_args=["--retry-lost-runs"])
+    with httpx.Client(base_url=server.base_url, timeout=10) as c:
+        sid = new_session(c)
+        run = send(c, sid, "/count 40 50")
+        wait_for(lambda: len(streamed(c, sid).split()) >= 5)
+    server.kill()
+
+    restarted = tether_server(server.data_dir, extra_args=["--retry-lost-runs"])
+    with httpx.Client(base_url=restarted.base_url, timeout=10) as c:
+        evs = []
+        for _, e in events(c, f"/v1/sessions/{sid}/events"):
+            evs.append(e)
+            if e["type"] == "run-end" and e["run_id"] != run["run_id"]:
+                break
+        ends = [(e["run_id"], e["reason"]) for e in evs if e["type"] == "run-end"]
+        assert ends[0] == (run["run_id"], "interrupted") and ends[1][1] == "complete"
+        retry = [e for e in evs if e["type"] == "run-start"][-1]
+        assert retry["retry_of"] == run["run_id"]
+        assert run_text(evs, retry["run_id"]) == " ".join(str(i) for i in range(1, 41))
+        snap = c.get(f"/v1/sessions/{sid}").json()
+        # The interrupted answer and the retry are siblings; the branch shows the retry.
+        answer = snap["messages"][1]
+        retried = next(e["message_id"] for e in evs
+                       if e["type"] == "message-start" and e.get("run_id") == retry["run_id"])
+        assert answer["id"] == retried and len(answer["siblings"]) == 2
+        assert [m["role"] for m in snap["messages"]] == ["user", "assistant"]

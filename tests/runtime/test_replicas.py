@@ -355,3 +355,42 @@ async def test_deleting_a_session_on_another_replica_stops_its_run(
         return await a.store.list_records(RUNS) == []
 
     await until(forgotten, timeout=REAP_INTERVAL * 5 + 2)
+
+
+async def plant_dead_run(replica: Replica, sid: str, run_id: str, **start: str) -> None:
+    """What a replica killed mid-run leaves: an open run, its record, no lease."""
+    await replica.sessions.append(
+        sid,
+        [
+            ev.event(ev.USER_MESSAGE, message_id=f"m-{run_id}", parts=text("lost")),
+            ev.event(ev.RUN_START, run_id=run_id, trigger=f"m-{run_id}", worker="gone", **start),
+        ],
+    )
+    info = {"session_id": sid, "worker": "gone", "at": time.time()}
+    await replica.store.put_record(RUNS, run_id, orjson.dumps(info))
+
+
+async def test_with_retry_configured_a_dead_replicas_run_is_answered_again_once(
+    replicas: list[Replica],
+) -> None:
+    a, _, _ = replicas
+    for r in replicas:
+        r.runtime.retry_lost_runs = True
+    sid = await new_session(a, "brief")
+    await plant_dead_run(a, sid, "run_dead")
+    await until(lambda: idle(a, sid), timeout=REAP_INTERVAL * 3 + 3)
+    evs = await events(a, sid)
+    ends = [(e["run_id"], e["reason"]) for e in of_type(evs, ev.RUN_END)]
+    assert ends[0] == ("run_dead", ev.INTERRUPTED) and ends[1][1] == ev.COMPLETE
+    retry = of_type(evs, ev.RUN_START)[-1]
+    assert retry["retry_of"] == "run_dead" and retry["trigger"] == "m-run_dead"
+    fold = (await a.sessions.state(sid)).fold
+    assert fold.branch()[-1].text() == "re: lost "
+    assert len(fold.children["m-run_dead"]) == 1  # the retry sits beside nothing else
+
+    # A retry left open in its turn is only ended.
+    sid2 = await new_session(a, "brief")
+    await plant_dead_run(a, sid2, "run_retry", retry_of="run_first")
+    await until(lambda: idle(a, sid2), timeout=REAP_INTERVAL * 3 + 3)
+    ends = [(e["run_id"], e["reason"]) for e in of_type(await events(a, sid2), ev.RUN_END)]
+    assert ends == [("run_retry", ev.INTERRUPTED)]

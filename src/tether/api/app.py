@@ -48,6 +48,7 @@ class TetherApp:
         auth: Auth | None = None,
         retry: RetryPolicy | None = None,
         lease_ttl: float = LEASE_TTL,
+        retry_lost_runs: bool = False,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -55,7 +56,9 @@ class TetherApp:
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
         self.sessions = SessionService(store)
-        self.runtime = Runtime(self.sessions, self._agent_for, lease_ttl=lease_ttl)
+        self.runtime = Runtime(
+            self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
+        )
         self.streams = StreamsApp(store, streams, authorize=self._authorize_stream)
         self._prefix = self.streams.config.prefix
         self._stop: asyncio.Future[None] | None = None

@@ -77,6 +77,13 @@ def main() -> None:
     help="With a shared store: seconds before another replica takes over the runs "
     "of a replica that died.",
 )
+@click.option(
+    "--retry-lost-runs/--no-retry-lost-runs",
+    default=lambda: os.environ.get("TETHER_RETRY_LOST_RUNS", "") in ("1", "true", "yes"),
+    show_default="off (or $TETHER_RETRY_LOST_RUNS=1)",
+    help="Answer again (once) a run whose server died mid-way, besides ending it as "
+    "interrupted.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
@@ -88,6 +95,7 @@ def serve(
     max_body: int,
     long_poll_timeout: float,
     lease_ttl: float,
+    retry_lost_runs: bool,
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
@@ -108,6 +116,7 @@ def serve(
         agents=agents,
         auth=auth,
         lease_ttl=lease_ttl,
+        retry_lost_runs=retry_lost_runs,
     )
     if store_spec == "memory":
         where = "in memory"

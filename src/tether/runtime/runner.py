@@ -96,6 +96,8 @@ class QueueItem:
     #: The parent was chosen (None then means a root); else it is the leaf at run time.
     explicit_parent: bool = False
     edit_of: str | None = None
+    #: The run this one retries (a run whose replica died mid-way).
+    retry_of: str | None = None
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -109,6 +111,8 @@ class QueueItem:
                 out["parent_id"] = self.parent_id
             if self.edit_of is not None:
                 out["edit_of"] = self.edit_of
+        if self.retry_of is not None:
+            out["retry_of"] = self.retry_of
         return out
 
     @classmethod
@@ -121,6 +125,7 @@ class QueueItem:
             d.get("parent_id"),
             explicit_parent="parent_id" in d,
             edit_of=d.get("edit_of"),
+            retry_of=d.get("retry_of"),
         )
 
 
@@ -152,6 +157,7 @@ class Runtime:
         *,
         lease_ttl: float = LEASE_TTL,
         reap_interval: float = REAP_INTERVAL,
+        retry_lost_runs: bool = False,
     ) -> None:
         self.sessions = sessions
         self.store = sessions.store
@@ -162,6 +168,9 @@ class Runtime:
         self.shared = not self.store.exclusive
         self.lease_ttl = lease_ttl if self.shared else _FOREVER
         self.reap_interval = reap_interval
+        #: A run whose process died is answered again (once) by the next driver,
+        #: rather than only ended as interrupted.
+        self.retry_lost_runs = retry_lost_runs
         self._live: dict[str, _Live] = {}
         self._runs: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -546,6 +555,13 @@ class Runtime:
             log.warning("run %s of session %s was left open; ending it as %s",
                         run_id, session_id, reason)  # fmt: skip
             await self._end(session_id, live, run_id, reason)
+            if self._retries(left_open, reason):
+                retry = QueueItem(
+                    ev.new_id("run"), "regenerate", left_open["trigger"], retry_of=run_id
+                )
+                await self._record(retry.run_id, session_id)
+                live.queue.appendleft(retry)
+                await self._publish_queue(session_id, live)
         taken = {q.run_id for q in live.queue}
         if live.run_id is not None:
             taken.add(live.run_id)
@@ -570,6 +586,16 @@ class Runtime:
         )
         for run_id in dropped:
             await self.store.delete_record(RUNS, run_id)
+
+    def _retries(self, run: dict[str, Any], reason: str) -> bool:
+        """Retry a lost run if configured, but not a retry: a run that takes its
+        replica down each time must not take every replica down in turn."""
+        return (
+            self.retry_lost_runs
+            and reason == ev.INTERRUPTED
+            and run.get("trigger") is not None
+            and "retry_of" not in run
+        )
 
     async def _watch(self, session_id: str, live: _Live, position: int) -> None:
         """While driving: act on inputs other replicas append to the stream."""
@@ -746,6 +772,7 @@ class Runtime:
             ev.event(
                 ev.RUN_START, run_id=item.run_id, trigger=item.message_id,
                 model=record.agent or record.model or "demo", worker=self.worker,
+                retry_of=item.retry_of,
             ),
             ev.event(ev.STATUS, status=ev.RUNNING),
             ev.event(

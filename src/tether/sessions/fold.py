@@ -176,6 +176,8 @@ class SessionFold:
             "model": e.get("model"),
             "started_at": e.get("ts"),
         }
+        if e.get("retry_of"):
+            self.active_run["retry_of"] = e["retry_of"]
         self.runs[e["run_id"]] = "running"
         self.submitted.pop(e["run_id"], None)
         self.status = ev.RUNNING
