@@ -220,3 +220,45 @@ def test_the_sdk_follows_a_run_handed_over_to_another_replica(
                     break
     # A was driving the session, so the run handed over through the stream ran there.
     assert pid_of(str(starts[handed.run_id].worker)) == a.pid
+
+
+def test_a_redis_outage_mid_run_ends_the_run_once_and_service_resumes(
+    tether_server: ServerFactory, tmp_path: Path
+) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    try:
+        a, b = (
+            tether_server(tmp_path / f"replica-{i}", store=redis.url(),
+                          extra_args=["--lease-ttl", str(LEASE_TTL)])
+            for i in range(2)
+        )  # fmt: skip
+        sid = str(post(a, "/v1/sessions", {"model": "demo"})["id"])
+        run = post(a, f"/v1/sessions/{sid}/messages", {"content": "/count 2000 10"})
+        wait_for(lambda: len(snapshot(b, sid)["messages"][-1]["parts"]) > 0, timeout=10)
+        redis.kill()
+        time.sleep(0.5)
+        # Nothing is acknowledged while Redis is away.
+        down = httpx.post(f"{b.base_url}/v1/sessions/{sid}/messages",
+                          json={"content": "hello?"}, timeout=10)  # fmt: skip
+        assert down.status_code == 503 and down.headers["retry-after"]
+        time.sleep(LEASE_TTL)
+        redis.start()
+
+        def ended() -> bool:
+            r = httpx.get(f"{b.base_url}/v1/sessions/{sid}", timeout=10)
+            return r.status_code == 200 and r.json()["status"] == "idle"
+
+        wait_for(ended, timeout=LEASE_TTL + 10)
+        with httpx.Client(base_url=b.base_url, timeout=10) as http:
+            evs = [e for _, e in events(http, f"/v1/sessions/{sid}/events",
+                                        until_run_end=run["run_id"])]  # fmt: skip
+        assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["interrupted"]
+        # Service goes on, on either replica, without a restart.
+        again = post(b, f"/v1/sessions/{sid}/messages", {"content": "/count 3 1"})
+        with httpx.Client(base_url=a.base_url, timeout=10) as http:
+            evs = [e for _, e in events(http, f"/v1/sessions/{sid}/events",
+                                        until_run_end=again["run_id"])]  # fmt: skip
+        assert run_text(evs, again["run_id"]) == "1 2 3"
+        assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["interrupted", "complete"]
+    finally:
+        redis.stop()

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from tether.api.auth import Auth, Caller, Unauthorized
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.store.errors import BackendUnavailable
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -104,6 +105,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
         resp = error_body(401, "unauthorized", str(exc))
         resp.headers["www-authenticate"] = "Bearer"
+        return resp
+
+    @app.exception_handler(BackendUnavailable)
+    async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
+        # The store (Redis) is away; nothing was acknowledged, so retrying is safe.
+        resp = error_body(503, "unavailable", str(exc))
+        resp.headers["retry-after"] = "1"
         return resp
 
     @app.exception_handler(WireError)

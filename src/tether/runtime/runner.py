@@ -195,18 +195,9 @@ class Runtime:
     async def aclose(self) -> None:
         """Cancel every run (they end as interrupted), wait for them, let leases go."""
         self._closing = True
-        for task in self._background:
-            task.cancel()
-        for task in self._background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_wait(self._background)
         self._background = []
-        tasks = list(self._runs)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await _cancel_and_wait(list(self._runs))
         while self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         for session_id, live in list(self._live.items()):
@@ -505,17 +496,7 @@ class Runtime:
         meanwhile was meant for us (once only, so a run that cannot be ended
         now is left to the reaper rather than retried in a loop).
         """
-        async with live.lock:
-            if not live.driving or live.run_id is not None:
-                return
-            if live.queue and not self._closing:
-                return
-            live.driving = False
-            await self._stop_watcher(live)
-            try:
-                await self.store.release_lease(lease_name(session_id), self.worker)
-            except Exception as err:  # it lapses on its own
-                log.warning("could not release the lease of %s: %s", session_id, err)
+        await self._let_go(session_id, live, queued_too=self._closing)
         if not (retake and self.shared) or self._closing:
             return
         fold = (await self.sessions.state(session_id)).fold
@@ -525,9 +506,7 @@ class Runtime:
     async def _stop_watcher(self, live: _Live) -> None:
         task, live.watcher = live.watcher, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await _cancel_and_wait([task])
 
     async def _reconcile(self, session_id: str, live: _Live) -> None:
         """Bring the driver's state in line with the stream: the one source of truth.
@@ -554,14 +533,15 @@ class Runtime:
             reason = ev.CANCELLED if run_id in fold.cancels else ev.INTERRUPTED
             log.warning("run %s of session %s was left open; ending it as %s",
                         run_id, session_id, reason)  # fmt: skip
-            await self._end(session_id, live, run_id, reason)
+            then: list[ev.Event] = []
             if self._retries(left_open, reason):
                 retry = QueueItem(
                     ev.new_id("run"), "regenerate", left_open["trigger"], retry_of=run_id
                 )
                 await self._record(retry.run_id, session_id)
                 live.queue.appendleft(retry)
-                await self._publish_queue(session_id, live)
+                then.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
+            await self._end(session_id, live, run_id, reason, then=then)
         taken = {q.run_id for q in live.queue}
         if live.run_id is not None:
             taken.add(live.run_id)
@@ -695,15 +675,42 @@ class Runtime:
     # -- execution -------------------------------------------------------------
 
     async def _next(self, session_id: str, retake: bool = True) -> None:
-        """Start the next queued run, or let the session go when there is none."""
+        """Start the next queued run, or let the session go when there is none.
+
+        If the store fails us here, the session is let go rather than left
+        stuck: its runs are in the log and their records, for the next driver
+        (another replica's reaper, or the next request here).
+        """
         live = self._live.get(session_id)
         if live is None or not live.driving or live.run_id is not None:
             return
-        if live.queue and not self._closing:
-            with contextlib.suppress(LeaseLost):  # the next driver finds it in the log
-                await self._begin(session_id, live, live.queue.popleft())
-        else:
-            await self._idle(session_id, live, retake)
+        try:
+            if live.queue and not self._closing:
+                item = live.queue.popleft()
+                try:
+                    await self._begin(session_id, live, item)
+                except LeaseLost:
+                    pass  # the next driver finds it in the log
+                except BaseException:
+                    live.queue.appendleft(item)
+                    raise
+            else:
+                await self._idle(session_id, live, retake)
+        except Exception as err:
+            log.warning("session %s could not go on here (%s); letting it go", session_id, err)
+            await self._let_go(session_id, live, queued_too=True)
+
+    async def _let_go(self, session_id: str, live: _Live, *, queued_too: bool = False) -> None:
+        """Give the lease up if nothing runs (and, unless ``queued_too``, nothing waits)."""
+        async with live.lock:
+            if not live.driving or live.run_id is not None:
+                return
+            if live.queue and not queued_too:
+                return
+            live.driving = False
+            await self._stop_watcher(live)
+            with contextlib.suppress(Exception):  # else it lapses on its own
+                await self.store.release_lease(lease_name(session_id), self.worker)
 
     async def _begin(self, session_id: str, live: _Live, item: QueueItem) -> None:
         """Place the run's opening events, then execute it in a task of its own.
@@ -844,7 +851,15 @@ class Runtime:
         if not live.lost:
             await self._next(session_id)
 
-    async def _end(self, session_id: str, live: _Live, run_id: str, reason: str) -> None:
+    async def _end(
+        self,
+        session_id: str,
+        live: _Live,
+        run_id: str,
+        reason: str,
+        then: list[ev.Event] | None = None,
+    ) -> None:
+        """Append the run's one run-end (and ``then``, in the same batch)."""
         try:
             await self._append(
                 session_id,
@@ -852,6 +867,7 @@ class Runtime:
                 [
                     ev.event(ev.RUN_END, run_id=run_id, reason=reason),
                     ev.event(ev.STATUS, status=ev.IDLE),
+                    *(then or ()),
                 ],
             )
         except StreamNotFound:
@@ -863,6 +879,24 @@ class Runtime:
             log.exception("could not append run-end for %s", run_id)
             return
         await self.store.delete_record(RUNS, run_id)
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel tasks and wait for them to finish.
+
+    Not ``suppress(CancelledError): await task``: that would also swallow a
+    cancel of the task waiting here, which then runs on as if never told.
+    """
+    pending = set(tasks)
+    while pending:
+        # Again if need be: a cancel that lands while a task is inside some
+        # library's own cancel handling can be lost, and the task runs on.
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _resolve(live: _Live, key: str, value: Any) -> None:

@@ -129,6 +129,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py has no such feature
+    MaintNotificationsConfig = None
+
 from tether.store.base import (
     AppendRequest,
     AppendResult,
@@ -640,6 +645,15 @@ return {n, #ids}
 """
 
 
+# With maintenance notifications on (redis-py's "auto" default), the pool skips
+# its check that an idle connection is still open, so after a Redis restart each
+# pooled connection would fail one request; we serve standalone Redis, which
+# sends no such notifications anyway.
+_POOL_OPTIONS: dict[str, Any] = (
+    {} if MaintNotificationsConfig is None
+    else {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+)  # fmt: skip
+
 # Leases take their keys as KEYS and need no prelude: PX expiry runs on Redis's
 # clock, so every replica agrees on when a lease lapses.
 _LEASE_SCRIPTS = {
@@ -829,6 +843,7 @@ class RedisStore(Store):
             socket_timeout=self._socket_timeout,
             # Never retry: a script whose reply was lost may have run.
             retry=Retry(NoBackoff(), 0),
+            **_POOL_OPTIONS,
         )
         self._redis = aioredis.Redis.from_pool(pool)
         inline = str(self._inline_max)
