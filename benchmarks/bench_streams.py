@@ -463,7 +463,8 @@ def kill_all_servers() -> None:
             server.stop()
 
 
-def build_server(cfg: Config, target: str, workdir: Path) -> ServerProcess:
+def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite") -> ServerProcess:
+    """A (not yet started) server for `target`; `store` is tether's --store."""
     port = free_port()
     if target == "tether":
         data_dir = workdir / "data"
@@ -478,7 +479,7 @@ def build_server(cfg: Config, target: str, workdir: Path) -> ServerProcess:
             "--data-dir",
             str(data_dir),
             "--store",
-            "sqlite",
+            store,
             *cfg.tether_extra_args,
         ]
         return ServerProcess(target, argv, port, workdir, REPO_ROOT)
@@ -914,6 +915,16 @@ class TargetRun:
     server: ServerProcess
     session: aiohttp.ClientSession
     round_index: int
+    #: More processes whose CPU the scenarios report, as "<name>_cpu_pct" beside
+    #: "server_cpu_pct" (bench_scaleout.py: other replicas, redis-server).
+    extra_cpu_pids: dict[str, Sequence[int]] = field(default_factory=dict)
+
+    def cpu_snapshot(self) -> dict[str, float]:
+        """CPU seconds used so far by the server and each extra process group."""
+        snap = {"server": cpu_seconds(self.server.pids)}
+        for name, pids in self.extra_cpu_pids.items():
+            snap[name] = cpu_seconds(pids)
+        return snap
 
     def stream_url(self, scenario: str) -> str:
         name = f"bench-r{self.round_index}-{scenario}-{uuid.uuid4().hex[:8]}"
@@ -939,14 +950,14 @@ async def scenario_appends(run: TargetRun) -> dict[str, Any]:
             await appender.append(bodies[i])
         perf = time.perf_counter
         rtts: list[float] = []
-        cpu0, srv0 = time.process_time(), cpu_seconds(run.server.pids)
+        cpu0, srv0 = time.process_time(), run.cpu_snapshot()
         t0 = perf()
         for i in range(cfg.append_warmup, total):
             a = perf()
             await appender.append(bodies[i])
             rtts.append(perf() - a)
         elapsed = perf() - t0
-        cpu1, srv1 = time.process_time(), cpu_seconds(run.server.pids)
+        cpu1, srv1 = time.process_time(), run.cpu_snapshot()
     finally:
         await appender.close()
     rtts.sort()
@@ -957,17 +968,32 @@ async def scenario_appends(run: TargetRun) -> dict[str, Any]:
         "append_p50_ms": percentile(rtts, 50) * 1e3,
         "append_p99_ms": percentile(rtts, 99) * 1e3,
         "client_cpu_pct": 100.0 * (cpu1 - cpu0) / elapsed,
-        "server_cpu_pct": 100.0 * (srv1 - srv0) / elapsed,
+        **cpu_pcts(srv0, srv1, elapsed),
     }
 
 
+def cpu_pcts(before: dict[str, float], after: dict[str, float], span: float) -> dict[str, float]:
+    """'<name>_cpu_pct' (% of one core over `span` seconds) for each cpu_snapshot() entry."""
+    return {f"{name}_cpu_pct": 100.0 * (after[name] - before[name]) / span for name in before}
+
+
 async def scenario_fanout(run: TargetRun, interval_ms: float) -> dict[str, Any]:
-    cfg = run.cfg
     url = run.stream_url("fanout")
-    n_readers, n_msgs = cfg.fanout_readers, cfg.fanout_messages
-    await create_stream(run.session, url, cfg)
+    await create_stream(run.session, url, run.cfg)
+    figures, _ = await fanout(run, url, [url] * run.cfg.fanout_readers, interval_ms)
+    return figures
+
+
+async def fanout(
+    run: TargetRun, url: str, reader_urls: Sequence[str], interval_ms: float
+) -> tuple[dict[str, Any], list[SseReader]]:
+    """Paced appends to `url` (an existing stream), one SSE reader per entry of
+    `reader_urls` (the same stream, possibly through other servers); the figures
+    and the readers, in the order of `reader_urls`."""
+    cfg = run.cfg
+    n_readers, n_msgs = len(reader_urls), cfg.fanout_messages
     readers = [SseReader(n_msgs) for _ in range(n_readers)]
-    tasks = [start_sse(run, url, "-1", r) for r in readers]
+    tasks = [start_sse(run, u, "-1", r) for u, r in zip(reader_urls, readers, strict=True)]
     appender = Appender(run, url)
     try:
         try:
@@ -982,7 +1008,7 @@ async def scenario_fanout(run: TargetRun, interval_ms: float) -> dict[str, Any]:
         interval = interval_ms / 1e3
         perf = time.perf_counter
         await appender.connect()
-        cpu0, srv0 = time.process_time(), cpu_seconds(run.server.pids)
+        cpu0, srv0 = time.process_time(), run.cpu_snapshot()
         first_send = perf()
         for i in range(n_msgs):
             if interval:
@@ -1003,7 +1029,7 @@ async def scenario_fanout(run: TargetRun, interval_ms: float) -> dict[str, Any]:
                 f"{cfg.request_timeout_s}s of the last append (min {counts[0]}, "
                 f"max {counts[-1]})"
             ) from None
-        cpu1, srv1 = time.process_time(), cpu_seconds(run.server.pids)
+        cpu1, srv1 = time.process_time(), run.cpu_snapshot()
     finally:
         await appender.close()
         await stop_tasks(tasks)
@@ -1022,7 +1048,7 @@ async def scenario_fanout(run: TargetRun, interval_ms: float) -> dict[str, Any]:
     last_recv = max(r.last_recv for r in readers)
     span = last_recv - first_send
     deliveries = n_readers * n_msgs
-    return {
+    figures: dict[str, Any] = {
         "readers": n_readers,
         "messages": n_msgs,
         "interval_ms": interval_ms,
@@ -1034,8 +1060,9 @@ async def scenario_fanout(run: TargetRun, interval_ms: float) -> dict[str, Any]:
         "latency_p99_ms": percentile(latencies, 99) * 1e3,
         "latency_max_ms": latencies[-1] * 1e3,
         "client_cpu_pct": 100.0 * (cpu1 - cpu0) / span,
-        "server_cpu_pct": 100.0 * (srv1 - srv0) / span,
+        **cpu_pcts(srv0, srv1, span),
     }
+    return figures, readers
 
 
 async def populate(run: TargetRun, url: str, count: int) -> None:
