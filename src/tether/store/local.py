@@ -6,6 +6,15 @@ others: producer validation and its append are serialised for free. The
 persistence layer is synchronous and commits each operation as one
 transaction; the metadata of streams in use is cached here, which is sound
 because this process is the only writer (the SQLite backend takes a lock).
+
+Group commit: with a persistence that supports it (SQLite), appends made in
+the same event-loop iteration share one transaction. Each append is checked
+and written at once (so the next one, even to the same stream, sees it), but
+it is answered, and its readers are notified, only after the commit that
+holds it, at the start of the next iteration; until then reads and ``head``
+see the stream as last committed. Every other write commits the pending group
+first, so it keeps its own one-transaction semantics. Under load this turns
+one commit (and one WAL write) per append into one per loop iteration.
 """
 
 from __future__ import annotations
@@ -91,6 +100,28 @@ class Persistence(Protocol):
     def close(self) -> None: ...
 
 
+class GroupPersistence(Persistence, Protocol):
+    """A persistence that can hold writes open and commit many at once."""
+
+    def write_deferred(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]],
+        producers: list[tuple[int, str, int, int]],
+    ) -> None:
+        """Like ``write``, inside a transaction left open for :meth:`commit`."""
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+#: An append waiting for its group's commit: (answer, path, notification, result).
+_Pending = tuple[
+    "asyncio.Future[AppendResult]", str, tuple[int, int, list[bytes], bool], AppendResult
+]
+
+
 class LocalStore(Store):
     def __init__(self, persistence: Persistence, clock: Callable[[], float] = time.time) -> None:
         self._db = persistence
@@ -103,6 +134,13 @@ class LocalStore(Store):
         #: Leases: name -> (owner, deadline on the monotonic clock). This
         #: process is the store's only user, so they need no persistence.
         self._leases: dict[str, tuple[str, float]] = {}
+        #: Appends written but not yet committed (group commit; see the module doc).
+        self._group: GroupPersistence | None = (
+            persistence if hasattr(persistence, "write_deferred") else None  # type: ignore[assignment]
+        )
+        self._pending: list[_Pending] = []
+        #: The last committed metadata of streams with appends in the pending group.
+        self._committed: dict[int, StreamMeta] = {}
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -115,6 +153,7 @@ class LocalStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
             self._sweeper = None
+        self._flush()
         self._db.close()
 
     async def _sweep_forever(self) -> None:
@@ -188,6 +227,7 @@ class LocalStore(Store):
 
     def _remove(self, meta: StreamMeta) -> None:
         """Delete or expire: soft while forks read through it, else for good."""
+        self._flush()
         if meta.refs > 0:
             gone = replace(meta, soft_deleted=True)
             self._db.write([gone])
@@ -218,6 +258,7 @@ class LocalStore(Store):
     # -- operations ----------------------------------------------------------
 
     async def create(self, path: str, req: CreateRequest) -> CreateResult:
+        self._flush()
         now = self._clock()
         source: StreamMeta | None = None
         start = 0
@@ -427,22 +468,78 @@ class LocalStore(Store):
             dirty = True
         if dirty:
             self._persisted_access[new.id] = now
-        self._db.write([new] if dirty else [], rows=rows, producers=producers)
-        self._cache(new)
-        self.notifier.publish(path, old_tail, new.tail, [r[1][3] for r in rows], new.closed)
-        return AppendResult(
+        result = AppendResult(
             new.tail,
             new.closed,
             True,
             p.epoch if p else None,
             p.seq if p else None,
         )
+        chunks = [r[1][3] for r in rows]
+        group = self._group
+        if group is None or req.close:
+            # No group commit (memory), or a close: committed alone, as before.
+            self._flush()
+            self._db.write([new] if dirty else [], rows=rows, producers=producers)
+            self._cache(new)
+            self.notifier.publish(path, old_tail, new.tail, chunks, new.closed)
+            return result
+        try:
+            group.write_deferred([new] if dirty else [], rows, producers)
+        except BaseException as err:
+            self._abort(err)
+            raise
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._committed.setdefault(meta.id, meta)
+        self._cache(new)
+        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((answer, path, (old_tail, new.tail, chunks, new.closed), result))
+        return await answer
+
+    def _flush(self) -> None:
+        """Commit the pending group, then notify its readers and answer its appends."""
+        pending = self._pending
+        if not pending:
+            return
+        assert self._group is not None
+        try:
+            self._group.commit()
+        except BaseException as err:
+            self._abort(err)
+            return
+        self._pending = []
+        self._committed.clear()
+        publish = self.notifier.publish
+        for answer, path, (start, end, chunks, closed), result in pending:
+            publish(path, start, end, chunks, closed)
+            if not answer.done():
+                answer.set_result(result)
+
+    def _abort(self, err: BaseException) -> None:
+        """The group could not be written or committed: undo it and fail its appends.
+
+        The cache holds the group's state, so its streams are dropped from it
+        and reloaded from the log when next used.
+        """
+        pending, self._pending = self._pending, []
+        committed, self._committed = self._committed, {}
+        assert self._group is not None
+        with contextlib.suppress(Exception):
+            self._group.rollback()
+        for meta in committed.values():
+            self._forget(meta)
+        for answer, *_ in pending:
+            if not answer.done():
+                answer.set_exception(err)
 
     async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
         now = self._clock()
         meta = self._live(path, now)
         if meta.ttl is not None:
             meta = self._renew(meta, now)
+        # Appends not committed yet are not there for readers.
+        meta = self._committed.get(meta.id, meta)
         if offset is None:
             return ReadResult(meta, meta.tail, [], meta.tail, True, meta.closed)
         if offset > meta.tail:
@@ -477,18 +574,21 @@ class LocalStore(Store):
     def _renew(self, meta: StreamMeta, now: float) -> StreamMeta:
         meta.accessed_at = now
         if now - self._persisted_access.get(meta.id, 0.0) >= ACCESS_PERSIST_INTERVAL:
+            self._flush()
             self._db.write([meta])
             self._persisted_access[meta.id] = now
         return meta
 
     async def head(self, path: str) -> StreamMeta:
-        return self._live(path, self._clock())
+        meta = self._live(path, self._clock())
+        return self._committed.get(meta.id, meta)
 
     async def delete(self, path: str) -> None:
         meta = self._live(path, self._clock())
         self._remove(meta)
 
     async def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        self._flush()
         self._db.put_record(namespace, key, value)
 
     async def get_record(self, namespace: str, key: str) -> bytes | None:
@@ -498,6 +598,7 @@ class LocalStore(Store):
         return self._db.list_records(namespace)
 
     async def delete_record(self, namespace: str, key: str) -> None:
+        self._flush()
         self._db.delete_record(namespace, key)
 
     # -- leases --------------------------------------------------------------

@@ -1,6 +1,7 @@
 """SQLite persistence: the embedded default, one WAL-mode file under the data dir.
 
-Each operation is one transaction, committed before the caller answers. With
+Each operation is one transaction, committed before the caller answers
+(appends of one event-loop iteration share one: see ``LocalStore``). With
 ``synchronous=NORMAL`` a committed transaction is in the WAL file when the
 commit returns, so it survives the server process being killed; set
 ``synchronous`` to ``FULL`` to also survive power loss, at the cost of an
@@ -249,31 +250,64 @@ class SqlitePersistence:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            if rows:
-                if len(rows) == 1:
-                    sid, (start, end, batch, data) = rows[0]
-                    db.execute(
-                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", (sid, start, end, batch, data)
-                    )
-                else:
-                    db.executemany(
-                        "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
-                        [(sid, s, e, b, d) for sid, (s, e, b, d) in rows],
-                    )
-            for sid, pid, epoch, seq in producers or ():
-                db.execute(
-                    "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", (sid, pid, epoch, seq)
-                )
-            for sid in deletes or ():
-                db.execute("DELETE FROM chunks WHERE stream = ?", (sid,))
-                db.execute("DELETE FROM producers WHERE stream = ?", (sid,))
-                db.execute("DELETE FROM streams WHERE id = ?", (sid,))
-            for meta in metas:
-                db.execute(_UPSERT, _to_row(meta))
+            self._statements(metas, rows, producers, deletes)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+
+    def write_deferred(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]],
+        producers: list[tuple[int, str, int, int]],
+    ) -> None:
+        """Like ``write``, in a transaction left open for :meth:`commit` (group commit).
+
+        On an error the caller rolls the whole group back: statements already
+        run in the open transaction cannot be told apart from this write's.
+        """
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._statements(metas, rows, producers, None)
+
+    def commit(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def _statements(
+        self,
+        metas: list[StreamMeta],
+        rows: list[tuple[int, Row]] | None,
+        producers: list[tuple[int, str, int, int]] | None,
+        deletes: list[int] | None,
+    ) -> None:
+        db = self._db
+        if rows:
+            if len(rows) == 1:
+                sid, (start, end, batch, data) = rows[0]
+                db.execute(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", (sid, start, end, batch, data)
+                )
+            else:
+                db.executemany(
+                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
+                    [(sid, s, e, b, d) for sid, (s, e, b, d) in rows],
+                )
+        for sid, pid, epoch, seq in producers or ():
+            db.execute(
+                "INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", (sid, pid, epoch, seq)
+            )
+        for sid in deletes or ():
+            db.execute("DELETE FROM chunks WHERE stream = ?", (sid,))
+            db.execute("DELETE FROM producers WHERE stream = ?", (sid,))
+            db.execute("DELETE FROM streams WHERE id = ?", (sid,))
+        for meta in metas:
+            db.execute(_UPSERT, _to_row(meta))
 
     def expired(self, now: float) -> list[str]:
         rows = self._db.execute(
