@@ -14,21 +14,31 @@ does, but only while the failed attempt has streamed nothing: chunks already
 sent to an OpenAI client cannot be taken back. Upstream errors that are the
 request's fault end the run with a classified error (:data:`ERROR_CODES`), so
 the gateway can answer them with the status OpenAI would.
+
+Pipelining: the gateway can start the upstream request before the session
+exists (:class:`Prefetch`), so that setting the session up overlaps the
+upstream's time to first token. The run's first attempt then takes that
+response over, if it is for exactly the request the run would have sent;
+nothing reaches a client except through the session's log, as always.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.model import RetryPolicy, to_chat
 from tether.providers.base import (
+    ChatMessage,
     ModelRequest,
     Provider,
     ProviderError,
     ReasoningDelta,
+    StreamItem,
     TextDelta,
     ToolCall,
     ToolCallItem,
@@ -36,6 +46,11 @@ from tether.providers.base import (
     Usage,
 )
 from tether.runtime.context import RunContext
+
+log = logging.getLogger(__name__)
+
+#: Seconds a prefetched upstream response waits for its run before it is dropped.
+PREFETCH_TTL = 30.0
 
 
 class UpstreamInvalidRequest(ProviderError):
@@ -109,6 +124,135 @@ class GatewaySpec:
         )
 
 
+def model_request(model: str, messages: list[ChatMessage], spec: GatewaySpec) -> ModelRequest:
+    """The upstream request of a gateway run (also what a prefetch must match)."""
+    return ModelRequest(
+        model,
+        messages,
+        tools=[
+            ToolSpec(
+                t["name"], t.get("description") or "", t.get("parameters") or {"type": "object"}
+            )
+            for t in spec.tools
+        ],
+        tool_choice=spec.tool_choice,
+        options=dict(spec.options),
+    )
+
+
+def _same_request(a: ModelRequest, b: ModelRequest) -> bool:
+    """Whether the upstream would get the same request (run ids and attempts aside)."""
+    return (
+        a.model == b.model
+        and a.messages == b.messages
+        and a.tools == b.tools
+        and a.tool_choice == b.tool_choice
+        and a.options == b.options
+    )
+
+
+class Prefetch:
+    """An upstream response started before its run exists (the gateway's pipelining).
+
+    A task runs the provider's stream up to its first item (the upstream's
+    time to first token), while the gateway creates the session and starts the
+    run. The run's agent then :meth:`take`\\ s it and goes on iterating the same
+    stream itself: no task or queue sits between it and the upstream per item.
+    Only for providers whose request does not depend on the run (not ``demo``,
+    whose answer is seeded by the run id). A prefetch nobody takes is dropped
+    (the upstream request aborted) after :data:`PREFETCH_TTL` seconds or by
+    :meth:`discard`.
+    """
+
+    def __init__(self, provider: Provider, request: ModelRequest, ttl: float = PREFETCH_TTL):
+        self.request = request
+        self._stream = provider.stream(request)
+        self._first: asyncio.Future[StreamItem] = asyncio.ensure_future(
+            self._stream.__anext__()  # type: ignore[attr-defined]
+        )
+        # An outcome nobody reads (a dropped prefetch's error) is not an error.
+        self._first.add_done_callback(_consume)
+        self._taken = False
+        self._timer = asyncio.get_running_loop().call_later(ttl, self.discard)
+
+    def take(self, request: ModelRequest) -> AsyncIterator[StreamItem] | None:
+        """The response, if it is for ``request`` and still there; else None (and dropped)."""
+        if self._taken:
+            return None
+        self._taken = True
+        self._timer.cancel()
+        if not _same_request(self.request, request):
+            log.warning("a prefetched upstream request differs from its run's; sending it again")
+            self._drop()
+            return None
+        return self._items()
+
+    def discard(self) -> None:
+        """Abort the upstream request unless a run took the response."""
+        if not self._taken:
+            self._taken = True
+            self._timer.cancel()
+            self._drop()
+
+    def _drop(self) -> None:
+        task = asyncio.ensure_future(self._close())
+        _DROPPING.add(task)
+        task.add_done_callback(_DROPPING.discard)
+
+    async def _close(self) -> None:
+        self._first.cancel()
+        await asyncio.wait((self._first,))
+        with contextlib.suppress(Exception):
+            await self._stream.aclose()  # type: ignore[attr-defined]
+
+    async def _items(self) -> AsyncIterator[StreamItem]:
+        try:
+            try:
+                # Cancelling the run cancels this wait, and with it the prefetch.
+                first = await self._first
+            except StopAsyncIteration:
+                return
+            yield first
+            async for item in self._stream:
+                yield item
+        finally:
+            if not self._first.done():
+                self._first.cancel()
+                await asyncio.wait((self._first,))
+            await self._stream.aclose()  # type: ignore[attr-defined]
+
+
+#: Prefetches being dropped (their tasks must be referenced until they finish).
+_DROPPING: set[asyncio.Future[None]] = set()
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Prefetches:
+    """Prefetched upstream responses of this process, by session id, until their run takes them."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, Prefetch] = {}
+
+    def put(self, session_id: str, prefetch: Prefetch) -> None:
+        self._by_session[session_id] = prefetch
+
+    def pop(self, session_id: str) -> Prefetch | None:
+        return self._by_session.pop(session_id, None)
+
+    def discard(self, session_id: str) -> None:
+        prefetch = self._by_session.pop(session_id, None)
+        if prefetch is not None:
+            prefetch.discard()
+
+
+#: The process's prefetches: the gateway's routes put them, its agents take them.
+PREFETCHES = Prefetches()
+
+
 class GatewayAgent:
     def __init__(
         self,
@@ -123,30 +267,27 @@ class GatewayAgent:
         self.retry = retry or RetryPolicy()
 
     async def __call__(self, ctx: RunContext) -> None:
-        request = ModelRequest(
-            self.model,
-            to_chat(ctx.system, ctx.history),
-            tools=[
-                ToolSpec(
-                    t["name"], t.get("description") or "", t.get("parameters") or {"type": "object"}
-                )
-                for t in self.spec.tools
-            ],
-            run_id=ctx.run_id,
-            tool_choice=self.spec.tool_choice,
-            options=dict(self.spec.options),
-        )
-        for call in await self._attempts(ctx, request):
+        request = model_request(self.model, to_chat(ctx.system, ctx.history), self.spec)
+        request.run_id = ctx.run_id
+        prefetch = PREFETCHES.pop(ctx.session_id)
+        first = prefetch.take(request) if prefetch is not None else None
+        for call in await self._attempts(ctx, request, first):
             await offer_tool_call(ctx, call)
 
-    async def _attempts(self, ctx: RunContext, request: ModelRequest) -> list[ToolCall]:
+    async def _attempts(
+        self,
+        ctx: RunContext,
+        request: ModelRequest,
+        first: AsyncIterator[StreamItem] | None = None,
+    ) -> list[ToolCall]:
         attempt = 1
         while True:
             ctx.new_attempt()
             request.attempt = attempt
             calls: list[ToolCall] = []
+            stream, first = first or self.provider.stream(request), None
             try:
-                async with contextlib.aclosing(self.provider.stream(request)) as items:
+                async with contextlib.aclosing(stream) as items:  # type: ignore[type-var]
                     async for item in items:
                         if isinstance(item, TextDelta):
                             await ctx.text(item.text)

@@ -40,9 +40,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tether.agents.gateway import ERROR_CODES, GatewaySpec
+from tether.agents.gateway import ERROR_CODES, PREFETCHES, GatewaySpec, Prefetch, model_request
 from tether.api.auth import Auth, Caller, Unauthorized
-from tether.providers.base import SAMPLING_OPTIONS
+from tether.providers._http import HTTPProvider
+from tether.providers.base import SAMPLING_OPTIONS, ChatMessage, Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
@@ -547,25 +548,37 @@ async def outputs(
     start: int,
     after: int,
     stop: asyncio.Future[None],
-) -> AsyncGenerator[Output | None, None]:
+) -> AsyncGenerator[list[Output] | None, None]:
     """``(offset after the event, output)`` for the run's outputs past ``after``.
 
     Reads the session's events from ``start``: those up to ``after`` only bring
-    ``mapper`` up to date. Yields None when the stream is quiet for a while
-    (time for a keep-alive). Ends with the run (or at shutdown).
+    ``mapper`` up to date. Yields the outputs of each batch the store hands
+    over together (so a client that fell behind gets them in one write), or
+    None when the stream is quiet for a while (time for a keep-alive). Ends
+    with the run (or at shutdown).
     """
-    async for batch in tail(sessions.store, stream_name(session_id), start, stop=stop):
-        if batch is None:
-            yield None
-            continue
-        first, chunks, _ = batch
-        for i, raw in enumerate(chunks):
-            out = mapper.apply(orjson.loads(raw))
-            position = first + i + 1
-            if out is not None and position > after:
-                yield position, out
+    try:
+        async for batch in tail(sessions.store, stream_name(session_id), start, stop=stop):
+            if batch is None:
+                yield None
+                continue
+            first, chunks, _ = batch
+            out: list[Output] = []
+            for i, raw in enumerate(chunks):
+                output = mapper.apply(orjson.loads(raw))
+                position = first + i + 1
+                if output is not None and position > after:
+                    out.append((position, output))
+                if mapper.ended is not None:
+                    break
+            if out:
+                yield out
             if mapper.ended is not None:
                 return
+    finally:
+        # A run that ended (or a reader that left) before its agent took the
+        # prefetched upstream response: abort that request.
+        PREFETCHES.discard(session_id)
 
 
 def _sse(output: Output) -> bytes:
@@ -574,14 +587,22 @@ def _sse(output: Output) -> bytes:
 
 
 async def _sse_body(
-    head: list[Output], rest: AsyncGenerator[Output | None, None], mapper: ChunkMapper
+    head: list[Output], rest: AsyncGenerator[list[Output] | None, None], mapper: ChunkMapper
 ) -> AsyncIterator[bytes]:
+    done = False
     try:
-        for output in head:
-            yield _sse(output)
-        async for output in rest:
-            yield b": keep-alive\n\n" if output is None else _sse(output)
-        if mapper.ok:
+        if head:
+            yield b"".join(_sse(o) for o in head)
+        async for batch in rest:
+            if batch is None:
+                yield b": keep-alive\n\n"
+                continue
+            body = b"".join(_sse(o) for o in batch)
+            if mapper.ok:
+                body += b"data: [DONE]\n\n"  # in the same write as the last chunk
+                done = True
+            yield body
+        if mapper.ok and not done:
             yield b"data: [DONE]\n\n"
     finally:
         await rest.aclose()
@@ -637,7 +658,7 @@ def build_openai_router(
                 "valid JSON."
             ) from None
 
-    def check_model(model: str) -> None:
+    def check_model(model: str) -> tuple[Provider, str]:
         if model.startswith("agent:"):
             raise _invalid(
                 f"The model `{model}` is an agent; agents are served by the session API "
@@ -646,7 +667,7 @@ def build_openai_router(
                 "model_not_supported",
             )
         try:
-            registry.resolve(model)
+            return registry.resolve(model)
         except UnknownModel:
             raise OpenAIError(
                 404,
@@ -661,24 +682,33 @@ def build_openai_router(
         try:
             who = caller(request)
             req = parse_completion(await read_body(request))
-            check_model(req.spec.model)
+            provider, model = check_model(req.spec.model)
         except OpenAIError as err:
             return err.response(_auth_header(err))
-        record = await sessions.create(
-            owner=who.owner,
-            model=req.spec.model,
-            agent=None,
-            system=req.system,
-            title=req.title,
-            metadata={"gateway": req.spec.to_metadata()},
-        )
-        leaf = await runtime.seed(record.id, req.seed)
-        start = (await sessions.store.head(stream_name(record.id))).tail
-        if req.send is not None:
-            _, run_id, _ = await runtime.send(record.id, req.send)
-        else:
-            assert leaf is not None
-            run_id, _ = await runtime.answer(record.id, leaf)
+        # Ask the upstream now: the session is set up while it thinks.
+        prefetch = _prefetch(req, provider, model)
+        try:
+            record = await sessions.create(
+                owner=who.owner,
+                model=req.spec.model,
+                agent=None,
+                system=req.system,
+                title=req.title,
+                metadata={"gateway": req.spec.to_metadata()},
+            )
+            if prefetch is not None:
+                PREFETCHES.put(record.id, prefetch)
+            leaf = await runtime.seed(record.id, req.seed)
+            start = (await sessions.store.head(stream_name(record.id))).tail
+            if req.send is not None:
+                _, run_id, _ = await runtime.send(record.id, req.send)
+            else:
+                assert leaf is not None
+                run_id, _ = await runtime.answer(record.id, leaf)
+        except BaseException:
+            if prefetch is not None:
+                prefetch.discard()
+            raise
         headers = {
             "x-tether-session-id": record.id,
             "x-tether-run-id": run_id,
@@ -705,10 +735,10 @@ def build_openai_router(
         # Hold the headers until the model has said something, so that a request
         # the upstream refuses outright gets an HTTP error, as from OpenAI.
         head: list[Output] = []
-        async for output in rest:
-            if output is None:
+        async for batch in rest:
+            if batch is None:
                 break
-            head.append(output)
+            head += batch
             if mapper.error is not None and not (mapper.text or mapper.tool_calls):
                 await rest.aclose()
                 return mapper.error.response(headers)
@@ -754,6 +784,28 @@ def build_openai_router(
         )
 
     return router
+
+
+def _prefetch(req: Completion, provider: Provider, model: str) -> Prefetch | None:
+    """Start the upstream request of a completion before its session exists.
+
+    Only for plain conversations (no tool calls in the history), whose upstream
+    messages are known from the request alone, and for upstreams reached over
+    HTTP (the demo model seeds its answer with the run id); the run checks that
+    it would have sent exactly this request before it takes the response.
+    """
+    if req.send is None or not isinstance(provider, HTTPProvider):
+        return None
+    messages = [ChatMessage("system", req.system)] if req.system else []
+    for turn in req.seed:
+        if turn["role"] == "user":
+            messages.append(ChatMessage("user", turn["text"]))
+        elif turn.get("tool_calls"):
+            return None
+        else:
+            messages.append(ChatMessage("assistant", turn["text"], []))
+    messages.append(ChatMessage("user", "".join(p["text"] for p in req.send)))
+    return Prefetch(provider, model_request(model, messages, req.spec))
 
 
 def _auth_header(err: OpenAIError) -> dict[str, str] | None:

@@ -10,6 +10,7 @@ headers or httpx exception texts that could carry them).
 from __future__ import annotations
 
 import logging
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tether.providers._transport import LeanTransport
 from tether.providers.base import ProviderError
 
 log = logging.getLogger("tether.providers")
@@ -206,6 +208,64 @@ async def iter_sse(lines: AsyncIterator[str]) -> AsyncIterator[SSEEvent]:
         yield SSEEvent(event or "message", "\n".join(data))
 
 
+class SSEDecoder:
+    """Server-sent events from raw body bytes, as :func:`iter_sse` reads them from lines.
+
+    Why: the streaming hot path. Fed whatever a network read brought, it returns
+    every event completed by it, without a text decoder, a line iterator and an
+    async generator step per line in between.
+    """
+
+    __slots__ = ("_buf", "_cr", "_data", "_event")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._cr = False
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if not chunk:
+            return []
+        if self._cr and chunk.startswith(b"\n"):
+            chunk = chunk[1:]  # the \n of a \r\n split across reads
+        self._cr = chunk.endswith(b"\r")
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf + chunk if self._buf else chunk
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        out: list[SSEEvent] = []
+        for raw in lines:
+            self._line(raw, out)
+        return out
+
+    def _line(self, raw: bytes, out: list[SSEEvent]) -> None:
+        if not raw:
+            if self._data:
+                out.append(SSEEvent(self._event or "message", "\n".join(self._data)))
+            self._event, self._data = "", []
+            return
+        if raw[:1] == b":":
+            return  # comment / keep-alive
+        field, _, value = raw.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if field == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif field == b"event":
+            self._event = value.decode("utf-8", "replace")
+
+    def close(self) -> list[SSEEvent]:
+        """The events still held once the body has ended (a last one without its blank line)."""
+        out: list[SSEEvent] = []
+        if self._buf:
+            self._line(self._buf, out)
+            self._buf = b""
+        self._line(b"", out)
+        return out
+
+
 def json_body(body: Mapping[str, Any]) -> bytes:
     return orjson.dumps(body)
 
@@ -218,6 +278,20 @@ def dedupe(names: Iterable[str]) -> list[str]:
         if name and name not in out:
             out.append(name)
     return out
+
+
+def default_client(timeout: httpx.Timeout) -> httpx.AsyncClient:
+    """The providers' own client: many runs stream at once and keep their connections.
+
+    It uses :class:`LeanTransport` (a constant-time keep-alive pool), unless the
+    environment names a proxy: httpx's own pool honours those, ours does not.
+    """
+    if any(k in ("http", "https", "all") for k in urllib.request.getproxies()):
+        return httpx.AsyncClient(
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
+        )
+    return httpx.AsyncClient(timeout=timeout, transport=LeanTransport(max_idle=200))
 
 
 class HTTPProvider:
@@ -254,15 +328,7 @@ class HTTPProvider:
         self._extra_headers = {k: Secret(v) for k, v in headers.items()}
         self._extra_body = dict(extra_body or {})
         self._owns_client = client is None
-        self._client = (
-            client
-            if client is not None
-            else httpx.AsyncClient(
-                timeout=make_timeout(timeout),
-                # Many runs stream at once; keep their connections for the next ones.
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=200),
-            )
-        )
+        self._client = client if client is not None else default_client(make_timeout(timeout))
 
     @property
     def base_url(self) -> str:

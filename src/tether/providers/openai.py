@@ -20,8 +20,9 @@ import orjson
 from tether.providers._http import (
     HTTPProvider,
     Secret,
+    SSEDecoder,
+    SSEEvent,
     is_transient_status,
-    iter_sse,
     json_body,
     log,
     malformed,
@@ -297,20 +298,29 @@ class OpenAIProvider(HTTPProvider):
                     for item in self._from_completion(await resp.aread(), assembler):
                         yield item
                     return
-                async for event in iter_sse(resp.aiter_lines()):
-                    if event.data.strip() == "[DONE]":
-                        # Read on to the end of the body (it is all but over) so
-                        # the connection goes back to the pool instead of closing.
-                        assembler.done = True
-                        continue
-                    if assembler.done:
-                        continue
-                    for item in assembler.feed(event.data):
+                decoder = SSEDecoder()
+                async for raw in resp.aiter_bytes():
+                    for event in decoder.feed(raw):
+                        for item in self._event_items(event, assembler):
+                            yield item
+                for event in decoder.close():
+                    for item in self._event_items(event, assembler):
                         yield item
                 for item in assembler.finish():
                     yield item
         except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
+
+    @staticmethod
+    def _event_items(event: SSEEvent, assembler: ChunkAssembler) -> list[StreamItem]:
+        if event.data.strip() == "[DONE]":
+            # Read on to the end of the body (it is all but over) so the
+            # connection goes back to the pool instead of closing.
+            assembler.done = True
+            return []
+        if assembler.done:
+            return []
+        return assembler.feed(event.data)
 
     def _from_completion(self, raw: bytes, assembler: ChunkAssembler) -> list[StreamItem]:
         try:

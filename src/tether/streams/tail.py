@@ -42,10 +42,15 @@ async def tail(
                 continue
             # Live: follow the chain until it gets out of step with ``position``.
             while True:
-                waiting: tuple[asyncio.Future[object], ...] = (
-                    (fut,) if stop is None else (fut, stop)
-                )
-                await asyncio.wait(waiting, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED)
+                if not fut.done():
+                    # (Skipped when the next append is already there: asyncio.wait
+                    # costs a set, a timer and callbacks, per event, under load.)
+                    waiting: tuple[asyncio.Future[object], ...] = (
+                        (fut,) if stop is None else (fut, stop)
+                    )
+                    await asyncio.wait(
+                        waiting, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
+                    )
                 if stop is not None and stop.done():
                     return
                 if not fut.done():

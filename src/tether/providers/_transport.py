@@ -1,0 +1,353 @@
+"""A lean HTTP/1.1 transport for httpx: a keep-alive pool with O(1) check-out.
+
+Why: httpcore's pool re-examines every pooled connection each time a request
+starts or ends (and, for each idle one, counts the idle ones again), so with
+tens of completions streaming at once a burst of requests costs O(n^2)
+``select`` calls and Python frames on the event loop; that was a large share of
+what the OpenAI-compatible gateway added to the time to first token. Here idle
+connections wait in a per-origin LIFO list: taking one and giving it back are
+constant-time, whatever the number of streams.
+
+Scope: HTTP/1.1 over plain TCP or TLS, request bodies that httpx has in memory
+(providers send JSON), fixed-length, chunked or read-to-close response bodies.
+Everything else (cookies, redirects, auth, content decoding, the Response API)
+stays httpx's. The providers use it only when no proxy is configured in the
+environment (a transport of our own would bypass httpx's proxy support).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+
+#: Idle connections older than this are not reused (httpx's default, too).
+KEEPALIVE_EXPIRY = 5.0
+_READ_SIZE = 64 * 1024
+_MAX_HEAD = 64 * 1024
+
+
+class _Conn:
+    __slots__ = ("idle_since", "key", "reader", "writer")
+
+    def __init__(
+        self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def usable(self, now: float) -> bool:
+        """Still open, nothing unread (a server's close or junk), not too old."""
+        return (
+            now - self.idle_since < KEEPALIVE_EXPIRY
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+            and not self.reader._buffer  # type: ignore[attr-defined]
+        )
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+def _timeouts(request: httpx.Request) -> tuple[float | None, float | None, float | None]:
+    t = request.extensions.get("timeout") or {}
+    return t.get("connect"), t.get("read"), t.get("write")
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body; its connection goes back to the pool once read to the end."""
+
+    def __init__(
+        self,
+        transport: LeanTransport,
+        conn: _Conn,
+        request: httpx.Request,
+        length: int | None,
+        chunked: bool,
+        keep: bool,
+    ) -> None:
+        self._transport = transport
+        self._conn: _Conn | None = conn
+        self._request = request
+        self._length = length
+        self._chunked = chunked
+        self._keep = keep
+        self._read_timeout = _timeouts(request)[1]
+        self._done = False
+
+    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        """One network read (whatever has arrived, up to 64 KiB), with the read timeout."""
+        try:
+            # asyncio.timeout costs a timer handle; wait_for would wrap each read in a task.
+            async with asyncio.timeout(self._read_timeout):
+                return await reader.read(_READ_SIZE)
+        except TimeoutError:
+            raise httpx.ReadTimeout("timed out reading", request=self._request) from None
+        except (ConnectionError, OSError):
+            raise httpx.ReadError("connection lost", request=self._request) from None
+
+    def _closed_early(self) -> httpx.RemoteProtocolError:
+        return httpx.RemoteProtocolError("connection closed mid-body", request=self._request)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        if conn is None or self._done:
+            return
+        reader = conn.reader
+        if self._chunked:
+            # De-chunk from a buffer: one await per network read, however many
+            # chunks it brought (an upstream under load sends several at once).
+            buf = bytearray()
+            while True:
+                out: list[bytes] = []
+                finished = False
+                while (i := buf.find(b"\r\n")) >= 0:
+                    try:
+                        size = int(bytes(buf[:i]).split(b";", 1)[0].strip(), 16)
+                    except ValueError:
+                        raise httpx.RemoteProtocolError(
+                            "bad chunk size", request=self._request
+                        ) from None
+                    if size == 0:
+                        # The last chunk, then trailers (if any) and an empty line.
+                        end = buf.find(b"\r\n\r\n", i)
+                        if end >= 0:
+                            finished = True
+                            del buf[: end + 4]
+                        break
+                    if len(buf) < i + 4 + size:
+                        break
+                    out.append(bytes(buf[i + 2 : i + 2 + size]))
+                    del buf[: i + 4 + size]
+                if out:
+                    yield out[0] if len(out) == 1 else b"".join(out)
+                if finished:
+                    break
+                data = await self._read(reader)
+                if not data:
+                    raise self._closed_early()
+                buf += data
+        elif self._length is not None:
+            left = self._length
+            while left > 0:
+                data = await self._read(reader)
+                if not data:
+                    raise self._closed_early()
+                if len(data) > left:
+                    raise httpx.RemoteProtocolError(
+                        "more data than content-length", request=self._request
+                    )
+                left -= len(data)
+                yield data
+        else:
+            while data := await self._read(reader):
+                yield data
+            self._keep = False
+        self._done = True
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if self._done and self._keep:
+            self._transport._release(conn)
+        else:
+            conn.close()
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with a constant-time keep-alive pool (see the module docstring)."""
+
+    def __init__(self, *, verify: ssl.SSLContext | bool = True, max_idle: int = 200) -> None:
+        self._ssl: ssl.SSLContext | None = None
+        self._verify = verify
+        self._max_idle = max_idle
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._n_idle = 0
+        self._closed = False
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            v = self._verify
+            self._ssl = v if isinstance(v, ssl.SSLContext) else httpx.create_ssl_context(verify=v)
+        return self._ssl
+
+    def _release(self, conn: _Conn) -> None:
+        if self._closed or self._n_idle >= self._max_idle or conn.writer.is_closing():
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._n_idle += 1
+
+    def _checkout(self, key: tuple[str, str, int]) -> _Conn | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            self._n_idle -= 1
+            if conn.usable(now):
+                return conn
+            conn.close()
+        return None
+
+    async def _connect(self, request: httpx.Request, key: tuple[str, str, int]) -> _Conn:
+        scheme, host, port = key
+        connect_timeout = _timeouts(request)[0]
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host,
+                    port,
+                    ssl=self._context() if scheme == "https" else None,
+                    server_hostname=host if scheme == "https" else None,
+                    limit=_MAX_HEAD,
+                ),
+                connect_timeout,
+            )
+        except TimeoutError:
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from None
+        except (OSError, ssl.SSLError):
+            raise httpx.ConnectError("could not connect", request=request) from None
+        return _Conn(key, reader, writer)
+
+    def _head(self, request: httpx.Request) -> bytes:
+        url = request.url
+        target = url.raw_path or b"/"
+        lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1\r\n"]
+        for name, value in request.headers.raw:
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise httpx.ConnectError("the transport is closed", request=request)
+        url = request.url
+        scheme = url.scheme
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}", request=request)
+        key = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        body = await request.aread()
+        payload = self._head(request) + body
+        conn = self._checkout(key)
+        if conn is not None:
+            try:
+                return await self._exchange(request, conn, payload)
+            except _StaleConnection:
+                pass  # the server closed a pooled connection before answering: once more, afresh
+        conn = await self._connect(request, key)
+        try:
+            return await self._exchange(request, conn, payload)
+        except _StaleConnection:
+            raise httpx.RemoteProtocolError(
+                "connection closed before the response", request=request
+            ) from None
+
+    async def _exchange(
+        self, request: httpx.Request, conn: _Conn, payload: bytes
+    ) -> httpx.Response:
+        _, read_timeout, write_timeout = _timeouts(request)
+        try:
+            conn.writer.write(payload)
+            await asyncio.wait_for(conn.writer.drain(), write_timeout)
+        except TimeoutError:
+            conn.close()
+            raise httpx.WriteTimeout("timed out writing", request=request) from None
+        except (ConnectionError, OSError):
+            conn.close()
+            raise _StaleConnection from None
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), read_timeout)
+                except asyncio.IncompleteReadError as err:
+                    if not err.partial:
+                        raise _StaleConnection from None
+                    raise httpx.RemoteProtocolError(
+                        "connection closed mid-head", request=request
+                    ) from None
+                except asyncio.LimitOverrunError:
+                    raise httpx.RemoteProtocolError(
+                        "response head too large", request=request
+                    ) from None
+                status, version, headers = _parse_head(head, request)
+                if status >= 200 or status == 101:
+                    break  # 1xx (100 Continue, 103 Early Hints) precede the answer
+        except TimeoutError:
+            conn.close()
+            raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
+        except (ConnectionError, OSError):
+            conn.close()
+            raise _StaleConnection from None
+        except BaseException:
+            conn.close()
+            raise
+        length: int | None = None
+        chunked = False
+        keep = version == b"HTTP/1.1"
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif lname == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    conn.close()
+                    raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+            elif lname == b"connection":
+                v = value.lower()
+                keep = b"close" not in v and (keep or b"keep-alive" in v)
+        if request.method == "HEAD" or status in (204, 304):
+            length, chunked = 0, False
+        elif chunked:
+            length = None
+        if request.headers.get("connection", "").lower() == "close":
+            keep = False
+        stream = _Body(self, conn, request, length, chunked, keep)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=stream,
+            extensions={"http_version": version},
+        )
+
+    async def aclose(self) -> None:
+        self._closed = True
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+        self._n_idle = 0
+
+
+class _StaleConnection(Exception):
+    """Nothing came back: the connection was dead before this request used it."""
+
+
+def _parse_head(
+    head: bytes, request: httpx.Request
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    try:
+        version, status = parts[0], int(parts[1])
+    except (IndexError, ValueError):
+        raise httpx.RemoteProtocolError("bad status line", request=request) from None
+    if not version.startswith(b"HTTP/1."):
+        raise httpx.RemoteProtocolError("not an HTTP/1.x response", request=request)
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep:
+            raise httpx.RemoteProtocolError("bad header line", request=request)
+        headers.append((name.strip(), value.strip()))
+    return status, version, headers

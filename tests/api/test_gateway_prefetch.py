@@ -1,0 +1,133 @@
+"""The gateway's pipelining: the upstream request starts before the session exists.
+
+A prefetched response is taken by its run only for exactly the request the run
+would send; otherwise, or when nobody takes it, the upstream request is aborted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+
+from providers.fake_upstreams import FakeUpstream, Script
+from tether.agents import gateway
+from tether.agents.gateway import GatewaySpec, Prefetch, model_request
+from tether.api.app import TetherApp
+from tether.providers.base import ChatMessage, ModelRequest, StreamItem, TextDelta
+from tether.providers.openai import OpenAIProvider
+from tether.providers.registry import ProviderRegistry
+from tether.store.sqlite import SqliteStore
+
+
+class CountingProvider:
+    """Streams 'a', 'b', 'c'; counts the streams started and those closed."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.closed = 0
+
+    def models(self) -> list[str]:
+        return ["m"]
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        self.started += 1
+        try:
+            for text in "abc":
+                await asyncio.sleep(0.01)
+                yield TextDelta(text)
+        finally:
+            self.closed += 1
+
+    async def aclose(self) -> None:
+        pass
+
+
+def request(text: str = "hi") -> ModelRequest:
+    return model_request("m", [ChatMessage("user", text)], GatewaySpec("counting/m"))
+
+
+async def test_a_taken_prefetch_streams_the_one_upstream_response() -> None:
+    provider = CountingProvider()
+    prefetch = Prefetch(provider, request())  # type: ignore[arg-type]
+    items = prefetch.take(request())
+    assert items is not None
+    assert [i.text async for i in items] == ["a", "b", "c"]  # type: ignore[union-attr]
+    assert (provider.started, provider.closed) == (1, 1)
+    assert prefetch.take(request()) is None  # taken once only
+
+
+async def test_a_prefetch_for_another_request_is_aborted() -> None:
+    provider = CountingProvider()
+    prefetch = Prefetch(provider, request("hi"))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert prefetch.take(request("something else")) is None
+    for _ in range(20):
+        await asyncio.sleep(0.005)
+    assert (provider.started, provider.closed) == (1, 1)
+
+
+async def test_an_unclaimed_prefetch_is_dropped_after_its_ttl() -> None:
+    provider = CountingProvider()
+    prefetch = Prefetch(provider, request(), ttl=0.001)  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    assert (provider.started, provider.closed) == (1, 1)
+    assert prefetch.take(request()) is None
+
+
+async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
+    tmp_path: Path, monkeypatch
+) -> None:
+    taken: list[bool] = []
+    take = Prefetch.take
+
+    def spy(self: Prefetch, req: ModelRequest) -> AsyncIterator[StreamItem] | None:
+        out = take(self, req)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(Prefetch, "take", spy)
+    async with FakeUpstream() as fake:
+        fake.script = Script(text="Hello there, from upstream.")
+        provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
+        store = SqliteStore(tmp_path / "log.db")
+        await store.open()
+        app = TetherApp(store, registry=ProviderRegistry([provider]))
+        await app.runtime.start()
+        try:
+            transport = httpx.ASGITransport(app=app.web)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                body = {
+                    "model": "openai/gpt",
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": "Hello!"},
+                        {"role": "user", "content": [{"type": "text", "text": "Again?"}]},
+                    ],
+                    "stream": True,
+                }
+                r = await c.post("/v1/chat/completions", json=body)
+        finally:
+            await app.runtime.aclose()
+            await provider.aclose()
+            await store.aclose()
+    assert r.status_code == 200
+    chunks = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "Hello there, from upstream."
+    assert r.text.endswith("data: [DONE]\n\n")
+    assert taken == [True]
+    assert len(fake.requests) == 1
+    assert fake.requests[0].body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again?"},
+    ]
+    assert not gateway.PREFETCHES._by_session
