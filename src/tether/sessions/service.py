@@ -148,6 +148,8 @@ class SessionService:
             self._states.move_to_end(session_id)
         async with state.lock:
             name = stream_name(session_id)
+            if (await self.store.head(name)).tail == state.position:
+                return state  # nothing new: a head is cheaper than an empty read
             while True:
                 res = await self.store.read(name, state.position, READ_CHUNK)
                 for chunk in res.chunks:
