@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -831,16 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info["redis_server"] = subprocess.run(
             [cfg.redis_bin, "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
-    loop_name = "asyncio"
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if not ns.no_uvloop:
-        try:
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {uvloop.__version__}"
-        except ImportError:
-            pass
+    loop_factory, loop_name = bs.client_loop(ns.no_uvloop)
     print(
         f"scenarios={','.join(cfg.scenarios)} rounds={cfg.streams.rounds} "
         f"replicas={cfg.replicas} readers={cfg.streams.fanout_readers} client loop={loop_name}",

@@ -1462,6 +1462,20 @@ def command_line() -> str:
     return shlex.join([exe, *sys.argv])
 
 
+def client_loop(
+    no_uvloop: bool,
+) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """The benchmark client's event loop factory (uvloop when available) and its name."""
+    if not no_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
+    return None, "asyncio"
+
+
 def raise_nofile(wanted: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
@@ -1591,16 +1605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = dt.datetime.now(dt.UTC)
     info = machine_info(cfg)
-    loop_name = "asyncio"
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if not ns.no_uvloop:
-        try:
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {uvloop.__version__}"
-        except ImportError:
-            pass
+    loop_factory, loop_name = client_loop(ns.no_uvloop)
     print(
         f"targets={','.join(cfg.targets)} scenarios={','.join(cfg.scenarios)} "
         f"rounds={cfg.rounds} client loop={loop_name}",
