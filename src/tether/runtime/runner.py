@@ -435,8 +435,7 @@ class Runtime:
         live = self._live.get(session_id)
         if live is None or not live.driving:
             return
-        live.queue.clear()
-        await self.cancel(session_id)
+        await self.cancel(session_id)  # a cancel of everything: queued runs end too
         self._live.pop(session_id, None)
 
     async def _publish_queue(self, session_id: str, live: _Live) -> None:
