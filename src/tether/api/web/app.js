@@ -544,6 +544,8 @@ class Session {
   constructor(id) {
     this.id = id;
     this.record = null;
+    /** The first load (snapshot), set by select(). */
+    this.opening = null;
     this.fold = new Fold();
     this.offset = null; // offset of the last event applied
     this.viewLeaf = null; // the end of the branch on screen
@@ -716,6 +718,9 @@ class Session {
   // -- inputs ----------------------------------------------------------------
 
   async send(text) {
+    // Take the snapshot first: a message sent before it would be folded into it
+    // (a fast run ends before the page reads it), and never seen as live events.
+    await this.opening?.catch(() => {});
     const body = { content: text };
     if (this.viewLeaf && this.viewLeaf !== this.fold.leaf) body.parent_id = this.viewLeaf;
     await api("POST", sessionPath(this.id, "/messages"), body);
@@ -1342,7 +1347,8 @@ function select(id) {
   const s = new Session(id);
   state.current = s;
   render();
-  s.open().catch((err) => {
+  s.opening = s.open();
+  s.opening.catch((err) => {
     if (state.current !== s) return;
     conn.set("error", err.message);
     if (err.status === 404) {
