@@ -16,6 +16,7 @@ from tether.agents.app import load_app
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
 from tether.cli.chat import chat, tail
+from tether.cli.gc_policy import settle_heap
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.runner import LEASE_TTL
 from tether.store.factory import open_store
@@ -25,7 +26,7 @@ DEFAULT_PORT = 4437  # the Durable Streams protocol's registered default
 
 
 class _Server(uvicorn.Server):
-    """Ends live reads first on SIGTERM/SIGINT, so graceful shutdown is quick."""
+    """Settles the heap once started; ends live reads first on SIGTERM/SIGINT (quick shutdown)."""
 
     def __init__(self, config: uvicorn.Config, app: TetherApp) -> None:
         super().__init__(config)
@@ -35,6 +36,10 @@ class _Server(uvicorn.Server):
     async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().startup(sockets)
+        settle_heap()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:
