@@ -1,9 +1,11 @@
 """The ASGI application: the stream protocol, the session API, and their owners.
 
-``/v1/stream/...`` goes straight to the protocol handler; everything else is a
-FastAPI app (with its OpenAPI document at ``/openapi.json``). The ASGI lifespan
-opens the store and starts the runtime, and on shutdown stops them in the
-reverse order, so whoever runs the app owns all of tether's background work.
+``/v1/stream/...`` goes straight to the protocol handler, and so does
+``POST /v1/chat/completions`` to the gateway's endpoint (the hot path of
+OpenAI clients); everything else is a FastAPI app (with its OpenAPI document
+at ``/openapi.json``). The ASGI lifespan opens the store and starts the
+runtime, and on shutdown stops them in the reverse order, so whoever runs the
+app owns all of tether's background work.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from tether.agents.gateway import GatewayAgent, GatewaySpec
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.aisdk import build_aisdk_router
 from tether.api.auth import Auth, Unauthorized
-from tether.api.openai_gateway import build_openai_router
+from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
 from tether.api.sessions import build_router, install_error_handlers
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
@@ -83,7 +85,8 @@ class TetherApp:
             self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
             max_body=self.streams.config.max_body,
         )  # fmt: skip
-        web.include_router(gateway)  # the OpenAI-compatible /v1/chat/completions
+        self._completions = gateway.completions
+        web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions
         web.include_router(build_web_router())  # the web UI at / and /ui/...
 
         @web.get("/healthz", tags=["meta"])
@@ -175,6 +178,8 @@ class TetherApp:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith(self._prefix):
             await self.streams(scope, receive, send)
+        elif kind == "http" and scope["path"] == COMPLETIONS_PATH and scope["method"] == "POST":
+            await self._completions(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

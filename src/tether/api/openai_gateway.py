@@ -31,6 +31,7 @@ vLLM and DeepSeek use).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.agents.gateway import ERROR_CODES, PREFETCHES, GatewaySpec, Prefetch, model_request
 from tether.api.auth import Auth, Caller, Unauthorized
@@ -48,6 +50,7 @@ from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.store.errors import BackendUnavailable
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -55,6 +58,8 @@ _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NUMBER_OPTIONS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_OPTIONS = ("max_tokens", "max_completion_tokens", "seed")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+log = logging.getLogger(__name__)
 
 
 # -- errors ---------------------------------------------------------------------
@@ -611,6 +616,25 @@ async def _sse_body(
 # -- the routes -------------------------------------------------------------------
 
 
+#: The path TetherApp serves through :attr:`OpenAIRoutes.completions` directly.
+COMPLETIONS_PATH = "/v1/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRoutes:
+    """The gateway's FastAPI routes, and its completions endpoint as plain ASGI.
+
+    TetherApp sends ``POST /v1/chat/completions`` to ``completions`` without
+    going through FastAPI: every completion's time to first token pays for
+    the work done before its upstream request is written, and FastAPI's
+    routing, middleware and dependency handling were a third of it. The route
+    stays in ``router`` too, for the OpenAPI document.
+    """
+
+    router: APIRouter
+    completions: ASGIApp
+
+
 def build_openai_router(
     sessions: SessionService,
     runtime: Runtime,
@@ -619,7 +643,7 @@ def build_openai_router(
     stop: Callable[[], asyncio.Future[None]],
     *,
     max_body: int = 10 * 1024 * 1024,
-) -> APIRouter:
+) -> OpenAIRoutes:
     router = APIRouter(tags=["openai"])
 
     def caller(request: Request, *, reading: str | None = None) -> Caller:
@@ -676,7 +700,7 @@ def build_openai_router(
                 code="model_not_found",
             ) from None
 
-    @router.post("/v1/chat/completions", response_model=None)
+    @router.post(COMPLETIONS_PATH, response_model=None)
     async def chat_completions(request: Request) -> Response:
         """OpenAI's Chat Completions, streamed or not; see the module's docstring."""
         try:
@@ -687,6 +711,9 @@ def build_openai_router(
             return err.response(_auth_header(err))
         # Ask the upstream now: the session is set up while it thinks.
         prefetch = _prefetch(req, provider, model)
+        if prefetch is not None:
+            # Let its task write the upstream request before the set-up below runs.
+            await asyncio.sleep(0)
         try:
             record = await sessions.create(
                 owner=who.owner,
@@ -783,7 +810,23 @@ def build_openai_router(
             headers={"x-tether-session-id": session_id, **_SSE_HEADERS},
         )
 
-    return router
+    async def completions(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await chat_completions(Request(scope, receive))
+        except BackendUnavailable as err:
+            # The store (Redis) is away; nothing was acknowledged, so a retry is safe.
+            response = OpenAIError(
+                503, str(err), type="server_error", code="store_unavailable"
+            ).response({"retry-after": "1"})
+        except Exception:
+            log.exception("chat completion failed")
+            response = OpenAIError(
+                500, "The server had an error while processing your request.",
+                type="server_error",
+            ).response()  # fmt: skip
+        await response(scope, receive, send)
+
+    return OpenAIRoutes(router, completions)
 
 
 def _prefetch(req: Completion, provider: Provider, model: str) -> Prefetch | None:
