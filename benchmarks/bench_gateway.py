@@ -15,17 +15,28 @@ the request, then one every ``--gap-ms``), then two gateways in front of it:
   switched to its bundled copy (the machine may have no internet).
 
 The same client (a raw HTTP/1.1 asyncio client, the same for every target)
-then sends ``--concurrency`` concurrent streamed chat completions at a time to
-each target in turn (``direct`` = the upstream itself), ``--batches`` times per
-target per round, after ``--warmup`` untimed completions; rounds rotate the
-order of the targets. For every completion it records the time to the first
+then sends ``--concurrency`` concurrent streamed chat completions to each
+target in turn (``direct`` = the upstream itself), after ``--warmup`` untimed
+completions; rounds rotate the order of the targets. ``--arrivals`` says how
+the requests arrive:
+
+- ``burst`` (default): ``--batches`` batches per target per round, and all of
+  a batch's requests are written at the same instant (the worst case: every
+  request's set-up queues behind the others');
+- ``steady``: ``--concurrency`` completions are kept in flight, their starts
+  spread evenly over one completion's length, each client starting its next
+  completion when the last one ends (a loaded server's usual traffic);
+  ``--batches`` x ``--concurrency`` completions are measured per round, all
+  of them with ``--concurrency`` in flight.
+ For every completion it records the time to the first
 content token (from writing the request), every gap between consecutive
 content tokens, and every token's latency from the upstream writing it to the
 client reading it (the upstream puts its CLOCK_MONOTONIC time in the token's
 text). What a gateway adds is its percentile minus the direct percentile
 (differences of percentiles: requests of different runs cannot be paired).
 
-    .venv/bin/python benchmarks/bench_gateway.py [--rounds 3] [--json PATH] [--markdown]
+    .venv/bin/python benchmarks/bench_gateway.py [--arrivals burst|steady] [--rounds 3] \
+        [--json PATH] [--markdown]
 """
 
 from __future__ import annotations
@@ -59,6 +70,7 @@ BENCH_DIR = REPO_ROOT / "benchmarks"
 LITELLM_VENV = BENCH_DIR / ".work" / "litellm-venv"
 LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
 TARGETS = ("direct", "tether", "litellm")
+ARRIVALS = ("burst", "steady")
 GATEWAYS = ("tether", "litellm")
 MODEL = "bench-model"
 API_KEY = "bench-key"
@@ -95,6 +107,7 @@ class Config:
     tether_bin: str
     litellm_venv: Path
     verbose: bool
+    arrivals: str = "burst"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -134,6 +147,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     )
     p.add_argument(
         "--gap-ms", type=float, default=15.0, help="upstream: between tokens (default: %(default)s)"
+    )
+    p.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="burst",
+        help="burst: each batch's requests are written at once; steady: --concurrency "
+        "completions kept in flight, started evenly spread over one completion's length "
+        "(default: %(default)s)",
     )
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds per server")
     p.add_argument(
@@ -185,6 +206,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         tether_bin=ns.tether_bin,
         litellm_venv=Path(ns.litellm_venv),
         verbose=ns.verbose,
+        arrivals=ns.arrivals,
     )
     return cfg, ns
 
@@ -638,6 +660,66 @@ async def run_batch(cfg: Config, port: int, n: int) -> tuple[list[StreamedComple
     return calls, wall
 
 
+async def run_steady(
+    cfg: Config, port: int, n: int, count: int
+) -> tuple[list[StreamedCompletion], float, int]:
+    """``n`` completions kept in flight; (the ``count`` measured, wall seconds, all done).
+
+    Worker ``i`` starts its first completion ``i/n`` of a completion's length
+    after worker 0, and each starts its next one as soon as its last ends, so
+    arrivals are spread evenly instead of written at once. A completion is
+    measured if it starts once every worker is running and fewer than ``count``
+    have been; the workers go on (unmeasured) until the measured ones are all
+    done, so each of them ran with ``n`` in flight. The wall time runs from the
+    first measured start to the last measured end.
+    """
+    loop = asyncio.get_running_loop()
+    request = completion_request(port)
+    period = (cfg.ttft_ms + cfg.tokens * cfg.gap_ms) / 1000
+    budget = period + cfg.request_timeout_s
+    measured: list[StreamedCompletion] = []
+    in_flight = 0  # measured completions not yet ended
+    chosen = 0  # measured completions started
+    running = 0  # workers that have started
+    total = 0
+    window = [0.0, 0.0]
+    all_measured = loop.create_future()
+
+    async def one() -> StreamedCompletion:
+        call = StreamedCompletion(request, cfg.tokens)
+        try:
+            async with asyncio.timeout(budget):
+                await loop.create_connection(lambda: call, HOST, port)  # type: ignore[arg-type]
+                call.send()
+                await call.finished
+        except (TimeoutError, OSError) as exc:
+            call.fail(f"no answer within {budget:g} s ({len(call.arrivals)} tokens): {exc!r}")
+        return call
+
+    async def worker(i: int) -> None:
+        nonlocal in_flight, chosen, running, total
+        await asyncio.sleep(i * period / n)
+        running += 1
+        while not all_measured.done():
+            measure = running == n and chosen < count
+            if measure:
+                if not chosen:
+                    window[0] = time.perf_counter()
+                chosen += 1
+                in_flight += 1
+            call = await one()
+            total += 1
+            if measure:
+                measured.append(call)
+                in_flight -= 1
+                if chosen == count and not in_flight:
+                    window[1] = time.perf_counter()
+                    all_measured.set_result(None)
+
+    await asyncio.gather(*(worker(i) for i in range(n)))
+    return measured, window[1] - window[0], total
+
+
 # --------------------------------------------------------------------------- statistics
 
 
@@ -788,6 +870,28 @@ async def run_target(
     total = Samples()
     batches = []
     server = servers.gateways.get(target)
+    if cfg.arrivals == "steady":
+        cpu_srv = server.cpu() if server else 0.0
+        cpu_up = servers.upstream.cpu()
+        cpu_me = self_cpu_seconds()
+        started = time.perf_counter()
+        calls, wall, done = await run_steady(
+            cfg, port, cfg.concurrency, cfg.batches * cfg.concurrency
+        )
+        # CPU is read over the whole run, ramps included: charge the measured
+        # completions their share.
+        share = len(calls) / max(1, done)
+        s = Samples(wall_s=(time.perf_counter() - started) * share)
+        s.server_cpu_s = ((server.cpu() - cpu_srv) if server else 0.0) * share
+        s.upstream_cpu_s = (servers.upstream.cpu() - cpu_up) * share
+        s.client_cpu_s = (self_cpu_seconds() - cpu_me) * share
+        errs = s.add(calls)
+        errors += [f"{target} round {rnd}: {e}" for e in errs[:3]]
+        if len(errs) > 3:
+            errors.append(f"{target} round {rnd}: ... {len(errs) - 3} more")
+        batches.append({"round": rnd, "batch": 1, "wall_s": wall, **s.summary()})
+        await asyncio.sleep(0.2)
+        return s, batches, errors
     for b in range(cfg.batches):
         cpu_srv = server.cpu() if server else 0.0
         cpu_up = servers.upstream.cpu()
@@ -1027,7 +1131,10 @@ def render_markdown(
     goal_rows: list[tuple[str, str, bool]],
 ) -> str:
     litellm = outcome.get("litellm_version")
-    title = "gateway added latency, tether" + (f" vs LiteLLM {litellm}" if litellm else "")
+    title = (
+        f"gateway added latency ({cfg.arrivals} arrivals), tether"
+        + (f" vs LiteLLM {litellm}" if litellm else "")
+    )
     summary = outcome["summary"]
     per_target = cfg.rounds * cfg.batches * cfg.concurrency
     failures = ", ".join(f"{t} {int(summary[t]['failures'])}" for t in cfg.targets)
@@ -1053,8 +1160,15 @@ def render_markdown(
             else ""
         )
         + f". Server start-up: {startup}.",
-        f"- {cfg.concurrency} concurrent streamed completions per batch, {cfg.batches} batches "
-        f"per target per round after {cfg.warmup} warm-up completions, {cfg.rounds} rounds "
+        (
+            f"- {cfg.concurrency} concurrent streamed completions per batch, all written at "
+            f"once (`--arrivals burst`), {cfg.batches} batches per target per round"
+            if cfg.arrivals == "burst"
+            else f"- {cfg.concurrency} streamed completions kept in flight, starts spread "
+            "evenly over one completion's length (`--arrivals steady`), "
+            f"{cfg.batches * cfg.concurrency} measured per target per round"
+        )
+        + f" after {cfg.warmup} warm-up completions, {cfg.rounds} rounds "
         f"rotating the order of the targets: {per_target} completions per target "
         f"(failures: {failures}). "
         "Percentiles over all of a target's samples; **adds = gateway percentile minus "
@@ -1106,7 +1220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             loop_name = f"uvloop {uvloop.__version__}"
     print(
         f"targets={','.join(cfg.targets)} rounds={cfg.rounds} concurrency={cfg.concurrency} "
-        f"batches={cfg.batches} tokens={cfg.tokens} ttft={cfg.ttft_ms:g}ms gap={cfg.gap_ms:g}ms "
+        f"batches={cfg.batches} arrivals={cfg.arrivals} tokens={cfg.tokens} "
+        f"ttft={cfg.ttft_ms:g}ms gap={cfg.gap_ms:g}ms "
         f"client loop={loop_name}" + (f" litellm={litellm_version}" if litellm_version else ""),
         flush=True,
     )
