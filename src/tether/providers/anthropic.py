@@ -367,9 +367,7 @@ class AnthropicProvider(HTTPProvider):
         content = json_body(self.build_body(request))
         assembler = EventAssembler(self.name, self._secrets)
         try:
-            async with self._client.stream(
-                "POST", url, content=content, headers=self._headers("text/event-stream")
-            ) as resp:
+            async with self._post_stream(url, content, self._headers("text/event-stream")) as resp:
                 if resp.status_code >= 400:
                     body = await resp.aread()
                     raise status_error(
