@@ -725,8 +725,10 @@ def build_openai_router(
             )
             if prefetch is not None:
                 PREFETCHES.put(record.id, prefetch)
-            leaf = await runtime.seed(record.id, req.seed)
-            start = (await sessions.store.head(stream_name(record.id))).tail
+            leaf, start = None, 0  # a new session's stream is empty
+            if req.seed:
+                leaf = await runtime.seed(record.id, req.seed)
+                start = (await sessions.store.head(stream_name(record.id))).tail
             if req.send is not None:
                 _, run_id, _ = await runtime.send(record.id, req.send)
             else:

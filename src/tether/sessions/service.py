@@ -104,6 +104,8 @@ class SessionService:
         )
         await self.store.create(stream_name(record.id), CreateRequest(JSON))
         await self.store.put_record(RECORDS, record.id, record.to_bytes())
+        # Its fold is known (the stream is empty): the first state() needs no record read.
+        self._cache_state(SessionState(record, SessionFold()))
         return record
 
     async def record(self, session_id: str, owner: str | None = None) -> SessionRecord:
@@ -140,10 +142,7 @@ class SessionService:
         """The session's fold, caught up with everything in its stream."""
         state = self._states.get(session_id)
         if state is None:
-            record = await self.record(session_id)
-            state = self._states.setdefault(session_id, SessionState(record, SessionFold()))
-            while len(self._states) > MAX_CACHED_STATES:
-                self._states.popitem(last=False)
+            state = self._cache_state(SessionState(await self.record(session_id), SessionFold()))
         else:
             self._states.move_to_end(session_id)
         async with state.lock:
@@ -157,6 +156,13 @@ class SessionService:
                 state.position = res.next
                 if res.up_to_date:
                     break
+        return state
+
+    def _cache_state(self, state: SessionState) -> SessionState:
+        """Keep ``state`` (or the one another task cached first), evicting the oldest."""
+        state = self._states.setdefault(state.record.id, state)
+        while len(self._states) > MAX_CACHED_STATES:
+            self._states.popitem(last=False)
         return state
 
     async def append(
