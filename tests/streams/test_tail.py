@@ -44,3 +44,57 @@ async def test_tail_ends_when_the_stream_closes() -> None:
     await store.append("s", AppendRequest([b"a"], "text/plain", close=True))
     await asyncio.wait_for(task, 2)
     assert got == [b"a"]
+
+
+async def test_a_stop_wakes_a_waiting_reader_at_once() -> None:
+    store = MemoryStore()
+    await store.create("s", CreateRequest("text/plain"))
+    stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def follow() -> list[object]:
+        return [b async for b in tail(store, "s", 0, stop=stop, heartbeat=30)]
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.02)
+    stop.set_result(None)
+    assert await asyncio.wait_for(task, 1) == []
+    assert not store.notifier._sleepers  # nothing left behind
+    assert not stop._callbacks  # type: ignore[attr-defined]
+
+
+async def test_an_append_wakes_a_waiting_reader_in_the_next_loop_iteration() -> None:
+    store = MemoryStore()
+    await store.create("s", CreateRequest("text/plain"))
+    woke: list[int] = []
+    steps = 0
+
+    async def follow() -> None:
+        async for batch in tail(store, "s", 0, heartbeat=30):
+            if batch is not None:
+                woke.append(steps)
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.02)
+    await store.append("s", AppendRequest([b"a"], "text/plain"))
+    while not task.done():  # count the loop iterations until the reader has it
+        steps += 1
+        await asyncio.sleep(0)
+    assert woke == [1]
+
+
+async def test_readers_that_time_out_leave_no_sleepers_behind() -> None:
+    store = MemoryStore()
+    await store.create("s", CreateRequest("text/plain"))
+
+    async def follow() -> int:
+        beats = 0
+        async for batch in tail(store, "s", 0, heartbeat=0.005):
+            if batch is None:
+                beats += 1
+                if beats == 5:
+                    break
+        return beats
+
+    assert await asyncio.wait_for(asyncio.gather(follow(), follow(), follow()), 2) == [5, 5, 5]
+    assert not store.notifier._sleepers

@@ -30,6 +30,26 @@ class TailNotifier:
     def __init__(self) -> None:
         self._pending: dict[str, asyncio.Future[TailEvent]] = {}
         self._watchers: dict[str, int] = {}
+        self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
+
+    def sleeper(self, path: str) -> asyncio.Future[None]:
+        """A future of the caller's own, resolved by the next publish on ``path``.
+
+        Awaiting the shared pending future wakes a reader one loop iteration
+        late (its done-callbacks are scheduled, and asyncio.wait adds one more
+        hop); a sleeper is resolved by publish itself. Cancelling it (a
+        timeout) touches nobody else's. Give it back with :meth:`drop_sleeper`.
+        """
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.setdefault(path, set()).add(waiter)
+        return waiter
+
+    def drop_sleeper(self, path: str, waiter: asyncio.Future[None]) -> None:
+        sleepers = self._sleepers.get(path)
+        if sleepers is not None:
+            sleepers.discard(waiter)
+            if not sleepers:
+                del self._sleepers[path]
 
     def watch(self, path: str) -> asyncio.Future[TailEvent]:
         """The future the next change to ``path`` resolves; take it before reading."""
@@ -74,6 +94,11 @@ class TailNotifier:
         else:
             del self._pending[path]
         fut.set_result(TailEvent(start, end, chunks, closed, nxt, deleted))
+        sleepers = self._sleepers.pop(path, None)
+        if sleepers:
+            for waiter in sleepers:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def watcher_count(self, path: str) -> int:
         return self._watchers.get(path, 0)

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from tether.store.base import Store
+from tether.store.notify import TailNotifier
 
 Batch = tuple[int, list[bytes], int]
 
@@ -42,15 +43,9 @@ async def tail(
                 continue
             # Live: follow the chain until it gets out of step with ``position``.
             while True:
-                if not fut.done():
-                    # (Skipped when the next append is already there: asyncio.wait
-                    # costs a set, a timer and callbacks, per event, under load.)
-                    waiting: tuple[asyncio.Future[object], ...] = (
-                        (fut,) if stop is None else (fut, stop)
-                    )
-                    await asyncio.wait(
-                        waiting, timeout=heartbeat, return_when=asyncio.FIRST_COMPLETED
-                    )
+                if not fut.done() and not (stop is not None and stop.done()):
+                    # (Skipped when the next append is already there.)
+                    await _sleep(notifier, name, stop, heartbeat)
                 if stop is not None and stop.done():
                     return
                 if not fut.done():
@@ -71,3 +66,32 @@ async def tail(
                     return
     finally:
         notifier.unsubscribe(name)
+
+
+async def _sleep(
+    notifier: TailNotifier, name: str, stop: asyncio.Future[None] | None, heartbeat: float
+) -> None:
+    """Until the next publish on ``name``, ``stop``, or ``heartbeat`` seconds.
+
+    The publish itself resolves this reader's own future, so the reader runs
+    in the very next loop iteration (waiting on the shared future through
+    asyncio.wait took two): under load each iteration a token waits is the
+    whole loop's work again.
+    """
+    waiter = notifier.sleeper(name)
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    if stop is not None:
+        stop.add_done_callback(wake)
+    try:
+        async with asyncio.timeout(heartbeat):
+            await waiter
+    except TimeoutError:
+        pass
+    finally:
+        notifier.drop_sleeper(name, waiter)
+        if stop is not None:
+            stop.remove_done_callback(wake)
