@@ -131,3 +131,67 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
         {"role": "user", "content": "Again?"},
     ]
     assert not gateway.PREFETCHES._by_session
+
+
+async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_up(
+    tmp_path: Path, monkeypatch
+) -> None:
+    written: list[bool] = []
+    take = Prefetch.take
+
+    def spy(self: Prefetch, req: ModelRequest) -> AsyncIterator[StreamItem] | None:
+        written.append(self.written)
+        return take(self, req)
+
+    monkeypatch.setattr(Prefetch, "take", spy)
+    async with FakeUpstream() as fake:
+        fake.script = Script(text="Warm and quick.")
+        provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
+        store = SqliteStore(tmp_path / "log.db")
+        await store.open()
+        app = TetherApp(store, registry=ProviderRegistry([provider]))
+        await app.runtime.start()
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                body = {
+                    "model": "openai/gpt",
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "stream": True,
+                }
+                first = await c.post("/v1/chat/completions", json=body)
+                second = await c.post("/v1/chat/completions", json=body)
+        finally:
+            await app.runtime.aclose()
+            await provider.aclose()
+            await store.aclose()
+    for r in (first, second):
+        assert r.status_code == 200
+        chunks = [orjson.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
+        assert "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        ) == ("Warm and quick.")
+    # The first found no idle connection (a task sent it); the second went out at once.
+    assert written == [False, True]
+    assert len(fake.requests) == 2
+    assert not gateway.PREFETCHES._by_session
+
+
+async def test_a_written_prefetch_nobody_takes_closes_its_connection() -> None:
+    async with FakeUpstream() as fake:
+        fake.script = Script(text="first")
+        provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
+        try:
+            req = request()
+            async for _ in provider.stream(req):  # warms the pool
+                pass
+            prefetch = Prefetch(provider, req)
+            assert prefetch.written
+            prefetch.discard()
+            assert prefetch.take(req) is None
+            # Its answer is never read by anyone: the next stream gets its own.
+            fake.script = Script(text="second")
+            items = [i.text async for i in provider.stream(req) if isinstance(i, TextDelta)]
+            assert "".join(items) == "second"
+        finally:
+            await provider.aclose()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.model import RetryPolicy, to_chat
+from tether.providers._transport import Sent
 from tether.providers.base import (
     ChatMessage,
     ModelRequest,
@@ -166,14 +167,26 @@ class Prefetch:
 
     def __init__(self, provider: Provider, request: ModelRequest, ttl: float = PREFETCH_TTL):
         self.request = request
-        self._stream = provider.stream(request)
-        self._first: asyncio.Future[StreamItem] = asyncio.ensure_future(
-            self._stream.__anext__()  # type: ignore[attr-defined]
-        )
-        # An outcome nobody reads (a dropped prefetch's error) is not an error.
-        self._first.add_done_callback(_consume)
+        self._sent: Sent | None = None
+        self._first: asyncio.Future[StreamItem] | None = None
+        begin = getattr(provider, "begin", None)
+        if begin is not None:
+            # Written right now on a pooled connection, if one is idle: no task,
+            # and the run reads the response itself.
+            self._stream, self._sent = begin(request)
+        else:
+            self._stream = provider.stream(request)
+        if self._sent is None:
+            self._first = asyncio.ensure_future(self._stream.__anext__())  # type: ignore[attr-defined]
+            # An outcome nobody reads (a dropped prefetch's error) is not an error.
+            self._first.add_done_callback(_consume)
         self._taken = False
         self._timer = asyncio.get_running_loop().call_later(ttl, self.discard)
+
+    @property
+    def written(self) -> bool:
+        """The upstream request is already on the wire (not left to a task to send)."""
+        return self._sent is not None
 
     def take(self, request: ModelRequest) -> AsyncIterator[StreamItem] | None:
         """The response, if it is for ``request`` and still there; else None (and dropped)."""
@@ -185,7 +198,7 @@ class Prefetch:
             log.warning("a prefetched upstream request differs from its run's; sending it again")
             self._drop()
             return None
-        return self._items()
+        return self._items() if self._first is not None else self._sent_items()
 
     def discard(self) -> None:
         """Abort the upstream request unless a run took the response."""
@@ -195,17 +208,31 @@ class Prefetch:
             self._drop()
 
     def _drop(self) -> None:
+        if self._sent is not None:
+            self._sent.abort()  # the stream never started: nothing else is open
+            return
         task = asyncio.ensure_future(self._close())
         _DROPPING.add(task)
         task.add_done_callback(_DROPPING.discard)
 
     async def _close(self) -> None:
+        assert self._first is not None
         self._first.cancel()
         await asyncio.wait((self._first,))
         with contextlib.suppress(Exception):
             await self._stream.aclose()  # type: ignore[attr-defined]
 
+    async def _sent_items(self) -> AsyncIterator[StreamItem]:
+        assert self._sent is not None
+        try:
+            async for item in self._stream:
+                yield item
+        finally:
+            await self._stream.aclose()  # type: ignore[attr-defined]
+            self._sent.abort()  # if the stream never took the response over
+
     async def _items(self) -> AsyncIterator[StreamItem]:
+        assert self._first is not None
         try:
             try:
                 # Cancelling the run cancels this wait, and with it the prefetch.

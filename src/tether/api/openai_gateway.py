@@ -753,7 +753,7 @@ def build_openai_router(
             return err.response(_auth_header(err))
         # Ask the upstream now: the session is set up while it thinks.
         prefetch = _prefetch(req, provider, model)
-        if prefetch is not None:
+        if prefetch is not None and not prefetch.written:
             # Let its task write the upstream request before the set-up below runs.
             await asyncio.sleep(0)
         try:

@@ -162,6 +162,23 @@ class _Body(httpx.AsyncByteStream):
             conn.close()
 
 
+class Sent:
+    """A request :meth:`LeanTransport.send_now` wrote; its response is read later."""
+
+    __slots__ = ("conn", "payload", "request")
+
+    def __init__(self, request: httpx.Request, conn: _Conn, payload: bytes) -> None:
+        self.request = request
+        self.conn: _Conn | None = conn
+        self.payload = payload
+
+    def abort(self) -> None:
+        """Nobody will read the response: close its connection (once it is ours)."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+
+
 class LeanTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 with a constant-time keep-alive pool (see the module docstring)."""
 
@@ -227,22 +244,60 @@ class LeanTransport(httpx.AsyncBaseTransport):
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._closed:
-            raise httpx.ConnectError("the transport is closed", request=request)
+    def _key(self, request: httpx.Request) -> tuple[str, str, int]:
         url = request.url
         scheme = url.scheme
         if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}", request=request)
-        key = (scheme, url.host, url.port or (443 if scheme == "https" else 80))
-        body = await request.aread()
-        payload = self._head(request) + body
+        return (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._closed:
+            raise httpx.ConnectError("the transport is closed", request=request)
+        key = self._key(request)
+        payload = self._head(request) + await request.aread()
         conn = self._checkout(key)
         if conn is not None:
             try:
                 return await self._exchange(request, conn, payload)
             except _StaleConnection:
                 pass  # the server closed a pooled connection before answering: once more, afresh
+        return await self._afresh(request, key, payload)
+
+    def send_now(self, request: httpx.Request) -> Sent | None:
+        """Write ``request`` at once on an idle pooled connection; None if there is none.
+
+        No await: the gateway starts its upstream request this way within the
+        handler's own step, instead of in a task that runs an iteration later.
+        Read the response with :meth:`response_to`, or :meth:`Sent.abort` it.
+        """
+        if self._closed:
+            return None
+        conn = self._checkout(self._key(request))
+        if conn is None:
+            return None
+        payload = self._head(request) + request.content
+        try:
+            conn.writer.write(payload)
+        except (ConnectionError, OSError, RuntimeError):
+            conn.close()
+            return None
+        return Sent(request, conn, payload)
+
+    async def response_to(self, sent: Sent) -> httpx.Response:
+        """The response to a request of :meth:`send_now` (sent again afresh if stale)."""
+        request, conn, sent.conn = sent.request, sent.conn, None
+        if conn is None:
+            raise httpx.ReadError("the request was aborted", request=request)
+        try:
+            return await self._exchange(request, conn, sent.payload, written=True)
+        except _StaleConnection:
+            pass
+        return await self._afresh(request, conn.key, sent.payload)
+
+    async def _afresh(
+        self, request: httpx.Request, key: tuple[str, str, int], payload: bytes
+    ) -> httpx.Response:
         conn = await self._connect(request, key)
         try:
             return await self._exchange(request, conn, payload)
@@ -252,11 +307,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
             ) from None
 
     async def _exchange(
-        self, request: httpx.Request, conn: _Conn, payload: bytes
+        self, request: httpx.Request, conn: _Conn, payload: bytes, *, written: bool = False
     ) -> httpx.Response:
         _, read_timeout, write_timeout = _timeouts(request)
         try:
-            conn.writer.write(payload)
+            if not written:
+                conn.writer.write(payload)
             await asyncio.wait_for(conn.writer.drain(), write_timeout)
         except TimeoutError:
             conn.close()

@@ -31,6 +31,7 @@ from tether.providers._http import (
     stream_ended_early,
     transport_error,
 )
+from tether.providers._transport import Sent
 from tether.providers.base import (
     SAMPLING_OPTIONS,
     ChatMessage,
@@ -272,8 +273,33 @@ class OpenAIProvider(HTTPProvider):
                 body["tool_choice"] = request.tool_choice
         return body
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
-        url = f"{self._base_url}/chat/completions"
+    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+        return self._items(request, None)
+
+    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], Sent | None]:
+        """Like :meth:`stream`, with the request written now if a pooled connection is idle.
+
+        Returns the stream and what was sent (None if nothing was: the stream
+        then sends the request when first iterated). Whoever does not iterate
+        the stream must :meth:`Sent.abort` it.
+        """
+        url, content, headers = self._call(request)
+        sent = self._send_now(url, content, headers)
+        return self._items(request, (url, content, headers, sent)), sent
+
+    def _call(self, request: ModelRequest) -> tuple[str, bytes, dict[str, str]]:
+        return (
+            f"{self._base_url}/chat/completions",
+            json_body(self.build_body(request)),
+            self._headers("text/event-stream"),
+        )
+
+    async def _items(
+        self,
+        request: ModelRequest,
+        prepared: tuple[str, bytes, dict[str, str], Sent | None] | None,
+    ) -> AsyncIterator[StreamItem]:
+        url, content, headers, sent = prepared or (*self._call(request), None)
         log.debug(
             "%s: POST /chat/completions model=%s messages=%d tools=%d attempt=%d",
             self.name,
@@ -282,10 +308,9 @@ class OpenAIProvider(HTTPProvider):
             len(request.tools),
             request.attempt,
         )
-        content = json_body(self.build_body(request))
         assembler = ChunkAssembler(self.name, self._secrets)
         try:
-            async with self._post_stream(url, content, self._headers("text/event-stream")) as resp:
+            async with self._post_stream(url, content, headers, sent) as resp:
                 if resp.status_code >= 400:
                     body = await resp.aread()
                     raise status_error(

@@ -1,0 +1,128 @@
+"""LeanTransport over real loopback sockets: pooling, requests sent at once, stale connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tether.providers._transport import LeanTransport
+
+
+class Origin:
+    """A keep-alive HTTP/1.1 server that answers each POST with its body, reversed.
+
+    With ``drop_second``, each connection's second request is read and the
+    connection closed without an answer (as a server that timed it out does).
+    """
+
+    def __init__(self, drop_second: bool = False) -> None:
+        self.drop_second = drop_second
+        self.bodies: list[bytes] = []
+        self.connections = 0
+        self.received = asyncio.Event()
+
+    async def __aenter__(self) -> Origin:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/echo"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                self.bodies.append(body)
+                self.received.set()
+                if answered == 1 and self.drop_second:
+                    writer.close()
+                    return
+                answer = body[::-1]
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(answer))
+                writer.write(answer)
+                await writer.drain()
+                answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def post(url: str, body: bytes) -> httpx.Request:
+    return httpx.Request("POST", url, content=body, extensions={"timeout": {"read": 5.0}})
+
+
+@pytest.fixture
+async def transport() -> AsyncIterator[LeanTransport]:
+    t = LeanTransport()
+    yield t
+    await t.aclose()
+
+
+async def answer(transport: LeanTransport, request: httpx.Request) -> bytes:
+    resp = await transport.handle_async_request(request)
+    try:
+        return b"".join([part async for part in resp.stream])  # type: ignore[union-attr]
+    finally:
+        await resp.aclose()
+
+
+async def test_connections_are_reused_once_a_response_is_read(transport: LeanTransport) -> None:
+    async with Origin() as origin:
+        assert await answer(transport, post(origin.url, b"abc")) == b"cba"
+        assert await answer(transport, post(origin.url, b"xyz")) == b"zyx"
+    assert origin.connections == 1
+
+
+async def test_send_now_needs_an_idle_connection(transport: LeanTransport) -> None:
+    async with Origin() as origin:
+        assert transport.send_now(post(origin.url, b"first")) is None  # nothing pooled yet
+        await answer(transport, post(origin.url, b"warm"))
+        sent = transport.send_now(post(origin.url, b"now"))
+        assert sent is not None
+        # Written without awaiting anything: the origin has it as soon as it reads.
+        origin.received.clear()
+        await asyncio.wait_for(origin.received.wait(), 2)
+        assert origin.bodies[-1] == b"now"
+        resp = await transport.response_to(sent)
+        assert b"".join([p async for p in resp.stream]) == b"won"  # type: ignore[union-attr]
+        await resp.aclose()
+    assert origin.connections == 1
+
+
+async def test_a_request_sent_on_a_stale_connection_goes_again_on_a_new_one(
+    transport: LeanTransport,
+) -> None:
+    async with Origin(drop_second=True) as origin:
+        await answer(transport, post(origin.url, b"one"))
+        sent = transport.send_now(post(origin.url, b"two"))
+        assert sent is not None
+        resp = await transport.response_to(sent)
+        assert b"".join([p async for p in resp.stream]) == b"owt"  # type: ignore[union-attr]
+        await resp.aclose()
+    assert origin.bodies == [b"one", b"two", b"two"]
+    assert origin.connections == 2
+
+
+async def test_an_aborted_send_closes_its_connection(transport: LeanTransport) -> None:
+    async with Origin() as origin:
+        await answer(transport, post(origin.url, b"warm"))
+        sent = transport.send_now(post(origin.url, b"unwanted"))
+        assert sent is not None
+        sent.abort()
+        with pytest.raises(httpx.ReadError):
+            await transport.response_to(sent)
+        # The next request cannot get the aborted connection back from the pool.
+        assert await answer(transport, post(origin.url, b"next")) == b"txen"
+    assert origin.connections == 2
