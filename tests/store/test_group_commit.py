@@ -71,10 +71,66 @@ async def test_other_writes_commit_the_pending_group_first(store: SqliteStore) -
     await store.create("s", CreateRequest(JSON))
     pending = asyncio.ensure_future(store.append("s", AppendRequest([msg(0)], JSON)))
     await asyncio.sleep(0)
-    await store.put_record("ns", "k", b"v")  # commits the group before its own write
+    await store.create("t", CreateRequest(JSON))  # commits the group before its own write
     assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0)]  # before the append resumes
     assert (await pending).tail == 1
-    assert await store.get_record("ns", "k") == b"v"
+
+
+async def test_record_writes_join_the_appends_commit(store: SqliteStore) -> None:
+    await store.create("s", CreateRequest(JSON))
+    await store.put_record("runs", "old", b"1")
+    commits = 0
+    commit = store._db.commit
+
+    def counting() -> None:
+        nonlocal commits
+        commits += 1
+        commit()
+
+    store._db.commit = counting  # type: ignore[method-assign]
+    await asyncio.gather(
+        store.put_record("runs", "new", b"2"),
+        store.append("s", AppendRequest([msg(0)], JSON)),
+        store.delete_record("runs", "old"),
+    )
+    assert commits == 1
+    assert await store.list_records("runs") == [("new", b"2")]
+
+
+async def test_a_record_is_read_only_once_its_write_is_committed(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    import sqlite3
+
+    pending = asyncio.ensure_future(store.put_record("ns", "k", b"v"))
+    await asyncio.sleep(0)  # written in the open group, not committed
+    assert not pending.done()
+    assert await store.get_record("ns", "k") == b"v"  # the read commits the group first
+    other = sqlite3.connect(tmp_path / "log.db")
+    try:  # another connection sees it: it was committed before the read answered
+        row = other.execute("SELECT value FROM records WHERE key = 'k'").fetchone()
+    finally:
+        other.close()
+    assert row == (b"v",)
+    await pending
+
+
+async def test_a_failed_commit_fails_its_record_writes_too(store: SqliteStore) -> None:
+    await store.put_record("ns", "kept", b"1")
+
+    def failing() -> None:
+        raise OSError("disk full")
+
+    commit = store._db.commit
+    store._db.commit = failing  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        store.put_record("ns", "lost", b"2"),
+        store.delete_record("ns", "kept"),
+        return_exceptions=True,
+    )
+    store._db.commit = commit  # type: ignore[method-assign]
+    assert all(isinstance(r, OSError) for r in results)
+    assert await store.list_records("ns") == [("kept", b"1")]
 
 
 async def test_a_failed_commit_fails_the_group_and_keeps_the_log(store: SqliteStore) -> None:

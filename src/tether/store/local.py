@@ -12,9 +12,12 @@ the same event-loop iteration share one transaction. Each append is checked
 and written at once (so the next one, even to the same stream, sees it), but
 it is answered, and its readers are notified, only after the commit that
 holds it, at the start of the next iteration; until then reads and ``head``
-see the stream as last committed. Every other write commits the pending group
-first, so it keeps its own one-transaction semantics. Under load this turns
-one commit (and one WAL write) per append into one per loop iteration.
+see the stream as last committed. Record writes (``put_record``,
+``delete_record``) join the group the same way, and a read of a record with a
+write pending commits the group first, so record reads too see only what is
+committed. Every other write commits the pending group first, so it keeps its
+own one-transaction semantics. Under load this turns one commit (and one WAL
+write) per append or record into one per loop iteration.
 """
 
 from __future__ import annotations
@@ -111,14 +114,21 @@ class GroupPersistence(Persistence, Protocol):
     ) -> None:
         """Like ``write``, inside a transaction left open for :meth:`commit`."""
 
+    def begin_deferred(self) -> None:
+        """Open the group's transaction if none is open (for the writes that follow)."""
+
     def commit(self) -> None: ...
 
     def rollback(self) -> None: ...
 
 
-#: An append waiting for its group's commit: (answer, path, notification, result).
+#: A write waiting for its group's commit: (answer, path, notification, result);
+#: path and notification are None for a record write.
 _Pending = tuple[
-    "asyncio.Future[AppendResult]", str, tuple[int, int, list[bytes], bool], AppendResult
+    "asyncio.Future[AppendResult | None]",
+    str | None,
+    tuple[int, int, list[bytes], bool] | None,
+    AppendResult | None,
 ]
 
 
@@ -141,6 +151,8 @@ class LocalStore(Store):
         self._pending: list[_Pending] = []
         #: The last committed metadata of streams with appends in the pending group.
         self._committed: dict[int, StreamMeta] = {}
+        #: Namespaces with a record write in the pending group.
+        self._records_pending: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -493,9 +505,10 @@ class LocalStore(Store):
             asyncio.get_running_loop().call_soon(self._flush)
         self._committed.setdefault(meta.id, meta)
         self._cache(new)
-        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
         self._pending.append((answer, path, (old_tail, new.tail, chunks, new.closed), result))
-        return await answer
+        await answer
+        return result
 
     def _flush(self) -> None:
         """Commit the pending group, then notify its readers and answer its appends."""
@@ -510,9 +523,11 @@ class LocalStore(Store):
             return
         self._pending = []
         self._committed.clear()
+        self._records_pending.clear()
         publish = self.notifier.publish
-        for answer, path, (start, end, chunks, closed), result in pending:
-            publish(path, start, end, chunks, closed)
+        for answer, path, note, result in pending:
+            if note is not None:
+                publish(path, *note)  # type: ignore[arg-type]
             if not answer.done():
                 answer.set_result(result)
 
@@ -524,6 +539,7 @@ class LocalStore(Store):
         """
         pending, self._pending = self._pending, []
         committed, self._committed = self._committed, {}
+        self._records_pending.clear()
         assert self._group is not None
         with contextlib.suppress(Exception):
             self._group.rollback()
@@ -588,18 +604,40 @@ class LocalStore(Store):
         self._remove(meta)
 
     async def put_record(self, namespace: str, key: str, value: bytes) -> None:
-        self._flush()
-        self._db.put_record(namespace, key, value)
+        await self._record_write(namespace, lambda: self._db.put_record(namespace, key, value))
 
     async def get_record(self, namespace: str, key: str) -> bytes | None:
+        if namespace in self._records_pending:
+            self._flush()  # never answer with what is not committed yet
         return self._db.get_record(namespace, key)
 
     async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        if namespace in self._records_pending:
+            self._flush()
         return self._db.list_records(namespace)
 
     async def delete_record(self, namespace: str, key: str) -> None:
-        self._flush()
-        self._db.delete_record(namespace, key)
+        await self._record_write(namespace, lambda: self._db.delete_record(namespace, key))
+
+    async def _record_write(self, namespace: str, write: Callable[[], None]) -> None:
+        """Write a record in the pending group; answered once the group is committed."""
+        group = self._group
+        if group is None:
+            self._flush()
+            write()
+            return
+        try:
+            group.begin_deferred()
+            write()
+        except BaseException as err:
+            self._abort(err)
+            raise
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._records_pending.add(namespace)
+        answer: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((answer, None, None, None))
+        await answer
 
     # -- leases --------------------------------------------------------------
 

@@ -267,9 +267,12 @@ class SqlitePersistence:
         On an error the caller rolls the whole group back: statements already
         run in the open transaction cannot be told apart from this write's.
         """
+        self.begin_deferred()
+        self._statements(metas, rows, producers, None)
+
+    def begin_deferred(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
-        self._statements(metas, rows, producers, None)
 
     def commit(self) -> None:
         if self._db.in_transaction:
