@@ -920,6 +920,25 @@ async def run_target(
     return total, batches, errors
 
 
+async def settle(servers: Servers, quiet: float = 0.05, timeout_s: float = 30.0) -> None:
+    """Wait until no server uses more than ``quiet`` of a core (over 0.5 s).
+
+    A gateway that fell behind (LiteLLM, under 50 streams) goes on working
+    after its last response: the next target must not be measured against it.
+    """
+    procs = [servers.upstream, *servers.gateways.values()]
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = [p.cpu() for p in procs]
+        await asyncio.sleep(0.5)
+        busy = [(p.name, (p.cpu() - b) / 0.5) for p, b in zip(procs, before, strict=True)]
+        if all(share <= quiet for _, share in busy):
+            if time.monotonic() - started > 1.0:
+                print(f"(servers settled after {time.monotonic() - started:.1f} s)", flush=True)
+            return
+    print(f"warning: servers still busy after {timeout_s:g} s: {busy}", flush=True)
+
+
 async def run_all(cfg: Config, workdir: Path, litellm_version: str) -> dict[str, Any]:
     servers = await start_servers(cfg, workdir, litellm_version)
     for name, srv in [("upstream", servers.upstream), *servers.gateways.items()]:
@@ -934,6 +953,7 @@ async def run_all(cfg: Config, workdir: Path, litellm_version: str) -> dict[str,
         shift = (rnd - 1) % len(cfg.targets)
         order = cfg.targets[shift:] + cfg.targets[:shift]
         for target in order:
+            await settle(servers)
             s, b, errs = await run_target(cfg, servers, target, rnd)
             samples[target].merge(s)
             per_round[target].append({"round": rnd, **s.summary()})
