@@ -313,7 +313,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             if not written:
                 conn.writer.write(payload)
-            await asyncio.wait_for(conn.writer.drain(), write_timeout)
+            async with asyncio.timeout(write_timeout):  # (wait_for would start a task)
+                await conn.writer.drain()
         except TimeoutError:
             conn.close()
             raise httpx.WriteTimeout("timed out writing", request=request) from None
@@ -323,7 +324,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         try:
             while True:
                 try:
-                    head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n\r\n"), read_timeout)
+                    async with asyncio.timeout(read_timeout):
+                        head = await conn.reader.readuntil(b"\r\n\r\n")
                 except asyncio.IncompleteReadError as err:
                     if not err.partial:
                         raise _StaleConnection from None
