@@ -5,8 +5,8 @@ A streaming server holds thousands of live objects per response in flight
 response. With CPython's default thresholds (700, 10, 10) the middle
 generation is collected every ~7,000 allocations, and every such collection
 walks all of those objects again: pauses of 3 to 12 ms that every stream on
-the event loop waits out, measured with 50 streams in flight
-(``benchmarks/bench_gateway.py --arrivals steady``). So:
+the event loop waits out (timed with ``gc.callbacks`` in a server under
+``benchmarks/bench_gateway.py --arrivals steady``, 50 streams in flight). So:
 
 - what exists once start-up is done (modules, the app, its routes) is frozen:
   no collection walks it again;
