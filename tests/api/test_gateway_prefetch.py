@@ -48,6 +48,30 @@ class CountingProvider:
         pass
 
 
+async def complete(
+    fake: FakeUpstream, tmp_path: Path, bodies: list[dict[str, object]]
+) -> list[httpx.Response]:
+    """POST each body to /v1/chat/completions, in turn, of a tether in front of ``fake``."""
+    provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
+    store = SqliteStore(tmp_path / "log.db")
+    await store.open()
+    app = TetherApp(store, registry=ProviderRegistry([provider]))
+    await app.runtime.start()
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return [await c.post("/v1/chat/completions", json=b) for b in bodies]
+    finally:
+        await app.runtime.aclose()
+        await provider.aclose()
+        await store.aclose()
+
+
+def content(r: httpx.Response) -> str:
+    chunks = [orjson.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
 def request(text: str = "hi") -> ModelRequest:
     return model_request("m", [ChatMessage("user", text)], GatewaySpec("counting/m"))
 
@@ -92,35 +116,21 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
         return out
 
     monkeypatch.setattr(Prefetch, "take", spy)
+    body = {
+        "model": "openai/gpt",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": [{"type": "text", "text": "Again?"}]},
+        ],
+        "stream": True,
+    }
     async with FakeUpstream() as fake:
         fake.script = Script(text="Hello there, from upstream.")
-        provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
-        store = SqliteStore(tmp_path / "log.db")
-        await store.open()
-        app = TetherApp(store, registry=ProviderRegistry([provider]))
-        await app.runtime.start()
-        try:
-            transport = httpx.ASGITransport(app=app.web)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                body = {
-                    "model": "openai/gpt",
-                    "messages": [
-                        {"role": "system", "content": "Be brief."},
-                        {"role": "user", "content": "Hi"},
-                        {"role": "assistant", "content": "Hello!"},
-                        {"role": "user", "content": [{"type": "text", "text": "Again?"}]},
-                    ],
-                    "stream": True,
-                }
-                r = await c.post("/v1/chat/completions", json=body)
-        finally:
-            await app.runtime.aclose()
-            await provider.aclose()
-            await store.aclose()
+        [r] = await complete(fake, tmp_path, [body])
     assert r.status_code == 200
-    chunks = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert text == "Hello there, from upstream."
+    assert content(r) == "Hello there, from upstream."
     assert r.text.endswith("data: [DONE]\n\n")
     assert taken == [True]
     assert len(fake.requests) == 1
@@ -144,33 +154,13 @@ async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_u
         return take(self, req)
 
     monkeypatch.setattr(Prefetch, "take", spy)
+    body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     async with FakeUpstream() as fake:
         fake.script = Script(text="Warm and quick.")
-        provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
-        store = SqliteStore(tmp_path / "log.db")
-        await store.open()
-        app = TetherApp(store, registry=ProviderRegistry([provider]))
-        await app.runtime.start()
-        try:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                body = {
-                    "model": "openai/gpt",
-                    "messages": [{"role": "user", "content": "Hi"}],
-                    "stream": True,
-                }
-                first = await c.post("/v1/chat/completions", json=body)
-                second = await c.post("/v1/chat/completions", json=body)
-        finally:
-            await app.runtime.aclose()
-            await provider.aclose()
-            await store.aclose()
-    for r in (first, second):
+        responses = await complete(fake, tmp_path, [body, body])
+    for r in responses:
         assert r.status_code == 200
-        chunks = [orjson.loads(x[6:]) for x in r.text.splitlines() if x.startswith("data: {")]
-        assert "".join(
-            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
-        ) == ("Warm and quick.")
+        assert content(r) == "Warm and quick."
     # The first found no idle connection (a task sent it); the second went out at once.
     assert written == [False, True]
     assert len(fake.requests) == 2

@@ -32,22 +32,27 @@ def msg(n: int) -> bytes:
     return b'{"n": %d}' % n
 
 
-async def test_appends_of_one_iteration_share_one_commit(store: SqliteStore) -> None:
-    for name in ("a", "b"):
-        await store.create(name, CreateRequest(JSON))
-    commits = 0
+def count_commits(store: SqliteStore) -> list[int]:
+    """From now on, ``[n]``: the commits the store has made."""
+    commits = [0]
     commit = store._db.commit
 
     def counting() -> None:
-        nonlocal commits
-        commits += 1
+        commits[0] += 1
         commit()
 
     store._db.commit = counting  # type: ignore[method-assign]
+    return commits
+
+
+async def test_appends_of_one_iteration_share_one_commit(store: SqliteStore) -> None:
+    for name in ("a", "b"):
+        await store.create(name, CreateRequest(JSON))
+    commits = count_commits(store)
     results = await asyncio.gather(
         *(store.append(name, AppendRequest([msg(i)], JSON)) for i in range(5) for name in "ab")
     )
-    assert commits == 1
+    assert commits == [1]
     assert sorted(r.tail for r in results) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     for name in "ab":
         res = await store.read(name, 0, 1 << 20)
@@ -79,21 +84,13 @@ async def test_other_writes_commit_the_pending_group_first(store: SqliteStore) -
 async def test_record_writes_join_the_appends_commit(store: SqliteStore) -> None:
     await store.create("s", CreateRequest(JSON))
     await store.put_record("runs", "old", b"1")
-    commits = 0
-    commit = store._db.commit
-
-    def counting() -> None:
-        nonlocal commits
-        commits += 1
-        commit()
-
-    store._db.commit = counting  # type: ignore[method-assign]
+    commits = count_commits(store)
     await asyncio.gather(
         store.put_record("runs", "new", b"2"),
         store.append("s", AppendRequest([msg(0)], JSON)),
         store.delete_record("runs", "old"),
     )
-    assert commits == 1
+    assert commits == [1]
     assert await store.list_records("runs") == [("new", b"2")]
 
 
