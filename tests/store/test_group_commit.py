@@ -1,8 +1,8 @@
-"""Group commit (SQLite): appends of one event-loop iteration share one transaction.
+"""Group commit (SQLite): an iteration's first append commits alone, the rest share one.
 
-Each append is answered, and its readers notified, only once the commit that
-holds it is done; until then nobody reads it. A failed commit fails every
-append of the group and leaves the log as it was.
+Each grouped append is answered, and its readers notified, only once the
+commit that holds it is done; until then nobody reads it. A failed commit
+fails every append of the group and leaves the log as it was.
 """
 
 from __future__ import annotations
@@ -45,14 +45,25 @@ def count_commits(store: SqliteStore) -> list[int]:
     return commits
 
 
-async def test_appends_of_one_iteration_share_one_commit(store: SqliteStore) -> None:
+async def test_a_lone_append_is_committed_and_answered_at_once(store: SqliteStore) -> None:
+    await store.create("s", CreateRequest(JSON))
+    await asyncio.sleep(0)  # a new iteration
+    commits = count_commits(store)
+    appended = asyncio.ensure_future(store.append("s", AppendRequest([msg(0)], JSON)))
+    await asyncio.sleep(0)  # its task has run once
+    assert appended.done() and appended.result().tail == 1
+    assert commits == [0]  # committed alone, not in a group
+    assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0)]
+
+
+async def test_the_appends_after_an_iterations_first_share_one_commit(store: SqliteStore) -> None:
     for name in ("a", "b"):
         await store.create(name, CreateRequest(JSON))
     commits = count_commits(store)
     results = await asyncio.gather(
         *(store.append(name, AppendRequest([msg(i)], JSON)) for i in range(5) for name in "ab")
     )
-    assert commits == [1]
+    assert commits == [1]  # the first went alone; the other nine in one group
     assert sorted(r.tail for r in results) == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     for name in "ab":
         res = await store.read(name, 0, 1 << 20)
@@ -61,10 +72,10 @@ async def test_appends_of_one_iteration_share_one_commit(store: SqliteStore) -> 
 
 async def test_uncommitted_appends_are_not_read_nor_in_head(store: SqliteStore) -> None:
     await store.create("s", CreateRequest(JSON))
-    await store.append("s", AppendRequest([msg(0)], JSON))
+    first = asyncio.ensure_future(store.append("s", AppendRequest([msg(0)], JSON)))
     pending = asyncio.ensure_future(store.append("s", AppendRequest([msg(1)], JSON)))
-    await asyncio.sleep(0)  # the append is written, not yet committed
-    assert not pending.done()
+    await asyncio.sleep(0)  # the first is committed; the second written, not committed
+    assert first.done() and not pending.done()
     # (Reads run synchronously, before the commit scheduled for the next iteration.)
     assert (await store.head("s")).tail == 1
     assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0)]
@@ -74,11 +85,12 @@ async def test_uncommitted_appends_are_not_read_nor_in_head(store: SqliteStore) 
 
 async def test_other_writes_commit_the_pending_group_first(store: SqliteStore) -> None:
     await store.create("s", CreateRequest(JSON))
-    pending = asyncio.ensure_future(store.append("s", AppendRequest([msg(0)], JSON)))
+    first = asyncio.ensure_future(store.append("s", AppendRequest([msg(0)], JSON)))
+    pending = asyncio.ensure_future(store.append("s", AppendRequest([msg(1)], JSON)))
     await asyncio.sleep(0)
     await store.create("t", CreateRequest(JSON))  # commits the group before its own write
-    assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0)]  # before the append resumes
-    assert (await pending).tail == 1
+    assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0), msg(1)]
+    assert (await first).tail == 1 and (await pending).tail == 2
 
 
 async def test_record_writes_join_the_appends_commit(store: SqliteStore) -> None:
@@ -132,16 +144,20 @@ async def test_a_failed_commit_fails_its_record_writes_too(store: SqliteStore) -
 
 async def test_a_failed_commit_fails_the_group_and_keeps_the_log(store: SqliteStore) -> None:
     await store.create("s", CreateRequest(JSON))
-    await store.append("s", AppendRequest([msg(0)], JSON))
 
     def failing() -> None:
         raise OSError("disk full")
 
     real = store._db.commit
     store._db.commit = failing  # type: ignore[method-assign]
-    with pytest.raises(OSError):
-        await store.append("s", AppendRequest([msg(1)], JSON))
+    first, grouped = await asyncio.gather(
+        store.append("s", AppendRequest([msg(0)], JSON)),
+        store.append("s", AppendRequest([msg(1)], JSON)),
+        return_exceptions=True,
+    )
     store._db.commit = real  # type: ignore[method-assign]
+    assert not isinstance(first, BaseException) and first.tail == 1  # committed alone
+    assert isinstance(grouped, OSError)
     assert (await store.head("s")).tail == 1
     assert (await store.append("s", AppendRequest([msg(2)], JSON))).tail == 2
     assert (await store.read("s", 0, 1 << 20)).chunks == [msg(0), msg(2)]
