@@ -8,19 +8,19 @@ transaction; the metadata of streams in use is cached here, which is sound
 because this process is the only writer (the SQLite backend takes a lock).
 
 Group commit: with a persistence that supports it (SQLite), the first append
-of an event-loop iteration is committed at once, and the appends after it in
+of an event-loop iteration is committed at once, and the writes after it in
 the same iteration share one transaction. Each of those is checked and
 written at once (so the next one, even to the same stream, sees it), but it
 is answered, and its readers are notified, only after the commit that holds
 it, at the start of the next iteration; until then reads and ``head`` see the
 stream as last committed. (Committing the first one at once saves its readers
-a loop iteration, which under load is most of what a token waits; a burst
-still costs two commits per iteration, not one per append.) Record writes (``put_record``,
-``delete_record``) join the group the same way, and a read of a record with a
-write pending commits the group first, so record reads too see only what is
-committed. Every other write commits the pending group first, so it keeps its
-own one-transaction semantics. Under load this turns one commit (and one WAL
-write) per append or record into one per loop iteration.
+a loop iteration, which under load is most of what a token waits.) Record
+writes (``put_record``, ``delete_record``) always join the group, and a read
+of a record namespace with a write pending commits the group first, so record
+reads too see only what is committed. Every other write commits the pending
+group first, so it keeps its own one-transaction semantics. Under load this
+turns one commit (and one WAL write) per write into at most two per loop
+iteration.
 """
 
 from __future__ import annotations
@@ -125,14 +125,9 @@ class GroupPersistence(Persistence, Protocol):
     def rollback(self) -> None: ...
 
 
-#: A write waiting for its group's commit: (answer, path, notification, result);
-#: path and notification are None for a record write.
-_Pending = tuple[
-    "asyncio.Future[AppendResult | None]",
-    str | None,
-    tuple[int, int, list[bytes], bool] | None,
-    AppendResult | None,
-]
+#: A write waiting for its group's commit: (answer, path, notification); path
+#: and notification are None for a record write.
+_Pending = tuple["asyncio.Future[None]", str | None, tuple[int, int, list[bytes], bool] | None]
 
 
 class LocalStore(Store):
@@ -510,14 +505,20 @@ class LocalStore(Store):
         except BaseException as err:
             self._abort(err)
             raise
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._committed.setdefault(meta.id, meta)
         self._cache(new)
-        answer: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((answer, path, (old_tail, new.tail, chunks, new.closed), result))
-        await answer
+        await self._group_commit(path, (old_tail, new.tail, chunks, new.closed))
         return result
+
+    async def _group_commit(
+        self, path: str | None, note: tuple[int, int, list[bytes], bool] | None
+    ) -> None:
+        """Wait for the commit of the pending group this write has joined."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        answer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((answer, path, note))
+        await answer
 
     def _end_grouping(self) -> None:
         self._grouping = False
@@ -537,11 +538,11 @@ class LocalStore(Store):
         self._committed.clear()
         self._records_pending.clear()
         publish = self.notifier.publish
-        for answer, path, note, result in pending:
+        for answer, path, note in pending:
             if note is not None:
                 publish(path, *note)  # type: ignore[arg-type]
             if not answer.done():
-                answer.set_result(result)
+                answer.set_result(None)
 
     def _abort(self, err: BaseException) -> None:
         """The group could not be written or committed: undo it and fail its appends.
@@ -644,12 +645,8 @@ class LocalStore(Store):
         except BaseException as err:
             self._abort(err)
             raise
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._records_pending.add(namespace)
-        answer: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((answer, None, None, None))
-        await answer
+        await self._group_commit(None, None)
 
     # -- leases --------------------------------------------------------------
 
