@@ -95,7 +95,9 @@ async def test_send_now_needs_an_idle_connection(transport: LeanTransport) -> No
         origin.received.clear()
         await asyncio.wait_for(origin.received.wait(), 2)
         assert origin.bodies[-1] == b"now"
+        assert not sent.answered.done()  # its status is known once the head is read
         resp = await transport.response_to(sent)
+        assert sent.answered.result() == 200
         assert b"".join([p async for p in resp.stream]) == b"won"  # type: ignore[union-attr]
         await resp.aclose()
     assert origin.connections == 1
@@ -109,6 +111,7 @@ async def test_a_request_sent_on_a_stale_connection_goes_again_on_a_new_one(
         sent = transport.send_now(post(origin.url, b"two"))
         assert sent is not None
         resp = await transport.response_to(sent)
+        assert sent.answered.result() == 200  # the answer to the request sent again
         assert b"".join([p async for p in resp.stream]) == b"owt"  # type: ignore[union-attr]
         await resp.aclose()
     assert origin.bodies == [b"one", b"two", b"two"]
@@ -121,6 +124,7 @@ async def test_an_aborted_send_closes_its_connection(transport: LeanTransport) -
         sent = transport.send_now(post(origin.url, b"unwanted"))
         assert sent is not None
         sent.abort()
+        assert sent.answered.result() == 0  # no answer will be read
         with pytest.raises(httpx.ReadError):
             await transport.response_to(sent)
         # The next request cannot get the aborted connection back from the pool.

@@ -165,18 +165,26 @@ class _Body(httpx.AsyncByteStream):
 class Sent:
     """A request :meth:`LeanTransport.send_now` wrote; its response is read later."""
 
-    __slots__ = ("conn", "payload", "request")
+    __slots__ = ("answered", "conn", "payload", "request")
 
     def __init__(self, request: httpx.Request, conn: _Conn, payload: bytes) -> None:
         self.request = request
         self.conn: _Conn | None = conn
         self.payload = payload
+        #: The response's status once :meth:`LeanTransport.response_to` has read
+        #: its head; 0 if there will be none (aborted, or the exchange failed).
+        self.answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     def abort(self) -> None:
         """Nobody will read the response: close its connection (once it is ours)."""
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
+        self._answer(0)
+
+    def _answer(self, status: int) -> None:
+        if not self.answered.done():
+            self.answered.set_result(status)
 
 
 class LeanTransport(httpx.AsyncBaseTransport):
@@ -286,6 +294,15 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def response_to(self, sent: Sent) -> httpx.Response:
         """The response to a request of :meth:`send_now` (sent again afresh if stale)."""
+        try:
+            response = await self._response_to(sent)
+        except BaseException:
+            sent._answer(0)
+            raise
+        sent._answer(response.status_code)
+        return response
+
+    async def _response_to(self, sent: Sent) -> httpx.Response:
         request, conn, sent.conn = sent.request, sent.conn, None
         if conn is None:
             raise httpx.ReadError("the request was aborted", request=request)
