@@ -7,6 +7,7 @@ would send; otherwise, or when nobody takes it, the upstream request is aborted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import orjson
 
 from providers.fake_upstreams import FakeUpstream, Script
 from tether.agents import gateway
-from tether.agents.gateway import GatewaySpec, Prefetch, model_request
+from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetch, model_request
 from tether.api.app import TetherApp
 from tether.providers.base import ChatMessage, ModelRequest, StreamItem, TextDelta
 from tether.providers.openai import OpenAIProvider
 from tether.providers.registry import ProviderRegistry
+from tether.runtime.context import RunContext
 from tether.store.sqlite import SqliteStore
 
 
@@ -48,10 +50,9 @@ class CountingProvider:
         pass
 
 
-async def complete(
-    fake: FakeUpstream, tmp_path: Path, bodies: list[dict[str, object]]
-) -> list[httpx.Response]:
-    """POST each body to /v1/chat/completions, in turn, of a tether in front of ``fake``."""
+@contextlib.asynccontextmanager
+async def gateway_client(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a tether (in process, on a SQLite file) in front of ``fake``."""
     provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
@@ -60,11 +61,19 @@ async def complete(
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return [await c.post("/v1/chat/completions", json=b) for b in bodies]
+            yield c
     finally:
         await app.runtime.aclose()
         await provider.aclose()
         await store.aclose()
+
+
+async def complete(
+    fake: FakeUpstream, tmp_path: Path, bodies: list[dict[str, object]]
+) -> list[httpx.Response]:
+    """POST each body to /v1/chat/completions, in turn, of a tether in front of ``fake``."""
+    async with gateway_client(fake, tmp_path) as c:
+        return [await c.post("/v1/chat/completions", json=b) for b in bodies]
 
 
 def content(r: httpx.Response) -> str:
@@ -185,3 +194,24 @@ async def test_a_written_prefetch_nobody_takes_closes_its_connection() -> None:
             assert "".join(items) == "second"
         finally:
             await provider.aclose()
+
+
+async def test_a_run_that_ends_before_taking_its_prefetch_is_answered_at_once(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A streamed completion's headers wait for the upstream only while its run can read it."""
+
+    async def broken(self: GatewayAgent, ctx: RunContext) -> None:
+        raise RuntimeError("the agent failed before it asked the model")
+
+    body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as c:
+        fake.script = Script(text="Warm.")
+        assert (await c.post("/v1/chat/completions", json=body)).status_code == 200  # pools one
+        monkeypatch.setattr(GatewayAgent, "__call__", broken)
+        async with asyncio.timeout(5):  # not the prefetch's 30 s time to live
+            r = await c.post("/v1/chat/completions", json=body)
+        assert len(fake.requests) == 2  # the second went out as a prefetch nobody took
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "server_error"
+    assert not gateway.PREFETCHES._by_session

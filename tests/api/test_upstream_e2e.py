@@ -110,3 +110,30 @@ async def test_a_model_tool_call_round_trips_through_a_client(setup) -> None:
     assert follow_up[-2]["tool_calls"][0]["function"]["name"] == "lookup"
     assert follow_up[-1] == {"role": "tool", "tool_call_id": "call_9", "content": '{"hits": 2}'}
     assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete"]
+
+
+async def test_a_streamed_completion_answers_once_the_upstream_accepts_it(setup) -> None:
+    """The headers go out when the upstream's answer starts, not with the first token."""
+    fake, server = setup
+    body = {
+        "model": "openai/gpt-4o-mini",
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+    }
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        fake.script = Script(text="Warm.")
+        (await c.post("/v1/chat/completions", json=body)).raise_for_status()  # pools a connection
+        # The upstream answers 200 and its role chunk, then says nothing more.
+        fake.script = Script(text="never sent", hang_after=0)
+        async with asyncio.timeout(10), c.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/event-stream")
+            sid = r.headers["x-tether-session-id"]
+            cancel = await c.post(f"/v1/sessions/{sid}/cancel")
+            assert cancel.json() == {"cancelled": [r.headers["x-tether-run-id"]]}
+            data = [line[6:] async for line in r.aiter_lines() if line.startswith("data: ")]
+    chunks = [json.loads(d) for d in data]
+    assert [c["choices"][0]["delta"] for c in chunks if "choices" in c] == [
+        {"role": "assistant", "content": "", "refusal": None}
+    ]
+    assert chunks[-1]["error"]["code"] == "run_cancelled"

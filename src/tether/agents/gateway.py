@@ -188,6 +188,14 @@ class Prefetch:
         """The upstream request is already on the wire (not left to a task to send)."""
         return self._sent is not None
 
+    @property
+    def answered(self) -> asyncio.Future[int] | None:
+        """The upstream's status once the run has read its answer's head (0: it never will).
+
+        None unless :attr:`written`.
+        """
+        return None if self._sent is None else self._sent.answered
+
     def take(self, request: ModelRequest) -> AsyncIterator[StreamItem] | None:
         """The response, if it is for ``request`` and still there; else None (and dropped)."""
         if self._taken:

@@ -803,8 +803,17 @@ def build_openai_router(
                     type="server_error",
                 ).response(headers)  # fmt: skip
             return JSONResponse(mapper.completion(), headers=headers)
-        # Hold the headers until the model has said something, so that a request
-        # the upstream refuses outright gets an HTTP error, as from OpenAI.
+        # Hold the headers until the upstream has accepted the request (its
+        # answer's head came back 2xx) or the model has said something, so that
+        # a request the upstream refuses outright gets an HTTP error, as from
+        # OpenAI. Errors after that come in the stream, as they do from OpenAI.
+        answered = prefetch.answered if prefetch is not None else None
+        run = runtime.run_task(record.id, run_id) if answered is not None else None
+        if answered is not None and run is not None:
+            # A run that ends without taking the prefetch drops it: the wait ends.
+            run.add_done_callback(lambda _: PREFETCHES.discard(record.id))
+            if 200 <= await answered < 300:
+                return SSEResponse(_sse_body([], rest, mapper), {**headers, **_SSE_HEADERS})
         head: list[Output] = []
         async for batch in rest:
             if batch is None:

@@ -389,6 +389,13 @@ class Runtime:
             await self._next(session_id)
         return targets
 
+    def run_task(self, session_id: str, run_id: str) -> asyncio.Task[None] | None:
+        """The task executing run ``run_id``, if it executes in this process."""
+        live = self._live.get(session_id)
+        if live is None or live.run_id != run_id:
+            return None
+        return live.task
+
     async def tool_result(
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
