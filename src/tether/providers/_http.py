@@ -337,6 +337,9 @@ class HTTPProvider:
             client, self._lean = default_client(make_timeout(timeout))
         self._client = client
         self._timeouts = client.timeout.as_dict()
+        #: Parsed request URLs: a provider calls a handful of fixed endpoints, and
+        #: httpx parses a URL string in pure Python on every request otherwise.
+        self._urls: dict[str, httpx.URL] = {}
 
     @property
     def base_url(self) -> str:
@@ -359,8 +362,11 @@ class HTTPProvider:
         }
 
     def _request(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Request:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = httpx.URL(url)
         return httpx.Request(
-            "POST", url, headers=headers, content=content, extensions={"timeout": self._timeouts}
+            "POST", parsed, headers=headers, content=content, extensions={"timeout": self._timeouts}
         )
 
     def _send_now(self, url: str, content: bytes, headers: dict[str, str]) -> Sent | None:
