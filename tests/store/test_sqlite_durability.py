@@ -26,7 +26,7 @@ from tether.store.errors import (
     StreamGone,
     StreamNotFound,
 )
-from tether.store.sqlite import DataDirLocked, SqliteStore
+from tether.store.sqlite import DataDirLocked, SqliteStore, _Checkpointer
 
 from .conftest import FakeClock
 
@@ -348,3 +348,31 @@ def test_answered_appends_survive_the_process_dying_without_closing_the_store(
             await s.aclose()
 
     asyncio.run(check())
+
+
+async def test_the_wal_starts_over_under_appends_that_never_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passive checkpoints alone never empty a WAL that is written to all the time."""
+    monkeypatch.setattr(_Checkpointer, "INTERVAL", 0.02)
+    monkeypatch.setattr(_Checkpointer, "RESTART_FRAMES", 64)
+    store = SqliteStore(tmp_path / "tether.db")
+    await store.open()
+    paths = [f"/s/{i}" for i in range(50)]
+    try:
+        for path in paths:
+            await store.create(path, CreateRequest(JSON))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        appends = 0
+        while loop.time() < deadline:
+            msg = b'{"n": %d}' % appends
+            await store.append(paths[appends % 50], AppendRequest([msg], JSON))
+            appends += 1
+        wal = (tmp_path / "tether.db-wal").stat().st_size
+    finally:
+        await store.aclose()
+    # Each append writes at least one 4 KiB page to the WAL: a WAL that never
+    # starts over ends up longer than appends x 4 KiB. One that does stays at
+    # what a few checkpoint intervals write, however long the run.
+    assert appends * 4096 > 4 * wal, (appends, wal)
