@@ -130,3 +130,63 @@ async def test_an_aborted_send_closes_its_connection(transport: LeanTransport) -
         # The next request cannot get the aborted connection back from the pool.
         assert await answer(transport, post(origin.url, b"next")) == b"txen"
     assert origin.connections == 2
+
+
+class Trickle:
+    """Answers any request with a chunked body: ``first`` at once, then ``rest`` when told."""
+
+    def __init__(self, first: bytes, rest: bytes) -> None:
+        self.first, self.rest = first, rest
+        self.go_on = asyncio.Event()
+
+    async def __aenter__(self) -> Trickle:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/trickle"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.go_on.set()
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"%x\r\n%b\r\n" % (len(self.first), self.first))
+        await self.go_on.wait()
+        writer.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(self.rest), self.rest))
+        await writer.drain()
+        writer.close()
+
+
+def get(url: str, read_timeout: float) -> httpx.Request:
+    return httpx.Request("GET", url, extensions={"timeout": {"read": read_timeout}})
+
+
+async def test_a_server_silent_for_the_read_timeout_fails_the_read(
+    transport: LeanTransport,
+) -> None:
+    async with Trickle(b"first", b"never sent") as origin:
+        resp = await transport.handle_async_request(get(origin.url, 0.1))
+        parts = aiter(resp.stream)  # type: ignore[arg-type]
+        assert await anext(parts) == b"first"
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ReadTimeout):
+            await anext(parts)
+        assert 0.09 <= asyncio.get_running_loop().time() - started < 1.0
+        await resp.aclose()
+
+
+async def test_a_reader_slower_than_the_read_timeout_is_not_timed_out(
+    transport: LeanTransport,
+) -> None:
+    """The timeout bounds the wait for the server, not the time between two reads."""
+    async with Trickle(b"first", b"second") as origin:
+        resp = await transport.handle_async_request(get(origin.url, 0.1))
+        parts = aiter(resp.stream)  # type: ignore[arg-type]
+        assert await anext(parts) == b"first"
+        origin.go_on.set()
+        # The rest arrives, and the body's timer fires, while nobody reads.
+        await asyncio.sleep(0.3)
+        assert [p async for p in parts] == [b"second"]
+        await resp.aclose()
