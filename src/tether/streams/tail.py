@@ -86,12 +86,13 @@ async def _sleep(
 
     if stop is not None:
         stop.add_done_callback(wake)
+    # A plain timer that wakes the waiter: ~1 us per sleep on uvloop, where
+    # asyncio.timeout (which cancels and uncancels the task) took 4-7 us.
+    timer = asyncio.get_running_loop().call_later(heartbeat, wake, None)
     try:
-        async with asyncio.timeout(heartbeat):
-            await waiter
-    except TimeoutError:
-        pass
+        await waiter
     finally:
+        timer.cancel()
         notifier.drop_sleeper(name, waiter)
         if stop is not None:
             stop.remove_done_callback(wake)
