@@ -254,6 +254,26 @@ def self_cpu_seconds() -> float:
     return t.user + t.system
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(CPU time stolen by the hypervisor, all CPU time) of every CPU so far, in ticks.
+
+    On a virtual machine whose host is busy, the steal time grows and every
+    latency measured here with it; (0, 0) where /proc/stat is missing.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return 0, 0
+    ticks = [int(f) for f in fields]
+    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def ticks_since(mark: tuple[int, int]) -> tuple[int, int]:
+    """:func:`machine_ticks` since ``mark`` (an earlier reading of it)."""
+    steal, total = machine_ticks()
+    return steal - mark[0], total - mark[1]
+
+
 _LIVE: set[ServerProcess] = set()
 
 
@@ -743,6 +763,9 @@ class Samples:
     server_cpu_s: float = 0.0
     upstream_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
+    #: Ticks of CPU time the hypervisor stole, and of all CPU time, meanwhile.
+    steal_ticks: int = 0
+    machine_ticks: int = 0
 
     def add(self, calls: Sequence[StreamedCompletion]) -> list[str]:
         errors = []
@@ -767,6 +790,8 @@ class Samples:
         self.server_cpu_s += other.server_cpu_s
         self.upstream_cpu_s += other.upstream_cpu_s
         self.client_cpu_s += other.client_cpu_s
+        self.steal_ticks += other.steal_ticks
+        self.machine_ticks += other.machine_ticks
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -784,6 +809,7 @@ class Samples:
         wall = self.wall_s or math.nan
         out["server_cpu_pct"] = 100 * self.server_cpu_s / wall
         out["client_cpu_pct"] = 100 * self.client_cpu_s / wall
+        out["steal_pct"] = 100 * self.steal_ticks / self.machine_ticks if self.machine_ticks else 0
         return out
 
 
@@ -874,6 +900,7 @@ async def run_target(
         cpu_srv = server.cpu() if server else 0.0
         cpu_up = servers.upstream.cpu()
         cpu_me = self_cpu_seconds()
+        mark = machine_ticks()
         started = time.perf_counter()
         calls, wall, done = await run_steady(
             cfg, port, cfg.concurrency, cfg.batches * cfg.concurrency
@@ -885,6 +912,7 @@ async def run_target(
         s.server_cpu_s = ((server.cpu() - cpu_srv) if server else 0.0) * share
         s.upstream_cpu_s = (servers.upstream.cpu() - cpu_up) * share
         s.client_cpu_s = (self_cpu_seconds() - cpu_me) * share
+        s.steal_ticks, s.machine_ticks = ticks_since(mark)
         errs = s.add(calls)
         errors += [f"{target} round {rnd}: {e}" for e in errs[:3]]
         if len(errs) > 3:
@@ -896,11 +924,13 @@ async def run_target(
         cpu_srv = server.cpu() if server else 0.0
         cpu_up = servers.upstream.cpu()
         cpu_me = self_cpu_seconds()
+        mark = machine_ticks()
         calls, wall = await run_batch(cfg, port, cfg.concurrency)
         s = Samples(wall_s=wall)
         s.server_cpu_s = (server.cpu() - cpu_srv) if server else 0.0
         s.upstream_cpu_s = servers.upstream.cpu() - cpu_up
         s.client_cpu_s = self_cpu_seconds() - cpu_me
+        s.steal_ticks, s.machine_ticks = ticks_since(mark)
         errs = s.add(calls)
         errors += [f"{target} round {rnd} batch {b + 1}: {e}" for e in errs[:3]]
         if len(errs) > 3:
@@ -1084,8 +1114,25 @@ def cpu_lines(cfg: Config, summary: dict[str, dict[str, float]]) -> list[str]:
             )
         parts.append(f"upstream {s['upstream_cpu_ms_per_completion']:.1f} ms per completion")
         parts.append(f"client {s['client_cpu_pct']:.0f}% of a core")
+        parts.append(f"hypervisor steal {s['steal_pct']:.1f}% of the machine's CPU time")
         lines.append(f"{t}: " + ", ".join(parts))
     return lines
+
+
+#: Steal time (share of all CPU time) past which the figures are flagged.
+STEAL_WARNING_PCT = 2.0
+
+
+def steal_warning(cfg: Config, summary: dict[str, dict[str, float]]) -> str | None:
+    """A warning when the host took CPU time from this machine while it measured."""
+    worst = max(summary[t]["steal_pct"] for t in cfg.targets)
+    if worst <= STEAL_WARNING_PCT:
+        return None
+    return (
+        f"the hypervisor took up to {worst:.1f}% of this machine's CPU time while it measured "
+        "(steal time): the latencies are the host's as much as the servers'; measure again "
+        "on a quieter host"
+    )
 
 
 def machine_info() -> dict[str, Any]:
@@ -1206,6 +1253,9 @@ def render_markdown(
         "",
         *[f"- {line}" for line in cpu],
     ]
+    warning = steal_warning(cfg, summary)
+    if warning:
+        lines += ["", f"**Warning:** {warning}."]
     if goal_rows:
         lines += ["", "Targets:", ""]
         lines += [
@@ -1273,6 +1323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\nCPU:")
     for line in cpu:
         print("  " + line)
+    warning = steal_warning(cfg, summary)
+    if warning:
+        print(f"\nWARNING: {warning}")
     goal_rows = goals(cfg, summary)
     if goal_rows:
         print("\ntargets:")
