@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Self
 
 import httpx
 import pytest
@@ -11,7 +12,23 @@ import pytest
 from tether.providers._transport import LeanTransport
 
 
-class Origin:
+class LoopbackServer:
+    """A raw asyncio server on 127.0.0.1 for the life of an ``async with``; ``url`` is its."""
+
+    async def __aenter__(self) -> Self:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Origin(LoopbackServer):
     """A keep-alive HTTP/1.1 server that answers each POST with its body, reversed.
 
     With ``drop_second``, each connection's second request is read and the
@@ -23,15 +40,6 @@ class Origin:
         self.bodies: list[bytes] = []
         self.connections = 0
         self.received = asyncio.Event()
-
-    async def __aenter__(self) -> Origin:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/echo"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
-        await self.server.wait_closed()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -132,22 +140,16 @@ async def test_an_aborted_send_closes_its_connection(transport: LeanTransport) -
     assert origin.connections == 2
 
 
-class Trickle:
+class Trickle(LoopbackServer):
     """Answers any request with a chunked body: ``first`` at once, then ``rest`` when told."""
 
     def __init__(self, first: bytes, rest: bytes) -> None:
         self.first, self.rest = first, rest
         self.go_on = asyncio.Event()
 
-    async def __aenter__(self) -> Trickle:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/trickle"
-        return self
-
     async def __aexit__(self, *exc: object) -> None:
-        self.go_on.set()
-        self.server.close()
-        await self.server.wait_closed()
+        self.go_on.set()  # (a handler still waiting would keep the server from closing)
+        await super().__aexit__(*exc)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -159,17 +161,22 @@ class Trickle:
         writer.close()
 
 
-def get(url: str, read_timeout: float) -> httpx.Request:
-    return httpx.Request("GET", url, extensions={"timeout": {"read": read_timeout}})
+async def first_read(
+    transport: LeanTransport, origin: Trickle
+) -> tuple[httpx.Response, AsyncIterator[bytes]]:
+    """GET from ``origin`` with a 0.1 s read timeout: the response and the rest of its body."""
+    request = httpx.Request("GET", origin.url, extensions={"timeout": {"read": 0.1}})
+    resp = await transport.handle_async_request(request)
+    parts = aiter(resp.stream)  # type: ignore[arg-type]
+    assert await anext(parts) == origin.first
+    return resp, parts
 
 
 async def test_a_server_silent_for_the_read_timeout_fails_the_read(
     transport: LeanTransport,
 ) -> None:
     async with Trickle(b"first", b"never sent") as origin:
-        resp = await transport.handle_async_request(get(origin.url, 0.1))
-        parts = aiter(resp.stream)  # type: ignore[arg-type]
-        assert await anext(parts) == b"first"
+        resp, parts = await first_read(transport, origin)
         started = asyncio.get_running_loop().time()
         with pytest.raises(httpx.ReadTimeout):
             await anext(parts)
@@ -182,9 +189,7 @@ async def test_a_reader_slower_than_the_read_timeout_is_not_timed_out(
 ) -> None:
     """The timeout bounds the wait for the server, not the time between two reads."""
     async with Trickle(b"first", b"second") as origin:
-        resp = await transport.handle_async_request(get(origin.url, 0.1))
-        parts = aiter(resp.stream)  # type: ignore[arg-type]
-        assert await anext(parts) == b"first"
+        resp, parts = await first_read(transport, origin)
         origin.go_on.set()
         # The rest arrives, and the body's timer fires, while nobody reads.
         await asyncio.sleep(0.3)
