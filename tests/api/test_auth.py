@@ -36,6 +36,19 @@ def test_requests_without_a_valid_key_are_refused(server: TetherServer) -> None:
             assert c.put("/v1/stream/x", headers={"Content-Type": "text/plain"}).status_code == 401
 
 
+def test_the_model_list_needs_a_key_like_the_rest_of_openais_api(server: TetherServer) -> None:
+    with client(server, None) as anon, client(server, "wrong-key") as wrong:
+        missing, refused = anon.get("/v1/models"), wrong.get("/v1/models")
+    assert (missing.status_code, refused.status_code) == (401, 401)
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert missing.json()["error"]["type"] == "invalid_request_error"  # OpenAI's shape
+    assert refused.json()["error"]["code"] == "invalid_api_key"
+    with client(server, KEY_A) as a:
+        listed = a.get("/v1/models").json()
+    assert listed["object"] == "list"
+    assert "demo" in [m["id"] for m in listed["data"]]
+
+
 def test_a_session_is_invisible_to_other_keys(server: TetherServer) -> None:
     with client(server, KEY_A) as a, client(server, KEY_B) as b:
         sid = a.post("/v1/sessions", json={"title": "mine"}).json()["id"]

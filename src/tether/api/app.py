@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -83,28 +81,15 @@ class TetherApp:
 
         gateway = build_openai_router(
             self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
-            max_body=self.streams.config.max_body,
+            max_body=self.streams.config.max_body, agents=lambda: list(self.agents),
         )  # fmt: skip
         self._completions = gateway.completions
-        web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions
+        web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(build_web_router())  # the web UI at / and /ui/...
 
         @web.get("/healthz", tags=["meta"])
         async def health() -> dict[str, str]:
             return {"status": "ok"}
-
-        started = int(time.time())
-
-        @web.get("/v1/models", tags=["meta"])
-        async def models() -> dict[str, Any]:
-            names = self.registry.list_models() + [f"agent:{a}" for a in self.agents]
-            return {
-                "object": "list",
-                "data": [
-                    {"id": n, "object": "model", "created": started, "owned_by": "tether"}
-                    for n in names
-                ],
-            }
 
         return web
 

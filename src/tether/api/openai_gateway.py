@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -685,8 +686,10 @@ def build_openai_router(
     stop: Callable[[], asyncio.Future[None]],
     *,
     max_body: int = 10 * 1024 * 1024,
+    agents: Callable[[], list[str]] = list,
 ) -> OpenAIRoutes:
     router = APIRouter(tags=["openai"])
+    started = int(time.time())
 
     def caller(request: Request, *, reading: str | None = None) -> Caller:
         """The caller, or OpenAIError 401; a read token only reads session ``reading``."""
@@ -825,6 +828,28 @@ def build_openai_router(
             if len(head) > 1 or mapper.ended is not None:
                 break
         return SSEResponse(_sse_body(head, rest, mapper), {**headers, **_SSE_HEADERS})
+
+    @router.get("/v1/models", response_model=None)
+    async def models(request: Request) -> Response:
+        """The configured upstreams' models, ``demo`` and this server's agents (``agent:<name>``).
+
+        Authenticated like the rest of OpenAI's API: with keys configured, the
+        list is for key holders only.
+        """
+        try:
+            caller(request)
+        except OpenAIError as err:
+            return err.response(_auth_header(err))
+        names = registry.list_models() + [f"agent:{a}" for a in agents()]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": n, "object": "model", "created": started, "owned_by": "tether"}
+                    for n in names
+                ],
+            }
+        )
 
     @router.get("/v1/chat/completions/{session_id}/stream", response_model=None)
     async def completion_stream(session_id: str, request: Request) -> Response:
