@@ -62,6 +62,40 @@ async def test_a_stop_wakes_a_waiting_reader_at_once() -> None:
     assert not stop._callbacks  # type: ignore[attr-defined]
 
 
+class CountedStop(asyncio.Future[None]):
+    """A stop future that counts the callbacks readers put on it."""
+
+    added = 0
+
+    def add_done_callback(self, fn, *, context=None):  # type: ignore[no-untyped-def]
+        self.added += 1
+        super().add_done_callback(fn, context=context)
+
+
+async def test_a_reader_puts_one_callback_on_the_shared_stop_however_often_it_sleeps() -> None:
+    """Every reader of a server shares its stop future; removing a callback scans them all."""
+    store = MemoryStore()
+    await store.create("s", CreateRequest("text/plain"))
+    stop = CountedStop()
+    got: list[bytes] = []
+
+    async def follow() -> None:
+        async for batch in tail(store, "s", 0, stop=stop, heartbeat=30):
+            if batch is not None:
+                got.extend(batch[1])
+
+    task = asyncio.create_task(follow())
+    for i in range(20):  # the reader sleeps before each
+        await asyncio.sleep(0.001)
+        await store.append("s", AppendRequest([b"%d " % i], "text/plain"))
+    await asyncio.sleep(0.001)
+    stop.set_result(None)
+    await asyncio.wait_for(task, 1)
+    assert len(got) == 20
+    assert stop.added == 1
+    assert not stop._callbacks  # type: ignore[attr-defined]
+
+
 async def test_an_append_wakes_a_waiting_reader_in_the_next_loop_iteration() -> None:
     store = MemoryStore()
     await store.create("s", CreateRequest("text/plain"))

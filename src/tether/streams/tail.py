@@ -28,6 +28,17 @@ async def tail(
 ) -> AsyncIterator[Batch | None]:
     notifier = store.notifier
     notifier.subscribe(name)
+    # The reader's own future while it sleeps. ``stop`` is shared by every
+    # reader of the server, so it gets one callback per reader, not one per
+    # sleep: removing a callback scans them all, and a reader sleeps per token.
+    sleeping: list[asyncio.Future[None]] = []
+
+    def wake(_: object) -> None:
+        for waiter in sleeping:
+            _wake(waiter)
+
+    if stop is not None:
+        stop.add_done_callback(wake)
     try:
         while True:
             # Catch up from the store; the chain link is taken before each read,
@@ -45,7 +56,7 @@ async def tail(
             while True:
                 if not fut.done() and not (stop is not None and stop.done()):
                     # (Skipped when the next append is already there.)
-                    await _sleep(notifier, name, stop, heartbeat)
+                    await _sleep(notifier, name, heartbeat, sleeping)
                 if stop is not None and stop.done():
                     return
                 if not fut.done():
@@ -65,13 +76,15 @@ async def tail(
                 if event.closed:
                     return
     finally:
+        if stop is not None:
+            stop.remove_done_callback(wake)
         notifier.unsubscribe(name)
 
 
 async def _sleep(
-    notifier: TailNotifier, name: str, stop: asyncio.Future[None] | None, heartbeat: float
+    notifier: TailNotifier, name: str, heartbeat: float, sleeping: list[asyncio.Future[None]]
 ) -> None:
-    """Until the next publish on ``name``, ``stop``, or ``heartbeat`` seconds.
+    """Until the next publish on ``name``, ``heartbeat`` seconds, or a wake-up via ``sleeping``.
 
     The publish itself resolves this reader's own future, so the reader runs
     in the very next loop iteration (waiting on the shared future through
@@ -79,20 +92,18 @@ async def _sleep(
     whole loop's work again.
     """
     waiter = notifier.sleeper(name)
-
-    def wake(_: object) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    if stop is not None:
-        stop.add_done_callback(wake)
+    sleeping.append(waiter)
     # A plain timer that wakes the waiter: ~1 us per sleep on uvloop, where
     # asyncio.timeout (which cancels and uncancels the task) took 4-7 us.
-    timer = asyncio.get_running_loop().call_later(heartbeat, wake, None)
+    timer = asyncio.get_running_loop().call_later(heartbeat, _wake, waiter)
     try:
         await waiter
     finally:
         timer.cancel()
+        sleeping.clear()
         notifier.drop_sleeper(name, waiter)
-        if stop is not None:
-            stop.remove_done_callback(wake)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
