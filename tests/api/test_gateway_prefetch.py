@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from providers.fake_upstreams import FakeUpstream, Script
 from tether.agents import gateway
@@ -81,6 +82,20 @@ def content(r: httpx.Response) -> str:
     return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
 
 
+def record_takes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, bool]]:
+    """For each run that looks for its prefetch: (was it written at once, did the run take it)."""
+    takes: list[tuple[bool, bool]] = []
+    take = Prefetch.take
+
+    def spy(self: Prefetch, req: ModelRequest) -> AsyncIterator[StreamItem] | None:
+        out = take(self, req)
+        takes.append((self.written, out is not None))
+        return out
+
+    monkeypatch.setattr(Prefetch, "take", spy)
+    return takes
+
+
 def request(text: str = "hi") -> ModelRequest:
     return model_request("m", [ChatMessage("user", text)], GatewaySpec("counting/m"))
 
@@ -116,15 +131,7 @@ async def test_an_unclaimed_prefetch_is_dropped_after_its_ttl() -> None:
 async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
     tmp_path: Path, monkeypatch
 ) -> None:
-    taken: list[bool] = []
-    take = Prefetch.take
-
-    def spy(self: Prefetch, req: ModelRequest) -> AsyncIterator[StreamItem] | None:
-        out = take(self, req)
-        taken.append(out is not None)
-        return out
-
-    monkeypatch.setattr(Prefetch, "take", spy)
+    takes = record_takes(monkeypatch)
     body = {
         "model": "openai/gpt",
         "messages": [
@@ -141,7 +148,7 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
     assert r.status_code == 200
     assert content(r) == "Hello there, from upstream."
     assert r.text.endswith("data: [DONE]\n\n")
-    assert taken == [True]
+    assert [taken for _, taken in takes] == [True]
     assert len(fake.requests) == 1
     assert fake.requests[0].body["messages"] == [
         {"role": "system", "content": "Be brief."},
@@ -155,14 +162,7 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
 async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_up(
     tmp_path: Path, monkeypatch
 ) -> None:
-    written: list[bool] = []
-    take = Prefetch.take
-
-    def spy(self: Prefetch, req: ModelRequest) -> AsyncIterator[StreamItem] | None:
-        written.append(self.written)
-        return take(self, req)
-
-    monkeypatch.setattr(Prefetch, "take", spy)
+    takes = record_takes(monkeypatch)
     body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     async with FakeUpstream() as fake:
         fake.script = Script(text="Warm and quick.")
@@ -171,7 +171,7 @@ async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_u
         assert r.status_code == 200
         assert content(r) == "Warm and quick."
     # The first found no idle connection (a task sent it); the second went out at once.
-    assert written == [False, True]
+    assert [written for written, _ in takes] == [False, True]
     assert len(fake.requests) == 2
     assert not gateway.PREFETCHES._by_session
 
