@@ -206,7 +206,9 @@ class Prefetch:
             log.warning("a prefetched upstream request differs from its run's; sending it again")
             self._drop()
             return None
-        return self._items() if self._first is not None else self._sent_items()
+        # A written request's stream is the provider's own: its first step reads
+        # the answer and takes the connection over (no wrapper per item).
+        return self._items() if self._first is not None else self._stream
 
     def discard(self) -> None:
         """Abort the upstream request unless a run took the response."""
@@ -229,15 +231,6 @@ class Prefetch:
         await asyncio.wait((self._first,))
         with contextlib.suppress(Exception):
             await self._stream.aclose()  # type: ignore[attr-defined]
-
-    async def _sent_items(self) -> AsyncIterator[StreamItem]:
-        assert self._sent is not None
-        try:
-            async for item in self._stream:
-                yield item
-        finally:
-            await self._stream.aclose()  # type: ignore[attr-defined]
-            self._sent.abort()  # if the stream never took the response over
 
     async def _items(self) -> AsyncIterator[StreamItem]:
         assert self._first is not None
