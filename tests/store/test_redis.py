@@ -657,6 +657,72 @@ async def test_one_subscription_per_process_however_many_readers(
         await b.aclose()
 
 
+async def test_a_cancel_at_any_step_of_an_append_stops_the_appending_task(rstore: Store) -> None:
+    """A run is stopped by cancelling its task, usually mid-append: no step may drop it.
+
+    (redis-py's socket timeout wraps each send in asyncio.wait_for, which on
+    Python 3.11 returns normally when the cancel lands just as the send ends.)
+    """
+    await rstore.create("s", CreateRequest(JSON))
+    appended = 0
+
+    async def keep_appending() -> None:
+        nonlocal appended
+        while True:
+            await rstore.append("s", AppendRequest([b"{}"], JSON))
+            appended += 1
+
+    async def cancel(task: asyncio.Task[None]) -> bool:
+        """Whether one cancel stopped ``task`` (which is stopped either way)."""
+        task.cancel()
+        await asyncio.wait([task], timeout=1)
+        stopped = task.cancelled()
+        while not task.done():
+            task.cancel()
+            await asyncio.wait([task], timeout=0.1)
+        return stopped
+
+    await rstore.append("s", AppendRequest([b"{}"], JSON))  # (scripts loaded, connected)
+    # How many loop steps one append takes. The client's own work (pool, send,
+    # parse) is in its first few dozen; the rest is waiting for the reply.
+    task = asyncio.create_task(keep_appending())
+    span = 0
+    while appended < 1:
+        await asyncio.sleep(0)
+        span += 1
+    lost = [] if await cancel(task) else [f"{span}+"]
+    sweep = [*range(min(span, 60)), *range(60, span, max(1, span // 60))]
+    for steps in sweep * 2:
+        task = asyncio.create_task(keep_appending())
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if not await cancel(task):
+            lost.append(steps)
+            break
+    assert lost == [], f"a cancel {lost[0]} loop steps into the task was lost"
+
+
+async def test_a_command_redis_does_not_answer_fails_after_the_socket_timeout(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    store = await opened(RedisStore(redis_server.url(), prefix=prefix, socket_timeout=0.3))
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        await store.create("s", CreateRequest(TEXT))
+        await client.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+        asked = time.monotonic()
+        with pytest.raises(errors.BackendUnavailable):
+            await store.append("s", AppendRequest([b"lost?"], TEXT))
+        assert 0.25 < time.monotonic() - asked < 1.0
+        await client.execute_command("CLIENT", "UNPAUSE")
+        # The connection with the unanswered command was dropped, not reused.
+        await store.append("s", AppendRequest([b"after"], TEXT))
+        assert b"".join(await content(store, "s")) in (b"after", b"lost?after")
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
 # -- Redis unavailable ----------------------------------------------------------------
 
 

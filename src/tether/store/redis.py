@@ -840,7 +840,11 @@ class RedisStore(Store):
             max_connections=self._max_connections,
             timeout=self._socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            socket_timeout=self._socket_timeout,
+            # No socket_timeout: redis-py would wrap each command's send in
+            # asyncio.wait_for, which on Python 3.11 drops a cancel that lands
+            # as the send completes (and the run being cancelled goes on
+            # appending). ``_call`` bounds each whole command instead.
+            socket_timeout=None,
             # Never retry: a script whose reply was lost may have run.
             retry=Retry(NoBackoff(), 0),
             **_POOL_OPTIONS,
@@ -910,7 +914,8 @@ class RedisStore(Store):
 
     async def _call(self, awaitable: Any) -> Any:
         try:
-            return await awaitable
+            async with asyncio.timeout(self._socket_timeout):
+                return await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
             raise BackendUnavailable("the Redis store is unavailable; try again") from err
         except ResponseError as err:
@@ -1012,7 +1017,8 @@ class RedisStore(Store):
     async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
         """The rows of one append that was too large to inline (None: gone)."""
         assert self._redis is not None
-        entries = await self._redis.xrange(f"{self.prefix}d:{sid}", f"{start}-1", f"{end - 1}-1")
+        key = f"{self.prefix}d:{sid}"
+        entries = await self._call(self._redis.xrange(key, f"{start}-1", f"{end - 1}-1"))
         chunks = [fields[b"d"] for _, fields in entries]
         if not chunks or int(entries[-1][1][b"e"]) != end:
             return None
