@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -36,7 +37,18 @@ async def asks_tool(ctx: RunContext) -> None:
     await ctx.text(f"got {outcome.output}")
 
 
-AGENTS: dict[str, Agent] = {"echo": echo, "slow": slow, "broken": broken, "tool": asks_tool}
+async def stubborn(ctx: RunContext) -> None:
+    """Swallows cancels, as asyncio.wait_for does on Python 3.11 when one lands
+    just as the awaited task ends (redis-py awaits each send that way)."""
+    for i in range(1000):
+        await ctx.text(f"{i} ")
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.01)
+
+
+AGENTS: dict[str, Agent] = {
+    "echo": echo, "slow": slow, "broken": broken, "tool": asks_tool, "stubborn": stubborn,
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -114,6 +126,20 @@ async def test_cancel_stops_the_run_within_200_ms(env) -> None:
     assert time.monotonic() - started < 0.2
     await wait_idle(sessions, sid)
     assert run_ends(await events(sessions, sid)) == [(run_id, ev.CANCELLED)]
+
+
+async def test_a_run_that_swallows_its_cancel_stops_at_its_next_append(env) -> None:
+    sessions, runtime = env
+    sid = await new_session(sessions, "stubborn")
+    _, run_id, _ = await runtime.send(sid, [{"type": "text", "text": "go"}])
+    await asyncio.sleep(0.1)
+    assert await runtime.cancel(sid) == [run_id]
+    streamed = len(await events(sessions, sid))
+    await wait_idle(sessions, sid, timeout=1)
+    evs = await events(sessions, sid)
+    assert run_ends(evs) == [(run_id, ev.CANCELLED)]
+    # Nothing more was streamed after the cancel returned: only the run's end.
+    assert [e["type"] for e in evs[streamed:] if e["type"] == ev.PART_DELTA] == []
 
 
 async def test_an_agent_exception_ends_the_run_as_error_with_an_error_event(env) -> None:

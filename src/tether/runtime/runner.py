@@ -812,6 +812,10 @@ class Runtime:
             async def append(events: list[ev.Event]) -> int:
                 if live.lost:
                     raise LeaseLost(lease_name(session_id))
+                if live.cancel_requested:
+                    # Cancelled, yet still running: something under the agent
+                    # swallowed the cancel (asyncio.wait_for can, on 3.11).
+                    raise asyncio.CancelledError
                 return await self._append(session_id, live, events)
 
             async def on_status(status: str) -> None:
