@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from typing import Self
 
@@ -195,3 +196,19 @@ async def test_a_reader_slower_than_the_read_timeout_is_not_timed_out(
         await asyncio.sleep(0.3)
         assert [p async for p in parts] == [b"second"]
         await resp.aclose()
+
+
+async def test_a_connection_the_server_does_not_accept_times_out(
+    transport: LeanTransport,
+) -> None:
+    # A listener with a full backlog: the kernel drops further SYNs unanswered.
+    with socket.socket() as listener, socket.socket() as first:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        first.connect(listener.getsockname())
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        request = httpx.Request("GET", url, extensions={"timeout": {"connect": 0.2}})
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(httpx.ConnectTimeout):
+            await transport.handle_async_request(request)
+        assert 0.19 <= asyncio.get_running_loop().time() - started < 1.0

@@ -255,16 +255,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
         scheme, host, port = key
         connect_timeout = _timeouts(request)[0]
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
+            # (Not wait_for: on Python 3.11 it drops a cancel that lands as the
+            # connection opens, and the cancelled run would carry on.)
+            async with asyncio.timeout(connect_timeout):
+                reader, writer = await asyncio.open_connection(
                     host,
                     port,
                     ssl=self._context() if scheme == "https" else None,
                     server_hostname=host if scheme == "https" else None,
                     limit=_MAX_HEAD,
-                ),
-                connect_timeout,
-            )
+                )
         except TimeoutError:
             raise httpx.ConnectTimeout("timed out connecting", request=request) from None
         except (OSError, ssl.SSLError):
