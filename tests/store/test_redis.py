@@ -817,6 +817,28 @@ async def test_open_fails_fast_when_redis_is_unreachable() -> None:
     await store.aclose()
 
 
+
+async def test_an_open_that_does_not_finish_leaves_no_subscriber_running(
+    redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whether it times out waiting for its subscription or is cancelled meanwhile."""
+    subscribers: list[asyncio.Task[None]] = []
+
+    async def never_subscribed(self: RedisStore) -> None:
+        subscribers.append(asyncio.current_task())  # type: ignore[arg-type]
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(RedisStore, "_listen_forever", never_subscribed)
+    store = RedisStore(redis_server.url(), prefix=prefix, connect_timeout=0.05)
+    with pytest.raises(errors.BackendUnavailable, match="cannot subscribe"):
+        await store.open()
+    opening = asyncio.create_task(store.open())
+    await until(lambda: len(subscribers) == 2)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    assert [t.cancelled() for t in subscribers] == [True, True]
+
 # -- two tether servers on one Redis, over HTTP ------------------------------------
 
 

@@ -868,12 +868,15 @@ class RedisStore(Store):
             raise BackendUnavailable(f"cannot reach Redis at {redact(self._url)}") from None
         self._subscriber = asyncio.create_task(self._listen_forever(), name="tether-redis-sub")
         try:
-            await asyncio.wait_for(self._subscribed.wait(), self._connect_timeout * 2 + 1)
-        except TimeoutError:
+            async with asyncio.timeout(self._connect_timeout * 2 + 1):
+                await self._subscribed.wait()
+        except BaseException as err:  # (cancelled too: the subscriber must not outlive us)
             await self.aclose()
-            raise BackendUnavailable(
-                f"cannot subscribe to notifications at {redact(self._url)}"
-            ) from None
+            if isinstance(err, TimeoutError):
+                raise BackendUnavailable(
+                    f"cannot subscribe to notifications at {redact(self._url)}"
+                ) from None
+            raise
         if self._sweep_interval > 0:
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-redis-sweep")
 
