@@ -811,8 +811,7 @@ def build_openai_router(
         # a request the upstream refuses outright gets an HTTP error, as from
         # OpenAI. Errors after that come in the stream, as they do from OpenAI.
         answered = prefetch.answered if prefetch is not None else None
-        run = runtime.run_task(record.id, run_id) if answered is not None else None
-        if answered is not None and run is not None:
+        if answered is not None and (run := runtime.run_task(record.id, run_id)) is not None:
             # A run that ends without taking the prefetch drops it: the wait ends.
             run.add_done_callback(lambda _: PREFETCHES.discard(record.id))
             if 200 <= await answered < 300:
