@@ -8,6 +8,7 @@ session state. Every event has ``type``, a unique ``id`` (for dedup) and
 from __future__ import annotations
 
 import os
+import random
 import time
 from typing import Any, Final
 
@@ -75,9 +76,19 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
 
 
+#: Event ids only deduplicate, so they come from a generator seeded once by the
+#: OS: ``os.urandom`` is a system call, and a run makes an event per token.
+_event_bits = random.Random(os.urandom(16)).getrandbits
+
+
 def event(kind: str, /, **fields: Any) -> Event:
     """A new event with its envelope filled in; ``None`` fields are dropped."""
-    ev: Event = {"type": kind, "id": new_id("ev"), "ts": round(time.time(), 3)}
+    now = time.time()
+    ev: Event = {
+        "type": kind,
+        "id": f"ev_{int(now * 1000):012x}{_event_bits(40):010x}",
+        "ts": round(now, 3),
+    }
     for key, value in fields.items():
         if value is not None:
             ev[key] = value

@@ -28,6 +28,10 @@ class TailEvent:
 
 class TailNotifier:
     def __init__(self) -> None:
+        #: The loop of the store that owns this notifier, set while it is open.
+        #: On Python 3.11 ``asyncio.get_running_loop()`` makes a system call
+        #: (getpid), and readers take a future per append.
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._pending: dict[str, asyncio.Future[TailEvent]] = {}
         self._watchers: dict[str, int] = {}
         self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
@@ -40,7 +44,7 @@ class TailNotifier:
         hop); a sleeper is resolved by publish itself. Cancelling it (a
         timeout) touches nobody else's. Give it back with :meth:`drop_sleeper`.
         """
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = (self.loop or asyncio.get_running_loop()).create_future()
         self._sleepers.setdefault(path, set()).add(waiter)
         return waiter
 
@@ -55,7 +59,7 @@ class TailNotifier:
         """The future the next change to ``path`` resolves; take it before reading."""
         fut = self._pending.get(path)
         if fut is None:
-            fut = asyncio.get_running_loop().create_future()
+            fut = (self.loop or asyncio.get_running_loop()).create_future()
             self._pending[path] = fut
         return fut
 

@@ -833,6 +833,7 @@ class RedisStore(Store):
         should stop the server from starting rather than answer 503 forever).
         """
         self._subscribed = asyncio.Event()
+        self.notifier.loop = asyncio.get_running_loop()
         # A bounded pool: a burst of requests queues for a connection rather than
         # opening one each (the subscriber holds one of them for good).
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -887,6 +888,7 @@ class RedisStore(Store):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._sweeper = self._subscriber = None
+        self.notifier.loop = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

@@ -95,7 +95,7 @@ async def _sleep(
     sleeping.append(waiter)
     # A plain timer that wakes the waiter: ~1 us per sleep on uvloop, where
     # asyncio.timeout (which cancels and uncancels the task) took 4-7 us.
-    timer = asyncio.get_running_loop().call_later(heartbeat, _wake, waiter)
+    timer = waiter.get_loop().call_later(heartbeat, _wake, waiter)
     try:
         await waiter
     finally:
