@@ -73,7 +73,11 @@ WAITING: Final = "waiting"
 
 def new_id(prefix: str) -> str:
     """A unique, roughly time-ordered id: ``prefix_`` + 12 hex of ms + 10 random hex."""
-    return f"{prefix}_{int(time.time() * 1000):012x}{os.urandom(5).hex()}"
+    return _id(prefix, time.time(), int.from_bytes(os.urandom(5)))
+
+
+def _id(prefix: str, now: float, bits: int) -> str:
+    return f"{prefix}_{int(now * 1000):012x}{bits:010x}"
 
 
 #: Event ids only deduplicate, so they come from a generator seeded once by the
@@ -86,7 +90,7 @@ def event(kind: str, /, **fields: Any) -> Event:
     now = time.time()
     ev: Event = {
         "type": kind,
-        "id": f"ev_{int(now * 1000):012x}{_event_bits(40):010x}",
+        "id": _id("ev", now, _event_bits(40)),
         "ts": round(now, 3),
     }
     for key, value in fields.items():

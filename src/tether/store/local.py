@@ -153,13 +153,11 @@ class LocalStore(Store):
         self._records_pending: set[str] = set()
         #: An append was committed alone in this loop iteration: later ones group.
         self._grouping = False
-        #: The loop the store was opened on (see ``TailNotifier.loop``).
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
     async def open(self) -> None:
-        self._loop = self.notifier.loop = asyncio.get_running_loop()
+        self.notifier.loop = asyncio.get_running_loop()
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-expiry-sweeper")
 
     async def aclose(self) -> None:
@@ -170,7 +168,7 @@ class LocalStore(Store):
             self._sweeper = None
         self._flush()
         self._db.close()
-        self._loop = self.notifier.loop = None
+        self.notifier.loop = None
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -498,7 +496,7 @@ class LocalStore(Store):
             # committed alone, now.
             if group is not None and not req.close:
                 self._grouping = True  # the rest of this iteration's appends wait
-                (self._loop or asyncio.get_running_loop()).call_soon(self._end_grouping)
+                self.notifier.running_loop().call_soon(self._end_grouping)
             self._flush()
             self._db.write([new] if dirty else [], rows=rows, producers=producers)
             self._cache(new)
@@ -518,7 +516,7 @@ class LocalStore(Store):
         self, path: str | None, note: tuple[int, int, list[bytes], bool] | None
     ) -> None:
         """Wait for the commit of the pending group this write has joined."""
-        loop = self._loop or asyncio.get_running_loop()
+        loop = self.notifier.running_loop()
         if not self._pending:
             loop.call_soon(self._flush)
         answer: asyncio.Future[None] = loop.create_future()

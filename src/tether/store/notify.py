@@ -36,6 +36,10 @@ class TailNotifier:
         self._watchers: dict[str, int] = {}
         self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
 
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The store's loop while it is open, else the running one (looked up)."""
+        return self.loop or asyncio.get_running_loop()
+
     def sleeper(self, path: str) -> asyncio.Future[None]:
         """A future of the caller's own, resolved by the next publish on ``path``.
 
@@ -44,7 +48,7 @@ class TailNotifier:
         hop); a sleeper is resolved by publish itself. Cancelling it (a
         timeout) touches nobody else's. Give it back with :meth:`drop_sleeper`.
         """
-        waiter: asyncio.Future[None] = (self.loop or asyncio.get_running_loop()).create_future()
+        waiter: asyncio.Future[None] = self.running_loop().create_future()
         self._sleepers.setdefault(path, set()).add(waiter)
         return waiter
 
@@ -59,7 +63,7 @@ class TailNotifier:
         """The future the next change to ``path`` resolves; take it before reading."""
         fut = self._pending.get(path)
         if fut is None:
-            fut = (self.loop or asyncio.get_running_loop()).create_future()
+            fut = self.running_loop().create_future()
             self._pending[path] = fut
         return fut
 
