@@ -1,0 +1,52 @@
+"""A session's record is stored as JSON bytes that every version of the server reads."""
+
+from __future__ import annotations
+
+import orjson
+
+from tether.sessions.service import SessionRecord
+
+
+def record() -> SessionRecord:
+    return SessionRecord(
+        id="ses_0001",
+        owner="key-a",
+        title="Trip",
+        model="demo",
+        agent=None,
+        system="Be brief.",
+        created_at=1.5,
+        updated_at=2.5,
+        archived=True,
+        metadata={"gateway": {"tools": ["f"]}, "n": 3},
+    )
+
+
+def test_a_record_is_stored_as_a_json_object_of_its_fields_in_order() -> None:
+    assert orjson.loads(record().to_bytes()) == {
+        "id": "ses_0001",
+        "owner": "key-a",
+        "title": "Trip",
+        "model": "demo",
+        "agent": None,
+        "system": "Be brief.",
+        "created_at": 1.5,
+        "updated_at": 2.5,
+        "archived": True,
+        "metadata": {"gateway": {"tools": ["f"]}, "n": 3},
+    }
+    assert list(orjson.loads(record().to_bytes())) == [
+        "id", "owner", "title", "model", "agent", "system", "created_at", "updated_at",
+        "archived", "metadata",
+    ]  # fmt: skip
+
+
+def test_a_record_reads_back_equal_from_its_bytes() -> None:
+    assert SessionRecord.from_bytes(record().to_bytes()) == record()
+
+
+def test_the_public_view_hides_the_owner_only() -> None:
+    public = record().public()
+    assert "owner" not in public
+    assert public["metadata"] == {"gateway": {"tools": ["f"]}, "n": 3}
+    assert len(public) == 9
