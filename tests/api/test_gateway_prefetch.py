@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -23,6 +24,7 @@ from tether.providers.base import ChatMessage, ModelRequest, StreamItem, TextDel
 from tether.providers.openai import OpenAIProvider
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.context import RunContext
+from tether.sessions.service import SessionService
 from tether.store.sqlite import SqliteStore
 
 
@@ -174,6 +176,38 @@ async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_u
     assert [written for written, _ in takes] == [False, True]
     assert len(fake.requests) == 2
     assert not gateway.PREFETCHES._by_session
+
+
+async def test_a_bursts_upstream_requests_are_all_written_before_any_set_up(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Set-ups run while the upstream thinks, not before the next request goes out."""
+    body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    written: list[bool] = []
+    seen_by_set_ups: list[int] = []
+    init, create = Prefetch.__init__, SessionService.create
+
+    def spy_init(self: Prefetch, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        written.append(self.written)
+
+    async def spy_create(self: SessionService, **kwargs: Any) -> Any:
+        seen_by_set_ups.append(len(written))
+        return await create(self, **kwargs)
+
+    monkeypatch.setattr(Prefetch, "__init__", spy_init)
+    monkeypatch.setattr(SessionService, "create", spy_create)
+    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as c:
+        fake.script = Script(text="Together.")
+        await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(3)))
+        written.clear()
+        seen_by_set_ups.clear()
+        responses = await asyncio.gather(
+            *(c.post("/v1/chat/completions", json=body) for _ in range(3))
+        )
+    assert [content(r) for r in responses] == ["Together."] * 3
+    assert written == [True] * 3  # the first burst left three idle connections
+    assert seen_by_set_ups == [3, 3, 3]
 
 
 async def test_a_written_prefetch_nobody_takes_closes_its_connection() -> None:

@@ -756,8 +756,11 @@ def build_openai_router(
             return err.response(_auth_header(err))
         # Ask the upstream now: the session is set up while it thinks.
         prefetch = _prefetch(req, provider, model)
-        if prefetch is not None and not prefetch.written:
-            # Let its task write the upstream request before the set-up below runs.
+        if prefetch is not None:
+            # Yield once before the set-up below: the requests that arrived with
+            # this one get their upstream requests written first (and an unwritten
+            # prefetch's task writes this one), so a burst's set-ups run while the
+            # upstream thinks instead of each delaying the next one's request.
             await asyncio.sleep(0)
         try:
             record = await sessions.create(
