@@ -2,7 +2,7 @@
 
 Starts one local OpenAI-compatible upstream (``benchmarks/upstream.py``: every
 completion streams ``--tokens`` content chunks, the first ``--ttft-ms`` after
-the request, then one every ``--gap-ms``), then two gateways in front of it:
+the request, then one every ``--gap-ms``), then the gateways in front of it:
 
 - ``tether``: ``.venv/bin/tether serve --port P --data-dir <tmp>`` with
   ``TETHER_OPENAI_BASE_URL=<upstream>/v1``, ``TETHER_OPENAI_API_KEY=bench-key``,
@@ -12,7 +12,11 @@ the request, then one every ``--gap-ms``), then two gateways in front of it:
   first use into its own virtualenv, ``benchmarks/.work/litellm-venv``), one
   model entry ``openai/bench-model`` with ``api_base: <upstream>/v1``, logging
   at ERROR, no callbacks, telemetry off and every remote fetch it knows of
-  switched to its bundled copy (the machine may have no internet).
+  switched to its bundled copy (the machine may have no internet);
+- ``passthrough`` (only when named in ``--targets``):
+  ``benchmarks/passthrough.py``, a bare proxy that relays the bytes both ways
+  and does nothing else. What it adds is what any gateway in Python pays on
+  this machine for the extra hop; it is the floor under tether's figures.
 
 The same client (a raw HTTP/1.1 asyncio client, the same for every target)
 then sends ``--concurrency`` concurrent streamed chat completions to each
@@ -28,7 +32,8 @@ the requests arrive:
   completion when the last one ends (a loaded server's usual traffic);
   ``--batches`` x ``--concurrency`` completions are measured per round, all
   of them with ``--concurrency`` in flight.
- For every completion it records the time to the first
+
+For every completion it records the time to the first
 content token (from writing the request), every gap between consecutive
 content tokens, and every token's latency from the upstream writing it to the
 client reading it (the upstream puts its CLOCK_MONOTONIC time in the token's
@@ -69,9 +74,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "benchmarks"
 LITELLM_VENV = BENCH_DIR / ".work" / "litellm-venv"
 LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
-TARGETS = ("direct", "tether", "litellm")
+TARGETS = ("direct", "passthrough", "tether", "litellm")
+DEFAULT_TARGETS = ("direct", "tether", "litellm")
 ARRIVALS = ("burst", "steady")
-GATEWAYS = ("tether", "litellm")
+GATEWAYS = ("passthrough", "tether", "litellm")
 MODEL = "bench-model"
 API_KEY = "bench-key"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -114,7 +120,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--targets", default=",".join(TARGETS), help="default: %(default)s")
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"any of {', '.join(TARGETS)} (default: %(default)s)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="default: %(default)s")
     p.add_argument(
         "--concurrency", type=int, default=50, help="completions at once (default: %(default)s)"
@@ -864,6 +874,21 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
         tether.start()
         servers.gateways["tether"] = tether
         await tether.wait_ready(cfg.startup_timeout_s)
+    if "passthrough" in cfg.targets:
+        port = free_port()
+        passthrough = ServerProcess(
+            "passthrough",
+            [
+                sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port),
+                "--upstream", upstream.base_url,
+            ],
+            port,
+            "/health",
+            workdir,
+        )  # fmt: skip
+        passthrough.start()
+        servers.gateways["passthrough"] = passthrough
+        await passthrough.wait_ready(cfg.startup_timeout_s)
     if "litellm" in cfg.targets:
         port = free_port()
         config = workdir / "litellm.yaml"
@@ -1031,7 +1056,8 @@ def table_rows(
 ) -> tuple[list[str], list[list[str]]]:
     gateways = [t for t in GATEWAYS if t in cfg.targets]
     header = ["metric (ms)", *cfg.targets, *(f"{g} adds" for g in gateways)]
-    if len(gateways) == 2:
+    ratio = "tether" in gateways and "litellm" in gateways
+    if ratio:
         header.append("tether adds / litellm adds")
     rows = []
     for key, label in METRICS:
@@ -1040,8 +1066,8 @@ def table_rows(
             row = [f"{label} {q}", *(fmt(summary[t][k]) for t in cfg.targets)]
             adds = [added(summary, g, k) for g in gateways]
             row += [signed(a) for a in adds]
-            if len(gateways) == 2:
-                t_add, l_add = adds
+            if ratio:
+                t_add, l_add = added(summary, "tether", k), added(summary, "litellm", k)
                 row.append(f"{t_add / l_add:.2f}x" if l_add > 0 and t_add >= 0 else "n/a")
             rows.append(row)
     return header, rows
