@@ -1224,9 +1224,8 @@ def render_markdown(
     goal_rows: list[tuple[str, str, bool]],
 ) -> str:
     litellm = outcome.get("litellm_version")
-    title = (
-        f"gateway added latency ({cfg.arrivals} arrivals), tether"
-        + (f" vs LiteLLM {litellm}" if litellm else "")
+    title = f"gateway added latency ({cfg.arrivals} arrivals), tether" + (
+        f" vs LiteLLM {litellm}" if litellm else ""
     )
     summary = outcome["summary"]
     per_target = cfg.rounds * cfg.batches * cfg.concurrency

@@ -272,7 +272,10 @@ def test_with_retry_lost_runs_a_run_killed_mid_way_is_answered_again_after_resta
         snap = c.get(f"/v1/sessions/{sid}").json()
         # The interrupted answer and the retry are siblings; the branch shows the retry.
         answer = snap["messages"][1]
-        retried = next(e["message_id"] for e in evs
-                       if e["type"] == "message-start" and e.get("run_id") == retry["run_id"])
+        retried = next(
+            e["message_id"]
+            for e in evs
+            if e["type"] == "message-start" and e.get("run_id") == retry["run_id"]
+        )
         assert answer["id"] == retried and len(answer["siblings"]) == 2
         assert [m["role"] for m in snap["messages"]] == ["user", "assistant"]

@@ -287,6 +287,7 @@ async def test_a_replica_that_loses_its_lease_stops_and_another_ends_the_run_onc
 
     took = await until(ended, timeout=LEASE_TTL + 3)
     assert took < LEASE_TTL + 1
+
     # The queued run goes on, on whichever replica took the session over.
     async def next_started() -> bool:
         return len(of_type(await events(c, sid), ev.RUN_START)) == 2
@@ -355,6 +356,7 @@ async def test_deleting_a_session_on_another_replica_stops_its_run(
         return live is None or live.task is None
 
     await until(stopped, timeout=2)
+
     # The reaper drops the runs' records once it sees the session is gone.
     async def forgotten() -> bool:
         return await a.store.list_records(RUNS) == []

@@ -817,7 +817,6 @@ async def test_open_fails_fast_when_redis_is_unreachable() -> None:
     await store.aclose()
 
 
-
 async def test_an_open_that_does_not_finish_leaves_no_subscriber_running(
     redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -838,6 +837,7 @@ async def test_an_open_that_does_not_finish_leaves_no_subscriber_running(
     with pytest.raises(asyncio.CancelledError):
         await opening
     assert [t.cancelled() for t in subscribers] == [True, True]
+
 
 # -- two tether servers on one Redis, over HTTP ------------------------------------
 

@@ -86,8 +86,7 @@ def main() -> None:
     "--retry-lost-runs/--no-retry-lost-runs",
     default=lambda: os.environ.get("TETHER_RETRY_LOST_RUNS", "") in ("1", "true", "yes"),
     show_default="off (or $TETHER_RETRY_LOST_RUNS=1)",
-    help="Answer again (once) a run whose server died mid-way, besides ending it as "
-    "interrupted.",
+    help="Answer again (once) a run whose server died mid-way, besides ending it as interrupted.",
 )
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
