@@ -1064,10 +1064,10 @@ def table_rows(
         for q in ("p50", "p99"):
             k = f"{key}_{q}"
             row = [f"{label} {q}", *(fmt(summary[t][k]) for t in cfg.targets)]
-            adds = [added(summary, g, k) for g in gateways]
-            row += [signed(a) for a in adds]
+            adds = {g: added(summary, g, k) for g in gateways}
+            row += [signed(a) for a in adds.values()]
             if ratio:
-                t_add, l_add = added(summary, "tether", k), added(summary, "litellm", k)
+                t_add, l_add = adds["tether"], adds["litellm"]
                 row.append(f"{t_add / l_add:.2f}x" if l_add > 0 and t_add >= 0 else "n/a")
             rows.append(row)
     return header, rows

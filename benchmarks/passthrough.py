@@ -143,9 +143,6 @@ class Client(asyncio.Protocol):
         assert conn.transport is not None
         conn.transport.write(request)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.buf = b""
-
 
 async def serve(port: int, upstream: str) -> None:
     url = urlsplit(upstream)
