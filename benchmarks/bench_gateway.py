@@ -16,7 +16,10 @@ the request, then one every ``--gap-ms``), then the gateways in front of it:
 - ``passthrough`` (only when named in ``--targets``):
   ``benchmarks/passthrough.py``, a bare proxy that relays the bytes both ways
   and does nothing else. What it adds is what any gateway in Python pays on
-  this machine for the extra hop; it is the floor under tether's figures.
+  this machine for the extra hop; it is the floor under tether's figures;
+- ``passthrough-asgi`` (only when named in ``--targets``): the same relay
+  behind uvicorn, the HTTP server tether runs on (``--front asgi``): the floor
+  for a gateway built on it.
 
 The same client (a raw HTTP/1.1 asyncio client, the same for every target)
 then sends ``--concurrency`` concurrent streamed chat completions to each
@@ -74,10 +77,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "benchmarks"
 LITELLM_VENV = BENCH_DIR / ".work" / "litellm-venv"
 LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
-TARGETS = ("direct", "passthrough", "tether", "litellm")
+TARGETS = ("direct", "passthrough", "passthrough-asgi", "tether", "litellm")
 DEFAULT_TARGETS = ("direct", "tether", "litellm")
 ARRIVALS = ("burst", "steady")
-GATEWAYS = ("passthrough", "tether", "litellm")
+GATEWAYS = ("passthrough", "passthrough-asgi", "tether", "litellm")
 MODEL = "bench-model"
 API_KEY = "bench-key"
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -874,21 +877,23 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
         tether.start()
         servers.gateways["tether"] = tether
         await tether.wait_ready(cfg.startup_timeout_s)
-    if "passthrough" in cfg.targets:
+    for name, front in (("passthrough", "raw"), ("passthrough-asgi", "asgi")):
+        if name not in cfg.targets:
+            continue
         port = free_port()
-        passthrough = ServerProcess(
-            "passthrough",
+        relay = ServerProcess(
+            name,
             [
                 sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port),
-                "--upstream", upstream.base_url,
+                "--upstream", upstream.base_url, "--front", front,
             ],
             port,
             "/health",
             workdir,
         )  # fmt: skip
-        passthrough.start()
-        servers.gateways["passthrough"] = passthrough
-        await passthrough.wait_ready(cfg.startup_timeout_s)
+        relay.start()
+        servers.gateways[name] = relay
+        await relay.wait_ready(cfg.startup_timeout_s)
     if "litellm" in cfg.targets:
         port = free_port()
         config = workdir / "litellm.yaml"
