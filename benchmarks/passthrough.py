@@ -58,11 +58,15 @@ class Upstream(asyncio.Protocol):
             client.transport.write(data)
         self.parser.feed_data(data)
         if self.done:
-            self.done = False
-            self.client = None
-            if client is not None:
-                client.answered()
-            self.pool.release(self)
+            self._answered()
+
+    def _answered(self) -> None:
+        """The response has ended: tell its client, and pool the connection again."""
+        self.done = False
+        client, self.client = self.client, None
+        if client is not None:
+            client.answered()
+        self.pool.release(self)
 
     def on_message_complete(self) -> None:
         self.done = True
@@ -81,11 +85,7 @@ class ParsedUpstream(Upstream):
     def data_received(self, data: bytes) -> None:
         self.parser.feed_data(data)
         if self.done:
-            self.done = False
-            client, self.client = self.client, None
-            if client is not None:
-                client.answered()
-            self.pool.release(self)
+            self._answered()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.client is not None:
