@@ -10,7 +10,7 @@ from typing import Self
 import httpx
 import pytest
 
-from tether.providers._transport import LeanTransport
+from tether.providers._transport import LeanTransport, Sent
 
 
 class LoopbackServer:
@@ -39,6 +39,7 @@ class Origin(LoopbackServer):
     def __init__(self, drop_second: bool = False) -> None:
         self.drop_second = drop_second
         self.bodies: list[bytes] = []
+        self.heads: list[bytes] = []
         self.connections = 0
         self.received = asyncio.Event()
 
@@ -54,6 +55,7 @@ class Origin(LoopbackServer):
                     if line.lower().startswith(b"content-length:")
                 )
                 body = await reader.readexactly(length)
+                self.heads.append(head)
                 self.bodies.append(body)
                 self.received.set()
                 if answered == 1 and self.drop_second:
@@ -68,8 +70,17 @@ class Origin(LoopbackServer):
             writer.close()
 
 
-def post(url: str, body: bytes) -> httpx.Request:
-    return httpx.Request("POST", url, content=body, extensions={"timeout": {"read": 5.0}})
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Request:
+    return httpx.Request(
+        "POST", url, headers=headers, content=body, extensions={"timeout": {"read": 5.0}}
+    )
+
+
+def send_now(
+    transport: LeanTransport, url: str, body: bytes, headers: dict[str, str] | None = None
+) -> Sent | None:
+    """``transport.send_now`` as the providers call it: the parts, and how to build the request."""
+    return transport.send_now(httpx.URL(url), headers or {}, body, lambda: post(url, body, headers))
 
 
 @pytest.fixture
@@ -96,9 +107,9 @@ async def test_connections_are_reused_once_a_response_is_read(transport: LeanTra
 
 async def test_send_now_needs_an_idle_connection(transport: LeanTransport) -> None:
     async with Origin() as origin:
-        assert transport.send_now(post(origin.url, b"first")) is None  # nothing pooled yet
+        assert send_now(transport, origin.url, b"first") is None  # nothing pooled yet
         await answer(transport, post(origin.url, b"warm"))
-        sent = transport.send_now(post(origin.url, b"now"))
+        sent = send_now(transport, origin.url, b"now")
         assert sent is not None
         # Written without awaiting anything: the origin has it as soon as it reads.
         origin.received.clear()
@@ -112,12 +123,39 @@ async def test_send_now_needs_an_idle_connection(transport: LeanTransport) -> No
     assert origin.connections == 1
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer k", "content-type": "application/json", "x-extra": "1"},
+        {"Host": "upstream.example", "accept": "text/event-stream"},
+        {"content-length": "4"},
+    ],
+)
+async def test_a_request_sent_now_is_byte_for_byte_what_httpx_would_send(
+    transport: LeanTransport, headers: dict[str, str]
+) -> None:
+    async with Origin() as origin:
+        url = origin.url + "v1/chat/completions?x=1"
+        await answer(transport, post(url, b"body", headers))
+        sent = send_now(transport, url, b"body", headers)
+        assert sent is not None
+        resp = await transport.response_to(sent)
+        await resp.aread()
+        await resp.aclose()
+        assert origin.heads[1] == origin.heads[0]
+        assert origin.bodies == [b"body", b"body"]
+        # The httpx request, built once it is needed, is the same request.
+        assert sent.request.url == httpx.URL(url)
+        assert sent.request.content == b"body"
+
+
 async def test_a_request_sent_on_a_stale_connection_goes_again_on_a_new_one(
     transport: LeanTransport,
 ) -> None:
     async with Origin(drop_second=True) as origin:
         await answer(transport, post(origin.url, b"one"))
-        sent = transport.send_now(post(origin.url, b"two"))
+        sent = send_now(transport, origin.url, b"two")
         assert sent is not None
         resp = await transport.response_to(sent)
         assert sent.answered.result() == 200  # the answer to the request sent again
@@ -130,7 +168,7 @@ async def test_a_request_sent_on_a_stale_connection_goes_again_on_a_new_one(
 async def test_an_aborted_send_closes_its_connection(transport: LeanTransport) -> None:
     async with Origin() as origin:
         await answer(transport, post(origin.url, b"warm"))
-        sent = transport.send_now(post(origin.url, b"unwanted"))
+        sent = send_now(transport, origin.url, b"unwanted")
         assert sent is not None
         sent.abort()
         assert sent.answered.result() == 0  # no answer will be read

@@ -361,19 +361,25 @@ class HTTPProvider:
             **self._auth_headers(),
         }
 
-    def _request(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Request:
+    def _url(self, url: str) -> httpx.URL:
         parsed = self._urls.get(url)
         if parsed is None:
             parsed = self._urls[url] = httpx.URL(url)
+        return parsed
+
+    def _request(self, url: str, content: bytes, headers: dict[str, str]) -> httpx.Request:
         return httpx.Request(
-            "POST", parsed, headers=headers, content=content, extensions={"timeout": self._timeouts}
-        )
+            "POST", self._url(url), headers=headers, content=content,
+            extensions={"timeout": self._timeouts},
+        )  # fmt: skip
 
     def _send_now(self, url: str, content: bytes, headers: dict[str, str]) -> Sent | None:
         """POST now, without awaiting, if our transport has an idle connection to ``url``."""
         if self._lean is None:
             return None
-        return self._lean.send_now(self._request(url, content, headers))
+        return self._lean.send_now(
+            self._url(url), headers, content, lambda: self._request(url, content, headers)
+        )
 
     @contextlib.asynccontextmanager
     async def _post_stream(

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 
@@ -193,15 +193,23 @@ class _Body(httpx.AsyncByteStream):
 class Sent:
     """A request :meth:`LeanTransport.send_now` wrote; its response is read later."""
 
-    __slots__ = ("answered", "conn", "payload", "request")
+    __slots__ = ("_build", "_request", "answered", "conn", "payload")
 
-    def __init__(self, request: httpx.Request, conn: _Conn, payload: bytes) -> None:
-        self.request = request
+    def __init__(self, build: Callable[[], httpx.Request], conn: _Conn, payload: bytes) -> None:
+        self._build = build
+        self._request: httpx.Request | None = None
         self.conn: _Conn | None = conn
         self.payload = payload
         #: The response's status once :meth:`LeanTransport.response_to` has read
         #: its head; 0 if there will be none (aborted, or the exchange failed).
         self.answered: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    @property
+    def request(self) -> httpx.Request:
+        """The request as httpx's, built when first needed: after the write, not before it."""
+        if self._request is None:
+            self._request = self._build()
+        return self._request
 
     def abort(self) -> None:
         """Nobody will read the response: close its connection (once it is ours)."""
@@ -281,11 +289,12 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return b"".join(lines)
 
     def _key(self, request: httpx.Request) -> tuple[str, str, int]:
-        url = request.url
-        scheme = url.scheme
-        if scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"unsupported scheme {scheme!r}", request=request)
-        return (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+        key = _origin(request.url)
+        if key is None:
+            raise httpx.UnsupportedProtocol(
+                f"unsupported scheme {request.url.scheme!r}", request=request
+            )
+        return key
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._closed:
@@ -300,25 +309,36 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 pass  # the server closed a pooled connection before answering: once more, afresh
         return await self._afresh(request, key, payload)
 
-    def send_now(self, request: httpx.Request) -> Sent | None:
-        """Write ``request`` at once on an idle pooled connection; None if there is none.
+    def send_now(
+        self,
+        url: httpx.URL,
+        headers: Mapping[str, str],
+        content: bytes,
+        build: Callable[[], httpx.Request],
+    ) -> Sent | None:
+        """POST ``content`` at once on an idle pooled connection; None if there is none.
 
         No await: the gateway starts its upstream request this way within the
         handler's own step, instead of in a task that runs an iteration later.
-        Read the response with :meth:`response_to`, or :meth:`Sent.abort` it.
+        The bytes are written from ``url`` and ``headers`` directly; ``build``
+        makes the same request as an ``httpx.Request`` once one is needed (to
+        read the response, or to report an error): building it first took as
+        long as the rest of the write. Read the response with
+        :meth:`response_to`, or :meth:`Sent.abort` it.
         """
-        if self._closed:
+        key = _origin(url)
+        if self._closed or key is None:
             return None
-        conn = self._checkout(self._key(request))
+        conn = self._checkout(key)
         if conn is None:
             return None
-        payload = self._head(request) + request.content
+        payload = _post_head(url, headers, len(content)) + content
         try:
             conn.writer.write(payload)
         except (ConnectionError, OSError, RuntimeError):
             conn.close()
             return None
-        return Sent(request, conn, payload)
+        return Sent(build, conn, payload)
 
     async def response_to(self, sent: Sent) -> httpx.Response:
         """The response to a request of :meth:`send_now` (sent again afresh if stale)."""
@@ -438,6 +458,28 @@ class _ReadTimedOut(Exception):
 
 class _StaleConnection(Exception):
     """Nothing came back: the connection was dead before this request used it."""
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL: which pooled connections can carry it."""
+    scheme = url.scheme
+    if scheme not in ("http", "https"):
+        return None
+    return (scheme, url.host, url.port or (443 if scheme == "https" else 80))
+
+
+def _post_head(url: httpx.URL, headers: Mapping[str, str], length: int) -> bytes:
+    """A POST's head as httpx writes it: Host, ``headers``, Content-Length (unless given)."""
+    given = {name.lower() for name in headers}
+    parts = [b"POST ", url.raw_path or b"/", b" HTTP/1.1\r\n"]
+    if "host" not in given:
+        parts += (b"Host: ", url.netloc, b"\r\n")
+    for name, value in headers.items():
+        parts += (name.encode("ascii"), b": ", value.encode("ascii"), b"\r\n")
+    if "content-length" not in given:
+        parts.append(b"Content-Length: %d\r\n" % length)
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def _parse_head(
