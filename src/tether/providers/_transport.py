@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
 import httpx
 
@@ -280,13 +280,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         return _Conn(key, reader, writer)
 
     def _head(self, request: httpx.Request) -> bytes:
-        url = request.url
-        target = url.raw_path or b"/"
-        lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1\r\n"]
-        for name, value in request.headers.raw:
-            lines.append(name + b": " + value + b"\r\n")
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        return _request_head(request.method.encode("ascii"), request.url, request.headers.raw)
 
     def _key(self, request: httpx.Request) -> tuple[str, str, int]:
         key = _origin(request.url)
@@ -468,18 +462,24 @@ def _origin(url: httpx.URL) -> tuple[str, str, int] | None:
     return (scheme, url.host, url.port or (443 if scheme == "https" else 80))
 
 
+def _request_head(method: bytes, url: httpx.URL, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """A request's head: its request line, then one line per header."""
+    lines = [method + b" " + (url.raw_path or b"/") + b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        lines.append(name + b": " + value + b"\r\n")
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
 def _post_head(url: httpx.URL, headers: Mapping[str, str], length: int) -> bytes:
     """A POST's head as httpx writes it: Host, ``headers``, Content-Length (unless given)."""
     given = {name.lower() for name in headers}
-    parts = [b"POST ", url.raw_path or b"/", b" HTTP/1.1\r\n"]
+    raw = [(name.encode("ascii"), value.encode("ascii")) for name, value in headers.items()]
     if "host" not in given:
-        parts += (b"Host: ", url.netloc, b"\r\n")
-    for name, value in headers.items():
-        parts += (name.encode("ascii"), b": ", value.encode("ascii"), b"\r\n")
+        raw.insert(0, (b"Host", url.netloc))
     if "content-length" not in given:
-        parts.append(b"Content-Length: %d\r\n" % length)
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        raw.append((b"Content-Length", b"%d" % length))
+    return _request_head(b"POST", url, raw)
 
 
 def _parse_head(
