@@ -54,7 +54,7 @@ from fastapi.responses import Response, StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
-from tether.api.auth import Unauthorized
+from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.sessions import MAX_TEXT, Who
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions import events as ev
@@ -583,12 +583,10 @@ class AISDKFront:
 
     # -- GET /v1/aisdk/chat/{id}/stream ---------------------------------------------
 
-    async def active(
-        self, chat_id: str, owner: str | None, session_only: str | None
-    ) -> tuple[str, str, int] | None:
+    async def active(self, chat_id: str, who: Caller) -> tuple[str, str, int] | None:
         """(session id, run id, position of its run-start) of the chat's active run."""
-        chat = await self._chat(chat_key(owner, chat_id), owner)
-        if chat is None or (session_only is not None and session_only != chat.session_id):
+        chat = await self._chat(chat_key(who.owner, chat_id), who.owner)
+        if chat is None or not who.may_read(session_resource(chat.session_id)):
             return None
         sid = chat.session_id
         run = (await self.sessions.state(sid)).fold.active_run
@@ -697,7 +695,7 @@ def build_aisdk_router(
     )
     async def chat(body: ChatRequest, who: Who) -> Response:
         """useChat's DefaultChatTransport: send or regenerate, answered as a UI message stream."""
-        if who.session_only is not None:
+        if who.read_only:
             raise Unauthorized("a read token can only read")
         sid, run_id, position = await front.submit(body, who.owner)
         return _ui_response(front, sid, run_id, position)
@@ -709,7 +707,7 @@ def build_aisdk_router(
     )
     async def resume(chat_id: Annotated[str, Path(max_length=200)], who: Who) -> Response:
         """useChat's resume: the active run's stream from its start, or 204 when idle."""
-        found = await front.active(chat_id, who.owner, who.session_only)
+        found = await front.active(chat_id, who)
         if found is None:
             return Response(status_code=204)
         return _ui_response(front, *found)

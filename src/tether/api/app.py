@@ -19,16 +19,18 @@ from tether import __version__
 from tether.agents.app import App
 from tether.agents.gateway import GatewayAgent, GatewaySpec
 from tether.agents.model import ModelAgent, RetryPolicy
+from tether.api.access import StreamPolicy
 from tether.api.aisdk import build_aisdk_router
-from tether.api.auth import Auth, Unauthorized
+from tether.api.auth import Auth
 from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
 from tether.api.sessions import build_router, install_error_handlers
+from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, Runtime
-from tether.sessions.service import SessionNotFound, SessionRecord, SessionService
+from tether.sessions.service import SessionRecord, SessionService
 from tether.store.base import Store
-from tether.streams.app import HTTPError, Receive, Scope, Send, StreamsApp, StreamsConfig
+from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,7 @@ class TetherApp:
         retry: RetryPolicy | None = None,
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
+        shared_streams: bool = False,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -59,7 +62,8 @@ class TetherApp:
         self.runtime = Runtime(
             self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
         )
-        self.streams = StreamsApp(store, streams, authorize=self._authorize_stream)
+        self.policy = StreamPolicy(self.auth, self.sessions, shared=shared_streams)
+        self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
         self._stop: asyncio.Future[None] | None = None
         self.web = self._build_web()
@@ -85,6 +89,7 @@ class TetherApp:
         )  # fmt: skip
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
+        web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
 
         @web.get("/healthz", tags=["meta"])
@@ -115,35 +120,6 @@ class TetherApp:
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.retry)
         return ModelAgent(provider, model, self.retry)
-
-    async def _authorize_stream(self, scope: Scope, name: str, headers: dict[str, str]) -> None:
-        """Streams need a key when keys are set; a session's stream, its owner's key."""
-        token = None
-        if "token=" in scope.get("query_string", b"").decode("latin-1"):
-            from urllib.parse import parse_qs
-
-            token = parse_qs(scope["query_string"].decode("latin-1")).get("token", [None])[0]
-        try:
-            caller = self.auth.caller(headers.get("authorization"), token)
-        except Unauthorized as err:
-            raise HTTPError(
-                401, "unauthorized", str(err), [(b"www-authenticate", b"Bearer")]
-            ) from None
-        if not name.startswith("sessions/"):
-            if caller.session_only is not None:
-                raise HTTPError(404, "not_found", f"stream not found: {name}")
-            return
-        session_id = name.removeprefix("sessions/")
-        if caller.session_only is not None and (
-            caller.session_only != session_id or scope["method"] not in ("GET", "HEAD")
-        ):
-            raise HTTPError(404, "not_found", f"stream not found: {name}")
-        if scope["method"] not in ("GET", "HEAD"):
-            raise HTTPError(405, "read_only", "a session's stream is written by tether only")
-        try:
-            await self.sessions.record(session_id, caller.owner)
-        except SessionNotFound:
-            raise HTTPError(404, "not_found", f"stream not found: {name}") from None
 
     # -- ASGI ------------------------------------------------------------------
 

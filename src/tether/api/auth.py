@@ -1,10 +1,16 @@
 """Who is calling: tether keys, and short-lived read tokens for browsers.
 
 With keys configured, every request carries ``Authorization: Bearer <key>``;
-a session belongs to the key that created it and is invisible (404) to any
-other. Sessions store the key's identity (a hash), never the key. A browser
-EventSource cannot send headers, so a key holder can mint a read token that
-lets ``?token=`` read one session's events until it expires.
+what a key creates (sessions, streams) belongs to it and is invisible (404) to
+any other. Stored records name a key by its identity (a hash), never the key.
+
+A browser EventSource cannot send headers, so a key holder can mint a *read
+token* that lets ``?token=`` read one resource (a session, or one stream)
+until it expires. A token is opaque: the resource, the owner and the expiry
+are sealed with AES-GCM under a key derived from ``TETHER_SECRET`` (or, when
+that is unset, from random bytes chosen at start-up, so tokens then last no
+longer than the process and are not accepted by other replicas). A token
+whose key has since been removed from ``TETHER_API_KEYS`` is refused.
 """
 
 from __future__ import annotations
@@ -14,37 +20,78 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+#: A token lives this long unless its minter asks for less.
+TOKEN_TTL = 3600.0
+MIN_SECRET_BYTES = 32
+_TOKEN_PREFIX = "tt1."
+_AAD = b"tether read token v1"
+_NONCE = 12
 
 
 class Unauthorized(Exception):
     pass
 
 
+class ConfigError(ValueError):
+    """The auth configuration is unusable; the message names the variable, never its value."""
+
+
 def key_identity(key: str) -> str:
     return "key_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+def session_resource(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+def stream_resource(store_path: str) -> str:
+    return f"stream:{store_path}"
+
+
 @dataclass(frozen=True, slots=True)
 class Caller:
-    #: Identity that owns sessions; None when auth is off (everything visible).
+    #: Identity that owns sessions and streams; None when auth is off (everything visible).
     owner: str | None
-    #: Set for a read token: the one session it may read.
-    session_only: str | None = None
+    #: Set for a read token: the one resource it may read (``session_resource``
+    #: or ``stream_resource``); such a caller may do nothing else.
+    resource: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        return self.resource is not None
+
+    def may_read(self, resource: str) -> bool:
+        """False only for a read token that names another resource."""
+        return self.resource is None or self.resource == resource
 
 
 class Auth:
     def __init__(self, keys: Iterable[str] = (), secret: bytes | None = None) -> None:
-        self._ids = {hmac.new(b"k", k.encode(), "sha256").digest(): key_identity(k) for k in keys}
+        if secret is not None and len(secret) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"TETHER_SECRET must be at least {MIN_SECRET_BYTES} bytes long "
+                f"(it is {len(secret)}); e.g. `openssl rand -hex 32`"
+            )
+        self._ids = {_digest(k): key_identity(k) for k in keys}
+        self._identities = frozenset(self._ids.values())
         self.enabled = bool(self._ids)
-        self._secret = secret or os.urandom(32)
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_AAD)
+        self._aead = AESGCM(hkdf.derive(secret or os.urandom(32)))
 
     @classmethod
-    def from_env(cls) -> Auth:
-        raw = os.environ.get("TETHER_API_KEYS", "")
-        keys = [k.strip() for k in raw.split(",") if k.strip()]
-        secret = os.environ.get("TETHER_SECRET")
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Auth:
+        env = os.environ if env is None else env
+        keys = [k.strip() for k in env.get("TETHER_API_KEYS", "").split(",") if k.strip()]
+        secret = env.get("TETHER_SECRET")
         return cls(keys, secret.encode() if secret else None)
 
     def caller(self, authorization: str | None, token: str | None = None) -> Caller:
@@ -53,38 +100,42 @@ class Auth:
         if authorization:
             scheme, _, value = authorization.partition(" ")
             if scheme.lower() == "bearer" and value:
-                ident = self._ids.get(hmac.new(b"k", value.strip().encode(), "sha256").digest())
+                ident = self._ids.get(_digest(value.strip()))
                 if ident is not None:
                     return Caller(ident)
             raise Unauthorized("invalid API key")
         if token:
-            return self._read_token(token)
+            return self._open(token)
         raise Unauthorized("missing Authorization: Bearer <key>")
 
     def read_token(
-        self, session_id: str, owner: str | None, ttl: float = 3600
+        self, resource: str, owner: str | None, ttl: float = TOKEN_TTL
     ) -> tuple[str, float]:
+        """A token that reads ``resource`` as ``owner`` for ``ttl`` seconds; and its expiry."""
         expires = time.time() + ttl
-        body = f"{session_id}|{owner or ''}|{int(expires)}".encode()
-        sig = hmac.new(self._secret, body, "sha256").digest()[:18]
-        token = (
-            base64.urlsafe_b64encode(body).decode().rstrip("=")
-            + "."
-            + (base64.urlsafe_b64encode(sig).decode().rstrip("="))
-        )
-        return token, expires
+        payload = orjson.dumps({"r": resource, "o": owner, "x": expires})
+        nonce = os.urandom(_NONCE)
+        sealed = nonce + self._aead.encrypt(nonce, payload, _AAD)
+        return _TOKEN_PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("="), expires
 
-    def _read_token(self, token: str) -> Caller:
+    def _open(self, token: str) -> Caller:
+        if not token.startswith(_TOKEN_PREFIX) or len(token) > 4096:
+            raise Unauthorized("malformed read token")
+        raw = token[len(_TOKEN_PREFIX) :]
         try:
-            body_b64, sig_b64 = token.split(".", 1)
-            body = base64.urlsafe_b64decode(body_b64 + "=" * (-len(body_b64) % 4))
-            sig = base64.urlsafe_b64decode(sig_b64 + "=" * (-len(sig_b64) % 4))
-            session_id, owner, expires = body.decode().split("|")
-        except ValueError:
-            raise Unauthorized("malformed read token") from None
-        good = hmac.new(self._secret, body, "sha256").digest()[:18]
-        if not hmac.compare_digest(sig, good):
-            raise Unauthorized("invalid read token")
-        if time.time() > int(expires):
+            sealed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            payload = self._aead.decrypt(sealed[:_NONCE], sealed[_NONCE:], _AAD)
+            claims = orjson.loads(payload)
+            resource, owner, expires = str(claims["r"]), claims["o"], float(claims["x"])
+        except (ValueError, InvalidTag, KeyError, TypeError):
+            raise Unauthorized("invalid read token") from None
+        if time.time() > expires:
             raise Unauthorized("read token expired")
-        return Caller(owner or None, session_only=session_id)
+        if owner not in self._identities:
+            raise Unauthorized("invalid read token")  # its key was revoked
+        return Caller(owner, resource=resource)
+
+
+def _digest(key: str) -> bytes:
+    """Keys are looked up by a digest, so comparing them takes the same time whatever they hold."""
+    return hmac.new(b"k", key.encode(), "sha256").digest()

@@ -44,7 +44,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.agents.gateway import ERROR_CODES, PREFETCHES, GatewaySpec, Prefetch, model_request
-from tether.api.auth import Auth, Caller, Unauthorized
+from tether.api.auth import Auth, Caller, Unauthorized, session_resource
 from tether.providers._http import HTTPProvider
 from tether.providers.base import SAMPLING_OPTIONS, ChatMessage, Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
@@ -704,7 +704,7 @@ def build_openai_router(
                 "You didn't provide an API key. Send a tether key in an Authorization header "
                 "(Authorization: Bearer <key>).",
             ) from None
-        if who.session_only is not None and who.session_only != reading:
+        if who.read_only and (reading is None or not who.may_read(session_resource(reading))):
             raise OpenAIError(401, "A read token cannot do this.", code="invalid_api_key")
         return who
 

@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
-from tether.api.auth import Auth, Caller, Unauthorized
+from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable
+from tether.streams.app import HTTPError
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -68,6 +69,11 @@ class ToolResult(BaseModel):
     error: str | None = None
 
 
+class ReadTokenRequest(BaseModel):
+    #: Seconds the token lives; an hour at most.
+    ttl: float = Field(default=TOKEN_TTL, gt=0, le=TOKEN_TTL)
+
+
 class ToolApproval(BaseModel):
     tool_call_id: str
     approved: bool
@@ -114,6 +120,13 @@ def install_error_handlers(app: FastAPI) -> None:
         resp.headers["retry-after"] = "1"
         return resp
 
+    @app.exception_handler(HTTPError)
+    async def _http(request: Request, exc: HTTPError) -> JSONResponse:
+        resp = error_body(exc.status, exc.code, str(exc))
+        for name, value in exc.headers:
+            resp.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return resp
+
     @app.exception_handler(WireError)
     async def _wire(request: Request, exc: WireError) -> JSONResponse:
         return error_body(400, "bad_request", str(exc))
@@ -150,12 +163,12 @@ def build_router(
     router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
     async def owned(session_id: str, who: Caller) -> None:
-        if who.session_only is not None and who.session_only != session_id:
+        if not who.may_read(session_resource(session_id)):
             raise SessionNotFound(session_id)
         await sessions.record(session_id, who.owner)
 
     def writer(who: Caller) -> None:
-        if who.session_only is not None:
+        if who.read_only:
             raise Unauthorized("a read token can only read")
 
     @router.post("", status_code=201)
@@ -269,10 +282,13 @@ def build_router(
         return {"ok": True}
 
     @router.post("/{session_id}/read-token")
-    async def read_token(session_id: str, who: Who) -> dict[str, Any]:
+    async def read_token(
+        session_id: str, who: Who, body: ReadTokenRequest | None = None
+    ) -> dict[str, Any]:
         writer(who)
         await owned(session_id, who)
-        token, expires = auth.read_token(session_id, who.owner)
+        ttl = body.ttl if body is not None else TOKEN_TTL
+        token, expires = auth.read_token(session_resource(session_id), who.owner, ttl)
         return {"token": token, "expires_at": expires}
 
     @router.get("/{session_id}/events")

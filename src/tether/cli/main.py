@@ -88,6 +88,12 @@ def main() -> None:
     show_default="off (or $TETHER_RETRY_LOST_RUNS=1)",
     help="Answer again (once) a run whose server died mid-way, besides ending it as interrupted.",
 )
+@click.option(
+    "--shared-streams/--private-streams",
+    default=lambda: os.environ.get("TETHER_SHARED_STREAMS", "") in ("1", "true", "yes"),
+    show_default="private (or $TETHER_SHARED_STREAMS=1)",
+    help="With TETHER_API_KEYS: let every key use every raw stream (sessions stay private).",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
@@ -100,6 +106,7 @@ def serve(
     long_poll_timeout: float,
     lease_ttl: float,
     retry_lost_runs: bool,
+    shared_streams: bool,
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
@@ -109,10 +116,10 @@ def serve(
     try:
         agents = load_app(app_spec) if app_spec else None
         registry = ProviderRegistry.from_env()
+        auth = Auth.from_env()
         store = open_store(store_spec, data_dir)
     except Exception as err:
         raise click.ClickException(str(err)) from err
-    auth = Auth.from_env()
     app = TetherApp(
         store,
         StreamsConfig(max_body=max_body, long_poll_timeout=long_poll_timeout),
@@ -121,6 +128,7 @@ def serve(
         auth=auth,
         lease_ttl=lease_ttl,
         retry_lost_runs=retry_lost_runs,
+        shared_streams=shared_streams,
     )
     if store_spec == "memory":
         where = "in memory"

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import orjson
@@ -135,9 +135,38 @@ def _store_error(err: errors.StoreError) -> HTTPError:
     return HTTPError(500, "internal", "internal error")
 
 
+class StreamView(Protocol):
+    """What the layer above decided about one request: where its stream names live."""
+
+    def path(self, name: str) -> str:
+        """The store path of the stream the request names."""
+
+    async def source(self, name: str) -> str:
+        """The store path of a fork's source; raises HTTPError if the caller may not read it."""
+
+    def shown(self, message: str) -> str:
+        """``message`` with store paths written as the caller names them."""
+
+
+class _WholeStore:
+    """No authorize hook: a stream's name is its store path."""
+
+    def path(self, name: str) -> str:
+        return name
+
+    async def source(self, name: str) -> str:
+        return name
+
+    def shown(self, message: str) -> str:
+        return message
+
+
+_WHOLE_STORE = _WholeStore()
+
 #: Called with (scope, stream name, request headers) before every request; it
-#: raises HTTPError to refuse. The layer above decides who may touch what.
-Authorize = Callable[[Scope, str, dict[str, str]], Awaitable[None]]
+#: raises HTTPError to refuse, else says where the request's names live. The
+#: layer above decides who may touch what.
+Authorize = Callable[[Scope, str, dict[str, str]], Awaitable[StreamView]]
 
 
 class StreamsApp:
@@ -176,20 +205,22 @@ class StreamsApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        view: StreamView = _WHOLE_STORE
         try:
             name = self.stream_name(scope["path"])
             if self.authorize is not None and method != "OPTIONS":
-                await self.authorize(scope, name, headers)
+                view = await self.authorize(scope, name, headers)
+            path = view.path(name)
             if method == "GET":
-                await self._get(scope, receive, send, name, headers)
+                await self._get(scope, receive, send, path, headers)
             elif method == "POST":
-                await self._post(receive, send, name, headers)
+                await self._post(receive, send, path, headers)
             elif method == "PUT":
-                await self._put(scope, receive, send, name, headers)
+                await self._put(scope, receive, send, path, headers, view)
             elif method == "HEAD":
-                await self._head(send, name)
+                await self._head(send, path)
             elif method == "DELETE":
-                await self.store.delete(name)
+                await self.store.delete(path)
                 await _respond(send, 204, [])
             elif method == "OPTIONS":
                 await self._options(send, headers)
@@ -199,7 +230,9 @@ class StreamsApp:
                     [(b"allow", ALLOWED_METHODS)],
                 )  # fmt: skip
         except errors.StoreError as err:
-            await _error(send, _store_error(err), method)
+            http = _store_error(err)
+            http.args = (view.shown(str(http)),)
+            await _error(send, http, method)
         except HTTPError as err:
             await _error(send, err, method)
         except WireError as err:
@@ -242,7 +275,13 @@ class StreamsApp:
         return [body]
 
     async def _put(
-        self, scope: Scope, receive: Receive, send: Send, name: str, h: dict[str, str]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        name: str,
+        h: dict[str, str],
+        view: StreamView,
     ) -> None:
         ttl_raw, exp_raw = h.get("stream-ttl"), h.get("stream-expires-at")
         if ttl_raw is not None and exp_raw is not None:
@@ -263,7 +302,7 @@ class StreamsApp:
         fork_offset = None
         source_name = None
         if fork_from is not None:
-            source_name = self.stream_name(fork_from)
+            source_name = await view.source(self.stream_name(fork_from))
             if fork_offset_raw is not None:
                 fork_offset = parse_offset(fork_offset_raw)
             if content_type is None:

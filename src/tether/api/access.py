@@ -1,0 +1,115 @@
+"""Who may touch which stream, and which store path a caller's stream name stands for.
+
+With ``TETHER_API_KEYS`` set:
+
+- Each key has its own namespace of raw streams: ``/v1/stream/x`` is a
+  different stream for every key (stored as ``~keys/<key identity>/x``), so
+  another key's streams do not exist for it: 404 on every method, HEAD
+  included, and as a fork's source. ``--shared-streams`` puts all keys' raw
+  streams in one namespace instead, the one used when auth is off.
+- ``sessions/<id>`` is a session's event stream: its owner may read it (GET,
+  HEAD) and fork it; only tether writes to it. To any other key it does not
+  exist.
+- A read token reads its one resource (GET, HEAD) and nothing else.
+
+Paths under ``~keys/`` are reserved in the shared namespace, so a shared or
+auth-off client can never name a key's private stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import parse_qs
+
+from tether.api.auth import Auth, Caller, Unauthorized, session_resource, stream_resource
+from tether.sessions.service import SessionNotFound, SessionService
+from tether.streams.app import HTTPError, Scope
+
+SESSIONS = "sessions/"
+PRIVATE = "~keys/"
+_READS = ("GET", "HEAD")
+
+
+def not_found(name: str) -> HTTPError:
+    return HTTPError(404, "not_found", f"stream not found: {name}")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamView:
+    """One request's view of the store: a caller and the namespace its names live in."""
+
+    policy: StreamPolicy
+    caller: Caller
+    #: Prepended to the caller's stream names ("" for the shared namespace).
+    prefix: str
+
+    def path(self, name: str) -> str:
+        if name.startswith(SESSIONS):
+            return name
+        if not self.prefix and name.startswith(PRIVATE):
+            raise HTTPError(400, "reserved_path", f"stream paths under {PRIVATE} are reserved")
+        return self.prefix + name
+
+    async def source(self, name: str) -> str:
+        """Store path of a fork's source, if this caller may read it (else 404)."""
+        if name.startswith(SESSIONS):
+            await self.policy.check_session_read(self.caller, name)
+            return name
+        return self.path(name)
+
+    def shown(self, message: str) -> str:
+        """``message`` with store paths written as this caller names them."""
+        return message.replace(self.prefix, "") if self.prefix else message
+
+
+class StreamPolicy:
+    def __init__(self, auth: Auth, sessions: SessionService, *, shared: bool = False) -> None:
+        self.auth = auth
+        self.sessions = sessions
+        self.shared = shared
+
+    def prefix(self, caller: Caller) -> str:
+        if caller.owner is None or self.shared:
+            return ""
+        return f"{PRIVATE}{caller.owner}/"
+
+    def view(self, caller: Caller) -> StreamView:
+        return StreamView(self, caller, self.prefix(caller))
+
+    def caller(self, scope: Scope, headers: dict[str, str]) -> Caller:
+        token = None
+        query = scope.get("query_string", b"")
+        if b"token=" in query:
+            token = parse_qs(query.decode("latin-1")).get("token", [None])[0]
+        try:
+            return self.auth.caller(headers.get("authorization"), token)
+        except Unauthorized as err:
+            raise HTTPError(
+                401, "unauthorized", str(err), [(b"www-authenticate", b"Bearer")]
+            ) from None
+
+    async def authorize(self, scope: Scope, name: str, headers: dict[str, str]) -> StreamView:
+        """The hook of ``StreamsApp``: refuse the request, or say where its names live."""
+        caller = self.caller(scope, headers)
+        view = self.view(caller)
+        method = scope["method"]
+        if name.startswith(SESSIONS):
+            await self.check_session_read(caller, name)
+            if method not in _READS:
+                raise HTTPError(405, "read_only", "a session's stream is written by tether only")
+            return view
+        if caller.read_only and (
+            method not in _READS or not caller.may_read(stream_resource(view.path(name)))
+        ):
+            raise not_found(name)
+        return view
+
+    async def check_session_read(self, caller: Caller, name: str) -> None:
+        """404 unless ``caller`` may read the session whose stream is ``name``."""
+        session_id = name.removeprefix(SESSIONS)
+        if not caller.may_read(session_resource(session_id)) or "/" in session_id:
+            raise not_found(name)
+        try:
+            await self.sessions.record(session_id, caller.owner)
+        except SessionNotFound:
+            raise not_found(name) from None
