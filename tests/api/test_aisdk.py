@@ -30,6 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 AISDK_DIR = REPO_ROOT / "tests" / "aisdk"
 CHAT = "/v1/aisdk/chat"
 NODE_TIMEOUT = 120.0
+#: The web app calling tether from its own dev server: an origin tether is told to allow.
+APP_ORIGIN = "http://localhost:3000"
 
 AGENTS = """
 import tether
@@ -57,14 +59,14 @@ async def careful(ctx):
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TetherServer]:
     factory = ServerFactory(tmp_path_factory.mktemp("aisdk"))
     try:
-        yield factory()
+        yield factory(extra_args=["--cors-origins", APP_ORIGIN])
     finally:
         factory.stop_all()
 
 
 @pytest.fixture
 def client(server: TetherServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+    with httpx.Client(base_url=server.base_url, timeout=30, headers={"origin": APP_ORIGIN}) as c:
         yield c
 
 
@@ -192,7 +194,7 @@ def test_count_is_answered_as_a_ui_message_stream(client: httpx.Client) -> None:
     assert s.status == 200, s.body
     assert s.headers["x-vercel-ai-ui-message-stream"] == "v1"
     assert s.headers["content-type"].startswith("text/event-stream")
-    assert s.headers["access-control-allow-origin"] == "*"
+    assert s.headers["access-control-allow-origin"] == APP_ORIGIN
     mid, start = opening(s)
     assert s.chunks == [*start, *text_chunks(f"{mid}:1", ["1", " 2", " 3"]), *FINISH]
     assert s.done
@@ -263,7 +265,7 @@ def test_resume_is_204_for_an_unknown_chat_and_after_the_run(client: httpx.Clien
     assert s.done
     r = client.get(f"{CHAT}/{chat_id}/stream")
     assert r.status_code == 204
-    assert r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["access-control-allow-origin"] == APP_ORIGIN
 
 
 def test_resume_mid_run_replays_the_whole_run_from_its_start(
@@ -330,7 +332,7 @@ def test_history_a_chat_session_does_not_have_is_refused(client: httpx.Client) -
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "conflict"
     assert "not-from-tether" in r.json()["error"]["message"]
-    assert r.headers["access-control-allow-origin"] == "*"
+    assert r.headers["access-control-allow-origin"] == APP_ORIGIN
     assert len(snapshot(client, first)["messages"]) == 2  # nothing was written
     # The new message alone continues the session's history.
     alone = read_ui(client, "POST", CHAT, body=chat_body(chat_id, user("/count 1")))
@@ -464,7 +466,7 @@ def test_bad_requests_are_refused_before_anything_is_written(client: httpx.Clien
     for body, status in cases:
         r = client.post(CHAT, json=body)
         assert r.status_code == status, (body, r.text)
-        assert r.headers["access-control-allow-origin"] == "*"
+        assert r.headers["access-control-allow-origin"] == APP_ORIGIN
     assert len(client.get("/v1/sessions").json()["sessions"]) == before
 
 
@@ -473,13 +475,13 @@ def test_cors_preflight(client: httpx.Client) -> None:
         r = client.options(
             path,
             headers={
-                "origin": "http://localhost:3000",
+                "origin": APP_ORIGIN,
                 "access-control-request-method": "POST",
                 "access-control-request-headers": "content-type, authorization",
             },
         )
         assert r.status_code == 204
-        assert r.headers["access-control-allow-origin"] == "*"
+        assert r.headers["access-control-allow-origin"] == APP_ORIGIN
         assert r.headers["access-control-allow-headers"] == "content-type, authorization"
 
 
@@ -488,7 +490,11 @@ def test_cors_preflight(client: httpx.Client) -> None:
 
 def test_chats_belong_to_the_caller(keyed_server: TetherServer) -> None:
     with keyed(keyed_server, "key-a") as a, keyed(keyed_server, "key-b") as b:
-        r = httpx.post(keyed_server.base_url + CHAT, json=chat_body("shared", user("hi")))
+        r = httpx.post(
+            keyed_server.base_url + CHAT,
+            json=chat_body("shared", user("hi")),
+            headers={"origin": APP_ORIGIN},
+        )
         assert r.status_code == 401
         assert r.headers["access-control-allow-origin"] == "*"
         sa = read_ui(a, "POST", CHAT, body=chat_body("shared", user("/count 2"), model="demo"))

@@ -51,7 +51,7 @@ async def served(store: SqliteStore, fake: FakeUpstream) -> AsyncIterator[Tether
 
 async def post(app: Any, body: dict[str, Any]) -> httpx.Response:
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         return await client.post("/v1/chat/completions", json=body)
 
 

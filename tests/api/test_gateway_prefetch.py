@@ -63,7 +63,7 @@ async def gateway_client(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[ht
     await app.runtime.start()
     try:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             yield c
     finally:
         await app.runtime.aclose()

@@ -17,7 +17,7 @@ from tether.store.memory import MemoryStore
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     app = TetherApp(MemoryStore(), auth=Auth(["a-key"]))
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://tether") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         yield c
 
 

@@ -42,16 +42,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import inspect
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import Response, StreamingResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.auth import Caller, Unauthorized, session_resource
@@ -72,12 +70,6 @@ UI_STREAM_HEADERS = {
     "cache-control": "no-cache",
     "x-vercel-ai-ui-message-stream": "v1",
     "x-accel-buffering": "no",
-}
-CORS_HEADERS = {
-    "access-control-allow-origin": "*",
-    "access-control-expose-headers": (
-        "x-vercel-ai-ui-message-stream, x-tether-session-id, x-tether-run-id"
-    ),
 }
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
@@ -115,44 +107,6 @@ class ChatRequest(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     agent: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=MAX_TEXT)
-
-
-# -- CORS on every response of this router, errors included -----------------------
-
-
-class _CORSRoute(APIRoute):
-    """Adds CORS headers to whatever the route answers, including mapped errors.
-
-    The app's exception handlers run outside the route, where these headers
-    would be missing and a browser would hide the error from the transport, so
-    errors are mapped here with the app's own handlers.
-    """
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-
-        async def route(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except Exception as exc:
-                mapped = _handler_for(request, exc)
-                if mapped is None:
-                    raise
-                response = mapped(request, exc)
-                if inspect.isawaitable(response):
-                    response = await response
-            response.headers.update(CORS_HEADERS)
-            return response
-
-        return route
-
-
-def _handler_for(request: Request, exc: Exception) -> Callable[..., Any] | None:
-    handlers = request.app.exception_handlers
-    for cls in type(exc).__mro__:
-        if cls in handlers:
-            return handlers[cls]  # type: ignore[no-any-return]
-    return None
 
 
 # -- chats: chat id -> session ----------------------------------------------------
@@ -666,18 +620,6 @@ def _ui_response(front: AISDKFront, session_id: str, run_id: str, position: int)
     )
 
 
-def _preflight(request: Request) -> Response:
-    requested = request.headers.get("access-control-request-headers")
-    return Response(
-        status_code=204,
-        headers={
-            "access-control-allow-methods": "GET, POST, OPTIONS",
-            "access-control-allow-headers": requested or "Content-Type, Authorization",
-            "access-control-max-age": "86400",
-        },
-    )
-
-
 def build_aisdk_router(
     sessions: SessionService,
     runtime: Runtime,
@@ -686,7 +628,7 @@ def build_aisdk_router(
 ) -> APIRouter:
     """``known_models`` answers ``(model, agent) -> error message or None``."""
     front = AISDKFront(sessions, runtime, known_models, stop)
-    router = APIRouter(prefix="/v1/aisdk", tags=["vercel-ai-sdk"], route_class=_CORSRoute)
+    router = APIRouter(prefix="/v1/aisdk", tags=["vercel-ai-sdk"])
 
     @router.post(
         "/chat",
@@ -711,14 +653,6 @@ def build_aisdk_router(
         if found is None:
             return Response(status_code=204)
         return _ui_response(front, *found)
-
-    @router.options("/chat", include_in_schema=False)
-    async def chat_preflight(request: Request) -> Response:
-        return _preflight(request)
-
-    @router.options("/chat/{chat_id}/stream", include_in_schema=False)
-    async def resume_preflight(request: Request) -> Response:
-        return _preflight(request)
 
     return router
 

@@ -22,6 +22,7 @@ from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import build_aisdk_router
 from tether.api.auth import Auth
+from tether.api.guard import Guard, GuardConfig
 from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
 from tether.api.sessions import build_router, install_error_handlers
 from tether.api.tokens import build_token_router
@@ -52,6 +53,7 @@ class TetherApp:
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
         shared_streams: bool = False,
+        guard: GuardConfig | None = None,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -66,12 +68,15 @@ class TetherApp:
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
         self._stop: asyncio.Future[None] | None = None
-        self.web = self._build_web()
+        guard = guard or GuardConfig(max_body=self.streams.config.max_body)
+        self.web = self._build_web(guard.max_body)
+        self._front = Guard(self._route, self.auth, guard, self._prefix)
 
     # -- wiring ----------------------------------------------------------------
 
-    def _build_web(self) -> FastAPI:
-        web = FastAPI(title="tether", version=__version__)
+    def _build_web(self, max_body: int) -> FastAPI:
+        # FastAPI stops reading a body past max_body_size (413) while reading it.
+        web = FastAPI(title="tether", version=__version__, max_body_size=max_body)
         web.state.auth = self.auth
         install_error_handlers(web)
         web.include_router(
@@ -136,13 +141,17 @@ class TetherApp:
             stop.set_result(None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._front(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith(self._prefix):
             await self.streams(scope, receive, send)
         elif kind == "http" and scope["path"] == COMPLETIONS_PATH and scope["method"] == "POST":
             await self._completions(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
         else:
             await self.web(scope, receive, send)
 

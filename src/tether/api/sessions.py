@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
@@ -92,6 +93,9 @@ def error_body(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
 
@@ -118,6 +122,15 @@ def install_error_handlers(app: FastAPI) -> None:
         # The store (Redis) is away; nothing was acknowledged, so retrying is safe.
         resp = error_body(503, "unavailable", str(exc))
         resp.headers["retry-after"] = "1"
+        return resp
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _starlette(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown routes, wrong methods, bodies past --max-body: the same error shape.
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        resp = error_body(exc.status_code, code, str(exc.detail).lower())
+        for name, value in (exc.headers or {}).items():
+            resp.headers[name] = value
         return resp
 
     @app.exception_handler(HTTPError)

@@ -15,6 +15,7 @@ import uvicorn
 from tether.agents.app import load_app
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
+from tether.api.guard import GuardConfig
 from tether.cli.chat import chat, tail
 from tether.cli.gc_policy import settle_heap
 from tether.providers.registry import ProviderRegistry
@@ -23,6 +24,13 @@ from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
 
 DEFAULT_PORT = 4437  # the Durable Streams protocol's registered default
+#: Requests a second per key, with keys: far above an interactive client's, far
+#: below what one key could take from the others on this machine.
+DEFAULT_RATE = 1000.0
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
 class _Server(uvicorn.Server):
@@ -94,6 +102,26 @@ def main() -> None:
     show_default="private (or $TETHER_SHARED_STREAMS=1)",
     help="With TETHER_API_KEYS: let every key use every raw stream (sessions stay private).",
 )
+@click.option(
+    "--cors-origins",
+    default=lambda: os.environ.get("TETHER_CORS_ORIGINS"),
+    show_default="any with TETHER_API_KEYS, none without (or $TETHER_CORS_ORIGINS)",
+    help="Comma-separated origins whose web pages may call tether, or '*' for any.",
+)
+@click.option(
+    "--allowed-hosts",
+    default=lambda: os.environ.get("TETHER_ALLOWED_HOSTS", ""),
+    show_default="loopback and --host (or $TETHER_ALLOWED_HOSTS)",
+    help="Without TETHER_API_KEYS: more Host names to answer (comma-separated).",
+)
+@click.option(
+    "--rate-limit",
+    default=lambda: float(os.environ.get("TETHER_RATE_LIMIT", DEFAULT_RATE)),
+    show_default=f"{DEFAULT_RATE:g} (or $TETHER_RATE_LIMIT)",
+    type=click.FloatRange(min=0),
+    help="With TETHER_API_KEYS: requests a second per key (0: no limit); "
+    "twice as many may come at once.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
@@ -107,6 +135,9 @@ def serve(
     lease_ttl: float,
     retry_lost_runs: bool,
     shared_streams: bool,
+    cors_origins: str | None,
+    allowed_hosts: str,
+    rate_limit: float,
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
@@ -129,6 +160,14 @@ def serve(
         lease_ttl=lease_ttl,
         retry_lost_runs=retry_lost_runs,
         shared_streams=shared_streams,
+        guard=GuardConfig(
+            cors_origins=None if cors_origins is None else _csv(cors_origins),
+            allowed_hosts=_csv(allowed_hosts),
+            bind_host=host,
+            max_body=max_body,
+            rate_limit=rate_limit,
+            rate_burst=max(1, int(2 * rate_limit)),
+        ),
     )
     if store_spec == "memory":
         where = "in memory"

@@ -48,23 +48,12 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 Headers = list[tuple[bytes, bytes]]
 
-EXPOSED = (
-    b"Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
-    b"Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
-    b"Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type"
-)
+#: CORS headers are the front door's (``api.guard``); these go on every response.
 COMMON: Headers = [
     (b"x-content-type-options", b"nosniff"),
     (b"cross-origin-resource-policy", b"cross-origin"),
-    (b"access-control-allow-origin", b"*"),
-    (b"access-control-expose-headers", EXPOSED),
 ]
 ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
-ALLOWED_HEADERS = (
-    b"Content-Type, Authorization, If-None-Match, Stream-TTL, Stream-Expires-At, Stream-Seq, "
-    b"Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
-    b"Producer-Id, Producer-Epoch, Producer-Seq"
-)
 CACHEABLE = b"private, max-age=60, stale-while-revalidate=300"
 TRUE = b"true"
 
@@ -223,7 +212,7 @@ class StreamsApp:
                 await self.store.delete(path)
                 await _respond(send, 204, [])
             elif method == "OPTIONS":
-                await self._options(send, headers)
+                await self._options(send)
             else:
                 raise HTTPError(
                     405, "method_not_allowed", f"{method} is not supported on a stream",
@@ -375,20 +364,9 @@ class StreamsApp:
             out.append((b"stream-closed", TRUE))
         await _respond(send, 200, out)
 
-    async def _options(self, send: Send, h: dict[str, str]) -> None:
-        requested = h.get("access-control-request-headers")
-        await _respond(
-            send,
-            204,
-            [
-                (b"access-control-allow-methods", ALLOWED_METHODS),
-                (
-                    b"access-control-allow-headers",
-                    requested.encode() if requested else ALLOWED_HEADERS,
-                ),
-                (b"access-control-max-age", b"86400"),
-            ],
-        )
+    async def _options(self, send: Send) -> None:
+        """A plain OPTIONS (CORS preflights are answered in front of this app)."""
+        await _respond(send, 204, [(b"allow", ALLOWED_METHODS)])
 
     # -- reads ---------------------------------------------------------------
 
