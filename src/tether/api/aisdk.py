@@ -53,6 +53,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.auth import Caller, Unauthorized, session_resource
+from tether.api.bodies import CheckedJSONRoute
 from tether.api.sessions import MAX_TEXT, Who
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions import events as ev
@@ -466,7 +467,7 @@ class AISDKFront:
             if not messages:
                 raise InvalidInput("messages must not be empty")
             parts = _new_user_parts(messages[-1])
-        elif body.messageId is None and not messages:
+        elif not body.messageId and not messages:
             raise InvalidInput("regenerate-message needs a messageId or messages")
 
         key = chat_key(owner, body.id)
@@ -486,29 +487,41 @@ class AISDKFront:
                     metadata={"aisdk_chat_id": body.id},
                 )
                 chat = Chat(key, body.id, record.id)
-                await self._save(chat)
-            sid = chat.session_id
-            position = (await self.sessions.store.head(stream_name(sid))).tail
-            known = (await self.sessions.state(sid)).fold.messages
+            try:
+                return await self._place(body, chat, parts, created)
+            except BaseException:
+                if created:  # a request that fails leaves neither a session nor a chat
+                    await self.runtime.forget(chat.session_id)
+                    await self.sessions.delete(chat.session_id)
+                raise
 
-            if body.trigger == "submit-message":
-                last = messages[-1]
-                if not created and chat.tether_id(last.id) in known:
-                    # useChat's sendMessage({text, messageId}): an edit, a new branch.
-                    mid, run_id, _ = await self.runtime.edit(sid, chat.tether_id(last.id), parts)
-                else:
-                    parent = await self._place_history(chat, messages[:-1], known, created)
-                    mid, run_id, _ = await self.runtime.send(sid, parts, parent_id=parent)
-                chat.ids[last.id] = mid
+    async def _place(
+        self, body: ChatRequest, chat: Chat, parts: list[dict[str, Any]], created: bool
+    ) -> tuple[str, str, int]:
+        """Send, edit or regenerate in the chat's session; saves the chat last."""
+        messages = body.messages
+        sid = chat.session_id
+        position = (await self.sessions.store.head(stream_name(sid))).tail
+        known = (await self.sessions.state(sid)).fold.messages
+
+        if body.trigger == "submit-message":
+            last = messages[-1]
+            if not created and chat.tether_id(last.id) in known:
+                # useChat's sendMessage({text, messageId}): an edit, a new branch.
+                mid, run_id, _ = await self.runtime.edit(sid, chat.tether_id(last.id), parts)
             else:
-                target_id = body.messageId or messages[-1].id
-                await self._place_history(chat, messages, known, created)
-                known = (await self.sessions.state(sid)).fold.messages
-                target = chat.tether_id(target_id)
-                if target not in known:
-                    raise HistoryMismatch(f"message {target_id} is not in this chat's session")
-                run_id, _ = await self.runtime.regenerate(sid, target)
-            await self._save(chat)
+                parent = await self._place_history(chat, messages[:-1], known, created)
+                mid, run_id, _ = await self.runtime.send(sid, parts, parent_id=parent)
+            chat.ids[last.id] = mid
+        else:
+            target_id = body.messageId or messages[-1].id
+            await self._place_history(chat, messages, known, created)
+            known = (await self.sessions.state(sid)).fold.messages
+            target = chat.tether_id(target_id)
+            if target not in known:
+                raise HistoryMismatch(f"message {target_id} is not in this chat's session")
+            run_id, _ = await self.runtime.regenerate(sid, target)
+        await self._save(chat)
         return sid, run_id, position
 
     async def _place_history(
@@ -628,7 +641,7 @@ def build_aisdk_router(
 ) -> APIRouter:
     """``known_models`` answers ``(model, agent) -> error message or None``."""
     front = AISDKFront(sessions, runtime, known_models, stop)
-    router = APIRouter(prefix="/v1/aisdk", tags=["vercel-ai-sdk"])
+    router = APIRouter(prefix="/v1/aisdk", tags=["vercel-ai-sdk"], route_class=CheckedJSONRoute)
 
     @router.post(
         "/chat",

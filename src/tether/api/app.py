@@ -78,6 +78,7 @@ class TetherApp:
         # FastAPI stops reading a body past max_body_size (413) while reading it.
         web = FastAPI(title="tether", version=__version__, max_body_size=max_body)
         web.state.auth = self.auth
+        web.state.json_limits = self.streams.config.json
         install_error_handlers(web)
         web.include_router(
             build_router(
@@ -90,7 +91,8 @@ class TetherApp:
 
         gateway = build_openai_router(
             self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
-            max_body=self.streams.config.max_body, agents=lambda: list(self.agents),
+            max_body=self.streams.config.max_body, json_limits=self.streams.config.json,
+            agents=lambda: list(self.agents),
         )  # fmt: skip
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models

@@ -52,6 +52,8 @@ from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable
+from tether.streams import json_body
+from tether.streams.json_body import JsonLimits
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -684,6 +686,7 @@ def build_openai_router(
     stop: Callable[[], asyncio.Future[None]],
     *,
     max_body: int = 10 * 1024 * 1024,
+    json_limits: JsonLimits = JsonLimits(),  # noqa: B008 - frozen, never mutated
     agents: Callable[[], list[str]] = list,
 ) -> OpenAIRoutes:
     router = APIRouter(tags=["openai"])
@@ -718,11 +721,15 @@ def build_openai_router(
             if len(raw) > max_body:
                 raise OpenAIError(413, f"The request body is larger than {max_body} bytes.")
         try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            value = json_body.parse(bytes(raw), json_limits)
+            json_body.check_value(value, json_limits)  # what a session's events can carry
+            return value
+        except json_body.JsonTooLarge as err:
+            raise OpenAIError(413, str(err)) from None
+        except WireError as err:
             raise _invalid(
                 "We could not parse the JSON body of your request. The request body must be "
-                "valid JSON."
+                f"valid JSON ({err})."
             ) from None
 
     def check_model(model: str) -> tuple[Provider, str]:
@@ -760,6 +767,7 @@ def build_openai_router(
             # prefetch's task writes this one), so a burst's set-ups run while the
             # upstream thinks instead of each delaying the next one's request.
             await asyncio.sleep(0)
+        record = None
         try:
             record = await sessions.create(
                 owner=who.owner,
@@ -783,6 +791,9 @@ def build_openai_router(
         except BaseException:
             if prefetch is not None:
                 prefetch.discard()
+            if record is not None:  # a request that fails leaves no session behind
+                await runtime.forget(record.id)
+                await sessions.delete(record.id)
             raise
         headers = {
             "x-tether-session-id": record.id,

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
+from tether.api.bodies import CheckedJSONRoute
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable
@@ -142,7 +143,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(WireError)
     async def _wire(request: Request, exc: WireError) -> JSONResponse:
-        return error_body(400, "bad_request", str(exc))
+        return error_body(exc.status, exc.code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -173,7 +174,7 @@ def build_router(
     stop: Callable[[], asyncio.Future[None]],
 ) -> APIRouter:
     """``known_models`` answers ``(model, agent) -> error message or None``."""
-    router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+    router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=CheckedJSONRoute)
 
     async def owned(session_id: str, who: Caller) -> None:
         if not who.may_read(session_resource(session_id)):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from tether.api.access import SESSIONS, StreamPolicy, not_found
 from tether.api.auth import TOKEN_TTL, Unauthorized, session_resource, stream_resource
+from tether.api.bodies import CheckedJSONRoute
 from tether.api.sessions import Who
 from tether.store.base import Store
 from tether.store.errors import StreamGone, StreamNotFound
@@ -28,7 +29,7 @@ class StreamTokenRequest(BaseModel):
 
 
 def build_token_router(policy: StreamPolicy, streams: StreamsApp, store: Store) -> APIRouter:
-    router = APIRouter(tags=["streams"])
+    router = APIRouter(tags=["streams"], route_class=CheckedJSONRoute)
 
     @router.post("/v1/read-tokens")
     async def stream_read_token(body: StreamTokenRequest, who: Who) -> dict[str, Any]:

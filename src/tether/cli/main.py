@@ -22,11 +22,15 @@ from tether.providers.registry import ProviderRegistry
 from tether.runtime.runner import LEASE_TTL
 from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
+from tether.streams.json_body import JsonLimits
 
 DEFAULT_PORT = 4437  # the Durable Streams protocol's registered default
 #: Requests a second per key, with keys: far above an interactive client's, far
 #: below what one key could take from the others on this machine.
 DEFAULT_RATE = 1000.0
+
+
+_JSON_DEFAULTS = JsonLimits()
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -80,6 +84,27 @@ def main() -> None:
 )
 @click.option("--max-body", default=10 * 1024 * 1024, show_default=True, type=int,
               help="Largest request body accepted, in bytes.")  # fmt: skip
+@click.option(
+    "--max-batch",
+    default=_JSON_DEFAULTS.max_batch,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most messages one JSON append may hold.",
+)
+@click.option(
+    "--max-json-values",
+    default=_JSON_DEFAULTS.max_values,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most values (elements and members, at any depth) in one JSON body.",
+)
+@click.option(
+    "--max-json-depth",
+    default=_JSON_DEFAULTS.max_depth,
+    show_default=True,
+    type=click.IntRange(min=1, max=200),
+    help="Deepest nesting of a JSON body.",
+)
 @click.option("--long-poll-timeout", default=3.0, show_default=True, type=float,
               help="Seconds a long-poll read waits for new data.")  # fmt: skip
 @click.option(
@@ -131,6 +156,9 @@ def serve(
     data_dir: Path,
     store_spec: str,
     max_body: int,
+    max_batch: int,
+    max_json_values: int,
+    max_json_depth: int,
     long_poll_timeout: float,
     lease_ttl: float,
     retry_lost_runs: bool,
@@ -153,7 +181,13 @@ def serve(
         raise click.ClickException(str(err)) from err
     app = TetherApp(
         store,
-        StreamsConfig(max_body=max_body, long_poll_timeout=long_poll_timeout),
+        StreamsConfig(
+            max_body=max_body,
+            long_poll_timeout=long_poll_timeout,
+            json=JsonLimits(
+                max_values=max_json_values, max_depth=max_json_depth, max_batch=max_batch
+            ),
+        ),
         registry=registry,
         agents=agents,
         auth=auth,

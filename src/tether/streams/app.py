@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
@@ -27,7 +28,8 @@ from tether.store.base import (
     is_json,
 )
 from tether.store.notify import TailEvent
-from tether.streams import sse
+from tether.streams import json_body, sse
+from tether.streams.json_body import JsonLimits
 from tether.streams.wire import (
     WireError,
     format_expires_at,
@@ -37,7 +39,6 @@ from tether.streams.wire import (
     parse_nonneg,
     parse_offset,
     parse_producer,
-    split_json,
 )
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ COMMON: Headers = [
     (b"cross-origin-resource-policy", b"cross-origin"),
 ]
 ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
+#: Control characters cannot be written back in a Location header (or a log line).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 CACHEABLE = b"private, max-age=60, stale-while-revalidate=300"
 TRUE = b"true"
 
@@ -69,6 +72,8 @@ class StreamsConfig:
     #: SSE responses end after this long so that clients reconnect (section 8.2).
     sse_max_seconds: float = 60.0
     sse_heartbeat: float = 15.0
+    #: Bounds on the work one JSON body may cause.
+    json: JsonLimits = field(default_factory=JsonLimits)
 
 
 class HTTPError(Exception):
@@ -185,7 +190,7 @@ class StreamsApp:
         """Store key for a URL path (or a Stream-Forked-From value)."""
         prefix = self.config.prefix
         name = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
-        if not name or len(name) > 1024 or "\x00" in name:
+        if not name or len(name) > 1024 or _CONTROL.search(name):
             raise HTTPError(400, "bad_path", "invalid stream path")
         if any(seg in ("", ".", "..") for seg in name.split("/")):
             raise HTTPError(400, "bad_path", "stream path segments must be non-empty names")
@@ -225,7 +230,7 @@ class StreamsApp:
         except HTTPError as err:
             await _error(send, err, method)
         except WireError as err:
-            await _error(send, HTTPError(400, "bad_request", str(err)), method)
+            await _error(send, HTTPError(err.status, err.code, str(err)), method)
         except _Disconnected:
             return
 
@@ -252,12 +257,11 @@ class StreamsApp:
                 break
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    @staticmethod
-    def _messages(body: bytes, content_type: str, allow_empty_array: bool) -> list[bytes]:
+    def _messages(self, body: bytes, content_type: str, allow_empty_array: bool) -> list[bytes]:
         if not body:
             return []
         if is_json(content_type):
-            messages, was_array = split_json(body)
+            messages, was_array = json_body.split(body, self.config.json)
             if was_array and not messages and not allow_empty_array:
                 raise HTTPError(400, "empty_array", "an empty JSON array appends nothing")
             return messages

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import re
 import time
 from datetime import UTC, datetime
-
-import orjson
 
 from tether.store.base import Producer
 
@@ -18,6 +15,8 @@ from tether.store.base import Producer
 _OFFSET_RE = re.compile(r"^(\d{16})_(\d{16})$")
 _NONNEG_RE = re.compile(r"^(0|[1-9][0-9]*)$")
 _MAX_SAFE_INT = 2**53 - 1
+#: The last instant an expiry can be written back (RFC 3339 has four-digit years).
+_LATEST_EXPIRY = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 
 #: Cursor intervals (protocol section 8.1): 20 s counted from 2024-10-09T00:00Z.
 CURSOR_EPOCH = 1728432000.0
@@ -25,7 +24,10 @@ CURSOR_INTERVAL = 20.0
 
 
 class WireError(ValueError):
-    """A header or query value that does not parse; answered with 400."""
+    """A header, query value or body that does not parse; answered with ``status``."""
+
+    status = 400
+    code = "bad_request"
 
 
 def format_offset(pos: int) -> str:
@@ -60,7 +62,10 @@ def parse_expires_at(raw: str) -> float:
         raise WireError("Stream-Expires-At must be an RFC 3339 timestamp") from None
     if when.tzinfo is None:
         raise WireError("Stream-Expires-At must carry a time zone")
-    return when.timestamp()
+    ts = when.timestamp()
+    if ts > _LATEST_EXPIRY:
+        raise WireError("Stream-Expires-At must be before the year 10000 (UTC)")
+    return ts
 
 
 def format_expires_at(ts: float) -> str:
@@ -88,31 +93,3 @@ def next_cursor(client_cursor: str | None, now: float | None = None) -> str:
             jitter = math.ceil(random.randint(1, 3600) / CURSOR_INTERVAL)
             return str(theirs + jitter)
     return str(interval)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def split_json(body: bytes) -> tuple[list[bytes], bool]:
-    """Messages of a JSON append, re-serialised compactly; flag says it was an array.
-
-    Compact re-serialisation guarantees a message has no raw line breaks, so it
-    is one SSE data line, and gives every reader the same bytes.
-    """
-    try:
-        value = orjson.loads(body)
-        dumps = orjson.dumps
-    except orjson.JSONDecodeError:
-        # orjson stops at 64-bit integers; the stdlib parses any valid JSON.
-        try:
-            value = json.loads(body, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError):
-            raise WireError("body is not valid JSON") from None
-
-        def dumps(v: object) -> bytes:
-            return json.dumps(v, separators=(",", ":"), ensure_ascii=False).encode()
-
-    if isinstance(value, list):
-        return [dumps(v) for v in value], True
-    return [dumps(value)], False
