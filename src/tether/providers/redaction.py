@@ -121,6 +121,7 @@ class Redactor:
         if self._maskable:
             parts.append(_MASK_RUN)
         self._pattern = re.compile("|".join(parts)) if parts else None
+        self._groups = [g for g in _GROUPS if self._pattern and g in self._pattern.groupindex]
 
     def __call__(self, text: str) -> str:
         if self._pattern is None or not self._suspect(text):
@@ -159,7 +160,7 @@ class Redactor:
 
     def _span(self, text: str, m: re.Match[str]) -> tuple[int, int] | None:
         """What to hide for one match (None: a mask run that hides no key of ours)."""
-        group = next(name for name in _GROUPS if m.start(name) >= 0)
+        group = next(name for name in self._groups if m.start(name) >= 0)
         start, stop = m.span(group)
         if group == "base64":
             # The whole base64 word, not just the part that gave it away.
