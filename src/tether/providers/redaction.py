@@ -34,28 +34,25 @@ _PADDING = re.compile(r"=*")
 #: Characters a masked key's visible ends may be made of.
 _KEY_CHARS = re.compile(r"[^\s'\"`()\[\]{}<>,;*.…•]*")
 
-# A field whose name ends in one of these words holds a credential:
-# ``Authorization``, ``X-Api-Key``, ``Set-Cookie``, ``access_token``, ``client_secret``...
-_NAME = r"(?<![a-z0-9])(?:authorization|cookie|token|secret|password|apikey|key)"
-_FIELDS = (
-    rf"(?i:{_NAME}(?:"
+# A field whose name ends in one of these words holds a credential: ``Authorization``,
+# ``X-Api-Key``, ``Set-Cookie``, ``access_token``, ``client_secret``... The word starts
+# the name or follows a character that is not a letter or a digit (not ``monkey``).
+_NAME_ENDS = ("authorization", "cookie", "token", "secret", "password", "apikey", "key")
+#: A field's value, right after its name (in lower-cased text).
+_FIELD_VALUE = re.compile(
     # 'authorization': 'v' (a dict), (b'authorization', b'v') (header tuples), "token": "v"
-    r"['\"][ \t]*[:,][ \t]*b?['\"](?P<quoted>[^'\"]+)"
+    r"['\"][ \t]*[:,][ \t]*b?['\"]([^'\"]+)"
     # authorization: v (a header line; the value runs to the end of the line)
-    r"|[ \t]*:[ \t]*(?P<line>[^\s][^\r\n]*)"
+    r"|[ \t]*:[ \t]*(\S[^\r\n]*)"
     # token=v (a query parameter, a key=value pair)
-    r"|=(?P<param>[^&\s'\"]+)"
-    r"))"
-    r"|(?i:\bbearer[ \t]+(?P<bearer>[\w.~+/=-]+))"
-    # scheme://user:password@host
-    r"|://[^/\s:@]*:(?P<userinfo>[^/\s@]+)@"
+    r"|=([^&\s'\"]+)"
 )
+_BEARER_VALUE = re.compile(r"[ \t]+([\w.~+/=-]+)")
+_USERINFO = re.compile(r"://[^/\s:@]*:([^/\s@]+)@")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 #: What stands for the hidden middle of a masked key.
-_MASK_RUN = r"(?P<mask>\*{2,}|\.{2,}|[…•]+)"
-#: Cheap tests that rule out a match of ``_FIELDS`` (in lower-cased text) or of ``_MASK_RUN``.
-_FIELD_WORDS = ("authorization", "cookie", "token", "secret", "password", "key", "bearer", "://")
+_MASK_RUN = re.compile(r"\*{2,}|\.{2,}|[…•]+")
 _MASK_STARTS = ("**", "..", "…", "•")
-_GROUPS = ("literal", "base64", "quoted", "line", "param", "bearer", "userinfo", "mask")
 
 
 def check_credential(what: str, value: str) -> None:
@@ -109,24 +106,12 @@ class Redactor:
         literals = set().union(*(literal_forms(s) for s in values))
         cores = set().union(*(base64_cores(s) for s in self._maskable)) - literals
         self._fields = credential_fields
-        #: Any form of any secret; without groups, which make the search twice as slow.
+        self._cores = frozenset(cores)
+        #: Any form of any secret, longest first (a secret inside another is hidden whole).
         self._forms = re.compile(_alternation(literals | cores)) if literals else None
-        parts = []
-        if literals:
-            parts.append(f"(?P<literal>{_alternation(literals)})")
-        if cores:
-            parts.append(f"(?P<base64>{_alternation(cores)})")
-        if credential_fields:
-            parts.append(_FIELDS)
-        if self._maskable:
-            parts.append(_MASK_RUN)
-        self._pattern = re.compile("|".join(parts)) if parts else None
-        self._groups = [g for g in _GROUPS if self._pattern and g in self._pattern.groupindex]
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None or not self._suspect(text):
-            return text
-        spans = [span for m in self._pattern.finditer(text) if (span := self._span(text, m))]
+        spans = self._spans(text)
         if not spans:
             return text
         out: list[str] = []
@@ -138,39 +123,35 @@ class Redactor:
         out.append(text[end:])
         return "".join(out)
 
-    def _suspect(self, text: str) -> bool:
-        """Whether ``text`` may hold a credential: the fast way out for most log lines.
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the credentials are in ``text``.
 
-        Why: the full pattern costs several microseconds a line (its
-        case-insensitive field names defeat the regex engine's prefix scan);
-        these tests cost about one for a few keys. See benchmarks/RESULTS.md.
+        Each detector has a cheap test first (a search, or ``in`` on a few
+        words): most log lines hold nothing, and leave after about a
+        microsecond with a few keys (benchmarks/bench_log_redaction.py).
         """
+        spans: list[tuple[int, int]] = []
         if self._forms is not None and self._forms.search(text):
-            return True
+            spans.extend(self._form_span(text, m) for m in self._forms.finditer(text))
         if self._fields:
-            lowered = text.lower()
-            for word in _FIELD_WORDS:
-                if word in lowered:
-                    return True
+            spans.extend(_field_spans(text))
         if self._maskable:
             for start in _MASK_STARTS:
                 if start in text:
-                    return True
-        return False
+                    found = (self._masked_key(text, *m.span()) for m in _MASK_RUN.finditer(text))
+                    spans.extend(span for span in found if span)
+                    break
+        return spans
 
-    def _span(self, text: str, m: re.Match[str]) -> tuple[int, int] | None:
-        """What to hide for one match (None: a mask run that hides no key of ours)."""
-        group = next(name for name in self._groups if m.start(name) >= 0)
-        start, stop = m.span(group)
-        if group == "base64":
+    def _form_span(self, text: str, m: re.Match[str]) -> tuple[int, int]:
+        start, stop = m.span()
+        if m[0] in self._cores:
             # The whole base64 word, not just the part that gave it away.
             while start > 0 and text[start - 1] in _BASE64_CHARS:
                 start -= 1
             while stop < len(text) and text[stop] in _BASE64_CHARS:
                 stop += 1
             stop = _PADDING.match(text, stop).end()  # type: ignore[union-attr]
-        elif group == "mask":
-            return self._masked_key(text, start, stop)
         return start, stop
 
     def _masked_key(self, text: str, start: int, stop: int) -> tuple[int, int] | None:
@@ -193,6 +174,43 @@ class Redactor:
         if best is None:
             return None
         return start - best[0], stop + best[1]
+
+
+def _field_spans(text: str) -> list[tuple[int, int]]:
+    """Where the values of credential fields are in ``text``.
+
+    Why ``str.find`` and not one regex: a pattern that tries a dozen words at
+    every position costs about 3 us on a short line; finding the words and
+    matching only after them costs a fraction of that.
+    """
+    lowered = _lower(text)
+    spans: list[tuple[int, int]] = []
+    for word in _NAME_ENDS:
+        at = lowered.find(word)
+        while at >= 0:
+            if at == 0 or lowered[at - 1] not in _ALNUM:
+                m = _FIELD_VALUE.match(lowered, at + len(word))
+                if m is not None:
+                    spans.append(m.span(m.lastindex or 0))
+            at = lowered.find(word, at + 1)
+    at = lowered.find("bearer")
+    while at >= 0:
+        if at == 0 or not (lowered[at - 1] in _ALNUM or lowered[at - 1] == "_"):
+            m = _BEARER_VALUE.match(lowered, at + len("bearer"))
+            if m is not None:
+                spans.append(m.span(1))
+        at = lowered.find("bearer", at + 1)
+    if "://" in text:
+        spans.extend(m.span(1) for m in _USERINFO.finditer(text))
+    return spans
+
+
+def _lower(text: str) -> str:
+    """``text`` lower-cased character for character, so that positions stay the same."""
+    lowered = text.lower()
+    if len(lowered) == len(text):  # lower() never shortens a character
+        return lowered
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
 
 
 def _alternation(literals: Iterable[str]) -> str:
