@@ -62,6 +62,8 @@ def test_every_form_of_a_known_secret_is_hidden(line: str, expected: str) -> Non
         ("/v1/m?key=AIzaabc&alt=sse", "/v1/m?key=***&alt=sse"),
         ("sent bearer abc.def", "sent bearer ***"),
         ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+        # İ lower-cases to two characters: positions must not shift.
+        ("İstanbul AUTHORIZATION: Basic x", "İstanbul AUTHORIZATION: ***"),
     ],
 )
 def test_credential_fields_are_hidden_whoever_they_belong_to(line: str, expected: str) -> None:

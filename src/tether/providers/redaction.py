@@ -5,8 +5,8 @@ show it masked (``sk-ab****wxyz``), HTTP Basic auth carries it in base64
 (alone or as ``user:key``), URLs carry it percent-encoded, and debug logs
 print request lines and headers whatever they hold: a read token in
 ``?token=``, an unknown client's ``Authorization: Bearer ...``.
-:class:`Redactor` finds all of these in one regex pass and replaces each
-with ``***``; a text without any comes back unchanged (the same object).
+:class:`Redactor` finds all of these and replaces each with ``***``; a
+text without any comes back unchanged (the same object).
 
 :func:`check_credential` is the other half: a credential with a control
 character in it (the newline a key file ends with) would be sent as a
