@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -18,6 +18,8 @@ from tether.api.auth import Auth
 from tether.api.guard import GuardConfig
 from tether.cli.chat import chat, tail
 from tether.cli.gc_policy import settle_heap
+from tether.cli.log_redaction import configure_logging
+from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.runner import LEASE_TTL
 from tether.store.factory import open_store
@@ -169,13 +171,15 @@ def serve(
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        registry = ProviderRegistry.from_env()
+        secrets = [*tether_secrets(os.environ), *(s.get() for s in registry.secrets())]
+        auth = Auth.from_env()
+    except Exception as err:
+        raise click.ClickException(str(err)) from err
+    configure_logging(log_level, secrets)
     try:
         agents = load_app(app_spec) if app_spec else None
-        registry = ProviderRegistry.from_env()
-        auth = Auth.from_env()
         store = open_store(store_spec, data_dir)
     except Exception as err:
         raise click.ClickException(str(err)) from err
@@ -238,6 +242,18 @@ def serve(
         proxy_headers=False,
     )
     _Server(config, app).run()
+
+
+def tether_secrets(env: Mapping[str, str]) -> list[str]:
+    """The tether keys (split as the API splits them) and TETHER_SECRET.
+
+    ValueError, naming the variable, if one holds a control character.
+    """
+    keys = env.get("TETHER_API_KEYS", "")
+    secret = env.get("TETHER_SECRET", "")
+    check_credential("TETHER_API_KEYS", keys)
+    check_credential("TETHER_SECRET", secret)
+    return [k.strip() for k in keys.split(",") if k.strip()] + [secret]
 
 
 main.add_command(chat)

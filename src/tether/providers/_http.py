@@ -21,6 +21,7 @@ import orjson
 
 from tether.providers._transport import LeanTransport, Sent
 from tether.providers.base import ProviderError
+from tether.providers.redaction import Redactor, check_credential
 
 log = logging.getLogger("tether.providers")
 
@@ -61,11 +62,13 @@ def secret_values(api_key: Secret | None, headers: Mapping[str, str]) -> tuple[S
 
 
 def redact(text: str, secrets: Iterable[Secret]) -> str:
-    """``text`` with every occurrence of every secret replaced by ``***``."""
-    # Longest first, so a secret that contains another is replaced whole.
-    for value in sorted((s.get() for s in secrets if s), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    """``text`` with every form of every secret (masked, base64...) replaced by ``***``.
+
+    Upstream error texts quote keys masked (OpenAI: ``sk-ab****wxyz``); the
+    credential-like fields of other people's texts are left alone here, as
+    they are the upstream's words to the client.
+    """
+    return Redactor((s.get() for s in secrets), credential_fields=False)(text)
 
 
 def display_url(url: str) -> str:
@@ -324,9 +327,13 @@ class HTTPProvider:
             raise ValueError(f"invalid provider name {name!r}: non-empty, no '/', no spaces")
         self.name = name
         self._base_url = check_base_url(base_url or self.default_base_url)
+        if api_key:
+            check_credential("api_key", api_key)
         self._api_key = Secret(api_key) if api_key else None
         self._models = dedupe(models)
         headers = {str(k): str(v) for k, v in (headers or {}).items()}
+        for header, value in headers.items():
+            check_credential(f"the value of header {header!r}", value)
         self._secrets = secret_values(self._api_key, headers)
         # Header values may be credentials too (Azure's api-key...): held as Secrets.
         self._extra_headers = {k: Secret(v) for k, v in headers.items()}
@@ -340,6 +347,11 @@ class HTTPProvider:
         #: Parsed request URLs: a provider calls a handful of fixed endpoints, and
         #: httpx parses a URL string in pure Python on every request otherwise.
         self._urls: dict[str, httpx.URL] = {}
+
+    @property
+    def secrets(self) -> tuple[Secret, ...]:
+        """The key and the credential-like header values this provider sends."""
+        return self._secrets
 
     @property
     def base_url(self) -> str:

@@ -35,10 +35,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tether.providers._http import HTTPProvider, Secret
 from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
 from tether.providers.base import Provider
 from tether.providers.demo import DemoModel
 from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
+from tether.providers.redaction import check_credential
 
 KINDS = ("openai", "anthropic")
 _UPSTREAM_KEYS = {
@@ -71,7 +73,9 @@ class UnknownModel(LookupError):
 class ConfigError(ValueError):
     """The provider configuration (environment or TOML file) is invalid.
 
-    Messages name variables and fields, never their values.
+    Messages name variables and fields, never their values. A key with a
+    control character in it (the newline a key file ends with) is refused,
+    not stripped: what is configured is what is sent.
     """
 
 
@@ -120,6 +124,12 @@ class ProviderRegistry:
     @property
     def providers(self) -> list[Provider]:
         return list(self._providers.values())
+
+    def secrets(self) -> list[Secret]:
+        """Every credential the providers send upstream (for redacting logs)."""
+        return [
+            s for p in self._providers.values() if isinstance(p, HTTPProvider) for s in p.secrets
+        ]
 
     def list_models(self) -> list[str]:
         """Full names of every listed model, ``demo`` first."""
@@ -187,10 +197,21 @@ def _csv(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def _env_key(env: Mapping[str, str], var: str, where: str = "") -> str | None:
+    """The key in environment variable ``var``, if set; ConfigError if it is not clean."""
+    key = env.get(var) or None
+    if key is not None:
+        try:
+            check_credential(var, key)
+        except ValueError as exc:
+            raise ConfigError(f"{where}{exc}") from None
+    return key
+
+
 def _from_env(env: Mapping[str, str]) -> list[Provider]:
     providers: list[Provider] = []
     base_url = env.get("TETHER_OPENAI_BASE_URL") or None
-    key = env.get("TETHER_OPENAI_API_KEY") or None
+    key = _env_key(env, "TETHER_OPENAI_API_KEY")
     if base_url or key:
         providers.append(
             _build(
@@ -202,7 +223,7 @@ def _from_env(env: Mapping[str, str]) -> list[Provider]:
                 models=_csv(env.get("TETHER_OPENAI_MODELS")),
             )
         )
-    key = env.get("TETHER_ANTHROPIC_API_KEY") or None
+    key = _env_key(env, "TETHER_ANTHROPIC_API_KEY")
     if key:
         providers.append(
             _build(
@@ -269,7 +290,7 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
         var = table["api_key_env"]
         if not isinstance(var, str) or not var:
             raise ConfigError(f"{where}: 'api_key_env' must be a variable name")
-        key = env.get(var)
+        key = _env_key(env, var, f"{where}: ")
         if not key:
             raise ConfigError(f"{where}: environment variable {var} (api_key_env) is not set")
     if key is not None and not isinstance(key, str):
