@@ -15,7 +15,7 @@ from starlette.websockets import WebSocketDisconnect
 from tether.api.auth import Auth, Caller, Unauthorized
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
-from tether.store.errors import BackendUnavailable
+from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -86,6 +86,12 @@ def error_body(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
+def _retry_later(status: int, code: str, exc: StoreError) -> JSONResponse:
+    resp = error_body(status, code, str(exc))
+    resp.headers["retry-after"] = str(exc.retry_after)
+    return resp
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
 
@@ -107,12 +113,15 @@ def install_error_handlers(app: FastAPI) -> None:
         resp.headers["www-authenticate"] = "Bearer"
         return resp
 
+    # The store cannot take writes for now (Redis is away, the disk is full):
+    # nothing was acknowledged, so the same request may be sent again later.
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
-        # The store (Redis) is away; nothing was acknowledged, so retrying is safe.
-        resp = error_body(503, "unavailable", str(exc))
-        resp.headers["retry-after"] = "1"
-        return resp
+        return _retry_later(503, "unavailable", exc)
+
+    @app.exception_handler(InsufficientStorage)
+    async def _no_space(request: Request, exc: InsufficientStorage) -> JSONResponse:
+        return _retry_later(507, "insufficient_storage", exc)
 
     @app.exception_handler(WireError)
     async def _wire(request: Request, exc: WireError) -> JSONResponse:

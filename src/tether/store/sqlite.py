@@ -6,6 +6,11 @@ Each operation is one transaction, committed before the caller answers
 commit returns, so it survives the server process being killed; set
 ``synchronous`` to ``FULL`` to also survive power loss, at the cost of an
 fsync per append.
+
+A write the disk cannot take (it is full, or failing) raises
+:class:`~tether.store.errors.InsufficientStorage`: SQLite has undone it, so
+nothing of it is left behind, and the next write after space is freed works.
+Reads go on meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.store.base import StreamMeta
+from tether.store.errors import InsufficientStorage
 from tether.store.local import LocalStore, Row
 
 log = logging.getLogger(__name__)
@@ -111,6 +117,50 @@ class DataDirLocked(RuntimeError):
     pass
 
 
+#: What a client is told when the disk refuses a write, by SQLite's primary result code.
+_CANNOT_WRITE = {
+    sqlite3.SQLITE_FULL: "the server's disk is full; nothing was written, try again later",
+    sqlite3.SQLITE_IOERR: (
+        "the server could not write to its disk; nothing was written, try again later"
+    ),
+}
+
+
+class _DiskRefusals:
+    """``with`` it around a write: the disk refusing it raises InsufficientStorage.
+
+    The cause (SQLite's own words) is logged once when writes start failing
+    and once when they work again, not once per refused write: while the disk
+    is full, every client's every retry fails.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._failing = False
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, err: BaseException | None, tb: object) -> None:
+        if not isinstance(err, sqlite3.Error):
+            return
+        message = _CANNOT_WRITE.get(getattr(err, "sqlite_errorcode", 0) & 0xFF)
+        if message is None:
+            return
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write to %s: %s; writes are refused until space is freed",
+                self._path, err,
+            )  # fmt: skip
+        raise InsufficientStorage(message) from err
+
+    def succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("writing to %s works again", self._path)
+
+
 class _Checkpointer:
     """Copies the WAL into the database on its own connection, off the event loop.
 
@@ -142,16 +192,23 @@ class _Checkpointer:
 
     def _loop(self) -> None:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        failing = False
         try:
             while not self._stopping.wait(self.INTERVAL):
                 try:
                     _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as err:
-                    log.warning("WAL checkpoint failed (will retry): %s", err)
+                    if not failing:  # once per outage: a full disk fails every second
+                        log.warning("WAL checkpoint failed (will retry): %s", err)
+                    failing = True
                     continue
+                failing = False
                 if frames > self.RESTART_FRAMES:
                     self.wal_long = True
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as err:  # the next start copies the WAL instead
+                log.warning("final WAL checkpoint failed: %s", err)
         finally:
             db.close()
 
@@ -180,6 +237,7 @@ class SqlitePersistence:
         # event loop (which commits appends) never waits for one.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._checkpointer = _Checkpointer(path)
+        self._refusals = _DiskRefusals(path)
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM streams").fetchone()
         self._next_id = int(row[0]) + 1
@@ -267,14 +325,15 @@ class SqlitePersistence:
         deletes: list[int] | None = None,
     ) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._statements(metas, rows, producers, deletes)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._finish_checkpoint()
+        with self._refusals:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._statements(metas, rows, producers, deletes)
+                db.execute("COMMIT")
+            except BaseException:
+                self.rollback()
+                raise
+        self._committed()
 
     def write_deferred(
         self,
@@ -288,16 +347,23 @@ class SqlitePersistence:
         run in the open transaction cannot be told apart from this write's.
         """
         self.begin_deferred()
-        self._statements(metas, rows, producers, None)
+        with self._refusals:
+            self._statements(metas, rows, producers, None)
 
     def begin_deferred(self) -> None:
         if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._refusals:
+                self._db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         if self._db.in_transaction:
-            self._db.execute("COMMIT")
-            self._finish_checkpoint()
+            with self._refusals:
+                self._db.execute("COMMIT")
+            self._committed()
+
+    def _committed(self) -> None:
+        self._refusals.succeeded()
+        self._finish_checkpoint()
 
     def _finish_checkpoint(self) -> None:
         """Copy what the last checkpoint left, if the WAL is long (see ``_Checkpointer``)."""
@@ -310,6 +376,8 @@ class SqlitePersistence:
             log.warning("WAL checkpoint failed (will retry): %s", err)
 
     def rollback(self) -> None:
+        # After a failed write SQLite may have rolled back already: a second
+        # ROLLBACK would fail, and hide why the write did.
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -353,7 +421,10 @@ class SqlitePersistence:
         return [r[0] for r in rows]
 
     def put_record(self, namespace: str, key: str, value: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (namespace, key, value))
+        with self._refusals:
+            self._db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (namespace, key, value)
+            )
 
     def get_record(self, namespace: str, key: str) -> bytes | None:
         r = self._db.execute(
@@ -368,7 +439,10 @@ class SqlitePersistence:
         return [(str(k), bytes(v)) for k, v in rows]
 
     def delete_record(self, namespace: str, key: str) -> None:
-        self._db.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key))
+        with self._refusals:
+            self._db.execute(
+                "DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key)
+            )
 
     def close(self) -> None:
         self._checkpointer.stop()
