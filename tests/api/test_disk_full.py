@@ -6,6 +6,8 @@ that the test fills with a file and frees again while the server runs.
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +171,72 @@ def test_the_session_api_and_the_gateway_answer_507_and_keep_reading_while_the_d
     assert run["run_id"] != again.json()["run_id"]
     wait_for(lambda: client.get(f"/v1/sessions/{sid}").json()["active_run"] is None)
     assert client.get(f"/v1/sessions/{sid}").json()["messages"][-1]["parts"][0]["text"] == "1 2"
+
+
+class GatewayReader(threading.Thread):
+    """Streams one completion of the demo model through the gateway, chunk by chunk."""
+
+    def __init__(self, base_url: str, content: str) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{base_url}/v1/chat/completions"
+        self.body = {
+            "model": "demo",
+            "stream": True,
+            "messages": [{"role": "user", "content": content}],
+        }
+        self.chunks: list[dict[str, Any]] = []
+        self.session_id = ""
+        self.run_id = ""
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        with httpx.stream("POST", self.url, json=self.body, timeout=30) as r:
+            self.session_id = r.headers["x-tether-session-id"]
+            self.run_id = r.headers["x-tether-run-id"]
+            for line in r.iter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    self.chunks.append(json.loads(line[6:]))
+        self.ended.set()
+
+
+def cut_off_run(server: SmallDiskServer, client: httpx.Client) -> GatewayReader:
+    """A streamed completion whose run failed on the full disk and could not end."""
+    reader = GatewayReader(server.base_url, "/count 9000 2")
+    reader.start()
+    wait_for(lambda: len(reader.chunks) > 20)
+    fill(server, client)
+    wait_for(lambda: f"run {reader.run_id} failed" in server.output(), timeout=30)
+    assert client.get(f"/v1/sessions/{reader.session_id}").json()["status"] == "running"
+    assert not reader.ended.is_set()
+    return reader
+
+
+def test_a_run_cut_off_by_a_full_disk_ends_once_space_is_freed_and_its_stream_ends(
+    server: SmallDiskServer, client: httpx.Client
+) -> None:
+    """The run's end is retried until it is written.
+
+    So once space is freed the session leaves ``running``, and a client
+    streaming the run through the gateway gets its end instead of hanging.
+    """
+    reader = cut_off_run(server, client)
+    server.free()
+    assert reader.ended.wait(30), "the gateway stream never ended"
+    assert reader.chunks[-1]["error"]["code"] == "InsufficientStorage"
+    sid = reader.session_id
+    wait_for(lambda: client.get(f"/v1/sessions/{sid}").json()["status"] == "idle")
+    events = read_json(client, f"sessions/{sid}")
+    ends = [e for e in events if e["type"] == "run-end"]
+    assert [(e["run_id"], e["reason"]) for e in ends] == [(reader.run_id, "error")]
+    assert [e["status"] for e in events if e["type"] == "status"] == ["running", "idle"]
+
+
+def test_a_server_still_shuts_down_promptly_while_a_run_end_waits_for_space(
+    server: SmallDiskServer, client: httpx.Client
+) -> None:
+    """Retrying a run's end stops at shutdown; the run's record stays for the next start."""
+    cut_off_run(server, client)
+    # None if it still ran after STOP_TIMEOUT; uvicorn re-raises the signal once it is done.
+    assert server.terminate() in (0, -signal.SIGTERM), server.output()
+    assert "Application shutdown complete" in server.output()
+    assert "is left open at shutdown; the next start ends it" in server.output()
