@@ -113,6 +113,12 @@ def _from_row(r: tuple[object, ...]) -> StreamMeta:
     )
 
 
+#: Bytes the writer cuts the WAL file down to when it starts the WAL over: well
+#: above what sustained appends use between two starts (about RESTART_FRAMES
+#: pages), so they never pay for the cut.
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+
 class DataDirLocked(RuntimeError):
     pass
 
@@ -174,14 +180,29 @@ class _Checkpointer:
     millisecond or two): its next write then starts the WAL over. The writer
     does it, not this thread, because a checkpoint that must wait for the
     writer to pause never gets its turn while the writer never pauses.
+
+    Starting over reuses the file without shrinking it, so a burst (one
+    message to the demo model made a 354 MB WAL) left a file that big until
+    shutdown. Once no frame has arrived for a whole interval and everything is
+    copied, a file longer than :data:`TRUNCATE_BYTES` is truncated (a
+    ``TRUNCATE`` checkpoint: it holds the write lock for the few milliseconds
+    the truncation takes, and gives up after :data:`BUSY_TIMEOUT` if the
+    writer is busy). Writes that never pause long enough are covered by the
+    writer's ``journal_size_limit``.
     """
 
     INTERVAL = 1.0
     #: WAL length (in pages) past which the writer finishes a checkpoint.
     RESTART_FRAMES = 4096
+    #: A quiet WAL file longer than this is truncated (SQLite's default
+    #: checkpointing keeps a WAL at about this size).
+    TRUNCATE_BYTES = 4 << 20
+    #: Seconds a truncating checkpoint waits for the writer before trying later.
+    BUSY_TIMEOUT = 0.1
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._wal = Path(f"{path}-wal")
         #: Set by this thread, cleared by the writer (plain assignments: no lock needed).
         self.wal_long = False
         self._stopping = threading.Event()
@@ -191,26 +212,42 @@ class _Checkpointer:
         self._thread.start()
 
     def _loop(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self._path, timeout=self.BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        last = -1  # the WAL's length in frames at the previous checkpoint
         failing = False
         try:
             while not self._stopping.wait(self.INTERVAL):
                 try:
-                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    last = self._checkpoint(db, last)
                 except sqlite3.Error as err:
                     if not failing:  # once per outage: a full disk fails every second
                         log.warning("WAL checkpoint failed (will retry): %s", err)
                     failing = True
                     continue
                 failing = False
-                if frames > self.RESTART_FRAMES:
-                    self.wal_long = True
             try:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as err:  # the next start copies the WAL instead
                 log.warning("final WAL checkpoint failed: %s", err)
         finally:
             db.close()
+
+    def _checkpoint(self, db: sqlite3.Connection, last: int) -> int:
+        """Copy what the WAL holds; truncate it if it has gone quiet; return its length."""
+        _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > self.RESTART_FRAMES:
+            self.wal_long = True
+        if frames == copied == last and self._wal_bytes() > self.TRUNCATE_BYTES:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(frames)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -228,7 +265,9 @@ class SqlitePersistence:
             raise DataDirLocked(
                 f"{path} is in use by another tether process; one process owns a SQLite log"
             ) from None
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # The writer waits (up to 5 s) rather than fails while the checkpointer
+        # truncates the WAL, which holds the write lock for a few milliseconds.
+        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=OFF")
@@ -236,6 +275,9 @@ class SqlitePersistence:
         # can take hundreds of milliseconds: a thread of ours does them, so the
         # event loop (which commits appends) never waits for one.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        # When the writer starts the WAL over, it cuts a longer file down to
+        # this: a WAL that a burst made big shrinks even if writes never pause.
+        self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self._checkpointer = _Checkpointer(path)
         self._refusals = _DiskRefusals(path)
         self._db.executescript(SCHEMA)
