@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from helpers.server import ServerFactory, TetherServer
+from tether.providers.demo import MAX_COUNT
 from tether.store.sqlite import JOURNAL_SIZE_LIMIT, _Checkpointer
 
 BYTES = {"Content-Type": "application/octet-stream"}
@@ -39,9 +40,12 @@ def wal_bytes(server: TetherServer) -> int:
 def test_the_wal_is_truncated_once_writes_go_quiet_after_a_burst(
     server: TetherServer, client: httpx.Client
 ) -> None:
-    """A quiet WAL file over ``TRUNCATE_BYTES`` is cut to nothing within a few seconds."""
+    """A quiet WAL file over ``TRUNCATE_BYTES`` is cut to nothing within a few seconds.
+
+    The burst is the longest answer one message to the demo model may make.
+    """
     sid = client.post("/v1/sessions", json={}).json()["id"]
-    sent = client.post(f"/v1/sessions/{sid}/messages", json={"content": "/count 10000 0"})
+    sent = client.post(f"/v1/sessions/{sid}/messages", json={"content": f"/count {MAX_COUNT} 0"})
     assert sent.status_code == 202, sent.text
     peak = 0
     while client.get(f"/v1/sessions/{sid}").json()["active_run"] is not None:
@@ -56,7 +60,7 @@ def test_the_wal_is_truncated_once_writes_go_quiet_after_a_burst(
 
     # The server runs on, its log whole.
     text = client.get(f"/v1/sessions/{sid}").json()["messages"][-1]["parts"][0]["text"]
-    assert text == " ".join(str(n) for n in range(1, 10001))
+    assert text == " ".join(str(n) for n in range(1, MAX_COUNT + 1))
     again = client.post(f"/v1/sessions/{sid}/messages", json={"content": "/count 3 0"})
     assert again.status_code == 202, again.text
 
