@@ -66,24 +66,24 @@ def test_the_wal_is_truncated_once_writes_go_quiet_after_a_burst(
 
 
 def test_a_wal_a_burst_made_big_shrinks_to_the_limit_even_if_writes_never_pause(
-    server: TetherServer, client: httpx.Client
+    tether_server: ServerFactory,
 ) -> None:
     """Writes that never leave the WAL quiet: the writer cuts the file at its next start-over."""
-    assert client.put("/v1/stream/burst", headers=BYTES).status_code == 201
-    megabyte = b"x" * (1 << 20)
-    appended = 0
-    for _ in range(JOURNAL_SIZE_LIMIT // len(megabyte) + 16):
-        assert client.post("/v1/stream/burst", content=megabyte, headers=BYTES).is_success
-        appended += len(megabyte)
-    peak = wal_bytes(server)
-    assert peak > JOURNAL_SIZE_LIMIT, peak
+    big = JOURNAL_SIZE_LIMIT + (8 << 20)  # one append, one commit: the WAL outgrows the limit
+    server = tether_server(extra_args=["--max-body", str(big)])
+    with httpx.Client(base_url=server.base_url, timeout=60) as client:
+        assert client.put("/v1/stream/burst", headers=BYTES).status_code == 201
+        assert client.post("/v1/stream/burst", content=b"x" * big, headers=BYTES).is_success
+        appended = big
+        peak = wal_bytes(server)
+        assert peak > JOURNAL_SIZE_LIMIT, peak
 
-    # An append well within every checkpoint interval, so the WAL is never quiet.
-    deadline = time.monotonic() + 15
-    while wal_bytes(server) > JOURNAL_SIZE_LIMIT and time.monotonic() < deadline:
-        assert client.post("/v1/stream/burst", content=b"tick", headers=BYTES).is_success
-        appended += 4
-        time.sleep(_Checkpointer.INTERVAL / 5)
-    assert wal_bytes(server) <= JOURNAL_SIZE_LIMIT, (peak, wal_bytes(server))
-    head = client.head("/v1/stream/burst")
-    assert head.headers["stream-next-offset"] == f"{0:016d}_{appended:016d}"
+        # An append well within every checkpoint interval, so the WAL is never quiet.
+        deadline = time.monotonic() + 15
+        while wal_bytes(server) > JOURNAL_SIZE_LIMIT and time.monotonic() < deadline:
+            assert client.post("/v1/stream/burst", content=b"tick", headers=BYTES).is_success
+            appended += 4
+            time.sleep(_Checkpointer.INTERVAL / 5)
+        assert wal_bytes(server) <= JOURNAL_SIZE_LIMIT, (peak, wal_bytes(server))
+        head = client.head("/v1/stream/burst")
+        assert head.headers["stream-next-offset"] == f"{0:016d}_{appended:016d}"
