@@ -1,12 +1,15 @@
-"""The offline demo model: directives, determinism, cancellation."""
+"""The offline demo model: directives, determinism, cancellation, and its bounds."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
+import httpx
 import pytest
 
+from helpers.server import ServerFactory
 from tether.providers.base import (
     ChatMessage,
     ModelRequest,
@@ -19,7 +22,10 @@ from tether.providers.base import (
 )
 from tether.providers.demo import (
     COUNT_USAGE,
+    CUT_NOTE,
     FAIL_USAGE,
+    MAX_COUNT,
+    MAX_REPLY,
     REASONING,
     TOOL_USAGE,
     DemoModel,
@@ -79,7 +85,8 @@ async def test_count_waits_ms_between_deltas(demo: DemoModel) -> None:
         "/count abc",
         "/count 0",
         "/count -3",
-        "/count 100001",
+        "/count 10001",
+        "/count 50000 0",
         "/count 2.5",
         "/count 5 -1",
         "/count 5 10001",
@@ -95,8 +102,9 @@ async def test_count_bad_arguments_explain(demo: DemoModel, text: str) -> None:
 
 
 async def test_count_accepts_the_limits(demo: DemoModel) -> None:
-    # The caps themselves are valid (100000 numbers would be slow; MS cap with N=1).
-    items = await collect(demo, ask("/count 1 10000"))
+    items = await collect(demo, ask(f"/count {MAX_COUNT} 0"))
+    assert text_of(items) == " ".join(str(n) for n in range(1, MAX_COUNT + 1))
+    items = await collect(demo, ask("/count 1 10000"))  # the MS cap, with N=1
     assert text_of(items) == "1"
 
 
@@ -186,7 +194,15 @@ async def test_tool_default_arguments(demo: DemoModel) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["/tool", "/tool bad.name {}", "/tool x [1, 2]", "/tool x {nope", "/tool x 3"]
+    "text",
+    [
+        "/tool",
+        "/tool bad.name {}",
+        "/tool x [1, 2]",
+        "/tool x {nope",
+        "/tool x 3",
+        '/tool x {"a": "%s"}' % ("b" * MAX_REPLY),
+    ],
 )
 async def test_tool_bad_arguments_explain(demo: DemoModel, text: str) -> None:
     assert text_of(await collect(demo, ask(text))) == TOOL_USAGE
@@ -204,6 +220,27 @@ async def test_default_reply_answers_the_last_user_message(demo: DemoModel) -> N
     assert default_reply("second  message").startswith("You said: second  message")
     deltas = [i for i in items if isinstance(i, TextDelta)]
     assert len(deltas) == len(default_reply("second  message").split())  # a word per delta
+
+
+async def test_a_long_message_is_echoed_cut_so_that_one_answer_stays_bounded(
+    demo: DemoModel,
+) -> None:
+    """One message makes at most MAX_REPLY characters of text, hence as many deltas."""
+    items = await collect(demo, ask("a " * 400_000))
+    text = text_of(items)
+    assert text == default_reply("a " * 400_000)[:MAX_REPLY] + CUT_NOTE
+    assert len([i for i in items if isinstance(i, TextDelta)]) <= MAX_REPLY
+
+
+async def test_a_long_tool_result_is_cut_too(demo: DemoModel) -> None:
+    call = ToolCall("call_x", "dump", "{}")
+    history = [
+        ChatMessage("user", "/tool dump"),
+        ChatMessage("assistant", "", [call]),
+        ChatMessage("tool", "z " * 50_000, tool_call_id="call_x"),
+    ]
+    items = await collect(demo, ModelRequest("demo", history))
+    assert text_of(items) == f"Tool dump returned: {'z ' * 50_000}"[:MAX_REPLY] + CUT_NOTE
 
 
 async def test_unknown_directive_is_plain_text(demo: DemoModel) -> None:
@@ -248,3 +285,25 @@ async def test_cancel_stops_a_count_at_once() -> None:
     assert loop.time() - t0 < 0.05
     assert task.cancelled()
     assert len(received) < 1000
+
+
+def test_one_message_through_the_session_api_gets_a_bounded_answer(
+    tether_server: ServerFactory,
+) -> None:
+    """Over real HTTP: a /count past the bound gets the usage text, a long message a cut echo."""
+    server = tether_server()
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        sid = client.post("/v1/sessions", json={}).json()["id"]
+
+        def answer(content: str) -> str:
+            sent = client.post(f"/v1/sessions/{sid}/messages", json={"content": content})
+            assert sent.status_code == 202, sent.text
+            deadline = time.monotonic() + 30
+            while (snapshot := client.get(f"/v1/sessions/{sid}").json())["active_run"]:
+                assert time.monotonic() < deadline, "the answer did not end in 30 s"
+                time.sleep(0.05)
+            return str(snapshot["messages"][-1]["parts"][0]["text"])
+
+        assert answer("/count 50000 0") == COUNT_USAGE
+        long = "abcdefghi " * 99_000
+        assert answer(long) == default_reply(long)[:MAX_REPLY] + CUT_NOTE

@@ -51,7 +51,7 @@ from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
-from tether.store.errors import BackendUnavailable
+from tether.store.errors import BackendUnavailable, InsufficientStorage
 from tether.streams import json_body
 from tether.streams.json_body import JsonLimits
 from tether.streams.tail import tail
@@ -896,11 +896,17 @@ def build_openai_router(
     async def completions(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await chat_completions(Request(scope, receive))
-        except BackendUnavailable as err:
-            # The store (Redis) is away; nothing was acknowledged, so a retry is safe.
-            response = OpenAIError(
-                503, str(err), type="server_error", code="store_unavailable"
-            ).response({"retry-after": "1"})
+        except (BackendUnavailable, InsufficientStorage) as err:
+            # The store cannot take writes for now (Redis is away, the disk is
+            # full); nothing was acknowledged, so a retry is safe.
+            status, code = (
+                (503, "store_unavailable")
+                if isinstance(err, BackendUnavailable)
+                else (507, "insufficient_storage")
+            )
+            response = OpenAIError(status, str(err), type="server_error", code=code).response(
+                {"retry-after": str(err.retry_after)}
+            )
         except Exception:
             log.exception("chat completion failed")
             response = OpenAIError(

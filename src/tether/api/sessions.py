@@ -17,7 +17,7 @@ from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resou
 from tether.api.bodies import CheckedJSONRoute
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
-from tether.store.errors import BackendUnavailable
+from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
 from tether.streams.app import HTTPError
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
@@ -97,6 +97,12 @@ def error_body(status: int, code: str, message: str) -> JSONResponse:
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
+def _retry_later(status: int, code: str, exc: StoreError) -> JSONResponse:
+    resp = error_body(status, code, str(exc))
+    resp.headers["retry-after"] = str(exc.retry_after)
+    return resp
+
+
 def install_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
 
@@ -118,12 +124,15 @@ def install_error_handlers(app: FastAPI) -> None:
         resp.headers["www-authenticate"] = "Bearer"
         return resp
 
+    # The store cannot take writes for now (Redis is away, the disk is full):
+    # nothing was acknowledged, so the same request may be sent again later.
     @app.exception_handler(BackendUnavailable)
     async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
-        # The store (Redis) is away; nothing was acknowledged, so retrying is safe.
-        resp = error_body(503, "unavailable", str(exc))
-        resp.headers["retry-after"] = "1"
-        return resp
+        return _retry_later(503, "unavailable", exc)
+
+    @app.exception_handler(InsufficientStorage)
+    async def _no_space(request: Request, exc: InsufficientStorage) -> JSONResponse:
+        return _retry_later(507, "insufficient_storage", exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _starlette(request: Request, exc: StarletteHTTPException) -> JSONResponse:

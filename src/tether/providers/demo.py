@@ -4,7 +4,8 @@ It answers the last user message (or, when the conversation ends with tool
 results, those results). Directives at the start of the message drive it:
 
 ``/count N [MS]``
-    streams ``1 2 ... N``, one number per delta, MS ms apart (default 20).
+    streams ``1 2 ... N`` (N up to 10,000), one number per delta, MS ms
+    apart (default 20).
 ``/fail K rest``
     fails attempts 1..K with a transient 503, then answers ``rest``.
 ``/reason rest``
@@ -15,6 +16,12 @@ results, those results). Directives at the start of the message drive it:
 
 Anything else gets ``You said: <text>`` and a fixed sentence, a word per
 delta. Every response ends with a Usage that counts words as tokens.
+
+What one message makes is bounded, whatever it says: every delta is an event
+in the session's log (a 14-byte ``/count 50000 0`` once made a 354 MB WAL),
+so an answer is at most :data:`MAX_COUNT` numbers or :data:`MAX_REPLY`
+characters of text (an echo or a tool result longer than that is cut), plus
+the fixed reasoning.
 """
 
 from __future__ import annotations
@@ -39,7 +46,9 @@ from tether.providers.base import (
     Usage,
 )
 
-MAX_COUNT = 100_000
+MAX_COUNT = 10_000
+#: Characters of text one answer streams at most (so at most as many deltas).
+MAX_REPLY = 10_000
 MAX_COUNT_MS = 10_000.0
 DEFAULT_COUNT_MS = 20.0
 MAX_FAIL = 1_000
@@ -48,16 +57,17 @@ FRIENDLY = "I am the demo model: offline and deterministic. Try /count 5 or /rea
 REASONING = "The user wants an answer. I will think it through briefly, then reply."
 
 COUNT_USAGE = (
-    "/count needs a whole number N from 1 to 100000 and an optional delay MS "
+    f"/count needs a whole number N from 1 to {MAX_COUNT} and an optional delay MS "
     "from 0 to 10000 ms, e.g. /count 10 or /count 10 50."
 )
+CUT_NOTE = f" [cut: the demo model answers with at most {MAX_REPLY} characters]"
 FAIL_USAGE = (
     "/fail needs a whole number K from 0 to 1000 first, e.g. /fail 2 hello "
     "(attempts 1 and 2 fail, the third answers hello)."
 )
 TOOL_USAGE = (
     "/tool needs a tool name (letters, digits, _ or -) and optional JSON object "
-    'arguments, e.g. /tool get_time {"tz": "UTC"}.'
+    f'arguments of at most {MAX_REPLY} characters, e.g. /tool get_time {{"tz": "UTC"}}.'
 )
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -154,11 +164,12 @@ class DemoModel:
             yield ToolCallItem(plan.tool)
             output_tokens += _tokens(f"{plan.tool.name} {plan.tool.arguments}")
         else:
-            for i, piece in enumerate(words(plan.text)):
+            text = _cut(plan.text)
+            for i, piece in enumerate(words(text)):
                 if i:
                     await asyncio.sleep(self.word_delay)
                 yield TextDelta(piece)
-            output_tokens += _tokens(plan.text)
+            output_tokens += _tokens(text)
 
         yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
 
@@ -197,6 +208,11 @@ class DemoModel:
                 return plan
 
 
+def _cut(text: str) -> str:
+    """``text``, cut to MAX_REPLY characters (and saying so) if it is longer."""
+    return text if len(text) <= MAX_REPLY else text[:MAX_REPLY] + CUT_NOTE
+
+
 def _int(text: str) -> int | None:
     return int(text) if re.fullmatch(r"[+-]?\d{1,12}", text) else None
 
@@ -227,7 +243,11 @@ def _tool(args: str, plan: _Plan, request: ModelRequest) -> _Plan:
     name, arguments = _split(args)
     arguments = arguments or "{}"
     try:
-        valid = _TOOL_NAME.fullmatch(name) is not None and isinstance(json.loads(arguments), dict)
+        valid = (
+            _TOOL_NAME.fullmatch(name) is not None
+            and len(arguments) <= MAX_REPLY
+            and isinstance(json.loads(arguments), dict)
+        )
     except ValueError:
         valid = False
     if not valid:

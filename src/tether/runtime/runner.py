@@ -65,6 +65,12 @@ REAP_INTERVAL = 1.0
 ORPHAN_RECORD_AGE = 60.0
 #: Lease time on a store nothing else shares: nobody could take over anyway.
 _FOREVER = 10.0 * 365 * 24 * 3600
+#: Seconds before the first retry of a run-end the store refused (the disk was
+#: full, Redis away); each retry waits twice as long, up to END_RETRY_MAX_DELAY.
+END_RETRY_DELAY = 0.1
+END_RETRY_MAX_DELAY = 2.0
+#: Seconds one attempt to write a run-end may take before it counts as failed.
+END_ATTEMPT_TIMEOUT = 10.0
 #: Events a driver must act on when another replica appends them.
 _WATCHED = frozenset({ev.SUBMIT, ev.CANCEL, ev.TOOL_RESULT, ev.TOOL_APPROVAL})
 
@@ -338,17 +344,28 @@ class Runtime:
         """Queue or start ``item`` as the driver; LeaseLost means nothing was written."""
         busy = live.run_id is not None
         if interrupt and busy:
-            live.queue.appendleft(item)
-            await self._publish_queue(session_id, live)
+            await self._enqueue(session_id, live, item, front=True)
             await self.cancel(session_id, live.run_id)
             return True
         if busy or live.queue:
-            live.queue.append(item)
-            await self._publish_queue(session_id, live)
+            await self._enqueue(session_id, live, item, front=False)
             await self._next(session_id)
             return True
         await self._begin(session_id, live, item)
         return False
+
+    async def _enqueue(self, session_id: str, live: _Live, item: QueueItem, front: bool) -> None:
+        """Queue ``item`` and announce the queue; if the store refuses, it is not queued."""
+        if front:
+            live.queue.appendleft(item)
+        else:
+            live.queue.append(item)
+        try:
+            await self._publish_queue(session_id, live)
+        except BaseException:
+            if item in live.queue:  # the caller is told it failed: it must not run later
+                live.queue.remove(item)
+            raise
 
     async def _hand_over(self, session_id: str, item: QueueItem, interrupt: bool) -> bool:
         """Another process drives the session: give it the item through the stream."""
@@ -547,7 +564,11 @@ class Runtime:
                 await self._record(retry.run_id, session_id)
                 live.queue.appendleft(retry)
                 then.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
-            await self._end(session_id, live, run_id, reason, then=then)
+            try:
+                await self._end(session_id, live, run_id, reason, then=then)
+            except Exception as err:
+                # Its record stays: the next driver, or the next look here, ends it.
+                log.warning("could not end run %s: %s", run_id, err)
         taken = {q.run_id for q in live.queue}
         if live.run_id is not None:
             taken.add(live.run_id)
@@ -754,11 +775,12 @@ class Runtime:
         async def end() -> None:
             if live.task is task:
                 live.task = None
+            if not live.lost:
+                await self._end_run(session_id, live, item.run_id, reason)
+            if live.run_id == item.run_id:
                 live.run_id = None
-            if live.lost:
-                return
-            await self._end(session_id, live, item.run_id, reason)
-            await self._next(session_id)
+            if not live.lost:
+                await self._next(session_id)
 
         self._own(end())
 
@@ -806,6 +828,7 @@ class Runtime:
     ) -> None:
         run_id = item.run_id
         reason = ev.COMPLETE
+        failure: list[ev.Event] = []  # the error event of a run that failed
         try:
             state = await self.sessions.state(session_id)
 
@@ -841,25 +864,72 @@ class Runtime:
             reason = ev.FAILED
             if not live.lost:
                 log.warning("run %s failed: %s", run_id, err)
-                with contextlib.suppress(Exception):
-                    await self._append(
-                        session_id,
-                        live,
-                        [
-                            ev.event(
-                                ev.ERROR, run_id=run_id, code=type(err).__name__, message=str(err)
-                            )
-                        ],
-                    )
+                error = ev.event(ev.ERROR, run_id=run_id, code=type(err).__name__, message=str(err))
+                failure.append(error)
         finally:
             live.task = None
-            live.run_id = None
             live.assistant_id = None
             live.waiters.clear()
             if not live.lost:
-                await self._end(session_id, live, run_id, reason)
+                # Still the session's active run until its end is written:
+                # nothing else starts, or ends it, before that.
+                await self._end_run(session_id, live, run_id, reason, first=failure)
+            live.run_id = None
         if not live.lost:
             await self._next(session_id)
+
+    async def _end_run(
+        self,
+        session_id: str,
+        live: _Live,
+        run_id: str,
+        reason: str,
+        first: list[ev.Event] | None = None,
+    ) -> None:
+        """End a run that ran here, trying again until its run-end is written.
+
+        A run-end the store refuses (the disk is full, Redis is away) would
+        leave the session ``running`` and its readers waiting for good, so it
+        is tried again, with backoff, until it is written, another process
+        drives the session (it ends the run), or this one shuts down (the
+        run's record stays, and the next start ends it as interrupted).
+        """
+        delay = END_RETRY_DELAY
+        failures = 0
+        while not live.lost:
+            # A failed attempt may have been written after all (a store that
+            # timed out after it took the write): never end a run twice.
+            if failures and await self._has_ended(session_id, run_id):
+                break
+            try:
+                async with asyncio.timeout(END_ATTEMPT_TIMEOUT):
+                    await self._end(session_id, live, run_id, reason, first=first)
+                break
+            except Exception as err:
+                if not failures:
+                    log.warning("could not end run %s (%s); will try again until it is written",
+                                run_id, err)  # fmt: skip
+                failures += 1
+            if not self._closing:
+                try:
+                    await asyncio.sleep(delay)
+                except asyncio.CancelledError:
+                    if not self._closing:
+                        raise
+            if self._closing:  # aclose cancels runs, this one too: it must not hang
+                log.warning("run %s is left open at shutdown; the next start ends it", run_id)
+                return
+            delay = min(2 * delay, END_RETRY_MAX_DELAY)
+        if failures:
+            log.warning("run %s ended after %d failed attempts", run_id, failures)
+
+    async def _has_ended(self, session_id: str, run_id: str) -> bool:
+        """Whether the session's stream holds the run's run-end (False if it cannot tell)."""
+        try:
+            fold = (await self.sessions.state(session_id)).fold
+        except Exception:
+            return False
+        return fold.runs.get(run_id, "running") != "running"
 
     async def _end(
         self,
@@ -868,13 +938,19 @@ class Runtime:
         run_id: str,
         reason: str,
         then: list[ev.Event] | None = None,
+        first: list[ev.Event] | None = None,
     ) -> None:
-        """Append the run's one run-end (and ``then``, in the same batch)."""
+        """Append the run's one run-end, between ``first`` and ``then``, in one batch.
+
+        Raises what the store raised if it refused the batch; the run's record
+        stays then, so that the run is still ended, by a retry or the next driver.
+        """
         try:
             await self._append(
                 session_id,
                 live,
                 [
+                    *(first or ()),
                     ev.event(ev.RUN_END, run_id=run_id, reason=reason),
                     ev.event(ev.STATUS, status=ev.IDLE),
                     *(then or ()),
@@ -884,11 +960,10 @@ class Runtime:
             pass  # the session was deleted: nothing is left to end
         except LeaseLost:
             return  # whoever drives the session now ends the run
-        except Exception:
-            # The run record stays, so a reaper ends the run as interrupted later.
-            log.exception("could not append run-end for %s", run_id)
-            return
-        await self.store.delete_record(RUNS, run_id)
+        try:
+            await self.store.delete_record(RUNS, run_id)
+        except Exception as err:  # the next reaper drops it: the run has ended
+            log.warning("could not drop the record of ended run %s: %s", run_id, err)
 
 
 async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:

@@ -6,6 +6,10 @@ from __future__ import annotations
 class StoreError(Exception):
     """Base class; ``str(err)`` is a message safe to show a client."""
 
+    #: Seconds after which trying again may work (an HTTP ``Retry-After``);
+    #: None when the same request will fail the same way.
+    retry_after: int | None = None
+
 
 class StreamNotFound(StoreError):
     def __init__(self, path: str) -> None:
@@ -56,6 +60,17 @@ class SequenceGap(StoreError):
 
 class BackendUnavailable(StoreError):
     """The backend cannot be reached; nothing was written."""
+
+    retry_after = 1
+
+
+class InsufficientStorage(StoreError):
+    """The backend cannot write: its disk is full, or failing. Nothing was written.
+
+    Reads still work; writes work again once space is freed, by themselves.
+    """
+
+    retry_after = 5
 
 
 class LeaseLost(StoreError):

@@ -46,6 +46,7 @@ from tether.store.base import (
 from tether.store.errors import (
     BadRequest,
     ContentTypeMismatch,
+    InsufficientStorage,
     LeaseLost,
     SeqConflict,
     SequenceGap,
@@ -175,6 +176,8 @@ class LocalStore(Store):
             await asyncio.sleep(SWEEP_INTERVAL)
             try:
                 self.sweep()
+            except InsufficientStorage:
+                pass  # the persistence has said so; the next sweep tries again
             except Exception:
                 log.exception("expiry sweep failed; will retry")
 
@@ -607,7 +610,10 @@ class LocalStore(Store):
         meta.accessed_at = now
         if now - self._persisted_access.get(meta.id, 0.0) >= ACCESS_PERSIST_INTERVAL:
             self._flush()
-            self._db.write([meta])
+            try:
+                self._db.write([meta])
+            except InsufficientStorage:
+                return meta  # a read still works on a full disk; a later one persists this
             self._persisted_access[meta.id] = now
         return meta
 

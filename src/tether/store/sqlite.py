@@ -6,6 +6,11 @@ Each operation is one transaction, committed before the caller answers
 commit returns, so it survives the server process being killed; set
 ``synchronous`` to ``FULL`` to also survive power loss, at the cost of an
 fsync per append.
+
+A write the disk cannot take (it is full, or failing) raises
+:class:`~tether.store.errors.InsufficientStorage`: SQLite has undone it, so
+nothing of it is left behind, and the next write after space is freed works.
+Reads go on meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tether.store.base import StreamMeta
+from tether.store.errors import InsufficientStorage
 from tether.store.local import LocalStore, Row
 
 log = logging.getLogger(__name__)
@@ -107,8 +113,58 @@ def _from_row(r: tuple[object, ...]) -> StreamMeta:
     )
 
 
+#: Bytes the writer cuts the WAL file down to when it starts the WAL over: well
+#: above what sustained appends use between two starts (about RESTART_FRAMES
+#: pages), so they never pay for the cut.
+JOURNAL_SIZE_LIMIT = 64 << 20
+
+
 class DataDirLocked(RuntimeError):
     pass
+
+
+#: What a client is told when the disk refuses a write, by SQLite's primary result code.
+_CANNOT_WRITE = {
+    sqlite3.SQLITE_FULL: "the server's disk is full; nothing was written, try again later",
+    sqlite3.SQLITE_IOERR: (
+        "the server could not write to its disk; nothing was written, try again later"
+    ),
+}
+
+
+class _DiskRefusals:
+    """``with`` it around a write: the disk refusing it raises InsufficientStorage.
+
+    The cause (SQLite's own words) is logged once when writes start failing
+    and once when they work again, not once per refused write: while the disk
+    is full, every client's every retry fails.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._failing = False
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, err: BaseException | None, tb: object) -> None:
+        if not isinstance(err, sqlite3.Error):
+            return
+        message = _CANNOT_WRITE.get(getattr(err, "sqlite_errorcode", 0) & 0xFF)
+        if message is None:
+            return
+        if not self._failing:
+            self._failing = True
+            log.error(
+                "cannot write to %s: %s; writes are refused until space is freed",
+                self._path, err,
+            )  # fmt: skip
+        raise InsufficientStorage(message) from err
+
+    def succeeded(self) -> None:
+        if self._failing:
+            self._failing = False
+            log.warning("writing to %s works again", self._path)
 
 
 class _Checkpointer:
@@ -124,14 +180,29 @@ class _Checkpointer:
     millisecond or two): its next write then starts the WAL over. The writer
     does it, not this thread, because a checkpoint that must wait for the
     writer to pause never gets its turn while the writer never pauses.
+
+    Starting over reuses the file without shrinking it, so a burst (one
+    message to the demo model made a 354 MB WAL) left a file that big until
+    shutdown. Once no frame has arrived for a whole interval and everything is
+    copied, a file longer than :data:`TRUNCATE_BYTES` is truncated (a
+    ``TRUNCATE`` checkpoint: it holds the write lock for the few milliseconds
+    the truncation takes, and gives up after :data:`BUSY_TIMEOUT` if the
+    writer is busy). Writes that never pause long enough are covered by the
+    writer's ``journal_size_limit``.
     """
 
     INTERVAL = 1.0
     #: WAL length (in pages) past which the writer finishes a checkpoint.
     RESTART_FRAMES = 4096
+    #: A quiet WAL file longer than this is truncated (SQLite's default
+    #: checkpointing keeps a WAL at about this size).
+    TRUNCATE_BYTES = 4 << 20
+    #: Seconds a truncating checkpoint waits for the writer before trying later.
+    BUSY_TIMEOUT = 0.1
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._wal = Path(f"{path}-wal")
         #: Set by this thread, cleared by the writer (plain assignments: no lock needed).
         self.wal_long = False
         self._stopping = threading.Event()
@@ -141,19 +212,42 @@ class _Checkpointer:
         self._thread.start()
 
     def _loop(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            self._path, timeout=self.BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        last = -1  # the WAL's length in frames at the previous checkpoint
+        failing = False
         try:
             while not self._stopping.wait(self.INTERVAL):
                 try:
-                    _, frames, _ = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    last = self._checkpoint(db, last)
                 except sqlite3.Error as err:
-                    log.warning("WAL checkpoint failed (will retry): %s", err)
+                    if not failing:  # once per outage: a full disk fails every second
+                        log.warning("WAL checkpoint failed (will retry): %s", err)
+                    failing = True
                     continue
-                if frames > self.RESTART_FRAMES:
-                    self.wal_long = True
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                failing = False
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as err:  # the next start copies the WAL instead
+                log.warning("final WAL checkpoint failed: %s", err)
         finally:
             db.close()
+
+    def _checkpoint(self, db: sqlite3.Connection, last: int) -> int:
+        """Copy what the WAL holds; truncate it if it has gone quiet; return its length."""
+        _, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > self.RESTART_FRAMES:
+            self.wal_long = True
+        if frames == copied == last and self._wal_bytes() > self.TRUNCATE_BYTES:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return int(frames)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal.stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -171,7 +265,9 @@ class SqlitePersistence:
             raise DataDirLocked(
                 f"{path} is in use by another tether process; one process owns a SQLite log"
             ) from None
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # The writer waits (up to 5 s) rather than fails while the checkpointer
+        # truncates the WAL, which holds the write lock for a few milliseconds.
+        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.execute("PRAGMA foreign_keys=OFF")
@@ -179,7 +275,11 @@ class SqlitePersistence:
         # can take hundreds of milliseconds: a thread of ours does them, so the
         # event loop (which commits appends) never waits for one.
         self._db.execute("PRAGMA wal_autocheckpoint=0")
+        # When the writer starts the WAL over, it cuts a longer file down to
+        # this: a WAL that a burst made big shrinks even if writes never pause.
+        self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
         self._checkpointer = _Checkpointer(path)
+        self._refusals = _DiskRefusals(path)
         self._db.executescript(SCHEMA)
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM streams").fetchone()
         self._next_id = int(row[0]) + 1
@@ -267,14 +367,15 @@ class SqlitePersistence:
         deletes: list[int] | None = None,
     ) -> None:
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            self._statements(metas, rows, producers, deletes)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        self._finish_checkpoint()
+        with self._refusals:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._statements(metas, rows, producers, deletes)
+                db.execute("COMMIT")
+            except BaseException:
+                self.rollback()
+                raise
+        self._committed()
 
     def write_deferred(
         self,
@@ -288,16 +389,23 @@ class SqlitePersistence:
         run in the open transaction cannot be told apart from this write's.
         """
         self.begin_deferred()
-        self._statements(metas, rows, producers, None)
+        with self._refusals:
+            self._statements(metas, rows, producers, None)
 
     def begin_deferred(self) -> None:
         if not self._db.in_transaction:
-            self._db.execute("BEGIN IMMEDIATE")
+            with self._refusals:
+                self._db.execute("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         if self._db.in_transaction:
-            self._db.execute("COMMIT")
-            self._finish_checkpoint()
+            with self._refusals:
+                self._db.execute("COMMIT")
+            self._committed()
+
+    def _committed(self) -> None:
+        self._refusals.succeeded()
+        self._finish_checkpoint()
 
     def _finish_checkpoint(self) -> None:
         """Copy what the last checkpoint left, if the WAL is long (see ``_Checkpointer``)."""
@@ -310,6 +418,8 @@ class SqlitePersistence:
             log.warning("WAL checkpoint failed (will retry): %s", err)
 
     def rollback(self) -> None:
+        # After a failed write SQLite may have rolled back already: a second
+        # ROLLBACK would fail, and hide why the write did.
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
@@ -353,7 +463,10 @@ class SqlitePersistence:
         return [r[0] for r in rows]
 
     def put_record(self, namespace: str, key: str, value: bytes) -> None:
-        self._db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (namespace, key, value))
+        with self._refusals:
+            self._db.execute(
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (namespace, key, value)
+            )
 
     def get_record(self, namespace: str, key: str) -> bytes | None:
         r = self._db.execute(
@@ -368,7 +481,10 @@ class SqlitePersistence:
         return [(str(k), bytes(v)) for k, v in rows]
 
     def delete_record(self, namespace: str, key: str) -> None:
-        self._db.execute("DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key))
+        with self._refusals:
+            self._db.execute(
+                "DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key)
+            )
 
     def close(self) -> None:
         self._checkpointer.stop()

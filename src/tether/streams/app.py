@@ -96,6 +96,7 @@ _STORE_ERRORS: list[tuple[type[errors.StoreError], int, str]] = [
     (errors.SeqConflict, 409, "sequence_conflict"),
     (errors.BadRequest, 400, "bad_request"),
     (errors.BackendUnavailable, 503, "unavailable"),
+    (errors.InsufficientStorage, 507, "insufficient_storage"),
 ]
 
 
@@ -121,11 +122,11 @@ def _store_error(err: errors.StoreError) -> HTTPError:
             str(err),
             [(b"stream-closed", TRUE), (b"stream-next-offset", format_offset(err.tail).encode())],
         )
-    if isinstance(err, errors.BackendUnavailable):
-        return HTTPError(503, "unavailable", str(err), [(b"retry-after", b"1")])
     for cls, status, code in _STORE_ERRORS:
         if isinstance(err, cls):
-            return HTTPError(status, code, str(err))
+            wait = err.retry_after
+            headers = None if wait is None else [(b"retry-after", str(wait).encode())]
+            return HTTPError(status, code, str(err), headers)
     return HTTPError(500, "internal", "internal error")
 
 
