@@ -26,7 +26,7 @@ from providers.fake_upstreams import FakeUpstream
 
 PROVIDER_KEY = "sk-proj-Qm7xT2vLk9RzW4nB8cYh3JdF"
 TETHER_KEY = "tk/live+9fK2mQ8xW3vN7pL4zR6t=="
-TETHER_SECRET = "hmac+secret/5Yt8Wq2Lr9Xn4Vb7=="
+TETHER_SECRET = "hmac+secret/5Yt8Wq2Lr9Xn4Vb7==Qe3Tk"
 WRONG_KEY = "tk-wrong-4d9a7c2e8b1f6035"
 
 
