@@ -168,6 +168,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete_record(self, namespace: str, key: str) -> None: ...
 
+    # -- indexes: members kept in the order of a key, read a page at a time -----
+    #
+    # An index is a named set of members, each with a sort key (a string the
+    # caller makes so that its byte order is the order it wants); a member is
+    # in an index once, and putting it again moves it. Index writes are
+    # committed like record writes.
+
+    @abc.abstractmethod
+    async def index_put(self, name: str, member: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def index_remove(self, name: str, member: str) -> None: ...
+
+    @abc.abstractmethod
+    async def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(key, member)`` pairs in key order, keys after ``after``."""
+
+    @abc.abstractmethod
+    async def index_count(self, name: str) -> int: ...
+
     # -- leases: which process does a job, among processes sharing the store ---
     #
     # A lease is a name held by one owner until its time runs out. Taking one

@@ -104,6 +104,14 @@ class Persistence(Protocol):
 
     def delete_record(self, namespace: str, key: str) -> None: ...
 
+    def index_put(self, name: str, member: str, key: str) -> None: ...
+
+    def index_remove(self, name: str, member: str) -> None: ...
+
+    def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]: ...
+
+    def index_count(self, name: str) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -125,6 +133,9 @@ class GroupPersistence(Persistence, Protocol):
 
     def rollback(self) -> None: ...
 
+
+#: Pending index writes are tracked like a records namespace of this name.
+_INDEX = "\x00index:"
 
 #: A write waiting for its group's commit: (answer, path, notification); path
 #: and notification are None for a record write.
@@ -640,6 +651,22 @@ class LocalStore(Store):
 
     async def delete_record(self, namespace: str, key: str) -> None:
         await self._record_write(namespace, lambda: self._db.delete_record(namespace, key))
+
+    async def index_put(self, name: str, member: str, key: str) -> None:
+        await self._record_write(_INDEX + name, lambda: self._db.index_put(name, member, key))
+
+    async def index_remove(self, name: str, member: str) -> None:
+        await self._record_write(_INDEX + name, lambda: self._db.index_remove(name, member))
+
+    async def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        if _INDEX + name in self._records_pending:
+            self._flush()
+        return self._db.index_page(name, after, limit)
+
+    async def index_count(self, name: str) -> int:
+        if _INDEX + name in self._records_pending:
+            self._flush()
+        return self._db.index_count(name)
 
     async def _record_write(self, namespace: str, write: Callable[[], None]) -> None:
         """Write a record in the pending group; answered once the group is committed."""

@@ -20,6 +20,8 @@ class MemoryPersistence:
         self._producers: dict[tuple[int, str], tuple[int, int]] = {}
         self._next_id = 1
         self._records: dict[str, dict[str, bytes]] = {}
+        #: index name -> (member -> key, sorted (key, member) pairs)
+        self._indexes: dict[str, tuple[dict[str, str], list[tuple[str, str]]]] = {}
 
     def load(self, path: str) -> StreamMeta | None:
         sid = self._paths.get(path)
@@ -113,6 +115,26 @@ class MemoryPersistence:
 
     def delete_record(self, namespace: str, key: str) -> None:
         self._records.get(namespace, {}).pop(key, None)
+
+    def index_put(self, name: str, member: str, key: str) -> None:
+        self.index_remove(name, member)
+        keys, order = self._indexes.setdefault(name, ({}, []))
+        keys[member] = key
+        bisect.insort(order, (key, member))
+
+    def index_remove(self, name: str, member: str) -> None:
+        keys, order = self._indexes.get(name, ({}, []))
+        key = keys.pop(member, None)
+        if key is not None:
+            order.pop(bisect.bisect_left(order, (key, member)))
+
+    def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        _, order = self._indexes.get(name, ({}, []))
+        start = 0 if after is None else bisect.bisect_right(order, (after, "\U0010ffff"))
+        return order[start : start + limit]
+
+    def index_count(self, name: str) -> int:
+        return len(self._indexes.get(name, ({}, []))[0])
 
     def close(self) -> None:
         pass

@@ -28,6 +28,8 @@ Keys (``P`` is the prefix)
 ``P tail``             the Pub/Sub channel of append / delete notifications.
 ``P l:<name>``         string: a lease's owner, expiring with the lease (PX),
                        so a dead holder's lease lapses on Redis's clock.
+``P x:<name>``         sorted set: an index's entries (its key, a NUL, the member), in byte order.
+``P xk:<name>``        hash: an index's member -> key.
 
 Why a Redis Stream for the data: it is an append-only log ordered by entry ID,
 and entry IDs may be given explicitly. A row that starts at position ``s`` gets
@@ -654,9 +656,9 @@ _POOL_OPTIONS: dict[str, Any] = (
     else {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 )  # fmt: skip
 
-# Leases take their keys as KEYS and need no prelude: PX expiry runs on Redis's
-# clock, so every replica agrees on when a lease lapses.
-_LEASE_SCRIPTS = {
+# Scripts that take their keys as KEYS and need no prelude. Leases: PX expiry
+# runs on Redis's clock, so every replica agrees on when a lease lapses.
+_KEYED_SCRIPTS = {
     "lease_acquire": r"""
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return 0 end
@@ -676,6 +678,24 @@ return lost
 """,
     "lease_release": r"""
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+""",
+    # An index is a sorted set ordered by its members' bytes (KEYS[1]: the
+    # key, a NUL, the member; score 0) and a hash member -> key (KEYS[2]) to
+    # find the entry a put moves or a remove deletes.
+    "index_put": r"""
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then redis.call('ZREM', KEYS[1], old .. '\0' .. ARGV[1]) end
+redis.call('ZADD', KEYS[1], 0, ARGV[2] .. '\0' .. ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return 1
+""",
+    "index_remove": r"""
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+if old then
+  redis.call('ZREM', KEYS[1], old .. '\0' .. ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+end
 return 1
 """,
 }
@@ -859,7 +879,7 @@ class RedisStore(Store):
             text = (_PRELUDE + body).replace("@INLINE_MAX@", inline)
             text = text.replace("@DEFAULT_CT@", DEFAULT_CONTENT_TYPE)
             self._scripts[name] = self._redis.register_script(text)
-        for name, text in _LEASE_SCRIPTS.items():
+        for name, text in _KEYED_SCRIPTS.items():
             self._scripts[name] = self._redis.register_script(text)
         try:
             await self._call(self._redis.ping())
@@ -1134,29 +1154,52 @@ class RedisStore(Store):
     async def delete_record(self, namespace: str, key: str) -> None:
         await self._call(self._client().hdel(self._rkey(namespace), key))
 
+    # -- indexes -------------------------------------------------------------
+
+    def _xkeys(self, name: str) -> list[str]:
+        return [f"{self.prefix}x:{name}", f"{self.prefix}xk:{name}"]
+
+    async def index_put(self, name: str, member: str, key: str) -> None:
+        await self._keyed_script("index_put", self._xkeys(name), [member, key])
+
+    async def index_remove(self, name: str, member: str) -> None:
+        await self._keyed_script("index_remove", self._xkeys(name), [member])
+
+    async def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        # Entries sort as "<key>\0<member>": those with a key past ``after`` start at after\1.
+        low = "-" if after is None else f"[{after}\x01"
+        zset = self._xkeys(name)[0]
+        raw = await self._call(
+            self._client().zrange(zset, low, "+", bylex=True, offset=0, num=limit)
+        )
+        return [tuple(bytes(entry).decode().split("\0", 1)) for entry in raw]  # type: ignore[misc]
+
+    async def index_count(self, name: str) -> int:
+        return int(await self._call(self._client().zcard(self._xkeys(name)[0])))
+
     # -- leases --------------------------------------------------------------
 
     def _lkey(self, name: str) -> str:
         return f"{self.prefix}l:{name}"
 
-    async def _lease_script(self, name: str, keys: list[str], args: list[str]) -> Any:
+    async def _keyed_script(self, name: str, keys: list[str], args: list[str]) -> Any:
         self._client()
         return await self._call(self._scripts[name](keys, args))
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         ms = str(max(1, round(ttl * 1000)))
-        return bool(await self._lease_script("lease_acquire", [self._lkey(name)], [owner, ms]))
+        return bool(await self._keyed_script("lease_acquire", [self._lkey(name)], [owner, ms]))
 
     async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
         if not names:
             return []
         ms = str(max(1, round(ttl * 1000)))
         keys = [self._lkey(n) for n in names]
-        lost = await self._lease_script("lease_renew", keys, [owner, ms])
+        lost = await self._keyed_script("lease_renew", keys, [owner, ms])
         return [names[int(i) - 1] for i in lost]
 
     async def release_lease(self, name: str, owner: str) -> None:
-        await self._lease_script("lease_release", [self._lkey(name)], [owner])
+        await self._keyed_script("lease_release", [self._lkey(name)], [owner])
 
     async def lease_holder(self, name: str) -> str | None:
         value = await self._call(self._client().get(self._lkey(name)))

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS records (
     value BLOB NOT NULL,
     PRIMARY KEY (namespace, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idx (
+    name TEXT NOT NULL,
+    member TEXT NOT NULL,
+    key TEXT NOT NULL,
+    PRIMARY KEY (name, member)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idx_order ON idx (name, key);
 CREATE TABLE IF NOT EXISTS producers (
     stream INTEGER NOT NULL,
     producer TEXT NOT NULL,
@@ -485,6 +492,23 @@ class SqlitePersistence:
             self._db.execute(
                 "DELETE FROM records WHERE namespace = ? AND key = ?", (namespace, key)
             )
+
+    def index_put(self, name: str, member: str, key: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO idx VALUES (?, ?, ?)", (name, member, key))
+
+    def index_remove(self, name: str, member: str) -> None:
+        self._db.execute("DELETE FROM idx WHERE name = ? AND member = ?", (name, member))
+
+    def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT key, member FROM idx WHERE name = ? AND key > ? ORDER BY key LIMIT ?",
+            (name, after or "", limit),
+        ).fetchall()
+        return [(str(k), str(m)) for k, m in rows]
+
+    def index_count(self, name: str) -> int:
+        row = self._db.execute("SELECT COUNT(*) FROM idx WHERE name = ?", (name,)).fetchone()
+        return int(row[0])
 
     def close(self) -> None:
         self._checkpointer.stop()
