@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers.server import TetherServer
+from helpers.server import ServerError, TetherServer
 from redis_server import running_redis
 from tether.api.auth import key_identity
 
@@ -213,8 +213,11 @@ def test_a_short_tether_secret_stops_the_server_at_start(tmp_path: Path) -> None
     srv = TetherServer(
         tmp_path / "data", log_path=tmp_path / "s.log", env=_env(TETHER_SECRET="too-short")
     )
-    with pytest.raises(Exception, match="exited with code"):
-        srv.start(ready_timeout=15)
+    try:
+        with pytest.raises(ServerError, match="exited with code"):
+            srv.start(ready_timeout=15)
+    finally:
+        srv.stop()  # were it to start after all, the test must not leave it running
     assert "TETHER_SECRET must be at least 32 bytes" in srv.output()
     assert "too-short" not in srv.output().split("\n", 1)[1]
 

@@ -191,8 +191,11 @@ def test_a_key_with_a_control_character_stops_serve_naming_the_variable_not_the_
     if variable == "LOCAL_LLM_KEY":
         env["TETHER_CONFIG"] = str(toml_upstream)
     server = serve(tmp_path, env)
-    with pytest.raises(ServerError, match="exited with code"):
-        server.start()
+    try:
+        with pytest.raises(ServerError, match="exited with code"):
+            server.start()
+    finally:
+        server.stop()  # were it to start after all, the test must not leave it running
     assert server.process is not None and server.process.returncode != 0
     output = server.output()
     assert f"{variable} contains a control character" in output

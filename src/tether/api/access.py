@@ -18,16 +18,25 @@ auth-off client can never name a key's private stream.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource, stream_resource
 from tether.sessions.service import SessionNotFound, SessionService
+from tether.store.errors import StreamGone, StreamNotFound
 from tether.streams.app import HTTPError, Scope
 
 SESSIONS = "sessions/"
 PRIVATE = "~keys/"
 _READS = ("GET", "HEAD")
+#: Entries checked for streams that are gone when a key reaches its limit.
+_PRUNE = 1000
+
+
+def _streams_of(owner: str) -> str:
+    return f"streams:{owner}"
 
 
 def not_found(name: str) -> HTTPError:
@@ -61,12 +70,26 @@ class StreamView:
         """``message`` with store paths written as this caller names them."""
         return message.replace(self.prefix, "") if self.prefix else message
 
+    async def created(self, path: str) -> None:
+        if self.caller.owner is not None:
+            key = f"{time.time_ns():020d}:{path}"
+            await self.policy.store.index_put(_streams_of(self.caller.owner), path, key)
+
+    async def deleted(self, path: str) -> None:
+        if self.caller.owner is not None:
+            await self.policy.store.index_remove(_streams_of(self.caller.owner), path)
+
 
 class StreamPolicy:
-    def __init__(self, auth: Auth, sessions: SessionService, *, shared: bool = False) -> None:
+    def __init__(
+        self, auth: Auth, sessions: SessionService, *, shared: bool = False, max_streams: int = 0
+    ) -> None:
         self.auth = auth
         self.sessions = sessions
+        self.store = sessions.store
         self.shared = shared
+        #: Streams one key may create (0: no limit); keyless callers are not limited.
+        self.max_streams = max_streams
 
     def prefix(self, caller: Caller) -> str:
         if caller.owner is None or self.shared:
@@ -102,7 +125,34 @@ class StreamPolicy:
             method not in _READS or not caller.may_read(stream_resource(view.path(name)))
         ):
             raise not_found(name)
+        if method == "PUT" and caller.owner is not None and self.max_streams:
+            await self._check_quota(caller.owner, view.path(name))
         return view
+
+    async def _check_quota(self, owner: str, path: str) -> None:
+        """429 if a PUT would make one stream more than ``owner`` may have.
+
+        Streams that expired are still counted until a check finds the key at
+        its limit; then the oldest entries are checked and the gone ones dropped.
+        """
+        index = _streams_of(owner)
+        if await self.store.index_count(index) < self.max_streams:
+            return
+        with contextlib.suppress(StreamNotFound, StreamGone):
+            await self.store.head(path)
+            return  # it exists: the PUT creates nothing
+        for _, member in await self.store.index_page(index, None, _PRUNE):
+            try:
+                await self.store.head(member)
+            except (StreamNotFound, StreamGone):
+                await self.store.index_remove(index, member)
+        if await self.store.index_count(index) >= self.max_streams:
+            raise HTTPError(
+                429,
+                "quota_exceeded",
+                f"this key has {self.max_streams} streams, the most it may have; "
+                "delete some to make room",
+            )
 
     async def check_session_read(self, caller: Caller, name: str) -> None:
         """404 unless ``caller`` may read the session whose stream is ``name``."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
@@ -29,15 +30,25 @@ from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, Runtime
-from tether.sessions.service import SessionRecord, SessionService
+from tether.sessions.service import META, SessionRecord, SessionService
 from tether.store.base import Store
+from tether.store.errors import StoreError
 from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
 
 log = logging.getLogger(__name__)
 
 
+#: Seconds the store has to answer a readiness check.
+READY_TIMEOUT = 1.0
+
+
 class UnknownAgent(LookupError):
     pass
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    body = {"status": "unavailable", "reason": reason}
+    return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
 
 
 class TetherApp:
@@ -54,17 +65,21 @@ class TetherApp:
         retry_lost_runs: bool = False,
         shared_streams: bool = False,
         guard: GuardConfig | None = None,
+        max_sessions: int = 0,
+        max_streams: int = 0,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
         self.registry = registry or ProviderRegistry()
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
-        self.sessions = SessionService(store)
+        self.sessions = SessionService(store, max_sessions=max_sessions)
         self.runtime = Runtime(
             self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
         )
-        self.policy = StreamPolicy(self.auth, self.sessions, shared=shared_streams)
+        self.policy = StreamPolicy(
+            self.auth, self.sessions, shared=shared_streams, max_streams=max_streams
+        )
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
         self._stop: asyncio.Future[None] | None = None
@@ -101,7 +116,23 @@ class TetherApp:
 
         @web.get("/healthz", tags=["meta"])
         async def health() -> dict[str, str]:
+            """Liveness: the process answers. Restart it when this fails."""
             return {"status": "ok"}
+
+        @web.get("/readyz", tags=["meta"], responses={503: {"description": "Not ready"}})
+        async def ready() -> JSONResponse:
+            """Readiness: the store answers in time and the server is not stopping.
+
+            Send traffic elsewhere while this is 503 (Redis away, shutting down).
+            """
+            if self._stop is not None and self._stop.done():
+                return _not_ready("stopping")
+            try:
+                async with asyncio.timeout(READY_TIMEOUT):
+                    await self.store.get_record(META, "ready")
+            except (StoreError, TimeoutError):
+                return _not_ready("store unavailable")
+            return JSONResponse({"status": "ready"})
 
         return web
 
@@ -163,6 +194,7 @@ class TetherApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.store.open()
+                    await self.sessions.build_indexes()
                     await self.runtime.start()
                 except Exception as err:
                     log.exception("could not start")

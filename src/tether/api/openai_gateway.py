@@ -50,7 +50,7 @@ from tether.providers.base import SAMPLING_OPTIONS, ChatMessage, Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
-from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable, InsufficientStorage
 from tether.streams import json_body
 from tether.streams.json_body import JsonLimits
@@ -788,6 +788,12 @@ def build_openai_router(
             else:
                 assert leaf is not None
                 run_id, _ = await runtime.answer(record.id, leaf)
+        except QuotaExceeded as err:
+            if prefetch is not None:
+                prefetch.discard()
+            return OpenAIError(
+                429, str(err), type="insufficient_quota", code="insufficient_quota"
+            ).response()
         except BaseException:
             if prefetch is not None:
                 prefetch.discard()

@@ -16,13 +16,16 @@ from starlette.websockets import WebSocketDisconnect
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
-from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
 from tether.streams.app import HTTPError
 from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
+#: Sessions per page of a listing: by default, and at most.
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
 
 
 class TextPart(BaseModel):
@@ -113,6 +116,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid(request: Request, exc: InvalidInput) -> JSONResponse:
         return error_body(400, "invalid_input", str(exc))
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return error_body(429, "quota_exceeded", str(exc))
 
     @app.exception_handler(Conflict)
     async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
@@ -210,13 +217,20 @@ def build_router(
         return _session_json(record.public(), "idle")
 
     @router.get("")
-    async def list_sessions(who: Who, archived: bool = False) -> dict[str, Any]:
+    async def list_sessions(
+        who: Who,
+        archived: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+    ) -> dict[str, Any]:
+        """The caller's sessions, latest first, a page at a time (follow ``next_cursor``)."""
         writer(who)
-        records = await sessions.list(who.owner)
+        records, after = await sessions.page(
+            who.owner, archived=archived, limit=limit, after=cursor
+        )
         return {
-            "sessions": [
-                _session_json(r.public(), None) for r in records if archived or not r.archived
-            ]
+            "sessions": [_session_json(r.public(), None) for r in records],
+            "next_cursor": after,
         }
 
     @router.get("/{session_id}")

@@ -30,6 +30,8 @@ DEFAULT_PORT = 4437  # the Durable Streams protocol's registered default
 #: Requests a second per key, with keys: far above an interactive client's, far
 #: below what one key could take from the others on this machine.
 DEFAULT_RATE = 1000.0
+#: Sessions, and streams, per key: far more than a person makes, a bound for a runaway script.
+DEFAULT_QUOTA = 100_000
 
 
 _JSON_DEFAULTS = JsonLimits()
@@ -149,6 +151,21 @@ def main() -> None:
     help="With TETHER_API_KEYS: requests a second per key (0: no limit); "
     "twice as many may come at once.",
 )
+@click.option(
+    "--max-sessions",
+    default=lambda: int(os.environ.get("TETHER_MAX_SESSIONS", DEFAULT_QUOTA)),
+    show_default=f"{DEFAULT_QUOTA} (or $TETHER_MAX_SESSIONS)",
+    type=click.IntRange(min=0),
+    help="With TETHER_API_KEYS: sessions one key may have, gateway completions "
+    "included (0: no limit).",
+)
+@click.option(
+    "--max-streams",
+    default=lambda: int(os.environ.get("TETHER_MAX_STREAMS", DEFAULT_QUOTA)),
+    show_default=f"{DEFAULT_QUOTA} (or $TETHER_MAX_STREAMS)",
+    type=click.IntRange(min=0),
+    help="With TETHER_API_KEYS: raw streams one key may have (0: no limit).",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 def serve(
@@ -168,6 +185,8 @@ def serve(
     cors_origins: str | None,
     allowed_hosts: str,
     rate_limit: float,
+    max_sessions: int,
+    max_streams: int,
     log_level: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
@@ -206,6 +225,8 @@ def serve(
             rate_limit=rate_limit,
             rate_burst=max(1, int(2 * rate_limit)),
         ),
+        max_sessions=max_sessions,
+        max_streams=max_streams,
     )
     if store_spec == "memory":
         where = "in memory"

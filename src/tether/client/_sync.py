@@ -333,9 +333,15 @@ class Sessions:
         return Session.from_json(data)
 
     def list(self, *, archived: bool = False) -> list[Session]:
-        params = {"archived": "true"} if archived else None
-        data = self._client._request("GET", "/v1/sessions", params=params).json()
-        return [Session.from_json(s) for s in data.get("sessions", [])]
+        """Every session of the caller, latest first (the server's pages, followed)."""
+        params: dict[str, str] = {"archived": "true"} if archived else {}
+        sessions: list[Session] = []
+        while True:
+            data = (self._client._request("GET", "/v1/sessions", params=params)).json()
+            sessions += [Session.from_json(s) for s in data.get("sessions", [])]
+            if not data.get("next_cursor"):
+                return sessions
+            params["cursor"] = data["next_cursor"]
 
     def get(self, session_id: str) -> SessionSnapshot:
         data = self._client._request("GET", f"/v1/sessions/{seg(session_id)}").json()

@@ -35,8 +35,27 @@ MAX_CACHED_STATES = 5000
 _ENCODER = msgspec.json.Encoder()
 
 
+#: Small facts about the store itself (which migrations it has had).
+META = "tether"
+INDEXED = "sessions-indexed"
+#: Order keys run from this down, so that the latest update sorts first.
+_LATEST = 10**16
+
+
 def stream_name(session_id: str) -> str:
     return f"sessions/{session_id}"
+
+
+def _index(owner: str | None, *, everything: bool) -> str:
+    return f"{'sessions' if everything else 'sessions-live'}:{owner or '-'}"
+
+
+def _order_key(record: SessionRecord) -> str:
+    return f"{_LATEST - int(record.updated_at * 1_000_000):016d}:{record.id}"
+
+
+class QuotaExceeded(Exception):
+    """A key already has as many sessions or streams as it may."""
 
 
 class SessionNotFound(LookupError):
@@ -82,8 +101,10 @@ class SessionState:
 
 
 class SessionService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, max_sessions: int = 0) -> None:
         self.store = store
+        #: Sessions one key may have (0: no limit); keyless callers are not limited.
+        self.max_sessions = max_sessions
         self._states: OrderedDict[str, SessionState] = OrderedDict()
 
     async def create(
@@ -109,8 +130,14 @@ class SessionService:
             metadata=metadata or {},
         )
         raw = record.to_bytes()  # before any write: a record that cannot be stored leaves nothing
+        if owner is not None and self.max_sessions and await self.count(owner) >= self.max_sessions:
+            raise QuotaExceeded(
+                f"this key has {self.max_sessions} sessions, the most it may have; "
+                "delete some to make room"
+            )
         await self.store.create(stream_name(record.id), CreateRequest(JSON))
         await self.store.put_record(RECORDS, record.id, raw)
+        await self._index(record)
         # Its fold is known (the stream is empty): the first state() needs no record read.
         self._cache_state(SessionState(record, SessionFold()))
         return record
@@ -125,25 +152,59 @@ class SessionService:
             raise SessionNotFound(session_id)
         return record
 
-    async def list(self, owner: str | None = None) -> list[SessionRecord]:
-        records = [SessionRecord.from_bytes(v) for _, v in await self.store.list_records(RECORDS)]
-        if owner is not None:
-            records = [r for r in records if r.owner == owner]
-        records.sort(key=lambda r: r.updated_at, reverse=True)
-        return records
+    async def page(
+        self, owner: str | None, *, archived: bool, limit: int, after: str | None = None
+    ) -> tuple[list[SessionRecord], str | None]:
+        """``owner``'s sessions, most recently updated first, from the cursor ``after`` on.
+
+        Archived ones only with ``archived``. Returns the page and the cursor of
+        the next one (None at the end). Costs one page, whoever else has sessions.
+        """
+        name = _index(owner, everything=archived)
+        entries = await self.store.index_page(name, after, limit)
+        raws = await asyncio.gather(*(self.store.get_record(RECORDS, sid) for _, sid in entries))
+        records = [SessionRecord.from_bytes(raw) for raw in raws if raw is not None]
+        return records, (entries[-1][0] if len(entries) == limit else None)
+
+    async def count(self, owner: str | None) -> int:
+        return await self.store.index_count(_index(owner, everything=True))
 
     async def save(self, record: SessionRecord) -> None:
         record.updated_at = time.time()
         await self.store.put_record(RECORDS, record.id, record.to_bytes())
+        await self._index(record)
         state = self._states.get(record.id)
         if state is not None:
             state.record = record
 
     async def delete(self, session_id: str) -> None:
         self._states.pop(session_id, None)
+        raw = await self.store.get_record(RECORDS, session_id)
+        if raw is not None:
+            owner = SessionRecord.from_bytes(raw).owner
+            for everything in (True, False):
+                await self.store.index_remove(_index(owner, everything=everything), session_id)
         await self.store.delete_record(RECORDS, session_id)
         with contextlib.suppress(StreamNotFound):
             await self.store.delete(stream_name(session_id))
+
+    async def _index(self, record: SessionRecord) -> None:
+        """File the session under its owner: in the list of all, and of the unarchived."""
+        key = _order_key(record)
+        await self.store.index_put(_index(record.owner, everything=True), record.id, key)
+        live = _index(record.owner, everything=False)
+        if record.archived:
+            await self.store.index_remove(live, record.id)
+        else:
+            await self.store.index_put(live, record.id, key)
+
+    async def build_indexes(self) -> None:
+        """File sessions stored before listings were indexed (once per store)."""
+        if await self.store.get_record(META, INDEXED) is not None:
+            return
+        for _, raw in await self.store.list_records(RECORDS):
+            await self._index(SessionRecord.from_bytes(raw))
+        await self.store.put_record(META, INDEXED, b"1")
 
     async def state(self, session_id: str) -> SessionState:
         """The session's fold, caught up with everything in its stream."""

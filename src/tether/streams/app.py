@@ -142,6 +142,12 @@ class StreamView(Protocol):
     def shown(self, message: str) -> str:
         """``message`` with store paths written as the caller names them."""
 
+    async def created(self, path: str) -> None:
+        """The request made a new stream at ``path``."""
+
+    async def deleted(self, path: str) -> None:
+        """The request deleted the stream at ``path``."""
+
 
 class _WholeStore:
     """No authorize hook: a stream's name is its store path."""
@@ -154,6 +160,12 @@ class _WholeStore:
 
     def shown(self, message: str) -> str:
         return message
+
+    async def created(self, path: str) -> None:
+        pass
+
+    async def deleted(self, path: str) -> None:
+        pass
 
 
 _WHOLE_STORE = _WholeStore()
@@ -216,6 +228,7 @@ class StreamsApp:
                 await self._head(send, path)
             elif method == "DELETE":
                 await self.store.delete(path)
+                await view.deleted(path)
                 await _respond(send, 204, [])
             elif method == "OPTIONS":
                 await self._options(send)
@@ -314,6 +327,8 @@ class StreamsApp:
             messages=self._messages(body, effective_type, allow_empty_array=True),
         )
         result = await self.store.create(name, req)
+        if result.created:
+            await view.created(name)
         meta = result.meta
         out: Headers = [
             (b"content-type", meta.content_type.encode()),
