@@ -91,7 +91,15 @@ class TetherApp:
 
     def _build_web(self, max_body: int) -> FastAPI:
         # FastAPI stops reading a body past max_body_size (413) while reading it.
-        web = FastAPI(title="tether", version=__version__, max_body_size=max_body)
+        # FastAPI's own /docs loads Swagger UI from a CDN; the web router serves it
+        # from the package instead (webui.py).
+        web = FastAPI(
+            title="tether",
+            version=__version__,
+            max_body_size=max_body,
+            docs_url=None,
+            redoc_url=None,
+        )
         web.state.auth = self.auth
         web.state.json_limits = self.streams.config.json
         install_error_handlers(web)

@@ -8,6 +8,7 @@ The routes need no key; the page asks for one when the API answers 401.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
@@ -50,8 +51,20 @@ def _asset(name: str) -> FileResponse:
     return FileResponse(path, media_type=media, headers=headers)
 
 
+def _swagger_asset(name: str) -> FileResponse:
+    """Swagger UI's own script and style, from the package that ships them (no CDN)."""
+    path = Path(str(resources.files("fastapi_swagger") / "resources" / name))
+    media = MEDIA_TYPES[path.suffix]
+    return FileResponse(path, media_type=media, headers=HEADERS)
+
+
 def build_web_router() -> APIRouter:
-    """``GET /`` (the page) and ``GET /ui/{name}`` (its scripts and styles)."""
+    """``GET /`` (the page), ``GET /ui/{name}`` (its scripts and styles) and ``GET /docs``.
+
+    The API docs are Swagger UI served from this server's own files, under the
+    web UI's policy: no script from anywhere else runs in the origin where the
+    web UI keeps its key.
+    """
     router = APIRouter(include_in_schema=False)
 
     @router.get("/")
@@ -61,5 +74,17 @@ def build_web_router() -> APIRouter:
     @router.get("/ui/{name}")
     async def asset(name: str) -> FileResponse:
         return _asset(name)
+
+    @router.get("/docs")
+    async def docs() -> FileResponse:
+        return _asset("docs.html")
+
+    @router.get("/docs/swagger-ui-bundle.js")
+    async def swagger_script() -> FileResponse:
+        return _swagger_asset("swagger-ui-bundle.js")
+
+    @router.get("/docs/swagger-ui.css")
+    async def swagger_style() -> FileResponse:
+        return _swagger_asset("swagger-ui.css")
 
     return router
