@@ -25,6 +25,7 @@ from tether.api.aisdk import build_aisdk_router
 from tether.api.auth import Auth
 from tether.api.guard import Guard, GuardConfig
 from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
+from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import build_router, install_error_handlers
 from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
@@ -99,6 +100,7 @@ class TetherApp:
             max_body_size=max_body,
             docs_url=None,
             redoc_url=None,
+            responses=ERROR_RESPONSES,
         )
         web.state.auth = self.auth
         web.state.json_limits = self.streams.config.json
