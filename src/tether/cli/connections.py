@@ -280,8 +280,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_received != self._body_checked:
             self._body_checked = self._body_received
             self._body_moved_at = now
-        if self.flow.read_paused or (cycle.response_started and not cycle.response_complete):
-            # The server stopped reading, or is answering already: not the client's delay.
+        if (
+            self.flow.read_paused
+            or cycle.waiting_for_100_continue
+            or (cycle.response_started and not cycle.response_complete)
+        ):
+            # The server stopped reading, has not asked for the body yet (the client
+            # sent "Expect: 100-continue"), or is answering already: not the client's delay.
             self._body_moved_at = self._rate_since = now
             self._rate_base = self._body_received
             return False
