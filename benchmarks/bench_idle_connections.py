@@ -168,6 +168,7 @@ class CaseResult:
     closed_per_s: float = 0.0
     connect_errors: int = 0
     server_cpu_pct: float = 0.0
+    server_cpu_s: float = 0.0
     server_rss_mib: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -190,6 +191,9 @@ class CaseResult:
             "flood_closed_by_server_per_s": round(self.closed_per_s, 1),
             "flood_connect_errors": self.connect_errors,
             "server_cpu_pct": round(self.server_cpu_pct, 1),
+            "server_cpu_us_per_pair": round(
+                self.server_cpu_s * 1e6 / max(1, len(self.healthz_ms) + len(self.append_ms)) * 2
+            ),
             "server_rss_mib": round(self.server_rss_mib, 1),
             "first_errors": self.errors[:5],
         }
@@ -350,7 +354,8 @@ async def run_case(s: Settings, case: str, workroot: Path) -> CaseResult:
                 last = state
                 held.append(state.open)
         span = time.monotonic() - started
-        result.server_cpu_pct = (bs.cpu_seconds(server.pids) - cpu_before) / span * 100
+        result.server_cpu_s = bs.cpu_seconds(server.pids) - cpu_before
+        result.server_cpu_pct = result.server_cpu_s / span * 100
         result.server_rss_mib = bs.rss_kib(server.pids) / 1024
         result.held_min, result.held_max = min(held), max(held)
         result.closed_per_s = (last.closed_by_server - closed_before) / span
@@ -376,6 +381,7 @@ COLUMNS = (
     ("flood held", "flood_held"),
     ("closed by server /s", "flood_closed_by_server_per_s"),
     ("server CPU %", "server_cpu_pct"),
+    ("server CPU us/pair", "server_cpu_us_per_pair"),
     ("server RSS MiB", "server_rss_mib"),
 )
 

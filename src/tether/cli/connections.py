@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 RESERVED_FDS = 128
 #: Stands for an unlimited descriptor limit (Linux's default ``fs.nr_open``).
 UNLIMITED_FDS = 1 << 20
+#: The default cap's ceiling, whatever the descriptors: containers often allow a
+#: million files, and 65,536 SSE readers already take about 1 GiB (16 KiB each,
+#: benchmarks/RESULTS.md).
+MAX_DEFAULT_CONNECTIONS = 65_536
 #: Seconds between two summaries of the connections closed by these rules.
 REPORT_INTERVAL = 60.0
 
@@ -67,12 +71,12 @@ def raise_fd_limit() -> int:
 
 
 def default_max_connections(fd_limit: int) -> int:
-    """Three quarters of the descriptors left after :data:`RESERVED_FDS`.
+    """Three quarters of the descriptors left after :data:`RESERVED_FDS`, up to a ceiling.
 
     The last quarter is headroom for sockets that grow with load but are not
     client connections: upstream providers, Redis, the runs' own HTTP clients.
     """
-    return max(1, (fd_limit - RESERVED_FDS) * 3 // 4)
+    return max(1, min(MAX_DEFAULT_CONNECTIONS, (fd_limit - RESERVED_FDS) * 3 // 4))
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def main() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 # Connection limits and timeouts (src/tether/cli/connections.py).
 @click.option("--max-connections", type=click.IntRange(min=1), default=None,
-              show_default="3/4 of the open-files limit beyond 128",
+              show_default="3/4 of the open-files limit beyond 128, at most 65536",
               help="Most client connections open at once; at the cap, the longest idle "
               "one is closed for a new one.")  # fmt: skip
 @click.option("--header-timeout", default=10.0, show_default=True,
