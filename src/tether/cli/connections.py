@@ -104,7 +104,9 @@ class _Phase(enum.Enum):
     GONE = "closed, or handed over to the WebSocket protocol"
 
 
-_WAITING = frozenset({_Phase.HEAD, _Phase.IDLE})
+# Module-level names for the members: looked up on the class, they made a request's
+# phase changes a third slower (2.8 against 1.8 us for the five of them).
+_HEAD, _IDLE, _BODY, _BUSY, _GONE = _Phase
 
 
 def _error_response(status: int, code: str, message: str, extra: bytes = b"") -> bytes:
@@ -128,7 +130,7 @@ _TOO_MANY = _error_response(
 class ConnectionGuard:
     """The limits, and the connections that these rules may close, for one server.
 
-    ``waiting`` holds the connections in :data:`_WAITING` phases in the order they
+    ``waiting`` holds the connections waiting for a head (HEAD, IDLE) in the order they
     started waiting (the first one is the oldest), with that time, so the sweep and
     the cap look at the front only; ``bodies`` holds those whose body is arriving.
     """
@@ -203,7 +205,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._phase = _Phase.GONE
+        self._phase = _GONE
         #: Body bytes received since the head; the only per-chunk work.
         self._body_received = 0
         #: ``_body_received`` at the last check, and when it last grew.
@@ -219,24 +221,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         admitted = self.guard.make_room(len(self.connections))
         super().connection_made(transport)
         if admitted:
-            self._enter(_Phase.HEAD)
+            self._enter(_HEAD)
         else:
             self.drop(_TOO_MANY)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._enter(_Phase.GONE)
+        self._enter(_GONE)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._phase is _Phase.IDLE:
-            self._enter(_Phase.HEAD)
+        if self._phase is _IDLE:
+            self._enter(_HEAD)
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         # uvicorn makes no cycle for a WebSocket upgrade; the upgrade follows at once.
         started = self.cycle is not None and self.cycle.scope is self.scope
-        self._enter(_Phase.BODY if started else _Phase.BUSY)
+        self._enter(_BODY if started else _BUSY)
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -244,29 +246,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        if self._phase is _Phase.BODY:
+        if self._phase is _BODY:
             # Answered before its body was all in (a 413, say): the connection waits again.
-            self._enter(_Phase.IDLE if self.cycle.response_complete else _Phase.BUSY)
+            self._enter(_IDLE if self.cycle.response_complete else _BUSY)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # self.cycle is the latest request: a pipelined one may still be running.
         if (
-            self._phase is _Phase.BUSY
+            self._phase is _BUSY
             and self.cycle.response_complete
             and not self.transport.is_closing()
         ):
-            self._enter(_Phase.IDLE)
+            self._enter(_IDLE)
 
     def handle_websocket_upgrade(self) -> None:
-        self._enter(_Phase.GONE)  # the WebSocket protocol counts itself in ``connections``
+        self._enter(_GONE)  # the WebSocket protocol counts itself in ``connections``
         super().handle_websocket_upgrade()
 
     # -- the rules --------------------------------------------------------------
 
     def drop(self, response: bytes | None = None) -> None:
         """Close this connection now, after ``response`` if given; it stops counting."""
-        self._enter(_Phase.GONE)
+        self._enter(_GONE)
         self.connections.discard(self)
         if response is not None and not self.transport.is_closing():
             self.transport.write(response)
@@ -302,14 +304,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _enter(self, phase: _Phase) -> None:
         """Move to ``phase``, keeping the guard's collections in step."""
         guard = self.guard
-        if self._phase in _WAITING:
+        old = self._phase
+        if old is _HEAD or old is _IDLE:
             del guard.waiting[self]
-        elif self._phase is _Phase.BODY:
+        elif old is _BODY:
             guard.bodies.discard(self)
         self._phase = phase
-        if phase in _WAITING:
+        if phase is _HEAD or phase is _IDLE:
             guard.waiting[self] = self.loop.time()
-        elif phase is _Phase.BODY:
+        elif phase is _BODY:
             now = self.loop.time()
             self._body_received = self._body_checked = self._rate_base = 0
             self._body_moved_at = self._rate_since = now
