@@ -176,6 +176,7 @@ class CaseResult:
         def pct(values: list[float], q: float) -> float:
             return round(bs.percentile(sorted(values), q), 3)
 
+        answered = len(self.healthz_ms) + len(self.append_ms)
         return {
             "case": self.case,
             "healthz_p50_ms": pct(self.healthz_ms, 50),
@@ -191,9 +192,9 @@ class CaseResult:
             "flood_closed_by_server_per_s": round(self.closed_per_s, 1),
             "flood_connect_errors": self.connect_errors,
             "server_cpu_pct": round(self.server_cpu_pct, 1),
-            "server_cpu_us_per_pair": round(
-                self.server_cpu_s * 1e6 / max(1, len(self.healthz_ms) + len(self.append_ms)) * 2
-            ),
+            "server_cpu_us_per_pair": round(self.server_cpu_s * 2e6 / answered)
+            if answered
+            else None,
             "server_rss_mib": round(self.server_rss_mib, 1),
             "first_errors": self.errors[:5],
         }
