@@ -244,10 +244,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._enter(_GONE)
         super().connection_lost(exc)
 
-    def data_received(self, data: bytes) -> None:
+    def on_message_begin(self) -> None:
+        # The first byte of a request: on a keep-alive connection, its head's time starts.
         if self._standing.phase is _IDLE:
             self._enter(_HEAD)
-        super().data_received(data)
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
