@@ -47,7 +47,7 @@ RESERVED_FDS = 128
 #: Stands for an unlimited descriptor limit (Linux's default ``fs.nr_open``).
 UNLIMITED_FDS = 1 << 20
 #: The default cap's ceiling, whatever the descriptors: containers often allow a
-#: million files, and 65,536 SSE readers already take about 1 GiB (16 KiB each,
+#: million files, and 65,536 SSE readers already take about 1 GiB (15 KiB each,
 #: benchmarks/RESULTS.md).
 MAX_DEFAULT_CONNECTIONS = 65_536
 #: Seconds between two summaries of the connections closed by these rules.
