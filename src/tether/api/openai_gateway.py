@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.agents.gateway import ERROR_CODES, PREFETCHES, GatewaySpec, Prefetch, model_request
@@ -902,6 +903,8 @@ def build_openai_router(
     async def completions(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             response = await chat_completions(Request(scope, receive))
+        except ClientDisconnect:
+            return  # the client went, or its body was too slow (408): no one to answer
         except (BackendUnavailable, InsufficientStorage) as err:
             # The store cannot take writes for now (Redis is away, the disk is
             # full); nothing was acknowledged, so a retry is safe.

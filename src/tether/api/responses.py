@@ -29,12 +29,13 @@ _WHY = {
     401: "Missing or invalid key or read token",
     403: "A web page of an origin that is not allowed (without keys)",
     404: "Not found, or not visible to this key",
+    408: "The request body stalled (--body-timeout, --body-min-rate)",
     409: "Conflicts with the current state",
     413: "Body larger than --max-body, or JSON past the limits",
     415: "Not a JSON body (without keys)",
     422: "A field fails validation",
     429: "Past this key's request rate or quota",
-    503: "The store is unavailable; retry after Retry-After",
+    503: "The store is unavailable, or every connection is busy; retry after Retry-After",
     507: "The disk is full; retry after Retry-After",
 }
 

@@ -17,6 +17,12 @@ from tether.api.app import TetherApp
 from tether.api.auth import Auth
 from tether.api.guard import GuardConfig
 from tether.cli.chat import chat, tail
+from tether.cli.connections import (
+    ConnectionGuard,
+    ConnectionLimits,
+    default_max_connections,
+    raise_fd_limit,
+)
 from tether.cli.gc_policy import settle_heap
 from tether.cli.log_redaction import configure_logging
 from tether.providers.redaction import check_credential
@@ -42,11 +48,15 @@ def _csv(raw: str) -> tuple[str, ...]:
 
 
 class _Server(uvicorn.Server):
-    """Settles the heap once started; ends live reads first on SIGTERM/SIGINT (quick shutdown)."""
+    """Settles the heap once started; ends live reads first on SIGTERM/SIGINT (quick shutdown).
 
-    def __init__(self, config: uvicorn.Config, app: TetherApp) -> None:
+    Its main loop also sweeps the connections' head and body timeouts, once a second.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: TetherApp, guard: ConnectionGuard) -> None:
         super().__init__(config)
         self._tether = app
+        self._guard = guard
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
@@ -56,6 +66,11 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await super().startup(sockets)
         settle_heap()
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0 and self._loop is not None:  # uvicorn ticks every 0.1 s
+            self._guard.sweep(self._loop.time())
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:
@@ -168,6 +183,20 @@ def main() -> None:
 )
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+# Connection limits and timeouts (src/tether/cli/connections.py).
+@click.option("--max-connections", type=click.IntRange(min=1), default=None,
+              show_default="3/4 of the open-files limit beyond 128, at most 65536",
+              help="Most client connections open at once; at the cap, the longest idle "
+              "one is closed for a new one.")  # fmt: skip
+@click.option("--header-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request head may take to arrive whole.")  # fmt: skip
+@click.option("--body-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True),
+              help="Seconds a request body may go without a byte (then 408).")  # fmt: skip
+@click.option("--body-min-rate", default=4096, show_default=True, type=click.IntRange(min=0),
+              help="Bytes/s a request body must average after its first --body-timeout "
+              "seconds (then 408); 0 for no minimum.")  # fmt: skip
 def serve(
     app_spec: str | None,
     host: str,
@@ -188,6 +217,10 @@ def serve(
     max_sessions: int,
     max_streams: int,
     log_level: str,
+    max_connections: int | None,
+    header_timeout: float,
+    body_timeout: float,
+    body_min_rate: int,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
     try:
@@ -236,8 +269,17 @@ def serve(
         where = redact(store_spec)
     else:
         where = f"{store_spec} in {data_dir}"
+    fd_limit = raise_fd_limit()
+    limits = ConnectionLimits(
+        max_connections=max_connections or default_max_connections(fd_limit),
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        body_min_rate=body_min_rate,
+    )
+    guard = ConnectionGuard(limits)
     say = partial(click.echo, err=True)
     say(f"tether: serving on http://{host}:{port} (store: {where})")
+    say(f"tether: at most {limits.max_connections} connections (open-files limit {fd_limit})")
     say(f"tether: models: {', '.join(registry.list_models())}")
     if agents is not None:
         say(f"tether: agents: {', '.join(sorted(agents.agents)) or '(none)'}")
@@ -258,11 +300,11 @@ def serve(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
-        http="httptools",
+        http=guard.protocol_class(),
         loop="uvloop",
         proxy_headers=False,
     )
-    _Server(config, app).run()
+    _Server(config, app, guard).run()
 
 
 def tether_secrets(env: Mapping[str, str]) -> list[str]:
