@@ -80,7 +80,7 @@ def status_and_error(response: bytes) -> tuple[int, str]:
 def post_head(path: str, length: int) -> bytes:
     """The head of a JSON POST whose connection closes after its answer."""
     return (
-        f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
     ).encode()
 
@@ -190,12 +190,12 @@ def test_a_request_head_that_does_not_arrive_whole_is_closed_after_the_header_ti
     server = tether_server(extra_args=["--header-timeout", "1"])
     silent = socket.create_connection((server.host, server.port))
     partial = socket.create_connection((server.host, server.port))
-    partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+    partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
     keep_alive = http.client.HTTPConnection(server.host, server.port, timeout=WAIT)
     keep_alive.request("GET", "/healthz")
     assert keep_alive.getresponse().read() == b'{"status":"ok"}'
     assert keep_alive.sock is not None
-    keep_alive.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+    keep_alive.sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
     for sock in (silent, partial, keep_alive.sock):
         assert read_until_closed(sock) == b""
         sock.close()
