@@ -233,18 +233,18 @@ class EventAssembler:
                     block.parts.append(delta.get("partial_json") or "")
             return []  # signature_delta, citations_delta...
         if kind == "content_block_start":
-            block = event.get("content_block") or {}
-            btype = block.get("type")
+            started = event.get("content_block") or {}
+            btype = started.get("type")
             if btype == "tool_use":
                 self._tools[event.get("index", -1)] = _ToolBlock(
-                    id=str(block.get("id") or ""),
-                    name=str(block.get("name") or ""),
-                    initial=block.get("input"),
+                    id=str(started.get("id") or ""),
+                    name=str(started.get("name") or ""),
+                    initial=started.get("input"),
                 )
-            elif btype == "text" and block.get("text"):
-                return [TextDelta(block["text"])]
-            elif btype == "thinking" and block.get("thinking"):
-                return [ReasoningDelta(block["thinking"])]
+            elif btype == "text" and started.get("text"):
+                return [TextDelta(started["text"])]
+            elif btype == "thinking" and started.get("thinking"):
+                return [ReasoningDelta(started["thinking"])]
             return []
         if kind == "content_block_stop":
             tool = self._tools.pop(event.get("index", -1), None)
