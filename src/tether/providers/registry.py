@@ -282,7 +282,18 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
     kind = table.get("kind", name if name in KINDS else None)
     if kind not in KINDS:
         raise ConfigError(f"{where}: 'kind' must be one of {', '.join(KINDS)}")
+    key = _upstream_key(where, kind, table, env)
+    models = table.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{where}: 'models' must be a list of non-empty strings")
+    kwargs: dict[str, Any] = {"name": name, "api_key": key or None, "models": models}
+    kwargs.update(_upstream_options(where, kind, table))
+    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
+    return _build(where, cls, **kwargs)
 
+
+def _upstream_key(where: str, kind: str, table: dict[str, Any], env: Mapping[str, str]) -> Any:
+    """The upstream's key, from ``api_key`` or the variable ``api_key_env`` names."""
     if "api_key" in table and "api_key_env" in table:
         raise ConfigError(f"{where}: give 'api_key' or 'api_key_env', not both")
     key = table.get("api_key")
@@ -297,26 +308,27 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
         raise ConfigError(f"{where}: 'api_key' must be a string")
     if kind == "anthropic" and not key:
         raise ConfigError(f"{where}: an anthropic upstream needs 'api_key' or 'api_key_env'")
+    return key
 
-    models = table.get("models", [])
-    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
-        raise ConfigError(f"{where}: 'models' must be a list of non-empty strings")
-    kwargs: dict[str, Any] = {"name": name, "api_key": key or None, "models": models}
+
+def _upstream_options(where: str, kind: str, table: dict[str, Any]) -> dict[str, Any]:
+    """The optional fields of an upstream, checked, as provider keyword arguments."""
+    options: dict[str, Any] = {}
     if "base_url" in table:
         if not isinstance(table["base_url"], str):
             raise ConfigError(f"{where}: 'base_url' must be a string")
-        kwargs["base_url"] = table["base_url"]
+        options["base_url"] = table["base_url"]
     if "timeout" in table:
         timeout = table["timeout"]
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ConfigError(f"{where}: 'timeout' must be a positive number of seconds")
-        kwargs["timeout"] = float(timeout)
+        options["timeout"] = float(timeout)
     for field in ("headers", "extra_body"):
         if field in table:
             if not isinstance(table[field], dict):
                 raise ConfigError(f"{where}: '{field}' must be a table")
-            kwargs[field] = table[field]
-    if "headers" in kwargs and not all(isinstance(v, str) for v in kwargs["headers"].values()):
+            options[field] = table[field]
+    if "headers" in options and not all(isinstance(v, str) for v in options["headers"].values()):
         raise ConfigError(f"{where}: 'headers' values must be strings")
     if "max_tokens" in table:
         if kind != "anthropic":
@@ -324,6 +336,5 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
         max_tokens = table["max_tokens"]
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
             raise ConfigError(f"{where}: 'max_tokens' must be a positive integer")
-        kwargs["max_tokens"] = max_tokens
-    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
-    return _build(where, cls, **kwargs)
+        options["max_tokens"] = max_tokens
+    return options
