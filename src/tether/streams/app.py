@@ -526,12 +526,7 @@ class StreamsApp:
         first = True
         while True:
             if res.chunks or first or res.closed:
-                frame = sse.control_frame(
-                    format_offset(res.next), cursor, res.up_to_date, res.closed
-                )
-                if res.chunks:
-                    frame = sse.data_frame(res.chunks, encoding) + frame
-                await _send_body(send, frame)
+                await _send_body(send, _read_frame(res, encoding, cursor))
             first = False
             if res.closed:
                 return
@@ -539,9 +534,19 @@ class StreamsApp:
                 break
             fut = self.store.notifier.watch(name)
             res = await self.store.read(name, res.next, self.config.read_chunk)
+        await self._sse_live(send, name, res.next, fut, encoding, cursor, disconnect)
 
-        # Live: follow the tail chain; each append is encoded once for all readers.
-        offset = res.next
+    async def _sse_live(
+        self,
+        send: Send,
+        name: str,
+        offset: int,
+        fut: asyncio.Future[TailEvent],
+        encoding: str,
+        cursor: str,
+        disconnect: asyncio.Future[None],
+    ) -> None:
+        """Follow the tail chain from ``offset``; each append is encoded once for all readers."""
         ends_at = time.monotonic() + self.config.sse_max_seconds
         while True:
             remaining = ends_at - time.monotonic()
@@ -564,15 +569,17 @@ class StreamsApp:
             elif ev.end > offset or ev.closed:
                 # Out of step with the chain (a mid-chunk resume): re-read the store.
                 res = await self.store.read(name, offset, self.config.read_chunk)
-                frame = sse.control_frame(
-                    format_offset(res.next), cursor, res.up_to_date, res.closed
-                )
-                if res.chunks:
-                    frame = sse.data_frame(res.chunks, encoding) + frame
-                await _send_body(send, frame)
+                await _send_body(send, _read_frame(res, encoding, cursor))
                 offset = res.next
                 if res.closed:
                     return
+
+
+def _read_frame(res: ReadResult, encoding: str, cursor: str) -> bytes:
+    frame = sse.control_frame(format_offset(res.next), cursor, res.up_to_date, res.closed)
+    if res.chunks:
+        frame = sse.data_frame(res.chunks, encoding) + frame
+    return frame
 
 
 def _live_frame(ev: TailEvent, encoding: str, cursor: str) -> bytes:
