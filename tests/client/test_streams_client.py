@@ -1,4 +1,7 @@
-"""The low-level Durable Streams client against a real server over loopback."""
+"""The low-level Durable Streams client (``StreamClient``) against a real server over loopback.
+
+``test_async_streams_client.py`` is the same specification for ``AsyncStreamClient``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
 from client.conftest import KEY, Server
 from client.proxy import TcpProxy
 from tether.client import (
-    AsyncStreamClient,
     Conflict,
     NotFound,
     SeqConflict,
@@ -106,7 +109,7 @@ def test_close_and_delete(sc: StreamClient) -> None:
     path = name()
     sc.create(path, content_type="text/plain")
     sc.append(path, "x")
-    assert sc.close(path).closed
+    assert sc.close_stream(path).closed
     assert sc.head(path).closed
     sc.delete(path)
     with pytest.raises(NotFound) as err:
@@ -157,7 +160,7 @@ def _append_later(
         for item in items:
             time.sleep(gap)
             sc.append(path, json=item)
-        sc.close(path)
+        sc.close_stream(path)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -199,7 +202,7 @@ def _append_later_text(sc: StreamClient, path: str, parts: list[str]) -> threadi
         for part in parts:
             time.sleep(0.05)
             sc.append(path, part)
-        sc.close(path)
+        sc.close_stream(path)
 
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
@@ -215,7 +218,7 @@ def test_tail_binary_stream_over_sse(sc: StreamClient) -> None:
     def work() -> None:
         time.sleep(0.05)
         sc.append(path, b"\n\r\x00end")
-        sc.close(path)
+        sc.close_stream(path)
 
     writer = threading.Thread(target=work, daemon=True)
     writer.start()
@@ -235,7 +238,7 @@ def test_tail_resumes_after_cuts_without_loss_or_duplicates(
             for i in range(total):
                 direct.append(path, json={"n": i})
                 time.sleep(0.01)
-            direct.close(path)
+            direct.close_stream(path)
 
         with StreamClient(proxy.url, api_key=KEY) as via_proxy:
             writer = threading.Thread(target=work, daemon=True)
@@ -339,60 +342,27 @@ def test_connection_error_does_not_leak_the_key() -> None:
         assert KEY not in repr(sc)
 
 
-# -- async -----------------------------------------------------------------------------
+# -- closing, and the names it had before --------------------------------------------
 
 
-async def test_async_stream_client(stream_server: Server) -> None:
+def test_close_closes_the_client_and_not_a_pool_passed_in(stream_server: Server) -> None:
+    sc = StreamClient(stream_server.url, api_key=KEY)
+    sc.close()
+    with pytest.raises(RuntimeError):  # httpx: the client has been closed
+        sc.head(name())
+    with httpx.Client() as pool:
+        StreamClient(stream_server.url, api_key=KEY, http_client=pool).close()
+        assert not pool.is_closed
+
+
+def test_old_closing_names_are_deprecated_aliases(sc: StreamClient, stream_server: Server) -> None:
     path = name()
-    async with AsyncStreamClient(stream_server.url, api_key=KEY) as ac:
-        assert (await ac.create(path, content_type="application/json")).created
-        p = ac.producer(path, "async-writer")
-        await p.append(json={"i": 0})
-        await p.append(json=[{"i": 1}, {"i": 2}])
-        assert not (await ac.producer(path, "async-writer", seq=1).append(json={"i": 1})).appended
-        assert (await ac.read(path)).items == [{"i": 0}, {"i": 1}, {"i": 2}]
-        assert (await ac.head(path)).next_offset == "0000000000000000_0000000000000003"
-
-        import asyncio
-
-        async def work() -> None:
-            for i in range(3, 8):
-                await asyncio.sleep(0.02)
-                await ac.append(path, json={"i": i})
-            await ac.close(path)
-
-        task = asyncio.create_task(work())
-        for live in ("sse", "long-poll"):
-            seen = [item["i"] async for batch in ac.tail(path, live=live) for item in batch.items]
-            assert seen == list(range(8))
-        await task
-        await ac.delete(path)
-        with pytest.raises(NotFound):
-            await ac.read(path)
-
-
-async def test_async_tail_resumes_after_cuts(stream_server: Server, proxy: TcpProxy) -> None:
-    import asyncio
-
-    path = name()
-    async with (
-        AsyncStreamClient(stream_server.url, api_key=KEY) as direct,
-        AsyncStreamClient(proxy.url, api_key=KEY) as via_proxy,
-    ):
-        await direct.create(path, content_type="application/json")
-
-        async def work() -> None:
-            for i in range(40):
-                await direct.append(path, json={"n": i})
-                await asyncio.sleep(0.01)
-            await direct.close(path)
-
-        task = asyncio.create_task(work())
-        seen: list[int] = []
-        async for batch in via_proxy.tail(path):
-            seen += [item["n"] for item in batch.items]
-            if len(seen) % 5 < len(batch.items):
-                proxy.truncate_next = True
-                proxy.cut()
-        await task
-        assert seen == list(range(40))
+    sc.create(path, content_type="text/plain")
+    with pytest.warns(DeprecationWarning, match=r"close\(path\).*close_stream\(path\)"):
+        assert sc.close(path).closed
+    assert sc.head(path).closed
+    other = StreamClient(stream_server.url, api_key=KEY)
+    with pytest.warns(DeprecationWarning, match=r"close_client\(\).*use close\(\)"):
+        other.close_client()
+    with pytest.raises(RuntimeError):
+        other.head(path)

@@ -1,10 +1,12 @@
-"""The asynchronous client: ``AsyncTether``, its ``sessions``, and ``AsyncRun`` handles."""
+"""The asynchronous client: ``AsyncTether``, its ``sessions``, and ``AsyncRun`` handles.
+
+``scripts/unasync.py`` writes ``client/_sync.py`` from ``client/_async.py``:
+change the latter, then run the script.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
@@ -12,12 +14,13 @@ from typing import Any
 
 import httpx
 
+from tether.client._async_streams import AsyncStreamClient
+from tether.client._concurrency import aresolve, asleep
 from tether.client._follow import Follower, RunFollower, SessionFollower, next_data_event
 from tether.client._http import (
     DEFAULT_LIVENESS,
     DEFAULT_TIMEOUT,
     USER_AGENT,
-    Backoff,
     api_error,
     connection_error,
     make_auth,
@@ -25,6 +28,7 @@ from tether.client._http import (
     resolve_base_url,
     seg,
 )
+from tether.client._reconnect import Reconnect
 from tether.client._runs import (
     DEFAULT,
     Approve,
@@ -37,13 +41,12 @@ from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client.errors import Conflict, ServerError, TetherError
 from tether.client.events import Event, ToolApproval
 from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
-from tether.client.streams import AsyncStreamClient
 
 ToolHandler = Callable[..., Any]
 
 
 class AsyncTether:
-    """Asynchronous client of a tether server's session API (see :class:`Tether`).
+    """Asynchronous client of a tether server's session API.
 
     ``base_url`` defaults to ``$TETHER_URL`` or ``http://127.0.0.1:4437``;
     ``api_key`` to ``$TETHER_API_KEY`` (sent as ``Authorization: Bearer``).
@@ -105,6 +108,7 @@ class AsyncTether:
         return resp
 
     async def aclose(self) -> None:
+        """Close the client's connections (unless its ``http_client`` was passed in)."""
         if self._owns_http:
             await self._http.aclose()
 
@@ -192,6 +196,7 @@ class AsyncTether:
     async def tool_result(
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
+        """Answer a tool call: its ``output``, or the ``error`` it raised."""
         await self._request(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-results",
@@ -201,6 +206,7 @@ class AsyncTether:
     async def tool_approval(
         self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
     ) -> None:
+        """Approve or refuse a tool call that needs approval."""
         await self._request(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
@@ -213,6 +219,7 @@ class AsyncTether:
         return ReadToken(data["token"], data["expires_at"])
 
     async def models(self) -> list[str]:
+        """The ids of the models the server offers."""
         data = (await self._request("GET", "/v1/models")).json()
         return [m["id"] for m in data.get("data", [])]
 
@@ -237,20 +244,13 @@ class AsyncTether:
         return self._follow(session_id, follower)
 
     async def _follow(self, session_id: str, f: Follower) -> AsyncIterator[Event]:
+        """The events ``f`` accepts from the session's SSE, across reconnections."""
         url = f"{self.base_url}/v1/sessions/{seg(session_id)}/events"
-        backoff = Backoff()
-        failing_since: float | None = None
-        last_error: Exception | None = None
+        policy = Reconnect(self.reconnect_timeout)
         while not f.done:
             f.check()
-            if failing_since is not None and time.monotonic() - failing_since > (
-                self.reconnect_timeout
-            ):
-                assert last_error is not None
-                raise connection_error(last_error, "GET", url)
             rt = f.read_timeout()
-            got_events = again = False
-            opened = time.monotonic()
+            policy.start()
             timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, rt + 1.0), read=rt)
             try:
                 async with self._http.stream(
@@ -265,51 +265,62 @@ class AsyncTether:
                     if resp.status_code >= 400:
                         raise api_error(resp, await resp.aread())
                     f.connected = True
-                    failing_since, last_error = None, None
-                    decoder = SSEDecoder()
-                    async for chunk in resp.aiter_bytes():
-                        msgs = decoder.feed(chunk)
-                        for i, msg in enumerate(msgs):
-                            if not isinstance(msg, SSEEvent):
-                                continue
-                            events = f.accept(msg)
-                            if f.lookahead is not None:
-                                following = next_data_event(msgs, i + 1)
-                                if following is False:
-                                    events += await self._lookahead(session_id, f)
-                                else:
-                                    events += f.resolve_lookahead(following)  # type: ignore[arg-type]
-                            for ev in events:
-                                got_events = True
-                                yield ev
-                                f.touch()
-                            if f.done:
-                                return
-                        f.check()
-                        if f.should_reconnect(rt):
-                            again = True
-                            break
-                # The server ended the response (or a shorter read timeout is due):
-                # reconnect at once, unless it keeps ending them straight away.
-                if got_events or again or time.monotonic() - opened > 1.0:
-                    backoff.reset()
-                else:
-                    await self._pause(backoff.next(), f)
+                    policy.connected()
+                    async for ev in self._read_events(session_id, f, resp, rt, policy):
+                        yield ev
+                        f.touch()
+                    if f.done:
+                        return
+                await self._pause(policy.delay_after_end(), f)
             except httpx.ReadTimeout:
                 continue  # silent for the read timeout: check the deadline, reconnect
             except (httpx.TransportError, ServerError) as err:
-                last_error = err
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                if got_events:
-                    backoff.reset()
-                await self._pause(backoff.next(), f)
+                delay = policy.delay_after_failure()
+                if delay is None:
+                    raise connection_error(err, "GET", url) from err
+                await self._pause(delay, f)
+
+    async def _read_events(
+        self,
+        session_id: str,
+        f: Follower,
+        resp: httpx.Response,
+        read_timeout: float,
+        policy: Reconnect,
+    ) -> AsyncIterator[Event]:
+        """The events of one SSE response, until the follower is done or, its
+        read timeout being too long for a deadline that is near, it must reconnect."""
+        decoder = SSEDecoder()
+        async for chunk in resp.aiter_bytes():
+            msgs = decoder.feed(chunk)
+            for i, msg in enumerate(msgs):
+                if not isinstance(msg, SSEEvent):
+                    continue
+                events = f.accept(msg)
+                if f.lookahead is not None:
+                    following = next_data_event(msgs, i + 1)
+                    if following is False:
+                        events += await self._lookahead(session_id, f)
+                    else:
+                        events += f.resolve_lookahead(following)  # type: ignore[arg-type]
+                for ev in events:
+                    policy.progressed()
+                    yield ev
+                if f.done:
+                    return
+            f.check()
+            if f.should_reconnect(read_timeout):
+                policy.cut()
+                return
 
     async def _pause(self, delay: float, f: Follower) -> None:
+        """Wait ``delay`` seconds, but no later than the follower's next deadline."""
+        if not delay:
+            return
         found = f.deadline()
         if found is not None:
             delay = min(delay, max(found[0] - time.monotonic(), 0.0))
-        await asyncio.sleep(delay)
+        await asleep(delay)
 
     async def _lookahead(self, session_id: str, f: Follower) -> list[Event]:
         """Read the one event after a queue-update to see whether the run started."""
@@ -524,9 +535,7 @@ class AsyncRun:
                 if call.name in handlers:
                     awaiting[call.id] = call
                 return
-            verdict = approve(call) if callable(approve) else approve
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
+            verdict = await aresolve(approve(call) if callable(approve) else approve)
             approved, reason = tool_verdict(verdict)
             with contextlib.suppress(Conflict):
                 await self.tool_approval(call.id, approved, reason)
@@ -539,11 +548,9 @@ class AsyncRun:
         if fn is None:
             return
         try:
-            output = (
+            output = await aresolve(
                 fn(**call.arguments) if isinstance(call.arguments, dict) else fn(call.arguments)
             )
-            if inspect.isawaitable(output):
-                output = await output
         except Exception as err:
             with contextlib.suppress(Conflict):
                 await self.tool_result(call.id, error=tool_error_text(err))

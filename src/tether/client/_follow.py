@@ -18,7 +18,7 @@ from typing import Any
 
 from tether.client._http import DEFAULT_LIVENESS
 from tether.client._sse import SSEEvent
-from tether.client.errors import FirstEventTimeout, IdleTimeout, NotFound
+from tether.client.errors import FirstEventTimeout, IdleTimeout, NotFound, StreamTimeout
 from tether.client.events import (
     Cancel,
     ErrorEvent,
@@ -183,7 +183,7 @@ class Follower:
         """The caller had control (handling an event): that time is not idleness."""
         self._activity = max(self._activity, self.clock())
 
-    def deadline(self) -> tuple[float, float, type[Exception]] | None:
+    def deadline(self) -> tuple[float, float, type[StreamTimeout]] | None:
         """``(when, timeout, error class)`` of the next timeout, if one runs."""
         return None
 
@@ -192,8 +192,8 @@ class Follower:
         if found is not None and self.clock() >= found[0]:
             raise self.timeout_error(found[1], found[2])
 
-    def timeout_error(self, timeout: float, cls: type[Exception]) -> Exception:
-        return cls(f"no event for {timeout:g}s")
+    def timeout_error(self, timeout: float, cls: type[StreamTimeout]) -> StreamTimeout:
+        return cls(f"no event for {timeout:g}s", timeout=timeout)
 
     def read_timeout(self) -> float:
         """Read timeout for a new connection: liveness, or sooner if a deadline is near."""
@@ -334,7 +334,7 @@ class RunFollower(Follower):
         calls, self._tool_calls = self._tool_calls, []
         return calls
 
-    def deadline(self) -> tuple[float, float, type[Exception]] | None:
+    def deadline(self) -> tuple[float, float, type[StreamTimeout]] | None:
         if self.done:
             return None
         if not self.started:
@@ -349,7 +349,7 @@ class RunFollower(Follower):
             return None
         return self._activity + self.idle_timeout, self.idle_timeout, IdleTimeout
 
-    def timeout_error(self, timeout: float, cls: type[Exception]) -> Exception:
+    def timeout_error(self, timeout: float, cls: type[StreamTimeout]) -> StreamTimeout:
         what = "first event" if cls is FirstEventTimeout else "event"
         return cls(
             f"run {self.run_id}: no {what} for {timeout:g}s",
