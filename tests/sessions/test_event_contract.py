@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,3 +69,8 @@ def test_the_runs_cover_the_vocabulary_a_single_server_writes(
     assert reasons == {ev.COMPLETE, ev.CANCELLED, ev.FAILED}  # interrupted: after a crash
     kinds = {e["kind"] for events in logs.values() for e in events if e["type"] == ev.PART_START}
     assert kinds == {ev.TEXT, ev.REASONING, ev.TOOL_CALL}
+
+
+def test_the_recorded_fixtures_came_from_these_scenarios(logs: dict[str, list[Event]]) -> None:
+    fixtures = Path(__file__).parents[1] / "fixtures" / "folds"
+    assert {p.stem for p in fixtures.glob("*.json")} == set(logs)
