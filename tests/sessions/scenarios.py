@@ -28,12 +28,12 @@ FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error")
 
 
 @contextmanager
-def start_server(base: Path) -> Iterator[TetherServer]:
-    """A ``tether serve`` on SQLite with the demo model and the ``web.agents`` agents."""
+def start_server(base: Path, *args: str) -> Iterator[TetherServer]:
+    """A ``tether serve`` on SQLite (``base/data``) with the demo model and ``web.agents``."""
     server = TetherServer(
         base / "data",
         log_path=base / "server.log",
-        extra_args=["web.agents:app"],
+        extra_args=["web.agents:app", *args],
         env=agents_env(),
     )
     with server:
@@ -257,3 +257,25 @@ def record_all(server: TetherServer) -> list[Recording]:
     """Run every scenario on ``server``, each in its own session."""
     with httpx.Client(base_url=server.base_url, timeout=30) as client:
         return [scenario(client) for scenario in SCENARIOS]
+
+
+def record_lost_run(base: Path) -> Recording:
+    """A server killed mid-run restarts with ``--retry-lost-runs``: the run is
+    ended as interrupted, and answered again by a run that names it ``retry_of``."""
+    with start_server(base, "--retry-lost-runs") as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            d = Driver(client)
+            d.send("/count 20 50")
+            d.wait(lambda s: len(s["messages"][-1]["parts"]) > 0)
+        server.kill()
+    with (
+        start_server(base, "--retry-lost-runs") as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as client,
+    ):
+        d.client = client
+        d.settle()
+        return d.record(
+            "lost-run",
+            "The server is killed mid-run; on restart the run ends as interrupted "
+            "and is answered again (--retry-lost-runs), beside the lost answer.",
+        )
