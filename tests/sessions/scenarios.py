@@ -189,6 +189,15 @@ def _retries(client: httpx.Client) -> Recording:
     return d.record("retries", "/fail 2: two attempts fail and are retried, the third answers.")
 
 
+def _discard(client: httpx.Client) -> Recording:
+    d = Driver(client, agent="flaky")
+    d.send("go")
+    d.settle()
+    return d.record(
+        "discard", "An attempt fails after streaming text: the retry discards that part."
+    )
+
+
 def _error(client: httpx.Client) -> Recording:
     d = Driver(client)
     d.send("/fail 9 never")
@@ -245,6 +254,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _approval,
     _denial,
     _retries,
+    _discard,
     _error,
     _cancel,
     _edit,
