@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -62,3 +63,19 @@ async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> N
 async def test_the_page_is_not_in_the_api_document(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert "/" not in paths and not any(p.startswith("/ui") for p in paths)
+
+
+async def test_every_module_the_page_imports_is_served_as_javascript(
+    client: httpx.AsyncClient,
+) -> None:
+    """The page is ES modules importing each other by plain name, with no build step."""
+    wanted = {"app.mjs"}
+    served: set[str] = set()
+    while wanted - served:
+        name = (wanted - served).pop()
+        r = await client.get(f"/ui/{name}")
+        assert r.status_code == 200, name
+        assert r.headers["content-type"].startswith("text/javascript"), name
+        served.add(name)
+        wanted |= set(re.findall(r'^import (?:.* from )?"\./([\w-]+\.mjs)";$', r.text, re.M))
+    assert served == {p.name for p in WEB_DIR.glob("*.mjs")}

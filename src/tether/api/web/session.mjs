@@ -16,7 +16,7 @@ import { render, scheduleRender } from "./schedule.mjs";
 import { conn } from "./state.mjs";
 
 export class Session {
-  /** `listChanged()` is called when the session list may have changed (a run ended, a title was set). */
+  /** `listChanged()` is called when the session list may have changed (a run ended, a retitle). */
   constructor(id, listChanged) {
     this.id = id;
     this.listChanged = listChanged;
