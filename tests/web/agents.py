@@ -16,3 +16,13 @@ async def approver(ctx: RunContext) -> None:
         await ctx.text(f"Deleted: {outcome.output}")
     else:
         await ctx.text(f"Not deleted ({outcome.error})")
+
+
+@app.agent("flaky")
+async def flaky(ctx: RunContext) -> None:
+    """Fails mid-answer as a model stream can, and retries: the draft is discarded."""
+    await ctx.text("A draft that ")
+    await ctx.text("breaks off")
+    await ctx.retry(1, 0.01, "upstream: connection reset")
+    ctx.new_attempt()
+    await ctx.text("The answer.")

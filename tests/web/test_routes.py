@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -25,7 +26,7 @@ async def test_the_page_is_served_at_the_root_without_a_key(client: httpx.AsyncC
     r = await client.get("/")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
-    assert '<script src="/ui/app.js"' in r.text
+    assert '<script type="module" src="/ui/app.mjs">' in r.text
     csp = r.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe" not in csp
     assert r.headers["x-content-type-options"] == "nosniff"
@@ -33,7 +34,13 @@ async def test_the_page_is_served_at_the_root_without_a_key(client: httpx.AsyncC
 
 @pytest.mark.parametrize(
     ("name", "media"),
-    [("app.js", "text/javascript"), ("style.css", "text/css"), ("favicon.svg", "image/svg+xml")],
+    [
+        ("app.mjs", "text/javascript"),
+        ("fold.mjs", "text/javascript"),
+        ("docs.js", "text/javascript"),
+        ("style.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ],
 )
 async def test_assets_are_served_with_their_types(
     client: httpx.AsyncClient, name: str, media: str
@@ -46,7 +53,8 @@ async def test_assets_are_served_with_their_types(
 
 
 @pytest.mark.parametrize(
-    "path", ["/ui/nope.js", "/ui/..%2Fwebui.py", "/ui/.hidden", "/ui/", "/ui/webui.py"]
+    "path",
+    ["/ui/nope.js", "/ui/nope.mjs", "/ui/..%2Fwebui.py", "/ui/.hidden", "/ui/", "/ui/webui.py"],
 )
 async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> None:
     assert (await client.get(path)).status_code == 404
@@ -55,3 +63,19 @@ async def test_nothing_else_is_served(client: httpx.AsyncClient, path: str) -> N
 async def test_the_page_is_not_in_the_api_document(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert "/" not in paths and not any(p.startswith("/ui") for p in paths)
+
+
+async def test_every_module_the_page_imports_is_served_as_javascript(
+    client: httpx.AsyncClient,
+) -> None:
+    """The page is ES modules importing each other by plain name, with no build step."""
+    wanted = {"app.mjs"}
+    served: set[str] = set()
+    while wanted - served:
+        name = (wanted - served).pop()
+        r = await client.get(f"/ui/{name}")
+        assert r.status_code == 200, name
+        assert r.headers["content-type"].startswith("text/javascript"), name
+        served.add(name)
+        wanted |= set(re.findall(r'^import (?:.* from )?"\./([\w-]+\.mjs)";$', r.text, re.M))
+    assert served == {p.name for p in WEB_DIR.glob("*.mjs")}

@@ -1,8 +1,11 @@
 """The web UI: a few static files served at ``/`` and ``/ui/...``, no build step.
 
 The page is plain HTML, CSS and JavaScript shipped inside the package
-(``tether/api/web/``). It talks to the session API like any other client:
-the snapshot first, then the live events from the snapshot's offset.
+(``tether/api/web/``); its script is native ES modules (``*.mjs``, one idea
+each, loaded by ``<script type="module">``), which the browser fetches from
+this same folder and Node can import as they are (the fold's golden test).
+It talks to the session API like any other client: the snapshot first, then
+the live events from the snapshot's offset.
 The routes need no key; the page asks for one when the API answers 401.
 """
 
@@ -19,6 +22,7 @@ WEB_DIR = Path(__file__).with_name("web")
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
     ".svg": "image/svg+xml",
 }
@@ -31,7 +35,7 @@ CSP = (
 
 HEADERS = {
     # Revalidate every time (ETag / Last-Modified make that cheap), so an
-    # upgraded tether never runs an old app.js against a new API.
+    # upgraded tether never runs an old module against a new API.
     "cache-control": "no-cache",
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
@@ -59,7 +63,7 @@ def _swagger_asset(name: str) -> FileResponse:
 
 
 def build_web_router() -> APIRouter:
-    """``GET /`` (the page), ``GET /ui/{name}`` (its scripts and styles) and ``GET /docs``.
+    """``GET /`` (the page), ``GET /ui/{name}`` (its modules and styles) and ``GET /docs``.
 
     The API docs are Swagger UI served from this server's own files, under the
     web UI's policy: no script from anywhere else runs in the origin where the

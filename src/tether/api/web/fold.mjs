@@ -1,0 +1,238 @@
+// The fold: the same reduction of events into a message tree as the server's
+// (sessions/fold.py). Pure: no DOM, no network, so Node runs it too (the golden
+// fixtures in tests/fixtures/folds/ are replayed through it by tests/web/fold_golden.mjs).
+// Parts and messages carry a `rev`, bumped on every change, so views redraw only what changed.
+
+export class Fold {
+  constructor() {
+    this.gen = ++Fold.count; // views drawn from another fold are redrawn
+    this.messages = new Map();
+    this.children = new Map(); // parent id ("" for roots) -> child ids, oldest first
+    this.leaf = null; // the newest message placed: the end of the current branch
+    this.activeRun = null;
+    this.queue = [];
+    this.status = "idle";
+    this.lastError = null;
+    this.parts = new Map(); // part id -> [message, part]
+    this.toolCalls = new Map(); // tool call id -> part
+    this.retries = new Map(); // run id -> last retry event
+    this.errors = new Map(); // run id -> {code, message}
+    this.seen = new Set();
+    this.complete = true; // false: seeded from a snapshot, other branches unknown
+  }
+
+  static fromSnapshot(snap) {
+    const f = new Fold();
+    f.status = snap.status || "idle";
+    f.activeRun = snap.active_run || null;
+    f.queue = snap.queue || [];
+    f.lastError = snap.last_error || null;
+    for (const m of snap.messages || []) {
+      const msg = {
+        id: m.id, role: m.role, parent_id: m.parent_id ?? null, status: m.status,
+        run_id: m.run_id ?? null, usage: m.usage ?? null, edit_of: m.edit_of ?? null,
+        parts: [], rev: 0,
+      };
+      for (const p of m.parts || []) {
+        const part = Object.assign({ text: "", done: true }, p, { rev: 0 });
+        if (!("needs_approval" in p)) part.needs_approval = undefined; // not told
+        msg.parts.push(part);
+        f.parts.set(part.id, [msg, part]);
+        if (part.tool_call_id) f.toolCalls.set(part.tool_call_id, part);
+      }
+      f.messages.set(msg.id, msg);
+      const siblings = (m.siblings && m.siblings.length ? m.siblings : [msg.id]).slice();
+      f.children.set(msg.parent_id ?? "", siblings);
+      if (siblings.some((id) => id !== msg.id)) f.complete = false;
+    }
+    const msgs = snap.messages || [];
+    f.leaf = msgs.length ? msgs[msgs.length - 1].id : null;
+    return f;
+  }
+
+  kids(parentId) {
+    return this.children.get(parentId ?? "") || [];
+  }
+
+  apply(e) {
+    if (e.id) {
+      if (this.seen.has(e.id)) return false;
+      this.seen.add(e.id);
+    }
+    const handler = Fold.handlers[e.type];
+    if (handler) handler.call(this, e);
+    return true;
+  }
+
+  touch(msg, part) {
+    msg.rev++;
+    if (part) part.rev++;
+  }
+
+  place(msg) {
+    this.messages.set(msg.id, msg);
+    const key = msg.parent_id ?? "";
+    const kids = this.children.get(key) || [];
+    if (!kids.includes(msg.id)) kids.push(msg.id);
+    this.children.set(key, kids);
+    this.leaf = msg.id;
+  }
+
+  /** Messages from the root to `leaf`; `broken` if a message on the way is not known here. */
+  branch(leaf) {
+    const out = [];
+    let cur = leaf === undefined ? this.leaf : leaf;
+    let broken = false;
+    const guard = new Set();
+    while (cur) {
+      const msg = this.messages.get(cur);
+      if (!msg || guard.has(cur)) {
+        broken = true;
+        break;
+      }
+      guard.add(cur);
+      out.push(msg);
+      cur = msg.parent_id;
+    }
+    out.reverse();
+    return { messages: out, broken };
+  }
+
+  isAncestorOrSelf(ancestor, id) {
+    for (let cur = id; cur; cur = this.messages.get(cur)?.parent_id) if (cur === ancestor) return true;
+    return false;
+  }
+
+  /** The leaf to show for a message: the current leaf if below it, else its newest descendants. */
+  descend(id) {
+    if (this.leaf && this.isAncestorOrSelf(id, this.leaf)) return this.leaf;
+    let cur = id;
+    for (;;) {
+      const kids = this.kids(cur).filter((k) => this.messages.has(k));
+      if (!kids.length) return cur;
+      cur = kids[kids.length - 1];
+    }
+  }
+}
+
+Fold.count = 0;
+
+Fold.handlers = {
+  "user-message"(e) {
+    if (this.messages.has(e.message_id)) return;
+    const parts = (e.parts || []).map((p, i) => ({
+      id: `${e.message_id}:${i}`, kind: p.type || "text", text: p.text || "", done: true, rev: 0,
+    }));
+    this.place({
+      id: e.message_id, role: "user", parent_id: e.parent_id ?? null, parts, status: "complete",
+      run_id: null, usage: null, edit_of: e.edit_of ?? null, rev: 0,
+    });
+  },
+  "message-start"(e) {
+    if (this.messages.has(e.message_id)) return;
+    this.place({
+      id: e.message_id, role: e.role || "assistant", parent_id: e.parent_id ?? null, parts: [],
+      status: "streaming", run_id: e.run_id ?? null, usage: null, edit_of: null, rev: 0,
+    });
+  },
+  "part-start"(e) {
+    const msg = this.messages.get(e.message_id);
+    if (!msg || this.parts.has(e.part_id)) return;
+    const part = {
+      id: e.part_id, kind: e.kind || "text", text: "", done: false, rev: 0,
+      tool_call_id: e.tool_call_id, tool_name: e.tool_name, needs_approval: !!e.needs_approval,
+    };
+    msg.parts.push(part);
+    this.parts.set(part.id, [msg, part]);
+    if (part.tool_call_id) this.toolCalls.set(part.tool_call_id, part);
+    this.touch(msg, part);
+  },
+  "part-delta"(e) {
+    const found = this.parts.get(e.part_id);
+    if (!found) return;
+    found[1].text += e.delta || "";
+    this.touch(found[0], found[1]);
+  },
+  "part-end"(e) {
+    const found = this.parts.get(e.part_id);
+    if (!found) return;
+    const part = found[1];
+    part.done = true;
+    if ("value" in e) part.value = e.value;
+    if ("text" in e) part.text = e.text;
+    this.touch(found[0], part);
+  },
+  "message-end"(e) {
+    const msg = this.messages.get(e.message_id);
+    if (!msg) return;
+    msg.status = e.status || "complete";
+    msg.usage = e.usage || msg.usage;
+    for (const part of msg.parts) {
+      part.done = true;
+      part.rev++;
+    }
+    this.touch(msg);
+  },
+  "run-start"(e) {
+    this.activeRun = { run_id: e.run_id, trigger: e.trigger, model: e.model, started_at: e.ts };
+    this.status = "running";
+  },
+  "run-end"(e) {
+    const reason = e.reason || "complete";
+    for (const msg of this.messages.values()) {
+      if (msg.run_id === e.run_id && msg.status === "streaming") {
+        msg.status = reason === "complete" ? "complete" : reason;
+        for (const part of msg.parts) {
+          part.done = true;
+          part.rev++;
+        }
+        this.touch(msg);
+      }
+    }
+    if (this.activeRun && this.activeRun.run_id === e.run_id) {
+      this.activeRun = null;
+      this.status = "idle";
+    }
+  },
+  retry(e) {
+    for (const partId of e.discard || []) {
+      const found = this.parts.get(partId);
+      if (!found) continue;
+      this.parts.delete(partId);
+      found[0].parts = found[0].parts.filter((p) => p !== found[1]);
+      this.touch(found[0]);
+    }
+    this.retries.set(e.run_id, e);
+  },
+  error(e) {
+    this.lastError = { code: e.code, message: e.message };
+    if (e.run_id) this.errors.set(e.run_id, this.lastError);
+  },
+  "tool-result"(e) {
+    const part = this.toolCalls.get(e.tool_call_id);
+    if (!part) return;
+    part.result = e.output ?? null;
+    part.error = e.error ?? null;
+    part.answered = true;
+    part.rev++;
+    const found = this.parts.get(part.id);
+    if (found) this.touch(found[0]);
+  },
+  "tool-approval"(e) {
+    const part = this.toolCalls.get(e.tool_call_id);
+    if (!part) return;
+    part.approval = { approved: !!e.approved, reason: e.reason ?? null };
+    part.rev++;
+    const found = this.parts.get(part.id);
+    if (found) this.touch(found[0]);
+  },
+  status(e) {
+    this.status = e.status;
+  },
+  "queue-update"(e) {
+    this.queue = e.queue || [];
+  },
+};
+
+// ---------------------------------------------------------------------------
+// Application state
