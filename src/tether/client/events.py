@@ -65,6 +65,9 @@ class Submit(Event):
     message_id: str | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
     front: bool | None = None
+    parent_id: str | None = None
+    edit_of: str | None = None
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -93,6 +96,8 @@ class RunStart(Event):
     trigger: str | None = None
     model: str | None = None
     worker: str | None = None
+    #: The run this one retries, when a run lost to a crash is started again.
+    retry_of: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
