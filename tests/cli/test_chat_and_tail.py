@@ -23,6 +23,19 @@ def run_chat(base_url: str, lines: list[str], timeout: float = 30) -> str:
     return proc.stdout
 
 
+def wait_until_answering(base_url: str, timeout: float = 30) -> None:
+    """Wait until the server's only session has an assistant message with text."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=base_url, timeout=5) as c:
+        while time.monotonic() < deadline:
+            for item in c.get("/v1/sessions").json()["sessions"]:
+                messages = c.get(f"/v1/sessions/{item['id']}").json()["messages"]
+                if any(m["role"] == "assistant" and m["parts"] for m in messages):
+                    return
+            time.sleep(0.05)
+    raise AssertionError(f"no answer started within {timeout} s")
+
+
 def test_chat_streams_answers_and_keeps_the_conversation(tether_server: ServerFactory) -> None:
     server = tether_server()
     out = run_chat(server.base_url, ["/count 5 1", "hello there"])
@@ -42,7 +55,7 @@ def test_chat_survives_a_server_restart_mid_answer(tether_server: ServerFactory)
     assert proc.stdin is not None
     proc.stdin.write("/count 400 10\n")
     proc.stdin.flush()
-    time.sleep(1.0)
+    wait_until_answering(server.base_url)
     server.kill()
     tether_server(server.data_dir, port=server.port)  # back on the same address
     out, err = proc.communicate("/count 3 1\n", timeout=60)
