@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from tether.runtime.context import Approval, RunContext, ToolOutcome
+from tether.runtime.errors import Conflict, InvalidInput
 from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionNotFound, SessionRecord, SessionService, stream_name
@@ -80,14 +81,6 @@ AgentResolver = Callable[[SessionRecord], Agent]
 
 def lease_name(session_id: str) -> str:
     return f"session:{session_id}"
-
-
-class InvalidInput(ValueError):
-    """A request that names a message or tool call the session does not have."""
-
-
-class Conflict(ValueError):
-    """A request that is valid but clashes with the session's state."""
 
 
 @dataclass(slots=True)
