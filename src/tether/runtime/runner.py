@@ -47,6 +47,9 @@ import orjson
 
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.runtime.errors import Conflict, InvalidInput
+from tether.runtime.names import RUNS, lease_name
+from tether.runtime.queue import QueueItem, queue_update
+from tether.runtime.tasks import cancel_and_wait
 from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionNotFound, SessionRecord, SessionService, stream_name
@@ -55,7 +58,6 @@ from tether.streams.tail import tail
 
 log = logging.getLogger(__name__)
 
-RUNS = "runs"
 #: Seconds a driver's lease lasts unrenewed (it is renewed every third of it),
 #: so a dead replica's runs are taken over within this plus ``REAP_INTERVAL``.
 LEASE_TTL = 6.0
@@ -77,55 +79,6 @@ _WATCHED = frozenset({ev.SUBMIT, ev.CANCEL, ev.TOOL_RESULT, ev.TOOL_APPROVAL})
 
 Agent = Callable[[RunContext], Awaitable[None]]
 AgentResolver = Callable[[SessionRecord], Agent]
-
-
-def lease_name(session_id: str) -> str:
-    return f"session:{session_id}"
-
-
-@dataclass(slots=True)
-class QueueItem:
-    run_id: str
-    kind: str  # "message" | "regenerate" | "continue"
-    #: The user message to place (kind message), to answer again (regenerate),
-    #: or the message the answer follows (continue).
-    message_id: str
-    parts: list[dict[str, Any]] = field(default_factory=list)
-    parent_id: str | None = None
-    #: The parent was chosen (None then means a root); else it is the leaf at run time.
-    explicit_parent: bool = False
-    edit_of: str | None = None
-    #: The run this one retries (a run whose replica died mid-way).
-    retry_of: str | None = None
-
-    def public(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "run_id": self.run_id,
-            "kind": self.kind,
-            "message_id": self.message_id,
-        }
-        if self.kind == "message":
-            out["parts"] = self.parts
-            if self.explicit_parent:
-                out["parent_id"] = self.parent_id
-            if self.edit_of is not None:
-                out["edit_of"] = self.edit_of
-        if self.retry_of is not None:
-            out["retry_of"] = self.retry_of
-        return out
-
-    @classmethod
-    def from_public(cls, d: dict[str, Any]) -> QueueItem:
-        return cls(
-            d["run_id"],
-            d["kind"],
-            d["message_id"],
-            d.get("parts", []),
-            d.get("parent_id"),
-            explicit_parent="parent_id" in d,
-            edit_of=d.get("edit_of"),
-            retry_of=d.get("retry_of"),
-        )
 
 
 @dataclass(slots=True, eq=False)
@@ -194,9 +147,9 @@ class Runtime:
     async def aclose(self) -> None:
         """Cancel every run (they end as interrupted), wait for them, let leases go."""
         self._closing = True
-        await _cancel_and_wait(self._background)
+        await cancel_and_wait(self._background)
         self._background = []
-        await _cancel_and_wait(list(self._runs))
+        await cancel_and_wait(list(self._runs))
         while self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
         for session_id, live in list(self._live.items()):
@@ -456,9 +409,7 @@ class Runtime:
         self._live.pop(session_id, None)
 
     async def _publish_queue(self, session_id: str, live: _Live) -> None:
-        await self._append(
-            session_id, live, [ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue])]
-        )
+        await self._append(session_id, live, [queue_update(live.queue)])
 
     async def _append(self, session_id: str, live: _Live, events: list[ev.Event]) -> int:
         """Append as the session's driver: refused, and the session let go, once we are not."""
@@ -522,7 +473,7 @@ class Runtime:
     async def _stop_watcher(self, live: _Live) -> None:
         task, live.watcher = live.watcher, None
         if task is not None and task is not asyncio.current_task():
-            await _cancel_and_wait([task])
+            await cancel_and_wait([task])
 
     async def _reconcile(self, session_id: str, live: _Live) -> None:
         """Bring the driver's state in line with the stream: the one source of truth.
@@ -556,7 +507,7 @@ class Runtime:
                 )
                 await self._record(retry.run_id, session_id)
                 live.queue.appendleft(retry)
-                then.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
+                then.append(queue_update(live.queue))
             try:
                 await self._end(session_id, live, run_id, reason, then=then)
             except Exception as err:
@@ -580,7 +531,7 @@ class Runtime:
             session_id,
             live,
             [
-                ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]),
+                queue_update(live.queue),
                 *(ev.event(ev.RUN_END, run_id=r, reason=ev.CANCELLED) for r in dropped),
             ],
         )
@@ -784,7 +735,7 @@ class Runtime:
         fold = (await self.sessions.state(session_id)).fold
         batch: list[ev.Event] = []
         if fold.queue or live.queue:
-            batch.append(ev.event(ev.QUEUE_UPDATE, queue=[q.public() for q in live.queue]))
+            batch.append(queue_update(live.queue))
         if item.kind == "message":
             batch.append(
                 ev.event(
@@ -957,24 +908,6 @@ class Runtime:
             await self.store.delete_record(RUNS, run_id)
         except Exception as err:  # the next reaper drops it: the run has ended
             log.warning("could not drop the record of ended run %s: %s", run_id, err)
-
-
-async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel tasks and wait for them to finish.
-
-    Not ``suppress(CancelledError): await task``: that would also swallow a
-    cancel of the task waiting here, which then runs on as if never told.
-    """
-    pending = set(tasks)
-    while pending:
-        # Again if need be: a cancel that lands while a task is inside some
-        # library's own cancel handling can be lost, and the task runs on.
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=1.0)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
 
 
 def _resolve(live: _Live, key: str, value: Any) -> None:
