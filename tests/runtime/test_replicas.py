@@ -352,8 +352,9 @@ async def test_deleting_a_session_on_another_replica_stops_its_run(
     await b.sessions.delete(sid)
 
     async def stopped() -> bool:
-        live = a.runtime._live.get(sid)
-        return live is None or live.task is None
+        driver = a.runtime._drivers.find(sid)
+        run = driver.run if driver is not None else None
+        return run is None or run.task is None
 
     await until(stopped, timeout=2)
 

@@ -1,0 +1,36 @@
+"""The errors the runtime raises to its callers, each with the wire code it answers with.
+
+::
+
+    ValueError
+    └── InputRefused        a request the runtime refuses; nothing was changed
+        ├── InvalidInput    "invalid_input": names a message or tool call the session lacks
+        └── Conflict        "conflict": valid, but clashes with the session's state
+
+The ``code`` is declared on the class (as asyncpg declares its SQLSTATEs), so
+that a front maps errors to responses by code, and renaming a class never
+changes what clients see.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class InputRefused(ValueError):
+    """A request the runtime refuses, leaving the session as it was (raise a subclass)."""
+
+    #: The machine-readable code clients get in the error body.
+    code: ClassVar[str]
+
+
+class InvalidInput(InputRefused):
+    """A request that names a message or tool call the session does not have."""
+
+    code = "invalid_input"
+
+
+class Conflict(InputRefused):
+    """A request that is valid but clashes with the session's state."""
+
+    code = "conflict"
