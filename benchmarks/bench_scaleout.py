@@ -33,7 +33,6 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -535,15 +534,6 @@ APPEND_METRICS = (
 )
 
 
-def stats(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
 def summarize(
     cfg: ScaleConfig, results: dict[str, list[dict[str, Any]]]
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -555,13 +545,13 @@ def summarize(
         for m in metrics:
             values = [r[m.key] for r in rounds if m.key in r]
             if values:
-                out[m.key] = stats(values)
+                out[m.key] = harness.over_rounds(values)
         if target == cfg.fanout_targets[1]:  # latency by replica of the scale-out target
             for k in range(cfg.replicas):
                 for q in ("latency_p50_ms", "latency_p99_ms"):
                     values = [r["by_replica"][k][q] for r in rounds]
                     if values:
-                        out[f"replica{k + 1}.{q}"] = stats(values)
+                        out[f"replica{k + 1}.{q}"] = harness.over_rounds(values)
         for cmd in REDIS_COMMANDS:
             values = [
                 r["redis_commands"][cmd]["usec_per_call"]
@@ -569,7 +559,7 @@ def summarize(
                 if cmd in r.get("redis_commands", {})
             ]
             if values:
-                out[f"redis.{cmd}_usec_per_call"] = stats(values)
+                out[f"redis.{cmd}_usec_per_call"] = harness.over_rounds(values)
         summary[target] = out
     return summary
 

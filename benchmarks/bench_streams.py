@@ -61,6 +61,7 @@ from harness import (
     format_text_table,
     free_port,
     kill_all_servers,
+    over_rounds,
     percentile,
     raise_nofile,
     rss_kib,
@@ -1074,23 +1075,13 @@ def summarize(
         for m in METRICS:
             values = [r[m.key] for r in by_scenario.get(m.scenario, []) if m.key in r]
             if values:
-                out[m.name] = {
-                    "median": statistics.median(values),
-                    "min": min(values),
-                    "max": max(values),
-                    "n": len(values),
-                }
+                out[m.name] = over_rounds(values)
         for scenario in CPU_SCENARIOS:
             rows = by_scenario.get(scenario, [])
             for cpu_key in ("client_cpu_pct", "server_cpu_pct"):
                 values = [r[cpu_key] for r in rows if cpu_key in r]
                 if values:
-                    out[f"{scenario}.{cpu_key}"] = {
-                        "median": statistics.median(values),
-                        "min": min(values),
-                        "max": max(values),
-                        "n": len(values),
-                    }
+                    out[f"{scenario}.{cpu_key}"] = over_rounds(values)
         summary[target] = out
     return summary
 

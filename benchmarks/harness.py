@@ -22,6 +22,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -382,6 +383,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def over_rounds(values: Sequence[float]) -> dict[str, float]:
+    """One figure over a benchmark's rounds: the median the tables show, and its spread."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def format_text_table(header: list[str], rows: list[list[str]]) -> str:

@@ -33,6 +33,15 @@ def test_percentile_of_nothing_is_nan() -> None:
     assert math.isnan(harness.percentile([], 50))
 
 
+def test_over_rounds_gives_the_median_and_the_spread() -> None:
+    assert harness.over_rounds([3.0, 1.0, 10.0, 2.0]) == {
+        "median": 2.5,
+        "min": 1.0,
+        "max": 10.0,
+        "n": 4,
+    }
+
+
 def test_text_table_aligns_labels_left_and_figures_right() -> None:
     table = harness.format_text_table(["metric", "a"], [["x", "1.5"], ["longer", "12.25"]])
     assert table.splitlines() == [
