@@ -55,25 +55,37 @@ import contextlib
 import datetime as dt
 import json
 import math
-import os
-import platform
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import orjson
 
-HOST = "127.0.0.1"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import (
+    HOST,
+    REPO_ROOT,
+    BenchError,
+    ServerProcess,
+    client_loop,
+    command_line,
+    format_markdown_table,
+    format_text_table,
+    free_port,
+    kill_all_servers,
+    machine_cpu,
+    machine_info,
+    percentile,
+    self_cpu_seconds,
+)
+
 BENCH_DIR = REPO_ROOT / "benchmarks"
 LITELLM_VENV = BENCH_DIR / ".work" / "litellm-venv"
 LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
@@ -83,7 +95,6 @@ ARRIVALS = ("burst", "steady")
 GATEWAYS = ("passthrough", "passthrough-asgi", "tether", "litellm")
 MODEL = "bench-model"
 API_KEY = "bench-key"
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 #: What tether must add at most (ms), per the issue.
 GOAL_P50_MS = 2.0
@@ -95,10 +106,6 @@ METRICS = (
     ("gap", "inter-token gap"),
     ("token", "token latency"),
 )
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -224,165 +231,6 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     return cfg, ns
 
 
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    out = [root]
-    i = 0
-    while i < len(out):
-        out.extend(children.get(out[i], []))
-        i += 1
-    return out
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / _CLK_TCK
-
-
-def self_cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(CPU time stolen by the hypervisor, all CPU time) of every CPU so far, in ticks.
-
-    On a virtual machine whose host is busy, the steal time grows and every
-    latency measured here with it; (0, 0) where /proc/stat is missing.
-    """
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
-    except OSError:
-        return 0, 0
-    ticks = [int(f) for f in fields]
-    return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
-
-
-def ticks_since(mark: tuple[int, int]) -> tuple[int, int]:
-    """:func:`machine_ticks` since ``mark`` (an earlier reading of it)."""
-    steal, total = machine_ticks()
-    return steal - mark[0], total - mark[1]
-
-
-_LIVE: set[ServerProcess] = set()
-
-
-@dataclass(eq=False)
-class ServerProcess:
-    name: str
-    argv: list[str]
-    port: int
-    health_path: str
-    workdir: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-    startup_s: float = math.nan
-    pids: list[int] = field(default_factory=list)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def start(self) -> None:
-        self.log = self.log_path.open("wb")
-        _LIVE.add(self)
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-            start_new_session=True,  # own process group: killpg() gets every child
-        )
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:]) or "(empty log)"
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        started = time.monotonic()
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"{self.name}: exited with status {self.proc.returncode} during start-up"
-                    f"\n--- {self.log_path}\n{self.log_tail()}"
-                )
-            with contextlib.suppress(OSError, TimeoutError, BenchError):
-                status, _ = await http_get(self.port, self.health_path, 2.0)
-                if status == 200:
-                    break
-            if time.monotonic() - started > timeout_s:
-                raise BenchError(
-                    f"{self.name}: {self.base_url}{self.health_path} not answering 200 after "
-                    f"{timeout_s:g} s\n--- {self.log_path}\n{self.log_tail()}"
-                )
-            await asyncio.sleep(0.05)
-        self.startup_s = time.monotonic() - started
-        self.pids = process_tree(self.proc.pid)
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pids)
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            if proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-        _LIVE.discard(self)
-
-
-def kill_all_servers() -> None:
-    for server in list(_LIVE):
-        with contextlib.suppress(Exception):
-            server.stop()
-
-
 # --------------------------------------------------------------------------- LiteLLM setup
 
 
@@ -472,22 +320,6 @@ LITELLM_ENV = {
 
 
 # --------------------------------------------------------------------------- the client
-
-
-async def http_get(port: int, path: str, timeout_s: float) -> tuple[int, bytes]:
-    """A one-shot GET (setup only); (status, head + start of the body)."""
-    async with asyncio.timeout(timeout_s):
-        reader, writer = await asyncio.open_connection(HOST, port)
-        try:
-            writer.write(
-                f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-            )
-            data = await reader.read(65536)
-        finally:
-            writer.close()
-    if not data.startswith(b"HTTP/1."):
-        raise BenchError(f"not HTTP: {data[:60]!r}")
-    return int(data[9:12]), data
 
 
 def completion_request(port: int) -> bytes:
@@ -756,15 +588,6 @@ async def run_steady(
 # --------------------------------------------------------------------------- statistics
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile, q in [0, 100]."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 @dataclass
 class Samples:
     ttft: list[float] = field(default_factory=list)
@@ -776,9 +599,9 @@ class Samples:
     server_cpu_s: float = 0.0
     upstream_cpu_s: float = 0.0
     client_cpu_s: float = 0.0
-    #: Ticks of CPU time the hypervisor stole, and of all CPU time, meanwhile.
-    steal_ticks: int = 0
-    machine_ticks: int = 0
+    #: CPU time the hypervisor stole, and all CPU time of the machine, meanwhile.
+    steal_s: float = 0.0
+    machine_s: float = 0.0
 
     def add(self, calls: Sequence[StreamedCompletion]) -> list[str]:
         errors = []
@@ -803,8 +626,8 @@ class Samples:
         self.server_cpu_s += other.server_cpu_s
         self.upstream_cpu_s += other.upstream_cpu_s
         self.client_cpu_s += other.client_cpu_s
-        self.steal_ticks += other.steal_ticks
-        self.machine_ticks += other.machine_ticks
+        self.steal_s += other.steal_s
+        self.machine_s += other.machine_s
 
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -822,7 +645,7 @@ class Samples:
         wall = self.wall_s or math.nan
         out["server_cpu_pct"] = 100 * self.server_cpu_s / wall
         out["client_cpu_pct"] = 100 * self.client_cpu_s / wall
-        out["steal_pct"] = 100 * self.steal_ticks / self.machine_ticks if self.machine_ticks else 0
+        out["steal_pct"] = 100 * self.steal_s / self.machine_s if self.machine_s else 0
         return out
 
 
@@ -839,9 +662,32 @@ class Servers:
         return self.upstream.port if target == "direct" else self.gateways[target].port
 
 
+def gateway_process(
+    name: str,
+    argv: list[str],
+    port: int,
+    health_path: str,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """A process of this benchmark: ready when ``health_path`` answers 200, its whole
+    process tree charged (a gateway's helpers are part of its cost), logging to
+    ``<name>.log`` in the run's directory."""
+    return ServerProcess(
+        name,
+        argv,
+        port,
+        workdir,
+        env=env or {},
+        log_name=f"{name}.log",
+        health_path=health_path,
+        measure="tree",
+    )
+
+
 async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Servers:
     up_port = free_port()
-    upstream = ServerProcess(
+    upstream = gateway_process(
         "upstream",
         [
             sys.executable, str(BENCH_DIR / "upstream.py"), "--port", str(up_port),
@@ -859,7 +705,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
         port = free_port()
         data = workdir / "tether-data"
         data.mkdir()
-        tether = ServerProcess(
+        tether = gateway_process(
             "tether",
             [
                 cfg.tether_bin, "serve", "--host", HOST, "--port", str(port),
@@ -881,7 +727,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
         if name not in cfg.targets:
             continue
         port = free_port()
-        relay = ServerProcess(
+        relay = gateway_process(
             name,
             [
                 sys.executable, str(BENCH_DIR / "passthrough.py"), "--port", str(port),
@@ -898,7 +744,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
         port = free_port()
         config = workdir / "litellm.yaml"
         config.write_text(litellm_config(upstream.base_url))
-        litellm = ServerProcess(
+        litellm = gateway_process(
             "litellm",
             [
                 str(cfg.litellm_venv / "bin" / "litellm"), "--config", str(config),
@@ -930,7 +776,7 @@ async def run_target(
         cpu_srv = server.cpu() if server else 0.0
         cpu_up = servers.upstream.cpu()
         cpu_me = self_cpu_seconds()
-        mark = machine_ticks()
+        mark = machine_cpu()
         started = time.perf_counter()
         calls, wall, done = await run_steady(
             cfg, port, cfg.concurrency, cfg.batches * cfg.concurrency
@@ -942,7 +788,8 @@ async def run_target(
         s.server_cpu_s = ((server.cpu() - cpu_srv) if server else 0.0) * share
         s.upstream_cpu_s = (servers.upstream.cpu() - cpu_up) * share
         s.client_cpu_s = (self_cpu_seconds() - cpu_me) * share
-        s.steal_ticks, s.machine_ticks = ticks_since(mark)
+        machine = machine_cpu().since(mark)
+        s.steal_s, s.machine_s = machine.steal, machine.total
         errs = s.add(calls)
         errors += [f"{target} round {rnd}: {e}" for e in errs[:3]]
         if len(errs) > 3:
@@ -954,13 +801,14 @@ async def run_target(
         cpu_srv = server.cpu() if server else 0.0
         cpu_up = servers.upstream.cpu()
         cpu_me = self_cpu_seconds()
-        mark = machine_ticks()
+        mark = machine_cpu()
         calls, wall = await run_batch(cfg, port, cfg.concurrency)
         s = Samples(wall_s=wall)
         s.server_cpu_s = (server.cpu() - cpu_srv) if server else 0.0
         s.upstream_cpu_s = servers.upstream.cpu() - cpu_up
         s.client_cpu_s = self_cpu_seconds() - cpu_me
-        s.steal_ticks, s.machine_ticks = ticks_since(mark)
+        machine = machine_cpu().since(mark)
+        s.steal_s, s.machine_s = machine.steal, machine.total
         errs = s.add(calls)
         errors += [f"{target} round {rnd} batch {b + 1}: {e}" for e in errs[:3]]
         if len(errs) > 3:
@@ -1114,24 +962,6 @@ def goals(cfg: Config, summary: dict[str, dict[str, float]]) -> list[tuple[str, 
     return out
 
 
-def format_text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate([header, *rows]):
-        pairs = zip(row[1:], widths[1:], strict=True)
-        lines.append("  ".join([row[0].ljust(widths[0])] + [c.rjust(w) for c, w in pairs]))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join(["---", *["---:"] * (len(header) - 1)]) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def cpu_lines(cfg: Config, summary: dict[str, dict[str, float]]) -> list[str]:
     """CPU per completion of each process while a target's timed batches ran."""
     lines = []
@@ -1164,56 +994,6 @@ def steal_warning(cfg: Config, summary: dict[str, dict[str, float]]) -> str | No
         "(steal time): the latencies are the host's as much as the servers'; measure again "
         "on a quieter host"
     )
-
-
-def machine_info() -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-                break
-    commit = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        res = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if res.returncode == 0:
-            commit = res.stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            if dirty:
-                commit += " + uncommitted changes"
-    return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "git_commit": commit,
-    }
-
-
-def command_line() -> str:
-    exe = sys.executable
-    with contextlib.suppress(ValueError):
-        rel = os.path.relpath(exe)
-        if not rel.startswith(".."):
-            exe = rel
-    return shlex.join([exe, *sys.argv])
 
 
 def render_markdown(
@@ -1310,14 +1090,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     litellm_version = ensure_litellm(cfg.litellm_venv) if "litellm" in cfg.targets else ""
     started = dt.datetime.now(dt.UTC)
     info = machine_info()
-    loop_name = "asyncio"
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if not ns.no_uvloop:
-        with contextlib.suppress(ImportError):
-            import uvloop
-
-            loop_factory = uvloop.new_event_loop
-            loop_name = f"uvloop {uvloop.__version__}"
+    loop_factory, loop_name = client_loop(ns.no_uvloop)
     print(
         f"targets={','.join(cfg.targets)} rounds={cfg.rounds} concurrency={cfg.concurrency} "
         f"batches={cfg.batches} arrivals={cfg.arrivals} tokens={cfg.tokens} "

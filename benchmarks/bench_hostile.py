@@ -32,12 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
-import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,65 +46,39 @@ from typing import Any
 
 import httpx
 
+import harness
+
 KEY_A, KEY_B = "bench-key-a-5f0e1d", "bench-key-b-8c2b7a"
 PROBE_EVERY = 0.005
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- the server -------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(env: dict[str, str], port: int, data: Path) -> subprocess.Popen[bytes]:
-    exe = Path(sys.executable).parent / "tether"
-    command = [str(exe), "serve", "--port", str(port), "--data-dir", str(data)]
-    return subprocess.Popen(
-        [*command, "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-
-
 @contextlib.asynccontextmanager
-async def tether(src: Path | None, data: Path) -> AsyncIterator[tuple[str, int]]:
-    port = free_port()
-    env = {**os.environ, "TETHER_API_KEYS": f"{KEY_A},{KEY_B}", "TETHER_SECRET": "s" * 32}
+async def tether(src: Path | None, workdir: Path) -> AsyncIterator[harness.ServerProcess]:
+    """A fresh ``tether serve`` (SQLite in ``workdir``, two keys), stopped on exit."""
+    data = workdir / "data"
+    data.mkdir()
+    port = harness.free_port()
+    env = {"TETHER_API_KEYS": f"{KEY_A},{KEY_B}", "TETHER_SECRET": "s" * 32}
     if src is not None:
         env["PYTHONPATH"] = str(src)
-    proc = start(env, port, data)
-    base = f"http://127.0.0.1:{port}"
+    exe = Path(sys.executable).parent / "tether"
+    argv = [str(exe), "serve", "--port", str(port), "--data-dir", str(data)]
+    server = harness.ServerProcess(
+        "tether", [*argv, "--log-level", "warning"], port, workdir, env=env
+    )
+    server.start()
     try:
-        async with httpx.AsyncClient() as c:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await c.get(base + "/healthz")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
-            else:
-                raise RuntimeError("tether serve did not start")
-        yield base, proc.pid
+        await server.wait_ready(15.0)
+        yield server
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        server.stop()
 
 
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def peak_rss_mib(pids: list[int]) -> float:
+    return harness.peak_rss_kib(pids) / 1024
 
 
 # -- the bystander --------------------------------------------------------------------
@@ -123,12 +95,14 @@ def probe(base: str, stop: threading.Event, out: list[float]) -> None:
             time.sleep(PROBE_EVERY)
 
 
-async def measure(base: str, pid: int, attack: Callable[[], Awaitable[str]]) -> dict[str, Any]:
+async def measure(
+    server: harness.ServerProcess, attack: Callable[[], Awaitable[str]]
+) -> dict[str, Any]:
     latencies: list[float] = []
     stop = threading.Event()
     await asyncio.sleep(0.5)
-    before = peak_rss_mib(pid)
-    bystander = threading.Thread(target=probe, args=(base, stop, latencies))
+    before = peak_rss_mib(server.pids)
+    bystander = threading.Thread(target=probe, args=(server.base_url, stop, latencies))
     bystander.start()
     await asyncio.sleep(0.3)
     t0 = time.perf_counter()
@@ -137,14 +111,14 @@ async def measure(base: str, pid: int, attack: Callable[[], Awaitable[str]]) -> 
     await asyncio.sleep(0.3)
     stop.set()
     await asyncio.to_thread(bystander.join)
-    ms = sorted(x * 1000 for x in latencies)
+    ms = [x * 1000 for x in latencies]
     return {
         "outcome": outcome,
         "seconds": round(took, 2),
-        "peak_rss_growth_mib": round(peak_rss_mib(pid) - before, 1),
+        "peak_rss_growth_mib": round(peak_rss_mib(server.pids) - before, 1),
         "other_p50_ms": round(statistics.median(ms), 2),
-        "other_p99_ms": round(ms[int(len(ms) * 0.99) - 1], 2),
-        "other_max_ms": round(ms[-1], 1),
+        "other_p99_ms": round(harness.percentile(ms, 99), 2),
+        "other_max_ms": round(max(ms), 1),
     }
 
 
@@ -263,8 +237,8 @@ async def case_listing(base: str) -> str:
             mine.append((time.perf_counter() - t) * 1000)
     stop.set()
     await asyncio.gather(*loopers)
-    mine.sort()
-    return f"key A's listing p50 {statistics.median(mine):.1f} ms, p99 {mine[98]:.1f} ms"
+    p99 = harness.percentile(mine, 99)
+    return f"key A's listing p50 {statistics.median(mine):.1f} ms, p99 {p99:.1f} ms"
 
 
 CASES: dict[str, Callable[[str], Awaitable[str]]] = {
@@ -286,8 +260,9 @@ async def main() -> None:
     results = {}
     for name in args.cases.split(","):
         with tempfile.TemporaryDirectory(prefix="tether-hostile-") as tmp:
-            async with tether(args.src, Path(tmp)) as (base, pid):
-                results[name] = await measure(base, pid, lambda n=name, b=base: CASES[n](b))
+            async with tether(args.src, Path(tmp)) as server:
+                attack = functools.partial(CASES[name], server.base_url)
+                results[name] = await measure(server, attack)
         print(f"{name:8} {json.dumps(results[name])}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

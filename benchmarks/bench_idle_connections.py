@@ -41,12 +41,13 @@ from pathlib import Path
 from typing import Any, cast
 
 try:
-    import bench_streams as bs
+    import harness
 except ModuleNotFoundError:  # imported from elsewhere, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_streams as bs
+    import harness
+import bench_streams as bs
 
-HOST = bs.HOST
+HOST = harness.HOST
 CASES = ("none", "idle", "slow-header")
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: flood\r\n"
 DRIP = b"X-Drip: 1\r\n"
@@ -147,7 +148,7 @@ def flood_main(
     states: mp.Queue[FloodState],
 ) -> None:  # fmt: skip
     """The flood process's entry point."""
-    loop_factory, _ = bs.client_loop(no_uvloop=False)
+    loop_factory, _ = harness.client_loop(no_uvloop=False)
     flood = _Flood(port, count, slow_header, drip_s)
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(flood.run(stop, states))
@@ -174,7 +175,7 @@ class CaseResult:
 
     def summary(self) -> dict[str, Any]:
         def pct(values: list[float], q: float) -> float:
-            return round(bs.percentile(sorted(values), q), 3)
+            return round(harness.percentile(values, q), 3)
 
         answered = len(self.healthz_ms) + len(self.append_ms)
         return {
@@ -202,15 +203,17 @@ class CaseResult:
 
 async def healthz(port: int, timeout_s: float) -> None:
     """GET /healthz on a connection of its own, read to the end; raise unless 200."""
+    # The Host names this server: it answers no other (400).
+    head = f"GET /healthz HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n"
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(HOST, port)
         try:
-            writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            writer.write(head.encode())
             response = await reader.read(-1)
         finally:
             writer.close()
     if not response.startswith(b"HTTP/1.1 200 "):
-        raise bs.BenchError(f"healthz: {response[:80]!r}")
+        raise harness.BenchError(f"healthz: {response[:80]!r}")
 
 
 class Client:
@@ -233,13 +236,13 @@ class Client:
             response = await reader.read(-1)
             writer.close()
         if not response.startswith((b"HTTP/1.1 201 ", b"HTTP/1.1 200 ")):
-            raise bs.BenchError(f"PUT stream: {response[:80]!r}")
+            raise harness.BenchError(f"PUT stream: {response[:80]!r}")
 
     async def one_healthz(self, result: CaseResult | None) -> None:
         started = time.perf_counter()
         try:
             await healthz(self.port, self.timeout_s)
-        except (OSError, TimeoutError, bs.BenchError, asyncio.IncompleteReadError) as err:
+        except (OSError, TimeoutError, harness.BenchError, asyncio.IncompleteReadError) as err:
             if result is not None:
                 result.healthz_failures += 1
                 result.errors.append(f"healthz: {type(err).__name__}: {err}")
@@ -253,7 +256,7 @@ class Client:
         started = time.perf_counter()
         try:
             await self.appender.append(body)
-        except (OSError, TimeoutError, bs.BenchError, asyncio.IncompleteReadError) as err:
+        except (OSError, TimeoutError, harness.BenchError, asyncio.IncompleteReadError) as err:
             self.appender.close()  # the next append opens a new connection
             if result is not None:
                 result.append_failures += 1
@@ -318,10 +321,8 @@ async def wait_for_flood(s: Settings, states: mp.Queue[FloodState], last: FloodS
 async def run_case(s: Settings, case: str, workroot: Path) -> CaseResult:
     workdir = Path(tempfile.mkdtemp(prefix=f"{case}-", dir=workroot))
     (workdir / "data").mkdir()
-    port = bs.free_port()
-    server = bs.ServerProcess(
-        "tether", server_argv(s, port, workdir / "data"), port, workdir, bs.REPO_ROOT
-    )
+    port = harness.free_port()
+    server = harness.ServerProcess("tether", server_argv(s, port, workdir / "data"), port, workdir)
     result = CaseResult(case)
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
@@ -346,7 +347,7 @@ async def run_case(s: Settings, case: str, workroot: Path) -> CaseResult:
             last = await wait_for_flood(s, states, last)
         held = [last.open]
         closed_before = last.closed_by_server
-        cpu_before = bs.cpu_seconds(server.pids)
+        cpu_before = harness.cpu_seconds(server.pids)
         started = time.monotonic()
         while time.monotonic() - started < s.duration_s:
             await client.one_healthz(result)
@@ -355,9 +356,9 @@ async def run_case(s: Settings, case: str, workroot: Path) -> CaseResult:
                 last = state
                 held.append(state.open)
         span = time.monotonic() - started
-        result.server_cpu_s = bs.cpu_seconds(server.pids) - cpu_before
+        result.server_cpu_s = harness.cpu_seconds(server.pids) - cpu_before
         result.server_cpu_pct = result.server_cpu_s / span * 100
-        result.server_rss_mib = bs.rss_kib(server.pids) / 1024
+        result.server_rss_mib = harness.rss_kib(server.pids) / 1024
         result.held_min, result.held_max = min(held), max(held)
         result.closed_per_s = (last.closed_by_server - closed_before) / span
         result.connect_errors = last.connect_errors
@@ -411,7 +412,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--tether-bin", default=str(bs.REPO_ROOT / ".venv" / "bin" / "tether"))
+    p.add_argument("--tether-bin", default=str(harness.REPO_ROOT / ".venv" / "bin" / "tether"))
     p.add_argument(
         "--tether-extra-args", default="", help="more `tether serve` arguments (shell-quoted)"
     )
@@ -456,14 +457,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     s = parse_args(argv)
-    bs.raise_nofile(s.connections * 2 + 1024)  # the flood process inherits it
+    harness.raise_nofile(s.connections * 2 + 1024)  # the flood process inherits it
 
     def on_signal(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)  # so that the servers and the flood are stopped
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
-    loop_factory, loop_name = bs.client_loop(no_uvloop=False)
+    loop_factory, loop_name = harness.client_loop(no_uvloop=False)
     workroot = Path(tempfile.mkdtemp(prefix="bench-idle-"))
     summaries = []
     try:
@@ -473,11 +474,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             summaries.append(summary)
             print(json.dumps(summary), file=sys.stderr)
     finally:
-        bs.kill_all_servers()
-        bs.cleanup_workroot(workroot, keep_logs=False)
+        harness.kill_all_servers()
+        harness.cleanup_workroot(workroot, keep_logs=False)
     header, rows = table(summaries)
-    render = bs.format_markdown_table if s.markdown else bs.format_text_table
-    print(f"command: {bs.command_line()}")
+    render = harness.format_markdown_table if s.markdown else harness.format_text_table
+    print(f"command: {harness.command_line()}")
     print(f"client: {loop_name}; flood: {s.connections} connections from a separate process")
     print(render(header, rows))
     if s.json_path is not None:

@@ -16,10 +16,7 @@ import asyncio
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,40 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if proc.poll() is not None:
-                raise RuntimeError("tether serve exited during start-up")
-            try:
-                async with http.get(base + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("tether serve did not start")
+import harness
 
 
 async def reader(
@@ -111,11 +75,11 @@ async def streaming(base: str, sessions: int, rate: float, tokens: int) -> list[
         return latencies
 
 
-async def idle_memory(base: str, pid: int, sessions: int) -> float:
+async def idle_memory(base: str, pids: list[int], sessions: int) -> float:
     conn = aiohttp.TCPConnector(limit=50)
     async with aiohttp.ClientSession(connector=conn) as http:
         await asyncio.sleep(1)
-        before = rss_kib(pid)
+        before = harness.rss_kib(pids)
 
         async def one() -> None:
             async with http.post(base + "/v1/sessions", json={"agent": "ticker"}) as r:
@@ -130,7 +94,7 @@ async def idle_memory(base: str, pid: int, sessions: int) -> float:
         for start in range(0, sessions, 50):
             await asyncio.gather(*(one() for _ in range(min(50, sessions - start))))
         await asyncio.sleep(2)
-        return (rss_kib(pid) - before) / sessions
+        return (harness.rss_kib(pids) - before) / sessions
 
 
 async def main() -> None:
@@ -140,24 +104,30 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=250)
     ap.add_argument("--idle-sessions", type=int, default=1000)
     args = ap.parse_args()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory() as data:
-        cmd = [
-            str(Path(sys.executable).parent / "tether"), "serve", "benchmarks.runtime_agents:app",
-            "--port", str(port), "--data-dir", data, "--log-level", "warning",
-        ]  # fmt: skip
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)  # noqa: ASYNC220
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        port = harness.free_port()
+        server = harness.ServerProcess(
+            "tether",
+            [
+                str(Path(sys.executable).parent / "tether"), "serve",
+                "benchmarks.runtime_agents:app", "--port", str(port),
+                "--data-dir", str(data), "--log-level", "warning",
+            ],
+            port,
+            Path(tmp),
+            env={"PYTHONPATH": str(harness.REPO_ROOT)},
+        )  # fmt: skip
+        server.start()
         try:
-            await wait_ready(base, proc)
-            samples = await streaming(base, args.sessions, args.rate, args.tokens)
+            await server.wait_ready(30.0)
+            samples = await streaming(server.base_url, args.sessions, args.rate, args.tokens)
             lat = [ms for _, ms in samples]
             steady = [ms for i, ms in samples if i >= args.rate]
-            per_idle = await idle_memory(base, proc.pid, args.idle_sessions)
+            per_idle = await idle_memory(server.base_url, server.pids, args.idle_sessions)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(10)
+            server.stop()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
     )
@@ -167,11 +137,11 @@ async def main() -> None:
     )
     print(
         f"token yield -> SSE receipt: p50 {statistics.median(lat):.2f} ms, "
-        f"p99 {pct(lat, 0.99):.2f} ms, max {max(lat):.2f} ms"
+        f"p99 {harness.percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
     )
     print(
         f"  after each session's first second: p50 {statistics.median(steady):.2f} ms, "
-        f"p99 {pct(steady, 0.99):.2f} ms"
+        f"p99 {harness.percentile(steady, 99):.2f} ms"
     )
     print(f"memory per idle session: {per_idle:.1f} KiB ({args.idle_sessions} sessions)")
 

@@ -33,7 +33,6 @@ import os
 import shlex
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,12 +48,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 try:
-    import bench_streams as bs
+    import harness
 except ModuleNotFoundError:  # imported from elsewhere, not run as a script
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import bench_streams as bs
+    import harness
+import bench_streams as bs
 
-HOST = bs.HOST
+HOST = harness.HOST
 ALL_SCENARIOS = ("fanout", "appends")
 FSYNC_POLICIES = ("always", "everysec", "no")
 #: Goals from the scale-out issue.
@@ -64,7 +64,6 @@ MIN_APPEND_RATIO = 0.5
 REDIS_COMMANDS = ("evalsha", "publish", "xadd")
 #: Other processes using more than this (% of one core) during a session are reported.
 BUSY_WARNING_PCT = 15.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: The bench_streams settings this benchmark uses, recorded in --json.
 JSON_SETTINGS = (
     "rounds", "appends", "append_warmup", "fanout_readers", "fanout_messages",
@@ -143,7 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ScaleConfig, argparse
     )
     p.add_argument(
         "--tether-bin",
-        default=str(bs.REPO_ROOT / ".venv" / "bin" / "tether"),
+        default=str(harness.REPO_ROOT / ".venv" / "bin" / "tether"),
         help="tether executable",
     )
     p.add_argument(
@@ -210,9 +209,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ScaleConfig, argparse
 
 def preflight(cfg: ScaleConfig) -> None:
     if not os.access(cfg.streams.tether_bin, os.X_OK):
-        raise bs.BenchError(f"tether executable not found: {cfg.streams.tether_bin}")
+        raise harness.BenchError(f"tether executable not found: {cfg.streams.tether_bin}")
     if not os.access(cfg.redis_bin, os.X_OK):
-        raise bs.BenchError(
+        raise harness.BenchError(
             f"redis-server not found: {cfg.redis_bin} (Debian/Ubuntu: apt-get install "
             "redis-server, or pass --redis-server)"
         )
@@ -222,14 +221,14 @@ def preflight(cfg: ScaleConfig) -> None:
 
 
 @dataclass(eq=False)
-class RedisProcess(bs.ServerProcess):
-    """redis-server as a bench_streams server: same start, stop and cleanup; ready on PING."""
+class RedisProcess(harness.ServerProcess):
+    """redis-server as a measured server: the harness's start, stop and cleanup; ready on PING."""
 
     @classmethod
     def build(cls, cfg: ScaleConfig, workdir: Path) -> RedisProcess:
         data_dir = workdir / "data"
         data_dir.mkdir(parents=True)
-        port = bs.free_port()
+        port = harness.free_port()
         argv = [
             cfg.redis_bin,
             "--port", str(port),
@@ -249,28 +248,15 @@ class RedisProcess(bs.ServerProcess):
     def client(self) -> aioredis.Redis:
         return aioredis.Redis(host=HOST, port=self.port, socket_timeout=5.0)
 
-    async def wait_ready(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise bs.BenchError(
-                    f"redis-server exited with status {self.proc.returncode}\n"
-                    f"--- {self.log_path}\n{self.log_tail()}"
-                )
-            client = self.client()
-            try:
-                if await client.ping():  # not while it loads its data
-                    break
-            except (RedisError, OSError):
-                pass
-            finally:
-                await client.aclose()
-            if time.monotonic() > deadline:
-                raise bs.BenchError(f"redis-server not answering after {timeout_s}s")
-            await asyncio.sleep(0.05)
-        self.pids = [self.proc.pid]
-        self.pids_note = "redis-server"
+    async def healthy(self) -> bool:
+        """PING answers (not while Redis loads its data)."""
+        client = self.client()
+        try:
+            return bool(await client.ping())
+        except RedisError:
+            return False
+        finally:
+            await client.aclose()
 
 
 async def redis_settings(server: RedisProcess) -> dict[str, str]:
@@ -315,14 +301,6 @@ def _text(value: Any) -> str:
 # --------------------------------------------------------------------------- machine load
 
 
-def machine_cpu_s() -> tuple[float, float]:
-    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        ticks = [int(x) for x in f.readline().split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK
-
-
 class LoadProbe:
     """CPU that processes other than ours used meanwhile (and hypervisor steal).
 
@@ -333,17 +311,16 @@ class LoadProbe:
     def __init__(self, pids: Sequence[int]) -> None:
         self.pids = list(pids)
         self.t0 = time.perf_counter()
-        self.busy0, self.steal0 = machine_cpu_s()
-        self.ours0 = time.process_time() + bs.cpu_seconds(self.pids)
+        self.machine0 = harness.machine_cpu()
+        self.ours0 = time.process_time() + harness.cpu_seconds(self.pids)
 
     def figures(self) -> dict[str, float]:
         wall = time.perf_counter() - self.t0
-        busy, steal = machine_cpu_s()
-        ours = time.process_time() + bs.cpu_seconds(self.pids)
-        other = (busy - self.busy0) - (ours - self.ours0)
+        machine = harness.machine_cpu().since(self.machine0)
+        ours = time.process_time() + harness.cpu_seconds(self.pids) - self.ours0
         return {
-            "other_cpu_pct": max(0.0, 100.0 * other / wall),
-            "steal_pct": 100.0 * (steal - self.steal0) / wall,
+            "other_cpu_pct": max(0.0, 100.0 * (machine.busy - ours) / wall),
+            "steal_pct": 100.0 * machine.steal / wall,
         }
 
 
@@ -375,7 +352,7 @@ def round_sessions(cfg: ScaleConfig, round_index: int) -> list[Session]:
 
 
 async def run_fanout(
-    cfg: ScaleConfig, run: bs.TargetRun, servers: list[bs.ServerProcess]
+    cfg: ScaleConfig, run: bs.TargetRun, servers: list[harness.ServerProcess]
 ) -> dict[str, Any]:
     """bench_streams' fan-out with reader i on servers[i % n]; the producer posts to
     servers[0]. Adds each replica's own latency percentiles, to see who is late."""
@@ -395,8 +372,8 @@ async def run_fanout(
                 "port": server.port,
                 "producer": k == 0,
                 "readers": len(mine),
-                "latency_p50_ms": bs.percentile(lat, 50) * 1e3,
-                "latency_p99_ms": bs.percentile(lat, 99) * 1e3,
+                "latency_p50_ms": harness.percentile(lat, 50) * 1e3,
+                "latency_p99_ms": harness.percentile(lat, 99) * 1e3,
             }
         )
     figures["by_replica"] = by_replica
@@ -412,7 +389,7 @@ async def run_session(
 ) -> dict[str, Any]:
     """Start the session's tether process(es), run its scenario, stop them."""
     store = redis_server.url() if session.store == "redis" else "sqlite"
-    servers: list[bs.ServerProcess] = []
+    servers: list[harness.ServerProcess] = []
     for k in range(session.replicas):
         workdir = Path(
             tempfile.mkdtemp(prefix=f"{session.target}-r{round_index + 1}-{k + 1}-", dir=workroot)
@@ -440,14 +417,14 @@ async def run_session(
                         figures = await run_fanout(cfg, run, servers)
                     else:
                         figures = await bs.scenario_appends(run)
-            except (bs.BenchError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (harness.BenchError, TimeoutError, aiohttp.ClientError, OSError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 msg = f"{kind}: {exc}"
                 for s in servers:
                     if s.proc is not None and s.proc.poll() is not None:
                         msg += f"\n--- tether on port {s.port} exited ({s.proc.returncode}):\n"
                         msg += s.log_tail()
-                raise bs.BenchError(msg) from exc
+                raise harness.BenchError(msg) from exc
         figures |= probe.figures()
         if session.store == "redis":
             figures["redis_commands"] = await redis_command_stats(redis_server, reset=False)
@@ -489,10 +466,10 @@ async def run_all(cfg: ScaleConfig, workroot: Path) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 try:
                     figures = await run_session(cfg, session, round_index, workroot, redis_server)
-                except (bs.BenchError, RedisError) as exc:
+                except (harness.BenchError, RedisError) as exc:
                     where = f"{session.scenario} {session.target} round {round_index + 1}"
                     if not cfg.keep_going:
-                        raise bs.BenchError(f"{where}: {exc}") from exc
+                        raise harness.BenchError(f"{where}: {exc}") from exc
                     errors.append(f"{where}: {exc}")
                     print(f"  FAILED {where}: {exc}", file=sys.stderr, flush=True)
                     continue
@@ -557,15 +534,6 @@ APPEND_METRICS = (
 )
 
 
-def stats(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
 def summarize(
     cfg: ScaleConfig, results: dict[str, list[dict[str, Any]]]
 ) -> dict[str, dict[str, dict[str, float]]]:
@@ -577,13 +545,13 @@ def summarize(
         for m in metrics:
             values = [r[m.key] for r in rounds if m.key in r]
             if values:
-                out[m.key] = stats(values)
+                out[m.key] = harness.over_rounds(values)
         if target == cfg.fanout_targets[1]:  # latency by replica of the scale-out target
             for k in range(cfg.replicas):
                 for q in ("latency_p50_ms", "latency_p99_ms"):
                     values = [r["by_replica"][k][q] for r in rounds]
                     if values:
-                        out[f"replica{k + 1}.{q}"] = stats(values)
+                        out[f"replica{k + 1}.{q}"] = harness.over_rounds(values)
         for cmd in REDIS_COMMANDS:
             values = [
                 r["redis_commands"][cmd]["usec_per_call"]
@@ -591,7 +559,7 @@ def summarize(
                 if cmd in r.get("redis_commands", {})
             ]
             if values:
-                out[f"redis.{cmd}_usec_per_call"] = stats(values)
+                out[f"redis.{cmd}_usec_per_call"] = harness.over_rounds(values)
         summary[target] = out
     return summary
 
@@ -787,7 +755,7 @@ def render_markdown(
             "vs `--store sqlite` (fresh data directory, WAL, synchronous=NORMAL)."
         )
     for title, header, rows in sections:
-        lines += ["", f"{title}:", "", bs.format_markdown_table(header, rows)]
+        lines += ["", f"{title}:", "", harness.format_markdown_table(header, rows)]
     if details:
         lines += [
             "",
@@ -814,7 +782,7 @@ def render_markdown(
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, ns = parse_args(argv)
     preflight(cfg)
-    bs.raise_nofile(max(cfg.streams.fanout_readers * 2 + 512, 4096))
+    harness.raise_nofile(max(cfg.streams.fanout_readers * 2 + 512, 4096))
 
     def on_signal(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
@@ -831,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info["redis_server"] = subprocess.run(
             [cfg.redis_bin, "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
-    loop_factory, loop_name = bs.client_loop(ns.no_uvloop)
+    loop_factory, loop_name = harness.client_loop(ns.no_uvloop)
     print(
         f"scenarios={','.join(cfg.scenarios)} rounds={cfg.streams.rounds} "
         f"replicas={cfg.replicas} readers={cfg.streams.fanout_readers} client loop={loop_name}",
@@ -844,8 +812,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             outcome = runner.run(run_all(cfg, workroot))
         ok = not outcome["errors"]
     finally:
-        bs.kill_all_servers()
-        bs.cleanup_workroot(workroot, keep_logs=not ok)
+        harness.kill_all_servers()
+        harness.cleanup_workroot(workroot, keep_logs=not ok)
     finished = dt.datetime.now(dt.UTC)
 
     results: dict[str, list[dict[str, Any]]] = outcome["results"]
@@ -866,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for title, header, rows in sections:
         print(f"\n{title}")
-        print(bs.format_text_table(header, rows))
+        print(harness.format_text_table(header, rows))
     if details:
         print()
         for line in details:
@@ -886,7 +854,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for e in errors:
             print("  " + e, file=sys.stderr)
 
-    command = bs.command_line()
+    command = harness.command_line()
     if ns.json:
         settings = {k: v for k, v in vars(cfg.streams).items() if k in JSON_SETTINGS}
         settings |= {
@@ -934,11 +902,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except bs.BenchError as exc:
-        bs.kill_all_servers()
+    except harness.BenchError as exc:
+        harness.kill_all_servers()
         print(f"benchmark failed: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        bs.kill_all_servers()
+        harness.kill_all_servers()
         print("interrupted", file=sys.stderr)
         sys.exit(130)

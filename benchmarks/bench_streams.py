@@ -30,14 +30,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
-import math
 import os
-import platform
-import resource
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,10 +43,30 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+
+from harness import (
+    HOST,
+    REPO_ROOT,
+    BenchError,
+    ServerProcess,
+    cleanup_workroot,
+    client_loop,
+    command_line,
+    cpu_seconds,
+    format_markdown_table,
+    format_text_table,
+    free_port,
+    kill_all_servers,
+    over_rounds,
+    percentile,
+    raise_nofile,
+    rss_kib,
+)
+from harness import machine_info as base_machine_info
 
 try:
     import orjson
@@ -69,10 +85,8 @@ except ImportError:  # pragma: no cover - orjson is a project dependency
         return json.dumps(obj, separators=(",", ":")).encode()
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 REF_DIR = REPO_ROOT / "benchmarks" / "reference"
 REF_VERSION = "0.3.7"
-HOST = "127.0.0.1"
 JSON_CT = "application/json"
 ALL_TARGETS = ("tether", "ref-memory", "ref-file")
 REF_TARGETS = ("ref-memory", "ref-file")
@@ -80,10 +94,6 @@ ALL_SCENARIOS = ("appends", "fanout", "fanout-burst", "catchup", "idle")
 APPEND_OK = (200, 204)
 CREATE_OK = (200, 201, 204)
 MESSAGE_SIZE = 100
-
-
-class BenchError(RuntimeError):
-    """A scenario failed (bad status, lost or reordered message, timeout...)."""
 
 
 # --------------------------------------------------------------------------- config
@@ -262,205 +272,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     return cfg, ns
 
 
-# --------------------------------------------------------------------------- /proc helpers
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _read_ppid_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry.name}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def process_tree(root: int) -> list[int]:
-    children = _read_ppid_map()
-    out = [root]
-    i = 0
-    while i < len(out):
-        out.extend(children.get(out[i], []))
-        i += 1
-    return out
-
-
-def _listening_socket_links(port: int) -> set[str]:
-    links: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            parts = line.split()
-            if len(parts) < 10 or parts[3] != "0A":  # 0A = LISTEN
-                continue
-            if int(parts[1].rsplit(":", 1)[1], 16) == port:
-                links.add(f"socket:[{parts[9]}]")
-    return links
-
-
-def listening_pids(root: int, port: int) -> list[int]:
-    """Processes in root's tree that hold the listening socket of `port`."""
-    links = _listening_socket_links(port)
-    found: list[int] = []
-    if not links:
-        return found
-    for pid in process_tree(root):
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") in links:
-                    found.append(pid)
-                    break
-            except OSError:
-                continue
-    return found
-
-
-def rss_kib(pids: Sequence[int]) -> int:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])  # kB (KiB)
-                    break
-        except OSError as exc:
-            raise BenchError(f"cannot read RSS of pid {pid}: {exc}") from exc
-    return total
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime + stime
-    return total / _CLK_TCK
-
-
 # --------------------------------------------------------------------------- servers
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-_LIVE_SERVERS: set[ServerProcess] = set()
-
-
-@dataclass(eq=False)
-class ServerProcess:
-    target: str
-    argv: list[str]
-    port: int
-    workdir: Path
-    cwd: Path
-    proc: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None
-    pids: list[int] = field(default_factory=list)
-    pids_note: str = ""
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "server.log"
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> None:
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        self.log = self.log_path.open("wb")
-        _LIVE_SERVERS.add(self)
-        self.proc = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.PIPE,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            env=env,
-            start_new_session=True,  # own process group: killpg() gets every child
-        )
-
-    def log_tail(self, n: int = 25) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(lines[-n:]) or "(empty log)"
-
-    async def wait_ready(self, timeout_s: float) -> None:
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout_s
-        probe = f"{self.base_url}/v1/stream/__bench_probe_{uuid.uuid4().hex}"
-        timeout = aiohttp.ClientTimeout(total=2.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                if self.proc.poll() is not None:
-                    raise BenchError(
-                        f"{self.target}: server exited with status {self.proc.returncode} "
-                        f"before it was ready\n--- {self.log_path}\n{self.log_tail()}"
-                    )
-                with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
-                    async with session.get(probe) as resp:  # any HTTP answer means "up"
-                        await resp.read()
-                        break
-                if time.monotonic() > deadline:
-                    raise BenchError(
-                        f"{self.target}: not answering on {self.base_url} after {timeout_s}s"
-                        f"\n--- {self.log_path}\n{self.log_tail()}"
-                    )
-                await asyncio.sleep(0.05)
-        self.pids = listening_pids(self.proc.pid, self.port)
-        if self.pids:
-            self.pids_note = "process(es) holding the listening socket"
-        else:
-            self.pids = process_tree(self.proc.pid)
-            self.pids_note = "listening socket not found; whole process tree"
-
-    def stop(self) -> None:
-        proc = self.proc
-        if proc is not None:
-            if proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-            # Kill whatever is left of the group (workers, or a server that ignored TERM).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-        _LIVE_SERVERS.discard(self)
-
-
-def kill_all_servers() -> None:
-    for server in list(_LIVE_SERVERS):
-        with contextlib.suppress(Exception):
-            server.stop()
 
 
 def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite") -> ServerProcess:
@@ -488,7 +300,11 @@ def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite")
         data_dir = workdir / "data"
         data_dir.mkdir()
         argv += ["--data-dir", str(data_dir)]
-    return ServerProcess(target, argv, port, workdir, REF_DIR)
+    # The reference server has no health route: any answer means it is up.
+    probe = f"/v1/stream/__bench_probe_{uuid.uuid4().hex}"
+    return ServerProcess(
+        target, argv, port, workdir, REF_DIR, health_path=probe, health_status=None
+    )
 
 
 def preflight(cfg: Config) -> None:
@@ -513,14 +329,6 @@ def make_message(seq: int, ts: float) -> bytes:
     base = _dumps({"seq": seq, "ts": ts, "pad": ""})
     pad = max(0, MESSAGE_SIZE - len(base))
     return _dumps({"seq": seq, "ts": ts, "pad": "x" * pad})
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending sequence, q in [0, 100]."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def request_timeout(cfg: Config) -> aiohttp.ClientTimeout:
@@ -1267,23 +1075,13 @@ def summarize(
         for m in METRICS:
             values = [r[m.key] for r in by_scenario.get(m.scenario, []) if m.key in r]
             if values:
-                out[m.name] = {
-                    "median": statistics.median(values),
-                    "min": min(values),
-                    "max": max(values),
-                    "n": len(values),
-                }
+                out[m.name] = over_rounds(values)
         for scenario in CPU_SCENARIOS:
             rows = by_scenario.get(scenario, [])
             for cpu_key in ("client_cpu_pct", "server_cpu_pct"):
                 values = [r[cpu_key] for r in rows if cpu_key in r]
                 if values:
-                    out[f"{scenario}.{cpu_key}"] = {
-                        "median": statistics.median(values),
-                        "min": min(values),
-                        "max": max(values),
-                        "n": len(values),
-                    }
+                    out[f"{scenario}.{cpu_key}"] = over_rounds(values)
         summary[target] = out
     return summary
 
@@ -1356,25 +1154,6 @@ def table_rows(
     return header, rows
 
 
-def format_text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = []
-    for n, row in enumerate([header, *rows]):
-        pairs = zip(row[1:], widths[1:], strict=True)
-        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in pairs]
-        lines.append("  ".join(cells))
-        if n == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def format_markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |"]
-    lines.append("|" + "|".join(["---", *["---:"] * (len(header) - 1)]) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def cpu_lines(cfg: Config, summary: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     lines = []
     for scenario in CPU_SCENARIOS:
@@ -1395,42 +1174,13 @@ def cpu_lines(cfg: Config, summary: dict[str, dict[str, dict[str, float]]]) -> l
 
 
 def machine_info(cfg: Config) -> dict[str, Any]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    mem_kib = 0
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-                break
+    """The harness's record of the machine, plus the client library, node and the disk."""
     node_version = ""
     if any(t in REF_TARGETS for t in cfg.targets):
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             node_version = subprocess.run(
                 [cfg.node_bin, "--version"], capture_output=True, text=True, timeout=10
             ).stdout.strip()
-    commit = ""
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        res = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        if res.returncode == 0:
-            commit = res.stdout.strip()
-            dirty = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-            if dirty:
-                commit += " + uncommitted changes"
     data_fs = ""
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         tmp = tempfile.gettempdir()
@@ -1440,49 +1190,12 @@ def machine_info(cfg: Config) -> dict[str, Any]:
         if len(fs) >= 4:
             data_fs = f"{tmp} on {fs[2]} ({fs[3]})"
     return {
-        "nproc": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gib": round(mem_kib / 1024 / 1024, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **base_machine_info(),
         "aiohttp": aiohttp.__version__,
         "node": node_version,
         "reference_server": f"@durable-streams/server {REF_VERSION}",
-        "git_commit": commit,
         "data_dirs": data_fs,
     }
-
-
-def command_line() -> str:
-    exe = sys.executable
-    with contextlib.suppress(ValueError):
-        rel = os.path.relpath(exe)
-        if not rel.startswith(".."):
-            exe = rel
-    return shlex.join([exe, *sys.argv])
-
-
-def client_loop(
-    no_uvloop: bool,
-) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
-    """The benchmark client's event loop factory (uvloop when available) and its name."""
-    if not no_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
-    return None, "asyncio"
-
-
-def raise_nofile(wanted: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        soft = new
-    return int(soft)
 
 
 # --------------------------------------------------------------------------- driver
@@ -1577,16 +1290,6 @@ async def run_all(cfg: Config, workroot: Path) -> dict[str, Any]:
                 results[target][scenario].append(fig)
             await asyncio.sleep(0.5)
     return {"results": results, "errors": errors}
-
-
-def cleanup_workroot(workroot: Path, keep_logs: bool) -> None:
-    """Remove the servers' temporary directories; after a failure keep their logs."""
-    if not keep_logs:
-        shutil.rmtree(workroot, ignore_errors=True)
-        return
-    for data_dir in workroot.glob("*/data"):
-        shutil.rmtree(data_dir, ignore_errors=True)
-    print(f"server logs kept in {workroot}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
