@@ -68,54 +68,67 @@ class RunState:
         self.synthesized = False
 
     def apply(self, ev: Event) -> None:
-        if isinstance(ev, MessageStart):
-            self.message_id = self.message_id or ev.message_id
-        elif isinstance(ev, PartStart):
-            if self.message_id is None:
-                self.message_id = ev.message_id
-            if ev.part_id not in self.parts and ev.message_id == self.message_id:
-                self.parts[ev.part_id] = Part(
-                    ev.part_id, ev.kind, tool_call_id=ev.tool_call_id, tool_name=ev.tool_name
-                )
-        elif isinstance(ev, PartDelta):
-            part = self.parts.get(ev.part_id)
-            if part is not None:
-                part.text += ev.delta
-        elif isinstance(ev, PartEnd):
-            part = self.parts.get(ev.part_id)
-            if part is not None:
-                part.done = True
-                if "value" in ev.raw:
-                    part.value = ev.value
-                if "text" in ev.raw and isinstance(ev.text, str):
-                    part.text = ev.text
-        elif isinstance(ev, Retry):
-            for part_id in ev.discard:
-                self.parts.pop(part_id, None)
-        elif isinstance(ev, MessageEnd):
-            if ev.message_id == self.message_id:
-                self.usage = ev.usage if ev.usage is not None else self.usage
-                self.status = ev.status or "complete"
-                for part in self.parts.values():
-                    part.done = True
-        elif isinstance(ev, ErrorEvent):
-            self.error = {"code": ev.code, "message": ev.message}
-        elif isinstance(ev, ToolResult):
-            part = self._tool_part(ev.tool_call_id)
-            if part is not None:
-                part.result = ev.output
-                part.error = ev.error
-        elif isinstance(ev, ToolApproval):
-            part = self._tool_part(ev.tool_call_id)
-            if part is not None:
-                part.approval = {"approved": bool(ev.approved), "reason": ev.reason}
-        elif isinstance(ev, RunEnd):
-            self.reason = ev.reason
-            self.synthesized = ev.synthesized
-            if self.status is None and self.message_id is not None:
-                self.status = "complete" if ev.reason == "complete" else ev.reason
+        handler = _APPLY.get(type(ev))
+        if handler is not None:
+            handler(self, ev)
+
+    def _message_start(self, ev: MessageStart) -> None:
+        self.message_id = self.message_id or ev.message_id
+
+    def _part_start(self, ev: PartStart) -> None:
+        if self.message_id is None:
+            self.message_id = ev.message_id
+        if ev.part_id not in self.parts and ev.message_id == self.message_id:
+            self.parts[ev.part_id] = Part(
+                ev.part_id, ev.kind, tool_call_id=ev.tool_call_id, tool_name=ev.tool_name
+            )
+
+    def _part_delta(self, ev: PartDelta) -> None:
+        part = self.parts.get(ev.part_id)
+        if part is not None:
+            part.text += ev.delta
+
+    def _part_end(self, ev: PartEnd) -> None:
+        part = self.parts.get(ev.part_id)
+        if part is not None:
+            part.done = True
+            if "value" in ev.raw:
+                part.value = ev.value
+            if "text" in ev.raw and isinstance(ev.text, str):
+                part.text = ev.text
+
+    def _retry(self, ev: Retry) -> None:
+        for part_id in ev.discard:
+            self.parts.pop(part_id, None)
+
+    def _message_end(self, ev: MessageEnd) -> None:
+        if ev.message_id == self.message_id:
+            self.usage = ev.usage if ev.usage is not None else self.usage
+            self.status = ev.status or "complete"
             for part in self.parts.values():
                 part.done = True
+
+    def _error(self, ev: ErrorEvent) -> None:
+        self.error = {"code": ev.code, "message": ev.message}
+
+    def _tool_result(self, ev: ToolResult) -> None:
+        part = self._tool_part(ev.tool_call_id)
+        if part is not None:
+            part.result = ev.output
+            part.error = ev.error
+
+    def _tool_approval(self, ev: ToolApproval) -> None:
+        part = self._tool_part(ev.tool_call_id)
+        if part is not None:
+            part.approval = {"approved": bool(ev.approved), "reason": ev.reason}
+
+    def _run_end(self, ev: RunEnd) -> None:
+        self.reason = ev.reason
+        self.synthesized = ev.synthesized
+        if self.status is None and self.message_id is not None:
+            self.status = "complete" if ev.reason == "complete" else ev.reason
+        for part in self.parts.values():
+            part.done = True
 
     def _tool_part(self, tool_call_id: str) -> Part | None:
         for part in self.parts.values():
@@ -138,6 +151,21 @@ class RunState:
             status=self.status,
             synthesized=self.synthesized,
         )
+
+
+#: What each event type does to a run's outcome; other types do nothing.
+_APPLY: dict[type[Event], Callable[[RunState, Any], None]] = {
+    MessageStart: RunState._message_start,
+    PartStart: RunState._part_start,
+    PartDelta: RunState._part_delta,
+    PartEnd: RunState._part_end,
+    Retry: RunState._retry,
+    MessageEnd: RunState._message_end,
+    ErrorEvent: RunState._error,
+    ToolResult: RunState._tool_result,
+    ToolApproval: RunState._tool_approval,
+    RunEnd: RunState._run_end,
+}
 
 
 class Follower:
@@ -277,6 +305,20 @@ class RunFollower(Follower):
     def consider(self, ev: Event) -> list[Event]:
         if self.done:
             return []
+        self._observe(ev)
+        if not self._mine(ev):
+            return []
+        if isinstance(ev, Submit):
+            self.maybe_queued = True  # handed to another replica: queued there
+        elif not isinstance(ev, Cancel):  # a cancel of a queued run is no sign it started
+            self.started = True
+            self.lookahead = None
+        self.state.apply(ev)
+        self._record(ev)
+        return [ev]
+
+    def _observe(self, ev: Event) -> None:
+        """What the session's events, the run's or not, tell of the run's standing."""
         if isinstance(ev, Status) and self.active:
             self.waiting = ev.status == "waiting"
         elif isinstance(ev, QueueUpdate) and not self.started:
@@ -288,14 +330,9 @@ class RunFollower(Follower):
                 self.lookahead = ev.offset
         elif isinstance(ev, Cancel) and ev.run_id == self.run_id:
             self.cancel_named = True
-        if not self._mine(ev):
-            return []
-        if isinstance(ev, Submit):
-            self.maybe_queued = True  # handed to another replica: queued there
-        elif not isinstance(ev, Cancel):  # a cancel of a queued run is no sign it started
-            self.started = True
-            self.lookahead = None
-        self.state.apply(ev)
+
+    def _record(self, ev: Event) -> None:
+        """After the run's own event is folded: activity, tool calls, the end."""
         if isinstance(ev, RunStart):
             self.active = True
         elif isinstance(ev, PartStart) and ev.tool_call_id:
@@ -317,7 +354,6 @@ class RunFollower(Follower):
         elif isinstance(ev, RunEnd):
             self.done = True
             self.active = False
-        return [ev]
 
     def _mine(self, ev: Event) -> bool:
         if ev.run_id is not None:
