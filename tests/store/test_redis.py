@@ -46,6 +46,7 @@ from tether.store.base import (
 from tether.store.factory import open_store
 from tether.store.memory import MemoryStore
 from tether.store.redis import RedisStore, redact
+from tether.store.redis_scripts import Status, lua_status_constants
 from tether.streams.tail import tail
 
 from .conftest import FakeClock
@@ -486,6 +487,17 @@ async def test_recreating_an_expired_fork_keeps_the_source_refcount_exact(
     await rstore.delete("f")
     with pytest.raises(errors.StreamNotFound):
         await rstore.head("src")
+
+
+async def test_redis_sees_the_status_codes_python_defines(redis_server: RedisServer) -> None:
+    """The Lua constants the scripts answer with have ``Status``'s values inside Redis."""
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        names = ", ".join(Status.__members__)
+        seen = await client.eval(f"{lua_status_constants()}return {{{names}}}", 0)
+    finally:
+        await client.aclose()
+    assert seen == [status.value for status in Status]
 
 
 # -- Redis's own clock and the sweeper task ----------------------------------------------

@@ -52,8 +52,9 @@ expire a stream that is due, and for read renew a sliding TTL), delete (soft
 while forks read through it, cascading when the last fork goes) and the expiry
 sweep. Redis runs one script at a time, so replicas never interleave, and each
 script checks everything before it writes anything, so a refusal writes
-nothing. A script answers ``{status, ...}``; ``_raise`` maps the status to the
-``errors`` class ``local.py`` raises in the same case, with the same message.
+nothing. A script answers ``{status, ...}``; ``redis_scripts.raise_for`` maps the
+status to the ``errors`` class ``local.py`` raises in the same case, with the
+same message.
 
 Positions are ``local.py``'s: bytes for byte streams, messages for JSON
 streams; a fork continues its source's positions and reads positions below its
@@ -150,19 +151,10 @@ from tether.store.base import (
 )
 from tether.store.errors import (
     BackendUnavailable,
-    BadRequest,
-    ContentTypeMismatch,
-    LeaseLost,
-    SeqConflict,
-    SequenceGap,
-    StaleEpoch,
-    StreamClosed,
-    StreamConflict,
-    StreamGone,
     StreamNotFound,
 )
 from tether.store.notify import TailNotifier
-from tether.store.redis_scripts import script_texts
+from tether.store.redis_scripts import Status, raise_for, script_texts
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +175,6 @@ PUBSUB_DEAD_AFTER = 15.0
 MAX_CONNECTIONS = 32
 #: A resync event's end: beyond any position, so every reader re-reads.
 RESYNC_END = 2**62
-
-# Script status codes.
-OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
 
 # Errors Redis answers while it cannot serve (loading, a script too long, out of
 # memory, persistence failing, a replica after failover...): transient.
@@ -238,35 +226,6 @@ def _parse_meta(flat: Sequence[bytes]) -> StreamMeta:
         soft_deleted=h[b"soft"] == b"1",
         refs=int(h[b"refs"]),
     )
-
-
-def _raise(reply: list[Any], path: str, req: AppendRequest | None = None) -> None:
-    """Raise the error a script's non-OK answer stands for (as ``local.py`` would)."""
-    code = int(reply[0])
-    arg = reply[1].decode() if len(reply) > 1 else ""
-    if code == NOT_FOUND:
-        raise StreamNotFound(arg)
-    if code == GONE:
-        raise StreamGone(arg)
-    if code == CONFLICT:
-        raise StreamConflict(arg)
-    if code == BAD_REQUEST:
-        raise BadRequest(arg)
-    if code == STALE_EPOCH:
-        raise StaleEpoch(int(arg))
-    if code == SEQ_GAP:
-        raise SequenceGap(int(arg), int(reply[2]))
-    if code == CLOSED:
-        raise StreamClosed(path, int(arg))
-    if code == LEASE_LOST:
-        raise LeaseLost(arg)
-    if req is not None and code == CT_MISMATCH:
-        raise ContentTypeMismatch(
-            f"content type {req.content_type!r} does not match the stream's {arg!r}"
-        )
-    if req is not None and code == SEQ_CONFLICT:
-        raise SeqConflict(f"Stream-Seq {req.seq!r} is not greater than the last one, {arg!r}")
-    raise RuntimeError(f"unexpected answer from the Redis store: {reply!r}")
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -565,8 +524,8 @@ class RedisStore(Store):
             *req.messages,
         ]
         reply = await self._script("create", args)
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         return CreateResult(_parse_meta(reply[2]), created=int(reply[1]) == 1)
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
@@ -587,8 +546,8 @@ class RedisStore(Store):
             *req.messages,
         ]
         reply = await self._script("append", args)
-        if int(reply[0]) != OK:
-            _raise(reply, path, req)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path, req)
         producer = len(reply) > 4
         return AppendResult(
             tail=int(reply[1]),
@@ -602,8 +561,8 @@ class RedisStore(Store):
         reply = await self._script(
             "read", [path, "" if offset is None else str(offset), str(max(max_bytes, 1))]
         )
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         meta = _parse_meta(reply[1])
         nxt = int(reply[2])
         return ReadResult(
@@ -617,14 +576,14 @@ class RedisStore(Store):
 
     async def head(self, path: str) -> StreamMeta:
         reply = await self._script("head", [path])
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         return _parse_meta(reply[1])
 
     async def delete(self, path: str) -> None:
         reply = await self._script("delete", [path])
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
 
     # -- records -------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 -- ('' = Redis's clock); each script's own arguments follow from ARGV[3].
 -- Numbers go to Redis as strings formatted here: Lua's default formatting keeps
 -- only 14 significant digits. @NAME@ placeholders are filled in by
--- redis_scripts.py when the scripts are loaded.
+-- redis_scripts.py when the scripts are loaded. The status codes a script
+-- answers with (OK, NOT_FOUND, ...) are defined before this prelude, from
+-- redis_scripts.Status.
 
 local P = ARGV[1]
 local NOW = ARGV[2]
@@ -14,8 +16,6 @@ end
 local now = tonumber(NOW)
 local PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
 local INLINE_MAX = @INLINE_MAX@
-local OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-local BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
 
 local function skey(id) return P .. 's:' .. id end
 local function dkey(id) return P .. 'd:' .. id end
