@@ -73,32 +73,10 @@ become soft-deleted (410), not vanish.
 
 Live tailing
 ------------
-Each append script PUBLISHes one message on ``P tail``: the stream's path and
-id, start and end positions, the closed flag, and the appended data itself
-when it is at most ``inline_max`` bytes (64 KiB). Deletions and expiries
-publish too. Each RedisStore runs ONE subscriber task (started by ``open``,
-cancelled and awaited by ``aclose``) on one connection, which feeds
-``self.notifier``, the same ``TailNotifier`` chain as the local stores, so a
-process holds one Redis connection for all its readers. Because Redis runs
-scripts one at a time and delivers a channel's messages in order, every
-process sees every stream's appends in commit order; the writing process
-learns of its own appends the same way. An append too large to inline (kept
-small so a burst of large appends cannot reach Redis's pub/sub output buffer
-limit and get the subscriber disconnected) is fetched once per process by the
-subscriber, and only when someone here is waiting on that stream, before it is
-published to the chain, so readers always get complete events.
-
-Every process receives every stream's notifications (one channel, so that a
-reader never has to wait for a subscription of its own to be confirmed before
-it reads); a process drops at once those for streams nobody here is reading.
-
-If the subscriber's connection drops (or goes silent: it PINGs after 5 quiet
-seconds and gives up after 15 without an answer), it reconnects with backoff
-(up to 1 s) and then wakes every waiting reader with a *resync* event (start
--1, end beyond any position): readers treat it like an out-of-step event and
-re-read the store from their own offset, which picks up whatever was appended
-while notifications were lost. Readers are not woken while Redis is away, so
-an outage shorter than their heartbeat goes unnoticed by their clients.
+Each append script PUBLISHes one message on ``P tail``, and each RedisStore
+runs one subscriber (``redis_subscriber.py``) that feeds ``self.notifier``,
+the same ``TailNotifier`` chain as the local stores, so a process holds one
+Redis connection for all its readers.
 
 Redis unreachable
 -----------------
@@ -153,8 +131,8 @@ from tether.store.errors import (
     BackendUnavailable,
     StreamNotFound,
 )
-from tether.store.notify import TailNotifier
 from tether.store.redis_scripts import Status, raise_for, script_texts
+from tether.store.redis_subscriber import RedisTailNotifier, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -165,16 +143,8 @@ INLINE_MAX = 64 * 1024
 SWEEP_INTERVAL = 5.0
 #: Streams one sweep script expires at most (it runs again while there are more).
 SWEEP_BATCH = 100
-#: Longest pause between the subscriber's reconnection attempts, in seconds.
-RECONNECT_MAX = 1.0
-#: The subscriber PINGs after this many quiet seconds, and reconnects when it has
-#: heard nothing at all (not even a PONG) for the second number of seconds.
-PUBSUB_PING_AFTER = 5.0
-PUBSUB_DEAD_AFTER = 15.0
 #: Connections one process opens to Redis at most (``?max_connections=`` in the URL).
 MAX_CONNECTIONS = 32
-#: A resync event's end: beyond any position, so every reader re-reads.
-RESYNC_END = 2**62
 
 # Errors Redis answers while it cannot serve (loading, a script too long, out of
 # memory, persistence failing, a replica after failover...): transient.
@@ -254,25 +224,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-class RedisTailNotifier(TailNotifier):
-    """The local chain, plus what the subscriber needs to know about it.
-
-    (It reads ``TailNotifier._pending``: the links readers are waiting on.)
-    """
-
-    def waiting(self, path: str) -> bool:
-        fut = self._pending.get(path)
-        return fut is not None and not fut.done()
-
-    def waiting_paths(self) -> list[str]:
-        return [p for p, fut in self._pending.items() if not fut.done()]
-
-    def resync(self) -> None:
-        """Make every waiting reader re-read the store from its own offset."""
-        for path in self.waiting_paths():
-            self.publish(path, -1, RESYNC_END, [], False)
-
-
 class RedisStore(Store):
     exclusive = False  # replicas share it
 
@@ -296,12 +247,10 @@ class RedisStore(Store):
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._max_connections = max_connections
-        self._channel = (self.prefix + "tail").encode()
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._subscriber: asyncio.Task[None] | None = None
+        self._subscriber: Subscriber | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
         self.notifier: RedisTailNotifier = RedisTailNotifier()
 
     def __repr__(self) -> str:
@@ -315,7 +264,6 @@ class RedisStore(Store):
         Raises BackendUnavailable if Redis cannot be reached now (a wrong URL
         should stop the server from starting rather than answer 503 forever).
         """
-        self._subscribed = asyncio.Event()
         self.notifier.loop = asyncio.get_running_loop()
         # A bounded pool: a burst of requests queues for a connection rather than
         # opening one each (the subscriber holds one of them for good).
@@ -342,10 +290,11 @@ class RedisStore(Store):
             await self._redis.aclose()
             self._redis = None
             raise BackendUnavailable(f"cannot reach Redis at {redact(self._url)}") from None
-        self._subscriber = asyncio.create_task(self._listen_forever(), name="tether-redis-sub")
+        self._subscriber = Subscriber(self._redis, self.prefix, self.notifier, self._call)
+        self._subscriber.start()
         try:
             async with asyncio.timeout(self._connect_timeout * 2 + 1):
-                await self._subscribed.wait()
+                await self._subscriber.subscribed.wait()
         except BaseException as err:  # (cancelled too: the subscriber must not outlive us)
             await self.aclose()
             if isinstance(err, TimeoutError):
@@ -357,12 +306,14 @@ class RedisStore(Store):
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-redis-sweep")
 
     async def aclose(self) -> None:
-        for task in (self._sweeper, self._subscriber):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._sweeper = self._subscriber = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
         self.notifier.loop = None
         if self._redis is not None:
             await self._redis.aclose()
@@ -409,100 +360,6 @@ class RedisStore(Store):
         if self._redis is None:
             raise BackendUnavailable("the Redis store is not open")
         return await self._call(self._scripts[name](args=[self.prefix, self._now(), *args]))
-
-    # -- live tailing --------------------------------------------------------
-
-    async def _listen_forever(self) -> None:
-        backoff = 0.05
-        connected_before = False
-        outage_logged = False
-        while True:
-            assert self._redis is not None
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                await self._receive(pubsub, until_subscribed=True)
-                self._subscribed.set()
-                if connected_before:
-                    log.info("Redis notifications resumed")
-                    # Appends made while we were not subscribed were not seen.
-                    self.notifier.resync()
-                connected_before = True
-                outage_logged = False
-                backoff = 0.05
-                await self._receive(pubsub, until_subscribed=False)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # connection lost, Redis restarting...
-                level = logging.DEBUG if outage_logged else logging.WARNING
-                log.log(level, "no Redis notifications (%s: %s); reconnecting",
-                        type(err).__name__, err)  # fmt: skip
-                outage_logged = True
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX)
-
-    async def _receive(self, pubsub: Any, until_subscribed: bool) -> None:
-        """Deliver notifications; PING when quiet, and give up on a silent connection."""
-        loop = asyncio.get_running_loop()
-        heard = pinged = loop.time()
-        poll = min(1.0, PUBSUB_PING_AFTER / 2)
-        while True:
-            msg = await pubsub.get_message(timeout=poll)
-            now = loop.time()
-            if msg is None:
-                if now - heard > PUBSUB_DEAD_AFTER:
-                    raise RedisConnectionError("the notification connection went silent")
-                if now - max(heard, pinged) > PUBSUB_PING_AFTER:
-                    await pubsub.ping()
-                    pinged = now
-                continue
-            heard = now
-            kind = msg["type"]
-            if until_subscribed:
-                if kind == "subscribe":
-                    return
-            elif kind == "message":
-                await self._deliver(msg["data"])
-
-    async def _deliver(self, payload: bytes) -> None:
-        head, _, rest = payload.partition(b"\n")
-        fields = head.split(b" ")
-        kind, sid = fields[0], int(fields[1])
-        start, end = int(fields[2]), int(fields[3])
-        closed, inline = fields[4] == b"1", fields[5] == b"1"
-        plen = int(fields[6])
-        path = rest[:plen].decode()
-        notifier = self.notifier
-        if kind == b"d":
-            notifier.publish(path, start, end, [], closed, deleted=True)
-            return
-        if not notifier.waiting(path):
-            return
-        if inline:
-            chunks = []
-            pos = plen
-            for n in map(int, fields[7:]):
-                chunks.append(rest[pos : pos + n])
-                pos += n
-        else:
-            chunks = await self._fetch(sid, start, end)
-            if chunks is None:
-                notifier.publish(path, -1, RESYNC_END, [], False)
-                return
-        notifier.publish(path, start, end, chunks, closed)
-
-    async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
-        """The rows of one append that was too large to inline (None: gone)."""
-        assert self._redis is not None
-        key = f"{self.prefix}d:{sid}"
-        entries = await self._call(self._redis.xrange(key, f"{start}-1", f"{end - 1}-1"))
-        chunks = [fields[b"d"] for _, fields in entries]
-        if not chunks or int(entries[-1][1][b"e"]) != end:
-            return None
-        return chunks
 
     # -- operations ----------------------------------------------------------
 
