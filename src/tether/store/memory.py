@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from tether.store.base import StreamMeta
-from tether.store.local import LocalStore, Row
+from tether.store.local import LocalStore
+from tether.store.persistence import Row
 
 
 class MemoryPersistence:

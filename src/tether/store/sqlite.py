@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tether.store.base import StreamMeta
 from tether.store.errors import InsufficientStorage
-from tether.store.local import LocalStore, Row
+from tether.store.local import LocalStore
+from tether.store.persistence import Row
 
 log = logging.getLogger(__name__)
 
