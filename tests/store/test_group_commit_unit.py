@@ -17,7 +17,7 @@ import pytest
 from tether.store.base import StreamMeta
 from tether.store.group_commit import GroupCommit, Notice
 from tether.store.notify import TailEvent, TailNotifier
-from tether.store.persistence import Row
+from tether.store.persistence import ProducerState, StreamRow
 
 
 class FakeGroupDb:
@@ -31,8 +31,8 @@ class FakeGroupDb:
     def write_deferred(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]],
-        producers: list[tuple[int, str, int, int]],
+        rows: list[StreamRow],
+        producers: list[ProducerState],
     ) -> None:
         if self.fail_write is not None:
             raise self.fail_write

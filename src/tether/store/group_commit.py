@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 from tether.store.base import StreamMeta
 from tether.store.notify import TailNotifier
-from tether.store.persistence import GroupPersistence, Row
+from tether.store.persistence import GroupPersistence, ProducerState, StreamRow
 
 
 class Notice(NamedTuple):
@@ -89,8 +89,8 @@ class GroupCommit:
         self,
         before: StreamMeta,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]],
-        producers: list[tuple[int, str, int, int]],
+        rows: list[StreamRow],
+        producers: list[ProducerState],
     ) -> None:
         """Write one append into the group; ``before``: its stream as last committed.
 

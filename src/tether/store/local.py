@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import NamedTuple
 
 from tether.store.base import (
     AppendRequest,
@@ -45,7 +46,14 @@ from tether.store.errors import (
 )
 from tether.store.group_commit import GroupCommit, Notice
 from tether.store.notify import TailNotifier
-from tether.store.persistence import GroupPersistence, Persistence, Row
+from tether.store.persistence import (
+    Extent,
+    GroupPersistence,
+    Persistence,
+    ProducerState,
+    Row,
+    StreamRow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +62,20 @@ SWEEP_INTERVAL = 5.0
 #: A read renews a sliding TTL in memory at once, but writes the renewal
 #: through only this often (seconds): reads stay read-only on the hot path.
 ACCESS_PERSIST_INTERVAL = 1.0
+
+
+class _Segment(NamedTuple):
+    """Positions [lo, hi) of a stream that stream ``stream_id`` holds (itself or a source)."""
+
+    stream_id: int
+    lo: int
+    hi: int
+
+
+class _Lease(NamedTuple):
+    owner: str
+    #: On the monotonic clock.
+    deadline: float
 
 
 #: Pending index writes are tracked like a records namespace of this name.
@@ -69,9 +91,9 @@ class LocalStore(Store):
         self._persisted_access: dict[int, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier = TailNotifier()
-        #: Leases: name -> (owner, deadline on the monotonic clock). This
-        #: process is the store's only user, so they need no persistence.
-        self._leases: dict[str, tuple[str, float]] = {}
+        #: Leases by name. This process is the store's only user, so they need
+        #: no persistence.
+        self._leases: dict[str, _Lease] = {}
         #: Writes waiting for a shared commit, with a persistence that can group them.
         self._group: GroupCommit | None = (
             GroupCommit(persistence, self.notifier, self._forget)
@@ -238,7 +260,7 @@ class LocalStore(Store):
         messages = req.messages if meta.json else [m for m in req.messages if m]
         rows = self._rows_for(meta, start, messages)
         if rows:
-            meta.tail = rows[-1][1][1]
+            meta.tail = rows[-1].row.end
         metas = [meta]
         if source is not None:
             # Re-read: expiring an old stream at this path may have just released
@@ -299,14 +321,14 @@ class LocalStore(Store):
         k = req.fork_sub_offset
         if k:
             extent = self._extent(source, offset)
-            if extent is None or offset + k > extent[1]:
+            if extent is None or offset + k > extent.end:
                 raise BadRequest(
                     "fork sub-offset reaches past the end of the append it points into"
                 )
         return source, offset + k
 
-    def _segments(self, meta: StreamMeta) -> list[tuple[int, int, int]]:
-        """(stream id, lo, hi) pieces of a stream's positions, oldest first.
+    def _segments(self, meta: StreamMeta) -> list[_Segment]:
+        """The pieces of a stream's positions, oldest first.
 
         A fork sees its source only below its fork offset, and the source sees
         its own source only below its own: each step up the chain caps ``hi``.
@@ -318,7 +340,7 @@ class LocalStore(Store):
             lo = cur.fork_offset if cur.fork_of is not None else 0
             hi = min(cap, cur.tail)
             if lo < hi:
-                segs.append((cur.id, lo, hi))
+                segs.append(_Segment(cur.id, lo, hi))
             if cur.fork_of is None:
                 break
             cap = min(cap, lo)
@@ -326,25 +348,27 @@ class LocalStore(Store):
         segs.reverse()
         return segs
 
-    def _extent(self, meta: StreamMeta, pos: int) -> tuple[int, int] | None:
+    def _extent(self, meta: StreamMeta, pos: int) -> Extent | None:
         """[start, end) of the append that holds position ``pos``, as this stream sees it."""
         for stream_id, lo, hi in self._segments(meta):
             if lo <= pos < hi:
                 found = self._db.batch_extent(stream_id, pos, hi)
                 if found is None:
                     return None
-                return found[0], min(found[1], hi)
+                return Extent(found.start, min(found.end, hi))
         return None
 
-    def _rows_for(
-        self, meta: StreamMeta, start: int, messages: list[bytes]
-    ) -> list[tuple[int, Row]]:
+    def _rows_for(self, meta: StreamMeta, start: int, messages: list[bytes]) -> list[StreamRow]:
         if not messages:
             return []
+        sid = meta.id
         if meta.json:
-            return [(meta.id, (start + i, start + i + 1, start, m)) for i, m in enumerate(messages)]
+            return [
+                StreamRow(sid, Row(start + i, start + i + 1, start, m))
+                for i, m in enumerate(messages)
+            ]
         data = messages[0] if len(messages) == 1 else b"".join(messages)
-        return [(meta.id, (start, start + len(data), start, data))]
+        return [StreamRow(sid, Row(start, start + len(data), start, data))]
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
         now = self._clock()
@@ -362,7 +386,7 @@ class LocalStore(Store):
                 f"content type {req.content_type!r} does not match the stream's "
                 f"{meta.content_type!r}"
             )
-        producers: list[tuple[int, str, int, int]] = []
+        producers: list[ProducerState] = []
         p = req.producer
         if p is not None:
             state = self._db.producer(meta.id, p.id)
@@ -378,7 +402,7 @@ class LocalStore(Store):
                     raise SequenceGap(last + 1, p.seq)
             elif p.seq != 0:
                 raise SequenceGap(0, p.seq)
-            producers.append((meta.id, p.id, p.epoch, p.seq))
+            producers.append(ProducerState(meta.id, p.id, p.epoch, p.seq))
         if meta.closed:
             if not req.messages and p is None:
                 return AppendResult(meta.tail, True)
@@ -394,7 +418,7 @@ class LocalStore(Store):
         rows = self._rows_for(meta, old_tail, req.messages)
         new = replace(
             meta,
-            tail=rows[-1][1][1] if rows else old_tail,
+            tail=rows[-1].row.end if rows else old_tail,
             closed=meta.closed or req.close,
             last_seq=req.seq if req.seq is not None else meta.last_seq,
             accessed_at=now,
@@ -416,7 +440,7 @@ class LocalStore(Store):
             p.epoch if p else None,
             p.seq if p else None,
         )
-        chunks = [r[1][3] for r in rows]
+        chunks = [r.row.data for r in rows]
         group = self._group
         if group is not None and not req.close and group.joins():
             group.write(meta, [new] if dirty else [], rows, producers)
@@ -543,15 +567,15 @@ class LocalStore(Store):
         held = self._leases.get(name)
         if held is None:
             return None
-        if held[1] <= time.monotonic():
+        if held.deadline <= time.monotonic():
             del self._leases[name]
             return None
-        return held[0]
+        return held.owner
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         if self._holder(name) not in (None, owner):
             return False
-        self._leases[name] = (owner, time.monotonic() + ttl)
+        self._leases[name] = _Lease(owner, time.monotonic() + ttl)
         return True
 
     async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
@@ -559,7 +583,7 @@ class LocalStore(Store):
         deadline = time.monotonic() + ttl
         for name in names:
             if self._holder(name) == owner:
-                self._leases[name] = (owner, deadline)
+                self._leases[name] = _Lease(owner, deadline)
             else:
                 lost.append(name)
         return lost

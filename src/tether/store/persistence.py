@@ -8,13 +8,42 @@ that can also hold writes open and commit many at once (SQLite) is also a
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from tether.store.base import StreamMeta
 
-#: A row of the log: (start, end, batch start, data). ``batch`` is the start
-#: position of the append the row came from, so a JSON batch can be found again.
-Row = tuple[int, int, int, bytes]
+
+class Row(NamedTuple):
+    """A row of the log: one JSON message, or one byte append, at [start, end)."""
+
+    start: int
+    end: int
+    #: The start position of the append the row came from, so a JSON batch can be found again.
+    batch: int
+    data: bytes
+
+
+class StreamRow(NamedTuple):
+    """A row to write, and the stream it belongs to."""
+
+    stream_id: int
+    row: Row
+
+
+class ProducerState(NamedTuple):
+    """An idempotent producer's last accepted append on one stream."""
+
+    stream_id: int
+    producer_id: str
+    epoch: int
+    seq: int
+
+
+class Extent(NamedTuple):
+    """[start, end) of one append."""
+
+    start: int
+    end: int
 
 
 class Persistence(Protocol):
@@ -30,13 +59,14 @@ class Persistence(Protocol):
 
     def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]: ...
 
-    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None: ...
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> Extent | None:
+        """The append of this stream's own rows that holds ``pos``, if any."""
 
     def write(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]] | None = None,
-        producers: list[tuple[int, str, int, int]] | None = None,
+        rows: list[StreamRow] | None = None,
+        producers: list[ProducerState] | None = None,
         deletes: list[int] | None = None,
     ) -> None: ...
 
@@ -68,8 +98,8 @@ class GroupPersistence(Protocol):
     def write_deferred(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]],
-        producers: list[tuple[int, str, int, int]],
+        rows: list[StreamRow],
+        producers: list[ProducerState],
     ) -> None:
         """Like ``write``, inside a transaction left open for :meth:`commit`."""
 

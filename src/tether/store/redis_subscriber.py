@@ -191,7 +191,9 @@ class Subscriber:
         """The rows of one append that was too large to inline (None: gone)."""
         key = f"{self._prefix}d:{sid}"
         entries = await self._call(self._redis.xrange(key, f"{start}-1", f"{end - 1}-1"))
-        chunks = [fields[b"d"] for _, fields in entries]
-        if not chunks or int(entries[-1][1][b"e"]) != end:
+        if not entries:
             return None
-        return chunks
+        _, last = entries[-1]  # (entry id, fields)
+        if int(last[b"e"]) != end:
+            return None
+        return [fields[b"d"] for _, fields in entries]
