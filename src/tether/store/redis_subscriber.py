@@ -181,10 +181,11 @@ class Subscriber:
                 chunks.append(rest[pos : pos + n])
                 pos += n
         else:
-            chunks = await self._fetch(sid, start, end)
-            if chunks is None:
+            fetched = await self._fetch(sid, start, end)
+            if fetched is None:
                 notifier.publish(path, -1, RESYNC_END, [], False)
                 return
+            chunks = fetched
         notifier.publish(path, start, end, chunks, closed)
 
     async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
