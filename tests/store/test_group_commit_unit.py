@@ -15,7 +15,7 @@ import asyncio
 import pytest
 
 from tether.store.base import StreamMeta
-from tether.store.group_commit import GroupCommit, Notice
+from tether.store.group_commit import GroupCommit
 from tether.store.notify import TailEvent, TailNotifier
 from tether.store.persistence import ProducerState, StreamRow
 
@@ -71,9 +71,9 @@ async def test_joined_appends_are_answered_and_published_after_one_commit() -> N
     h = Harness()
     event = h.watch("s1")
     h.group.write(meta(1, 0), [meta(1, 1)], [], [])
-    first = asyncio.ensure_future(h.group.wait("s1", Notice(0, 1, [b"a"], False)))
+    first = asyncio.ensure_future(h.group.wait("s1", (0, 1, [b"a"], False)))
     h.group.write(meta(1, 1), [meta(1, 2)], [], [])
-    second = asyncio.ensure_future(h.group.wait("s1", Notice(1, 2, [b"b"], False)))
+    second = asyncio.ensure_future(h.group.wait("s1", (1, 2, [b"b"], False)))
     await asyncio.sleep(0)  # both waiting; the commit is scheduled for the next iteration
     assert h.group.joins()
     assert h.group.last_committed(meta(1, 2)).tail == 0  # readers see the committed stream
@@ -93,8 +93,8 @@ async def test_a_failed_commit_fails_every_write_and_forgets_their_streams() -> 
     h.group.write(meta(1, 0), [meta(1, 1)], [], [])
     h.group.write(meta(2, 5), [meta(2, 6)], [], [])
     results = await asyncio.gather(
-        h.group.wait("s1", Notice(0, 1, [b"a"], False)),
-        h.group.wait("s2", Notice(5, 6, [b"b"], False)),
+        h.group.wait("s1", (0, 1, [b"a"], False)),
+        h.group.wait("s2", (5, 6, [b"b"], False)),
         h.group.write_record("ns", lambda: None),
         return_exceptions=True,
     )
@@ -108,7 +108,7 @@ async def test_a_failed_commit_fails_every_write_and_forgets_their_streams() -> 
 async def test_a_write_that_fails_aborts_the_writes_already_in_the_group() -> None:
     h = Harness()
     h.group.write(meta(1, 0), [meta(1, 1)], [], [])
-    earlier = asyncio.ensure_future(h.group.wait("s1", Notice(0, 1, [b"a"], False)))
+    earlier = asyncio.ensure_future(h.group.wait("s1", (0, 1, [b"a"], False)))
     await asyncio.sleep(0)
     h.db.fail_write = OSError("disk full")
     with pytest.raises(OSError):

@@ -24,28 +24,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import NamedTuple
 
 from tether.store.base import StreamMeta
 from tether.store.notify import TailNotifier
 from tether.store.persistence import GroupPersistence, ProducerState, StreamRow
 
+#: What an append's readers are told once it is committed: ``(start, end, chunks,
+#: closed)``, the arguments of ``TailNotifier.publish`` after the path. (Plain
+#: tuples, here and below: every grouped append builds one of each.)
+Notice = tuple[int, int, list[bytes], bool]
 
-class Notice(NamedTuple):
-    """What an append's readers are told once it is committed (``TailNotifier.publish``)."""
-
-    start: int
-    end: int
-    chunks: list[bytes]
-    closed: bool
-
-
-class _Waiter(NamedTuple):
-    """A write waiting for its group's commit; path and notice are None for a record write."""
-
-    answer: asyncio.Future[None]
-    path: str | None
-    notice: Notice | None
+#: A write waiting for its group's commit: ``(answer, path, notice)``; path and
+#: notice are None for a record write.
+_Waiter = tuple["asyncio.Future[None]", str | None, Notice | None]
 
 
 class GroupCommit:
@@ -120,7 +111,7 @@ class GroupCommit:
         if not self._waiters:
             loop.call_soon(self.flush)
         answer: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(_Waiter(answer, path, notice))
+        self._waiters.append((answer, path, notice))
         await answer
 
     def flush_for(self, namespace: str) -> None:

@@ -44,7 +44,7 @@ from tether.store.errors import (
     StreamGone,
     StreamNotFound,
 )
-from tether.store.group_commit import GroupCommit, Notice
+from tether.store.group_commit import GroupCommit
 from tether.store.notify import TailNotifier
 from tether.store.persistence import (
     Extent,
@@ -445,7 +445,7 @@ class LocalStore(Store):
         if group is not None and not req.close and group.joins():
             group.write(meta, [new] if dirty else [], rows, producers)
             self._cache(new)
-            await group.wait(path, Notice(old_tail, new.tail, chunks, new.closed))
+            await group.wait(path, (old_tail, new.tail, chunks, new.closed))
             return result
         # The iteration's first append (or no group commit, or a close): committed alone, now.
         if group is not None:

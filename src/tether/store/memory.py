@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from tether.store.base import StreamMeta
 from tether.store.local import LocalStore
-from tether.store.persistence import Extent, ProducerState, Row, StreamRow
+from tether.store.persistence import Extent, ProducerState, Row, RowFields, StreamRow
 
 
 class MemoryPersistence:
@@ -45,13 +45,13 @@ class MemoryPersistence:
     def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None:
         return self._producers.get((stream_id, producer_id))
 
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[RowFields]:
         rows = self._rows.get(stream_id, [])
         starts = self._starts.get(stream_id, [])
         i = bisect.bisect_right(starts, lo) - 1
         if i < 0 or rows[i].end <= lo:
             i += 1
-        out: list[Row] = []
+        out: list[RowFields] = []
         size = 0
         while i < len(rows) and rows[i].start < hi:
             out.append(rows[i])

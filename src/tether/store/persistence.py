@@ -23,6 +23,12 @@ class Row(NamedTuple):
     data: bytes
 
 
+#: A row as reads pass it on: a :class:`Row`'s fields in a plain tuple, unpacked
+#: by name. A catch-up read handles thousands of rows, and building (and
+#: unpacking) a named tuple costs several times what a plain one does.
+RowFields = tuple[int, int, int, bytes]
+
+
 class StreamRow(NamedTuple):
     """A row to write, and the stream it belongs to."""
 
@@ -57,7 +63,8 @@ class Persistence(Protocol):
 
     def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None: ...
 
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]: ...
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[RowFields]:
+        """The rows holding positions [lo, hi), stopping once they hold ``max_bytes``."""
 
     def batch_extent(self, stream_id: int, pos: int, hi: int) -> Extent | None:
         """The append of this stream's own rows that holds ``pos``, if any."""

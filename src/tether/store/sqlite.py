@@ -16,7 +16,6 @@ Reads go on meanwhile.
 from __future__ import annotations
 
 import fcntl
-import functools
 import logging
 import os
 import sqlite3
@@ -28,7 +27,7 @@ from pathlib import Path
 from tether.store.base import StreamMeta
 from tether.store.errors import InsufficientStorage
 from tether.store.local import LocalStore
-from tether.store.persistence import Extent, ProducerState, Row, StreamRow
+from tether.store.persistence import Extent, ProducerState, RowFields, StreamRow
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +86,6 @@ _COLUMNS = (
 _UPSERT = f"INSERT OR REPLACE INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 _ROW_COLUMNS = 'start, "end", batch, data'
 _INSERT_ROW = f"INSERT INTO chunks (stream, {_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
-
-#: ``Row(*values)`` for a chunks row selected as ``_ROW_COLUMNS``, without a call
-#: to Python code per row: a catch-up read turns thousands of them into Rows.
-_as_row = functools.partial(tuple.__new__, Row)
 
 
 def _to_row(m: StreamMeta) -> tuple[object, ...]:
@@ -329,20 +324,20 @@ class SqlitePersistence:
         ).fetchone()
         return None if r is None else (int(r[0]), int(r[1]))
 
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[RowFields]:
         # The row holding ``lo`` may start before it (a byte chunk read from its middle).
-        found = self._db.execute(
+        first = self._db.execute(
             f"SELECT {_ROW_COLUMNS} FROM chunks WHERE stream = ? AND start <= ? "
             "ORDER BY start DESC LIMIT 1",
             (stream_id, lo),
         ).fetchone()
-        out: list[Row] = []
+        out: list[RowFields] = []
         size = 0
-        if found is not None:
-            first = _as_row(found)
-            if first.end > lo:
+        if first is not None:
+            _start, end, _batch, data = first
+            if end > lo:
                 out.append(first)
-                size = len(first.data)
+                size = len(data)
                 if size >= max_bytes:
                     return out
         cur = self._db.execute(
@@ -354,9 +349,10 @@ class SqlitePersistence:
             batch = cur.fetchmany(256)
             if not batch:
                 break
-            for row in map(_as_row, batch):
+            for row in batch:
                 out.append(row)
-                size += len(row.data)
+                _start, _end, _batch, data = row
+                size += len(data)
                 if size >= max_bytes:
                     break
         cur.close()
