@@ -33,7 +33,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from helpers.server import ServerFactory
 from redis_server import RedisServer, running_redis
-from tether.store import errors
+from tether.store import errors, redis_subscriber
 from tether.store.base import (
     AppendRequest,
     CreateRequest,
@@ -46,6 +46,8 @@ from tether.store.base import (
 from tether.store.factory import open_store
 from tether.store.memory import MemoryStore
 from tether.store.redis import RedisStore, redact
+from tether.store.redis_scripts import Status, lua_status_constants
+from tether.store.redis_subscriber import Subscriber
 from tether.streams.tail import tail
 
 from .conftest import FakeClock
@@ -488,6 +490,17 @@ async def test_recreating_an_expired_fork_keeps_the_source_refcount_exact(
         await rstore.head("src")
 
 
+async def test_redis_sees_the_status_codes_python_defines(redis_server: RedisServer) -> None:
+    """The Lua constants the scripts answer with have ``Status``'s values inside Redis."""
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        names = ", ".join(Status.__members__)
+        seen = await client.eval(f"{lua_status_constants()}return {{{names}}}", 0)
+    finally:
+        await client.aclose()
+    assert seen == [status.value for status in Status]
+
+
 # -- Redis's own clock and the sweeper task ----------------------------------------------
 
 
@@ -783,10 +796,8 @@ async def test_subscriber_pings_and_reconnects_when_its_connection_goes_silent(
     redis_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    import tether.store.redis as redis_store
-
-    monkeypatch.setattr(redis_store, "PUBSUB_PING_AFTER", 0.1)
-    monkeypatch.setattr(redis_store, "PUBSUB_DEAD_AFTER", 0.6)
+    monkeypatch.setattr(redis_subscriber, "PUBSUB_PING_AFTER", 0.1)
+    monkeypatch.setattr(redis_subscriber, "PUBSUB_DEAD_AFTER", 0.6)
     store = await opened(RedisStore(redis_server.url(), prefix=prefix))
     client = aioredis.Redis.from_url(redis_server.url())
     try:
@@ -823,11 +834,11 @@ async def test_an_open_that_does_not_finish_leaves_no_subscriber_running(
     """Whether it times out waiting for its subscription or is cancelled meanwhile."""
     subscribers: list[asyncio.Task[None]] = []
 
-    async def never_subscribed(self: RedisStore) -> None:
+    async def never_subscribed(self: Subscriber) -> None:
         subscribers.append(asyncio.current_task())  # type: ignore[arg-type]
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(RedisStore, "_listen_forever", never_subscribed)
+    monkeypatch.setattr(Subscriber, "_listen_forever", never_subscribed)
     store = RedisStore(redis_server.url(), prefix=prefix, connect_timeout=0.05)
     with pytest.raises(errors.BackendUnavailable, match="cannot subscribe"):
         await store.open()

@@ -7,20 +7,8 @@ persistence layer is synchronous and commits each operation as one
 transaction; the metadata of streams in use is cached here, which is sound
 because this process is the only writer (the SQLite backend takes a lock).
 
-Group commit: with a persistence that supports it (SQLite), the first append
-of an event-loop iteration is committed at once, and the writes after it in
-the same iteration share one transaction. Each of those is checked and
-written at once (so the next one, even to the same stream, sees it), but it
-is answered, and its readers are notified, only after the commit that holds
-it, at the start of the next iteration; until then reads and ``head`` see the
-stream as last committed. (Committing the first one at once saves its readers
-a loop iteration, which under load is most of what a token waits.) Record
-writes (``put_record``, ``delete_record``) always join the group, and a read
-of a record namespace with a write pending commits the group first, so record
-reads too see only what is committed. Every other write commits the pending
-group first, so it keeps its own one-transaction semantics. Under load this
-turns one commit (and one WAL write) per write into at most two per loop
-iteration.
+Group commit (SQLite): the appends of one event-loop iteration after its first
+share one transaction, and record writes join it; see ``group_commit.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import NamedTuple
 
 from tether.store.base import (
     AppendRequest,
@@ -56,13 +44,18 @@ from tether.store.errors import (
     StreamGone,
     StreamNotFound,
 )
+from tether.store.group_commit import GroupCommit
 from tether.store.notify import TailNotifier
+from tether.store.persistence import (
+    Extent,
+    GroupPersistence,
+    Persistence,
+    ProducerState,
+    Row,
+    StreamRow,
+)
 
 log = logging.getLogger(__name__)
-
-#: A row of the log: (start, end, batch start, data). ``batch`` is the start
-#: position of the append the row came from, so a JSON batch can be found again.
-Row = tuple[int, int, int, bytes]
 
 #: How often the sweeper looks for expired streams, in seconds.
 SWEEP_INTERVAL = 5.0
@@ -71,75 +64,22 @@ SWEEP_INTERVAL = 5.0
 ACCESS_PERSIST_INTERVAL = 1.0
 
 
-class Persistence(Protocol):
-    """Synchronous storage primitives; ``write`` is one atomic transaction."""
+class _Segment(NamedTuple):
+    """Positions [lo, hi) of a stream that stream ``stream_id`` holds (itself or a source)."""
 
-    def load(self, path: str) -> StreamMeta | None: ...
-
-    def load_id(self, stream_id: int) -> StreamMeta | None: ...
-
-    def new_id(self) -> int: ...
-
-    def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None: ...
-
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]: ...
-
-    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None: ...
-
-    def write(
-        self,
-        metas: list[StreamMeta],
-        rows: list[tuple[int, Row]] | None = None,
-        producers: list[tuple[int, str, int, int]] | None = None,
-        deletes: list[int] | None = None,
-    ) -> None: ...
-
-    def expired(self, now: float) -> list[str]: ...
-
-    def put_record(self, namespace: str, key: str, value: bytes) -> None: ...
-
-    def get_record(self, namespace: str, key: str) -> bytes | None: ...
-
-    def list_records(self, namespace: str) -> list[tuple[str, bytes]]: ...
-
-    def delete_record(self, namespace: str, key: str) -> None: ...
-
-    def index_put(self, name: str, member: str, key: str) -> None: ...
-
-    def index_remove(self, name: str, member: str) -> None: ...
-
-    def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]: ...
-
-    def index_count(self, name: str) -> int: ...
-
-    def close(self) -> None: ...
+    stream_id: int
+    lo: int
+    hi: int
 
 
-class GroupPersistence(Persistence, Protocol):
-    """A persistence that can hold writes open and commit many at once."""
-
-    def write_deferred(
-        self,
-        metas: list[StreamMeta],
-        rows: list[tuple[int, Row]],
-        producers: list[tuple[int, str, int, int]],
-    ) -> None:
-        """Like ``write``, inside a transaction left open for :meth:`commit`."""
-
-    def begin_deferred(self) -> None:
-        """Open the group's transaction if none is open (for the writes that follow)."""
-
-    def commit(self) -> None: ...
-
-    def rollback(self) -> None: ...
+class _Lease(NamedTuple):
+    owner: str
+    #: On the monotonic clock.
+    deadline: float
 
 
 #: Pending index writes are tracked like a records namespace of this name.
 _INDEX = "\x00index:"
-
-#: A write waiting for its group's commit: (answer, path, notification); path
-#: and notification are None for a record write.
-_Pending = tuple["asyncio.Future[None]", str | None, tuple[int, int, list[bytes], bool] | None]
 
 
 class LocalStore(Store):
@@ -151,20 +91,15 @@ class LocalStore(Store):
         self._persisted_access: dict[int, float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier = TailNotifier()
-        #: Leases: name -> (owner, deadline on the monotonic clock). This
-        #: process is the store's only user, so they need no persistence.
-        self._leases: dict[str, tuple[str, float]] = {}
-        #: Appends written but not yet committed (group commit; see the module doc).
-        self._group: GroupPersistence | None = (
-            persistence if hasattr(persistence, "write_deferred") else None  # type: ignore[assignment]
+        #: Leases by name. This process is the store's only user, so they need
+        #: no persistence.
+        self._leases: dict[str, _Lease] = {}
+        #: Writes waiting for a shared commit, with a persistence that can group them.
+        self._group: GroupCommit | None = (
+            GroupCommit(persistence, self.notifier, self._forget)
+            if isinstance(persistence, GroupPersistence)
+            else None
         )
-        self._pending: list[_Pending] = []
-        #: The last committed metadata of streams with appends in the pending group.
-        self._committed: dict[int, StreamMeta] = {}
-        #: Namespaces with a record write in the pending group.
-        self._records_pending: set[str] = set()
-        #: An append was committed alone in this loop iteration: later ones group.
-        self._grouping = False
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -325,7 +260,7 @@ class LocalStore(Store):
         messages = req.messages if meta.json else [m for m in req.messages if m]
         rows = self._rows_for(meta, start, messages)
         if rows:
-            meta.tail = rows[-1][1][1]
+            meta.tail = rows[-1].row.end
         metas = [meta]
         if source is not None:
             # Re-read: expiring an old stream at this path may have just released
@@ -386,14 +321,14 @@ class LocalStore(Store):
         k = req.fork_sub_offset
         if k:
             extent = self._extent(source, offset)
-            if extent is None or offset + k > extent[1]:
+            if extent is None or offset + k > extent.end:
                 raise BadRequest(
                     "fork sub-offset reaches past the end of the append it points into"
                 )
         return source, offset + k
 
-    def _segments(self, meta: StreamMeta) -> list[tuple[int, int, int]]:
-        """(stream id, lo, hi) pieces of a stream's positions, oldest first.
+    def _segments(self, meta: StreamMeta) -> list[_Segment]:
+        """The pieces of a stream's positions, oldest first.
 
         A fork sees its source only below its fork offset, and the source sees
         its own source only below its own: each step up the chain caps ``hi``.
@@ -405,7 +340,7 @@ class LocalStore(Store):
             lo = cur.fork_offset if cur.fork_of is not None else 0
             hi = min(cap, cur.tail)
             if lo < hi:
-                segs.append((cur.id, lo, hi))
+                segs.append(_Segment(cur.id, lo, hi))
             if cur.fork_of is None:
                 break
             cap = min(cap, lo)
@@ -413,25 +348,27 @@ class LocalStore(Store):
         segs.reverse()
         return segs
 
-    def _extent(self, meta: StreamMeta, pos: int) -> tuple[int, int] | None:
+    def _extent(self, meta: StreamMeta, pos: int) -> Extent | None:
         """[start, end) of the append that holds position ``pos``, as this stream sees it."""
         for stream_id, lo, hi in self._segments(meta):
             if lo <= pos < hi:
                 found = self._db.batch_extent(stream_id, pos, hi)
                 if found is None:
                     return None
-                return found[0], min(found[1], hi)
+                return Extent(found.start, min(found.end, hi))
         return None
 
-    def _rows_for(
-        self, meta: StreamMeta, start: int, messages: list[bytes]
-    ) -> list[tuple[int, Row]]:
+    def _rows_for(self, meta: StreamMeta, start: int, messages: list[bytes]) -> list[StreamRow]:
         if not messages:
             return []
+        sid = meta.id
         if meta.json:
-            return [(meta.id, (start + i, start + i + 1, start, m)) for i, m in enumerate(messages)]
+            return [
+                StreamRow(sid, Row(start + i, start + i + 1, start, m))
+                for i, m in enumerate(messages)
+            ]
         data = messages[0] if len(messages) == 1 else b"".join(messages)
-        return [(meta.id, (start, start + len(data), start, data))]
+        return [StreamRow(sid, Row(start, start + len(data), start, data))]
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
         now = self._clock()
@@ -449,7 +386,7 @@ class LocalStore(Store):
                 f"content type {req.content_type!r} does not match the stream's "
                 f"{meta.content_type!r}"
             )
-        producers: list[tuple[int, str, int, int]] = []
+        producers: list[ProducerState] = []
         p = req.producer
         if p is not None:
             state = self._db.producer(meta.id, p.id)
@@ -465,7 +402,7 @@ class LocalStore(Store):
                     raise SequenceGap(last + 1, p.seq)
             elif p.seq != 0:
                 raise SequenceGap(0, p.seq)
-            producers.append((meta.id, p.id, p.epoch, p.seq))
+            producers.append(ProducerState(meta.id, p.id, p.epoch, p.seq))
         if meta.closed:
             if not req.messages and p is None:
                 return AppendResult(meta.tail, True)
@@ -481,7 +418,7 @@ class LocalStore(Store):
         rows = self._rows_for(meta, old_tail, req.messages)
         new = replace(
             meta,
-            tail=rows[-1][1][1] if rows else old_tail,
+            tail=rows[-1].row.end if rows else old_tail,
             closed=meta.closed or req.close,
             last_seq=req.seq if req.seq is not None else meta.last_seq,
             accessed_at=now,
@@ -503,89 +440,43 @@ class LocalStore(Store):
             p.epoch if p else None,
             p.seq if p else None,
         )
-        chunks = [r[1][3] for r in rows]
+        chunks = [r.row.data for r in rows]
         group = self._group
-        if group is None or req.close or not (self._pending or self._grouping):
-            # The iteration's first append (or no group commit, or a close):
-            # committed alone, now.
-            if group is not None and not req.close:
-                self._grouping = True  # the rest of this iteration's appends wait
-                self.notifier.running_loop().call_soon(self._end_grouping)
-            self._flush()
-            self._db.write([new] if dirty else [], rows=rows, producers=producers)
+        if group is not None and not req.close and group.joins():
+            group.write(meta, [new] if dirty else [], rows, producers)
             self._cache(new)
-            self.notifier.publish(path, old_tail, new.tail, chunks, new.closed)
+            await group.wait(path, (old_tail, new.tail, chunks, new.closed))
             return result
-        try:
-            group.write_deferred([new] if dirty else [], rows, producers)
-        except BaseException as err:
-            self._abort(err)
-            raise
-        self._committed.setdefault(meta.id, meta)
+        # The iteration's first append (or no group commit, or a close): committed alone, now.
+        if group is not None:
+            group.flush()
+            if not req.close:
+                group.group_rest_of_iteration()
+        self._db.write([new] if dirty else [], rows=rows, producers=producers)
         self._cache(new)
-        await self._group_commit(path, (old_tail, new.tail, chunks, new.closed))
+        self.notifier.publish(path, old_tail, new.tail, chunks, new.closed)
         return result
 
-    async def _group_commit(
-        self, path: str | None, note: tuple[int, int, list[bytes], bool] | None
-    ) -> None:
-        """Wait for the commit of the pending group this write has joined."""
-        loop = self.notifier.running_loop()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        answer: asyncio.Future[None] = loop.create_future()
-        self._pending.append((answer, path, note))
-        await answer
-
-    def _end_grouping(self) -> None:
-        self._grouping = False
-
     def _flush(self) -> None:
-        """Commit the pending group, then notify its readers and answer its appends."""
-        pending = self._pending
-        if not pending:
-            return
-        assert self._group is not None
-        try:
-            self._group.commit()
-        except BaseException as err:
-            self._abort(err)
-            return
-        self._pending = []
-        self._committed.clear()
-        self._records_pending.clear()
-        publish = self.notifier.publish
-        for answer, path, note in pending:
-            if note is not None:
-                publish(path, *note)  # type: ignore[arg-type]
-            if not answer.done():
-                answer.set_result(None)
+        """Commit the pending group, if any (before a write that commits on its own)."""
+        if self._group is not None:
+            self._group.flush()
 
-    def _abort(self, err: BaseException) -> None:
-        """The group could not be written or committed: undo it and fail its appends.
+    def _flush_for(self, namespace: str) -> None:
+        """Commit the pending group if it holds a write to ``namespace`` (before reading it)."""
+        if self._group is not None:
+            self._group.flush_for(namespace)
 
-        The cache holds the group's state, so its streams are dropped from it
-        and reloaded from the log when next used.
-        """
-        pending, self._pending = self._pending, []
-        committed, self._committed = self._committed, {}
-        self._records_pending.clear()
-        assert self._group is not None
-        with contextlib.suppress(Exception):
-            self._group.rollback()
-        for meta in committed.values():
-            self._forget(meta)
-        for answer, *_ in pending:
-            if not answer.done():
-                answer.set_exception(err)
+    def _last_committed(self, meta: StreamMeta) -> StreamMeta:
+        """Appends not committed yet are not there for readers."""
+        return meta if self._group is None else self._group.last_committed(meta)
 
     async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
         now = self._clock()
         meta = self._live(path, now)
         if meta.ttl is not None:
             meta = self._renew(meta, now)
-        # Appends not committed yet are not there for readers.
-        meta = self._committed.get(meta.id, meta)
+        meta = self._last_committed(meta)
         if offset is None:
             return ReadResult(meta, meta.tail, [], meta.tail, True, meta.closed)
         if offset > meta.tail:
@@ -629,8 +520,7 @@ class LocalStore(Store):
         return meta
 
     async def head(self, path: str) -> StreamMeta:
-        meta = self._live(path, self._clock())
-        return self._committed.get(meta.id, meta)
+        return self._last_committed(self._live(path, self._clock()))
 
     async def delete(self, path: str) -> None:
         meta = self._live(path, self._clock())
@@ -640,13 +530,11 @@ class LocalStore(Store):
         await self._record_write(namespace, lambda: self._db.put_record(namespace, key, value))
 
     async def get_record(self, namespace: str, key: str) -> bytes | None:
-        if namespace in self._records_pending:
-            self._flush()  # never answer with what is not committed yet
+        self._flush_for(namespace)  # never answer with what is not committed yet
         return self._db.get_record(namespace, key)
 
     async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
-        if namespace in self._records_pending:
-            self._flush()
+        self._flush_for(namespace)
         return self._db.list_records(namespace)
 
     async def delete_record(self, namespace: str, key: str) -> None:
@@ -659,30 +547,19 @@ class LocalStore(Store):
         await self._record_write(_INDEX + name, lambda: self._db.index_remove(name, member))
 
     async def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
-        if _INDEX + name in self._records_pending:
-            self._flush()
+        self._flush_for(_INDEX + name)
         return self._db.index_page(name, after, limit)
 
     async def index_count(self, name: str) -> int:
-        if _INDEX + name in self._records_pending:
-            self._flush()
+        self._flush_for(_INDEX + name)
         return self._db.index_count(name)
 
     async def _record_write(self, namespace: str, write: Callable[[], None]) -> None:
         """Write a record in the pending group; answered once the group is committed."""
-        group = self._group
-        if group is None:
-            self._flush()
+        if self._group is None:
             write()
             return
-        try:
-            group.begin_deferred()
-            write()
-        except BaseException as err:
-            self._abort(err)
-            raise
-        self._records_pending.add(namespace)
-        await self._group_commit(None, None)
+        await self._group.write_record(namespace, write)
 
     # -- leases --------------------------------------------------------------
 
@@ -690,15 +567,15 @@ class LocalStore(Store):
         held = self._leases.get(name)
         if held is None:
             return None
-        if held[1] <= time.monotonic():
+        if held.deadline <= time.monotonic():
             del self._leases[name]
             return None
-        return held[0]
+        return held.owner
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         if self._holder(name) not in (None, owner):
             return False
-        self._leases[name] = (owner, time.monotonic() + ttl)
+        self._leases[name] = _Lease(owner, time.monotonic() + ttl)
         return True
 
     async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
@@ -706,7 +583,7 @@ class LocalStore(Store):
         deadline = time.monotonic() + ttl
         for name in names:
             if self._holder(name) == owner:
-                self._leases[name] = (owner, deadline)
+                self._leases[name] = _Lease(owner, deadline)
             else:
                 lost.append(name)
         return lost

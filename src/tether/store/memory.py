@@ -8,7 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from tether.store.base import StreamMeta
-from tether.store.local import LocalStore, Row
+from tether.store.local import LocalStore
+from tether.store.persistence import Extent, ProducerState, Row, RowFields, StreamRow
 
 
 class MemoryPersistence:
@@ -33,8 +34,8 @@ class MemoryPersistence:
             return None
         meta = replace(meta)
         rows = self._rows.get(stream_id)
-        if rows and rows[-1][1] > meta.tail:
-            meta.tail = rows[-1][1]
+        if rows and rows[-1].end > meta.tail:
+            meta.tail = rows[-1].end
         return meta
 
     def new_id(self) -> int:
@@ -44,39 +45,39 @@ class MemoryPersistence:
     def producer(self, stream_id: int, producer_id: str) -> tuple[int, int] | None:
         return self._producers.get((stream_id, producer_id))
 
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[RowFields]:
         rows = self._rows.get(stream_id, [])
         starts = self._starts.get(stream_id, [])
         i = bisect.bisect_right(starts, lo) - 1
-        if i < 0 or rows[i][1] <= lo:
+        if i < 0 or rows[i].end <= lo:
             i += 1
-        out: list[Row] = []
+        out: list[RowFields] = []
         size = 0
-        while i < len(rows) and rows[i][0] < hi:
+        while i < len(rows) and rows[i].start < hi:
             out.append(rows[i])
-            size += len(rows[i][3])
+            size += len(rows[i].data)
             i += 1
             if size >= max_bytes:
                 break
         return out
 
-    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None:
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> Extent | None:
         rows = self._rows.get(stream_id, [])
         starts = self._starts.get(stream_id, [])
         i = bisect.bisect_right(starts, pos) - 1
-        if i < 0 or rows[i][1] <= pos:
+        if i < 0 or rows[i].end <= pos:
             return None
-        batch = rows[i][2]
+        batch = rows[i].batch
         j = i
-        while j + 1 < len(rows) and rows[j + 1][2] == batch:
+        while j + 1 < len(rows) and rows[j + 1].batch == batch:
             j += 1
-        return batch, rows[j][1]
+        return Extent(batch, rows[j].end)
 
     def write(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]] | None = None,
-        producers: list[tuple[int, str, int, int]] | None = None,
+        rows: list[StreamRow] | None = None,
+        producers: list[ProducerState] | None = None,
         deletes: list[int] | None = None,
     ) -> None:
         for meta in metas:
@@ -84,7 +85,7 @@ class MemoryPersistence:
             self._paths[meta.path] = meta.id
         for sid, row in rows or ():
             self._rows.setdefault(sid, []).append(row)
-            self._starts.setdefault(sid, []).append(row[0])
+            self._starts.setdefault(sid, []).append(row.start)
         for sid, pid, epoch, seq in producers or ():
             self._producers[(sid, pid)] = (epoch, seq)
         for sid in deletes or ():
@@ -93,7 +94,7 @@ class MemoryPersistence:
                 del self._paths[meta.path]
             self._rows.pop(sid, None)
             self._starts.pop(sid, None)
-            for key in [k for k in self._producers if k[0] == sid]:
+            for key in [k for k in self._producers if k[0] == sid]:  # (stream, producer)
                 del self._producers[key]
 
     def expired(self, now: float) -> list[str]:
@@ -134,7 +135,8 @@ class MemoryPersistence:
         return order[start : start + limit]
 
     def index_count(self, name: str) -> int:
-        return len(self._indexes.get(name, ({}, []))[0])
+        keys, _ = self._indexes.get(name, ({}, []))
+        return len(keys)
 
     def close(self) -> None:
         pass

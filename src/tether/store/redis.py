@@ -5,7 +5,7 @@
 ``tether:``), and redis-py's own options such as ``?max_connections=N``, the
 per-process connection pool's size, 32 by default). It needs a standalone
 Redis >= 6.2 (tested with 7.0; or a Sentinel-managed primary), not Redis
-Cluster: the scripts below reach keys they discover as they go (a fork's
+Cluster: its scripts reach keys they discover as they go (a fork's
 source, a cascade of sources), which Cluster does not allow.
 
 Semantics are those of ``local.py``, error for error: any number of replicas
@@ -43,16 +43,18 @@ search by position.
 
 Atomicity
 ---------
-Every operation is one Lua script (loaded once, run with EVALSHA; redis-py
-reloads it after a Redis restart empties the script cache): create (with the
+Every operation is one Lua script (``lua/*.lua``, loaded by ``redis_scripts.py``
+once, run with EVALSHA; redis-py reloads it after a Redis restart empties the
+script cache): create (with the
 fork's reference count), append (content type, idempotent producer, closure,
 Stream-Seq, data, tail and producer state together), read and head (which
 expire a stream that is due, and for read renew a sliding TTL), delete (soft
 while forks read through it, cascading when the last fork goes) and the expiry
 sweep. Redis runs one script at a time, so replicas never interleave, and each
 script checks everything before it writes anything, so a refusal writes
-nothing. A script answers ``{status, ...}``; ``_raise`` maps the status to the
-``errors`` class ``local.py`` raises in the same case, with the same message.
+nothing. A script answers ``{status, ...}``; ``redis_scripts.raise_for`` maps the
+status to the ``errors`` class ``local.py`` raises in the same case, with the
+same message.
 
 Positions are ``local.py``'s: bytes for byte streams, messages for JSON
 streams; a fork continues its source's positions and reads positions below its
@@ -71,32 +73,10 @@ become soft-deleted (410), not vanish.
 
 Live tailing
 ------------
-Each append script PUBLISHes one message on ``P tail``: the stream's path and
-id, start and end positions, the closed flag, and the appended data itself
-when it is at most ``inline_max`` bytes (64 KiB). Deletions and expiries
-publish too. Each RedisStore runs ONE subscriber task (started by ``open``,
-cancelled and awaited by ``aclose``) on one connection, which feeds
-``self.notifier``, the same ``TailNotifier`` chain as the local stores, so a
-process holds one Redis connection for all its readers. Because Redis runs
-scripts one at a time and delivers a channel's messages in order, every
-process sees every stream's appends in commit order; the writing process
-learns of its own appends the same way. An append too large to inline (kept
-small so a burst of large appends cannot reach Redis's pub/sub output buffer
-limit and get the subscriber disconnected) is fetched once per process by the
-subscriber, and only when someone here is waiting on that stream, before it is
-published to the chain, so readers always get complete events.
-
-Every process receives every stream's notifications (one channel, so that a
-reader never has to wait for a subscription of its own to be confirmed before
-it reads); a process drops at once those for streams nobody here is reading.
-
-If the subscriber's connection drops (or goes silent: it PINGs after 5 quiet
-seconds and gives up after 15 without an answer), it reconnects with backoff
-(up to 1 s) and then wakes every waiting reader with a *resync* event (start
--1, end beyond any position): readers treat it like an out-of-step event and
-re-read the store from their own offset, which picks up whatever was appended
-while notifications were lost. Readers are not woken while Redis is away, so
-an outage shorter than their heartbeat goes unnoticed by their clients.
+Each append script PUBLISHes one message on ``P tail``, and each RedisStore
+runs one subscriber (``redis_subscriber.py``) that feeds ``self.notifier``,
+the same ``TailNotifier`` chain as the local stores, so a process holds one
+Redis connection for all its readers.
 
 Redis unreachable
 -----------------
@@ -149,18 +129,10 @@ from tether.store.base import (
 )
 from tether.store.errors import (
     BackendUnavailable,
-    BadRequest,
-    ContentTypeMismatch,
-    LeaseLost,
-    SeqConflict,
-    SequenceGap,
-    StaleEpoch,
-    StreamClosed,
-    StreamConflict,
-    StreamGone,
     StreamNotFound,
 )
-from tether.store.notify import TailNotifier
+from tether.store.redis_scripts import Status, raise_for, script_texts
+from tether.store.redis_subscriber import RedisTailNotifier, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -171,22 +143,8 @@ INLINE_MAX = 64 * 1024
 SWEEP_INTERVAL = 5.0
 #: Streams one sweep script expires at most (it runs again while there are more).
 SWEEP_BATCH = 100
-#: Longest pause between the subscriber's reconnection attempts, in seconds.
-RECONNECT_MAX = 1.0
-#: The subscriber PINGs after this many quiet seconds, and reconnects when it has
-#: heard nothing at all (not even a PONG) for the second number of seconds.
-PUBSUB_PING_AFTER = 5.0
-PUBSUB_DEAD_AFTER = 15.0
 #: Connections one process opens to Redis at most (``?max_connections=`` in the URL).
 MAX_CONNECTIONS = 32
-#: A resync event's end: beyond any position, so every reader re-reads.
-RESYNC_END = 2**62
-
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
-
-# Script status codes.
-OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
 
 # Errors Redis answers while it cannot serve (loading, a script too long, out of
 # memory, persistence failing, a replica after failover...): transient.
@@ -194,458 +152,6 @@ _UNAVAILABLE_PREFIXES = (
     "LOADING", "BUSY", "OOM", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS",
     "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT",
 )  # fmt: skip
-
-# -- Lua ----------------------------------------------------------------------
-#
-# Every script starts with this prelude. ARGV[1] is the key prefix and ARGV[2]
-# the time ('' = Redis's clock); the script's own arguments follow. Numbers go
-# to Redis as strings formatted here: Lua's default formatting keeps only 14
-# significant digits.
-
-_PRELUDE = r"""
-local P = ARGV[1]
-local NOW = ARGV[2]
-if NOW == '' then
-  local t = redis.call('TIME')
-  NOW = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-end
-local now = tonumber(NOW)
-local PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
-local INLINE_MAX = @INLINE_MAX@
-local OK, NOT_FOUND, GONE, CONFLICT, CT_MISMATCH, CLOSED, SEQ_CONFLICT = 0, 1, 2, 3, 4, 5, 6
-local BAD_REQUEST, STALE_EPOCH, SEQ_GAP, LEASE_LOST = 7, 8, 9, 10
-
-local function skey(id) return P .. 's:' .. id end
-local function dkey(id) return P .. 'd:' .. id end
-local function pkey(id) return P .. 'pr:' .. id end
-local function int(n) return string.format('%d', n) end
-local function flt(n) return string.format('%.17g', n) end
-local function num(s) if s == nil or s == '' then return nil end return tonumber(s) end
-
-local function load(id)
-  local raw = redis.call('HGETALL', skey(id))
-  if #raw == 0 then return nil end
-  local h = {}
-  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
-  return {
-    id = id, raw = raw, path = h.path, ct = h.ct, mt = h.mt, json = h.json == '1',
-    tail = tonumber(h.tail), closed = h.closed == '1', ttl_s = h.ttl, exp_s = h.exp,
-    ttl = num(h.ttl), exp = num(h.exp), acc = tonumber(h.acc), fork_of = h.fork_of,
-    fork_off = tonumber(h.fork_off), last_seq = h.last_seq, soft = h.soft == '1',
-    refs = tonumber(h.refs),
-  }
-end
-
-local function expiry(m)
-  if m.exp then return m.exp end
-  if m.ttl then return m.acc + m.ttl end
-  return nil
-end
-
-local function index_expiry(m)
-  local e = expiry(m)
-  if e then redis.call('ZADD', EXP, flt(e), m.id) end
-end
-
--- Header line "kind id start end closed inline pathlen [len...]", then the path
--- and the chunks (when inline).
-local function notify(kind, m, start, stop, closed, chunks)
-  local total = 0
-  for _, d in ipairs(chunks) do total = total + #d end
-  local inline = total <= INLINE_MAX
-  local head = {kind, m.id, int(start), int(stop), closed and '1' or '0',
-                inline and '1' or '0', int(#m.path)}
-  if inline then
-    for _, d in ipairs(chunks) do head[#head + 1] = int(#d) end
-  end
-  local parts = {table.concat(head, ' '), '\n', m.path}
-  if inline then
-    for _, d in ipairs(chunks) do parts[#parts + 1] = d end
-  end
-  redis.call('PUBLISH', CHANNEL, table.concat(parts))
-end
-
-local function drop(m)
-  redis.call('UNLINK', skey(m.id), dkey(m.id), pkey(m.id))
-  redis.call('ZREM', EXP, m.id)
-  if redis.call('HGET', PATHS, m.path) == m.id then redis.call('HDEL', PATHS, m.path) end
-end
-
--- Delete or expire: soft while forks read through it, else for good, taking
--- along every soft-deleted source whose last fork this was.
-local function remove(m)
-  if m.refs > 0 then
-    redis.call('HSET', skey(m.id), 'soft', '1')
-    redis.call('ZREM', EXP, m.id)
-  else
-    drop(m)
-    local cur = m
-    while cur.fork_of do
-      local src = load(cur.fork_of)
-      if not src then break end
-      if src.soft and src.refs <= 1 then
-        drop(src)
-        cur = src
-      else
-        redis.call('HINCRBY', skey(src.id), 'refs', -1)
-        break
-      end
-    end
-  end
-  notify('d', m, m.tail, m.tail, m.closed, {})
-end
-
--- The stream at path if it exists and has not expired; else nil and a status.
-local function live(path)
-  local id = redis.call('HGET', PATHS, path)
-  if not id then return nil, NOT_FOUND end
-  local m = load(id)
-  if not m then return nil, NOT_FOUND end
-  if m.soft then return nil, GONE end
-  local e = expiry(m)
-  if e and now >= e then
-    remove(m)
-    if m.refs > 0 then return nil, GONE end
-    return nil, NOT_FOUND
-  end
-  return m
-end
-
--- {stream id, lo, hi} pieces of a stream's positions, oldest first.
-local function segments(m)
-  local segs = {}
-  local cap = m.tail
-  local cur = m
-  while true do
-    local lo = 0
-    if cur.fork_of then lo = cur.fork_off end
-    local hi = math.min(cap, cur.tail)
-    if lo < hi then table.insert(segs, 1, {cur.id, lo, hi}) end
-    if not cur.fork_of then break end
-    cap = math.min(cap, lo)
-    local src = load(cur.fork_of)
-    if not src then error('fork source ' .. cur.fork_of .. ' is missing from the log') end
-    cur = src
-  end
-  return segs
-end
-
--- Entry fields: e (end), b (start of its append), x (end of its append), d (data).
-local function row(entry)
-  local f = entry[2]
-  return {s = tonumber(string.match(entry[1], '^(%d+)')), e = tonumber(f[2]),
-          b = tonumber(f[4]), x = tonumber(f[6]), d = f[8]}
-end
-
--- The row of stream sid that holds position pos, or nil.
-local function row_at(sid, pos)
-  local found = redis.call('XREVRANGE', dkey(sid), int(pos) .. '-1', '-', 'COUNT', 1)[1]
-  if not found then return nil end
-  local r = row(found)
-  if r.e <= pos then return nil end
-  return r
-end
-
--- [start, end) of the append holding pos, as stream m sees it; nil if none.
-local function extent(m, pos)
-  for _, seg in ipairs(segments(m)) do
-    if seg[2] <= pos and pos < seg[3] then
-      local r = row_at(seg[1], pos)
-      if not r then return nil end
-      return {r.b, math.min(r.x, seg[3])}
-    end
-  end
-  return nil
-end
-
--- Write the rows of one append starting at start; returns the new tail and chunks.
-local function add_rows(id, json, start, msgs)
-  if #msgs == 0 then return start, {} end
-  local k = dkey(id)
-  if json then
-    local stop = start + #msgs
-    for i, d in ipairs(msgs) do
-      local s = start + i - 1
-      redis.call('XADD', k, int(s) .. '-1', 'e', int(s + 1), 'b', int(start), 'x', int(stop),
-                 'd', d)
-    end
-    return stop, msgs
-  end
-  local d = table.concat(msgs)
-  local stop = start + #d
-  redis.call('XADD', k, int(start) .. '-1', 'e', int(stop), 'b', int(start), 'x', int(stop),
-             'd', d)
-  return stop, {d}
-end
-
--- Empty byte chunks append nothing; JSON messages are kept as given (local.py).
-local function kept(json, msgs)
-  if json then return msgs end
-  local out = {}
-  for _, d in ipairs(msgs) do
-    if #d > 0 then out[#out + 1] = d end
-  end
-  return out
-end
-
--- Byte-wise a > b (Lua's own comparison follows the server's locale).
-local function bytes_gt(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return #a > #b
-end
-"""
-
-# ARGV: 3 path, 4 content type ('' = none given), 5 its media type, 6 json flag,
-# 7 ttl, 8 expires-at, 9 closed, 10 fork source ('' = none), 11 fork offset
-# ('' = the source's tail), 12 sub-offset, 13.. initial messages.
-_CREATE = r"""
-local path, ct, mt, json = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local ttl_s, exp_s, closed = ARGV[7], ARGV[8], ARGV[9] == '1'
-local fork_from, fork_offset_s, sub = ARGV[10], ARGV[11], tonumber(ARGV[12])
-local msgs = {}
-for i = 13, #ARGV do msgs[#msgs + 1] = ARGV[i] end
-
-local source, start = nil, 0
-if fork_from ~= '' then
-  local err
-  source, err = live(fork_from)
-  if not source then
-    if err == GONE then return {CONFLICT, 'cannot fork a deleted stream: ' .. fork_from} end
-    return {NOT_FOUND, fork_from}
-  end
-  local offset = source.tail
-  if fork_offset_s ~= '' then offset = tonumber(fork_offset_s) end
-  if offset > source.tail then
-    return {BAD_REQUEST, 'fork offset is beyond the end of the source stream'}
-  end
-  if sub > 0 then
-    local ext = extent(source, offset)
-    if not ext or offset + sub > ext[2] then
-      return {BAD_REQUEST, 'fork sub-offset reaches past the end of the append it points into'}
-    end
-  end
-  start = offset + sub
-end
-if ct == '' then
-  if source then
-    ct, mt, json = source.ct, source.mt, source.json and '1' or '0'
-  else
-    ct, mt, json = '@DEFAULT_CT@', '@DEFAULT_CT@', '0'
-  end
-end
-if source and mt ~= source.mt then
-  return {CONFLICT, "a fork must have its source's content type"}
-end
-msgs = kept(json == '1', msgs)
-if source and ttl_s == '' and exp_s == '' then
-  ttl_s, exp_s = source.ttl_s or '', source.exp_s or ''
-end
-
-local existing_id = redis.call('HGET', PATHS, path)
-local ex = existing_id and load(existing_id)
-if ex then
-  if ex.soft then
-    return {CONFLICT, 'stream was deleted but forks still use its path: ' .. path}
-  end
-  local e = expiry(ex)
-  if e and now >= e then
-    remove(ex)
-    if ex.refs > 0 then
-      return {CONFLICT, 'stream expired but forks still use its path: ' .. path}
-    end
-    ex = nil
-  end
-end
-if ex then
-  local same = ex.mt == mt and num(ex.ttl_s) == num(ttl_s) and num(ex.exp_s) == num(exp_s)
-  if same and source then
-    same = ex.fork_of == source.id and (fork_offset_s == '' or ex.fork_off == start)
-  end
-  if not same then
-    return {CONFLICT, 'stream already exists with a different configuration: ' .. path}
-  end
-  return {OK, 0, ex.raw}
-end
-
-local id = int(redis.call('INCR', P .. 'nextid'))
-local tail = add_rows(id, json == '1', start, msgs)
-local h = {'id', id, 'path', path, 'ct', ct, 'mt', mt, 'json', json, 'created', NOW,
-           'tail', int(tail), 'closed', closed and '1' or '0', 'acc', NOW,
-           'fork_off', int(start), 'soft', '0', 'refs', '0'}
-if ttl_s ~= '' then h[#h + 1] = 'ttl'; h[#h + 1] = ttl_s end
-if exp_s ~= '' then h[#h + 1] = 'exp'; h[#h + 1] = exp_s end
-if source then
-  h[#h + 1] = 'fork_of'; h[#h + 1] = source.id
-  redis.call('HINCRBY', skey(source.id), 'refs', 1)
-end
-redis.call('HSET', skey(id), unpack(h))
-redis.call('HSET', PATHS, path, id)
-index_expiry({ttl = num(ttl_s), exp = num(exp_s), acc = now, id = id})
-return {OK, 1, redis.call('HGETALL', skey(id))}
-"""
-
-# ARGV: 3 path, 4 has content type, 5 its media type, 6 has Stream-Seq, 7 Stream-Seq,
-# 8 has producer, 9 producer id, 10 epoch, 11 seq, 12 close, 13.. messages.
-_APPEND = r"""
-local path, has_ct, req_mt = ARGV[3], ARGV[4] == '1', ARGV[5]
-local has_seq, seq = ARGV[6] == '1', ARGV[7]
-local has_p, pid, pe, ps = ARGV[8] == '1', ARGV[9], ARGV[10], ARGV[11]
-local close = ARGV[12] == '1'
-local lease, lease_owner = ARGV[13], ARGV[14]
-local msgs = {}
-for i = 15, #ARGV do msgs[#msgs + 1] = ARGV[i] end
-if lease ~= '' and redis.call('GET', P .. 'l:' .. lease) ~= lease_owner then
-  return {LEASE_LOST, lease}
-end
-
-local m, err = live(path)
-if not m then return {err, path} end
-msgs = kept(m.json, msgs)
-if #msgs > 0 and has_ct and req_mt ~= m.mt then return {CT_MISMATCH, m.ct} end
-if has_p then
-  local state = redis.call('HGET', pkey(m.id), pid)
-  local ep, sq = tonumber(pe), tonumber(ps)
-  if state then
-    local e_s, l_s = string.match(state, '^(%d+):(%d+)$')
-    local epoch, last = tonumber(e_s), tonumber(l_s)
-    if ep < epoch then return {STALE_EPOCH, e_s} end
-    if ep == epoch and sq <= last then
-      return {OK, int(m.tail), m.closed and 1 or 0, 0, e_s, l_s}
-    end
-    if ep > epoch and sq ~= 0 then
-      return {BAD_REQUEST, 'a new producer epoch must start at sequence 0'}
-    end
-    if ep == epoch and sq ~= last + 1 then return {SEQ_GAP, int(last + 1), ps} end
-  elseif sq ~= 0 then
-    return {SEQ_GAP, '0', ps}
-  end
-end
-if m.closed then
-  if #msgs == 0 and not has_p then return {OK, int(m.tail), 1, 1} end
-  return {CLOSED, int(m.tail)}
-end
-if has_seq and m.last_seq and not bytes_gt(seq, m.last_seq) then
-  return {SEQ_CONFLICT, m.last_seq}
-end
-if #msgs == 0 and not close then
-  return {BAD_REQUEST, 'an append needs a non-empty body or Stream-Closed: true'}
-end
-
-local old = m.tail
-local tail, chunks = add_rows(m.id, m.json, old, msgs)
-local h = {'tail', int(tail), 'acc', NOW}
-if close then
-  h[#h + 1] = 'closed'; h[#h + 1] = '1'
-  if has_p then
-    h[#h + 1] = 'cb'; h[#h + 1] = pid
-    h[#h + 1] = 'cb_epoch'; h[#h + 1] = pe
-    h[#h + 1] = 'cb_seq'; h[#h + 1] = ps
-  end
-end
-if has_seq then h[#h + 1] = 'last_seq'; h[#h + 1] = seq end
-redis.call('HSET', skey(m.id), unpack(h))
-if has_p then redis.call('HSET', pkey(m.id), pid, pe .. ':' .. ps) end
-if m.ttl and not m.exp then redis.call('ZADD', EXP, flt(now + m.ttl), m.id) end
-notify('a', m, old, tail, close, chunks)
-if has_p then return {OK, int(tail), close and 1 or 0, 1, pe, ps} end
-return {OK, int(tail), close and 1 or 0, 1}
-"""
-
-# ARGV: 3 path, 4 offset ('' = the tail), 5 max bytes.
-_READ = r"""
-local path, offset_s, budget = ARGV[3], ARGV[4], tonumber(ARGV[5])
-local m, err = live(path)
-if not m then return {err, path} end
-if m.ttl then
-  redis.call('HSET', skey(m.id), 'acc', NOW)
-  if not m.exp then redis.call('ZADD', EXP, flt(now + m.ttl), m.id) end
-  m.raw = redis.call('HGETALL', skey(m.id))
-end
-local closed = m.closed and 1 or 0
-if offset_s == '' then return {OK, m.raw, int(m.tail), 1, closed, {}} end
-local pos = tonumber(offset_s)
-if pos > m.tail then return {BAD_REQUEST, 'offset is beyond the end of the stream'} end
-
-local chunks = {}
-for _, seg in ipairs(segments(m)) do
-  local sid, lo, hi = seg[1], seg[2], seg[3]
-  if hi > pos then
-    local from = math.max(pos, lo)
-    local batch = {}
-    local r = row_at(sid, from)
-    if r then batch[1] = r end
-    local next_start = from + 1
-    local i = 1
-    while budget > 0 and pos < hi do
-      if i > #batch then
-        if next_start > hi - 1 then break end
-        local entries = redis.call('XRANGE', dkey(sid), int(next_start) .. '-1',
-                                   int(hi - 1) .. '-1', 'COUNT', 256)
-        if #entries == 0 then break end
-        batch, i = {}, 1
-        for j, entry in ipairs(entries) do batch[j] = row(entry) end
-        next_start = batch[#batch].s + 1
-      end
-      r = batch[i]
-      i = i + 1
-      local s, e, d = r.s, r.e, r.d
-      if e > hi then
-        d = string.sub(d, 1, hi - s)
-        e = hi
-      end
-      if s < pos then d = string.sub(d, pos - s + 1) end
-      chunks[#chunks + 1] = d
-      budget = budget - #d
-      pos = e
-    end
-  end
-  if budget <= 0 then break end
-end
-local up = pos >= m.tail
-return {OK, m.raw, int(pos), up and 1 or 0, (up and m.closed) and 1 or 0, chunks}
-"""
-
-# ARGV: 3 path.
-_HEAD = r"""
-local m, err = live(ARGV[3])
-if not m then return {err, ARGV[3]} end
-return {OK, m.raw}
-"""
-
-_DELETE = r"""
-local m, err = live(ARGV[3])
-if not m then return {err, ARGV[3]} end
-remove(m)
-return {OK}
-"""
-
-# ARGV: 3 how many streams to look at. Answers {expired, looked at}.
-_SWEEP = r"""
-local ids = redis.call('ZRANGEBYSCORE', EXP, '-inf', NOW, 'LIMIT', 0, tonumber(ARGV[3]))
-local n = 0
-for _, id in ipairs(ids) do
-  local m = load(id)
-  if not m or m.soft then
-    redis.call('ZREM', EXP, id)
-  else
-    local e = expiry(m)
-    if e and now >= e then
-      remove(m)
-      n = n + 1
-    elseif e then
-      redis.call('ZADD', EXP, flt(e), id)
-    else
-      redis.call('ZREM', EXP, id)
-    end
-  end
-end
-return {n, #ids}
-"""
-
 
 # With maintenance notifications on (redis-py's "auto" default), the pool skips
 # its check that an idle connection is still open, so after a Redis restart each
@@ -655,50 +161,6 @@ _POOL_OPTIONS: dict[str, Any] = (
     {} if MaintNotificationsConfig is None
     else {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
 )  # fmt: skip
-
-# Scripts that take their keys as KEYS and need no prelude. Leases: PX expiry
-# runs on Redis's clock, so every replica agrees on when a lease lapses.
-_KEYED_SCRIPTS = {
-    "lease_acquire": r"""
-local holder = redis.call('GET', KEYS[1])
-if holder and holder ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-""",
-    "lease_renew": r"""
-local lost = {}
-for i, key in ipairs(KEYS) do
-  if redis.call('GET', key) == ARGV[1] then
-    redis.call('PEXPIRE', key, ARGV[2])
-  else
-    lost[#lost + 1] = i
-  end
-end
-return lost
-""",
-    "lease_release": r"""
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1
-""",
-    # An index is a sorted set ordered by its members' bytes (KEYS[1]: the
-    # key, a NUL, the member; score 0) and a hash member -> key (KEYS[2]) to
-    # find the entry a put moves or a remove deletes.
-    "index_put": r"""
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then redis.call('ZREM', KEYS[1], old .. '\0' .. ARGV[1]) end
-redis.call('ZADD', KEYS[1], 0, ARGV[2] .. '\0' .. ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
-""",
-    "index_remove": r"""
-local old = redis.call('HGET', KEYS[2], ARGV[1])
-if old then
-  redis.call('ZREM', KEYS[1], old .. '\0' .. ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-end
-return 1
-""",
-}
 
 
 def _flag(value: bool) -> str:
@@ -736,35 +198,6 @@ def _parse_meta(flat: Sequence[bytes]) -> StreamMeta:
     )
 
 
-def _raise(reply: list[Any], path: str, req: AppendRequest | None = None) -> None:
-    """Raise the error a script's non-OK answer stands for (as ``local.py`` would)."""
-    code = int(reply[0])
-    arg = reply[1].decode() if len(reply) > 1 else ""
-    if code == NOT_FOUND:
-        raise StreamNotFound(arg)
-    if code == GONE:
-        raise StreamGone(arg)
-    if code == CONFLICT:
-        raise StreamConflict(arg)
-    if code == BAD_REQUEST:
-        raise BadRequest(arg)
-    if code == STALE_EPOCH:
-        raise StaleEpoch(int(arg))
-    if code == SEQ_GAP:
-        raise SequenceGap(int(arg), int(reply[2]))
-    if code == CLOSED:
-        raise StreamClosed(path, int(arg))
-    if code == LEASE_LOST:
-        raise LeaseLost(arg)
-    if req is not None and code == CT_MISMATCH:
-        raise ContentTypeMismatch(
-            f"content type {req.content_type!r} does not match the stream's {arg!r}"
-        )
-    if req is not None and code == SEQ_CONFLICT:
-        raise SeqConflict(f"Stream-Seq {req.seq!r} is not greater than the last one, {arg!r}")
-    raise RuntimeError(f"unexpected answer from the Redis store: {reply!r}")
-
-
 def split_url(url: str) -> tuple[str, str]:
     """(redis-py URL, key prefix): ``?prefix=`` is ours, the rest is redis-py's."""
     parts = urlsplit(url)
@@ -791,25 +224,6 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + host))
 
 
-class RedisTailNotifier(TailNotifier):
-    """The local chain, plus what the subscriber needs to know about it.
-
-    (It reads ``TailNotifier._pending``: the links readers are waiting on.)
-    """
-
-    def waiting(self, path: str) -> bool:
-        fut = self._pending.get(path)
-        return fut is not None and not fut.done()
-
-    def waiting_paths(self) -> list[str]:
-        return [p for p, fut in self._pending.items() if not fut.done()]
-
-    def resync(self) -> None:
-        """Make every waiting reader re-read the store from its own offset."""
-        for path in self.waiting_paths():
-            self.publish(path, -1, RESYNC_END, [], False)
-
-
 class RedisStore(Store):
     exclusive = False  # replicas share it
 
@@ -833,12 +247,10 @@ class RedisStore(Store):
         self._connect_timeout = connect_timeout
         self._socket_timeout = socket_timeout
         self._max_connections = max_connections
-        self._channel = (self.prefix + "tail").encode()
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
-        self._subscriber: asyncio.Task[None] | None = None
+        self._subscriber: Subscriber | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
         self.notifier: RedisTailNotifier = RedisTailNotifier()
 
     def __repr__(self) -> str:
@@ -852,7 +264,6 @@ class RedisStore(Store):
         Raises BackendUnavailable if Redis cannot be reached now (a wrong URL
         should stop the server from starting rather than answer 503 forever).
         """
-        self._subscribed = asyncio.Event()
         self.notifier.loop = asyncio.get_running_loop()
         # A bounded pool: a burst of requests queues for a connection rather than
         # opening one each (the subscriber holds one of them for good).
@@ -871,15 +282,7 @@ class RedisStore(Store):
             **_POOL_OPTIONS,
         )
         self._redis = aioredis.Redis.from_pool(pool)
-        inline = str(self._inline_max)
-        for name, body in (
-            ("create", _CREATE), ("append", _APPEND), ("read", _READ), ("head", _HEAD),
-            ("delete", _DELETE), ("sweep", _SWEEP),
-        ):  # fmt: skip
-            text = (_PRELUDE + body).replace("@INLINE_MAX@", inline)
-            text = text.replace("@DEFAULT_CT@", DEFAULT_CONTENT_TYPE)
-            self._scripts[name] = self._redis.register_script(text)
-        for name, text in _KEYED_SCRIPTS.items():
+        for name, text in script_texts(self._inline_max).items():
             self._scripts[name] = self._redis.register_script(text)
         try:
             await self._call(self._redis.ping())
@@ -887,10 +290,11 @@ class RedisStore(Store):
             await self._redis.aclose()
             self._redis = None
             raise BackendUnavailable(f"cannot reach Redis at {redact(self._url)}") from None
-        self._subscriber = asyncio.create_task(self._listen_forever(), name="tether-redis-sub")
+        self._subscriber = Subscriber(self._redis, self.prefix, self.notifier, self._call)
+        self._subscriber.start()
         try:
             async with asyncio.timeout(self._connect_timeout * 2 + 1):
-                await self._subscribed.wait()
+                await self._subscriber.subscribed.wait()
         except BaseException as err:  # (cancelled too: the subscriber must not outlive us)
             await self.aclose()
             if isinstance(err, TimeoutError):
@@ -902,12 +306,14 @@ class RedisStore(Store):
             self._sweeper = asyncio.create_task(self._sweep_forever(), name="tether-redis-sweep")
 
     async def aclose(self) -> None:
-        for task in (self._sweeper, self._subscriber):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._sweeper = self._subscriber = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self._subscriber is not None:
+            await self._subscriber.stop()
+            self._subscriber = None
         self.notifier.loop = None
         if self._redis is not None:
             await self._redis.aclose()
@@ -955,100 +361,6 @@ class RedisStore(Store):
             raise BackendUnavailable("the Redis store is not open")
         return await self._call(self._scripts[name](args=[self.prefix, self._now(), *args]))
 
-    # -- live tailing --------------------------------------------------------
-
-    async def _listen_forever(self) -> None:
-        backoff = 0.05
-        connected_before = False
-        outage_logged = False
-        while True:
-            assert self._redis is not None
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(self._channel)
-                await self._receive(pubsub, until_subscribed=True)
-                self._subscribed.set()
-                if connected_before:
-                    log.info("Redis notifications resumed")
-                    # Appends made while we were not subscribed were not seen.
-                    self.notifier.resync()
-                connected_before = True
-                outage_logged = False
-                backoff = 0.05
-                await self._receive(pubsub, until_subscribed=False)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # connection lost, Redis restarting...
-                level = logging.DEBUG if outage_logged else logging.WARNING
-                log.log(level, "no Redis notifications (%s: %s); reconnecting",
-                        type(err).__name__, err)  # fmt: skip
-                outage_logged = True
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, RECONNECT_MAX)
-
-    async def _receive(self, pubsub: Any, until_subscribed: bool) -> None:
-        """Deliver notifications; PING when quiet, and give up on a silent connection."""
-        loop = asyncio.get_running_loop()
-        heard = pinged = loop.time()
-        poll = min(1.0, PUBSUB_PING_AFTER / 2)
-        while True:
-            msg = await pubsub.get_message(timeout=poll)
-            now = loop.time()
-            if msg is None:
-                if now - heard > PUBSUB_DEAD_AFTER:
-                    raise RedisConnectionError("the notification connection went silent")
-                if now - max(heard, pinged) > PUBSUB_PING_AFTER:
-                    await pubsub.ping()
-                    pinged = now
-                continue
-            heard = now
-            kind = msg["type"]
-            if until_subscribed:
-                if kind == "subscribe":
-                    return
-            elif kind == "message":
-                await self._deliver(msg["data"])
-
-    async def _deliver(self, payload: bytes) -> None:
-        head, _, rest = payload.partition(b"\n")
-        fields = head.split(b" ")
-        kind, sid = fields[0], int(fields[1])
-        start, end = int(fields[2]), int(fields[3])
-        closed, inline = fields[4] == b"1", fields[5] == b"1"
-        plen = int(fields[6])
-        path = rest[:plen].decode()
-        notifier = self.notifier
-        if kind == b"d":
-            notifier.publish(path, start, end, [], closed, deleted=True)
-            return
-        if not notifier.waiting(path):
-            return
-        if inline:
-            chunks = []
-            pos = plen
-            for n in map(int, fields[7:]):
-                chunks.append(rest[pos : pos + n])
-                pos += n
-        else:
-            chunks = await self._fetch(sid, start, end)
-            if chunks is None:
-                notifier.publish(path, -1, RESYNC_END, [], False)
-                return
-        notifier.publish(path, start, end, chunks, closed)
-
-    async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
-        """The rows of one append that was too large to inline (None: gone)."""
-        assert self._redis is not None
-        key = f"{self.prefix}d:{sid}"
-        entries = await self._call(self._redis.xrange(key, f"{start}-1", f"{end - 1}-1"))
-        chunks = [fields[b"d"] for _, fields in entries]
-        if not chunks or int(entries[-1][1][b"e"]) != end:
-            return None
-        return chunks
-
     # -- operations ----------------------------------------------------------
 
     async def create(self, path: str, req: CreateRequest) -> CreateResult:
@@ -1069,8 +381,8 @@ class RedisStore(Store):
             *req.messages,
         ]
         reply = await self._script("create", args)
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         return CreateResult(_parse_meta(reply[2]), created=int(reply[1]) == 1)
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
@@ -1091,8 +403,8 @@ class RedisStore(Store):
             *req.messages,
         ]
         reply = await self._script("append", args)
-        if int(reply[0]) != OK:
-            _raise(reply, path, req)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path, req)
         producer = len(reply) > 4
         return AppendResult(
             tail=int(reply[1]),
@@ -1106,8 +418,8 @@ class RedisStore(Store):
         reply = await self._script(
             "read", [path, "" if offset is None else str(offset), str(max(max_bytes, 1))]
         )
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         meta = _parse_meta(reply[1])
         nxt = int(reply[2])
         return ReadResult(
@@ -1121,14 +433,14 @@ class RedisStore(Store):
 
     async def head(self, path: str) -> StreamMeta:
         reply = await self._script("head", [path])
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
         return _parse_meta(reply[1])
 
     async def delete(self, path: str) -> None:
         reply = await self._script("delete", [path])
-        if int(reply[0]) != OK:
-            _raise(reply, path)
+        if int(reply[0]) != Status.OK:
+            raise_for(reply, path)
 
     # -- records -------------------------------------------------------------
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tether.store.base import StreamMeta
 from tether.store.errors import InsufficientStorage
-from tether.store.local import LocalStore, Row
+from tether.store.local import LocalStore
+from tether.store.persistence import Extent, ProducerState, RowFields, StreamRow
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ _COLUMNS = (
     "fork_of, fork_offset, last_seq, closed_by, soft_deleted, refs"
 )
 _UPSERT = f"INSERT OR REPLACE INTO streams ({_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+_ROW_COLUMNS = 'start, "end", batch, data'
+_INSERT_ROW = f"INSERT INTO chunks (stream, {_ROW_COLUMNS}) VALUES (?, ?, ?, ?, ?)"
 
 
 def _to_row(m: StreamMeta) -> tuple[object, ...]:
@@ -321,22 +324,24 @@ class SqlitePersistence:
         ).fetchone()
         return None if r is None else (int(r[0]), int(r[1]))
 
-    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[Row]:
+    def rows(self, stream_id: int, lo: int, hi: int, max_bytes: int) -> list[RowFields]:
         # The row holding ``lo`` may start before it (a byte chunk read from its middle).
         first = self._db.execute(
-            'SELECT start, "end", batch, data FROM chunks WHERE stream = ? AND start <= ? '
+            f"SELECT {_ROW_COLUMNS} FROM chunks WHERE stream = ? AND start <= ? "
             "ORDER BY start DESC LIMIT 1",
             (stream_id, lo),
         ).fetchone()
-        out: list[Row] = []
+        out: list[RowFields] = []
         size = 0
-        if first is not None and first[1] > lo:
-            out.append(first)
-            size = len(first[3])
-            if size >= max_bytes:
-                return out
+        if first is not None:
+            _start, end, _batch, data = first
+            if end > lo:
+                out.append(first)
+                size = len(data)
+                if size >= max_bytes:
+                    return out
         cur = self._db.execute(
-            'SELECT start, "end", batch, data FROM chunks WHERE stream = ? AND start > ? '
+            f"SELECT {_ROW_COLUMNS} FROM chunks WHERE stream = ? AND start > ? "
             "AND start < ? ORDER BY start",
             (stream_id, lo, hi),
         )
@@ -346,31 +351,34 @@ class SqlitePersistence:
                 break
             for row in batch:
                 out.append(row)
-                size += len(row[3])
+                _start, _end, _batch, data = row
+                size += len(data)
                 if size >= max_bytes:
                     break
         cur.close()
         return out
 
-    def batch_extent(self, stream_id: int, pos: int, hi: int) -> tuple[int, int] | None:
-        r = self._db.execute(
+    def batch_extent(self, stream_id: int, pos: int, hi: int) -> Extent | None:
+        found = self._db.execute(
             'SELECT batch, "end" FROM chunks WHERE stream = ? AND start <= ? '
             "ORDER BY start DESC LIMIT 1",
             (stream_id, pos),
         ).fetchone()
-        if r is None or r[1] <= pos:
+        if found is None:
             return None
-        batch = int(r[0])
-        end = self._db.execute(
+        batch, row_end = found
+        if row_end <= pos:
+            return None
+        (end,) = self._db.execute(
             'SELECT MAX("end") FROM chunks WHERE stream = ? AND batch = ?', (stream_id, batch)
         ).fetchone()
-        return batch, int(end[0])
+        return Extent(int(batch), int(end))
 
     def write(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]] | None = None,
-        producers: list[tuple[int, str, int, int]] | None = None,
+        rows: list[StreamRow] | None = None,
+        producers: list[ProducerState] | None = None,
         deletes: list[int] | None = None,
     ) -> None:
         db = self._db
@@ -387,8 +395,8 @@ class SqlitePersistence:
     def write_deferred(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]],
-        producers: list[tuple[int, str, int, int]],
+        rows: list[StreamRow],
+        producers: list[ProducerState],
     ) -> None:
         """Like ``write``, in a transaction left open for :meth:`commit` (group commit).
 
@@ -433,21 +441,18 @@ class SqlitePersistence:
     def _statements(
         self,
         metas: list[StreamMeta],
-        rows: list[tuple[int, Row]] | None,
-        producers: list[tuple[int, str, int, int]] | None,
+        rows: list[StreamRow] | None,
+        producers: list[ProducerState] | None,
         deletes: list[int] | None,
     ) -> None:
         db = self._db
         if rows:
             if len(rows) == 1:
-                sid, (start, end, batch, data) = rows[0]
-                db.execute(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)", (sid, start, end, batch, data)
-                )
+                sid, row = rows[0]
+                db.execute(_INSERT_ROW, (sid, row.start, row.end, row.batch, row.data))
             else:
                 db.executemany(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?)",
-                    [(sid, s, e, b, d) for sid, (s, e, b, d) in rows],
+                    _INSERT_ROW, [(sid, r.start, r.end, r.batch, r.data) for sid, r in rows]
                 )
         for sid, pid, epoch, seq in producers or ():
             db.execute(

@@ -1,0 +1,200 @@
+"""The Redis store's notification subscriber: Redis Pub/Sub into the local tail chain.
+
+Each append script PUBLISHes one message on ``P tail`` (``P`` the key
+prefix): the stream's path and id, start and end positions, the closed flag,
+and the appended data itself when it is at most ``inline_max`` bytes (64 KiB).
+Deletions and expiries publish too. Each RedisStore runs ONE
+:class:`Subscriber` (started by ``open``, stopped by ``aclose``): one task on
+one connection, which feeds the store's notifier, the same ``TailNotifier``
+chain as the local stores, so a process holds one Redis connection for all its
+readers. Because Redis runs scripts one at a time and delivers a channel's
+messages in order, every process sees every stream's appends in commit order;
+the writing process learns of its own appends the same way. An append too large
+to inline (kept small so a burst of large appends cannot reach Redis's pub/sub
+output buffer limit and get the subscriber disconnected) is fetched once per
+process by the subscriber, and only when someone here is waiting on that
+stream, before it is published to the chain, so readers always get complete
+events.
+
+Every process receives every stream's notifications (one channel, so that a
+reader never has to wait for a subscription of its own to be confirmed before
+it reads); a process drops at once those for streams nobody here is reading.
+
+If the subscriber's connection drops (or goes silent: it PINGs after 5 quiet
+seconds and gives up after 15 without an answer), it reconnects with backoff
+(up to 1 s) and then wakes every waiting reader with a *resync* event (start
+-1, end beyond any position): readers treat it like an out-of-step event and
+re-read the store from their own offset, which picks up whatever was appended
+while notifications were lost. Readers are not woken while Redis is away, so
+an outage shorter than their heartbeat goes unnoticed by their clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tether.store.notify import TailNotifier
+
+log = logging.getLogger(__name__)
+
+#: Longest pause between the subscriber's reconnection attempts, in seconds.
+RECONNECT_MAX = 1.0
+#: The subscriber PINGs after this many quiet seconds, and reconnects when it has
+#: heard nothing at all (not even a PONG) for the second number of seconds.
+PUBSUB_PING_AFTER = 5.0
+PUBSUB_DEAD_AFTER = 15.0
+#: A resync event's end: beyond any position, so every reader re-reads.
+RESYNC_END = 2**62
+
+
+class RedisTailNotifier(TailNotifier):
+    """The local chain, plus what the subscriber needs to know about it.
+
+    (It reads ``TailNotifier._pending``: the links readers are waiting on.)
+    """
+
+    def waiting(self, path: str) -> bool:
+        fut = self._pending.get(path)
+        return fut is not None and not fut.done()
+
+    def waiting_paths(self) -> list[str]:
+        return [p for p, fut in self._pending.items() if not fut.done()]
+
+    def resync(self) -> None:
+        """Make every waiting reader re-read the store from its own offset."""
+        for path in self.waiting_paths():
+            self.publish(path, -1, RESYNC_END, [], False)
+
+
+class Subscriber:
+    """One task that hands every notification on the store's channel to its notifier."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        notifier: RedisTailNotifier,
+        call: Callable[[Awaitable[Any]], Awaitable[Any]],
+    ) -> None:
+        """``call`` runs one command as the store does (bounded, errors mapped)."""
+        self._redis = client
+        self._prefix = prefix
+        self._channel = (prefix + "tail").encode()
+        self.notifier = notifier
+        self._call = call
+        self._task: asyncio.Task[None] | None = None
+        #: Set once the first subscription is confirmed.
+        self.subscribed = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen_forever(), name="tether-redis-sub")
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it (it never outlives the store)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen_forever(self) -> None:
+        backoff = 0.05
+        connected_before = False
+        outage_logged = False
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                await self._receive(pubsub, until_subscribed=True)
+                self.subscribed.set()
+                if connected_before:
+                    log.info("Redis notifications resumed")
+                    # Appends made while we were not subscribed were not seen.
+                    self.notifier.resync()
+                connected_before = True
+                outage_logged = False
+                backoff = 0.05
+                await self._receive(pubsub, until_subscribed=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # connection lost, Redis restarting...
+                level = logging.DEBUG if outage_logged else logging.WARNING
+                log.log(level, "no Redis notifications (%s: %s); reconnecting",
+                        type(err).__name__, err)  # fmt: skip
+                outage_logged = True
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, RECONNECT_MAX)
+
+    async def _receive(self, pubsub: Any, until_subscribed: bool) -> None:
+        """Deliver notifications; PING when quiet, and give up on a silent connection."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        poll = min(1.0, PUBSUB_PING_AFTER / 2)
+        while True:
+            msg = await pubsub.get_message(timeout=poll)
+            now = loop.time()
+            if msg is None:
+                if now - heard > PUBSUB_DEAD_AFTER:
+                    raise RedisConnectionError("the notification connection went silent")
+                if now - max(heard, pinged) > PUBSUB_PING_AFTER:
+                    await pubsub.ping()
+                    pinged = now
+                continue
+            heard = now
+            kind = msg["type"]
+            if until_subscribed:
+                if kind == "subscribe":
+                    return
+            elif kind == "message":
+                await self._deliver(msg["data"])
+
+    async def _deliver(self, payload: bytes) -> None:
+        """Publish one notification: a header line ``kind id start end closed inline
+        pathlen [len...]``, then the path and (when inline) the chunks (``prelude.lua``)."""
+        head, _, rest = payload.partition(b"\n")
+        fields = head.split(b" ")
+        kind, sid = fields[0], int(fields[1])
+        start, end = int(fields[2]), int(fields[3])
+        closed, inline = fields[4] == b"1", fields[5] == b"1"
+        plen = int(fields[6])
+        path = rest[:plen].decode()
+        notifier = self.notifier
+        if kind == b"d":
+            notifier.publish(path, start, end, [], closed, deleted=True)
+            return
+        if not notifier.waiting(path):
+            return
+        if inline:
+            chunks = []
+            pos = plen
+            for n in map(int, fields[7:]):
+                chunks.append(rest[pos : pos + n])
+                pos += n
+        else:
+            fetched = await self._fetch(sid, start, end)
+            if fetched is None:
+                notifier.publish(path, -1, RESYNC_END, [], False)
+                return
+            chunks = fetched
+        notifier.publish(path, start, end, chunks, closed)
+
+    async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
+        """The rows of one append that was too large to inline (None: gone)."""
+        key = f"{self._prefix}d:{sid}"
+        entries = await self._call(self._redis.xrange(key, f"{start}-1", f"{end - 1}-1"))
+        if not entries:
+            return None
+        _, last = entries[-1]  # (entry id, fields)
+        if int(last[b"e"]) != end:
+            return None
+        return [fields[b"d"] for _, fields in entries]
