@@ -89,9 +89,9 @@ class MemoryPersistence:
         for sid, pid, epoch, seq in producers or ():
             self._producers[(sid, pid)] = (epoch, seq)
         for sid in deletes or ():
-            meta = self._metas.pop(sid, None)
-            if meta is not None and self._paths.get(meta.path) == sid:
-                del self._paths[meta.path]
+            gone = self._metas.pop(sid, None)
+            if gone is not None and self._paths.get(gone.path) == sid:
+                del self._paths[gone.path]
             self._rows.pop(sid, None)
             self._starts.pop(sid, None)
             for key in [k for k in self._producers if k[0] == sid]:  # (stream, producer)

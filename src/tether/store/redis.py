@@ -111,11 +111,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-try:  # redis-py >= 7
-    from redis.maint_notifications import MaintNotificationsConfig
-except ImportError:  # pragma: no cover - older redis-py has no such feature
-    MaintNotificationsConfig = None
-
 from tether.store.base import (
     AppendRequest,
     AppendResult,
@@ -153,14 +148,20 @@ _UNAVAILABLE_PREFIXES = (
     "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT",
 )  # fmt: skip
 
+
 # With maintenance notifications on (redis-py's "auto" default), the pool skips
 # its check that an idle connection is still open, so after a Redis restart each
 # pooled connection would fail one request; we serve standalone Redis, which
 # sends no such notifications anyway.
-_POOL_OPTIONS: dict[str, Any] = (
-    {} if MaintNotificationsConfig is None
-    else {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
-)  # fmt: skip
+def _pool_options() -> dict[str, Any]:
+    try:  # redis-py >= 7
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:  # pragma: no cover - older redis-py has no such feature
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
+_POOL_OPTIONS = _pool_options()
 
 
 def _flag(value: bool) -> str:
