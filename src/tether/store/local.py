@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
 
+from tether.store.append_checks import check_producer, check_sequence, normalized
 from tether.store.base import (
     AppendRequest,
     AppendResult,
@@ -33,12 +34,8 @@ from tether.store.base import (
 )
 from tether.store.errors import (
     BadRequest,
-    ContentTypeMismatch,
     InsufficientStorage,
     LeaseLost,
-    SeqConflict,
-    SequenceGap,
-    StaleEpoch,
     StreamClosed,
     StreamConflict,
     StreamGone,
@@ -375,44 +372,19 @@ class LocalStore(Store):
         meta = self._live(path, now)
         if req.lease is not None and self._holder(req.lease[0]) != req.lease[1]:
             raise LeaseLost(req.lease[0])
-        if not meta.json and req.messages and not all(req.messages):
-            req = replace(req, messages=[m for m in req.messages if m])
-        if (
-            req.messages
-            and req.content_type is not None
-            and (media_type(req.content_type) != media_type(meta.content_type))
-        ):
-            raise ContentTypeMismatch(
-                f"content type {req.content_type!r} does not match the stream's "
-                f"{meta.content_type!r}"
-            )
+        req = normalized(meta, req)
         producers: list[ProducerState] = []
         p = req.producer
         if p is not None:
-            state = self._db.producer(meta.id, p.id)
-            if state is not None:
-                epoch, last = state
-                if p.epoch < epoch:
-                    raise StaleEpoch(epoch)
-                if p.epoch == epoch and p.seq <= last:
-                    return AppendResult(meta.tail, meta.closed, False, epoch, last)
-                if p.epoch > epoch and p.seq != 0:
-                    raise BadRequest("a new producer epoch must start at sequence 0")
-                if p.epoch == epoch and p.seq != last + 1:
-                    raise SequenceGap(last + 1, p.seq)
-            elif p.seq != 0:
-                raise SequenceGap(0, p.seq)
+            duplicate = check_producer(meta, p, self._db.producer(meta.id, p.id))
+            if duplicate is not None:
+                return duplicate
             producers.append(ProducerState(meta.id, p.id, p.epoch, p.seq))
         if meta.closed:
             if not req.messages and p is None:
                 return AppendResult(meta.tail, True)
             raise StreamClosed(path, meta.tail)
-        if req.seq is not None and meta.last_seq is not None and req.seq <= meta.last_seq:
-            raise SeqConflict(
-                f"Stream-Seq {req.seq!r} is not greater than the last one, {meta.last_seq!r}"
-            )
-        if not req.messages and not req.close:
-            raise BadRequest("an append needs a non-empty body or Stream-Closed: true")
+        check_sequence(meta, req)
 
         old_tail = meta.tail
         rows = self._rows_for(meta, old_tail, req.messages)
@@ -426,11 +398,14 @@ class LocalStore(Store):
         )
         # The tail is recomputed from the rows on load, so a plain append
         # writes only its rows; the stream's record changes when its state does.
-        dirty = new.closed != meta.closed or new.last_seq != meta.last_seq
-        if meta.ttl is not None and now - self._persisted_access.get(meta.id, 0.0) >= (
-            ACCESS_PERSIST_INTERVAL
-        ):
-            dirty = True
+        dirty = (
+            new.closed != meta.closed
+            or new.last_seq != meta.last_seq
+            or (
+                meta.ttl is not None
+                and now - self._persisted_access.get(meta.id, 0.0) >= ACCESS_PERSIST_INTERVAL
+            )
+        )
         if dirty:
             self._persisted_access[new.id] = now
         result = AppendResult(
