@@ -221,31 +221,9 @@ class EventAssembler:
     def feed_event(self, event: dict[str, Any]) -> list[StreamItem]:
         kind = event.get("type")
         if kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            dtype = delta.get("type")
-            if dtype == "text_delta" and delta.get("text"):
-                return [TextDelta(delta["text"])]
-            if dtype == "thinking_delta" and delta.get("thinking"):
-                return [ReasoningDelta(delta["thinking"])]
-            if dtype == "input_json_delta":
-                block = self._tools.get(event.get("index", -1))
-                if block is not None:
-                    block.parts.append(delta.get("partial_json") or "")
-            return []  # signature_delta, citations_delta...
+            return self._block_delta(event)
         if kind == "content_block_start":
-            started = event.get("content_block") or {}
-            btype = started.get("type")
-            if btype == "tool_use":
-                self._tools[event.get("index", -1)] = _ToolBlock(
-                    id=str(started.get("id") or ""),
-                    name=str(started.get("name") or ""),
-                    initial=started.get("input"),
-                )
-            elif btype == "text" and started.get("text"):
-                return [TextDelta(started["text"])]
-            elif btype == "thinking" and started.get("thinking"):
-                return [ReasoningDelta(started["thinking"])]
-            return []
+            return self._block_start(event)
         if kind == "content_block_stop":
             tool = self._tools.pop(event.get("index", -1), None)
             return [ToolCallItem(tool.call())] if tool is not None else []
@@ -261,6 +239,34 @@ class EventAssembler:
         if kind == "error":
             raise self._stream_error(event.get("error"))
         return []  # ping, and event types added after this was written
+
+    def _block_delta(self, event: dict[str, Any]) -> list[StreamItem]:
+        delta = event.get("delta") or {}
+        dtype = delta.get("type")
+        if dtype == "text_delta" and delta.get("text"):
+            return [TextDelta(delta["text"])]
+        if dtype == "thinking_delta" and delta.get("thinking"):
+            return [ReasoningDelta(delta["thinking"])]
+        if dtype == "input_json_delta":
+            block = self._tools.get(event.get("index", -1))
+            if block is not None:
+                block.parts.append(delta.get("partial_json") or "")
+        return []  # signature_delta, citations_delta...
+
+    def _block_start(self, event: dict[str, Any]) -> list[StreamItem]:
+        started = event.get("content_block") or {}
+        btype = started.get("type")
+        if btype == "tool_use":
+            self._tools[event.get("index", -1)] = _ToolBlock(
+                id=str(started.get("id") or ""),
+                name=str(started.get("name") or ""),
+                initial=started.get("input"),
+            )
+        elif btype == "text" and started.get("text"):
+            return [TextDelta(started["text"])]
+        elif btype == "thinking" and started.get("thinking"):
+            return [ReasoningDelta(started["thinking"])]
+        return []
 
     def finish(self) -> list[StreamItem]:
         if not self.stopped:
