@@ -13,7 +13,7 @@ import click
 
 from tether.client import Tether
 from tether.client.errors import TetherError
-from tether.client.events import ErrorEvent, PartDelta, PartStart, Retry, RunEnd
+from tether.client.events import ErrorEvent, Event, PartDelta, PartStart, Retry, RunEnd
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -39,23 +39,28 @@ def chat_loop(client: Tether, session_id: str) -> None:
         click.echo("assistant> ", nl=False)
         try:
             for event in run.stream():
-                if isinstance(event, PartStart):
-                    kinds[event.part_id] = event.kind
-                    if event.kind == "tool-call":
-                        click.echo(_paint(f"[calls tool {event.tool_name}]", DIM), nl=False)
-                elif isinstance(event, PartDelta):
-                    reasoning = kinds.get(event.part_id) == "reasoning"
-                    click.echo(_paint(event.delta, DIM) if reasoning else event.delta, nl=False)
-                elif isinstance(event, Retry):
-                    click.echo(_paint(f"[retry {event.attempt}: {event.error}]", DIM), nl=False)
-                elif isinstance(event, ErrorEvent):
-                    click.echo(_paint(f"[error: {event.message}]", DIM), nl=False)
-                elif isinstance(event, RunEnd) and event.reason != "complete":
-                    click.echo(_paint(f" [{event.reason}]", DIM), nl=False)
+                _show(event, kinds)
         except KeyboardInterrupt:
             run.cancel()
             click.echo(_paint(" [cancelled]", DIM), nl=False)
         click.echo()
+
+
+def _show(event: Event, kinds: dict[str, str]) -> None:
+    """Print one event of an answer; ``kinds`` remembers each part's kind."""
+    if isinstance(event, PartStart):
+        kinds[event.part_id] = event.kind
+        if event.kind == "tool-call":
+            click.echo(_paint(f"[calls tool {event.tool_name}]", DIM), nl=False)
+    elif isinstance(event, PartDelta):
+        reasoning = kinds.get(event.part_id) == "reasoning"
+        click.echo(_paint(event.delta, DIM) if reasoning else event.delta, nl=False)
+    elif isinstance(event, Retry):
+        click.echo(_paint(f"[retry {event.attempt}: {event.error}]", DIM), nl=False)
+    elif isinstance(event, ErrorEvent):
+        click.echo(_paint(f"[error: {event.message}]", DIM), nl=False)
+    elif isinstance(event, RunEnd) and event.reason != "complete":
+        click.echo(_paint(f" [{event.reason}]", DIM), nl=False)
 
 
 @click.command()
