@@ -30,7 +30,6 @@ from tether.client._http import (
     resolve_base_url,
 )
 from tether.client._reconnect import Reconnect
-from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client._stream_wire import (
     UNSET,
     AppendResult,
@@ -265,20 +264,16 @@ class AsyncStreamClient(AsyncStreamClientClosing):
                     reader = SSEBatchReader(
                         offset, ctype, resp.headers.get("stream-sse-data-encoding") == "base64"
                     )
-                    decoder = SSEDecoder()
                     async for chunk in resp.aiter_bytes():
-                        for msg in decoder.feed(chunk):
-                            if not isinstance(msg, SSEEvent):
-                                continue
-                            batch = reader.feed(msg)
-                            if reader.offset != offset:
-                                offset = reader.offset
-                                policy.progressed()
-                            cursor = reader.cursor
-                            if batch is not None:
-                                yield batch
-                            if reader.closed:
-                                return
+                        batches = reader.feed_bytes(chunk)
+                        if reader.offset != offset:
+                            offset = reader.offset
+                            policy.progressed()
+                        cursor = reader.cursor
+                        for batch in batches:
+                            yield batch
+                        if reader.closed:
+                            return
                 # The server ended the response (tether's SSE responses last 60 s).
                 await asleep(policy.delay_after_end())
             except httpx.ReadTimeout:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx
 
-from tether.client._sse import SSEEvent
+from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client.errors import StaleEpoch
 
 UNSET: Any = object()
@@ -227,6 +227,20 @@ class SSEBatchReader:
         self.base64 = base64_data
         self.closed = False
         self._pending: list[bytes] = []
+        self._decoder = SSEDecoder()
+
+    def feed_bytes(self, chunk: bytes) -> list[Batch]:
+        """The batches a chunk of the response completes, up to the stream's close."""
+        batches = []
+        for msg in self._decoder.feed(chunk):
+            if not isinstance(msg, SSEEvent):
+                continue
+            batch = self.feed(msg)
+            if batch is not None:
+                batches.append(batch)
+            if self.closed:
+                break
+        return batches
 
     def feed(self, msg: SSEEvent) -> Batch | None:
         if msg.event == "data":

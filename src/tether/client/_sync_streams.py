@@ -32,7 +32,6 @@ from tether.client._http import (
     resolve_base_url,
 )
 from tether.client._reconnect import Reconnect
-from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client._stream_wire import (
     UNSET,
     AppendResult,
@@ -267,20 +266,16 @@ class StreamClient(StreamClientClosing):
                     reader = SSEBatchReader(
                         offset, ctype, resp.headers.get("stream-sse-data-encoding") == "base64"
                     )
-                    decoder = SSEDecoder()
                     for chunk in resp.iter_bytes():
-                        for msg in decoder.feed(chunk):
-                            if not isinstance(msg, SSEEvent):
-                                continue
-                            batch = reader.feed(msg)
-                            if reader.offset != offset:
-                                offset = reader.offset
-                                policy.progressed()
-                            cursor = reader.cursor
-                            if batch is not None:
-                                yield batch
-                            if reader.closed:
-                                return
+                        batches = reader.feed_bytes(chunk)
+                        if reader.offset != offset:
+                            offset = reader.offset
+                            policy.progressed()
+                        cursor = reader.cursor
+                        for batch in batches:
+                            yield batch
+                        if reader.closed:
+                            return
                 # The server ended the response (tether's SSE responses last 60 s).
                 sleep(policy.delay_after_end())
             except httpx.ReadTimeout:
