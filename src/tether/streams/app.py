@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -29,7 +29,9 @@ from tether.store.base import (
 )
 from tether.store.notify import TailEvent
 from tether.streams import json_body, sse
+from tether.streams.http_errors import HTTPError, store_error
 from tether.streams.json_body import JsonLimits
+from tether.streams.view import WHOLE_STORE, Authorize, Scope, StreamView
 from tether.streams.wire import (
     WireError,
     format_expires_at,
@@ -43,7 +45,6 @@ from tether.streams.wire import (
 
 log = logging.getLogger(__name__)
 
-Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -76,104 +77,8 @@ class StreamsConfig:
     json: JsonLimits = field(default_factory=JsonLimits)
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: Headers | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.headers = headers or []
-
-
 class _Disconnected(Exception):
     pass
-
-
-_STORE_ERRORS: list[tuple[type[errors.StoreError], int, str]] = [
-    (errors.StreamNotFound, 404, "not_found"),
-    (errors.StreamGone, 410, "gone"),
-    (errors.StreamConflict, 409, "conflict"),
-    (errors.ContentTypeMismatch, 409, "content_type_mismatch"),
-    (errors.SeqConflict, 409, "sequence_conflict"),
-    (errors.BadRequest, 400, "bad_request"),
-    (errors.BackendUnavailable, 503, "unavailable"),
-    (errors.InsufficientStorage, 507, "insufficient_storage"),
-]
-
-
-def _store_error(err: errors.StoreError) -> HTTPError:
-    if isinstance(err, errors.StaleEpoch):
-        return HTTPError(
-            403, "stale_epoch", str(err), [(b"producer-epoch", str(err.current_epoch).encode())]
-        )
-    if isinstance(err, errors.SequenceGap):
-        return HTTPError(
-            409,
-            "sequence_gap",
-            str(err),
-            [
-                (b"producer-expected-seq", str(err.expected).encode()),
-                (b"producer-received-seq", str(err.received).encode()),
-            ],
-        )
-    if isinstance(err, errors.StreamClosed):
-        return HTTPError(
-            409,
-            "stream_closed",
-            str(err),
-            [(b"stream-closed", TRUE), (b"stream-next-offset", format_offset(err.tail).encode())],
-        )
-    for cls, status, code in _STORE_ERRORS:
-        if isinstance(err, cls):
-            wait = err.retry_after
-            headers = None if wait is None else [(b"retry-after", str(wait).encode())]
-            return HTTPError(status, code, str(err), headers)
-    return HTTPError(500, "internal", "internal error")
-
-
-class StreamView(Protocol):
-    """What the layer above decided about one request: where its stream names live."""
-
-    def path(self, name: str) -> str:
-        """The store path of the stream the request names."""
-
-    async def source(self, name: str) -> str:
-        """The store path of a fork's source; raises HTTPError if the caller may not read it."""
-
-    def shown(self, message: str) -> str:
-        """``message`` with store paths written as the caller names them."""
-
-    async def created(self, path: str) -> None:
-        """The request made a new stream at ``path``."""
-
-    async def deleted(self, path: str) -> None:
-        """The request deleted the stream at ``path``."""
-
-
-class _WholeStore:
-    """No authorize hook: a stream's name is its store path."""
-
-    def path(self, name: str) -> str:
-        return name
-
-    async def source(self, name: str) -> str:
-        return name
-
-    def shown(self, message: str) -> str:
-        return message
-
-    async def created(self, path: str) -> None:
-        pass
-
-    async def deleted(self, path: str) -> None:
-        pass
-
-
-_WHOLE_STORE = _WholeStore()
-
-#: Called with (scope, stream name, request headers) before every request; it
-#: raises HTTPError to refuse, else says where the request's names live. The
-#: layer above decides who may touch what.
-Authorize = Callable[[Scope, str, dict[str, str]], Awaitable[StreamView]]
 
 
 class StreamsApp:
@@ -212,7 +117,7 @@ class StreamsApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        view: StreamView = _WHOLE_STORE
+        view: StreamView = WHOLE_STORE
         try:
             name = self.stream_name(scope["path"])
             if self.authorize is not None and method != "OPTIONS":
@@ -238,7 +143,7 @@ class StreamsApp:
                     [(b"allow", ALLOWED_METHODS)],
                 )  # fmt: skip
         except errors.StoreError as err:
-            http = _store_error(err)
+            http = store_error(err)
             http.args = (view.shown(str(http)),)
             await _error(send, http, method)
         except HTTPError as err:
