@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService, stream_name
 from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
 from tether.streams.app import HTTPError
-from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
@@ -334,17 +334,14 @@ def build_router(
         who: Who,
         offset: str | None = None,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> StreamingResponse:
+    ) -> Response:
         await owned(session_id, who)
         raw = last_event_id or offset or "-1"
         position = parse_offset(raw)
         if position is None:
-            position = (await sessions.store.head(stream_name(session_id))).tail
-        return StreamingResponse(
-            _sse(sessions, session_id, position, stop()),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+            position = await sessions.end_position(session_id)
+        follow = Follow(sessions, session_id, position, SSEFrames(), stop=stop())
+        return EventStreamResponse(follow, {}, head=b"retry: 1000\n\n")
 
     @router.websocket("/{session_id}/ws")
     async def websocket(ws: WebSocket, session_id: str, offset: str | None = None) -> None:
@@ -357,37 +354,42 @@ def build_router(
             return
         await ws.accept()
         if position is None:
-            position = (await sessions.store.head(stream_name(session_id))).tail
+            position = await sessions.end_position(session_id)
+        follow = Follow(sessions, session_id, position, SocketFrames(), stop=stop())
         with contextlib.suppress(WebSocketDisconnect):
-            async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop()):
-                if batch is None:
-                    continue
-                start, chunks, _ = batch
-                for i, chunk in enumerate(chunks):
-                    await ws.send_text(
-                        '{"offset":"' + format_offset(start + i + 1) + '","event":'
-                        + chunk.decode() + "}"
-                    )  # fmt: skip
+            try:
+                async for frames in follow.frames:
+                    for frame in frames or ():
+                        await ws.send_text(frame.decode())
+            finally:
+                await follow.aclose()
             await ws.close()
 
     return router
 
 
-async def _sse(
-    sessions: SessionService, session_id: str, position: int, stop: asyncio.Future[None]
-) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
-    async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop):
-        if batch is None:
-            yield b": keep-alive\n\n"
-            continue
-        start, chunks, _ = batch
-        yield b"".join(
-            [
-                b"id: " + format_offset(start + i + 1).encode() + b"\ndata: " + chunk + b"\n\n"
-                for i, chunk in enumerate(chunks)
-            ]
-        )
+class SSEFrames:
+    """The native event stream: each event as it is stored, ``id:`` its offset after it."""
+
+    finished = False
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        return b"id: " + format_offset(position).encode() + b"\ndata: " + event + b"\n\n"
+
+    def last(self) -> bytes:
+        return b""
+
+
+class SocketFrames:
+    """The WebSocket's messages: ``{"offset": <after the event>, "event": <the event>}``."""
+
+    finished = False
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        return b'{"offset":"' + format_offset(position).encode() + b'","event":' + event + b"}"
+
+    def last(self) -> bytes:
+        return b""
 
 
 def _session_json(public: dict[str, Any], status: str | None) -> dict[str, Any]:
