@@ -34,7 +34,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,22 +46,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tether.agents.gateway import ERROR_CODES, PREFETCHES, GatewaySpec, Prefetch, model_request
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource
+from tether.api.relay import EventStreamResponse, Follow
 from tether.providers._http import HTTPProvider
 from tether.providers.base import SAMPLING_OPTIONS, ChatMessage, Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions import events as ev
-from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService, stream_name
+from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService
 from tether.store.errors import BackendUnavailable, InsufficientStorage
 from tether.streams import json_body
 from tether.streams.json_body import JsonLimits
-from tether.streams.tail import tail
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NUMBER_OPTIONS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_OPTIONS = ("max_tokens", "max_completion_tokens", "seed")
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+DONE = b"data: [DONE]\n\n"
 
 log = logging.getLogger(__name__)
 
@@ -405,8 +405,10 @@ class ChunkMapper:
     session has one); seeded history carries no run id and is skipped.
     """
 
-    def __init__(self, spec: GatewaySpec) -> None:
+    def __init__(self, spec: GatewaySpec, *, frames: bool = True) -> None:
         self.spec = spec
+        #: Whether :meth:`frame` writes SSE (not for a completion answered whole).
+        self.frames = frames
         self.run_id: str | None = None
         self.created = 0
         self.message_id: str | None = None
@@ -518,6 +520,29 @@ class ChunkMapper:
     def ok(self) -> bool:
         return self.ended == ev.COMPLETE and self.error is None
 
+    # -- the relay's translator ----------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        return self.ended is not None
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        """The SSE frame of the chunk ``event`` makes, if any; ``id:`` is ``position``."""
+        output = self.apply(orjson.loads(event))
+        if output is None or not self.frames:
+            return b""
+        return (
+            b"id: "
+            + format_offset(position).encode()
+            + b"\ndata: "
+            + orjson.dumps(output)
+            + b"\n\n"
+        )
+
+    def last(self) -> bytes:
+        """``data: [DONE]`` after a run that ended well (an error ends the stream as it is)."""
+        return DONE if self.ok else b""
+
     def completion(self) -> dict[str, Any]:
         """The chat.completion object of a run that ended well."""
         message: dict[str, Any] = {
@@ -544,117 +569,6 @@ class ChunkMapper:
             ],
             "usage": self.usage_json,
         }
-
-
-Output = tuple[int, dict[str, Any]]
-
-
-async def outputs(
-    sessions: SessionService,
-    session_id: str,
-    mapper: ChunkMapper,
-    *,
-    start: int,
-    after: int,
-    stop: asyncio.Future[None],
-) -> AsyncGenerator[list[Output] | None, None]:
-    """``(offset after the event, output)`` for the run's outputs past ``after``.
-
-    Reads the session's events from ``start``: those up to ``after`` only bring
-    ``mapper`` up to date. Yields the outputs of each batch the store hands
-    over together (so a client that fell behind gets them in one write), or
-    None when the stream is quiet for a while (time for a keep-alive). Ends
-    with the run (or at shutdown).
-    """
-    try:
-        async for batch in tail(sessions.store, stream_name(session_id), start, stop=stop):
-            if batch is None:
-                yield None
-                continue
-            first, chunks, _ = batch
-            out: list[Output] = []
-            for i, raw in enumerate(chunks):
-                output = mapper.apply(orjson.loads(raw))
-                position = first + i + 1
-                if output is not None and position > after:
-                    out.append((position, output))
-                if mapper.ended is not None:
-                    break
-            if out:
-                yield out
-            if mapper.ended is not None:
-                return
-    finally:
-        # A run that ended (or a reader that left) before its agent took the
-        # prefetched upstream response: abort that request.
-        PREFETCHES.discard(session_id)
-
-
-def _sse(output: Output) -> bytes:
-    position, obj = output
-    return b"id: " + format_offset(position).encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
-
-
-async def _sse_body(
-    head: list[Output], rest: AsyncGenerator[list[Output] | None, None], mapper: ChunkMapper
-) -> AsyncIterator[bytes]:
-    done = False
-    try:
-        if head:
-            yield b"".join(_sse(o) for o in head)
-        async for batch in rest:
-            if batch is None:
-                yield b": keep-alive\n\n"
-                continue
-            body = b"".join(_sse(o) for o in batch)
-            if mapper.ok:
-                body += b"data: [DONE]\n\n"  # in the same write as the last chunk
-                done = True
-            yield body
-        if mapper.ok and not done:
-            yield b"data: [DONE]\n\n"
-    finally:
-        await rest.aclose()
-
-
-class SSEResponse(Response):
-    """An event stream written from the request's own task.
-
-    Starlette's StreamingResponse runs the body in a task group of its own,
-    so a completion's first chunk waited one more loop iteration for that
-    task to start, and every response paid for the group. Here the body is
-    written at once, and one plain task watches for the client leaving (then
-    the body is closed: the run goes on, only this reader stops).
-    """
-
-    media_type = "text/event-stream"
-
-    def __init__(self, body: AsyncGenerator[bytes, None], headers: dict[str, str]) -> None:
-        self.body_iterator = body
-        self.status_code = 200
-        self.background = None
-        self.init_headers(headers)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone = asyncio.ensure_future(_disconnected(receive))
-        try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.body_iterator:
-                if gone.done():
-                    return
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            gone.cancel()
-            try:
-                await self.body_iterator.aclose()
-            finally:
-                await asyncio.wait((gone,))
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 # -- the routes -------------------------------------------------------------------
@@ -783,7 +697,7 @@ def build_openai_router(
             leaf, start = None, 0  # a new session's stream is empty
             if req.seed:
                 leaf = await runtime.seed(record.id, req.seed)
-                start = (await sessions.store.head(stream_name(record.id))).tail
+                start = await sessions.end_position(record.id)
             if req.send is not None:
                 _, run_id, _ = await runtime.send(record.id, req.send)
             else:
@@ -809,14 +723,17 @@ def build_openai_router(
                 f"/v1/chat/completions/{record.id}/stream?offset={format_offset(start)}"
             ),
         }
-        mapper = ChunkMapper(req.spec)
-        rest = outputs(sessions, record.id, mapper, start=start, after=start, stop=stop())
+        mapper = ChunkMapper(req.spec, frames=req.spec.stream)
+        follow = Follow(
+            sessions, record.id, start, mapper, stop=stop(),
+            on_end=lambda: PREFETCHES.discard(record.id),
+        )  # fmt: skip
         if not req.spec.stream:
             try:
-                async for _ in rest:
+                async for _ in follow.frames:
                     pass
             finally:
-                await rest.aclose()
+                await follow.aclose()
             if mapper.error is not None:
                 return mapper.error.response(headers)
             if not mapper.ok:
@@ -834,18 +751,18 @@ def build_openai_router(
             # A run that ends without taking the prefetch drops it: the wait ends.
             run.add_done_callback(lambda _: PREFETCHES.discard(record.id))
             if 200 <= await answered < 300:
-                return SSEResponse(_sse_body([], rest, mapper), {**headers, **_SSE_HEADERS})
-        head: list[Output] = []
-        async for batch in rest:
-            if batch is None:
+                return EventStreamResponse(follow, headers)
+        head: list[bytes] = []
+        async for frames in follow.frames:
+            if frames is None:
                 break
-            head += batch
+            head += frames
             if mapper.error is not None and not (mapper.text or mapper.tool_calls):
-                await rest.aclose()
+                await follow.aclose()
                 return mapper.error.response(headers)
             if len(head) > 1 or mapper.ended is not None:
                 break
-        return SSEResponse(_sse_body(head, rest, mapper), {**headers, **_SSE_HEADERS})
+        return EventStreamResponse(follow, headers, head=b"".join(head))
 
     @router.get("/v1/models", response_model=None)
     async def models(request: Request) -> Response:
@@ -884,7 +801,7 @@ def build_openai_router(
                     code="not_found",
                 )  # fmt: skip
             raw = request.headers.get("last-event-id") or request.query_params.get("offset")
-            tail_at = (await sessions.store.head(stream_name(session_id))).tail
+            tail_at = await sessions.end_position(session_id)
             try:
                 after = parse_offset(raw or "-1")
             except WireError as err:
@@ -895,10 +812,11 @@ def build_openai_router(
         except OpenAIError as err:
             return err.response(_auth_header(err))
         mapper = ChunkMapper(GatewaySpec.from_metadata(record.metadata["gateway"]))
-        rest = outputs(sessions, session_id, mapper, start=0, after=after, stop=stop())
-        return SSEResponse(
-            _sse_body([], rest, mapper), {"x-tether-session-id": session_id, **_SSE_HEADERS}
-        )
+        follow = Follow(
+            sessions, session_id, 0, mapper, stop=stop(), after=after,
+            on_end=lambda: PREFETCHES.discard(session_id),
+        )  # fmt: skip
+        return EventStreamResponse(follow, {"x-tether-session-id": session_id})
 
     async def completions(scope: Scope, receive: Receive, send: Send) -> None:
         try:
