@@ -54,11 +54,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.relay import EventStreamResponse, Follow
 from tether.api.sessions import MAX_TEXT, Who
 from tether.runtime.runner import Conflict, InvalidInput, Runtime
 from tether.sessions import events as ev
-from tether.sessions.service import SessionNotFound, SessionService, stream_name
-from tether.streams.tail import tail
+from tether.sessions.service import SessionNotFound, SessionService
 
 #: Store records namespace: one record per (caller, chat id).
 CHATS = "aisdk-chats"
@@ -73,7 +73,6 @@ UI_STREAM_HEADERS = {
     "x-accel-buffering": "no",
 }
 DONE = b"data: [DONE]\n\n"
-KEEP_ALIVE = b": keep-alive\n\n"
 
 Chunk = dict[str, Any]
 
@@ -440,7 +439,7 @@ class AISDKFront:
     # -- chats ----------------------------------------------------------------
 
     async def _chat(self, key: str, owner: str | None) -> Chat | None:
-        raw = await self.sessions.store.get_record(CHATS, key)
+        raw = await self.sessions.get_extra(CHATS, key)
         if raw is None:
             return None
         chat = Chat.from_bytes(key, raw)
@@ -451,7 +450,7 @@ class AISDKFront:
         return chat
 
     async def _save(self, chat: Chat) -> None:
-        await self.sessions.store.put_record(CHATS, chat.key, chat.to_bytes())
+        await self.sessions.put_extra(CHATS, chat.key, chat.to_bytes())
 
     # -- POST /v1/aisdk/chat ----------------------------------------------------
 
@@ -501,7 +500,7 @@ class AISDKFront:
         """Send, edit or regenerate in the chat's session; saves the chat last."""
         messages = body.messages
         sid = chat.session_id
-        position = (await self.sessions.store.head(stream_name(sid))).tail
+        position = await self.sessions.end_position(sid)
         known = (await self.sessions.state(sid)).fold.messages
 
         if body.trigger == "submit-message":
@@ -567,7 +566,7 @@ class AISDKFront:
         for start in (hint, 0) if hint else (0,):
             position = start
             while True:
-                res = await self.sessions.store.read(stream_name(session_id), position, SCAN_CHUNK)
+                res = await self.sessions.read_events(session_id, position, SCAN_CHUNK)
                 for i, raw in enumerate(res.chunks):
                     if b'"run-start"' in raw:
                         e = orjson.loads(raw)
@@ -587,29 +586,41 @@ class AISDKFront:
 
     # -- the stream -------------------------------------------------------------
 
-    async def ui_stream(self, session_id: str, run_id: str, position: int) -> AsyncIterator[bytes]:
+    def response(self, session_id: str, run_id: str, position: int) -> Response:
         """The run's UI message stream, from ``position`` (before or at its run-start)."""
-        translator = RunTranslator(run_id, session_id)
-        async for batch in tail(
-            self.sessions.store, stream_name(session_id), position, stop=self.stop()
-        ):
-            if batch is None:
-                yield KEEP_ALIVE
-                continue
-            start, chunks, _ = batch
-            out: list[bytes] = []
-            for i, raw in enumerate(chunks):
-                e = orjson.loads(raw)
-                if e.get("type") == ev.RUN_START and e.get("run_id") == run_id:
-                    self._remember(session_id, start + i)
-                out += [_sse(c) for c in translator.feed(e)]
-                if translator.done:
-                    out.append(DONE)
-                    break
-            if out:
-                yield b"".join(out)
-            if translator.done:
-                return
+        frames = UIFrames(
+            RunTranslator(run_id, session_id), lambda at: self._remember(session_id, at)
+        )
+        follow = Follow(self.sessions, session_id, position, frames, stop=self.stop())
+        headers = {
+            **UI_STREAM_HEADERS,
+            "x-tether-session-id": session_id,
+            "x-tether-run-id": run_id,
+        }
+        return EventStreamResponse(follow, headers)
+
+
+class UIFrames:
+    """The relay's translator for the AI SDK: one run's UI message stream, then [DONE]."""
+
+    def __init__(self, run: RunTranslator, run_started: Callable[[int], None]) -> None:
+        self.run = run
+        #: Told the position of the run's run-start when it goes by.
+        self.run_started = run_started
+
+    @property
+    def finished(self) -> bool:
+        return self.run.done
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        e = orjson.loads(event)
+        if e.get("type") == ev.RUN_START and e.get("run_id") == self.run.run_id:
+            self.run_started(position - 1)
+        chunks = self.run.feed(e)
+        return b"".join([_sse(c) for c in chunks]) if chunks else b""
+
+    def last(self) -> bytes:
+        return DONE
 
 
 def _title(messages: list[UIMessageIn]) -> str | None:
@@ -619,18 +630,6 @@ def _title(messages: list[UIMessageIn]) -> str | None:
             if text:
                 return text if len(text) <= 80 else text[:79] + "…"
     return None
-
-
-def _ui_response(front: AISDKFront, session_id: str, run_id: str, position: int) -> Response:
-    return StreamingResponse(
-        front.ui_stream(session_id, run_id, position),
-        media_type="text/event-stream",
-        headers={
-            **UI_STREAM_HEADERS,
-            "x-tether-session-id": session_id,
-            "x-tether-run-id": run_id,
-        },
-    )
 
 
 def build_aisdk_router(
@@ -653,7 +652,7 @@ def build_aisdk_router(
         if who.read_only:
             raise Unauthorized("a read token can only read")
         sid, run_id, position = await front.submit(body, who.owner)
-        return _ui_response(front, sid, run_id, position)
+        return front.response(sid, run_id, position)
 
     @router.get(
         "/chat/{chat_id}/stream",
@@ -665,7 +664,7 @@ def build_aisdk_router(
         found = await front.active(chat_id, who)
         if found is None:
             return Response(status_code=204)
-        return _ui_response(front, *found)
+        return front.response(*found)
 
     return router
 
