@@ -18,13 +18,13 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
-from tether.agents.gateway import GatewayAgent, GatewaySpec
+from tether.agents.gateway import PREFETCHES, GatewayAgent, GatewaySpec
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import build_aisdk_router
 from tether.api.auth import Auth
 from tether.api.guard import Guard, GuardConfig
-from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
+from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import build_router, install_error_handlers
 from tether.api.tokens import build_token_router
@@ -114,8 +114,8 @@ class TetherApp:
             build_aisdk_router(self.sessions, self.runtime, self._check_model, self.stop_future)
         )
 
-        gateway = build_openai_router(
-            self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
+        gateway = OpenAIRoutes(
+            self.sessions, self.runtime, self.auth, self.registry, self.stop_future, PREFETCHES,
             max_body=self.streams.config.max_body, json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
         )  # fmt: skip
