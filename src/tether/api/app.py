@@ -21,7 +21,7 @@ from tether.agents.app import App
 from tether.agents.gateway import PREFETCHES, GatewayAgent, GatewaySpec
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
-from tether.api.aisdk import build_aisdk_router
+from tether.api.aisdk import AISDKRoutes
 from tether.api.auth import Auth
 from tether.api.guard import Guard, GuardConfig
 from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
@@ -110,9 +110,8 @@ class TetherApp:
                 self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
             )
         )
-        web.include_router(
-            build_aisdk_router(self.sessions, self.runtime, self._check_model, self.stop_future)
-        )
+        aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
+        web.include_router(aisdk.router)
 
         gateway = OpenAIRoutes(
             self.sessions, self.runtime, self.auth, self.registry, self.stop_future, PREFETCHES,
