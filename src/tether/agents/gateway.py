@@ -12,8 +12,9 @@ The request's settings travel in the session record, ``metadata["gateway"]``
 Transient upstream failures are retried like :class:`~tether.agents.model.ModelAgent`
 does, but only while the failed attempt has streamed nothing: chunks already
 sent to an OpenAI client cannot be taken back. Upstream errors that are the
-request's fault end the run with a classified error (:data:`ERROR_CODES`), so
-the gateway can answer them with the status OpenAI would.
+request's fault end the run with a classified error (the provider errors of
+:mod:`tether.providers.base`, each with its wire code), so the gateway can
+answer them with the status OpenAI would.
 
 Pipelining: the gateway can start the upstream request before the session
 exists (:class:`Prefetch`), so that setting the session up overlaps the
@@ -44,6 +45,9 @@ from tether.providers.base import (
     ToolCall,
     ToolCallItem,
     ToolSpec,
+    UpstreamInvalidRequest,
+    UpstreamNotFound,
+    UpstreamRateLimited,
     Usage,
 )
 from tether.runtime.context import RunContext
@@ -52,27 +56,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a prefetched upstream response waits for its run before it is dropped.
 PREFETCH_TTL = 30.0
-
-
-class UpstreamInvalidRequest(ProviderError):
-    """The upstream refused the request as invalid (HTTP 400, 413, 422)."""
-
-
-class UpstreamNotFound(ProviderError):
-    """The upstream answered 404 (typically: it has no such model)."""
-
-
-class UpstreamRateLimited(ProviderError):
-    """The upstream kept answering 429 after the retries."""
-
-
-#: The ``code`` of a run's error event (the exception's class name) -> HTTP status.
-ERROR_CODES = {
-    UpstreamInvalidRequest.__name__: 400,
-    UpstreamNotFound.__name__: 404,
-    UpstreamRateLimited.__name__: 429,
-    ProviderError.__name__: 502,
-}
 
 
 def _classified(err: ProviderError) -> ProviderError:

@@ -23,10 +23,11 @@ from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
 from tether.api.auth import Auth
+from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
 from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
-from tether.api.sessions import build_router, install_error_handlers
+from tether.api.sessions import build_router
 from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel

@@ -4,13 +4,24 @@ The runtime calls ``stream`` once per attempt and consumes the iterator; to
 cancel, it cancels the consuming task, and the provider's ``async with`` blocks
 close the upstream request. Providers raise ``ProviderError`` with
 ``transient=True`` for what is worth retrying (timeouts, 429, 5xx).
+
+Errors, each with the wire ``code`` a run's error event carries (declared here,
+so renaming a class never changes what clients see)::
+
+    ProviderError                   an upstream failure
+     +-- UpstreamInvalidRequest     the upstream refused the request (400, 413, 422)
+     +-- UpstreamNotFound           the upstream answered 404 (no such model)
+     +-- UpstreamRateLimited        the upstream kept answering 429
+
+A provider whose request depends on the :class:`ModelRequest` alone may offer
+to start it before its run exists: :class:`PrefetchingProvider`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 
 @dataclass(slots=True)
@@ -104,10 +115,31 @@ StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage
 class ProviderError(Exception):
     """An upstream failure; the message must never contain a credential."""
 
+    #: The ``code`` of the error event of a run that fails with it.
+    code: ClassVar[str] = "ProviderError"
+
     def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+
+
+class UpstreamInvalidRequest(ProviderError):
+    """The upstream refused the request as invalid (HTTP 400, 413, 422)."""
+
+    code = "UpstreamInvalidRequest"
+
+
+class UpstreamNotFound(ProviderError):
+    """The upstream answered 404 (typically: it has no such model)."""
+
+    code = "UpstreamNotFound"
+
+
+class UpstreamRateLimited(ProviderError):
+    """The upstream kept answering 429 after the retries."""
+
+    code = "UpstreamRateLimited"
 
 
 class Provider(Protocol):

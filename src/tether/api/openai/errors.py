@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from tether.agents.gateway import ERROR_CODES
+from tether.api.errors import STATUS, code_of, run_status
+from tether.store.errors import StoreError
 
 
 class OpenAIError(Exception):
@@ -38,7 +39,7 @@ def invalid(message: str, param: str | None = None, code: str | None = None) -> 
 
 def run_error(code: str | None, message: str) -> OpenAIError:
     """The error for a run that ended badly; ``code`` is its error event's code."""
-    status = ERROR_CODES.get(code or "", 500)
+    status = run_status(code)
     if status == 400:
         return OpenAIError(400, message, code="upstream_invalid_request")
     if status == 404:
@@ -48,6 +49,16 @@ def run_error(code: str | None, message: str) -> OpenAIError:
     if status == 502:
         return OpenAIError(502, message, type="server_error", code="upstream_error")
     return OpenAIError(500, message, type="server_error", code=code)
+
+
+#: The wire codes of a store that cannot take writes for now -> the gateway's codes.
+_STORE_CODES = {"unavailable": "store_unavailable", "insufficient_storage": "insufficient_storage"}
+
+
+def store_error(err: StoreError) -> OpenAIError:
+    """The error for a store that cannot take writes for now (a retry is safe)."""
+    code = code_of(err)
+    return OpenAIError(STATUS[code], str(err), type="server_error", code=_STORE_CODES[code])
 
 
 def auth_header(err: OpenAIError) -> dict[str, str] | None:

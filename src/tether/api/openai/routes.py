@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 from tether.agents.gateway import GatewaySpec, Prefetch, Prefetches, model_request
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource
 from tether.api.openai.chunks import ChunkMapper
-from tether.api.openai.errors import OpenAIError, auth_header, invalid
+from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_error
 from tether.api.openai.request import Completion, parse_completion
 from tether.api.relay import EventStreamResponse, Follow
 from tether.providers._http import HTTPProvider
@@ -198,14 +198,7 @@ class OpenAIRoutes:
         except (BackendUnavailable, InsufficientStorage) as err:
             # The store cannot take writes for now (Redis is away, the disk is
             # full); nothing was acknowledged, so a retry is safe.
-            status, code = (
-                (503, "store_unavailable")
-                if isinstance(err, BackendUnavailable)
-                else (507, "insufficient_storage")
-            )
-            response = OpenAIError(status, str(err), type="server_error", code=code).response(
-                {"retry-after": str(err.retry_after)}
-            )
+            response = store_error(err).response({"retry-after": str(err.retry_after)})
         except Exception:
             log.exception("chat completion failed")
             response = OpenAIError(
