@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
-from tether.agents.gateway import PREFETCHES, GatewayAgent, GatewaySpec
+from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
@@ -76,6 +76,8 @@ class TetherApp:
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
         self.sessions = SessionService(store, max_sessions=max_sessions)
+        #: The gateway's prefetched upstream responses, between its routes and its agents.
+        self.prefetches = Prefetches()
         self.runtime = Runtime(
             self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
         )
@@ -115,10 +117,16 @@ class TetherApp:
         web.include_router(aisdk.router)
 
         gateway = OpenAIRoutes(
-            self.sessions, self.runtime, self.auth, self.registry, self.stop_future, PREFETCHES,
-            max_body=self.streams.config.max_body, json_limits=self.streams.config.json,
+            self.sessions,
+            self.runtime,
+            self.auth,
+            self.registry,
+            self.stop_future,
+            self.prefetches,
+            max_body=self.streams.config.max_body,
+            json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
-        )  # fmt: skip
+        )
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(build_token_router(self.policy, self.streams, self.store))
@@ -166,7 +174,7 @@ class TetherApp:
         provider, model = self.registry.resolve(record.model or "demo")
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
-            return GatewayAgent(provider, model, spec, self.retry)
+            return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
         return ModelAgent(provider, model, self.retry)
 
     # -- ASGI ------------------------------------------------------------------

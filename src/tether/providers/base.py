@@ -19,9 +19,10 @@ to start it before its run exists: :class:`PrefetchingProvider`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 
 @dataclass(slots=True)
@@ -153,3 +154,41 @@ class Provider(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
 
     async def aclose(self) -> None: ...
+
+
+class SentRequest(Protocol):
+    """An upstream request already written, whose response its stream reads later."""
+
+    #: The response's status once its head has been read; 0 if there will be
+    #: none (aborted, or the exchange failed).
+    answered: asyncio.Future[int]
+
+    def abort(self) -> None:
+        """Nobody will read the response: drop it (and its connection)."""
+        ...
+
+
+class PrefetchingProvider(Provider, Protocol):
+    """A provider whose upstream request depends on the :class:`ModelRequest` alone.
+
+    Not on the run (the demo model's answer is seeded by the run id), so the
+    request may be started before its run exists: the gateway's pipelining.
+    """
+
+    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], SentRequest | None]:
+        """Like ``stream``, with the request written now if that can be done at once.
+
+        Returns the stream and what was sent (None if nothing was: the stream
+        then sends the request when first iterated). Whoever does not iterate
+        the stream must :meth:`SentRequest.abort` what was sent.
+        """
+        ...
+
+
+def prefetching(provider: Provider) -> TypeGuard[PrefetchingProvider]:
+    """Whether ``provider`` is a :class:`PrefetchingProvider`.
+
+    A look-up, not ``isinstance`` with a runtime-checkable protocol: that took
+    7 to 26 us on Python 3.11, on every completion's way to its upstream.
+    """
+    return callable(getattr(provider, "begin", None))

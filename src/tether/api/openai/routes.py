@@ -26,8 +26,7 @@ from tether.api.openai.chunks import ChunkMapper
 from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_error
 from tether.api.openai.request import Completion, parse_completion
 from tether.api.relay import EventStreamResponse, Follow
-from tether.providers._http import HTTPProvider
-from tether.providers.base import ChatMessage, Provider
+from tether.providers.base import ChatMessage, Provider, prefetching
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
 from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionRecord, SessionService
@@ -345,11 +344,12 @@ def _prefetch(req: Completion, provider: Provider, model: str) -> Prefetch | Non
     """Start the upstream request of a completion before its session exists.
 
     Only for plain conversations (no tool calls in the history), whose upstream
-    messages are known from the request alone, and for upstreams reached over
-    HTTP (the demo model seeds its answer with the run id); the run checks that
-    it would have sent exactly this request before it takes the response.
+    messages are known from the request alone, and for providers whose request
+    depends on nothing else (a PrefetchingProvider: not the demo model, which
+    seeds its answer with the run id); the run checks that it would have sent
+    exactly this request before it takes the response.
     """
-    if req.send is None or not isinstance(provider, HTTPProvider):
+    if req.send is None or not prefetching(provider):
         return None
     messages = [ChatMessage("system", req.system)] if req.system else []
     for turn in req.seed:
