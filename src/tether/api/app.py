@@ -82,7 +82,7 @@ class TetherApp:
             self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
         )
         self.policy = StreamPolicy(
-            self.auth, self.sessions, shared=shared_streams, max_streams=max_streams
+            self.auth, self.sessions, store, shared=shared_streams, max_streams=max_streams
         )
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
