@@ -51,6 +51,8 @@ class ChunkMapper:
         self.error: OpenAIError | None = None
         #: The run-end's reason, once it has been seen.
         self.ended: str | None = None
+        #: Whether the run-end has been seen (an attribute: the relay reads it per event).
+        self.finished = False
 
     @property
     def finish_reason(self) -> str:
@@ -129,6 +131,7 @@ class ChunkMapper:
             return {"error": self.error.body}
         if kind == ev.RUN_END:
             self.ended = e.get("reason", ev.COMPLETE)
+            self.finished = True
             if self.ended == ev.COMPLETE:
                 if not self.spec.include_usage:
                     return None
@@ -151,10 +154,6 @@ class ChunkMapper:
         return self.ended == ev.COMPLETE and self.error is None
 
     # -- the relay's translator ----------------------------------------------------
-
-    @property
-    def finished(self) -> bool:
-        return self.ended is not None
 
     def frame(self, position: int, event: bytes) -> bytes:
         """The SSE frame of the chunk ``event`` makes, if any; ``id:`` is ``position``."""
