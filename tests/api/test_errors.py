@@ -13,6 +13,7 @@ from tether.providers.base import (
     UpstreamInvalidRequest,
     UpstreamNotFound,
     UpstreamRateLimited,
+    classified,
 )
 from tether.runtime.runner import Conflict, InvalidInput
 from tether.sessions.service import QuotaExceeded, SessionNotFound
@@ -69,3 +70,21 @@ def test_the_gateway_answers_a_store_that_cannot_write_in_openai_shape() -> None
     away, full = store_error(BackendUnavailable("away")), store_error(InsufficientStorage("full"))
     assert (away.status, away.body["code"]) == (503, "store_unavailable")
     assert (full.status, full.body["code"]) == (507, "insufficient_storage")
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, UpstreamInvalidRequest),
+        (404, UpstreamNotFound),
+        (413, UpstreamInvalidRequest),
+        (422, UpstreamInvalidRequest),
+        (429, UpstreamRateLimited),
+        (500, ProviderError),
+        (None, ProviderError),
+    ],
+)
+def test_an_upstream_failure_is_classified_by_its_status(status: int | None, cls: type) -> None:
+    err = classified(ProviderError("upstream said so", transient=True, status=status))
+    assert type(err) is cls
+    assert (str(err), err.transient, err.status) == ("upstream said so", True, status)

@@ -46,10 +46,8 @@ from tether.providers.base import (
     ToolCall,
     ToolCallItem,
     ToolSpec,
-    UpstreamInvalidRequest,
-    UpstreamNotFound,
-    UpstreamRateLimited,
     Usage,
+    classified,
 )
 from tether.runtime.context import RunContext
 
@@ -57,19 +55,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a prefetched upstream response waits for its run before it is dropped.
 PREFETCH_TTL = 30.0
-
-
-def _classified(err: ProviderError) -> ProviderError:
-    cls: type[ProviderError] | None = {
-        400: UpstreamInvalidRequest,
-        404: UpstreamNotFound,
-        413: UpstreamInvalidRequest,
-        422: UpstreamInvalidRequest,
-        429: UpstreamRateLimited,
-    }.get(err.status or 0)
-    if cls is None:
-        return err
-    return cls(str(err), transient=err.transient, status=err.status)
 
 
 @dataclass(slots=True)
@@ -317,7 +302,7 @@ class GatewayAgent:
                 return calls
             except ProviderError as err:
                 if not err.transient or attempt >= self.retry.max_attempts or ctx.attempt_parts:
-                    raise _classified(err) from None
+                    raise classified(err) from None
                 delay = self.retry.delay(attempt)
                 await ctx.retry(attempt, delay, str(err))
                 await asyncio.sleep(delay)

@@ -143,6 +143,24 @@ class UpstreamRateLimited(ProviderError):
     code = "UpstreamRateLimited"
 
 
+#: An upstream's HTTP status -> the error it means for the request.
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    400: UpstreamInvalidRequest,
+    404: UpstreamNotFound,
+    413: UpstreamInvalidRequest,
+    422: UpstreamInvalidRequest,
+    429: UpstreamRateLimited,
+}
+
+
+def classified(err: ProviderError) -> ProviderError:
+    """``err`` as the class its upstream status means (itself for other statuses)."""
+    cls = _BY_STATUS.get(err.status or 0)
+    if cls is None:
+        return err
+    return cls(str(err), transient=err.transient, status=err.status)
+
+
 class Provider(Protocol):
     #: Prefix of the model names it serves ("demo", "openai", "anthropic", ...).
     name: str
