@@ -6,8 +6,7 @@ failures FastAPI's exception handlers used to catch in OpenAI's error shape.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -101,39 +100,3 @@ async def test_an_unexpected_failure_is_a_500_in_openai_shape(tmp_path: Path) ->
     error = r.json()["error"]
     assert error["type"] == "server_error"
     assert "secret-path" not in r.text  # details go to the log, not to the client
-
-
-async def test_an_event_stream_stops_reading_its_body_once_the_client_is_gone() -> None:
-    from tether.api.openai_gateway import SSEResponse
-
-    produced: list[int] = []
-    closed = asyncio.Event()
-
-    async def body() -> AsyncGenerator[bytes, None]:
-        try:
-            for i in range(1000):
-                produced.append(i)
-                yield b"data: %d\n\n" % i
-                await asyncio.sleep(0.005)
-        finally:
-            closed.set()
-
-    sent: list[dict[str, Any]] = []
-    left = asyncio.Event()
-
-    async def receive() -> dict[str, Any]:
-        await left.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-        if len(sent) == 3:  # the head and two chunks, then the client leaves
-            left.set()
-
-    response = SSEResponse(body(), {"x-tether-session-id": "ses_1"})
-    await asyncio.wait_for(response({"type": "http"}, receive, send), 2)
-    assert closed.is_set()
-    assert len(produced) < 10
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
-    assert (b"content-type", b"text/event-stream; charset=utf-8") in sent[0]["headers"]
-    assert all(m.get("more_body") for m in sent[1:])  # no end was written to a gone client

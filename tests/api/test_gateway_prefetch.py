@@ -17,10 +17,11 @@ import orjson
 import pytest
 
 from providers.fake_upstreams import FakeUpstream, Script
-from tether.agents import gateway
-from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetch, model_request
+from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetch, Prefetches, model_request
 from tether.api.app import TetherApp
-from tether.providers.base import ChatMessage, ModelRequest, StreamItem, TextDelta
+from tether.providers.anthropic import AnthropicProvider
+from tether.providers.base import ChatMessage, ModelRequest, StreamItem, TextDelta, prefetching
+from tether.providers.demo import DemoModel
 from tether.providers.openai import OpenAIProvider
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.context import RunContext
@@ -40,6 +41,9 @@ class CountingProvider:
     def models(self) -> list[str]:
         return ["m"]
 
+    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], None]:
+        return self.stream(request), None  # a prefetch's task sends it
+
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         self.started += 1
         try:
@@ -54,8 +58,10 @@ class CountingProvider:
 
 
 @contextlib.asynccontextmanager
-async def gateway_client(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of a tether (in process, on a SQLite file) in front of ``fake``."""
+async def gateway_client(
+    fake: FakeUpstream, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, TetherApp]]:
+    """A client of a tether (in process, on a SQLite file) in front of ``fake``, and the app."""
     provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt"])
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
@@ -64,7 +70,7 @@ async def gateway_client(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[ht
     try:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
-            yield c
+            yield c, app
     finally:
         await app.runtime.aclose()
         await provider.aclose()
@@ -73,10 +79,13 @@ async def gateway_client(fake: FakeUpstream, tmp_path: Path) -> AsyncIterator[ht
 
 async def complete(
     fake: FakeUpstream, tmp_path: Path, bodies: list[dict[str, object]]
-) -> list[httpx.Response]:
-    """POST each body to /v1/chat/completions, in turn, of a tether in front of ``fake``."""
-    async with gateway_client(fake, tmp_path) as c:
-        return [await c.post("/v1/chat/completions", json=b) for b in bodies]
+) -> tuple[list[httpx.Response], Prefetches]:
+    """POST each body to /v1/chat/completions, in turn, of a tether in front of ``fake``.
+
+    Returns the responses and the app's prefetches left behind.
+    """
+    async with gateway_client(fake, tmp_path) as (c, app):
+        return [await c.post("/v1/chat/completions", json=b) for b in bodies], app.prefetches
 
 
 def content(r: httpx.Response) -> str:
@@ -104,7 +113,7 @@ def request(text: str = "hi") -> ModelRequest:
 
 async def test_a_taken_prefetch_streams_the_one_upstream_response() -> None:
     provider = CountingProvider()
-    prefetch = Prefetch(provider, request())  # type: ignore[arg-type]
+    prefetch = Prefetch(provider, request())
     items = prefetch.take(request())
     assert items is not None
     assert [i.text async for i in items] == ["a", "b", "c"]  # type: ignore[union-attr]
@@ -114,7 +123,7 @@ async def test_a_taken_prefetch_streams_the_one_upstream_response() -> None:
 
 async def test_a_prefetch_for_another_request_is_aborted() -> None:
     provider = CountingProvider()
-    prefetch = Prefetch(provider, request("hi"))  # type: ignore[arg-type]
+    prefetch = Prefetch(provider, request("hi"))
     await asyncio.sleep(0)
     assert prefetch.take(request("something else")) is None
     for _ in range(20):
@@ -124,7 +133,7 @@ async def test_a_prefetch_for_another_request_is_aborted() -> None:
 
 async def test_an_unclaimed_prefetch_is_dropped_after_its_ttl() -> None:
     provider = CountingProvider()
-    prefetch = Prefetch(provider, request(), ttl=0.001)  # type: ignore[arg-type]
+    prefetch = Prefetch(provider, request(), ttl=0.001)
     await asyncio.sleep(0.05)
     assert (provider.started, provider.closed) == (1, 1)
     assert prefetch.take(request()) is None
@@ -146,7 +155,7 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
     }
     async with FakeUpstream() as fake:
         fake.script = Script(text="Hello there, from upstream.")
-        [r] = await complete(fake, tmp_path, [body])
+        [r], left = await complete(fake, tmp_path, [body])
     assert r.status_code == 200
     assert content(r) == "Hello there, from upstream."
     assert r.text.endswith("data: [DONE]\n\n")
@@ -158,7 +167,7 @@ async def test_a_completion_sends_one_upstream_request_through_its_prefetch(
         {"role": "assistant", "content": "Hello!"},
         {"role": "user", "content": "Again?"},
     ]
-    assert not gateway.PREFETCHES._by_session
+    assert not left
 
 
 async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_up(
@@ -168,14 +177,14 @@ async def test_with_a_warm_pool_the_upstream_request_is_written_before_the_set_u
     body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
     async with FakeUpstream() as fake:
         fake.script = Script(text="Warm and quick.")
-        responses = await complete(fake, tmp_path, [body, body])
+        responses, left = await complete(fake, tmp_path, [body, body])
     for r in responses:
         assert r.status_code == 200
         assert content(r) == "Warm and quick."
     # The first found no idle connection (a task sent it); the second went out at once.
     assert [written for written, _ in takes] == [False, True]
     assert len(fake.requests) == 2
-    assert not gateway.PREFETCHES._by_session
+    assert not left
 
 
 async def test_a_bursts_upstream_requests_are_all_written_before_any_set_up(
@@ -197,7 +206,7 @@ async def test_a_bursts_upstream_requests_are_all_written_before_any_set_up(
 
     monkeypatch.setattr(Prefetch, "__init__", spy_init)
     monkeypatch.setattr(SessionService, "create", spy_create)
-    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as c:
+    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as (c, _):
         fake.script = Script(text="Together.")
         await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(3)))
         written.clear()
@@ -239,7 +248,7 @@ async def test_a_run_that_ends_before_taking_its_prefetch_is_answered_at_once(
         raise RuntimeError("the agent failed before it asked the model")
 
     body = {"model": "openai/gpt", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
-    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as c:
+    async with FakeUpstream() as fake, gateway_client(fake, tmp_path) as (c, app):
         fake.script = Script(text="Warm.")
         assert (await c.post("/v1/chat/completions", json=body)).status_code == 200  # pools one
         monkeypatch.setattr(GatewayAgent, "__call__", broken)
@@ -248,4 +257,16 @@ async def test_a_run_that_ends_before_taking_its_prefetch_is_answered_at_once(
         assert len(fake.requests) == 2  # the second went out as a prefetch nobody took
     assert r.status_code == 500
     assert r.json()["error"]["type"] == "server_error"
-    assert not gateway.PREFETCHES._by_session
+    assert not app.prefetches
+
+
+async def test_upstreams_over_http_may_be_prefetched_and_the_demo_model_may_not() -> None:
+    """The demo model's answer depends on the run id, which a prefetch does not have yet."""
+    openai = OpenAIProvider(base_url="http://127.0.0.1:9/v1", models=["gpt"])
+    anthropic = AnthropicProvider(base_url="http://127.0.0.1:9", models=["claude"])
+    try:
+        assert prefetching(openai) and prefetching(anthropic)
+        assert not prefetching(DemoModel())
+    finally:
+        await openai.aclose()
+        await anthropic.aclose()

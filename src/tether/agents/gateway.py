@@ -12,12 +12,14 @@ The request's settings travel in the session record, ``metadata["gateway"]``
 Transient upstream failures are retried like :class:`~tether.agents.model.ModelAgent`
 does, but only while the failed attempt has streamed nothing: chunks already
 sent to an OpenAI client cannot be taken back. Upstream errors that are the
-request's fault end the run with a classified error (:data:`ERROR_CODES`), so
-the gateway can answer them with the status OpenAI would.
+request's fault end the run with a classified error (the provider errors of
+:mod:`tether.providers.base`, each with its wire code), so the gateway can
+answer them with the status OpenAI would.
 
 Pipelining: the gateway can start the upstream request before the session
-exists (:class:`Prefetch`), so that setting the session up overlaps the
-upstream's time to first token. The run's first attempt then takes that
+exists (:class:`Prefetch`, for a :class:`~tether.providers.base.PrefetchingProvider`),
+so that setting the session up overlaps the upstream's time to first token.
+The app's :class:`Prefetches` holds it until the run's first attempt takes that
 response over, if it is for exactly the request the run would have sent;
 nothing reaches a client except through the session's log, as always.
 """
@@ -32,10 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.model import RetryPolicy, to_chat
-from tether.providers._transport import Sent
 from tether.providers.base import (
     ChatMessage,
     ModelRequest,
+    PrefetchingProvider,
     Provider,
     ProviderError,
     ReasoningDelta,
@@ -45,6 +47,7 @@ from tether.providers.base import (
     ToolCallItem,
     ToolSpec,
     Usage,
+    classified,
 )
 from tether.runtime.context import RunContext
 
@@ -52,40 +55,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds a prefetched upstream response waits for its run before it is dropped.
 PREFETCH_TTL = 30.0
-
-
-class UpstreamInvalidRequest(ProviderError):
-    """The upstream refused the request as invalid (HTTP 400, 413, 422)."""
-
-
-class UpstreamNotFound(ProviderError):
-    """The upstream answered 404 (typically: it has no such model)."""
-
-
-class UpstreamRateLimited(ProviderError):
-    """The upstream kept answering 429 after the retries."""
-
-
-#: The ``code`` of a run's error event (the exception's class name) -> HTTP status.
-ERROR_CODES = {
-    UpstreamInvalidRequest.__name__: 400,
-    UpstreamNotFound.__name__: 404,
-    UpstreamRateLimited.__name__: 429,
-    ProviderError.__name__: 502,
-}
-
-
-def _classified(err: ProviderError) -> ProviderError:
-    cls: type[ProviderError] | None = {
-        400: UpstreamInvalidRequest,
-        404: UpstreamNotFound,
-        413: UpstreamInvalidRequest,
-        422: UpstreamInvalidRequest,
-        429: UpstreamRateLimited,
-    }.get(err.status or 0)
-    if cls is None:
-        return err
-    return cls(str(err), transient=err.transient, status=err.status)
 
 
 @dataclass(slots=True)
@@ -165,17 +134,14 @@ class Prefetch:
     :meth:`discard`.
     """
 
-    def __init__(self, provider: Provider, request: ModelRequest, ttl: float = PREFETCH_TTL):
+    def __init__(
+        self, provider: PrefetchingProvider, request: ModelRequest, ttl: float = PREFETCH_TTL
+    ) -> None:
         self.request = request
-        self._sent: Sent | None = None
+        # Written right now on a pooled connection, if one is idle: no task,
+        # and the run reads the response itself.
+        self._stream, self._sent = provider.begin(request)
         self._first: asyncio.Future[StreamItem] | None = None
-        begin = getattr(provider, "begin", None)
-        if begin is not None:
-            # Written right now on a pooled connection, if one is idle: no task,
-            # and the run reads the response itself.
-            self._stream, self._sent = begin(request)
-        else:
-            self._stream = provider.stream(request)
         if self._sent is None:
             self._first = asyncio.ensure_future(self._stream.__anext__())  # type: ignore[attr-defined]
             # An outcome nobody reads (a dropped prefetch's error) is not an error.
@@ -260,10 +226,17 @@ def _consume(fut: asyncio.Future[Any]) -> None:
 
 
 class Prefetches:
-    """Prefetched upstream responses of this process, by session id, until their run takes them."""
+    """Prefetched upstream responses, by session id, until their run takes them.
+
+    The meeting point of the gateway's routes (which put them) and its agents
+    (which take them): one per app, which hands it to both.
+    """
 
     def __init__(self) -> None:
         self._by_session: dict[str, Prefetch] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_session)
 
     def put(self, session_id: str, prefetch: Prefetch) -> None:
         self._by_session[session_id] = prefetch
@@ -277,27 +250,26 @@ class Prefetches:
             prefetch.discard()
 
 
-#: The process's prefetches: the gateway's routes put them, its agents take them.
-PREFETCHES = Prefetches()
-
-
 class GatewayAgent:
     def __init__(
         self,
         provider: Provider,
         model: str,
         spec: GatewaySpec,
+        prefetches: Prefetches,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.spec = spec
+        #: Where the gateway leaves its prefetched responses for the run to take.
+        self.prefetches = prefetches
         self.retry = retry or RetryPolicy()
 
     async def __call__(self, ctx: RunContext) -> None:
         request = model_request(self.model, to_chat(ctx.system, ctx.history), self.spec)
         request.run_id = ctx.run_id
-        prefetch = PREFETCHES.pop(ctx.session_id)
+        prefetch = self.prefetches.pop(ctx.session_id)
         first = prefetch.take(request) if prefetch is not None else None
         for call in await self._attempts(ctx, request, first):
             await offer_tool_call(ctx, call)
@@ -330,7 +302,7 @@ class GatewayAgent:
                 return calls
             except ProviderError as err:
                 if not err.transient or attempt >= self.retry.max_attempts or ctx.attempt_parts:
-                    raise _classified(err) from None
+                    raise classified(err) from None
                 delay = self.retry.delay(attempt)
                 await ctx.retry(attempt, delay, str(err))
                 await asyncio.sleep(delay)

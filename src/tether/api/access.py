@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource, stream_resource
 from tether.sessions.service import SessionNotFound, SessionService
+from tether.store.base import Store
 from tether.store.errors import StreamGone, StreamNotFound
 from tether.streams.app import HTTPError, Scope
 
@@ -82,11 +83,18 @@ class StreamView:
 
 class StreamPolicy:
     def __init__(
-        self, auth: Auth, sessions: SessionService, *, shared: bool = False, max_streams: int = 0
+        self,
+        auth: Auth,
+        sessions: SessionService,
+        store: Store,
+        *,
+        shared: bool = False,
+        max_streams: int = 0,
     ) -> None:
         self.auth = auth
         self.sessions = sessions
-        self.store = sessions.store
+        #: The streams' store (the policy keeps each key's index of its streams there).
+        self.store = store
         self.shared = shared
         #: Streams one key may create (0: no limit); keyless callers are not limited.
         self.max_streams = max_streams

@@ -18,15 +18,16 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
-from tether.agents.gateway import GatewayAgent, GatewaySpec
+from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
-from tether.api.aisdk import build_aisdk_router
+from tether.api.aisdk import AISDKRoutes
 from tether.api.auth import Auth
+from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
-from tether.api.openai_gateway import COMPLETIONS_PATH, build_openai_router
+from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
-from tether.api.sessions import build_router, install_error_handlers
+from tether.api.sessions import build_router
 from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
@@ -75,11 +76,13 @@ class TetherApp:
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
         self.sessions = SessionService(store, max_sessions=max_sessions)
+        #: The gateway's prefetched upstream responses, between its routes and its agents.
+        self.prefetches = Prefetches()
         self.runtime = Runtime(
             self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
         )
         self.policy = StreamPolicy(
-            self.auth, self.sessions, shared=shared_streams, max_streams=max_streams
+            self.auth, self.sessions, store, shared=shared_streams, max_streams=max_streams
         )
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
@@ -110,15 +113,20 @@ class TetherApp:
                 self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
             )
         )
-        web.include_router(
-            build_aisdk_router(self.sessions, self.runtime, self._check_model, self.stop_future)
-        )
+        aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
+        web.include_router(aisdk.router)
 
-        gateway = build_openai_router(
-            self.sessions, self.runtime, self.auth, self.registry, self.stop_future,
-            max_body=self.streams.config.max_body, json_limits=self.streams.config.json,
+        gateway = OpenAIRoutes(
+            self.sessions,
+            self.runtime,
+            self.auth,
+            self.registry,
+            self.stop_future,
+            self.prefetches,
+            max_body=self.streams.config.max_body,
+            json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
-        )  # fmt: skip
+        )
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(build_token_router(self.policy, self.streams, self.store))
@@ -166,7 +174,7 @@ class TetherApp:
         provider, model = self.registry.resolve(record.model or "demo")
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
-            return GatewayAgent(provider, model, spec, self.retry)
+            return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
         return ModelAgent(provider, model, self.retry)
 
     # -- ASGI ------------------------------------------------------------------

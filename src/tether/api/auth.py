@@ -38,7 +38,9 @@ _NONCE = 12
 
 
 class Unauthorized(Exception):
-    pass
+    """No key, a wrong key, or a read token used beyond what it may read."""
+
+    code = "unauthorized"
 
 
 class ConfigError(ValueError):

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, WebSocket
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.websockets import WebSocketDisconnect
 
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
-from tether.runtime.runner import Conflict, InvalidInput, Runtime
-from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionService, stream_name
-from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
-from tether.streams.app import HTTPError
-from tether.streams.tail import tail
+from tether.api.relay import EventStreamResponse, Follow
+from tether.runtime.runner import InvalidInput, Runtime
+from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
@@ -91,82 +88,6 @@ def _parts(content: str | list[TextPart]) -> list[dict[str, Any]]:
             raise InvalidInput("message content must not be empty")
         return [{"type": "text", "text": content}]
     return [p.model_dump() for p in content]
-
-
-def error_body(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
-
-
-def _retry_later(status: int, code: str, exc: StoreError) -> JSONResponse:
-    resp = error_body(status, code, str(exc))
-    resp.headers["retry-after"] = str(exc.retry_after)
-    return resp
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    from fastapi.exceptions import RequestValidationError
-
-    @app.exception_handler(SessionNotFound)
-    async def _not_found(request: Request, exc: SessionNotFound) -> JSONResponse:
-        return error_body(404, "not_found", str(exc))
-
-    @app.exception_handler(InvalidInput)
-    async def _invalid(request: Request, exc: InvalidInput) -> JSONResponse:
-        return error_body(400, "invalid_input", str(exc))
-
-    @app.exception_handler(QuotaExceeded)
-    async def _quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
-        return error_body(429, "quota_exceeded", str(exc))
-
-    @app.exception_handler(Conflict)
-    async def _conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return error_body(409, "conflict", str(exc))
-
-    @app.exception_handler(Unauthorized)
-    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
-        resp = error_body(401, "unauthorized", str(exc))
-        resp.headers["www-authenticate"] = "Bearer"
-        return resp
-
-    # The store cannot take writes for now (Redis is away, the disk is full):
-    # nothing was acknowledged, so the same request may be sent again later.
-    @app.exception_handler(BackendUnavailable)
-    async def _unavailable(request: Request, exc: BackendUnavailable) -> JSONResponse:
-        return _retry_later(503, "unavailable", exc)
-
-    @app.exception_handler(InsufficientStorage)
-    async def _no_space(request: Request, exc: InsufficientStorage) -> JSONResponse:
-        return _retry_later(507, "insufficient_storage", exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _starlette(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Unknown routes, wrong methods, bodies past --max-body: the same error shape.
-        code = _HTTP_CODES.get(exc.status_code, "error")
-        resp = error_body(exc.status_code, code, str(exc.detail).lower())
-        for name, value in (exc.headers or {}).items():
-            resp.headers[name] = value
-        return resp
-
-    @app.exception_handler(HTTPError)
-    async def _http(request: Request, exc: HTTPError) -> JSONResponse:
-        resp = error_body(exc.status, exc.code, str(exc))
-        for name, value in exc.headers:
-            resp.headers[name.decode("latin-1")] = value.decode("latin-1")
-        return resp
-
-    @app.exception_handler(WireError)
-    async def _wire(request: Request, exc: WireError) -> JSONResponse:
-        return error_body(exc.status, exc.code, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-        return error_body(422, "validation_error", message)
 
 
 def current_caller(
@@ -334,17 +255,14 @@ def build_router(
         who: Who,
         offset: str | None = None,
         last_event_id: Annotated[str | None, Header()] = None,
-    ) -> StreamingResponse:
+    ) -> Response:
         await owned(session_id, who)
         raw = last_event_id or offset or "-1"
         position = parse_offset(raw)
         if position is None:
-            position = (await sessions.store.head(stream_name(session_id))).tail
-        return StreamingResponse(
-            _sse(sessions, session_id, position, stop()),
-            media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-        )
+            position = await sessions.end_position(session_id)
+        follow = Follow(sessions, session_id, position, SSEFrames(), stop=stop())
+        return EventStreamResponse(follow, {}, head=b"retry: 1000\n\n")
 
     @router.websocket("/{session_id}/ws")
     async def websocket(ws: WebSocket, session_id: str, offset: str | None = None) -> None:
@@ -357,37 +275,42 @@ def build_router(
             return
         await ws.accept()
         if position is None:
-            position = (await sessions.store.head(stream_name(session_id))).tail
+            position = await sessions.end_position(session_id)
+        follow = Follow(sessions, session_id, position, SocketFrames(), stop=stop())
         with contextlib.suppress(WebSocketDisconnect):
-            async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop()):
-                if batch is None:
-                    continue
-                start, chunks, _ = batch
-                for i, chunk in enumerate(chunks):
-                    await ws.send_text(
-                        '{"offset":"' + format_offset(start + i + 1) + '","event":'
-                        + chunk.decode() + "}"
-                    )  # fmt: skip
+            try:
+                async for frames in follow.frames:
+                    for frame in frames or ():
+                        await ws.send_text(frame.decode())
+            finally:
+                await follow.aclose()
             await ws.close()
 
     return router
 
 
-async def _sse(
-    sessions: SessionService, session_id: str, position: int, stop: asyncio.Future[None]
-) -> AsyncIterator[bytes]:
-    yield b"retry: 1000\n\n"
-    async for batch in tail(sessions.store, stream_name(session_id), position, stop=stop):
-        if batch is None:
-            yield b": keep-alive\n\n"
-            continue
-        start, chunks, _ = batch
-        yield b"".join(
-            [
-                b"id: " + format_offset(start + i + 1).encode() + b"\ndata: " + chunk + b"\n\n"
-                for i, chunk in enumerate(chunks)
-            ]
-        )
+class SSEFrames:
+    """The native event stream: each event as it is stored, ``id:`` its offset after it."""
+
+    finished = False
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        return b"id: " + format_offset(position).encode() + b"\ndata: " + event + b"\n\n"
+
+    def last(self) -> bytes:
+        return b""
+
+
+class SocketFrames:
+    """The WebSocket's messages: ``{"offset": <after the event>, "event": <the event>}``."""
+
+    finished = False
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        return b'{"offset":"' + format_offset(position).encode() + b'","event":' + event + b"}"
+
+    def last(self) -> bytes:
+        return b""
 
 
 def _session_json(public: dict[str, Any], status: str | None) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from tether.providers.base import (
     ModelRequest,
     ProviderError,
     ReasoningDelta,
+    SentRequest,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -359,6 +360,10 @@ class AnthropicProvider(HTTPProvider):
             if choice is not None:
                 body["tool_choice"] = choice
         return body
+
+    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], SentRequest | None]:
+        """:meth:`stream`, its request sent when first iterated (a PrefetchingProvider)."""
+        return self.stream(request), None
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
         url = f"{self._base_url}/v1/messages"

@@ -4,13 +4,25 @@ The runtime calls ``stream`` once per attempt and consumes the iterator; to
 cancel, it cancels the consuming task, and the provider's ``async with`` blocks
 close the upstream request. Providers raise ``ProviderError`` with
 ``transient=True`` for what is worth retrying (timeouts, 429, 5xx).
+
+Errors, each with the wire ``code`` a run's error event carries (declared here,
+so renaming a class never changes what clients see)::
+
+    ProviderError                   an upstream failure
+     +-- UpstreamInvalidRequest     the upstream refused the request (400, 413, 422)
+     +-- UpstreamNotFound           the upstream answered 404 (no such model)
+     +-- UpstreamRateLimited        the upstream kept answering 429
+
+A provider whose request depends on the :class:`ModelRequest` alone may offer
+to start it before its run exists: :class:`PrefetchingProvider`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeGuard
 
 
 @dataclass(slots=True)
@@ -104,10 +116,49 @@ StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage
 class ProviderError(Exception):
     """An upstream failure; the message must never contain a credential."""
 
+    #: The ``code`` of the error event of a run that fails with it.
+    code: ClassVar[str] = "ProviderError"
+
     def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
         self.status = status
+
+
+class UpstreamInvalidRequest(ProviderError):
+    """The upstream refused the request as invalid (HTTP 400, 413, 422)."""
+
+    code = "UpstreamInvalidRequest"
+
+
+class UpstreamNotFound(ProviderError):
+    """The upstream answered 404 (typically: it has no such model)."""
+
+    code = "UpstreamNotFound"
+
+
+class UpstreamRateLimited(ProviderError):
+    """The upstream kept answering 429 after the retries."""
+
+    code = "UpstreamRateLimited"
+
+
+#: An upstream's HTTP status -> the error it means for the request.
+_BY_STATUS: dict[int, type[ProviderError]] = {
+    400: UpstreamInvalidRequest,
+    404: UpstreamNotFound,
+    413: UpstreamInvalidRequest,
+    422: UpstreamInvalidRequest,
+    429: UpstreamRateLimited,
+}
+
+
+def classified(err: ProviderError) -> ProviderError:
+    """``err`` as the class its upstream status means (itself for other statuses)."""
+    cls = _BY_STATUS.get(err.status or 0)
+    if cls is None:
+        return err
+    return cls(str(err), transient=err.transient, status=err.status)
 
 
 class Provider(Protocol):
@@ -121,3 +172,41 @@ class Provider(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
 
     async def aclose(self) -> None: ...
+
+
+class SentRequest(Protocol):
+    """An upstream request already written, whose response its stream reads later."""
+
+    #: The response's status once its head has been read; 0 if there will be
+    #: none (aborted, or the exchange failed).
+    answered: asyncio.Future[int]
+
+    def abort(self) -> None:
+        """Nobody will read the response: drop it (and its connection)."""
+        ...
+
+
+class PrefetchingProvider(Provider, Protocol):
+    """A provider whose upstream request depends on the :class:`ModelRequest` alone.
+
+    Not on the run (the demo model's answer is seeded by the run id), so the
+    request may be started before its run exists: the gateway's pipelining.
+    """
+
+    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], SentRequest | None]:
+        """Like ``stream``, with the request written now if that can be done at once.
+
+        Returns the stream and what was sent (None if nothing was: the stream
+        then sends the request when first iterated). Whoever does not iterate
+        the stream must :meth:`SentRequest.abort` what was sent.
+        """
+        ...
+
+
+def prefetching(provider: Provider) -> TypeGuard[PrefetchingProvider]:
+    """Whether ``provider`` is a :class:`PrefetchingProvider`.
+
+    A look-up, not ``isinstance`` with a runtime-checkable protocol: that took
+    7 to 26 us on Python 3.11, on every completion's way to its upstream.
+    """
+    return callable(getattr(provider, "begin", None))

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,8 +21,9 @@ import orjson
 
 from tether.sessions.events import Event, new_id
 from tether.sessions.fold import SessionFold
-from tether.store.base import AppendRequest, CreateRequest, Store
+from tether.store.base import AppendRequest, CreateRequest, ReadResult, Store
 from tether.store.errors import StreamNotFound
+from tether.streams.tail import Batch, tail
 
 RECORDS = "sessions"
 JSON = "application/json"
@@ -246,3 +248,32 @@ class SessionService:
             AppendRequest([encode(e) for e in events], JSON, lease=lease),
         )
         return result.tail
+
+    # -- stream access: what the fronts read ---------------------------------------
+
+    async def end_position(self, session_id: str) -> int:
+        """The position after the session's last event (where a new reader goes live)."""
+        return (await self.store.head(stream_name(session_id))).tail
+
+    def follow(
+        self,
+        session_id: str,
+        position: int,
+        *,
+        stop: asyncio.Future[None] | None = None,
+        leave: asyncio.Future[None] | None = None,
+    ) -> AsyncIterator[Batch | None]:
+        """The session's events from ``position`` on, as :func:`~tether.streams.tail.tail` reads."""
+        return tail(self.store, stream_name(session_id), position, stop=stop, leave=leave)
+
+    async def read_events(self, session_id: str, position: int, max_bytes: int) -> ReadResult:
+        """One read of the session's stream: raw events from ``position``, up to ``max_bytes``."""
+        return await self.store.read(stream_name(session_id), position, max_bytes)
+
+    async def get_extra(self, namespace: str, key: str) -> bytes | None:
+        """A record a front keeps beside the sessions (in its own ``namespace``), or None."""
+        return await self.store.get_record(namespace, key)
+
+    async def put_extra(self, namespace: str, key: str, value: bytes) -> None:
+        """Store a front's record ``key`` in ``namespace`` (see :meth:`get_extra`)."""
+        await self.store.put_record(namespace, key, value)

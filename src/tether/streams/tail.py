@@ -2,8 +2,9 @@
 
 Yields ``(start, chunks, next)`` batches in order, exactly once each, and
 ``None`` when ``heartbeat`` seconds pass quietly (so a caller can keep its
-connection warm). Ends when the stream closes or is deleted, or ``stop``
-resolves.
+connection warm). Ends when the stream closes or is deleted, or ``stop`` (the
+server's end, shared by every reader) or ``leave`` (this reader's own end: its
+client left) resolves.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ async def tail(
     position: int,
     *,
     stop: asyncio.Future[None] | None = None,
+    leave: asyncio.Future[None] | None = None,
     heartbeat: float = 15.0,
     chunk: int = 1024 * 1024,
 ) -> AsyncIterator[Batch | None]:
@@ -39,6 +41,8 @@ async def tail(
 
     if stop is not None:
         stop.add_done_callback(wake)
+    if leave is not None:
+        leave.add_done_callback(wake)
     try:
         while True:
             # Catch up from the store; the chain link is taken before each read,
@@ -54,10 +58,15 @@ async def tail(
                 continue
             # Live: follow the chain until it gets out of step with ``position``.
             while True:
-                if not fut.done() and not (stop is not None and stop.done()):
+                # (Inline tests, not a helper: this runs once per token.)
+                ended = (stop is not None and stop.done()) or (leave is not None and leave.done())
+                if not fut.done() and not ended:
                     # (Skipped when the next append is already there.)
                     await _sleep(notifier, name, heartbeat, sleeping)
-                if stop is not None and stop.done():
+                    ended = (stop is not None and stop.done()) or (
+                        leave is not None and leave.done()
+                    )
+                if ended:
                     return
                 if not fut.done():
                     yield None
@@ -78,6 +87,8 @@ async def tail(
     finally:
         if stop is not None:
             stop.remove_done_callback(wake)
+        if leave is not None:
+            leave.remove_done_callback(wake)
         notifier.unsubscribe(name)
 
 

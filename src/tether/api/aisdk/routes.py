@@ -1,0 +1,265 @@
+"""The AI SDK's routes: a chat's requests placed in its session, its runs streamed back.
+
+See the package's docstring for how what the client sends is matched to the
+session; the stream is the relay's, translated by
+:class:`~tether.api.aisdk.translate.UIFrames`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path
+from fastapi.responses import Response, StreamingResponse
+
+from tether.api.aisdk.chats import CHATS, Chat, ChatLocks, HistoryMismatch, chat_key
+from tether.api.aisdk.request import (
+    ChatRequest,
+    UIMessageIn,
+    is_empty_assistant,
+    new_user_parts,
+    seed_events,
+    text_parts,
+    title_of,
+)
+from tether.api.aisdk.translate import RunTranslator, UIFrames
+from tether.api.auth import Caller, Unauthorized, session_resource
+from tether.api.bodies import CheckedJSONRoute
+from tether.api.relay import EventStreamResponse, Follow
+from tether.api.sessions import Who
+from tether.runtime.runner import InvalidInput, Runtime
+from tether.sessions import events as ev
+from tether.sessions.service import SessionNotFound, SessionService
+
+#: Sessions whose latest run-start position is remembered (a scan's lower bound).
+MAX_HINTS = 10_000
+SCAN_CHUNK = 1024 * 1024
+
+UI_STREAM_HEADERS = {
+    "cache-control": "no-cache",
+    "x-vercel-ai-ui-message-stream": "v1",
+    "x-accel-buffering": "no",
+}
+
+
+class AISDKRoutes:
+    """The AI SDK's routes (:attr:`router`) and what they do to a chat's session.
+
+    ``known_models`` answers ``(model, agent) -> error message or None``.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        runtime: Runtime,
+        known_models: Callable[[str | None, str | None], str | None],
+        stop: Callable[[], asyncio.Future[None]],
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.known_models = known_models
+        self.stop = stop
+        self._locks = ChatLocks()
+        #: Session id -> position of the latest run-start seen (runs start in order,
+        #: so the active run's run-start is at or after it).
+        self._hints: OrderedDict[str, int] = OrderedDict()
+        self.router = APIRouter(
+            prefix="/v1/aisdk", tags=["vercel-ai-sdk"], route_class=CheckedJSONRoute
+        )
+        self.router.add_api_route(
+            "/chat",
+            self.chat,
+            methods=["POST"],
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}},
+        )
+        self.router.add_api_route(
+            "/chat/{chat_id}/stream",
+            self.resume,
+            methods=["GET"],
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}}, 204: {}},
+        )
+
+    # -- the routes -------------------------------------------------------------
+
+    async def chat(self, body: ChatRequest, who: Who) -> Response:
+        """useChat's DefaultChatTransport: send or regenerate, answered as a UI message stream."""
+        if who.read_only:
+            raise Unauthorized("a read token can only read")
+        sid, run_id, position = await self.submit(body, who.owner)
+        return self.response(sid, run_id, position)
+
+    async def resume(self, chat_id: Annotated[str, Path(max_length=200)], who: Who) -> Response:
+        """useChat's resume: the active run's stream from its start, or 204 when idle."""
+        found = await self.active(chat_id, who)
+        if found is None:
+            return Response(status_code=204)
+        return self.response(*found)
+
+    # -- chats ----------------------------------------------------------------
+
+    async def _chat(self, key: str, owner: str | None) -> Chat | None:
+        raw = await self.sessions.get_extra(CHATS, key)
+        if raw is None:
+            return None
+        chat = Chat.from_bytes(key, raw)
+        try:
+            await self.sessions.record(chat.session_id, owner)
+        except SessionNotFound:
+            return None  # the session was deleted: the chat starts afresh
+        return chat
+
+    async def _save(self, chat: Chat) -> None:
+        await self.sessions.put_extra(CHATS, chat.key, chat.to_bytes())
+
+    # -- POST /v1/aisdk/chat ----------------------------------------------------
+
+    async def submit(self, body: ChatRequest, owner: str | None) -> tuple[str, str, int]:
+        """Place the client's input; returns (session id, run id, stream position before)."""
+        messages = body.messages
+        # Everything the request can be refused for is checked before anything is written.
+        for msg in messages:
+            if msg.role == "user":
+                text_parts(msg)
+        parts: list[dict[str, Any]] = []
+        if body.trigger == "submit-message":
+            if not messages:
+                raise InvalidInput("messages must not be empty")
+            parts = new_user_parts(messages[-1])
+        elif not body.messageId and not messages:
+            raise InvalidInput("regenerate-message needs a messageId or messages")
+
+        key = chat_key(owner, body.id)
+        async with self._locks.hold(key):
+            chat = await self._chat(key, owner)
+            created = chat is None
+            if chat is None:
+                problem = self.known_models(body.model, body.agent)
+                if problem:
+                    raise InvalidInput(problem)
+                record = await self.sessions.create(
+                    owner=owner,
+                    model=body.model,
+                    agent=body.agent,
+                    system=body.system,
+                    title=title_of(messages),
+                    metadata={"aisdk_chat_id": body.id},
+                )
+                chat = Chat(key, body.id, record.id)
+            try:
+                return await self._place(body, chat, parts, created)
+            except BaseException:
+                if created:  # a request that fails leaves neither a session nor a chat
+                    await self.runtime.forget(chat.session_id)
+                    await self.sessions.delete(chat.session_id)
+                raise
+
+    async def _place(
+        self, body: ChatRequest, chat: Chat, parts: list[dict[str, Any]], created: bool
+    ) -> tuple[str, str, int]:
+        """Send, edit or regenerate in the chat's session; saves the chat last."""
+        messages = body.messages
+        sid = chat.session_id
+        position = await self.sessions.end_position(sid)
+        known = (await self.sessions.state(sid)).fold.messages
+
+        if body.trigger == "submit-message":
+            last = messages[-1]
+            if not created and chat.tether_id(last.id) in known:
+                # useChat's sendMessage({text, messageId}): an edit, a new branch.
+                mid, run_id, _ = await self.runtime.edit(sid, chat.tether_id(last.id), parts)
+            else:
+                parent = await self._place_history(chat, messages[:-1], known, created)
+                mid, run_id, _ = await self.runtime.send(sid, parts, parent_id=parent)
+            chat.ids[last.id] = mid
+        else:
+            target_id = body.messageId or messages[-1].id
+            await self._place_history(chat, messages, known, created)
+            known = (await self.sessions.state(sid)).fold.messages
+            target = chat.tether_id(target_id)
+            if target not in known:
+                raise HistoryMismatch(f"message {target_id} is not in this chat's session")
+            run_id, _ = await self.runtime.regenerate(sid, target)
+        await self._save(chat)
+        return sid, run_id, position
+
+    async def _place_history(
+        self, chat: Chat, history: list[UIMessageIn], known: dict[str, Any], created: bool
+    ) -> str | None:
+        """The tether id the next message follows; seeds a new session's history."""
+        history = [m for m in history if m.role != "system" and not is_empty_assistant(m)]
+        if not history:
+            return None
+        if created:
+            batch, parent = seed_events(chat, history, None)
+            if batch:
+                await self.sessions.append(chat.session_id, batch)
+            return parent
+        # A message sent here whose run was cancelled while queued never entered the
+        # session, but the client keeps it: it is known, and skipped as a parent.
+        unknown = [m.id for m in history if m.id not in chat.ids and m.id not in known]
+        if unknown:
+            raise HistoryMismatch(
+                f"the chat's session does not have message(s) {', '.join(unknown[:5])}: "
+                "tether only adds to a session's history; send the new message alone "
+                "(the session's history is used) or use a new chat id"
+            )
+        placed = [chat.tether_id(m.id) for m in history if chat.tether_id(m.id) in known]
+        return placed[-1] if placed else None
+
+    # -- GET /v1/aisdk/chat/{id}/stream ---------------------------------------------
+
+    async def active(self, chat_id: str, who: Caller) -> tuple[str, str, int] | None:
+        """(session id, run id, position of its run-start) of the chat's active run."""
+        chat = await self._chat(chat_key(who.owner, chat_id), who.owner)
+        if chat is None or not who.may_read(session_resource(chat.session_id)):
+            return None
+        sid = chat.session_id
+        run = (await self.sessions.state(sid)).fold.active_run
+        if run is None:
+            return None
+        position = await self._find_run_start(sid, run["run_id"])
+        return None if position is None else (sid, run["run_id"], position)
+
+    async def _find_run_start(self, session_id: str, run_id: str) -> int | None:
+        hint = self._hints.get(session_id, 0)
+        for start in (hint, 0) if hint else (0,):
+            position = start
+            while True:
+                res = await self.sessions.read_events(session_id, position, SCAN_CHUNK)
+                for i, raw in enumerate(res.chunks):
+                    if b'"run-start"' in raw:
+                        e = orjson.loads(raw)
+                        if e.get("type") == ev.RUN_START and e.get("run_id") == run_id:
+                            self._remember(session_id, res.start + i)
+                            return res.start + i
+                position = res.next
+                if res.up_to_date or not res.chunks:
+                    break
+        return None
+
+    def _remember(self, session_id: str, position: int) -> None:
+        self._hints[session_id] = max(position, self._hints.get(session_id, 0))
+        self._hints.move_to_end(session_id)
+        while len(self._hints) > MAX_HINTS:
+            self._hints.popitem(last=False)
+
+    # -- the stream -------------------------------------------------------------
+
+    def response(self, session_id: str, run_id: str, position: int) -> Response:
+        """The run's UI message stream, from ``position`` (before or at its run-start)."""
+        frames = UIFrames(
+            RunTranslator(run_id, session_id), lambda at: self._remember(session_id, at)
+        )
+        follow = Follow(self.sessions, session_id, position, frames, stop=self.stop())
+        headers = {
+            **UI_STREAM_HEADERS,
+            "x-tether-session-id": session_id,
+            "x-tether-run-id": run_id,
+        }
+        return EventStreamResponse(follow, headers)

@@ -1,0 +1,168 @@
+"""One relay from a session's events to every front.
+
+Each front (the native SSE route and WebSocket, the OpenAI-compatible gateway,
+the AI SDK routes) reads a session the same way: follow its stream from a
+position until a stop, turn each event into what the front writes, and write
+that as it comes, with keep-alives while the session is quiet. The relay does
+the following (:class:`Follow`) and the writing (:class:`EventStreamResponse`);
+a front brings a :class:`Translator`, so a new front is a request parser plus a
+translator.
+
+A reader stops when its translator has written its last frame, when the
+session's stream ends, when the server stops, or when its client leaves (the
+response resolves :attr:`Follow.leave`, which wakes the reader at once rather
+than at its next keep-alive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Callable
+from typing import Protocol
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from tether.sessions.service import SessionService
+
+KEEP_ALIVE = b": keep-alive\n\n"
+#: Headers of every event stream: no caching, and no buffering by a proxy (nginx).
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+#: The frames of one batch of events (at least one), or None when the session
+#: has been quiet for a while (time for a keep-alive).
+Frames = list[bytes] | None
+
+
+class Translator(Protocol):
+    """A front's view of a session's events."""
+
+    @property
+    def finished(self) -> bool:
+        """True once the front has all it wants: the relay stops after this event."""
+        ...
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        """What to write for ``event`` (its JSON), which ends at ``position``; b"": nothing."""
+        ...
+
+    def last(self) -> bytes:
+        """Written once :attr:`finished`, whatever the first written position (b"": nothing)."""
+        ...
+
+
+class Follow:
+    """One reader of a session: its events from ``start``, translated, batch by batch.
+
+    Events up to ``after`` only bring the translator up to date (a reader that
+    resumes from an offset replays what it had seen, silently). ``on_end`` is
+    called once the reader is done, however it ends.
+    """
+
+    __slots__ = ("frames", "leave")
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        session_id: str,
+        start: int,
+        translator: Translator,
+        *,
+        stop: asyncio.Future[None],
+        after: int | None = None,
+        on_end: Callable[[], None] | None = None,
+    ) -> None:
+        #: Resolved when the reader's client has gone: the reader stops at once.
+        self.leave: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.frames: AsyncGenerator[Frames, None] = _frames(
+            sessions, session_id, start, translator, stop, self.leave,
+            start if after is None else after, on_end,
+        )  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.frames.aclose()
+
+
+async def _frames(
+    sessions: SessionService,
+    session_id: str,
+    start: int,
+    translator: Translator,
+    stop: asyncio.Future[None],
+    leave: asyncio.Future[None],
+    after: int,
+    on_end: Callable[[], None] | None,
+) -> AsyncGenerator[Frames, None]:
+    frame = translator.frame
+    try:
+        async for batch in sessions.follow(session_id, start, stop=stop, leave=leave):
+            if batch is None:
+                yield None
+                continue
+            position, events, _ = batch
+            out: list[bytes] = []
+            for event in events:
+                position += 1
+                written = frame(position, event)
+                if written and position > after:
+                    out.append(written)
+                if translator.finished:
+                    if last := translator.last():
+                        out.append(last)
+                    break
+            if out:
+                yield out
+            if translator.finished:
+                return
+    finally:
+        if on_end is not None:
+            on_end()
+
+
+class EventStreamResponse(Response):
+    """A :class:`Follow`'s frames as an event stream, written from the request's own task.
+
+    Starlette's StreamingResponse runs the body in a task group of its own,
+    so a completion's first chunk waited one more loop iteration for that
+    task to start, and every response paid for the group. Here the body is
+    written at once, and one plain task watches for the client leaving: it
+    resolves the reader's :attr:`Follow.leave` (the session's run goes on; only
+    this reader stops), and nothing more is written.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, follow: Follow, headers: dict[str, str], *, head: bytes = b"") -> None:
+        self.follow = follow
+        #: Written first (frames read before the response, the stream's retry hint).
+        self.head = head
+        self.status_code = 200
+        self.background = None
+        self.init_headers({**SSE_HEADERS, **headers})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        leave = self.follow.leave
+        gone = asyncio.ensure_future(_disconnected(receive))
+        gone.add_done_callback(lambda _: leave.done() or leave.set_result(None))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            if self.head:
+                await send({"type": "http.response.body", "body": self.head, "more_body": True})
+            async for frames in self.follow.frames:
+                if gone.done():
+                    return
+                body = KEEP_ALIVE if frames is None else b"".join(frames)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not gone.done():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            try:
+                await self.follow.aclose()
+            finally:
+                await asyncio.wait((gone,))
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
