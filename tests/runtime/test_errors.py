@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tether.runtime.errors import Conflict, InputRefused, InvalidInput
+from tether.providers.base import UpstreamRateLimited
+from tether.runtime.errors import Conflict, InputRefused, InvalidInput, run_error_code
 from tether.runtime.runner import Conflict as RunnerConflict
 from tether.runtime.runner import InvalidInput as RunnerInvalidInput
 
@@ -22,3 +23,19 @@ def test_runtime_errors_share_a_root_and_stay_value_errors() -> None:
 def test_the_errors_are_still_importable_from_the_runner() -> None:
     assert RunnerConflict is Conflict
     assert RunnerInvalidInput is InvalidInput
+
+
+def test_a_failed_runs_error_code_is_the_one_its_class_declares() -> None:
+    class Renamed(Exception):
+        code = "quota_spent"
+
+    assert run_error_code(Renamed("x")) == "quota_spent"
+    assert run_error_code(UpstreamRateLimited("x", transient=True)) == UpstreamRateLimited.code
+
+
+def test_an_error_without_a_declared_code_is_named_by_its_class() -> None:
+    class WithNumericCode(Exception):
+        code = 7
+
+    assert run_error_code(KeyError("x")) == "KeyError"
+    assert run_error_code(WithNumericCode()) == "WithNumericCode"

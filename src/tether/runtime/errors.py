@@ -34,3 +34,13 @@ class Conflict(InputRefused):
     """A request that is valid but clashes with the session's state."""
 
     code = "conflict"
+
+
+def run_error_code(err: BaseException) -> str:
+    """The ``code`` of the error event of a run that failed with ``err``.
+
+    An error class may declare its wire code as a ``code`` class attribute (the
+    providers' errors do); any other exception is named by its class.
+    """
+    code = getattr(type(err), "code", None)
+    return code if isinstance(code, str) else type(err).__name__

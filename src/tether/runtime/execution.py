@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.runtime.context import Approval, RunContext, ToolOutcome
+from tether.runtime.errors import run_error_code
 from tether.runtime.names import RUNS, lease_name
 from tether.runtime.queue import QueueItem, queue_update
 from tether.sessions import events as ev
@@ -209,7 +210,7 @@ async def _execute(
         reason = ev.FAILED
         if not driver.lost:
             log.warning("run %s failed: %s", run_id, err)
-            error = ev.event(ev.ERROR, run_id=run_id, code=type(err).__name__, message=str(err))
+            error = ev.event(ev.ERROR, run_id=run_id, code=run_error_code(err), message=str(err))
             failure.append(error)
     finally:
         run.task = None
