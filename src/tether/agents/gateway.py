@@ -29,13 +29,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.model import RetryPolicy, to_chat
 from tether.providers.base import (
     ChatMessage,
+    ItemStream,
     ModelRequest,
     PrefetchingProvider,
     Provider,
@@ -143,7 +143,7 @@ class Prefetch:
         self._stream, self._sent = provider.begin(request)
         self._first: asyncio.Future[StreamItem] | None = None
         if self._sent is None:
-            self._first = asyncio.ensure_future(self._stream.__anext__())  # type: ignore[attr-defined]
+            self._first = asyncio.ensure_future(self._stream.__anext__())
             # An outcome nobody reads (a dropped prefetch's error) is not an error.
             self._first.add_done_callback(_consume)
         self._taken = False
@@ -162,7 +162,7 @@ class Prefetch:
         """
         return None if self._sent is None else self._sent.answered
 
-    def take(self, request: ModelRequest) -> AsyncIterator[StreamItem] | None:
+    def take(self, request: ModelRequest) -> ItemStream | None:
         """The response, if it is for ``request`` and still there; else None (and dropped)."""
         if self._taken:
             return None
@@ -196,9 +196,9 @@ class Prefetch:
         self._first.cancel()
         await asyncio.wait((self._first,))
         with contextlib.suppress(Exception):
-            await self._stream.aclose()  # type: ignore[attr-defined]
+            await self._stream.aclose()
 
-    async def _items(self) -> AsyncIterator[StreamItem]:
+    async def _items(self) -> ItemStream:
         assert self._first is not None
         try:
             try:
@@ -213,7 +213,7 @@ class Prefetch:
             if not self._first.done():
                 self._first.cancel()
                 await asyncio.wait((self._first,))
-            await self._stream.aclose()  # type: ignore[attr-defined]
+            await self._stream.aclose()
 
 
 #: Prefetches being dropped (their tasks must be referenced until they finish).
@@ -278,7 +278,7 @@ class GatewayAgent:
         self,
         ctx: RunContext,
         request: ModelRequest,
-        first: AsyncIterator[StreamItem] | None = None,
+        first: ItemStream | None = None,
     ) -> list[ToolCall]:
         attempt = 1
         while True:
@@ -287,7 +287,7 @@ class GatewayAgent:
             calls: list[ToolCall] = []
             stream, first = first or self.provider.stream(request), None
             try:
-                async with contextlib.aclosing(stream) as items:  # type: ignore[type-var]
+                async with contextlib.aclosing(stream) as items:
                     async for item in items:
                         if isinstance(item, TextDelta):
                             await ctx.text(item.text)

@@ -143,7 +143,7 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         leave = self.follow.leave
         gone = asyncio.ensure_future(_disconnected(receive))
-        gone.add_done_callback(lambda _: leave.done() or leave.set_result(None))
+        gone.add_done_callback(lambda _: _settle(leave))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if self.head:
@@ -166,3 +166,8 @@ class EventStreamResponse(Response):
 async def _disconnected(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

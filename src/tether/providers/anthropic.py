@@ -9,7 +9,7 @@ to one ToolCallItem when the block stops, and the usage of ``message_start``
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from tether.providers._http import (
 from tether.providers.base import (
     SAMPLING_OPTIONS,
     ChatMessage,
+    ItemStream,
     ModelRequest,
     ProviderError,
     ReasoningDelta,
@@ -361,11 +362,11 @@ class AnthropicProvider(HTTPProvider):
                 body["tool_choice"] = choice
         return body
 
-    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], SentRequest | None]:
+    def begin(self, request: ModelRequest) -> tuple[ItemStream, SentRequest | None]:
         """:meth:`stream`, its request sent when first iterated (a PrefetchingProvider)."""
         return self.stream(request), None
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ModelRequest) -> ItemStream:
         url = f"{self._base_url}/v1/messages"
         log.debug(
             "%s: POST /v1/messages model=%s messages=%d tools=%d attempt=%d",

@@ -20,7 +20,7 @@ to start it before its run exists: :class:`PrefetchingProvider`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeGuard
 
@@ -111,6 +111,8 @@ class Usage:
 
 
 StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage
+#: What a provider streams: a generator, so that a caller can close it (and its request) early.
+ItemStream = AsyncGenerator[StreamItem, None]
 
 
 class ProviderError(Exception):
@@ -169,7 +171,7 @@ class Provider(Protocol):
         """Model names it serves, without the provider prefix."""
         ...
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]: ...
+    def stream(self, request: ModelRequest) -> ItemStream: ...
 
     async def aclose(self) -> None: ...
 
@@ -193,7 +195,7 @@ class PrefetchingProvider(Provider, Protocol):
     request may be started before its run exists: the gateway's pipelining.
     """
 
-    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], SentRequest | None]:
+    def begin(self, request: ModelRequest) -> tuple[ItemStream, SentRequest | None]:
         """Like ``stream``, with the request written now if that can be done at once.
 
         Returns the stream and what was sent (None if nothing was: the stream

@@ -31,15 +31,14 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from tether.providers.base import (
     ChatMessage,
+    ItemStream,
     ModelRequest,
     ProviderError,
     ReasoningDelta,
-    StreamItem,
     TextDelta,
     ToolCall,
     ToolCallItem,
@@ -137,7 +136,7 @@ class DemoModel:
     def __repr__(self) -> str:
         return f"DemoModel(word_delay={self.word_delay!r})"
 
-    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+    async def stream(self, request: ModelRequest) -> ItemStream:
         input_tokens = sum(_tokens(m.content) for m in request.messages)
         output_tokens = 0
         messages = request.messages

@@ -10,7 +10,7 @@ ToolCallItems once the choice finishes, and the usage chunk to Usage.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from tether.providers._transport import Sent
 from tether.providers.base import (
     SAMPLING_OPTIONS,
     ChatMessage,
+    ItemStream,
     ModelRequest,
     ProviderError,
     ReasoningDelta,
@@ -273,10 +274,10 @@ class OpenAIProvider(HTTPProvider):
                 body["tool_choice"] = request.tool_choice
         return body
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[StreamItem]:
+    def stream(self, request: ModelRequest) -> ItemStream:
         return self._items(request, None)
 
-    def begin(self, request: ModelRequest) -> tuple[AsyncIterator[StreamItem], Sent | None]:
+    def begin(self, request: ModelRequest) -> tuple[ItemStream, Sent | None]:
         """Like :meth:`stream`, with the request written now if a pooled connection is idle.
 
         Returns the stream and what was sent (None if nothing was: the stream
@@ -298,7 +299,7 @@ class OpenAIProvider(HTTPProvider):
         self,
         request: ModelRequest,
         prepared: tuple[str, bytes, dict[str, str], Sent | None] | None,
-    ) -> AsyncIterator[StreamItem]:
+    ) -> ItemStream:
         url, content, headers, sent = prepared or (*self._call(request), None)
         log.debug(
             "%s: POST /chat/completions model=%s messages=%d tools=%d attempt=%d",
