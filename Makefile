@@ -4,7 +4,7 @@
 #
 #   make test     lint + the whole pytest suite, conformance included (CI runs this)
 #   make serve    run the server from the venv  (make serve ARGS="--port 8080")
-#   make lint     ruff
+#   make lint     ruff check and format, mypy, the generated sync SDK
 #   make bench    benchmarks/bench_streams.py   (make bench ARGS="...")
 
 PYTHON ?= python3
@@ -72,8 +72,12 @@ $(AISDK_STAMP): $(AISDK_DIR)/package-lock.json $(AISDK_DIR)/package.json
 serve: $(PY_STAMP)
 	exec $(BIN)/tether serve $(ARGS)
 
+# ruff, the formatter, the type checker, and the generated sync SDK up to date.
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python scripts/unasync.py --check
 
 # System packages the tests drive for real: Debian's Chromium (the web UI's
 # Playwright tests) and redis-server (the Redis store). Installed when missing.
@@ -91,8 +95,7 @@ $(SYS_STAMP): | $(BIN)/python
 	@touch $@
 
 # pytest's own exit code is kept: 5 (no tests collected) fails the build too.
-test: $(PY_STAMP) $(NPM_STAMP) $(AISDK_STAMP) $(SYS_STAMP)
-	$(BIN)/ruff check .
+test: lint $(NPM_STAMP) $(AISDK_STAMP) $(SYS_STAMP)
 	$(BIN)/pytest -q $(ARGS)
 
 conformance: $(PY_STAMP) $(NPM_STAMP)
