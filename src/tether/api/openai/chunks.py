@@ -93,12 +93,7 @@ class ChunkMapper:
             self.message_id = e["message_id"]
             return self._chunk({"role": "assistant", "content": "", "refusal": None})
         if kind == ev.PART_START and e.get("message_id") == self.message_id:
-            self._kinds[e["part_id"]] = e.get("kind", ev.TEXT)
-            if e.get("kind") == ev.TOOL_CALL:
-                self._calls[e["part_id"]] = {
-                    "id": e.get("tool_call_id", ""),
-                    "name": e.get("tool_name", ""),
-                }
+            self._part_start(e)
             return None
         if kind == ev.PART_DELTA:
             part = self._kinds.get(e["part_id"])
@@ -111,18 +106,7 @@ class ChunkMapper:
                 return self._chunk({"reasoning_content": delta})
             return None
         if kind == ev.PART_END and e["part_id"] in self._calls:
-            call = self._calls.pop(e["part_id"])
-            value = e.get("value")
-            arguments = value if isinstance(value, str) else orjson.dumps(value).decode()
-            index = len(self.tool_calls)
-            self.tool_calls.append(
-                {
-                    "id": call["id"],
-                    "type": "function",
-                    "function": {"name": call["name"], "arguments": arguments},
-                }
-            )
-            return self._chunk({"tool_calls": [{"index": index, **self.tool_calls[-1]}]})
+            return self._tool_call(e)
         if kind == ev.MESSAGE_END and e.get("message_id") == self.message_id:
             self.usage = e.get("usage") or None
             return self._chunk({}, self.finish_reason)
@@ -130,23 +114,51 @@ class ChunkMapper:
             self.error = run_error(e.get("code"), e.get("message") or "the run failed")
             return {"error": self.error.body}
         if kind == ev.RUN_END:
-            self.ended = e.get("reason", ev.COMPLETE)
-            self.finished = True
-            if self.ended == ev.COMPLETE:
-                if not self.spec.include_usage:
-                    return None
-                out = self._chunk({})
-                out["choices"] = []
-                out["usage"] = self.usage_json
-                return out
-            if self.error is None:
-                self.error = OpenAIError(
-                    500 if self.ended == ev.CANCELLED else 503,
-                    f"the run was {self.ended}",
-                    type="server_error",
-                    code=f"run_{self.ended}",
-                )
-                return {"error": self.error.body}
+            return self._run_end(e)
+        return None
+
+    def _part_start(self, e: dict[str, Any]) -> None:
+        self._kinds[e["part_id"]] = e.get("kind", ev.TEXT)
+        if e.get("kind") == ev.TOOL_CALL:
+            self._calls[e["part_id"]] = {
+                "id": e.get("tool_call_id", ""),
+                "name": e.get("tool_name", ""),
+            }
+
+    def _tool_call(self, e: dict[str, Any]) -> dict[str, Any]:
+        """The chunk of a finished tool call: its arguments whole, as one delta."""
+        call = self._calls.pop(e["part_id"])
+        value = e.get("value")
+        arguments = value if isinstance(value, str) else orjson.dumps(value).decode()
+        index = len(self.tool_calls)
+        self.tool_calls.append(
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments},
+            }
+        )
+        return self._chunk({"tool_calls": [{"index": index, **self.tool_calls[-1]}]})
+
+    def _run_end(self, e: dict[str, Any]) -> dict[str, Any] | None:
+        """The usage chunk of a run that ended well, or the error of one that did not."""
+        self.ended = e.get("reason", ev.COMPLETE)
+        self.finished = True
+        if self.ended == ev.COMPLETE:
+            if not self.spec.include_usage:
+                return None
+            out = self._chunk({})
+            out["choices"] = []
+            out["usage"] = self.usage_json
+            return out
+        if self.error is None:
+            self.error = OpenAIError(
+                500 if self.ended == ev.CANCELLED else 503,
+                f"the run was {self.ended}",
+                type="server_error",
+                code=f"run_{self.ended}",
+            )
+            return {"error": self.error.body}
         return None
 
     @property
