@@ -155,11 +155,7 @@ def parse_completion(body: Any) -> Completion:
     """Validate a Chat Completions request body; OpenAIError (400) if it is not one."""
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
-    model = body.get("model")
-    if model is None:
-        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-    if not isinstance(model, str) or not model.strip():
-        raise invalid("Invalid value for 'model': expected a model name.", "model")
+    model = _model(body.get("model"))
     raw_messages = body.get("messages")
     if raw_messages is None:
         raise invalid(
@@ -169,10 +165,39 @@ def parse_completion(body: Any) -> Completion:
         raise invalid(
             "Invalid value for 'messages': expected a non-empty array.", "messages", "empty_array"
         )
-    stream = body.get("stream")
+    stream, stream_options = _streaming(body.get("stream"), body.get("stream_options"))
+    _check_n(body.get("n"))
+    tools = _tools(body.get("tools"))
+    spec = GatewaySpec(
+        model=model,
+        tools=tools,
+        tool_choice=_tool_choice(body.get("tool_choice"), tools),
+        options=_options(body),
+        stream=stream,
+        include_usage=bool((stream_options or {}).get("include_usage")),
+    )
+    system, turns = _turns(raw_messages)
+    if not turns:
+        raise invalid(
+            "Invalid value for 'messages': it must hold a user or assistant message.", "messages"
+        )
+    send = _last_user_parts(turns)
+    lines = "".join(p["text"] for p in send).strip().splitlines() if send else []
+    return Completion(spec, system, turns, send, lines[0][:80] if lines else "Chat completion")
+
+
+def _model(model: Any) -> str:
+    if model is None:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not isinstance(model, str) or not model.strip():
+        raise invalid("Invalid value for 'model': expected a model name.", "model")
+    return model
+
+
+def _streaming(stream: Any, stream_options: Any) -> tuple[bool, dict[str, Any] | None]:
+    """``stream`` and ``stream_options``, checked against each other."""
     if stream is not None and not isinstance(stream, bool):
         raise invalid("Invalid type for 'stream': expected a boolean.", "stream", "invalid_type")
-    stream_options = body.get("stream_options")
     if stream_options is not None:
         if not stream:
             raise invalid(
@@ -183,26 +208,20 @@ def parse_completion(body: Any) -> Completion:
             raise invalid(
                 "Invalid type for 'stream_options': expected an object.", "stream_options"
             )
-    n = body.get("n")
+    return bool(stream), stream_options
+
+
+def _check_n(n: Any) -> None:
     if n is not None:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise invalid("Invalid value for 'n': expected an integer >= 1.", "n")
         if n > 1:
             raise invalid("n > 1 is not supported by this server.", "n", "unsupported_value")
-    tools = _tools(body.get("tools"))
-    spec = GatewaySpec(
-        model=model,
-        tools=tools,
-        tool_choice=_tool_choice(body.get("tool_choice"), tools),
-        options=_options(body),
-        stream=bool(stream),
-        include_usage=bool((stream_options or {}).get("include_usage")),
-    )
-    system, turns = _turns(raw_messages)
-    if not turns:
-        raise invalid(
-            "Invalid value for 'messages': it must hold a user or assistant message.", "messages"
-        )
+
+
+def _last_user_parts(turns: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The last turn's parts when it is the user's (taken off ``turns``: the message to send);
+    earlier user turns get their text joined, as Runtime.seed takes it."""
     send = None
     if turns[-1]["role"] == "user":
         send = [{"type": "text", "text": t} for t in turns.pop()["parts"]] or [
@@ -211,8 +230,7 @@ def parse_completion(body: Any) -> Completion:
     for turn in turns:
         if turn["role"] == "user":
             turn["text"] = "".join(turn.pop("parts"))
-    lines = "".join(p["text"] for p in send).strip().splitlines() if send else []
-    return Completion(spec, system, turns, send, lines[0][:80] if lines else "Chat completion")
+    return send
 
 
 def _turns(raw: list[Any]) -> tuple[str | None, list[dict[str, Any]]]:
