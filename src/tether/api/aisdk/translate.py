@@ -53,19 +53,8 @@ class RunTranslator:
             return self._tool_input(e) if e.get("tool_call_id") in self._calls else []
         if e.get("run_id") != self.run_id:
             return []
-        if kind == ev.MESSAGE_START and not self.started:
-            self.started = self._step_open = True
-            meta = {"tether": {"sessionId": self.session_id, "runId": self.run_id}}
-            return [
-                {"type": "start", "messageId": e["message_id"], "messageMetadata": meta},
-                {"type": "start-step"},
-            ]
-        if kind == ev.CANCEL and not self.started:
-            # Taken off the queue before it began: there will be no run-start.
-            self.done = True
-            return [{"type": "start"}, {"type": "abort", "reason": ev.CANCELLED}]
         if not self.started:
-            return []
+            return self._before_start(kind, e)
         if kind == ev.PART_START:
             return self._part_start(e)
         if kind == ev.PART_DELTA:
@@ -84,6 +73,21 @@ class RunTranslator:
             return [*self._close(list(self._open)), {"type": "error", "errorText": text}]
         if kind == ev.RUN_END:
             return self._end(e.get("reason", ev.COMPLETE))
+        return []
+
+    def _before_start(self, kind: Any, e: ev.Event) -> list[Chunk]:
+        """The run's events before its answer begins: only its start or its cancel show."""
+        if kind == ev.MESSAGE_START:
+            self.started = self._step_open = True
+            meta = {"tether": {"sessionId": self.session_id, "runId": self.run_id}}
+            return [
+                {"type": "start", "messageId": e["message_id"], "messageMetadata": meta},
+                {"type": "start-step"},
+            ]
+        if kind == ev.CANCEL:
+            # Taken off the queue before it began: there will be no run-start.
+            self.done = True
+            return [{"type": "start"}, {"type": "abort", "reason": ev.CANCELLED}]
         return []
 
     def _part_start(self, e: ev.Event) -> list[Chunk]:
