@@ -93,23 +93,9 @@ class Guard:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)  # type: ignore[operator]
             return
-        host = origin = content_type = length = authorization = preflight = None
-        chunked = False
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-            elif name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                length = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == b"access-control-request-method":
-                preflight = value
-            elif name == b"transfer-encoding":
-                chunked = True
+        host, origin, content_type, length, authorization, preflight, chunked = _heads(
+            scope["headers"]
+        )
         has_body = chunked or (length is not None and length != b"0")
         refusal = self._refusal(scope, host, origin, content_type, has_body, length, authorization)
         if refusal is not None:
@@ -261,6 +247,32 @@ async def _preflight(scope: Scope, send: Send, cors: list[tuple[bytes, bytes]] |
     ]
     await send({"type": "http.response.start", "status": 204, "headers": headers})
     await send({"type": "http.response.body", "body": b""})
+
+
+def _heads(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[
+    bytes | None, bytes | None, bytes | None, bytes | None, bytes | None, bytes | None, bool
+]:
+    """(host, origin, content-type, content-length, authorization, preflight method, chunked)."""
+    host = origin = content_type = length = authorization = preflight = None
+    chunked = False
+    for name, value in headers:
+        if name == b"host":
+            host = value
+        elif name == b"origin":
+            origin = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"content-length":
+            length = value
+        elif name == b"authorization":
+            authorization = value
+        elif name == b"access-control-request-method":
+            preflight = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    return host, origin, content_type, length, authorization, preflight, chunked
 
 
 async def _refuse(
