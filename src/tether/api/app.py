@@ -27,7 +27,7 @@ from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
 from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
-from tether.api.sessions import build_router
+from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
@@ -108,11 +108,10 @@ class TetherApp:
         web.state.auth = self.auth
         web.state.json_limits = self.streams.config.json
         install_error_handlers(web)
-        web.include_router(
-            build_router(
-                self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
-            )
+        native = SessionRoutes(
+            self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
         )
+        web.include_router(native.router)
         aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
         web.include_router(aisdk.router)
 

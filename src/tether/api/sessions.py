@@ -103,32 +103,70 @@ def current_caller(
 Who = Annotated[Caller, Depends(current_caller)]
 
 
-def build_router(
-    sessions: SessionService,
-    runtime: Runtime,
-    auth: Auth,
-    known_models: Callable[[str | None, str | None], str | None],
-    stop: Callable[[], asyncio.Future[None]],
-) -> APIRouter:
-    """``known_models`` answers ``(model, agent) -> error message or None``."""
-    router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=CheckedJSONRoute)
+def _writer(who: Caller) -> None:
+    if who.read_only:
+        raise Unauthorized("a read token can only read")
 
-    async def owned(session_id: str, who: Caller) -> None:
+
+class SessionRoutes:
+    """The native session API's FastAPI routes (:attr:`router`), each one a method.
+
+    ``known_models`` answers ``(model, agent) -> error message or None``.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionService,
+        runtime: Runtime,
+        auth: Auth,
+        known_models: Callable[[str | None, str | None], str | None],
+        stop: Callable[[], asyncio.Future[None]],
+    ) -> None:
+        self.sessions = sessions
+        self.runtime = runtime
+        self.auth = auth
+        self.known_models = known_models
+        self.stop = stop
+        self.router = APIRouter(
+            prefix="/v1/sessions", tags=["sessions"], route_class=CheckedJSONRoute
+        )
+        # In this order: it is the OpenAPI document's. Handlers' names are its
+        # operation ids and summaries, their docstrings its descriptions.
+        add = self.router.add_api_route
+        add("", self.create_session, methods=["POST"], status_code=201)
+        add("", self.list_sessions, methods=["GET"])
+        add("/{session_id}", self.get_session, methods=["GET"])
+        add("/{session_id}", self.update_session, methods=["PATCH"])
+        add("/{session_id}/archive", self.archive_session, methods=["POST"])
+        add("/{session_id}", self.delete_session, methods=["DELETE"], status_code=204)
+        add("/{session_id}/messages", self.send_message, methods=["POST"], status_code=202)
+        add(
+            "/{session_id}/messages/{message_id}",
+            self.edit_message,
+            methods=["PATCH"],
+            status_code=202,
+        )
+        add("/{session_id}/regenerate", self.regenerate, methods=["POST"], status_code=202)
+        add("/{session_id}/cancel", self.cancel, methods=["POST"], status_code=202)
+        add("/{session_id}/tool-results", self.tool_result, methods=["POST"], status_code=202)
+        add("/{session_id}/tool-approvals", self.tool_approval, methods=["POST"], status_code=202)
+        add("/{session_id}/read-token", self.read_token, methods=["POST"])
+        add("/{session_id}/events", self.events, methods=["GET"])
+        self.router.add_api_websocket_route("/{session_id}/ws", self.websocket)
+
+    async def _owned(self, session_id: str, who: Caller) -> None:
         if not who.may_read(session_resource(session_id)):
             raise SessionNotFound(session_id)
-        await sessions.record(session_id, who.owner)
+        await self.sessions.record(session_id, who.owner)
 
-    def writer(who: Caller) -> None:
-        if who.read_only:
-            raise Unauthorized("a read token can only read")
+    # -- the routes ---------------------------------------------------------------
 
-    @router.post("", status_code=201)
-    async def create_session(body: CreateSession, who: Who) -> dict[str, Any]:
-        writer(who)
-        problem = known_models(body.model, body.agent)
+    async def create_session(self, body: CreateSession, who: Who) -> dict[str, Any]:
+        _writer(who)
+        problem = self.known_models(body.model, body.agent)
         if problem:
             raise InvalidInput(problem)
-        record = await sessions.create(
+        record = await self.sessions.create(
             owner=who.owner,
             model=body.model,
             agent=body.agent,
@@ -137,16 +175,16 @@ def build_router(
         )
         return _session_json(record.public(), "idle")
 
-    @router.get("")
     async def list_sessions(
+        self,
         who: Who,
         archived: bool = False,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
     ) -> dict[str, Any]:
         """The caller's sessions, latest first, a page at a time (follow ``next_cursor``)."""
-        writer(who)
-        records, after = await sessions.page(
+        _writer(who)
+        records, after = await self.sessions.page(
             who.owner, archived=archived, limit=limit, after=cursor
         )
         return {
@@ -154,129 +192,121 @@ def build_router(
             "next_cursor": after,
         }
 
-    @router.get("/{session_id}")
-    async def get_session(session_id: str, who: Who) -> dict[str, Any]:
-        await owned(session_id, who)
-        state = await sessions.state(session_id)
+    async def get_session(self, session_id: str, who: Who) -> dict[str, Any]:
+        await self._owned(session_id, who)
+        state = await self.sessions.state(session_id)
         snap = state.fold.snapshot()
         out = _session_json(state.record.public(), snap["status"])
         out.update(snap)
         out["offset"] = format_offset(state.position)
         return out
 
-    @router.patch("/{session_id}")
-    async def update_session(session_id: str, body: UpdateSession, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        record = await sessions.record(session_id)
+    async def update_session(
+        self, session_id: str, body: UpdateSession, who: Who
+    ) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        record = await self.sessions.record(session_id)
         if body.title is not None:
             record.title = body.title
         if body.archived is not None:
             record.archived = body.archived
-        await sessions.save(record)
+        await self.sessions.save(record)
         return _session_json(record.public(), None)
 
-    @router.post("/{session_id}/archive")
-    async def archive_session(session_id: str, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        record = await sessions.record(session_id)
+    async def archive_session(self, session_id: str, who: Who) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        record = await self.sessions.record(session_id)
         record.archived = True
-        await sessions.save(record)
+        await self.sessions.save(record)
         return _session_json(record.public(), None)
 
-    @router.delete("/{session_id}", status_code=204)
-    async def delete_session(session_id: str, who: Who) -> Response:
-        writer(who)
-        await owned(session_id, who)
-        await runtime.forget(session_id)
-        await sessions.delete(session_id)
+    async def delete_session(self, session_id: str, who: Who) -> Response:
+        _writer(who)
+        await self._owned(session_id, who)
+        await self.runtime.forget(session_id)
+        await self.sessions.delete(session_id)
         return Response(status_code=204)
 
-    @router.post("/{session_id}/messages", status_code=202)
-    async def send_message(session_id: str, body: SendMessage, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        message_id, run_id, queued = await runtime.send(
+    async def send_message(self, session_id: str, body: SendMessage, who: Who) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        message_id, run_id, queued = await self.runtime.send(
             session_id, _parts(body.content), parent_id=body.parent_id, interrupt=body.interrupt
         )
         return {"message_id": message_id, "run_id": run_id, "queued": queued}
 
-    @router.patch("/{session_id}/messages/{message_id}", status_code=202)
     async def edit_message(
-        session_id: str, message_id: str, body: EditMessage, who: Who
+        self, session_id: str, message_id: str, body: EditMessage, who: Who
     ) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        new_id, run_id, queued = await runtime.edit(session_id, message_id, _parts(body.content))
+        _writer(who)
+        await self._owned(session_id, who)
+        new_id, run_id, queued = await self.runtime.edit(
+            session_id, message_id, _parts(body.content)
+        )
         return {"message_id": new_id, "run_id": run_id, "queued": queued}
 
-    @router.post("/{session_id}/regenerate", status_code=202)
-    async def regenerate(session_id: str, body: Regenerate, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        run_id, queued = await runtime.regenerate(session_id, body.message_id)
+    async def regenerate(self, session_id: str, body: Regenerate, who: Who) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        run_id, queued = await self.runtime.regenerate(session_id, body.message_id)
         return {"run_id": run_id, "queued": queued}
 
-    @router.post("/{session_id}/cancel", status_code=202)
-    async def cancel(session_id: str, who: Who, body: Cancel | None = None) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        cancelled = await runtime.cancel(session_id, body.run_id if body else None)
+    async def cancel(self, session_id: str, who: Who, body: Cancel | None = None) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        cancelled = await self.runtime.cancel(session_id, body.run_id if body else None)
         return {"cancelled": cancelled}
 
-    @router.post("/{session_id}/tool-results", status_code=202)
-    async def tool_result(session_id: str, body: ToolResult, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        await runtime.tool_result(session_id, body.tool_call_id, body.output, body.error)
+    async def tool_result(self, session_id: str, body: ToolResult, who: Who) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        await self.runtime.tool_result(session_id, body.tool_call_id, body.output, body.error)
         return {"ok": True}
 
-    @router.post("/{session_id}/tool-approvals", status_code=202)
-    async def tool_approval(session_id: str, body: ToolApproval, who: Who) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
-        await runtime.tool_approval(session_id, body.tool_call_id, body.approved, body.reason)
+    async def tool_approval(self, session_id: str, body: ToolApproval, who: Who) -> dict[str, Any]:
+        _writer(who)
+        await self._owned(session_id, who)
+        await self.runtime.tool_approval(session_id, body.tool_call_id, body.approved, body.reason)
         return {"ok": True}
 
-    @router.post("/{session_id}/read-token")
     async def read_token(
-        session_id: str, who: Who, body: ReadTokenRequest | None = None
+        self, session_id: str, who: Who, body: ReadTokenRequest | None = None
     ) -> dict[str, Any]:
-        writer(who)
-        await owned(session_id, who)
+        _writer(who)
+        await self._owned(session_id, who)
         ttl = body.ttl if body is not None else TOKEN_TTL
-        token, expires = auth.read_token(session_resource(session_id), who.owner, ttl)
+        token, expires = self.auth.read_token(session_resource(session_id), who.owner, ttl)
         return {"token": token, "expires_at": expires}
 
-    @router.get("/{session_id}/events")
     async def events(
+        self,
         session_id: str,
         who: Who,
         offset: str | None = None,
         last_event_id: Annotated[str | None, Header()] = None,
     ) -> Response:
-        await owned(session_id, who)
+        await self._owned(session_id, who)
         raw = last_event_id or offset or "-1"
         position = parse_offset(raw)
         if position is None:
-            position = await sessions.end_position(session_id)
-        follow = Follow(sessions, session_id, position, SSEFrames(), stop=stop())
+            position = await self.sessions.end_position(session_id)
+        follow = Follow(self.sessions, session_id, position, SSEFrames(), stop=self.stop())
         return EventStreamResponse(follow, {}, head=b"retry: 1000\n\n")
 
-    @router.websocket("/{session_id}/ws")
-    async def websocket(ws: WebSocket, session_id: str, offset: str | None = None) -> None:
+    async def websocket(self, ws: WebSocket, session_id: str, offset: str | None = None) -> None:
         try:
-            who = auth.caller(ws.headers.get("authorization"), ws.query_params.get("token"))
-            await owned(session_id, who)
+            who = self.auth.caller(ws.headers.get("authorization"), ws.query_params.get("token"))
+            await self._owned(session_id, who)
             position = parse_offset(offset or "-1")
         except (Unauthorized, SessionNotFound, WireError) as err:
             await ws.close(code=4404 if isinstance(err, SessionNotFound) else 4400, reason=str(err))
             return
         await ws.accept()
         if position is None:
-            position = await sessions.end_position(session_id)
-        follow = Follow(sessions, session_id, position, SocketFrames(), stop=stop())
+            position = await self.sessions.end_position(session_id)
+        follow = Follow(self.sessions, session_id, position, SocketFrames(), stop=self.stop())
         with contextlib.suppress(WebSocketDisconnect):
             try:
                 async for frames in follow.frames:
@@ -285,8 +315,6 @@ def build_router(
             finally:
                 await follow.aclose()
             await ws.close()
-
-    return router
 
 
 class SSEFrames:
