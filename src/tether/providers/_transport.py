@@ -120,63 +120,71 @@ class _Body(httpx.AsyncByteStream):
     def _closed_early(self) -> httpx.RemoteProtocolError:
         return httpx.RemoteProtocolError("connection closed mid-body", request=self._request)
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        if conn is None or self._done:
-            return
-        reader = conn.reader
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        # (The framing is fixed when the head is read: pick its reader once.)
         if self._chunked:
-            # De-chunk from a buffer: one await per network read, however many
-            # chunks it brought (an upstream under load sends several at once).
-            buf = bytearray()
-            while True:
-                out: list[bytes] = []
-                finished = False
-                while (i := buf.find(b"\r\n")) >= 0:
-                    try:
-                        size = int(bytes(buf[:i]).split(b";", 1)[0].strip(), 16)
-                    except ValueError:
-                        raise httpx.RemoteProtocolError(
-                            "bad chunk size", request=self._request
-                        ) from None
-                    if size == 0:
-                        # The last chunk, then trailers (if any) and an empty line.
-                        end = buf.find(b"\r\n\r\n", i)
-                        if end >= 0:
-                            finished = True
-                            del buf[: end + 4]
-                        break
-                    if len(buf) < i + 4 + size:
-                        break
-                    out.append(bytes(buf[i + 2 : i + 2 + size]))
-                    del buf[: i + 4 + size]
-                if out:
-                    yield out[0] if len(out) == 1 else b"".join(out)
-                if finished:
-                    break
-                data = await self._read(reader)
-                if not data:
-                    raise self._closed_early()
-                buf += data
-        elif self._length is not None:
-            left = self._length
-            while left > 0:
-                data = await self._read(reader)
-                if not data:
-                    raise self._closed_early()
-                if len(data) > left:
-                    raise httpx.RemoteProtocolError(
-                        "more data than content-length", request=self._request
-                    )
-                left -= len(data)
-                yield data
-        else:
-            while data := await self._read(reader):
-                yield data
-            self._keep = False
+            return self._dechunked()
+        if self._length is not None:
+            return self._sized(self._length)
+        return self._to_close()
+
+    def _reader(self) -> asyncio.StreamReader | None:
+        """The connection's reader, or None if the body is released or already read."""
+        conn = self._conn
+        return None if conn is None or self._done else conn.reader
+
+    def _finished(self) -> None:
         self._done = True
         if self._deadline is not None:
             self._deadline.cancel()
+
+    async def _dechunked(self) -> AsyncIterator[bytes]:
+        """A chunked body, de-chunked from a buffer.
+
+        One await per network read, however many chunks it brought (an
+        upstream under load sends several at once).
+        """
+        if (reader := self._reader()) is None:
+            return
+        buf = bytearray()
+        while True:
+            out: list[bytes] = []
+            finished = _take_chunks(buf, out, self._request)
+            if out:
+                yield out[0] if len(out) == 1 else b"".join(out)
+            if finished:
+                break
+            data = await self._read(reader)
+            if not data:
+                raise self._closed_early()
+            buf += data
+        self._finished()
+
+    async def _sized(self, length: int) -> AsyncIterator[bytes]:
+        """A body of ``length`` bytes (content-length)."""
+        if (reader := self._reader()) is None:
+            return
+        left = length
+        while left > 0:
+            data = await self._read(reader)
+            if not data:
+                raise self._closed_early()
+            if len(data) > left:
+                raise httpx.RemoteProtocolError(
+                    "more data than content-length", request=self._request
+                )
+            left -= len(data)
+            yield data
+        self._finished()
+
+    async def _to_close(self) -> AsyncIterator[bytes]:
+        """A body that ends when the server closes the connection."""
+        if (reader := self._reader()) is None:
+            return
+        while data := await self._read(reader):
+            yield data
+        self._keep = False
+        self._finished()
 
     async def aclose(self) -> None:
         if self._deadline is not None:
@@ -369,66 +377,13 @@ class LeanTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, conn: _Conn, payload: bytes, *, written: bool = False
     ) -> httpx.Response:
         _, read_timeout, write_timeout = _timeouts(request)
+        await _send(request, conn, None if written else payload, write_timeout)
+        status, version, headers = await _receive_head(request, conn, read_timeout)
         try:
-            if not written:
-                conn.writer.write(payload)
-            async with asyncio.timeout(write_timeout):  # (wait_for would start a task)
-                await conn.writer.drain()
-        except TimeoutError:
-            conn.close()
-            raise httpx.WriteTimeout("timed out writing", request=request) from None
-        except (ConnectionError, OSError):
-            conn.close()
-            raise _StaleConnection from None
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout(read_timeout):
-                        head = await conn.reader.readuntil(b"\r\n\r\n")
-                except asyncio.IncompleteReadError as err:
-                    if not err.partial:
-                        raise _StaleConnection from None
-                    raise httpx.RemoteProtocolError(
-                        "connection closed mid-head", request=request
-                    ) from None
-                except asyncio.LimitOverrunError:
-                    raise httpx.RemoteProtocolError(
-                        "response head too large", request=request
-                    ) from None
-                status, version, headers = _parse_head(head, request)
-                if status >= 200 or status == 101:
-                    break  # 1xx (100 Continue, 103 Early Hints) precede the answer
-        except TimeoutError:
-            conn.close()
-            raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
-        except (ConnectionError, OSError):
-            conn.close()
-            raise _StaleConnection from None
-        except BaseException:
+            length, chunked, keep = _framing(request, status, version, headers)
+        except httpx.RemoteProtocolError:
             conn.close()
             raise
-        length: int | None = None
-        chunked = False
-        keep = version == b"HTTP/1.1"
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lname == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    conn.close()
-                    raise httpx.RemoteProtocolError("bad content-length", request=request) from None
-            elif lname == b"connection":
-                v = value.lower()
-                keep = b"close" not in v and (keep or b"keep-alive" in v)
-        if request.method == "HEAD" or status in (204, 304):
-            length, chunked = 0, False
-        elif chunked:
-            length = None
-        if request.headers.get("connection", "").lower() == "close":
-            keep = False
         stream = _Body(self, conn, request, length, chunked, keep)
         return httpx.Response(
             status,
@@ -480,6 +435,121 @@ def _post_head(url: httpx.URL, headers: Mapping[str, str], length: int) -> bytes
     if "content-length" not in given:
         raw.append((b"Content-Length", b"%d" % length))
     return _request_head(b"POST", url, raw)
+
+
+async def _send(
+    request: httpx.Request, conn: _Conn, payload: bytes | None, write_timeout: float | None
+) -> None:
+    """Write ``payload`` (None: already written) and drain it, with the write timeout.
+
+    On failure the connection is closed; _StaleConnection if it was dead.
+    """
+    try:
+        if payload is not None:
+            conn.writer.write(payload)
+        async with asyncio.timeout(write_timeout):  # (wait_for would start a task)
+            await conn.writer.drain()
+    except TimeoutError:
+        conn.close()
+        raise httpx.WriteTimeout("timed out writing", request=request) from None
+    except (ConnectionError, OSError):
+        conn.close()
+        raise _StaleConnection from None
+
+
+async def _receive_head(
+    request: httpx.Request, conn: _Conn, read_timeout: float | None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The response's head (after any 1xx), with the read timeout for each.
+
+    On failure the connection is closed; _StaleConnection if nothing came back.
+    """
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(read_timeout):
+                    head = await conn.reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError as err:
+                if not err.partial:
+                    raise _StaleConnection from None
+                raise httpx.RemoteProtocolError(
+                    "connection closed mid-head", request=request
+                ) from None
+            except asyncio.LimitOverrunError:
+                raise httpx.RemoteProtocolError(
+                    "response head too large", request=request
+                ) from None
+            status, version, headers = _parse_head(head, request)
+            if status >= 200 or status == 101:
+                return status, version, headers  # 1xx (100 Continue, 103 Early Hints) precede it
+    except TimeoutError:
+        conn.close()
+        raise httpx.ReadTimeout("timed out waiting for the response", request=request) from None
+    except (ConnectionError, OSError):
+        conn.close()
+        raise _StaleConnection from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _framing(
+    request: httpx.Request, status: int, version: bytes, headers: list[tuple[bytes, bytes]]
+) -> tuple[int | None, bool, bool]:
+    """How the response's body is framed: (length, chunked, keep the connection).
+
+    ``length`` is None for a chunked or read-to-close body; RemoteProtocolError
+    on a bad content-length.
+    """
+    length: int | None = None
+    chunked = False
+    keep = version == b"HTTP/1.1"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+        elif lname == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise httpx.RemoteProtocolError("bad content-length", request=request) from None
+        elif lname == b"connection":
+            v = value.lower()
+            keep = b"close" not in v and (keep or b"keep-alive" in v)
+    if request.method == "HEAD" or status in (204, 304):
+        length, chunked = 0, False
+    elif chunked:
+        length = None
+    if request.headers.get("connection", "").lower() == "close":
+        keep = False
+    return length, chunked, keep
+
+
+def _take_chunks(buf: bytearray, out: list[bytes], request: httpx.Request) -> bool:
+    """Move the data of the complete chunks at the start of ``buf`` (a chunked body) to ``out``.
+
+    True if the body ended: the last chunk, its trailers (if any) and the
+    empty line were all there. What is left in ``buf`` is an incomplete
+    chunk, for the next read to complete. (``out`` is the caller's, not a
+    returned pair: this runs once per network read.)
+    """
+    while (i := buf.find(b"\r\n")) >= 0:
+        try:
+            size = int(buf[:i].split(b";", 1)[0].strip(), 16)  # (int() takes a bytearray)
+        except ValueError:
+            raise httpx.RemoteProtocolError("bad chunk size", request=request) from None
+        if size == 0:
+            # The last chunk, then trailers (if any) and an empty line.
+            end = buf.find(b"\r\n\r\n", i)
+            if end < 0:
+                return False
+            del buf[: end + 4]
+            return True
+        if len(buf) < i + 4 + size:
+            break
+        out.append(bytes(buf[i + 2 : i + 2 + size]))
+        del buf[: i + 4 + size]
+    return False
 
 
 def _parse_head(

@@ -10,7 +10,8 @@ client left) resolves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 
 from tether.store.base import Store
 from tether.store.notify import TailNotifier
@@ -34,15 +35,8 @@ async def tail(
     # reader of the server, so it gets one callback per reader, not one per
     # sleep: removing a callback scans them all, and a reader sleeps per token.
     sleeping: list[asyncio.Future[None]] = []
-
-    def wake(_: object) -> None:
-        for waiter in sleeping:
-            _wake(waiter)
-
-    if stop is not None:
-        stop.add_done_callback(wake)
-    if leave is not None:
-        leave.add_done_callback(wake)
+    wake = functools.partial(_wake_all, sleeping)
+    _on_end(stop, leave, wake)
     try:
         while True:
             # Catch up from the store; the chain link is taken before each read,
@@ -54,10 +48,10 @@ async def tail(
             position = res.next
             if res.closed:
                 return
-            if not res.up_to_date:
-                continue
-            # Live: follow the chain until it gets out of step with ``position``.
-            while True:
+            # Live once the read is up to date (else read again): follow the
+            # chain until it gets out of step with ``position``.
+            live = res.up_to_date
+            while live:
                 # (Inline tests, not a helper: this runs once per token.)
                 ended = (stop is not None and stop.done()) or (leave is not None and leave.done())
                 if not fut.done() and not ended:
@@ -66,13 +60,12 @@ async def tail(
                     ended = (stop is not None and stop.done()) or (
                         leave is not None and leave.done()
                     )
-                if ended:
+                # The reader's end, or the chain's (the last reader left).
+                if ended or fut.cancelled():
                     return
                 if not fut.done():
                     yield None
                     continue
-                if fut.cancelled():
-                    return
                 event = fut.result()
                 fut = event.next
                 if event.deleted:
@@ -85,11 +78,38 @@ async def tail(
                 if event.closed:
                     return
     finally:
-        if stop is not None:
-            stop.remove_done_callback(wake)
-        if leave is not None:
-            leave.remove_done_callback(wake)
+        _off_end(stop, leave, wake)
         notifier.unsubscribe(name)
+
+
+def _on_end(
+    stop: asyncio.Future[None] | None,
+    leave: asyncio.Future[None] | None,
+    callback: Callable[[asyncio.Future[None]], object],
+) -> None:
+    """Call ``callback`` when ``stop`` or ``leave`` (either may be None) resolves."""
+    if stop is not None:
+        stop.add_done_callback(callback)
+    if leave is not None:
+        leave.add_done_callback(callback)
+
+
+def _off_end(
+    stop: asyncio.Future[None] | None,
+    leave: asyncio.Future[None] | None,
+    callback: Callable[[asyncio.Future[None]], object],
+) -> None:
+    """Undo :func:`_on_end`."""
+    if stop is not None:
+        stop.remove_done_callback(callback)
+    if leave is not None:
+        leave.remove_done_callback(callback)
+
+
+def _wake_all(sleeping: list[asyncio.Future[None]], _: object) -> None:
+    """Wake the reader's sleep in progress, if any (``stop`` or ``leave`` resolved)."""
+    for waiter in sleeping:
+        _wake(waiter)
 
 
 async def _sleep(
