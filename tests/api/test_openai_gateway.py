@@ -184,6 +184,22 @@ def test_a_non_streamed_completion(client: openai.OpenAI, fake: FakeUpstream) ->
     )
 
 
+def test_usage_reports_cached_and_reasoning_tokens_in_openai_shape(
+    client: openai.OpenAI, fake: FakeUpstream
+) -> None:
+    fake.script = Script(text="ok", usage=(1200, 300), cache=(1024, 0), reasoning_tokens=256)
+    r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    assert r.usage is not None and r.usage.prompt_tokens_details is not None
+    assert r.usage.prompt_tokens_details.cached_tokens == 1024
+    assert r.usage.completion_tokens_details is not None
+    assert r.usage.completion_tokens_details.reasoning_tokens == 256
+    fake.script = Script(text="Bonjour.", usage=(5000, 40), cache=(4000, 600))
+    r = client.chat.completions.create(model=CLAUDE, messages=[{"role": "user", "content": "hi"}])
+    assert r.usage is not None and r.usage.prompt_tokens == 5000
+    assert r.usage.prompt_tokens_details is not None
+    assert r.usage.prompt_tokens_details.cached_tokens == 4000
+
+
 def test_a_streamed_completion_with_and_without_usage(
     client: openai.OpenAI, fake: FakeUpstream
 ) -> None:

@@ -75,6 +75,24 @@ async def test_completions_stream_through_and_the_key_never_leaves_the_server(se
         assert KEY not in text
 
 
+async def test_a_messages_usage_keeps_the_cached_and_reasoning_tokens(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="ok", usage=(1200, 300), cache=(1024, 0), reasoning_tokens=256)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        run = (await c.post(f"/v1/sessions/{sid}/messages", json={"content": "hi"})).json()
+        evs = await run_events(c, sid, run["run_id"])
+        snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+    expected = {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "cache_read_tokens": 1024,
+        "reasoning_tokens": 256,
+    }
+    assert [e["usage"] for e in evs if e["type"] == "message-end"] == [expected]
+    assert snapshot["messages"][-1]["usage"] == expected
+
+
 async def test_upstream_errors_reach_clients_without_the_key(setup) -> None:
     fake, server = setup
     fake.fail_next(1, status=401, message=f"Incorrect API key provided: {KEY}")

@@ -62,6 +62,10 @@ class Script:
     tool_calls: list[FakeToolCall] = field(default_factory=list)
     #: (prompt / input tokens, completion / output tokens)
     usage: tuple[int, int] = (11, 7)
+    #: Of the prompt: (tokens read from the cache, tokens written to it).
+    cache: tuple[int, int] = (0, 0)
+    #: Of the completion: reasoning tokens.
+    reasoning_tokens: int = 0
     #: OpenAI-compatible servers disagree: vLLM/DeepSeek say reasoning_content,
     #: OpenRouter/Ollama say reasoning.
     reasoning_field: str = "reasoning_content"
@@ -492,9 +496,12 @@ class FakeUpstream:
                         "prompt_tokens": prompt,
                         "completion_tokens": completion,
                         "total_tokens": prompt + completion,
-                        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                        "prompt_tokens_details": {
+                            "cached_tokens": script.cache[0],
+                            "audio_tokens": 0,
+                        },
                         "completion_tokens_details": {
-                            "reasoning_tokens": 0,
+                            "reasoning_tokens": script.reasoning_tokens,
                             "audio_tokens": 0,
                             "accepted_prediction_tokens": 0,
                             "rejected_prediction_tokens": 0,
@@ -518,9 +525,10 @@ class FakeUpstream:
                     "stop_reason": None,
                     "stop_sequence": None,
                     "usage": {
-                        "input_tokens": prompt,
-                        "cache_creation_input_tokens": 0,
-                        "cache_read_input_tokens": 0,
+                        # Anthropic counts the cached parts apart from input_tokens.
+                        "input_tokens": prompt - sum(script.cache),
+                        "cache_creation_input_tokens": script.cache[1],
+                        "cache_read_input_tokens": script.cache[0],
                         "output_tokens": 1,
                         "service_tier": "standard",
                     },

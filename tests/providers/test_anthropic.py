@@ -52,6 +52,22 @@ async def test_streams_thinking_text_tool_and_usage(
     ]
 
 
+async def test_usage_counts_the_whole_prompt_and_breaks_out_the_cache(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    fake.script = Script(text="ok", usage=(5000, 40), cache=(4000, 600))
+    items = await collect(anthropic, ask())
+    usage = items[-1]
+    assert usage == Usage(5000, 40, cache_read_tokens=4000, cache_write_tokens=600)
+    assert isinstance(usage, Usage)
+    assert usage.counts() == {
+        "input_tokens": 5000,
+        "output_tokens": 40,
+        "cache_read_tokens": 4000,
+        "cache_write_tokens": 600,
+    }
+
+
 async def test_tool_call_without_arguments(
     fake: FakeUpstream, anthropic: AnthropicProvider
 ) -> None:

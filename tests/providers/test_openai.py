@@ -41,6 +41,22 @@ async def test_streams_text_then_usage(fake: FakeUpstream, openai: OpenAIProvide
     assert items == [TextDelta(p) for p in pieces(fake.script.text)] + [Usage(21, 6)]
 
 
+async def test_usage_breaks_out_cached_prompt_and_reasoning_tokens(
+    fake: FakeUpstream, openai: OpenAIProvider
+) -> None:
+    fake.script = Script(text="ok", usage=(1200, 300), cache=(1024, 0), reasoning_tokens=256)
+    items = await collect(openai, ask())
+    usage = items[-1]
+    assert usage == Usage(1200, 300, cache_read_tokens=1024, reasoning_tokens=256)
+    assert isinstance(usage, Usage)
+    assert usage.counts() == {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "cache_read_tokens": 1024,
+        "reasoning_tokens": 256,
+    }
+
+
 async def test_sends_the_openai_request(fake: FakeUpstream, openai: OpenAIProvider) -> None:
     await collect(openai, ask("Hi there"))
     (req,) = fake.requests

@@ -111,9 +111,7 @@ class ModelAgent:
                         elif isinstance(item, ToolCallItem):
                             calls.append(item.call)
                         elif isinstance(item, Usage):
-                            await ctx.add_usage(
-                                input_tokens=item.input_tokens, output_tokens=item.output_tokens
-                            )
+                            await ctx.add_usage(**item.counts())
                 return calls
             except ProviderError as err:
                 if not err.transient or attempt >= self.retry.max_attempts:

@@ -206,7 +206,8 @@ class EventAssembler:
         self.name = name
         self._secrets = list(secrets)
         self._tools: dict[int, _ToolBlock] = {}
-        self._input_tokens = 0
+        #: The three input counts of the latest report (their sum is the prompt).
+        self._input: dict[str, int] = {}
         self._output_tokens = 0
         #: ``message_stop`` was seen.
         self.stopped = False
@@ -273,7 +274,14 @@ class EventAssembler:
     def finish(self) -> list[StreamItem]:
         if not self.stopped:
             raise stream_ended_early(self.name)
-        return [Usage(self._input_tokens, self._output_tokens)]
+        return [
+            Usage(
+                sum(self._input.values()),
+                self._output_tokens,
+                cache_read_tokens=self._input.get("cache_read_input_tokens", 0),
+                cache_write_tokens=self._input.get("cache_creation_input_tokens", 0),
+            )
+        ]
 
     def _usage(self, usage: Any) -> None:
         """Usage counts are cumulative: a later report replaces an earlier one."""
@@ -281,7 +289,7 @@ class EventAssembler:
             return
         keys = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
         if any(isinstance(usage.get(k), int) for k in keys):
-            self._input_tokens = sum(usage[k] for k in keys if isinstance(usage.get(k), int))
+            self._input = {k: usage[k] for k in keys if isinstance(usage.get(k), int)}
         if isinstance(usage.get("output_tokens"), int):
             self._output_tokens = usage["output_tokens"]
 

@@ -106,8 +106,28 @@ class ToolCallItem:
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of one model call, as the upstream reported them.
+
+    ``input_tokens`` counts the whole prompt, cached parts included (OpenAI's
+    ``prompt_tokens``; Anthropic's three input counts added up); the cache and
+    reasoning counts are the parts of it (and of ``output_tokens``) the upstream
+    broke out, 0 when it did not.
+    """
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """The counts a message's usage records: input and output always, the rest when known."""
+        out = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        for key in ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens"):
+            n = getattr(self, key)
+            if n:
+                out[key] = n
+        return out
 
 
 StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage

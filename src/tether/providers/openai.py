@@ -128,10 +128,7 @@ class ChunkAssembler:
         out: list[StreamItem] = []
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            self._usage = Usage(
-                input_tokens=_int(usage.get("prompt_tokens")),
-                output_tokens=_int(usage.get("completion_tokens")),
-            )
+            self._usage = _usage(usage)
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
@@ -212,6 +209,20 @@ class ChunkAssembler:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    """Chat Completions usage, with the cached prompt and reasoning counts when given."""
+    prompt = usage.get("prompt_tokens_details")
+    completion = usage.get("completion_tokens_details")
+    return Usage(
+        input_tokens=_int(usage.get("prompt_tokens")),
+        output_tokens=_int(usage.get("completion_tokens")),
+        cache_read_tokens=_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0,
+        reasoning_tokens=(
+            _int(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0
+        ),
+    )
 
 
 class OpenAIProvider(HTTPProvider):

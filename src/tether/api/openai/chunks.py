@@ -59,14 +59,20 @@ class ChunkMapper:
         return "tool_calls" if self.tool_calls else "stop"
 
     @property
-    def usage_json(self) -> dict[str, int]:
-        prompt = (self.usage or {}).get("input_tokens", 0)
-        completion = (self.usage or {}).get("output_tokens", 0)
-        return {
+    def usage_json(self) -> dict[str, Any]:
+        usage = self.usage or {}
+        prompt = usage.get("input_tokens", 0)
+        completion = usage.get("output_tokens", 0)
+        out: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
         }
+        if "cache_read_tokens" in usage:
+            out["prompt_tokens_details"] = {"cached_tokens": usage["cache_read_tokens"]}
+        if "reasoning_tokens" in usage:
+            out["completion_tokens_details"] = {"reasoning_tokens": usage["reasoning_tokens"]}
+        return out
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
