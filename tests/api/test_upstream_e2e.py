@@ -91,6 +91,19 @@ async def test_a_messages_usage_keeps_the_cached_and_reasoning_tokens(setup) -> 
     }
     assert [e["usage"] for e in evs if e["type"] == "message-end"] == [expected]
     assert snapshot["messages"][-1]["usage"] == expected
+    assert snapshot["usage"] == expected
+
+
+async def test_the_snapshot_sums_the_usage_of_every_answer(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="ok", usage=(100, 10), cache=(64, 0))
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        for text in ("one", "two"):
+            run = (await c.post(f"/v1/sessions/{sid}/messages", json={"content": text})).json()
+            await run_events(c, sid, run["run_id"])
+        snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+    assert snapshot["usage"] == {"input_tokens": 200, "output_tokens": 20, "cache_read_tokens": 128}
 
 
 async def test_upstream_errors_reach_clients_without_the_key(setup) -> None:

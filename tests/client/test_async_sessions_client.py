@@ -162,6 +162,8 @@ async def test_cancel_active_run(aclient: AsyncTether) -> None:
 async def test_demo_model_count(aclient: AsyncTether) -> None:
     s = await aclient.sessions.create(model="demo")
     assert await (await aclient.send(s.id, "/count 4 5")).text() == numbers(4)
+    snap = await aclient.sessions.get(s.id)
+    assert snap.usage == snap.messages[-1].usage and snap.usage["output_tokens"] > 0
 
 
 # -- resume -------------------------------------------------------------------------------

@@ -148,6 +148,8 @@ def test_cancel_active_run(client: Tether) -> None:
 def test_demo_model_count(client: Tether) -> None:
     s = client.sessions.create(model="demo")
     assert client.send(s.id, "/count 6 5").text() == numbers(6)
+    snap = client.sessions.get(s.id)
+    assert snap.usage == snap.messages[-1].usage and snap.usage["output_tokens"] > 0
 
 
 # -- resume -------------------------------------------------------------------------------

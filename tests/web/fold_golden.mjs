@@ -44,6 +44,7 @@ function snapshotOf(fold) {
     active_run: fold.activeRun,
     queue: fold.queue,
     last_error: fold.lastError,
+    usage: fold.usage,
   };
   return JSON.parse(JSON.stringify(snap)); // as on the wire: no undefined fields
 }

@@ -132,6 +132,8 @@ class SessionSnapshot(Session):
     active_run: ActiveRun | None = None
     queue: list[QueuedRun] = field(default_factory=list)
     last_error: dict[str, Any] | None = None
+    #: Token counts of every answer in the session so far, summed (all branches).
+    usage: dict[str, int] = field(default_factory=dict)
     offset: str = "-1"
 
     @classmethod
@@ -143,6 +145,7 @@ class SessionSnapshot(Session):
             active_run=ActiveRun.from_json(active) if active else None,
             queue=[QueuedRun.from_json(q) for q in d.get("queue", [])],
             last_error=d.get("last_error"),
+            usage=d.get("usage") or {},
             offset=d.get("offset", "-1"),
         )
 

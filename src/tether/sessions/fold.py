@@ -71,6 +71,8 @@ class SessionFold:
         self.queue: list[dict[str, Any]] = []
         self.status: str = ev.IDLE
         self.last_error: dict[str, Any] | None = None
+        #: Token counts of every message's usage in the log, summed (all branches).
+        self.usage: dict[str, int] = {}
         #: run id -> "running" or why it ended: every run that started or ended.
         self.runs: dict[str, str] = {}
         #: Submitted runs that have neither started nor ended: run id -> (item, front).
@@ -161,6 +163,9 @@ class SessionFold:
             part.text = e["text"]
 
     def _message_end(self, e: Event) -> None:
+        for key, n in (e.get("usage") or {}).items():
+            if isinstance(n, int):
+                self.usage[key] = self.usage.get(key, 0) + n
         msg = self.messages.get(e["message_id"])
         if msg is None:
             return
@@ -289,6 +294,7 @@ class SessionFold:
             "active_run": self.active_run,
             "queue": self.queue,
             "last_error": self.last_error,
+            "usage": dict(self.usage),
         }
 
 

@@ -13,6 +13,7 @@ export class Fold {
     this.queue = [];
     this.status = "idle";
     this.lastError = null;
+    this.usage = {}; // token counts of every message's usage in the log, summed
     this.parts = new Map(); // part id -> [message, part]
     this.toolCalls = new Map(); // tool call id -> part
     this.retries = new Map(); // run id -> last retry event
@@ -27,6 +28,7 @@ export class Fold {
     f.activeRun = snap.active_run || null;
     f.queue = snap.queue || [];
     f.lastError = snap.last_error || null;
+    f.usage = { ...(snap.usage || {}) };
     for (const m of snap.messages || []) {
       const msg = {
         id: m.id, role: m.role, parent_id: m.parent_id ?? null, status: m.status,
@@ -163,6 +165,9 @@ Fold.handlers = {
     this.touch(found[0], part);
   },
   "message-end"(e) {
+    for (const [key, n] of Object.entries(e.usage || {})) {
+      if (Number.isInteger(n)) this.usage[key] = (this.usage[key] || 0) + n;
+    }
     const msg = this.messages.get(e.message_id);
     if (!msg) return;
     msg.status = e.status || "complete";
