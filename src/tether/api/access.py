@@ -27,7 +27,8 @@ from tether.api.auth import Auth, Caller, Unauthorized, session_resource, stream
 from tether.sessions.service import SessionNotFound, SessionService
 from tether.store.base import Store
 from tether.store.errors import StreamGone, StreamNotFound
-from tether.streams.app import HTTPError, Scope
+from tether.streams.http_errors import HTTPError
+from tether.streams.view import Scope
 
 SESSIONS = "sessions/"
 PRIVATE = "~keys/"

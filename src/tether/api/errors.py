@@ -30,7 +30,7 @@ from tether.providers.base import (
 from tether.runtime.runner import Conflict, InvalidInput
 from tether.sessions.service import QuotaExceeded, SessionNotFound
 from tether.store.errors import BackendUnavailable, InsufficientStorage, StoreError
-from tether.streams.app import HTTPError
+from tether.streams.http_errors import HTTPError
 from tether.streams.wire import WireError
 
 #: Wire code -> HTTP status, for the errors a request fails with.

@@ -29,7 +29,7 @@ from tether.store.base import (
 )
 from tether.store.notify import TailEvent
 from tether.streams import json_body, sse
-from tether.streams.http_errors import HTTPError, store_error
+from tether.streams.http_errors import TRUE, Headers, HTTPError, store_error
 from tether.streams.json_body import JsonLimits
 from tether.streams.view import WHOLE_STORE, Authorize, Scope, StreamView
 from tether.streams.wire import (
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
 
 #: CORS headers are the front door's (``api.guard``); these go on every response.
 COMMON: Headers = [
@@ -59,7 +58,6 @@ ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
 #: Control characters cannot be written back in a Location header (or a log line).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 CACHEABLE = b"private, max-age=60, stale-while-revalidate=300"
-TRUE = b"true"
 
 
 @dataclass(slots=True)
