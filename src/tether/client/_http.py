@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Generator
-from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -87,12 +86,6 @@ def connection_error(err: Exception, method: str, url: str) -> TetherConnectionE
     out = TetherConnectionError(f"{method} {redact_url(url)} failed: {detail}")
     out.__cause__ = err
     return out
-
-
-def json_or_none(response: httpx.Response) -> Any:
-    if not response.content:
-        return None
-    return response.json()
 
 
 class Backoff:

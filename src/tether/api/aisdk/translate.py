@@ -42,7 +42,6 @@ class RunTranslator:
         self._tools: dict[str, tuple[str, str, bool]] = {}  # part id -> (call id, name, approval)
         self._calls: set[str] = set()
         self._answered_in_step = False
-        self._step_open = False
         self._errored = False
 
     def feed(self, e: ev.Event) -> list[Chunk]:
@@ -78,7 +77,7 @@ class RunTranslator:
     def _before_start(self, kind: Any, e: ev.Event) -> list[Chunk]:
         """The run's events before its answer begins: only its start or its cancel show."""
         if kind == ev.MESSAGE_START:
-            self.started = self._step_open = True
+            self.started = True
             meta = {"tether": {"sessionId": self.session_id, "runId": self.run_id}}
             return [
                 {"type": "start", "messageId": e["message_id"], "messageMetadata": meta},
