@@ -12,7 +12,8 @@ It speaks both vendors' real streaming wire formats:
 - ``GET /v1/models`` in either dialect (Anthropic's when the request carries
   ``anthropic-version``).
 
-What it streams comes from :attr:`FakeUpstream.script`. It records every
+What it streams comes from :attr:`FakeUpstream.replies` (one script per
+request, in order) and then :attr:`FakeUpstream.script`. It records every
 request (:attr:`FakeUpstream.requests`), can be told to fail the next N
 (:meth:`FakeUpstream.fail_next`), and notices clients that hang up mid-stream
 (:meth:`FakeUpstream.wait_disconnect`).
@@ -219,6 +220,9 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.script = Script()
+        #: Scripts for the next requests, one each, before ``script`` again
+        #: (a tool loop: a step that calls tools, then one that answers).
+        self.replies: deque[Script] = deque()
         self.requests: list[Received] = []
         self.models = ["gpt-4o-mini", "gpt-4o"]
         self.disconnects = 0
@@ -337,11 +341,14 @@ class FakeUpstream:
             failure.headers,
         )
 
+    def _next_script(self) -> Script:
+        return self.replies.popleft() if self.replies else self.script
+
     async def _chat(self, request: Request) -> Response:
         received = await self._record(request)
         if (failure := self._openai_failure()) is not None:
             return failure
-        script = self.script
+        script = self._next_script()
         if script.json_reply:
             return JSONResponse(self._openai_completion(received.body, script))
         body = self._openai_chunks(received.body, script)
@@ -351,7 +358,7 @@ class FakeUpstream:
         received = await self._record(request)
         if (failure := self._anthropic_failure()) is not None:
             return failure
-        script = self.script
+        script = self._next_script()
         body = self._anthropic_events(received.body, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
 

@@ -22,7 +22,7 @@ from tether.providers.base import (
     Usage,
 )
 
-from .common import KEY, collect, text_of
+from .common import KEY, argument_deltas, collect, text_of
 from .fake_upstreams import FakeToolCall, FakeUpstream, Script, pieces
 
 MODEL = "claude-sonnet-4-5"
@@ -47,6 +47,7 @@ async def test_streams_thinking_text_tool_and_usage(
     assert items == [
         *[ReasoningDelta(p) for p in pieces("The user wants weather.")],
         *[TextDelta(p) for p in pieces("Let me check… 🌦 météo.")],
+        *argument_deltas("toolu_01A", "get_weather", args, 4),
         ToolCallItem(ToolCall("toolu_01A", "get_weather", args)),
         Usage(472, 89),
     ]

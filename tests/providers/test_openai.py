@@ -19,13 +19,14 @@ from tether.providers.base import (
     StreamItem,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallItem,
     ToolSpec,
     Usage,
 )
 from tether.providers.openai import OpenAIProvider
 
-from .common import KEY, collect, text_of
+from .common import KEY, argument_deltas, collect, text_of
 from .fake_upstreams import FakeToolCall, FakeUpstream, Script, pieces
 
 DETAIL = "httpx-detail-e3b0c442"
@@ -163,6 +164,8 @@ async def test_assembles_tool_calls(fake: FakeUpstream, openai: OpenAIProvider) 
     items = await collect(openai, ask())
     assert items == [
         TextDelta("Checking."),
+        *argument_deltas("call_A", "get_weather", args_a, 3),
+        *argument_deltas("call_B", "search", args_b, 3),
         ToolCallItem(ToolCall("call_A", "get_weather", args_a)),
         ToolCallItem(ToolCall("call_B", "search", args_b)),
         Usage(40, 30),
@@ -172,7 +175,11 @@ async def test_assembles_tool_calls(fake: FakeUpstream, openai: OpenAIProvider) 
 async def test_tool_call_only_response(fake: FakeUpstream, openai: OpenAIProvider) -> None:
     fake.script = Script(text="", tool_calls=[FakeToolCall("now", "{}", id="call_now")])
     items = await collect(openai, ask())
-    assert items == [ToolCallItem(ToolCall("call_now", "now", "{}")), Usage(11, 7)]
+    assert items == [
+        ToolCallDelta("call_now", "now", "{}"),
+        ToolCallItem(ToolCall("call_now", "now", "{}")),
+        Usage(11, 7),
+    ]
 
 
 async def test_non_streaming_json_reply(fake: FakeUpstream, openai: OpenAIProvider) -> None:
@@ -184,6 +191,7 @@ async def test_non_streaming_json_reply(fake: FakeUpstream, openai: OpenAIProvid
     items = await collect(openai, ask())
     assert items == [
         TextDelta("Whole answer."),
+        ToolCallDelta("call_1", "now", '{"tz": "UTC"}'),
         ToolCallItem(ToolCall("call_1", "now", '{"tz": "UTC"}')),
         Usage(11, 7),
     ]

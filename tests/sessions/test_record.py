@@ -19,6 +19,7 @@ def record() -> SessionRecord:
         updated_at=2.5,
         archived=True,
         metadata={"gateway": {"tools": ["f"]}, "n": 3},
+        tools=["weather", {"name": "ask", "parameters": {"type": "object"}}],
     )
 
 
@@ -34,11 +35,18 @@ def test_a_record_is_stored_as_a_json_object_of_its_fields_in_order() -> None:
         "updated_at": 2.5,
         "archived": True,
         "metadata": {"gateway": {"tools": ["f"]}, "n": 3},
+        "tools": ["weather", {"name": "ask", "parameters": {"type": "object"}}],
     }
     assert list(orjson.loads(record().to_bytes())) == [
         "id", "owner", "title", "model", "agent", "system", "created_at", "updated_at",
-        "archived", "metadata",
+        "archived", "metadata", "tools",
     ]  # fmt: skip
+
+
+def test_a_record_written_before_tools_existed_reads_with_none() -> None:
+    raw = orjson.loads(record().to_bytes())
+    del raw["tools"]
+    assert SessionRecord.from_bytes(orjson.dumps(raw)).tools == []
 
 
 def test_a_record_reads_back_equal_from_its_bytes() -> None:
@@ -49,4 +57,4 @@ def test_the_public_view_hides_the_owner_only() -> None:
     public = record().public()
     assert "owner" not in public
     assert public["metadata"] == {"gateway": {"tools": ["f"]}, "n": 3}
-    assert len(public) == 9
+    assert len(public) == 10

@@ -1,6 +1,6 @@
 """User-written agents: ``app = tether.App()`` and ``@app.agent("name")``.
 
-An agent is an async function that receives a ``RunContext``: the history of
+An agent is an async function that receives an ``AgentContext``: the history of
 the current branch, and ways to stream text and reasoning, call client-side
 tools and wait for approvals. It never sees the transport.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 
-from tether.runtime.context import RunContext
+from tether.agents.context import AgentContext
 
-AgentFn = Callable[[RunContext], Awaitable[None]]
+AgentFn = Callable[[AgentContext], Awaitable[None]]
 
 
 class App:

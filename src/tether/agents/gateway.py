@@ -32,7 +32,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.agents.model import RetryPolicy, to_chat
+from tether.agents.llm import RetryPolicy
+from tether.agents.model import to_chat
 from tether.providers.base import (
     ChatMessage,
     ItemStream,

@@ -1,41 +1,22 @@
-"""The built-in agent for a session bound to a model: stream it, run tools, retry.
+"""The built-in agent for a session bound to a model: stream it, run tools, loop.
 
-Transient provider failures (timeouts, 429, 5xx) are retried with exponential
-backoff; each retry is announced with a ``retry`` event that discards what the
-failed attempt streamed.
+Each step streams one model response (retried on transient failures, see
+:mod:`tether.agents.llm`) with the run's tools offered; when the model calls
+tools, the step's calls are run at once (server tools here, client tools by
+waiting for their results), their outcomes given back, and the next step
+begins, until the model answers without a tool call or ``max_steps`` is reached.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from dataclasses import dataclass
+from typing import Any
 
-from tether.providers.base import (
-    ChatMessage,
-    ModelRequest,
-    Provider,
-    ProviderError,
-    ReasoningDelta,
-    TextDelta,
-    ToolCall,
-    ToolCallItem,
-    Usage,
-)
+from tether.agents.context import AgentContext, AgentKit
+from tether.providers.base import ChatMessage, ToolCall
 from tether.runtime.context import RunContext
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
-
-
-@dataclass(slots=True)
-class RetryPolicy:
-    max_attempts: int = 5
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-
-    def delay(self, attempt: int) -> float:
-        return min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
 
 
 def to_chat(system: str | None, history: list[Message]) -> list[ChatMessage]:
@@ -73,50 +54,41 @@ def _as_text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+#: Model calls one run may make before it stops (each after the tool calls of the last).
+MAX_STEPS = 20
+
+
+class StepLimitReached(RuntimeError):
+    """The model kept calling tools for more steps than a run may take."""
+
+    code = "max_steps"
+
+
 class ModelAgent:
-    def __init__(self, provider: Provider, model: str, retry: RetryPolicy | None = None) -> None:
-        self.provider = provider
-        self.model = model
-        self.retry = retry or RetryPolicy()
+    """The agent of a session bound to a model: answer, run the tools it calls, loop."""
+
+    def __init__(self, kit: AgentKit, *, max_steps: int = MAX_STEPS) -> None:
+        self.kit = kit
+        self.max_steps = max_steps
+
+    def make_context(self, **fields: Any) -> AgentContext:
+        return AgentContext(self.kit, **fields)
 
     async def __call__(self, ctx: RunContext) -> None:
+        assert isinstance(ctx, AgentContext)
+        model = ctx.model()
         messages = to_chat(ctx.system, ctx.history)
-        while True:
-            calls = await self._attempts(ctx, messages)
-            if not calls:
+        for _ in range(self.max_steps):
+            reply = await model.respond(messages, tools=ctx.tools)
+            if not reply.tool_calls:
                 return
-            messages.append(ChatMessage("assistant", "", calls))
-            for call in calls:
-                outcome = await ctx.tool_call(call.name, call.arguments, call_id=call.id)
+            messages.append(ChatMessage("assistant", reply.text, reply.tool_calls))
+            outcomes = await ctx.run_tools(reply.tool_calls)
+            for call, outcome in zip(reply.tool_calls, outcomes, strict=True):
                 content = outcome.error if outcome.error is not None else _as_text(outcome.output)
                 messages.append(
                     ChatMessage("tool", content, tool_call_id=call.id, is_error=not outcome.ok)
                 )
-
-    async def _attempts(self, ctx: RunContext, messages: list[ChatMessage]) -> list[ToolCall]:
-        attempt = 1
-        while True:
-            ctx.new_attempt()
-            calls: list[ToolCall] = []
-            request = ModelRequest(self.model, messages, attempt=attempt, run_id=ctx.run_id)
-            try:
-                # aclosing: a cancel that lands while we await ctx must close the
-                # upstream request now, not when the generator is collected.
-                async with contextlib.aclosing(self.provider.stream(request)) as items:
-                    async for item in items:
-                        if isinstance(item, TextDelta):
-                            await ctx.text(item.text)
-                        elif isinstance(item, ReasoningDelta):
-                            await ctx.reasoning(item.text)
-                        elif isinstance(item, ToolCallItem):
-                            calls.append(item.call)
-                        elif isinstance(item, Usage):
-                            await ctx.add_usage(**item.counts())
-                return calls
-            except ProviderError as err:
-                if not err.transient or attempt >= self.retry.max_attempts:
-                    raise
-                delay = self.retry.delay(attempt)
-                await ctx.retry(attempt, delay, str(err))
-                await asyncio.sleep(delay)
-                attempt += 1
+        raise StepLimitReached(
+            f"the model was still calling tools after {self.max_steps} steps (max_steps)"
+        )

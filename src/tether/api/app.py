@@ -18,8 +18,11 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
+from tether.agents.context import AgentKit, CustomAgent
 from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
-from tether.agents.model import ModelAgent, RetryPolicy
+from tether.agents.llm import RetryPolicy
+from tether.agents.model import MAX_STEPS, ModelAgent
+from tether.agents.tools import ToolRegistry
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
 from tether.api.auth import Auth
@@ -63,6 +66,7 @@ class TetherApp:
         agents: App | None = None,
         auth: Auth | None = None,
         retry: RetryPolicy | None = None,
+        max_steps: int = MAX_STEPS,
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
         shared_streams: bool = False,
@@ -75,6 +79,9 @@ class TetherApp:
         self.registry = registry or ProviderRegistry()
         self.agents = agents.agents if agents is not None else {}
         self.retry = retry or RetryPolicy()
+        self.max_steps = max_steps
+        #: What every agent is given: the server's models and tools.
+        self.kit = AgentKit(self.registry.resolve, ToolRegistry(), self.retry)
         self.sessions = SessionService(store, max_sessions=max_sessions)
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
@@ -109,7 +116,12 @@ class TetherApp:
         web.state.json_limits = self.streams.config.json
         install_error_handlers(web)
         native = SessionRoutes(
-            self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
+            self.sessions,
+            self.runtime,
+            self.auth,
+            self._check_model,
+            self.stop_future,
+            self.kit.tools,
         )
         web.include_router(native.router)
         aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
@@ -169,12 +181,12 @@ class TetherApp:
             fn = self.agents.get(record.agent)
             if fn is None:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
-            return fn
-        provider, model = self.registry.resolve(record.model or "demo")
+            return CustomAgent(fn, self.kit)
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
+            provider, model = self.registry.resolve(record.model or "demo")
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
-        return ModelAgent(provider, model, self.retry)
+        return ModelAgent(self.kit, max_steps=self.max_steps)
 
     # -- ASGI ------------------------------------------------------------------
 

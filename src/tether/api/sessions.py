@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
+from tether.agents.tools import MAX_TOOLS, ToolRegistry
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
 from tether.api.relay import EventStreamResponse, Follow
@@ -35,22 +36,33 @@ Content = (
 )
 
 
+#: Tools, as declared on a session or a message: server tools' names and
+#: client tools' definitions ``{name, description, parameters}`` (checked by
+#: the ToolRegistry, which says what is wrong with them).
+Tools = Annotated[list[str | dict[str, Any]], Field(max_length=MAX_TOOLS)]
+
+
 class CreateSession(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     agent: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=MAX_TEXT)
     title: str | None = Field(default=None, max_length=500)
+    tools: Tools | None = None
 
 
 class UpdateSession(BaseModel):
     title: str | None = Field(default=None, max_length=500)
     archived: bool | None = None
+    #: Replaces the session's tools (``[]`` removes them); runs from now on use them.
+    tools: Tools | None = None
 
 
 class SendMessage(BaseModel):
     content: Content
     parent_id: str | None = None
     interrupt: bool = False
+    #: Tools for this message's run, besides the session's (same name: this one).
+    tools: Tools | None = None
 
 
 class EditMessage(BaseModel):
@@ -121,11 +133,13 @@ class SessionRoutes:
         auth: Auth,
         known_models: Callable[[str | None, str | None], str | None],
         stop: Callable[[], asyncio.Future[None]],
+        tools: ToolRegistry,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         self.auth = auth
         self.known_models = known_models
+        self.tools = tools
         self.stop = stop
         self.router = APIRouter(
             prefix="/v1/sessions", tags=["sessions"], route_class=CheckedJSONRoute
@@ -166,12 +180,14 @@ class SessionRoutes:
         problem = self.known_models(body.model, body.agent)
         if problem:
             raise InvalidInput(problem)
+        tools = self.tools.check(body.tools) if body.tools is not None else []
         record = await self.sessions.create(
             owner=who.owner,
             model=body.model,
             agent=body.agent,
             system=body.system,
             title=body.title,
+            tools=tools,
         )
         return _session_json(record.public(), "idle")
 
@@ -206,7 +222,10 @@ class SessionRoutes:
     ) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
+        tools = self.tools.check(body.tools) if body.tools is not None else None
         record = await self.sessions.record(session_id)
+        if tools is not None:
+            record.tools = tools
         if body.title is not None:
             record.title = body.title
         if body.archived is not None:
@@ -232,8 +251,13 @@ class SessionRoutes:
     async def send_message(self, session_id: str, body: SendMessage, who: Who) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
+        tools = self.tools.check(body.tools) if body.tools is not None else None
         message_id, run_id, queued = await self.runtime.send(
-            session_id, _parts(body.content), parent_id=body.parent_id, interrupt=body.interrupt
+            session_id,
+            _parts(body.content),
+            parent_id=body.parent_id,
+            interrupt=body.interrupt,
+            tools=tools,
         )
         return {"message_id": message_id, "run_id": run_id, "queued": queued}
 

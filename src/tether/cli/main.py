@@ -14,6 +14,7 @@ import click
 import uvicorn
 
 from tether.agents.app import load_app
+from tether.agents.model import MAX_STEPS
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
 from tether.api.guard import GuardConfig
@@ -142,6 +143,14 @@ def main() -> None:
     help="Answer again (once) a run whose server died mid-way, besides ending it as interrupted.",
 )
 @click.option(
+    "--max-steps",
+    default=lambda: int(os.environ.get("TETHER_MAX_STEPS", MAX_STEPS)),
+    show_default=f"{MAX_STEPS} (or $TETHER_MAX_STEPS)",
+    type=click.IntRange(min=1),
+    help="Model calls one run of a model session may make (each after the tool calls "
+    "of the last) before it ends with an error.",
+)
+@click.option(
     "--shared-streams/--private-streams",
     default=lambda: os.environ.get("TETHER_SHARED_STREAMS", "") in ("1", "true", "yes"),
     show_default="private (or $TETHER_SHARED_STREAMS=1)",
@@ -211,6 +220,7 @@ def serve(
     long_poll_timeout: float,
     lease_ttl: float,
     retry_lost_runs: bool,
+    max_steps: int,
     shared_streams: bool,
     cors_origins: str | None,
     allowed_hosts: str,
@@ -250,6 +260,7 @@ def serve(
         auth=auth,
         lease_ttl=lease_ttl,
         retry_lost_runs=retry_lost_runs,
+        max_steps=max_steps,
         shared_streams=shared_streams,
         guard=GuardConfig(
             cors_origins=None if cors_origins is None else _csv(cors_origins),

@@ -40,6 +40,7 @@ from tether.providers.base import (
     StreamItem,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallItem,
     ToolSpec,
     Usage,
@@ -252,8 +253,10 @@ class EventAssembler:
             return [ReasoningDelta(delta["thinking"])]
         if dtype == "input_json_delta":
             block = self._tools.get(event.get("index", -1))
-            if block is not None:
-                block.parts.append(delta.get("partial_json") or "")
+            piece = delta.get("partial_json")
+            if block is not None and isinstance(piece, str) and piece:
+                block.parts.append(piece)
+                return [ToolCallDelta(block.id, block.name, piece)]
         return []  # signature_delta, citations_delta...
 
     def _block_start(self, event: dict[str, Any]) -> list[StreamItem]:

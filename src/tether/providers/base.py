@@ -98,6 +98,19 @@ class ReasoningDelta:
 
 
 @dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a tool call's JSON arguments, as the model streams them.
+
+    The call's ``id`` and ``name`` are known from its first piece on; a
+    :class:`ToolCallItem` with the whole arguments follows once it is complete.
+    """
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
 class ToolCallItem:
     """A complete tool call (providers assemble streamed argument fragments)."""
 
@@ -130,7 +143,7 @@ class Usage:
         return out
 
 
-StreamItem = TextDelta | ReasoningDelta | ToolCallItem | Usage
+StreamItem = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallItem | Usage
 #: What a provider streams: a generator, so that a caller can close it (and its request) early.
 ItemStream = AsyncGenerator[StreamItem, None]
 

@@ -42,6 +42,7 @@ from tether.providers.base import (
     StreamItem,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallItem,
     ToolSpec,
     Usage,
@@ -92,6 +93,8 @@ class _PartialCall:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    #: How many of ``arguments`` were streamed as ToolCallDeltas.
+    streamed: int = 0
 
 
 class ChunkAssembler:
@@ -142,7 +145,7 @@ class ChunkAssembler:
                     out.append(TextDelta(text))
             for fragment in delta.get("tool_calls") or ():
                 if isinstance(fragment, dict):
-                    self._add_fragment(fragment)
+                    out.extend(self._add_fragment(fragment))
             if choice.get("finish_reason"):
                 self.finished = True
                 out.extend(self._flush_calls())
@@ -157,7 +160,8 @@ class ChunkAssembler:
             out.append(self._usage)
         return out
 
-    def _add_fragment(self, fragment: dict[str, Any]) -> None:
+    def _add_fragment(self, fragment: dict[str, Any]) -> list[StreamItem]:
+        """Collect a fragment; stream the arguments once the call's name is known."""
         index = fragment.get("index")
         fid = fragment.get("id") or ""
         if not isinstance(index, int):
@@ -176,8 +180,15 @@ class ChunkAssembler:
         if isinstance(name, str) and name and not call.name:
             call.name = name
         arguments = function.get("arguments")
-        if isinstance(arguments, str):
+        if isinstance(arguments, str) and arguments:
             call.arguments.append(arguments)
+        if not call.name or call.streamed == len(call.arguments):
+            return []
+        if not call.id:  # servers that send no id: ours, from the first delta on
+            call.id = f"call_{uuid.uuid4().hex[:24]}"
+        pending = "".join(call.arguments[call.streamed :])
+        call.streamed = len(call.arguments)
+        return [ToolCallDelta(call.id, call.name, pending)]
 
     def _flush_calls(self) -> list[StreamItem]:
         out: list[StreamItem] = []

@@ -34,6 +34,21 @@ class Approval:
     reason: str | None = None
 
 
+def refusal(verdict: Approval) -> str:
+    """The error a refused call's result carries."""
+    return f"not approved: {verdict.reason or 'refused'}"
+
+
+def value_of(arguments: dict[str, Any] | str) -> Any:
+    """Arguments as the part's value: parsed when they are JSON text, else the text."""
+    if not isinstance(arguments, str):
+        return arguments
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
+
+
 class RunContext:
     def __init__(
         self,
@@ -41,9 +56,10 @@ class RunContext:
         session_id: str,
         run_id: str,
         message_id: str,
-        model: str | None,
+        model_name: str | None,
         system: str | None,
         history: list[Message],
+        tools: list[Any] | None = None,
         append: AppendFn,
         waiters: dict[str, asyncio.Future[Any]],
         on_status: Callable[[str], Awaitable[None]],
@@ -51,16 +67,21 @@ class RunContext:
         self.session_id = session_id
         self.run_id = run_id
         self.message_id = message_id
-        self.model = model
+        #: The session's model (``openai/gpt-4o-mini``), None for an agent's session.
+        self.model_name = model_name
         self.system = system
         #: The current branch up to and including the message being answered.
         self.history = history
+        #: The tools declared for this run: the session's, then its message's
+        #: (server tools' names and client tools' definitions).
+        self.declared_tools: list[Any] = tools or []
         self._append = append
         self._waiters = waiters
         self._on_status = on_status
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
+        self._waiting = 0  # waits open at once (parallel tool calls)
         self.attempt_parts: list[str] = []
         self.usage: dict[str, int] = {}
 
@@ -113,6 +134,39 @@ class RunContext:
 
     # -- tools ----------------------------------------------------------------
 
+    async def tool_call_start(self, call_id: str, name: str, *, approval: bool = False) -> str:
+        """Open a tool-call part whose arguments stream next; returns the part's id."""
+        part_id = self._part_id()
+        self.attempt_parts.append(part_id)
+        batch = self._close_open()
+        batch.append(
+            ev.event(
+                ev.PART_START,
+                run_id=self.run_id,
+                message_id=self.message_id,
+                part_id=part_id,
+                kind=ev.TOOL_CALL,
+                tool_call_id=call_id,
+                tool_name=name,
+                needs_approval=approval or None,
+            )
+        )
+        await self._append(batch)
+        return part_id
+
+    async def tool_call_delta(self, part_id: str, arguments: str) -> None:
+        """Stream a piece of an open tool call's JSON arguments."""
+        if arguments:
+            await self._append(
+                [ev.event(ev.PART_DELTA, run_id=self.run_id, part_id=part_id, delta=arguments)]
+            )
+
+    async def tool_call_end(self, part_id: str, arguments: dict[str, Any] | str) -> None:
+        """Close a tool call with its whole arguments (parsed, when they are JSON)."""
+        await self._append(
+            [ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments))]
+        )
+
     async def place_tool_call(
         self,
         name: str,
@@ -124,11 +178,6 @@ class RunContext:
         """Put a tool call in the answer for a client to run, without waiting; returns its id."""
         self._calls += 1
         call_id = call_id or f"call_{self.run_id}_{self._calls}"
-        args = arguments if isinstance(arguments, str) else json.dumps(arguments)
-        try:
-            value = json.loads(args)
-        except ValueError:
-            value = args
         part_id = self._part_id()
         batch = self._close_open()
         batch += [
@@ -142,7 +191,7 @@ class RunContext:
                 tool_name=name,
                 needs_approval=approval or None,
             ),
-            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value),
+            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments)),
         ]
         await self._append(batch)
         return call_id
@@ -162,22 +211,54 @@ class RunContext:
         """
         call_id = await self.place_tool_call(name, arguments, call_id=call_id, approval=approval)
         if approval:
-            verdict: Approval = await self._wait(f"approval:{call_id}")
+            verdict = await self.wait_approval(call_id)
             if not verdict.approved:
-                return ToolOutcome(error=f"not approved: {verdict.reason or 'refused'}")
-        return await self._wait(f"result:{call_id}")
+                return ToolOutcome(error=refusal(verdict))
+        return await self.wait_result(call_id)
+
+    async def wait_result(self, call_id: str) -> ToolOutcome:
+        """Wait until a client posts the result of tool call ``call_id``."""
+        outcome: ToolOutcome = await self._wait(f"result:{call_id}")
+        return outcome
+
+    async def wait_approval(self, call_id: str) -> Approval:
+        """Wait until a client approves or refuses tool call ``call_id``."""
+        verdict: Approval = await self._wait(f"approval:{call_id}")
+        return verdict
+
+    async def tool_result(self, call_id: str, outcome: ToolOutcome) -> None:
+        """Record the outcome of a call the server ran, as a client's result is recorded."""
+        await self._append(
+            [
+                ev.event(
+                    ev.TOOL_RESULT,
+                    run_id=self.run_id,
+                    tool_call_id=call_id,
+                    output=outcome.output if outcome.ok else None,
+                    error=outcome.error,
+                )
+            ]
+        )
 
     async def _wait(self, key: str) -> Any:
+        """Await an answer; the session is ``waiting`` while any wait of the run is open."""
         fut = self._waiters.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._waiters[key] = fut
-        await self._on_status(ev.WAITING)
+        if fut.done():  # already answered: no need to say we wait
+            self._waiters.pop(key, None)
+            return fut.result()
+        self._waiting += 1
+        if self._waiting == 1:
+            await self._on_status(ev.WAITING)
         try:
             return await fut
         finally:
             self._waiters.pop(key, None)
-            await self._on_status(ev.RUNNING)
+            self._waiting -= 1
+            if self._waiting == 0:
+                await self._on_status(ev.RUNNING)
 
     # -- retries --------------------------------------------------------------
 

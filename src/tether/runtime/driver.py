@@ -69,6 +69,11 @@ _WATCHED = frozenset({ev.SUBMIT, ev.CANCEL, ev.TOOL_RESULT, ev.TOOL_APPROVAL})
 
 Agent = Callable[[RunContext], Awaitable[None]]
 AgentResolver = Callable[[SessionRecord], Agent]
+#: An agent may bring its own kind of context (a RunContext subclass that
+#: offers more, such as the server's models and tools) as a ``make_context``
+#: attribute, called with RunContext's keyword arguments; the runtime uses it
+#: in place of RunContext.
+ContextFactory = Callable[..., RunContext]
 
 
 class DriverState(enum.Enum):

@@ -23,7 +23,7 @@ from tether.sessions.service import SessionRecord
 from tether.store.errors import LeaseLost, StreamNotFound
 
 if TYPE_CHECKING:
-    from tether.runtime.driver import SessionDriver
+    from tether.runtime.driver import ContextFactory, SessionDriver
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,7 @@ async def _open(driver: SessionDriver, run: Run) -> tuple[SessionRecord, str]:
                 parent_id=item.parent_id if item.explicit_parent else fold.leaf,
                 parts=item.parts,
                 edit_of=item.edit_of,
+                tools=item.tools or None,
             )
         )
     assistant_id = run.assistant_id = ev.new_id("msg")
@@ -190,18 +191,20 @@ async def _execute(
         async def on_status(status: str) -> None:
             await append([ev.event(ev.STATUS, status=status)])
 
-        ctx = RunContext(
+        agent = driver.host.resolve_agent(record)
+        make_context: ContextFactory = getattr(agent, "make_context", RunContext)
+        ctx = make_context(
             session_id=session_id,
             run_id=run_id,
             message_id=assistant_id,
-            model=record.model,
+            model_name=record.model,
             system=record.system,
             history=fold.branch(run.item.message_id),
+            tools=[*record.tools, *_message_tools(fold, run.item.message_id)],
             append=append,
             waiters=run.waiters,
             on_status=on_status,
         )
-        agent = driver.host.resolve_agent(record)
         await agent(ctx)
         await ctx.finish("complete")
     except asyncio.CancelledError:
@@ -223,6 +226,12 @@ async def _execute(
         driver.finish_run(run)
     if not driver.lost:
         await driver.host.next(session_id)
+
+
+def _message_tools(fold: SessionFold, message_id: str) -> list[Any]:
+    """The tools declared with the message a run answers."""
+    msg = fold.messages.get(message_id)
+    return msg.tools if msg is not None else []
 
 
 async def end_run(

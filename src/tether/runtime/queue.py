@@ -29,6 +29,8 @@ class QueueItem:
     edit_of: str | None = None
     #: The run this one retries (a run whose replica died mid-way).
     retry_of: str | None = None
+    #: Tools declared with the message (kind message): names and definitions.
+    tools: list[Any] = field(default_factory=list)
 
     def public(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -42,6 +44,8 @@ class QueueItem:
                 out["parent_id"] = self.parent_id
             if self.edit_of is not None:
                 out["edit_of"] = self.edit_of
+            if self.tools:
+                out["tools"] = self.tools
         if self.retry_of is not None:
             out["retry_of"] = self.retry_of
         return out
@@ -57,6 +61,7 @@ class QueueItem:
             explicit_parent="parent_id" in d,
             edit_of=d.get("edit_of"),
             retry_of=d.get("retry_of"),
+            tools=d.get("tools") or [],
         )
 
 

@@ -110,14 +110,18 @@ class Runtime:
         parent_id: str | None = None,
         interrupt: bool = False,
         edit_of: str | None = None,
+        tools: list[Any] | None = None,
     ) -> tuple[str, str, bool]:
-        """Place a user message and answer it, now or after the runs before it."""
+        """Place a user message and answer it, now or after the runs before it.
+
+        ``tools`` are declared for this message's run (checked by the caller).
+        """
         fold = await self._fold(session_id)
         if parent_id is not None and parent_id not in fold.messages:
             raise InvalidInput(f"no message {parent_id} in this session")
         item = QueueItem(
             ev.new_id("run"), "message", ev.new_id("msg"), parts, parent_id,
-            explicit_parent=parent_id is not None, edit_of=edit_of,
+            explicit_parent=parent_id is not None, edit_of=edit_of, tools=tools or [],
         )  # fmt: skip
         queued = await self._submit(session_id, item, interrupt)
         return item.message_id, item.run_id, queued
@@ -133,7 +137,7 @@ class Runtime:
             raise InvalidInput("only user messages can be edited")
         item = QueueItem(
             ev.new_id("run"), "message", ev.new_id("msg"), parts, old.parent_id,
-            explicit_parent=True, edit_of=message_id,
+            explicit_parent=True, edit_of=message_id, tools=old.tools,
         )  # fmt: skip
         queued = await self._submit(session_id, item, False)
         return item.message_id, item.run_id, queued

@@ -57,6 +57,8 @@ class Message:
     usage: dict[str, Any] | None = None
     #: For an edited user message: the message it replaces on this branch.
     edit_of: str | None = None
+    #: For a user message: the tools declared with it (names and definitions).
+    tools: list[Any] = field(default_factory=list)
 
     def text(self) -> str:
         return "".join(p.text for p in self.parts if p.kind == ev.TEXT)
@@ -113,9 +115,9 @@ class SessionFold:
             Part(f"{e['message_id']}:{i}", p.get("type", ev.TEXT), p.get("text", ""), done=True)
             for i, p in enumerate(e.get("parts", []))
         ]
-        self._place(
-            Message(e["message_id"], "user", parent, parts, "complete", edit_of=e.get("edit_of"))
-        )
+        msg = Message(e["message_id"], "user", parent, parts, "complete", edit_of=e.get("edit_of"))
+        msg.tools = e.get("tools") or []
+        self._place(msg)
 
     def _message_start(self, e: Event) -> None:
         if e["message_id"] in self.messages:

@@ -77,6 +77,8 @@ class SessionRecord:
     updated_at: float
     archived: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The tools its runs may use: server tools' names and client tools' definitions.
+    tools: list[Any] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         # orjson walks the dataclass in C: asdict's deep copy took 16 of 17 us.
@@ -118,6 +120,7 @@ class SessionService:
         system: str | None,
         title: str | None,
         metadata: dict[str, Any] | None = None,
+        tools: list[Any] | None = None,
     ) -> SessionRecord:
         now = time.time()
         record = SessionRecord(
@@ -130,6 +133,7 @@ class SessionService:
             created_at=now,
             updated_at=now,
             metadata=metadata or {},
+            tools=tools or [],
         )
         raw = record.to_bytes()  # before any write: a record that cannot be stored leaves nothing
         if owner is not None and self.max_sessions and await self.count(owner) >= self.max_sessions:

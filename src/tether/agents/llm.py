@@ -1,0 +1,217 @@
+"""The server's models, as an agent calls them: ``ctx.model("openai/gpt-4o-mini")``.
+
+A :class:`ServerModel` streams one model response through the server's
+providers, with the server's keys (agent code never sees one) and its retry
+policy: a transient failure (timeout, 429, 5xx) is retried with backoff, and
+each retry is announced with a ``retry`` event that discards what the failed
+attempt streamed. Cancelling the run closes the upstream request.
+
+By default what the model streams is appended to the session as the answer
+(text, reasoning, tool calls with their arguments as they arrive); with
+``emit=False`` the agent only gets the parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tether.agents.tools import Toolset, client_tool_spec
+from tether.providers.base import (
+    ChatMessage,
+    ModelRequest,
+    Provider,
+    ProviderError,
+    ReasoningDelta,
+    StreamItem,
+    TextDelta,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallItem,
+    ToolSpec,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from tether.runtime.context import RunContext
+
+
+@dataclass(slots=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.base_delay * 2 ** (attempt - 1), self.max_delay)
+
+
+@dataclass(slots=True)
+class Retrying:
+    """Streamed by :meth:`ServerModel.stream` before a retry: drop what this attempt gave."""
+
+    attempt: int
+    delay: float
+    error: str
+
+
+@dataclass(slots=True)
+class Reply:
+    """One model response, whole."""
+
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+
+
+Tools = Toolset | Iterable[ToolSpec | dict[str, Any]] | None
+Messages = Iterable[ChatMessage | dict[str, Any]]
+
+
+class ServerModel:
+    """One of the server's models, bound to a run (see the module's docstring)."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        provider: Provider,
+        model: str,
+        retry: RetryPolicy,
+        *,
+        needs_approval: Toolset | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self._provider = provider
+        self._approvals = needs_approval or Toolset()
+        #: The model's name at its provider (without the provider's prefix).
+        self.name = model
+        self.retry = retry
+
+    async def respond(
+        self,
+        messages: Messages,
+        *,
+        tools: Tools = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        emit: bool = True,
+    ) -> Reply:
+        """Stream one response to its end and return it whole."""
+        reply = Reply()
+        text: list[str] = []
+        reasoning: list[str] = []
+        stream = self.stream(
+            messages, tools=tools, tool_choice=tool_choice, options=options, emit=emit
+        )
+        async with contextlib.aclosing(stream) as items:
+            async for item in items:
+                if isinstance(item, TextDelta):
+                    text.append(item.text)
+                elif isinstance(item, ReasoningDelta):
+                    reasoning.append(item.text)
+                elif isinstance(item, ToolCallItem):
+                    reply.tool_calls.append(item.call)
+                elif isinstance(item, Usage):
+                    reply.usage = item
+                elif isinstance(item, Retrying):
+                    text.clear()
+                    reasoning.clear()
+                    reply.tool_calls.clear()
+        reply.text = "".join(text)
+        reply.reasoning = "".join(reasoning)
+        return reply
+
+    async def stream(
+        self,
+        messages: Messages,
+        *,
+        tools: Tools = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+        emit: bool = True,
+    ) -> AsyncGenerator[StreamItem | Retrying, None]:
+        """Stream one response: text, reasoning, tool-call deltas and calls, usage.
+
+        A transient failure is retried: :class:`Retrying` comes first, then
+        the new attempt's items from the start.
+        """
+        specs = _specs(tools)
+        request = ModelRequest(
+            self.name,
+            [_message(m) for m in messages],
+            tools=specs,
+            tool_choice=tool_choice,
+            options=dict(options or {}),
+            run_id=self._ctx.run_id,
+        )
+        attempt = 1
+        while True:
+            request.attempt = attempt
+            self._ctx.new_attempt()
+            try:
+                async for item in self._attempt(request, emit):
+                    yield item
+                return
+            except ProviderError as err:
+                if not err.transient or attempt >= self.retry.max_attempts:
+                    raise
+                delay = self.retry.delay(attempt)
+                if emit:
+                    await self._ctx.retry(attempt, delay, str(err))
+                yield Retrying(attempt, delay, str(err))
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def _attempt(self, request: ModelRequest, emit: bool) -> AsyncGenerator[StreamItem, None]:
+        ctx = self._ctx
+        parts: dict[str, str] = {}  # tool call id -> its part
+        # aclosing: a cancel that lands while we await ctx must close the
+        # upstream request now, not when the generator is collected.
+        async with contextlib.aclosing(self._provider.stream(request)) as items:
+            async for item in items:
+                if emit:
+                    if isinstance(item, TextDelta):
+                        await ctx.text(item.text)
+                    elif isinstance(item, ReasoningDelta):
+                        await ctx.reasoning(item.text)
+                    elif isinstance(item, ToolCallDelta):
+                        part = parts.get(item.id)
+                        if part is None:
+                            part = parts[item.id] = await self._open_call(item.id, item.name)
+                        await ctx.tool_call_delta(part, item.arguments)
+                    elif isinstance(item, ToolCallItem):
+                        call = item.call
+                        part = parts.pop(call.id, None)
+                        if part is None:  # a provider that streams no argument deltas
+                            part = await self._open_call(call.id, call.name)
+                        await ctx.tool_call_end(part, call.arguments or "{}")
+                    elif isinstance(item, Usage):
+                        await ctx.add_usage(**item.counts())
+                yield item
+
+    async def _open_call(self, call_id: str, name: str) -> str:
+        approval = self._approvals.needs_approval(name)
+        return await self._ctx.tool_call_start(call_id, name, approval=approval)
+
+
+def _specs(tools: Tools) -> list[ToolSpec]:
+    if tools is None:
+        return []
+    if isinstance(tools, Toolset):
+        return list(tools.specs)
+    return [t if isinstance(t, ToolSpec) else client_tool_spec(t) for t in tools]
+
+
+def _message(m: ChatMessage | dict[str, Any]) -> ChatMessage:
+    """``{"role", "content"}`` dicts (plain text) as ChatMessages, for agents' convenience."""
+    if isinstance(m, ChatMessage):
+        return m
+    content = m.get("content", "")
+    if not isinstance(content, str):
+        content = json.dumps(content)
+    return ChatMessage(str(m.get("role", "user")), content)

@@ -1,0 +1,331 @@
+"""A model session with tools: the model calls them, clients answer, the model goes on.
+
+tether runs as a real child process in front of a local upstream that speaks
+OpenAI's (or Anthropic's) real streaming format; the tests talk to it over HTTP
+as any client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers.server import TetherServer
+from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+
+KEY = "sk-upstream-0c4f9a1d2e7b"
+WEATHER = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
+CLOCK = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
+
+
+def server_env(fake: FakeUpstream) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TETHER_OPENAI_BASE_URL": fake.openai_base_url,
+        "TETHER_OPENAI_API_KEY": KEY,
+        "TETHER_OPENAI_MODELS": "gpt-4o-mini",
+        "TETHER_ANTHROPIC_BASE_URL": fake.url,
+        "TETHER_ANTHROPIC_API_KEY": KEY,
+        "TETHER_ANTHROPIC_MODELS": "claude-sonnet-4-5",
+    }
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
+    async with FakeUpstream() as fake:
+        server = TetherServer(
+            tmp_path / "data",
+            log_path=tmp_path / "server.log",
+            env=server_env(fake),
+            extra_args=["--max-steps", "3"],
+        )
+        await asyncio.to_thread(server.start)
+        try:
+            yield fake, server
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+class Events:
+    """A session's events read live from the start, in the background."""
+
+    def __init__(self, client: httpx.AsyncClient, session_id: str) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._read(client, session_id))
+
+    async def _read(self, client: httpx.AsyncClient, session_id: str) -> None:
+        async with client.stream("GET", f"/v1/sessions/{session_id}/events?offset=-1") as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    self.seen.append(json.loads(line[6:]))
+                    self._changed.set()
+
+    async def until(self, check: Any, timeout: float = 15.0) -> dict[str, Any]:
+        """The first event ``check`` accepts, waiting for it."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for e in self.seen:
+                    if check(e):
+                        return e
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def run_end(self, run_id: str) -> dict[str, Any]:
+        return await self.until(lambda e: e["type"] == "run-end" and e["run_id"] == run_id)
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def start(
+    c: httpx.AsyncClient, session: dict[str, Any], message: dict[str, Any]
+) -> tuple[str, str, Events]:
+    r = await c.post("/v1/sessions", json=session)
+    assert r.status_code == 201, r.text
+    sid = r.json()["id"]
+    events = Events(c, sid)
+    r = await c.post(f"/v1/sessions/{sid}/messages", json=message)
+    assert r.status_code == 202, r.text
+    return sid, r.json()["run_id"], events
+
+
+def is_call(name: str) -> Any:
+    return lambda e: e["type"] == "part-start" and e.get("tool_name") == name
+
+
+async def test_a_client_tool_round_trip_over_two_model_steps(setup) -> None:
+    fake, server = setup
+    args = '{"city": "Paris"}'
+    fake.replies.extend(
+        [
+            Script(text="Let me look.", tool_calls=[FakeToolCall("get_weather", args, "call_W")]),
+            Script(text="It is sunny in Paris."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(
+            c, {"model": "openai/gpt-4o-mini", "tools": [WEATHER]}, {"content": "Weather?"}
+        )
+        try:
+            call = await events.until(is_call("get_weather"))
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            r = await c.post(
+                f"/v1/sessions/{sid}/tool-results",
+                json={"tool_call_id": "call_W", "output": {"sky": "sunny", "c": 21}},
+            )
+            assert r.status_code == 202
+            end = await events.run_end(run_id)
+            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+        finally:
+            await events.aclose()
+
+    assert end["reason"] == "complete"
+    assert call["tool_call_id"] == "call_W"
+    # The arguments streamed as deltas while the model produced them, then whole.
+    deltas = [e["delta"] for e in events.seen if e.get("part_id") == call["part_id"]
+              and e["type"] == "part-delta"]  # fmt: skip
+    assert len(deltas) > 1 and "".join(deltas) == args
+    ended = [e for e in events.seen if e["type"] == "part-end" and e["part_id"] == call["part_id"]]
+    assert ended[0]["value"] == {"city": "Paris"}
+
+    first, second = fake.requests[0].body, fake.requests[1].body
+    offered = [{"type": "function", "function": WEATHER}]
+    assert first["tools"] == offered and second["tools"] == offered
+    assert first["messages"] == [{"role": "user", "content": "Weather?"}]
+    assert second["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                {"id": "call_W", "type": "function",
+                 "function": {"name": "get_weather", "arguments": args}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_W", "content": '{"sky": "sunny", "c": 21}'},
+    ]  # fmt: skip
+    answer = snapshot["messages"][-1]
+    assert [p["kind"] for p in answer["parts"]] == ["text", "tool-call", "text"]
+    assert answer["parts"][1]["result"] == {"sky": "sunny", "c": 21}
+    assert answer["parts"][2]["text"] == "It is sunny in Paris."
+    assert snapshot["usage"]["input_tokens"] == 22  # both steps' usage, summed
+    assert KEY not in json.dumps(events.seen) and KEY not in server.output()
+
+
+async def test_parallel_calls_in_one_step_are_answered_in_any_order(setup) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        [
+            Script(
+                text="",
+                tool_calls=[
+                    FakeToolCall("get_weather", '{"city": "Oslo"}', "call_1"),
+                    FakeToolCall("get_time", "{}", "call_2"),
+                ],
+            ),
+            Script(text="Cold, and it is noon."),
+        ]
+    )
+    session = {"model": "openai/gpt-4o-mini", "tools": [WEATHER, CLOCK]}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, session, {"content": "Oslo?"})
+        try:
+            await events.until(is_call("get_time"))
+            for call_id, output in (("call_2", "12:00"), ("call_1", "-3 C")):
+                r = await c.post(
+                    f"/v1/sessions/{sid}/tool-results",
+                    json={"tool_call_id": call_id, "output": output},
+                )
+                assert r.status_code == 202
+            end = await events.run_end(run_id)
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete"
+    assert len(fake.requests) == 2
+    tool_messages = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
+    assert tool_messages == [
+        {"role": "tool", "tool_call_id": "call_1", "content": "-3 C"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "12:00"},
+    ]
+    statuses = [e["status"] for e in events.seen if e["type"] == "status"]
+    assert statuses == ["running", "waiting", "running", "idle"]
+
+
+async def test_anthropic_gets_the_tools_and_the_results_in_its_own_format(setup) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        [
+            Script(text="Checking.", tool_calls=[FakeToolCall("get_weather", '{"city": "Rome"}',
+                                                              "toolu_R")]),
+            Script(text="Warm."),
+        ]
+    )  # fmt: skip
+    session = {"model": "anthropic/claude-sonnet-4-5", "tools": [WEATHER]}
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, session, {"content": "Rome?"})
+        try:
+            await events.until(is_call("get_weather"))
+            await c.post(
+                f"/v1/sessions/{sid}/tool-results",
+                json={"tool_call_id": "toolu_R", "error": "the weather service is down"},
+            )
+            end = await events.run_end(run_id)
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete"
+    first, second = fake.requests[0].body, fake.requests[1].body
+    assert first["tools"] == [
+        {"name": "get_weather", "input_schema": WEATHER["parameters"],
+         "description": WEATHER["description"]}
+    ]  # fmt: skip
+    assert second["messages"][-2]["content"][-1] == {
+        "type": "tool_use", "id": "toolu_R", "name": "get_weather", "input": {"city": "Rome"},
+    }  # fmt: skip
+    assert second["messages"][-1]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_R",
+         "content": "the weather service is down", "is_error": True}
+    ]  # fmt: skip
+
+
+async def test_a_messages_tools_are_offered_to_its_run_only(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="ok")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(
+            c, {"model": "openai/gpt-4o-mini"}, {"content": "one", "tools": [CLOCK]}
+        )
+        try:
+            await events.run_end(run_id)
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": "two"})
+            await events.run_end(r.json()["run_id"])
+        finally:
+            await events.aclose()
+    assert [t["function"]["name"] for t in fake.requests[0].body["tools"]] == ["get_time"]
+    assert "tools" not in fake.requests[1].body
+
+
+async def test_tools_set_by_patch_apply_to_the_next_runs(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text="ok")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        r = await c.patch(f"/v1/sessions/{sid}", json={"tools": [WEATHER]})
+        assert r.status_code == 200 and r.json()["tools"] == [WEATHER]
+        events = Events(c, sid)
+        try:
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": "hi"})
+            await events.run_end(r.json()["run_id"])
+        finally:
+            await events.aclose()
+    assert [t["function"]["name"] for t in fake.requests[0].body["tools"]] == ["get_weather"]
+
+
+async def test_a_model_that_keeps_calling_tools_stops_at_max_steps(setup) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        Script(text="", tool_calls=[FakeToolCall("get_time", "{}", f"call_{i}")]) for i in range(5)
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(
+            c, {"model": "openai/gpt-4o-mini", "tools": [CLOCK]}, {"content": "loop"}
+        )
+        try:
+            for i in range(3):  # --max-steps 3
+                call_id = f"call_{i}"
+                await events.until(lambda e, c=call_id: e.get("tool_call_id") == c)
+                await c.post(
+                    f"/v1/sessions/{sid}/tool-results",
+                    json={"tool_call_id": call_id, "output": "noon"},
+                )
+            end = await events.run_end(run_id)
+        finally:
+            await events.aclose()
+    assert len(fake.requests) == 3
+    assert end["reason"] == "error"
+    error = next(e for e in events.seen if e["type"] == "error")
+    assert error["code"] == "max_steps" and "3 steps" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("tools", "says"),
+    [
+        ([{"name": "bad name!", "parameters": {"type": "object"}}], "'name'"),
+        ([{"name": "f", "parameters": {"type": "array"}}], "type object"),
+        ([{"name": "f", "params": {}}], "unknown field"),
+        (["no_such_server_tool"], "no server tool 'no_such_server_tool'"),
+        ([CLOCK, CLOCK], "declared twice"),
+        ([{"name": f"t{i}"} for i in range(129)], "128"),
+    ],
+)
+async def test_bad_tool_declarations_are_refused_and_change_nothing(
+    setup, tools: list[Any], says: str
+) -> None:
+    _, server = setup
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        r = await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini", "tools": tools})
+        assert r.status_code in (400, 422) and says in r.text, r.text
+        assert (await c.get("/v1/sessions")).json()["sessions"] == []
+        sid = (await c.post("/v1/sessions", json={"model": "openai/gpt-4o-mini"})).json()["id"]
+        before = (await c.get(f"/v1/sessions/{sid}")).json()
+        r = await c.patch(f"/v1/sessions/{sid}", json={"tools": tools})
+        assert r.status_code in (400, 422) and says in r.text
+        r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": "x", "tools": tools})
+        assert r.status_code in (400, 422) and says in r.text
+        after = (await c.get(f"/v1/sessions/{sid}")).json()
+    assert after == before
