@@ -19,6 +19,8 @@ import pytest
 
 from helpers.server import TetherServer
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+from sessions.grammar import Grammar
+from tether.client import AsyncTether
 
 KEY = "sk-upstream-0c4f9a1d2e7b"
 WEATHER = {
@@ -137,6 +139,7 @@ async def test_a_client_tool_round_trip_over_two_model_steps(setup) -> None:
             await events.aclose()
 
     assert end["reason"] == "complete"
+    assert Grammar().check(events.seen) == []
     assert call["tool_call_id"] == "call_W"
     # The arguments streamed as deltas while the model produced them, then whole.
     deltas = [e["delta"] for e in events.seen if e.get("part_id") == call["part_id"]
@@ -197,6 +200,7 @@ async def test_parallel_calls_in_one_step_are_answered_in_any_order(setup) -> No
         finally:
             await events.aclose()
     assert end["reason"] == "complete"
+    assert Grammar().check(events.seen) == []
     assert len(fake.requests) == 2
     tool_messages = [m for m in fake.requests[1].body["messages"] if m["role"] == "tool"]
     assert tool_messages == [
@@ -329,3 +333,22 @@ async def test_bad_tool_declarations_are_refused_and_change_nothing(
         assert r.status_code in (400, 422) and says in r.text
         after = (await c.get(f"/v1/sessions/{sid}")).json()
     assert after == before
+
+
+async def test_the_sdk_answers_a_models_tool_calls_with_its_handlers(setup) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("get_weather", '{"city": "Lima"}', "call_L")]),
+            Script(text="Mild in Lima."),
+        ]
+    )
+    async with AsyncTether(server.base_url) as client:
+        session = await client.sessions.create(model="openai/gpt-4o-mini", tools=[WEATHER])
+        run = await client.send(session.id, "Lima?")
+        result = await run.result(tools={"get_weather": lambda city: f"mild in {city}"})
+    assert session.tools == [WEATHER]
+    assert result.reason == "complete" and result.text == "Mild in Lima."
+    assert fake.requests[1].body["messages"][-1] == {
+        "role": "tool", "tool_call_id": "call_L", "content": "mild in Lima",
+    }  # fmt: skip

@@ -43,6 +43,13 @@ def test_chat_streams_answers_and_keeps_the_conversation(tether_server: ServerFa
     assert "You said: hello there" in out
 
 
+def test_chat_asks_for_a_tool_calls_result_at_the_prompt(tether_server: ServerFactory) -> None:
+    server = tether_server()
+    out = run_chat(server.base_url, ['/tool get_time {"tz": "UTC"}', '"noon"'])
+    assert 'result of get_time({"tz": "UTC"})> ' in out
+    assert "Tool get_time returned: noon" in out
+
+
 def test_chat_survives_a_server_restart_mid_answer(tether_server: ServerFactory) -> None:
     server = tether_server()
     proc = subprocess.Popen(

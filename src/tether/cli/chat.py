@@ -6,14 +6,27 @@ survives the server restarting mid-answer: the answer continues where it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from dataclasses import dataclass
 
 import click
 
 from tether.client import Tether
-from tether.client.errors import TetherError
-from tether.client.events import ErrorEvent, Event, PartDelta, PartStart, Retry, RunEnd
+from tether.client._sync import Run
+from tether.client.errors import Conflict, TetherError
+from tether.client.events import (
+    ErrorEvent,
+    Event,
+    PartDelta,
+    PartEnd,
+    PartStart,
+    Retry,
+    RunEnd,
+    ToolApproval,
+    ToolResult,
+)
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -22,8 +35,13 @@ def _paint(text: str, style: str) -> str:
     return f"{style}{text}{RESET}" if sys.stdout.isatty() else text
 
 
-def chat_loop(client: Tether, session_id: str) -> None:
-    """Read a line, stream the answer; Ctrl-C stops the answer, Ctrl-D quits."""
+def chat_loop(client: Tether, session_id: str, server_tools: frozenset[str] = frozenset()) -> None:
+    """Read a line, stream the answer; Ctrl-C stops the answer, Ctrl-D quits.
+
+    When the answer calls a tool, the call is shown and its result (or
+    approval) is asked for at the prompt; ``server_tools`` are the names of
+    tools the server runs itself, whose results are not asked for.
+    """
     while True:
         try:
             line = input("you> ").strip()
@@ -36,14 +54,82 @@ def chat_loop(client: Tether, session_id: str) -> None:
         if run.queued:
             click.echo(_paint("(queued behind the run in progress)", DIM))
         kinds: dict[str, str] = {}
+        calls = PendingCalls(server_tools)
         click.echo("assistant> ", nl=False)
         try:
             for event in run.stream():
                 _show(event, kinds)
+                if calls.see(event):
+                    calls.ask(run)
         except KeyboardInterrupt:
             run.cancel()
             click.echo(_paint(" [cancelled]", DIM), nl=False)
         click.echo()
+
+
+@dataclass(slots=True)
+class _Call:
+    name: str
+    approval: bool
+    arguments: object = None
+    #: Its arguments are complete (its part has ended).
+    whole: bool = False
+
+
+class PendingCalls:
+    """The tool calls of a run that wait for an answer from this terminal."""
+
+    def __init__(self, server_tools: frozenset[str]) -> None:
+        self.server_tools = server_tools
+        self._by_part: dict[str, str] = {}  # part id -> call id
+        #: Unanswered calls by id.
+        self.open: dict[str, _Call] = {}
+
+    def see(self, event: Event) -> bool:
+        """Take note of ``event``; True when a call has just been made whole (ask now)."""
+        if isinstance(event, PartStart) and event.kind == "tool-call" and event.tool_call_id:
+            self._by_part[event.part_id] = event.tool_call_id
+            self.open[event.tool_call_id] = _Call(
+                event.tool_name or "?", bool(event.needs_approval)
+            )
+        elif isinstance(event, PartEnd) and event.part_id in self._by_part:
+            call = self.open.get(self._by_part.pop(event.part_id))
+            if call is not None:
+                call.arguments = event.value
+                call.whole = True
+                return True
+        elif isinstance(event, ToolResult):
+            self.open.pop(event.tool_call_id, None)
+        elif isinstance(event, ToolApproval) and event.tool_call_id in self.open:
+            call = self.open[event.tool_call_id]
+            if call.name in self.server_tools or not event.approved:
+                del self.open[event.tool_call_id]  # the server runs it, or nothing does
+            else:
+                call.approval = False  # approved: its result is asked for next
+                return True
+        return False
+
+    def ask(self, run: Run) -> None:
+        """Ask at the prompt for what the waiting calls need."""
+        for call_id, call in list(self.open.items()):
+            if not call.whole or (not call.approval and call.name in self.server_tools):
+                continue
+            shown = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
+            click.echo()
+            try:
+                if call.approval:
+                    line = input(f"approve {shown}? [y/N] ").strip().lower()
+                    with contextlib.suppress(Conflict):
+                        run.tool_approval(call_id, line in ("y", "yes"))
+                    continue
+                line = input(f"result of {shown}> ").strip()
+            except EOFError:
+                return
+            output: object = line
+            with contextlib.suppress(ValueError):
+                output = json.loads(line)
+            with contextlib.suppress(Conflict):
+                run.tool_result(call_id, output=output)
 
 
 def _show(event: Event, kinds: dict[str, str]) -> None:
@@ -53,8 +139,8 @@ def _show(event: Event, kinds: dict[str, str]) -> None:
         if event.kind == "tool-call":
             click.echo(_paint(f"[calls tool {event.tool_name}]", DIM), nl=False)
     elif isinstance(event, PartDelta):
-        reasoning = kinds.get(event.part_id) == "reasoning"
-        click.echo(_paint(event.delta, DIM) if reasoning else event.delta, nl=False)
+        dim = kinds.get(event.part_id) in ("reasoning", "tool-call")
+        click.echo(_paint(event.delta, DIM) if dim else event.delta, nl=False)
     elif isinstance(event, Retry):
         click.echo(_paint(f"[retry {event.attempt}: {event.error}]", DIM), nl=False)
     elif isinstance(event, ErrorEvent):
@@ -73,9 +159,13 @@ def chat(url: str, model: str | None, agent: str | None, session_id: str | None)
     try:
         with Tether(url) as client:
             if session_id is None:
-                session_id = client.sessions.create(model=model, agent=agent).id
-            click.echo(_paint(f"session {session_id} (Ctrl-C stops an answer, Ctrl-D quits)", DIM))
-            chat_loop(client, session_id)
+                session = client.sessions.create(model=model, agent=agent)
+            else:
+                session = client.sessions.get(session_id)
+            # Tools declared by name are the server's: it runs them, nobody answers.
+            server_tools = frozenset(t for t in session.tools if isinstance(t, str))
+            click.echo(_paint(f"session {session.id} (Ctrl-C stops an answer, Ctrl-D quits)", DIM))
+            chat_loop(client, session.id, server_tools)
     except TetherError as err:
         raise click.ClickException(str(err)) from err
 

@@ -141,12 +141,19 @@ class Tether:
         *,
         parent_id: str | None = None,
         interrupt: bool = False,
+        tools: list[str | dict[str, Any]] | None = None,
     ) -> Run:
-        """Send a user message; returns the handle of the run that answers it."""
+        """Send a user message; returns the handle of the run that answers it.
+
+        ``tools``: tools for this message's run besides the session's (server
+        tools' names, client tools' ``{name, description, parameters}``).
+        """
         offset = self._tail_offset(session_id)
         body: dict[str, Any] = {"content": content_json(content), "interrupt": interrupt}
         if parent_id is not None:
             body["parent_id"] = parent_id
+        if tools is not None:
+            body["tools"] = tools
         data = (self._request("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)).json()
         return Run(
             self, session_id, data["run_id"], message_id=data.get("message_id"),
@@ -349,8 +356,10 @@ class Sessions:
         agent: str | None = None,
         system: str | None = None,
         title: str | None = None,
+        tools: list[str | dict[str, Any]] | None = None,
     ) -> Session:
-        body = {"model": model, "agent": agent, "system": system, "title": title}
+        """A new session; ``tools`` are what its runs may call (see :meth:`Tether.send`)."""
+        body = {"model": model, "agent": agent, "system": system, "title": title, "tools": tools}
         data = (self._client._request("POST", "/v1/sessions", json=body)).json()
         return Session.from_json(data)
 
@@ -370,9 +379,15 @@ class Sessions:
         return SessionSnapshot.from_json(data)
 
     def update(
-        self, session_id: str, *, title: str | None = None, archived: bool | None = None
+        self,
+        session_id: str,
+        *,
+        title: str | None = None,
+        archived: bool | None = None,
+        tools: list[str | dict[str, Any]] | None = None,
     ) -> Session:
-        body = {"title": title, "archived": archived}
+        """Change what is given; ``tools`` replaces the session's (``[]``: none)."""
+        body = {"title": title, "archived": archived, "tools": tools}
         data = (self._client._request("PATCH", f"/v1/sessions/{seg(session_id)}", json=body)).json()
         return Session.from_json(data)
 

@@ -110,6 +110,8 @@ class Session:
     created_at: float | None = None
     updated_at: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: The tools its runs may call: server tools' names, client tools' definitions.
+    tools: list[Any] = field(default_factory=list)
     #: Path of the session's event stream as a plain Durable Stream.
     stream_url: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -162,6 +164,7 @@ def _session_kwargs(d: dict[str, Any]) -> dict[str, Any]:
         "created_at": d.get("created_at"),
         "updated_at": d.get("updated_at"),
         "metadata": d.get("metadata") or {},
+        "tools": d.get("tools") or [],
         "stream_url": d.get("stream_url"),
         "raw": d,
     }
