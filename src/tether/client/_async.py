@@ -45,6 +45,11 @@ from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
 ToolHandler = Callable[..., Any]
 
 
+#: Tools declared for runs: server tools' names, client tools'
+#: ``{name, description, parameters}`` definitions.
+Tools = list[str | dict[str, Any]]
+
+
 class AsyncTether:
     """Asynchronous client of a tether server's session API.
 
@@ -139,7 +144,7 @@ class AsyncTether:
         *,
         parent_id: str | None = None,
         interrupt: bool = False,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> AsyncRun:
         """Send a user message; returns the handle of the run that answers it.
 
@@ -362,7 +367,7 @@ class AsyncSessions:
         agent: str | None = None,
         system: str | None = None,
         title: str | None = None,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> Session:
         """A new session; ``tools`` are what its runs may call (see :meth:`AsyncTether.send`)."""
         body = {"model": model, "agent": agent, "system": system, "title": title, "tools": tools}
@@ -390,7 +395,7 @@ class AsyncSessions:
         *,
         title: str | None = None,
         archived: bool | None = None,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> Session:
         """Change what is given; ``tools`` replaces the session's (``[]``: none)."""
         body = {"title": title, "archived": archived, "tools": tools}

@@ -47,6 +47,11 @@ from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
 ToolHandler = Callable[..., Any]
 
 
+#: Tools declared for runs: server tools' names, client tools'
+#: ``{name, description, parameters}`` definitions.
+Tools = list[str | dict[str, Any]]
+
+
 class Tether:
     """Synchronous client of a tether server's session API.
 
@@ -141,7 +146,7 @@ class Tether:
         *,
         parent_id: str | None = None,
         interrupt: bool = False,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> Run:
         """Send a user message; returns the handle of the run that answers it.
 
@@ -356,7 +361,7 @@ class Sessions:
         agent: str | None = None,
         system: str | None = None,
         title: str | None = None,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> Session:
         """A new session; ``tools`` are what its runs may call (see :meth:`Tether.send`)."""
         body = {"model": model, "agent": agent, "system": system, "title": title, "tools": tools}
@@ -384,7 +389,7 @@ class Sessions:
         *,
         title: str | None = None,
         archived: bool | None = None,
-        tools: list[str | dict[str, Any]] | None = None,
+        tools: Tools | None = None,
     ) -> Session:
         """Change what is given; ``tools`` replaces the session's (``[]``: none)."""
         body = {"title": title, "archived": archived, "tools": tools}
