@@ -352,3 +352,46 @@ async def test_the_sdk_answers_a_models_tool_calls_with_its_handlers(setup) -> N
     assert fake.requests[1].body["messages"][-1] == {
         "role": "tool", "tool_call_id": "call_L", "content": "mild in Lima",
     }  # fmt: skip
+
+
+async def test_the_ai_sdk_front_offers_the_tools_its_request_defines(setup) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("get_weather", '{"city": "Kyiv"}', "call_K")]),
+            Script(text="Snow in Kyiv."),
+        ]
+    )
+    body = {
+        "id": "chat-tools",
+        "model": "openai/gpt-4o-mini",
+        "messages": [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Kyiv?"}]}],
+        "tools": {
+            "get_weather": {
+                "description": WEATHER["description"],
+                "inputSchema": WEATHER["parameters"],
+            }
+        },
+    }
+    chunks: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as c,
+        c.stream("POST", "/v1/aisdk/chat", json=body) as r,
+    ):
+        assert r.status_code == 200
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            chunks.append(chunk)
+            if chunk["type"] == "tool-input-available":
+                sid = chunks[0]["messageMetadata"]["tether"]["sessionId"]
+                r2 = await c.post(
+                    f"/v1/sessions/{sid}/tool-results",
+                    json={"tool_call_id": "call_K", "output": "snow"},
+                )
+                assert r2.status_code == 202
+    types = [c["type"] for c in chunks]
+    assert "tool-input-delta" in types and types[-1] == "finish"
+    assert fake.requests[0].body["tools"] == [{"type": "function", "function": WEATHER}]
+    assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "Snow in Kyiv."

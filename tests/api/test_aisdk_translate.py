@@ -45,6 +45,26 @@ def test_a_run_with_text_and_an_answered_tool_call_opens_a_second_step() -> None
     assert feed(t, ev.event(ev.PART_DELTA, run_id=R, part_id="p2", delta="late")) == []
 
 
+def test_a_tool_calls_streamed_arguments_are_tool_input_deltas() -> None:
+    t = RunTranslator(R, "ses_1")
+    chunks = feed(
+        t,
+        ev.event(ev.RUN_START, run_id=R),
+        ev.event(ev.MESSAGE_START, run_id=R, message_id="msg_a", role="assistant"),
+        ev.event(ev.PART_START, run_id=R, message_id="msg_a", part_id="p1", kind=ev.TOOL_CALL,
+                 tool_call_id="c1", tool_name="f"),
+        ev.event(ev.PART_DELTA, run_id=R, part_id="p1", delta='{"x": '),
+        ev.event(ev.PART_DELTA, run_id=R, part_id="p1", delta="1}"),
+        ev.event(ev.PART_END, run_id=R, part_id="p1", value={"x": 1}),
+    )  # fmt: skip
+    assert chunks[2:] == [
+        {"type": "tool-input-start", "toolCallId": "c1", "toolName": "f"},
+        {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": '{"x": '},
+        {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": "1}"},
+        {"type": "tool-input-available", "toolCallId": "c1", "toolName": "f", "input": {"x": 1}},
+    ]
+
+
 def test_a_run_cancelled_while_queued_is_started_and_aborted() -> None:
     t = RunTranslator(R, "ses_1")
     assert feed(t, ev.event(ev.CANCEL, run_id=R)) == [

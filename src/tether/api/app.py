@@ -124,7 +124,9 @@ class TetherApp:
             self.kit.tools,
         )
         web.include_router(native.router)
-        aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
+        aisdk = AISDKRoutes(
+            self.sessions, self.runtime, self._check_model, self.stop_future, self.kit.tools
+        )
         web.include_router(aisdk.router)
 
         gateway = OpenAIRoutes(

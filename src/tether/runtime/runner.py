@@ -127,9 +127,17 @@ class Runtime:
         return item.message_id, item.run_id, queued
 
     async def edit(
-        self, session_id: str, message_id: str, parts: list[dict[str, Any]]
+        self,
+        session_id: str,
+        message_id: str,
+        parts: list[dict[str, Any]],
+        *,
+        tools: list[Any] | None = None,
     ) -> tuple[str, str, bool]:
-        """A new version of a user message: a sibling branch, answered afresh."""
+        """A new version of a user message: a sibling branch, answered afresh.
+
+        It keeps the old version's tools unless ``tools`` are given.
+        """
         old = (await self._fold(session_id)).messages.get(message_id)
         if old is None:
             raise InvalidInput(f"no message {message_id} in this session")
@@ -137,7 +145,8 @@ class Runtime:
             raise InvalidInput("only user messages can be edited")
         item = QueueItem(
             ev.new_id("run"), "message", ev.new_id("msg"), parts, old.parent_id,
-            explicit_parent=True, edit_of=message_id, tools=old.tools,
+            explicit_parent=True, edit_of=message_id,
+            tools=old.tools if tools is None else tools,
         )  # fmt: skip
         queued = await self._submit(session_id, item, False)
         return item.message_id, item.run_id, queued

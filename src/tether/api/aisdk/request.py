@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tether.agents.tools import MAX_TOOLS
 from tether.api.aisdk.chats import Chat
 from tether.api.sessions import MAX_TEXT
 from tether.runtime.runner import InvalidInput
@@ -43,6 +44,28 @@ class ChatRequest(BaseModel):
     model: str | None = Field(default=None, max_length=200)
     agent: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=MAX_TEXT)
+    #: Tools for the run this request starts: tether's declarations (server
+    #: tools' names, client tools' definitions), or the AI SDK's record of
+    #: tools by name, ``{name: {description?, inputSchema | parameters}}``.
+    tools: list[Any] | dict[str, Any] | None = Field(default=None, max_length=MAX_TOOLS)
+
+
+def tool_declarations(tools: list[Any] | dict[str, Any]) -> list[Any]:
+    """A request's ``tools`` as tether's declarations (the record form converted)."""
+    if isinstance(tools, list):
+        return tools
+    out: list[Any] = []
+    for name, spec in tools.items():
+        if not isinstance(spec, dict):
+            raise InvalidInput(f"tools.{name}: a tool is an object")
+        schema = spec.get("inputSchema", spec.get("parameters", {"type": "object"}))
+        if isinstance(schema, dict) and isinstance(schema.get("jsonSchema"), dict):
+            schema = schema["jsonSchema"]  # the AI SDK's jsonSchema() helper, serialized
+        declared: dict[str, Any] = {"name": name, "parameters": schema}
+        if "description" in spec:
+            declared["description"] = spec["description"]
+        out.append(declared)
+    return out
 
 
 def text_parts(msg: UIMessageIn) -> list[dict[str, Any]]:

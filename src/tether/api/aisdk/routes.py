@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Path
 from fastapi.responses import Response, StreamingResponse
 
+from tether.agents.tools import ToolRegistry
 from tether.api.aisdk.chats import CHATS, Chat, ChatLocks, HistoryMismatch, chat_key
 from tether.api.aisdk.request import (
     ChatRequest,
@@ -25,6 +26,7 @@ from tether.api.aisdk.request import (
     seed_events,
     text_parts,
     title_of,
+    tool_declarations,
 )
 from tether.api.aisdk.translate import RunTranslator, UIFrames
 from tether.api.auth import Caller, Unauthorized, session_resource
@@ -58,11 +60,13 @@ class AISDKRoutes:
         runtime: Runtime,
         known_models: Callable[[str | None, str | None], str | None],
         stop: Callable[[], asyncio.Future[None]],
+        tools: ToolRegistry,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         self.known_models = known_models
         self.stop = stop
+        self.tools = tools
         self._locks = ChatLocks()
         #: Session id -> position of the latest run-start seen (runs start in order,
         #: so the active run's run-start is at or after it).
@@ -133,6 +137,7 @@ class AISDKRoutes:
             parts = new_user_parts(messages[-1])
         elif not body.messageId and not messages:
             raise InvalidInput("regenerate-message needs a messageId or messages")
+        tools = None if body.tools is None else self.tools.check(tool_declarations(body.tools))
 
         key = chat_key(owner, body.id)
         async with self._locks.hold(key):
@@ -152,7 +157,7 @@ class AISDKRoutes:
                 )
                 chat = Chat(key, body.id, record.id)
             try:
-                return await self._place(body, chat, parts, created)
+                return await self._place(body, chat, parts, created, tools)
             except BaseException:
                 if created:  # a request that fails leaves neither a session nor a chat
                     await self.runtime.forget(chat.session_id)
@@ -160,7 +165,12 @@ class AISDKRoutes:
                 raise
 
     async def _place(
-        self, body: ChatRequest, chat: Chat, parts: list[dict[str, Any]], created: bool
+        self,
+        body: ChatRequest,
+        chat: Chat,
+        parts: list[dict[str, Any]],
+        created: bool,
+        tools: list[Any] | None,
     ) -> tuple[str, str, int]:
         """Send, edit or regenerate in the chat's session; saves the chat last."""
         messages = body.messages
@@ -172,10 +182,12 @@ class AISDKRoutes:
             last = messages[-1]
             if not created and chat.tether_id(last.id) in known:
                 # useChat's sendMessage({text, messageId}): an edit, a new branch.
-                mid, run_id, _ = await self.runtime.edit(sid, chat.tether_id(last.id), parts)
+                mid, run_id, _ = await self.runtime.edit(
+                    sid, chat.tether_id(last.id), parts, tools=tools
+                )
             else:
                 parent = await self._place_history(chat, messages[:-1], known, created)
-                mid, run_id, _ = await self.runtime.send(sid, parts, parent_id=parent)
+                mid, run_id, _ = await self.runtime.send(sid, parts, parent_id=parent, tools=tools)
             chat.ids[last.id] = mid
         else:
             target_id = body.messageId or messages[-1].id

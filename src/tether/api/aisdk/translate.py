@@ -57,10 +57,7 @@ class RunTranslator:
         if kind == ev.PART_START:
             return self._part_start(e)
         if kind == ev.PART_DELTA:
-            pkind = self._open.get(e["part_id"])
-            if pkind is None or not e.get("delta"):
-                return []
-            return [{"type": f"{pkind}-delta", "id": e["part_id"], "delta": e["delta"]}]
+            return self._part_delta(e)
         if kind == ev.PART_END:
             return self._part_end(e)
         if kind == ev.RETRY:
@@ -108,6 +105,18 @@ class RunTranslator:
             self._open[part_id] = pkind
             out.append({"type": f"{pkind}-start", "id": part_id})
         return out
+
+    def _part_delta(self, e: ev.Event) -> list[Chunk]:
+        part_id, delta = e["part_id"], e.get("delta")
+        if not delta:
+            return []
+        pkind = self._open.get(part_id)
+        if pkind is not None:
+            return [{"type": f"{pkind}-delta", "id": part_id, "delta": delta}]
+        tool = self._tools.get(part_id)
+        if tool is not None:  # a piece of a tool call's arguments
+            return [{"type": "tool-input-delta", "toolCallId": tool[0], "inputTextDelta": delta}]
+        return []
 
     def _part_end(self, e: ev.Event) -> list[Chunk]:
         part_id = e["part_id"]
