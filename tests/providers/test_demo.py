@@ -17,6 +17,7 @@ from tether.providers.base import (
     ReasoningDelta,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallItem,
     Usage,
 )
@@ -151,19 +152,24 @@ async def test_reason_alone_and_chained(demo: DemoModel) -> None:
 
 async def test_tool_call_then_answer_with_result(demo: DemoModel) -> None:
     first = await collect(demo, ask('/tool get_time {"tz": "UTC"}', run_id="run-7"))
-    assert len(first) == 2
-    assert isinstance(first[0], ToolCallItem)
-    assert isinstance(first[1], Usage)
-    call = first[0].call
+    *deltas, item, usage = first
+    assert isinstance(item, ToolCallItem)
+    assert isinstance(usage, Usage)
+    call = item.call
     assert call.name == "get_time"
     assert call.arguments == '{"tz": "UTC"}'
     assert call.id.startswith("call_get_time_")
+    # The arguments stream first, in pieces, under the call's id and name.
+    assert len(deltas) == 2
+    assert all(isinstance(d, ToolCallDelta) and (d.id, d.name) == (call.id, call.name)
+               for d in deltas)  # fmt: skip
+    assert "".join(d.arguments for d in deltas if isinstance(d, ToolCallDelta)) == call.arguments
 
     again = await collect(demo, ask('/tool get_time {"tz": "UTC"}', run_id="run-7"))
-    assert again[0] == first[0]  # deterministic
+    assert again == first  # deterministic
     other = await collect(demo, ask('/tool get_time {"tz": "UTC"}', run_id="run-8"))
-    assert isinstance(other[0], ToolCallItem)
-    assert other[0].call.id != call.id  # derived from the run
+    assert isinstance(other[-2], ToolCallItem)
+    assert other[-2].call.id != call.id  # derived from the run
 
     result = '{"time": "12:00",  "tz": "UTC"}'
     history = [
@@ -189,8 +195,8 @@ async def test_tool_error_result(demo: DemoModel) -> None:
 
 async def test_tool_default_arguments(demo: DemoModel) -> None:
     items = await collect(demo, ask("/tool ping"))
-    assert isinstance(items[0], ToolCallItem)
-    assert items[0].call.arguments == "{}"
+    assert isinstance(items[-2], ToolCallItem)
+    assert items[-2].call.arguments == "{}"
 
 
 @pytest.mark.parametrize(

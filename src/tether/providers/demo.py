@@ -41,6 +41,7 @@ from tether.providers.base import (
     ReasoningDelta,
     TextDelta,
     ToolCall,
+    ToolCallDelta,
     ToolCallItem,
     Usage,
 )
@@ -160,7 +161,10 @@ class DemoModel:
                 yield TextDelta(str(n) if n == 1 else f" {n}")
             output_tokens += plan.count
         elif plan.kind == "tool" and plan.tool is not None:
-            yield ToolCallItem(plan.tool)
+            call = plan.tool
+            for piece in words(call.arguments):  # the arguments stream, as a model's do
+                yield ToolCallDelta(call.id, call.name, piece)
+            yield ToolCallItem(call)
             output_tokens += _tokens(f"{plan.tool.name} {plan.tool.arguments}")
         else:
             text = _cut(plan.text)
