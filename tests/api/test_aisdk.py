@@ -241,6 +241,9 @@ def test_a_tool_call_waits_for_its_result_from_the_native_api(
     assert s.chunks == [
         *start,
         {"type": "tool-input-start", "toolCallId": call, "toolName": "weather"},
+        # The demo model streams the arguments word by word, as models do.
+        {"type": "tool-input-delta", "toolCallId": call, "inputTextDelta": '{"city":'},
+        {"type": "tool-input-delta", "toolCallId": call, "inputTextDelta": ' "Paris"}'},
         {
             "type": "tool-input-available",
             "toolCallId": call,
