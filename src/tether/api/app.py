@@ -18,10 +18,12 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
+from tether.agents.attachments import AttachmentReading
 from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
 from tether.agents.model import ModelAgent, RetryPolicy
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
+from tether.api.attachments import Attachments
 from tether.api.auth import Auth
 from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
@@ -32,6 +34,7 @@ from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, Runtime
+from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.service import META, SessionRecord, SessionService
 from tether.store.base import Store
 from tether.store.errors import StoreError
@@ -69,6 +72,7 @@ class TetherApp:
         guard: GuardConfig | None = None,
         max_sessions: int = 0,
         max_streams: int = 0,
+        attachment_inline_max: int = DEFAULT_INLINE_MAX,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -86,6 +90,9 @@ class TetherApp:
         )
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
+        self.attachments = Attachments(
+            AttachmentStreams(store, attachment_inline_max), self.sessions, self._media_types
+        )
         self._stop: asyncio.Future[None] | None = None
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
@@ -109,8 +116,9 @@ class TetherApp:
         web.state.json_limits = self.streams.config.json
         install_error_handlers(web)
         native = SessionRoutes(
-            self.sessions, self.runtime, self.auth, self._check_model, self.stop_future
-        )
+            self.sessions, self.runtime, self.auth, self._check_model, self.stop_future,
+            attachments=self.attachments,
+        )  # fmt: skip
         web.include_router(native.router)
         aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
         web.include_router(aisdk.router)
@@ -164,6 +172,13 @@ class TetherApp:
             return str(err)
         return None
 
+    def _media_types(self, model: str | None, agent: str | None) -> tuple[str, ...] | None:
+        """What attachments a session's model takes; None: any (an agent reads its parts)."""
+        if agent is not None:
+            return None
+        provider, _ = self.registry.resolve(model or "demo")
+        return self.registry.media_types(provider)
+
     def _agent_for(self, record: SessionRecord) -> Agent:
         if record.agent is not None:
             fn = self.agents.get(record.agent)
@@ -171,6 +186,7 @@ class TetherApp:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
             return fn
         provider, model = self.registry.resolve(record.model or "demo")
+        provider = AttachmentReading(provider, self.attachments.streams.read)
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.prefetches, self.retry)

@@ -1,0 +1,257 @@
+"""Images and files in user messages, end to end: a real ``tether serve``, real upstreams' formats.
+
+The upstream is the fake OpenAI + Anthropic server; tether runs as a child
+process configured with it through a TETHER_CONFIG file, with API keys on and
+a small inline limit, so that one test's attachment goes to a stream of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from helpers.server import TetherServer
+from providers.fake_upstreams import FakeUpstream
+
+KEY_A, KEY_B = "key-attach-a", "key-attach-b"
+INLINE_MAX = 2048
+#: A real 1x1 PNG.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+#: Larger than the inline limit: it gets a stream of its own.
+BIG_PDF = PDF + b"%" + bytes(range(256)) * 40 + b"\n%%EOF\n"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def image_part(data: bytes = PNG, name: str = "dot.png") -> dict[str, Any]:
+    return {"type": "image", "media_type": "image/png", "data": b64(data), "name": name}
+
+
+def pdf_part(data: bytes = PDF, name: str = "report.pdf") -> dict[str, Any]:
+    return {"type": "file", "data": f"data:application/pdf;base64,{b64(data)}", "name": name}
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
+    async with FakeUpstream() as fake:
+        config = tmp_path / "tether.toml"
+        config.write_text(
+            f"""
+[[upstreams]]
+name = "openai"
+base_url = "{fake.openai_base_url}"
+api_key = "sk-openai-attach-0001"
+models = ["gpt-4o-mini"]
+
+[[upstreams]]
+name = "anthropic"
+base_url = "{fake.url}"
+api_key = "sk-ant-attach-0002"
+models = ["claude-test"]
+
+[[upstreams]]
+name = "textonly"
+kind = "openai"
+base_url = "{fake.openai_base_url}"
+models = ["small"]
+attachments = []
+"""
+        )
+        env = {
+            **os.environ,
+            "TETHER_CONFIG": str(config),
+            "TETHER_API_KEYS": f"{KEY_A},{KEY_B}",
+            "TETHER_SECRET": "attach-secret-0123456789abcdef0123456789",
+        }
+        server = TetherServer(
+            tmp_path / "data",
+            log_path=tmp_path / "server.log",
+            env=env,
+            extra_args=["--attachment-inline-max", str(INLINE_MAX)],
+        )
+        await asyncio.to_thread(server.start)
+        try:
+            yield fake, server
+        finally:
+            await asyncio.to_thread(server.stop)
+
+
+def client(server: TetherServer, key: str = KEY_A) -> httpx.AsyncClient:
+    headers = {"authorization": f"Bearer {key}"}
+    return httpx.AsyncClient(base_url=server.base_url, timeout=30, headers=headers)
+
+
+async def run_events(c: httpx.AsyncClient, sid: str, run_id: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with c.stream("GET", f"/v1/sessions/{sid}/events", params={"offset": "-1"}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                ev = json.loads(line[6:])
+                out.append(ev)
+                if ev["type"] == "run-end" and ev["run_id"] == run_id:
+                    return out
+    raise AssertionError("stream ended before the run did")
+
+
+async def send(c: httpx.AsyncClient, model: str, content: list[dict[str, Any]]) -> tuple[str, str]:
+    sid = (await c.post("/v1/sessions", json={"model": model})).json()["id"]
+    r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": content})
+    assert r.status_code == 202, r.text
+    return sid, r.json()["run_id"]
+
+
+async def test_an_image_and_a_pdf_reach_an_openai_upstream_as_image_url_and_file_parts(
+    setup,
+) -> None:
+    fake, server = setup
+    content = [image_part(), pdf_part(), {"type": "text", "text": "What is in these?"}]
+    async with client(server) as c:
+        sid, run_id = await send(c, "openai/gpt-4o-mini", content)
+        evs = await run_events(c, sid, run_id)
+        snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+        user = snapshot["messages"][0]
+        image = await c.get(f"/v1/sessions/{sid}/attachments/{user['parts'][0]['id']}")
+        pdf = await c.get(f"/v1/sessions/{sid}/attachments/{user['parts'][1]['id']}")
+
+    assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete"]
+    sent = fake.requests[-1].body["messages"][-1]
+    assert sent == {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(PNG)}"}},
+            {
+                "type": "file",
+                "file": {
+                    "file_data": f"data:application/pdf;base64,{b64(PDF)}",
+                    "filename": "report.pdf",
+                },
+            },
+            {"type": "text", "text": "What is in these?"},
+        ],
+    }
+    assert [
+        (p["kind"], p.get("media_type"), p.get("name"), p.get("size")) for p in user["parts"]
+    ] == [
+        ("image", "image/png", "dot.png", len(PNG)),
+        ("file", "application/pdf", "report.pdf", len(PDF)),
+        ("text", None, None, None),
+    ]
+    assert "data" not in json.dumps(user["parts"][:2])  # the snapshot says what, not the bytes
+    assert (image.status_code, image.content, image.headers["content-type"]) == (
+        200,
+        PNG,
+        "image/png",
+    )
+    assert image.headers["content-disposition"].startswith("inline")
+    assert (pdf.status_code, pdf.content) == (200, PDF)
+    assert pdf.headers["content-disposition"].startswith("attachment")
+    assert pdf.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_an_image_and_a_pdf_reach_an_anthropic_upstream_as_image_and_document_blocks(
+    setup,
+) -> None:
+    fake, server = setup
+    content = [image_part(), pdf_part(), {"type": "text", "text": "Describe them."}]
+    async with client(server) as c:
+        sid, run_id = await send(c, "anthropic/claude-test", content)
+        evs = await run_events(c, sid, run_id)
+
+    assert [e["reason"] for e in evs if e["type"] == "run-end"] == ["complete"]
+    assert fake.requests[-1].path == "/v1/messages"
+    assert fake.requests[-1].body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": b64(PNG)},
+                },
+                {
+                    "type": "document",
+                    "source": {"type": "base64", "media_type": "application/pdf", "data": b64(PDF)},
+                    "title": "report.pdf",
+                },
+                {"type": "text", "text": "Describe them."},
+            ],
+        }
+    ]
+
+
+async def test_a_large_attachment_gets_its_own_stream_and_still_reaches_the_upstream_and_readers(
+    setup,
+) -> None:
+    fake, server = setup
+    assert len(BIG_PDF) > INLINE_MAX
+    async with client(server) as c:
+        sid, run_id = await send(c, "openai/gpt-4o-mini", [pdf_part(BIG_PDF, "big.pdf")])
+        evs = await run_events(c, sid, run_id)
+        part_id = (await c.get(f"/v1/sessions/{sid}")).json()["messages"][0]["parts"][0]["id"]
+        token = (await c.post(f"/v1/sessions/{sid}/read-token")).json()["token"]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as anonymous:
+        by_token = await anonymous.get(
+            f"/v1/sessions/{sid}/attachments/{part_id}", params={"token": token}
+        )
+
+    stored = next(e for e in evs if e["type"] == "user-message")["parts"][0]
+    assert stored["stream"].startswith(f"sessions/{sid}/attachments/")
+    assert "data" not in stored and stored["size"] == len(BIG_PDF)
+    file_data = fake.requests[-1].body["messages"][-1]["content"][0]["file"]["file_data"]
+    assert file_data == f"data:application/pdf;base64,{b64(BIG_PDF)}"
+    assert (by_token.status_code, by_token.content) == (200, BIG_PDF)
+
+
+async def test_an_attachment_the_model_cannot_take_is_refused_before_anything_is_written(
+    setup,
+) -> None:
+    fake, server = setup
+    text_file = {"type": "file", "media_type": "text/plain", "data": b64(b"notes"), "name": "a.txt"}
+    async with client(server) as c:
+        refused = []
+        for model, part in (("openai/gpt-4o-mini", text_file), ("textonly/small", image_part())):
+            sid = (await c.post("/v1/sessions", json={"model": model})).json()["id"]
+            before = (await c.get(f"/v1/sessions/{sid}")).json()
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": [part]})
+            after = (await c.get(f"/v1/sessions/{sid}")).json()
+            refused.append((r.status_code, r.json()["error"]["code"]))
+            assert after["offset"] == before["offset"] and after["messages"] == []
+        bad = await c.post(
+            f"/v1/sessions/{sid}/messages",
+            json={"content": [{"type": "image", "media_type": "image/png", "data": "not base64!"}]},
+        )
+    assert refused == [(415, "unsupported_attachment")] * 2
+    assert bad.status_code == 400 and "base64" in bad.json()["error"]["message"]
+    assert fake.requests == []
+
+
+async def test_a_key_cannot_read_another_keys_attachment(setup) -> None:
+    _, server = setup
+    async with client(server) as a:
+        sid, run_id = await send(a, "openai/gpt-4o-mini", [image_part()])
+        await run_events(a, sid, run_id)
+        part_id = (await a.get(f"/v1/sessions/{sid}")).json()["messages"][0]["parts"][0]["id"]
+        other, _ = await send(a, "openai/gpt-4o-mini", [{"type": "text", "text": "hi"}])
+        other_token = (await a.post(f"/v1/sessions/{other}/read-token")).json()["token"]
+        own = await a.get(f"/v1/sessions/{sid}/attachments/{part_id}")
+    async with client(server, KEY_B) as b:
+        by_b = await b.get(f"/v1/sessions/{sid}/attachments/{part_id}")
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as anonymous:
+        by_other_token = await anonymous.get(
+            f"/v1/sessions/{sid}/attachments/{part_id}", params={"token": other_token}
+        )
+    assert own.status_code == 200
+    assert by_b.status_code == 404 and PNG not in by_b.content
+    assert by_other_token.status_code == 404
