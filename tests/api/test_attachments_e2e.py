@@ -11,6 +11,7 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,122 @@ async def test_a_key_cannot_read_another_keys_attachment(setup) -> None:
     assert own.status_code == 200
     assert by_b.status_code == 404 and PNG not in by_b.content
     assert by_other_token.status_code == 404
+
+
+async def test_the_gateways_image_url_and_file_parts_reach_the_upstream_in_its_format(
+    setup,
+) -> None:
+    """Through the official ``openai`` package: data URLs, an http(s) image URL passed as is."""
+    from openai import AsyncOpenAI
+
+    fake, server = setup
+    png_url = f"data:image/png;base64,{b64(PNG)}"
+    pdf_data = f"data:application/pdf;base64,{b64(PDF)}"
+    content = [
+        {"type": "text", "text": "Compare."},
+        {"type": "image_url", "image_url": {"url": png_url}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "file", "file": {"file_data": pdf_data, "filename": "report.pdf"}},
+    ]
+    sdk = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=KEY_A, max_retries=0)
+    async with sdk:
+        for model in ("openai/gpt-4o-mini", "anthropic/claude-test"):
+            answer = await sdk.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": content}]
+            )
+            assert answer.choices[0].message.content == "Hello from the fake upstream."
+
+    openai_body, anthropic_body = (r.body for r in fake.requests)
+    assert openai_body["messages"][-1]["content"] == [
+        {"type": "image_url", "image_url": {"url": png_url}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "file", "file": {"file_data": pdf_data, "filename": "report.pdf"}},
+        {"type": "text", "text": "Compare."},
+    ]
+    assert anthropic_body["messages"][-1]["content"] == [
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": b64(PNG)},
+        },
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": b64(PDF)},
+            "title": "report.pdf",
+        },
+        {"type": "text", "text": "Compare."},
+    ]
+
+
+async def test_the_gateway_refuses_an_attachment_the_model_cannot_take(setup) -> None:
+    from openai import AsyncOpenAI, BadRequestError
+
+    fake, server = setup
+    image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(PNG)}"}}
+    sdk = AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key=KEY_A, max_retries=0)
+    async with sdk, client(server) as c:
+        before = (await c.get("/v1/sessions")).json()["sessions"]
+        with pytest.raises(BadRequestError) as refused:
+            await sdk.chat.completions.create(
+                model="textonly/small", messages=[{"role": "user", "content": [image]}]
+            )
+        after = (await c.get("/v1/sessions")).json()["sessions"]
+    assert refused.value.code == "unsupported_content"
+    assert "textonly/small cannot take image/png" in refused.value.message
+    assert before == after and fake.requests == []
+
+
+async def test_the_ai_sdk_routes_file_part_reaches_the_upstream_and_the_snapshot(setup) -> None:
+    """The body DefaultChatTransport posts for a message with a file part (a data URL)."""
+    fake, server = setup
+    message = {
+        "id": "u1",
+        "role": "user",
+        "parts": [
+            {"type": "file", "mediaType": "image/png", "filename": "dot.png",
+             "url": f"data:image/png;base64,{b64(PNG)}"},
+            {"type": "text", "text": "What is this?"},
+        ],
+    }  # fmt: skip
+    body = {"id": "chat-attach", "messages": [message], "trigger": "submit-message"}
+    async with client(server) as c:
+        body["model"] = "anthropic/claude-test"
+        async with c.stream("POST", "/v1/aisdk/chat", json=body) as r:
+            assert r.status_code == 200
+            sid = r.headers["x-tether-session-id"]
+            chunks = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+        assert chunks[-1] == "data: [DONE]"
+        user = (await c.get(f"/v1/sessions/{sid}")).json()["messages"][0]
+        image = await c.get(f"/v1/sessions/{sid}/attachments/{user['parts'][0]['id']}")
+    assert fake.requests[-1].body["messages"][-1]["content"] == [
+        {
+            "type": "image",
+            "source": {"type": "base64", "media_type": "image/png", "data": b64(PNG)},
+        },
+        {"type": "text", "text": "What is this?"},
+    ]
+    assert user["parts"][0] | {"id": ""} == {
+        "id": "", "kind": "image", "done": True, "media_type": "image/png", "name": "dot.png",
+        "size": len(PNG),
+    }  # fmt: skip
+    assert image.content == PNG
+
+
+async def test_the_real_ai_sdk_sends_a_file_part_that_reaches_the_upstream(setup) -> None:
+    """``tests/aisdk/attach.mjs``: the ``ai`` package's DefaultChatTransport, a data-URL image."""
+    fake, server = setup
+    node = shutil.which("node")
+    script = Path(__file__).parent.parent / "aisdk" / "attach.mjs"
+    if node is None or not (script.parent / "node_modules" / "ai").is_dir():
+        pytest.skip("needs Node.js and the `ai` package (make test installs tests/aisdk)")
+    proc = await asyncio.create_subprocess_exec(
+        node, str(script), server.base_url, KEY_A, "openai/gpt-4o-mini", b64(PNG),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert json.loads(out) == {"text": "Hello from the fake upstream."}
+    assert fake.requests[-1].body["messages"][-1]["content"] == [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(PNG)}"}},
+        {"type": "text", "text": "What is in this image?"},
+    ]

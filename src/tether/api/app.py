@@ -120,7 +120,10 @@ class TetherApp:
             attachments=self.attachments,
         )  # fmt: skip
         web.include_router(native.router)
-        aisdk = AISDKRoutes(self.sessions, self.runtime, self._check_model, self.stop_future)
+        aisdk = AISDKRoutes(
+            self.sessions, self.runtime, self._check_model, self.stop_future,
+            attachments=self.attachments,
+        )  # fmt: skip
         web.include_router(aisdk.router)
 
         gateway = OpenAIRoutes(
@@ -133,6 +136,7 @@ class TetherApp:
             max_body=self.streams.config.max_body,
             json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
+            attachments=self.attachments,
         )
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models

@@ -17,7 +17,8 @@ from urllib.parse import quote
 from fastapi.responses import Response
 
 from tether.sessions.attachments import AttachmentStreams, is_attachment, refusal
-from tether.sessions.service import SessionRecord, SessionService
+from tether.sessions.events import USER_MESSAGE, Event
+from tether.sessions.service import SessionService
 from tether.store.errors import StreamNotFound
 from tether.streams.http_errors import HTTPError
 
@@ -54,17 +55,39 @@ class Attachments:
         return refusal(model or "demo", patterns, parts)
 
     async def admit(
-        self, record: SessionRecord, parts: list[dict[str, Any]]
+        self, session_id: str, parts: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], list[str]]:
-        """``parts`` ready to be placed in ``record``'s session, and the streams written.
+        """``parts`` ready to be placed in the session, and the streams written for them.
 
-        Raises 415 (writing nothing) if its model cannot take one of them.
-        Whoever then fails to place the message deletes the streams (:meth:`drop`).
+        Raises 415 (writing nothing) if the session's model cannot take one of
+        them. Whoever then fails to place the message deletes the streams
+        (:meth:`drop`). Parts without attachments cost nothing.
         """
+        if not any(is_attachment(p) for p in parts):
+            return parts, []
+        record = await self.sessions.record(session_id)
         problem = self.refusal(record.model, record.agent, parts)
         if problem:
             raise unsupported(problem)
-        return await self.streams.moved_out(record.id, parts)
+        return await self.streams.moved_out(session_id, parts)
+
+    async def admit_events(
+        self, session_id: str, events: list[Event]
+    ) -> tuple[list[Event], list[str]]:
+        """:meth:`admit` for the parts of every ``user-message`` in ``events`` (a history)."""
+        out: list[Event] = []
+        written: list[str] = []
+        try:
+            for e in events:
+                if e.get("type") == USER_MESSAGE:
+                    parts, more = await self.admit(session_id, e.get("parts", []))
+                    written += more
+                    e = {**e, "parts": parts}
+                out.append(e)
+        except BaseException:
+            await self.drop(written)
+            raise
+        return out, written
 
     async def drop(self, written: list[str]) -> None:
         await self.streams.delete(written)

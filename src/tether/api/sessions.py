@@ -17,7 +17,7 @@ from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resou
 from tether.api.bodies import CheckedJSONRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import InvalidInput, Runtime
-from tether.sessions.attachments import BadAttachment, attachment_part, is_attachment
+from tether.sessions.attachments import BadAttachment, attachment_part
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -195,15 +195,6 @@ class SessionRoutes:
             raise SessionNotFound(session_id)
         await self.sessions.record(session_id, who.owner)
 
-    async def _admitted(
-        self, session_id: str, parts: list[dict[str, Any]]
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """``parts`` checked against the session's model, large attachments stored."""
-        if not any(is_attachment(p) for p in parts):
-            return parts, []
-        record = await self.sessions.record(session_id)
-        return await self.attachments.admit(record, parts)
-
     # -- the routes ---------------------------------------------------------------
 
     async def create_session(self, body: CreateSession, who: Who) -> dict[str, Any]:
@@ -277,7 +268,7 @@ class SessionRoutes:
     async def send_message(self, session_id: str, body: SendMessage, who: Who) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
-        parts, written = await self._admitted(session_id, _parts(body.content))
+        parts, written = await self.attachments.admit(session_id, _parts(body.content))
         try:
             message_id, run_id, queued = await self.runtime.send(
                 session_id, parts, parent_id=body.parent_id, interrupt=body.interrupt
@@ -292,7 +283,7 @@ class SessionRoutes:
     ) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
-        parts, written = await self._admitted(session_id, _parts(body.content))
+        parts, written = await self.attachments.admit(session_id, _parts(body.content))
         try:
             new_id, run_id, queued = await self.runtime.edit(session_id, message_id, parts)
         except BaseException:

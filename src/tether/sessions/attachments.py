@@ -129,8 +129,13 @@ def _name(name: str) -> str:
 
 
 def accepts(patterns: Iterable[str], part: dict[str, Any]) -> bool:
-    """Whether a model taking ``patterns`` (``image/png``, ``image/*``, ``*/*``) takes ``part``."""
-    media_type = part.get("media_type") or ("image/*" if part.get("url") else "")
+    """Whether a model taking ``patterns`` (``image/png``, ``image/*``, ``*/*``) takes ``part``.
+
+    An image by URL is taken by a model that takes images.
+    """
+    if "url" in part:  # an image of a type only its server knows: any image type will do
+        return any(p == "*/*" or p.startswith("image/") for p in patterns)
+    media_type = part.get("media_type", "")
     major = media_type.split("/", 1)[0]
     return any(p in ("*/*", media_type) or p == f"{major}/*" for p in patterns)
 
@@ -140,7 +145,7 @@ def refusal(model: str, patterns: Iterable[str], parts: Iterable[dict[str, Any]]
     patterns = tuple(patterns)
     for part in parts:
         if is_attachment(part) and not accepts(patterns, part):
-            what = part.get("media_type") or "an image by URL"
+            what = part.get("media_type") or "image"
             takes = ", ".join(patterns) if patterns else "no attachments"
             return f"the model {model} cannot take {what} attachments (it takes: {takes})"
     return None

@@ -21,12 +21,13 @@ from tether.api.aisdk.request import (
     ChatRequest,
     UIMessageIn,
     is_empty_assistant,
-    new_user_parts,
+    new_text_parts,
     seed_events,
     text_parts,
     title_of,
 )
 from tether.api.aisdk.translate import RunTranslator, UIFrames
+from tether.api.attachments import Attachments
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
 from tether.api.relay import EventStreamResponse, Follow
@@ -58,11 +59,14 @@ class AISDKRoutes:
         runtime: Runtime,
         known_models: Callable[[str | None, str | None], str | None],
         stop: Callable[[], asyncio.Future[None]],
+        *,
+        attachments: Attachments,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         self.known_models = known_models
         self.stop = stop
+        self.attachments = attachments
         self._locks = ChatLocks()
         #: Session id -> position of the latest run-start seen (runs start in order,
         #: so the active run's run-start is at or after it).
@@ -130,7 +134,7 @@ class AISDKRoutes:
         if body.trigger == "submit-message":
             if not messages:
                 raise InvalidInput("messages must not be empty")
-            parts = new_user_parts(messages[-1])
+            parts = new_text_parts(messages[-1])
         elif not body.messageId and not messages:
             raise InvalidInput("regenerate-message needs a messageId or messages")
 
@@ -151,9 +155,12 @@ class AISDKRoutes:
                     metadata={"aisdk_chat_id": body.id},
                 )
                 chat = Chat(key, body.id, record.id)
+            written: list[str] = []
             try:
+                parts, written = await self.attachments.admit(chat.session_id, parts)
                 return await self._place(body, chat, parts, created)
             except BaseException:
+                await self.attachments.drop(written)
                 if created:  # a request that fails leaves neither a session nor a chat
                     await self.runtime.forget(chat.session_id)
                     await self.sessions.delete(chat.session_id)
@@ -197,6 +204,7 @@ class AISDKRoutes:
             return None
         if created:
             batch, parent = seed_events(chat, history, None)
+            batch, _ = await self.attachments.admit_events(chat.session_id, batch)
             if batch:
                 await self.sessions.append(chat.session_id, batch)
             return parent
