@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import pytest
 
 from helpers.server import TetherServer
 from providers.fake_upstreams import FakeUpstream
+from redis_server import running_redis
 
 KEY_A, KEY_B = "key-attach-a", "key-attach-b"
 INLINE_MAX = 2048
@@ -46,8 +49,16 @@ def pdf_part(data: bytes = PDF, name: str = "report.pdf") -> dict[str, Any]:
 
 
 @pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
-    async with FakeUpstream() as fake:
+async def setup(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
+    """The fake upstream and tether on SQLite, or on Redis (``indirect`` param ``"redis"``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        fake = await stack.enter_async_context(FakeUpstream())
+        store = "sqlite"
+        if getattr(request, "param", "sqlite") == "redis":
+            redis = stack.enter_context(running_redis(tmp_path / "redis"))
+            store = f"{redis.url()}?prefix=attach:"
         config = tmp_path / "tether.toml"
         config.write_text(
             f"""
@@ -79,6 +90,7 @@ attachments = []
         }
         server = TetherServer(
             tmp_path / "data",
+            store=store,
             log_path=tmp_path / "server.log",
             env=env,
             extra_args=["--attachment-inline-max", str(INLINE_MAX)],
@@ -192,6 +204,7 @@ async def test_an_image_and_a_pdf_reach_an_anthropic_upstream_as_image_and_docum
     ]
 
 
+@pytest.mark.parametrize("setup", ["sqlite", "redis"], indirect=True)
 async def test_a_large_attachment_gets_its_own_stream_and_still_reaches_the_upstream_and_readers(
     setup,
 ) -> None:
@@ -375,3 +388,23 @@ async def test_the_real_ai_sdk_sends_a_file_part_that_reaches_the_upstream(setup
         {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(PNG)}"}},
         {"type": "text", "text": "What is in this image?"},
     ]
+
+
+async def test_deleting_a_session_deletes_its_attachment_streams(setup) -> None:
+    _, server = setup
+    async with client(server) as c:
+        sid, run_id = await send(c, "openai/gpt-4o-mini", [pdf_part(BIG_PDF, "big.pdf")])
+        evs = await run_events(c, sid, run_id)
+        stored = next(e for e in evs if e["type"] == "user-message")["parts"][0]["stream"]
+        before = live_streams(server, stored)
+        assert (await c.delete(f"/v1/sessions/{sid}")).status_code == 204
+    assert before == [stored] and live_streams(server, stored) == []
+
+
+def live_streams(server: TetherServer, path: str) -> list[str]:
+    """The streams at ``path`` in the server's SQLite file that are not deleted."""
+    with contextlib.closing(sqlite3.connect(server.data_dir / "tether.db")) as db:
+        rows = db.execute(
+            "SELECT path FROM streams WHERE path = ? AND soft_deleted = 0", (path,)
+        ).fetchall()
+    return [r[0] for r in rows]

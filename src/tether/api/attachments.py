@@ -92,6 +92,17 @@ class Attachments:
     async def drop(self, written: list[str]) -> None:
         await self.streams.delete(written)
 
+    async def forget(self, session_id: str) -> None:
+        """Delete the attachment streams of a session about to be deleted."""
+        fold = (await self.sessions.state(session_id)).fold
+        names = [
+            p.attachment["stream"]
+            for m in fold.messages.values()
+            for p in m.parts
+            if p.attachment is not None and "stream" in p.attachment
+        ]
+        await self.streams.delete(names)
+
     async def response(self, session_id: str, part_id: str) -> Response:
         """The bytes of the attachment ``part_id`` (``<message id>:<index>``) of a session."""
         fold = (await self.sessions.state(session_id)).fold

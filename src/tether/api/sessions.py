@@ -262,6 +262,7 @@ class SessionRoutes:
         _writer(who)
         await self._owned(session_id, who)
         await self.runtime.forget(session_id)
+        await self.attachments.forget(session_id)
         await self.sessions.delete(session_id)
         return Response(status_code=204)
 
