@@ -80,7 +80,7 @@ def text_parts(msg: UIMessageIn) -> list[dict[str, Any]]:
     return out
 
 
-def new_text_parts(msg: UIMessageIn) -> list[dict[str, Any]]:
+def new_user_parts(msg: UIMessageIn) -> list[dict[str, Any]]:
     if msg.role != "user":
         raise InvalidInput(
             "the last message of a submit-message must be a user message (tether answers "

@@ -21,7 +21,7 @@ from tether.api.aisdk.request import (
     ChatRequest,
     UIMessageIn,
     is_empty_assistant,
-    new_text_parts,
+    new_user_parts,
     seed_events,
     text_parts,
     title_of,
@@ -134,7 +134,7 @@ class AISDKRoutes:
         if body.trigger == "submit-message":
             if not messages:
                 raise InvalidInput("messages must not be empty")
-            parts = new_text_parts(messages[-1])
+            parts = new_user_parts(messages[-1])
         elif not body.messageId and not messages:
             raise InvalidInput("regenerate-message needs a messageId or messages")
 
