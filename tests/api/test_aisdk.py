@@ -456,7 +456,7 @@ def test_a_queued_run_cancelled_before_it_starts_ends_its_stream(
 
 def test_bad_requests_are_refused_before_anything_is_written(client: httpx.Client) -> None:
     before = len(client.get("/v1/sessions").json()["sessions"])
-    file_part = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AA=="}
+    file_part = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,A!"}
     cases = [
         (chat_body(new_chat_id()), 400),  # no messages
         (chat_body(new_chat_id(), assistant("a", {"type": "text", "text": "x"})), 400),

@@ -246,6 +246,34 @@ def _queue(client: httpx.Client) -> Recording:
     )
 
 
+#: A 1x1 PNG and a tiny PDF, base64: attachments small enough to stay in their event.
+PNG_B64 = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+PDF_B64 = "JVBERi0xLjQKJSVFT0YK"
+
+
+def _attachments(client: httpx.Client) -> Recording:
+    d = Driver(client)
+    d.post(
+        "/messages",
+        {
+            "content": [
+                {"type": "image", "media_type": "image/png", "data": PNG_B64, "name": "dot.png"},
+                {"type": "file", "data": f"data:application/pdf;base64,{PDF_B64}", "name": "a.pdf"},
+                {"type": "text", "text": "what are these"},
+            ]
+        },
+    )
+    d.settle()
+    return d.record(
+        "attachments",
+        "A message with an image and a PDF (inline in its event); the snapshot says what "
+        "they are (media type, name, size), not their bytes.",
+    )
+
+
 SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _text,
     _reasoning,
@@ -260,6 +288,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _edit,
     _regenerate,
     _queue,
+    _attachments,
 )
 
 

@@ -21,6 +21,7 @@ const present = (v) => v !== undefined && v !== null;
 function partJson(p) {
   const out = { id: p.id, kind: p.kind, done: p.done };
   if (p.kind === "text" || p.kind === "reasoning" || p.text) out.text = p.text;
+  for (const key of ["media_type", "name", "size", "url"]) if (present(p[key])) out[key] = p[key];
   for (const key of ["value", "tool_call_id", "tool_name", "result", "error", "approval"]) {
     if (present(p[key])) out[key] = p[key];
   }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tether.agents.attachments import chat_attachments
 from tether.agents.context import AgentContext, AgentKit
 from tether.providers.base import ChatMessage, ToolCall
 from tether.runtime.context import RunContext
@@ -26,7 +27,7 @@ def to_chat(system: str | None, history: list[Message]) -> list[ChatMessage]:
         out.append(ChatMessage("system", system))
     for msg in history:
         if msg.role == "user":
-            out.append(ChatMessage("user", msg.text()))
+            out.append(ChatMessage("user", msg.text(), attachments=chat_attachments(msg)))
             continue
         calls = [p for p in msg.parts if p.kind == ev.TOOL_CALL and p.tool_call_id]
         out.append(

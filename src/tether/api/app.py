@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
+from tether.agents.attachments import AttachmentReading
 from tether.agents.context import AgentKit, CustomAgent
 from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
 from tether.agents.llm import RetryPolicy
@@ -25,6 +26,7 @@ from tether.agents.model import MAX_STEPS, ModelAgent
 from tether.agents.tools import ToolRegistry
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
+from tether.api.attachments import Attachments
 from tether.api.auth import Auth
 from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
@@ -33,8 +35,10 @@ from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.webui import build_web_router
+from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, Runtime
+from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.service import META, SessionRecord, SessionService
 from tether.store.base import Store
 from tether.store.errors import StoreError
@@ -73,6 +77,7 @@ class TetherApp:
         guard: GuardConfig | None = None,
         max_sessions: int = 0,
         max_streams: int = 0,
+        attachment_inline_max: int = DEFAULT_INLINE_MAX,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -81,7 +86,7 @@ class TetherApp:
         self.retry = retry or RetryPolicy()
         self.max_steps = max_steps
         #: What every agent is given: the server's models and tools.
-        self.kit = AgentKit(self.registry.resolve, ToolRegistry(), self.retry)
+        self.kit = AgentKit(self._resolve_model, ToolRegistry(), self.retry)
         self.sessions = SessionService(store, max_sessions=max_sessions)
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
@@ -93,6 +98,9 @@ class TetherApp:
         )
         self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
         self._prefix = self.streams.config.prefix
+        self.attachments = Attachments(
+            AttachmentStreams(store, attachment_inline_max), self.sessions, self._media_types
+        )
         self._stop: asyncio.Future[None] | None = None
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
@@ -116,17 +124,14 @@ class TetherApp:
         web.state.json_limits = self.streams.config.json
         install_error_handlers(web)
         native = SessionRoutes(
-            self.sessions,
-            self.runtime,
-            self.auth,
-            self._check_model,
-            self.stop_future,
-            self.kit.tools,
-        )
+            self.sessions, self.runtime, self.auth, self._check_model, self.stop_future,
+            self.kit.tools, attachments=self.attachments,
+        )  # fmt: skip
         web.include_router(native.router)
         aisdk = AISDKRoutes(
-            self.sessions, self.runtime, self._check_model, self.stop_future, self.kit.tools
-        )
+            self.sessions, self.runtime, self._check_model, self.stop_future,
+            self.kit.tools, attachments=self.attachments,
+        )  # fmt: skip
         web.include_router(aisdk.router)
 
         gateway = OpenAIRoutes(
@@ -139,6 +144,7 @@ class TetherApp:
             max_body=self.streams.config.max_body,
             json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
+            attachments=self.attachments,
         )
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
@@ -178,6 +184,18 @@ class TetherApp:
             return str(err)
         return None
 
+    def _media_types(self, model: str | None, agent: str | None) -> tuple[str, ...] | None:
+        """What attachments a session's model takes; None: any (an agent reads its parts)."""
+        if agent is not None:
+            return None
+        provider, _ = self.registry.resolve(model or "demo")
+        return self.registry.media_types(provider)
+
+    def _resolve_model(self, name: str) -> tuple[Provider, str]:
+        """A model's provider, reading attachments stored in streams of their own."""
+        provider, model = self.registry.resolve(name)
+        return AttachmentReading(provider, self.attachments.streams.read), model
+
     def _agent_for(self, record: SessionRecord) -> Agent:
         if record.agent is not None:
             fn = self.agents.get(record.agent)
@@ -185,7 +203,7 @@ class TetherApp:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
             return CustomAgent(fn, self.kit)
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
-            provider, model = self.registry.resolve(record.model or "demo")
+            provider, model = self._resolve_model(record.model or "demo")
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
         return ModelAgent(self.kit, max_steps=self.max_steps)

@@ -13,10 +13,12 @@ from pydantic import BaseModel, Field
 from starlette.websockets import WebSocketDisconnect
 
 from tether.agents.tools import MAX_TOOLS, ToolRegistry
+from tether.api.attachments import Attachments
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import InvalidInput, Runtime
+from tether.sessions.attachments import BadAttachment, attachment_part
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.streams.wire import WireError, format_offset, parse_offset
 
@@ -31,8 +33,22 @@ class TextPart(BaseModel):
     text: str = Field(max_length=MAX_TEXT)
 
 
+class AttachmentPart(BaseModel):
+    """An image or a file: ``data`` (base64, or a data URL) or, for an image, an http(s) ``url``."""
+
+    type: Literal["image", "file"]
+    media_type: str | None = Field(default=None, max_length=255)
+    data: str | None = None
+    url: str | None = None
+    name: str | None = Field(default=None, max_length=1000)
+
+
 Content = (
-    Annotated[str, Field(max_length=MAX_TEXT)] | Annotated[list[TextPart], Field(min_length=1)]
+    Annotated[str, Field(max_length=MAX_TEXT)]
+    | Annotated[
+        list[Annotated[TextPart | AttachmentPart, Field(discriminator="type")]],
+        Field(min_length=1),
+    ]
 )
 
 
@@ -94,12 +110,22 @@ class ToolApproval(BaseModel):
     reason: str | None = Field(default=None, max_length=10_000)
 
 
-def _parts(content: str | list[TextPart]) -> list[dict[str, Any]]:
+def _parts(content: str | list[TextPart | AttachmentPart]) -> list[dict[str, Any]]:
     if isinstance(content, str):
         if not content.strip():
             raise InvalidInput("message content must not be empty")
         return [{"type": "text", "text": content}]
-    return [p.model_dump() for p in content]
+    out: list[dict[str, Any]] = []
+    for i, p in enumerate(content):
+        if isinstance(p, TextPart):
+            out.append(p.model_dump())
+            continue
+        try:
+            fields = {"media_type": p.media_type, "data": p.data, "url": p.url, "name": p.name}
+            out.append(attachment_part(p.type, **fields))
+        except BadAttachment as err:
+            raise InvalidInput(f"content[{i}]: {err}") from None
+    return out
 
 
 def current_caller(
@@ -134,6 +160,8 @@ class SessionRoutes:
         known_models: Callable[[str | None, str | None], str | None],
         stop: Callable[[], asyncio.Future[None]],
         tools: ToolRegistry,
+        *,
+        attachments: Attachments,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
@@ -141,6 +169,7 @@ class SessionRoutes:
         self.known_models = known_models
         self.tools = tools
         self.stop = stop
+        self.attachments = attachments
         self.router = APIRouter(
             prefix="/v1/sessions", tags=["sessions"], route_class=CheckedJSONRoute
         )
@@ -166,6 +195,13 @@ class SessionRoutes:
         add("/{session_id}/tool-approvals", self.tool_approval, methods=["POST"], status_code=202)
         add("/{session_id}/read-token", self.read_token, methods=["POST"])
         add("/{session_id}/events", self.events, methods=["GET"])
+        add(
+            "/{session_id}/attachments/{part_id}",
+            self.get_attachment,
+            methods=["GET"],
+            response_class=Response,
+            responses={200: {"content": {"*/*": {}}}},
+        )
         self.router.add_api_websocket_route("/{session_id}/ws", self.websocket)
 
     async def _owned(self, session_id: str, who: Caller) -> None:
@@ -245,6 +281,7 @@ class SessionRoutes:
         _writer(who)
         await self._owned(session_id, who)
         await self.runtime.forget(session_id)
+        await self.attachments.forget(session_id)
         await self.sessions.delete(session_id)
         return Response(status_code=204)
 
@@ -252,13 +289,14 @@ class SessionRoutes:
         _writer(who)
         await self._owned(session_id, who)
         tools = self.tools.check(body.tools) if body.tools is not None else None
-        message_id, run_id, queued = await self.runtime.send(
-            session_id,
-            _parts(body.content),
-            parent_id=body.parent_id,
-            interrupt=body.interrupt,
-            tools=tools,
-        )
+        parts, written = await self.attachments.admit(session_id, _parts(body.content))
+        try:
+            message_id, run_id, queued = await self.runtime.send(
+                session_id, parts, parent_id=body.parent_id, interrupt=body.interrupt, tools=tools
+            )
+        except BaseException:
+            await self.attachments.drop(written)
+            raise
         return {"message_id": message_id, "run_id": run_id, "queued": queued}
 
     async def edit_message(
@@ -266,10 +304,21 @@ class SessionRoutes:
     ) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
-        new_id, run_id, queued = await self.runtime.edit(
-            session_id, message_id, _parts(body.content)
-        )
+        parts, written = await self.attachments.admit(session_id, _parts(body.content))
+        try:
+            new_id, run_id, queued = await self.runtime.edit(session_id, message_id, parts)
+        except BaseException:
+            await self.attachments.drop(written)
+            raise
         return {"message_id": new_id, "run_id": run_id, "queued": queued}
+
+    async def get_attachment(self, session_id: str, part_id: str, who: Who) -> Response:
+        """An image or file of a user message (``part_id`` as in the snapshot), as it was sent.
+
+        Readable by whoever may read the session, read tokens included.
+        """
+        await self._owned(session_id, who)
+        return await self.attachments.response(session_id, part_id)
 
     async def regenerate(self, session_id: str, body: Regenerate, who: Who) -> dict[str, Any]:
         _writer(who)

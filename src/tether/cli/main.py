@@ -30,6 +30,7 @@ from tether.cli.log_redaction import configure_logging
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.runner import LEASE_TTL
+from tether.sessions.attachments import DEFAULT_INLINE_MAX
 from tether.store.factory import open_store
 from tether.streams.app import StreamsConfig
 from tether.streams.json_body import JsonLimits
@@ -191,6 +192,14 @@ def main() -> None:
     type=click.IntRange(min=0),
     help="With TETHER_API_KEYS: raw streams one key may have (0: no limit).",
 )
+@click.option(
+    "--attachment-inline-max",
+    default=lambda: int(os.environ.get("TETHER_ATTACHMENT_INLINE_MAX", DEFAULT_INLINE_MAX)),
+    show_default=f"{DEFAULT_INLINE_MAX} (or $TETHER_ATTACHMENT_INLINE_MAX)",
+    type=click.IntRange(min=0),
+    help="Bytes up to which an image or file stays in its message's event; larger ones "
+    "are stored in a stream of their own (both within --max-body).",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 # Connection limits and timeouts (src/tether/cli/connections.py).
@@ -227,6 +236,7 @@ def serve(
     rate_limit: float,
     max_sessions: int,
     max_streams: int,
+    attachment_inline_max: int,
     log_level: str,
     max_connections: int | None,
     header_timeout: float,
@@ -272,6 +282,7 @@ def serve(
         ),
         max_sessions=max_sessions,
         max_streams=max_streams,
+        attachment_inline_max=attachment_inline_max,
     )
     if store_spec == "memory":
         where = "in memory"

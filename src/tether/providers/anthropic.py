@@ -9,6 +9,7 @@ to one ToolCallItem when the block stops, and the usage of ``message_start``
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from tether.providers._http import (
 )
 from tether.providers.base import (
     SAMPLING_OPTIONS,
+    Attachment,
     ChatMessage,
     ItemStream,
     ModelRequest,
@@ -48,6 +50,10 @@ from tether.providers.base import (
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
+#: What the Messages API takes in user turns: images, PDFs and plain text documents.
+MEDIA_TYPES = (
+    "image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain",
+)  # fmt: skip
 #: The Messages API requires max_tokens; every Claude model accepts this much.
 DEFAULT_MAX_TOKENS = 4096
 
@@ -111,7 +117,7 @@ def to_anthropic_messages(
                 block["is_error"] = True
             add("user", [block])
         else:
-            blocks: list[dict[str, Any]] = []
+            blocks: list[dict[str, Any]] = [_anthropic_attachment(a) for a in m.attachments]
             if m.content:
                 blocks.append({"type": "text", "text": m.content})
             if m.role == "assistant":
@@ -126,6 +132,24 @@ def to_anthropic_messages(
                 )
             add("assistant" if m.role == "assistant" else "user", blocks)
     return ("\n\n".join(system) or None), out
+
+
+def _anthropic_attachment(a: Attachment) -> dict[str, Any]:
+    """An ``image`` block, or a ``document`` block (PDF as base64, plain text as text)."""
+    source: dict[str, Any]
+    if a.url:
+        source = {"type": "url", "url": a.url}
+    elif a.media_type == "text/plain":
+        text = base64.b64decode(a.data).decode("utf-8", "replace")
+        source = {"type": "text", "media_type": "text/plain", "data": text}
+    else:
+        source = {"type": "base64", "media_type": a.media_type, "data": a.data}
+    if a.kind == "image":
+        return {"type": "image", "source": source}
+    block: dict[str, Any] = {"type": "document", "source": source}
+    if a.name:
+        block["title"] = a.name
+    return block
 
 
 def to_anthropic_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:

@@ -34,6 +34,22 @@ class ToolCall:
 
 
 @dataclass(slots=True)
+class Attachment:
+    """An image or file of a user message, as providers send it on."""
+
+    #: "image" or "file".
+    kind: str
+    media_type: str = ""
+    #: The bytes, base64; empty when ``url`` is given, or while ``stream`` is unread.
+    data: str = ""
+    #: An http(s) URL the upstream fetches (images only).
+    url: str | None = None
+    name: str | None = None
+    #: Where the bytes are stored when they are not inline (read before sending).
+    stream: str | None = None
+
+
+@dataclass(slots=True)
 class ChatMessage:
     role: str  # system | user | assistant | tool
     content: str = ""
@@ -42,6 +58,8 @@ class ChatMessage:
     tool_call_id: str | None = None
     #: For role "tool": the result was an error.
     is_error: bool = False
+    #: For role "user": its images and files, sent before its text.
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -34,6 +34,7 @@ from tether.providers._http import (
 from tether.providers._transport import Sent
 from tether.providers.base import (
     SAMPLING_OPTIONS,
+    Attachment,
     ChatMessage,
     ItemStream,
     ModelRequest,
@@ -49,6 +50,8 @@ from tether.providers.base import (
 )
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+#: What Chat Completions takes as user content parts: images, and PDFs as ``file`` parts.
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf")
 
 
 def to_openai_messages(messages: Iterable[ChatMessage]) -> list[dict[str, Any]]:
@@ -72,10 +75,23 @@ def to_openai_messages(messages: Iterable[ChatMessage]) -> list[dict[str, Any]]:
             # The format has no error flag; say it in the content the model reads.
             content = f"Error: {m.content}" if m.is_error else m.content
             msg = {"role": "tool", "tool_call_id": m.tool_call_id or "", "content": content}
+        elif m.attachments:
+            parts = [_openai_attachment(a) for a in m.attachments]
+            if m.content:
+                parts.append({"type": "text", "text": m.content})
+            msg = {"role": m.role, "content": parts}
         else:
             msg = {"role": m.role, "content": m.content}
         out.append(msg)
     return out
+
+
+def _openai_attachment(a: Attachment) -> dict[str, Any]:
+    """An ``image_url`` content part, or a ``file`` part with the file as a data URL."""
+    url = a.url or f"data:{a.media_type};base64,{a.data}"
+    if a.kind == "image":
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "file", "file": {"file_data": url, "filename": a.name or "file"}}
 
 
 def to_openai_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:

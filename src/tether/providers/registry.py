@@ -18,7 +18,9 @@ from the environment and from a TOML file:
     api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
     models = ["llama3.2", "qwen3"]
     # optional: timeout = 120.0 (read timeout, s), headers = {...},
-    #           extra_body = {...}, max_tokens = 8192 (anthropic)
+    #           extra_body = {...}, max_tokens = 8192 (anthropic),
+    #           attachments = ["image/*", "application/pdf"] (the media types its
+    #           models take; default: its kind's, [] for none)
 
   An upstream in the file wins over the environment variables for its name.
 
@@ -37,8 +39,10 @@ from typing import Any
 
 from tether.providers._http import HTTPProvider, Secret
 from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
+from tether.providers.anthropic import MEDIA_TYPES as ANTHROPIC_MEDIA_TYPES
 from tether.providers.base import Provider
 from tether.providers.demo import DemoModel
+from tether.providers.openai import MEDIA_TYPES as OPENAI_MEDIA_TYPES
 from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
 from tether.providers.redaction import check_credential
 
@@ -54,7 +58,10 @@ _UPSTREAM_KEYS = {
     "headers",
     "extra_body",
     "max_tokens",
+    "attachments",
 }
+#: The media types of attachments the demo model takes (and ignores): an OpenAI model's.
+DEMO_MEDIA_TYPES = OPENAI_MEDIA_TYPES
 
 
 class UnknownModel(LookupError):
@@ -82,8 +89,16 @@ class ConfigError(ValueError):
 class ProviderRegistry:
     """Model names to providers. ``demo`` is always registered."""
 
-    def __init__(self, providers: Iterable[Provider] = (), *, demo: Provider | None = None) -> None:
+    def __init__(
+        self,
+        providers: Iterable[Provider] = (),
+        *,
+        demo: Provider | None = None,
+        attachments: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         self._providers: dict[str, Provider] = {}
+        #: Provider name -> the media types its models take, where configured.
+        self._media_types = {k: tuple(v) for k, v in (attachments or {}).items()}
         self.add(demo if demo is not None else DemoModel())
         for provider in providers:
             self.add(provider)
@@ -103,10 +118,11 @@ class ProviderRegistry:
         path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
         # Providers built before a ConfigError have opened no connection yet:
         # dropping them is enough.
-        providers = _from_file(Path(path), env) if path is not None else []
+        media_types: dict[str, list[str]] = {}
+        providers = _from_file(Path(path), env, media_types) if path is not None else []
         names = {p.name for p in providers}
         providers.extend(p for p in _from_env(env) if p.name not in names)
-        return cls(providers)
+        return cls(providers, attachments=media_types)
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -138,6 +154,23 @@ class ProviderRegistry:
             for model in provider.models():
                 out.append(name if model == name else f"{name}/{model}")
         return out
+
+    def media_types(self, provider: Provider) -> tuple[str, ...]:
+        """The media types of attachments ``provider``'s models take (``image/*`` patterns).
+
+        The upstream's ``attachments`` in the config file, else its kind's:
+        what the provider's format can carry. Other providers take none.
+        """
+        configured = self._media_types.get(provider.name)
+        if configured is not None:
+            return configured
+        if isinstance(provider, AnthropicProvider):
+            return ANTHROPIC_MEDIA_TYPES
+        if isinstance(provider, OpenAIProvider):
+            return OPENAI_MEDIA_TYPES
+        if isinstance(provider, DemoModel):
+            return DEMO_MEDIA_TYPES
+        return ()
 
     def resolve(self, model: str) -> tuple[Provider, str]:
         """``(provider, model name for that provider)`` for a full model name.
@@ -248,7 +281,10 @@ def _build(where: str, cls: type[OpenAIProvider | AnthropicProvider], **kwargs: 
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
+def _from_file(
+    path: Path, env: Mapping[str, str], media_types: dict[str, list[str]]
+) -> list[Provider]:
+    """The file's upstreams; fills ``media_types`` with those whose ``attachments`` it sets."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -268,7 +304,21 @@ def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
             raise ConfigError(f"{where}: the name {provider.name!r} is already taken")
         seen.add(provider.name)
         providers.append(provider)
+        if "attachments" in table:
+            media_types[provider.name] = _media_types(where, table["attachments"])
     return providers
+
+
+def _media_types(where: str, value: Any) -> list[str]:
+    """An upstream's ``attachments``: a list of media types (``image/*`` allowed)."""
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and "/" in v and v == v.strip().lower() for v in value
+    ):
+        raise ConfigError(
+            f"{where}: 'attachments' must be a list of lower-case media types "
+            '(e.g. ["image/*", "application/pdf"])'
+        )
+    return list(value)
 
 
 def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Provider:

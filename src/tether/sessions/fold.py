@@ -16,6 +16,9 @@ from typing import Any
 from tether.sessions import events as ev
 from tether.sessions.events import Event
 
+#: The kinds of a user message's attachment parts (sessions/attachments.py).
+_ATTACHMENTS = ("image", "file")
+
 
 @dataclass(slots=True)
 class Part:
@@ -31,11 +34,18 @@ class Part:
     error: str | None = None
     approval: dict[str, Any] | None = None
     needs_approval: bool = False
+    #: An image or file of a user message: its stored part (with its bytes or their stream).
+    attachment: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "done": self.done}
         if self.kind in (ev.TEXT, ev.REASONING) or self.text:
             out["text"] = self.text
+        if self.attachment is not None:
+            # What it is, not its bytes: those are read from the session's attachment route.
+            for key in ("media_type", "name", "size", "url"):
+                if key in self.attachment:
+                    out[key] = self.attachment[key]
         for key in ("value", "tool_call_id", "tool_name", "result", "error", "approval"):
             v = getattr(self, key)
             if v is not None:
@@ -112,9 +122,12 @@ class SessionFold:
             return
         parent = e.get("parent_id")  # absent: a root message
         parts = [
-            Part(f"{e['message_id']}:{i}", p.get("type", ev.TEXT), p.get("text", ""), done=True)
+            Part(
+                f"{e['message_id']}:{i}", p.get("type", ev.TEXT), p.get("text", ""), done=True,
+                attachment=p if p.get("type") in _ATTACHMENTS else None,
+            )
             for i, p in enumerate(e.get("parts", []))
-        ]
+        ]  # fmt: skip
         msg = Message(e["message_id"], "user", parent, parts, "complete", edit_of=e.get("edit_of"))
         msg.tools = e.get("tools") or []
         self._place(msg)

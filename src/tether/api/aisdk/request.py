@@ -17,6 +17,7 @@ from tether.api.aisdk.chats import Chat
 from tether.api.sessions import MAX_TEXT
 from tether.runtime.runner import InvalidInput
 from tether.sessions import events as ev
+from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part, is_attachment
 
 MAX_MESSAGES = 10_000
 
@@ -68,13 +69,30 @@ def tool_declarations(tools: list[Any] | dict[str, Any]) -> list[Any]:
     return out
 
 
+def file_part(msg: UIMessageIn, part: dict[str, Any]) -> dict[str, Any]:
+    """A ``file`` UI part (``mediaType``, ``url``: a data URL, ``filename``?) as an attachment.
+
+    An image may also be an http(s) URL, which the upstream fetches.
+    """
+    media_type, url, name = part.get("mediaType"), part.get("url"), part.get("filename")
+    if not isinstance(media_type, str) or not isinstance(url, str):
+        raise InvalidInput(f"message {msg.id}: a file part needs a mediaType and a url")
+    kind = IMAGE if media_type.lower().startswith("image/") else FILE
+    try:
+        return attachment_part(
+            kind, media_type=media_type, url=url, name=name if isinstance(name, str) else None
+        )
+    except BadAttachment as err:
+        raise InvalidInput(f"message {msg.id}: {err}") from None
+
+
 def text_parts(msg: UIMessageIn) -> list[dict[str, Any]]:
-    """A user message's text parts; file parts are refused, other kinds ignored."""
+    """A user message's text and file parts, in tether's form; other kinds are ignored."""
     out: list[dict[str, Any]] = []
     for part in msg.parts:
         kind = part.get("type")
         if kind == "file":
-            raise InvalidInput("file parts are not supported; send text parts")
+            out.append(file_part(msg, part))
         if kind == "text":
             text = part.get("text")
             if not isinstance(text, str):
@@ -92,7 +110,7 @@ def new_user_parts(msg: UIMessageIn) -> list[dict[str, Any]]:
             "tool calls through POST /v1/sessions/{sessionId}/tool-results)"
         )
     parts = text_parts(msg)
-    if not any(p["text"].strip() for p in parts):
+    if not any(is_attachment(p) or p["text"].strip() for p in parts):
         raise InvalidInput("message content must not be empty")
     return parts
 

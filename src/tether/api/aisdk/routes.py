@@ -29,6 +29,7 @@ from tether.api.aisdk.request import (
     tool_declarations,
 )
 from tether.api.aisdk.translate import RunTranslator, UIFrames
+from tether.api.attachments import Attachments
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
 from tether.api.relay import EventStreamResponse, Follow
@@ -61,12 +62,15 @@ class AISDKRoutes:
         known_models: Callable[[str | None, str | None], str | None],
         stop: Callable[[], asyncio.Future[None]],
         tools: ToolRegistry,
+        *,
+        attachments: Attachments,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
         self.known_models = known_models
         self.stop = stop
         self.tools = tools
+        self.attachments = attachments
         self._locks = ChatLocks()
         #: Session id -> position of the latest run-start seen (runs start in order,
         #: so the active run's run-start is at or after it).
@@ -156,9 +160,12 @@ class AISDKRoutes:
                     metadata={"aisdk_chat_id": body.id},
                 )
                 chat = Chat(key, body.id, record.id)
+            written: list[str] = []
             try:
+                parts, written = await self.attachments.admit(chat.session_id, parts)
                 return await self._place(body, chat, parts, created, tools)
             except BaseException:
+                await self.attachments.drop(written)
                 if created:  # a request that fails leaves neither a session nor a chat
                     await self.runtime.forget(chat.session_id)
                     await self.sessions.delete(chat.session_id)
@@ -209,6 +216,7 @@ class AISDKRoutes:
             return None
         if created:
             batch, parent = seed_events(chat, history, None)
+            batch, _ = await self.attachments.admit_events(chat.session_id, batch)
             if batch:
                 await self.sessions.append(chat.session_id, batch)
             return parent

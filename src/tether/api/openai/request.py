@@ -9,6 +9,7 @@ never reaches an upstream. What is refused is refused as OpenAI refuses it: an
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,14 @@ from typing import Any
 from tether.agents.gateway import GatewaySpec
 from tether.api.openai.errors import invalid
 from tether.providers.base import SAMPLING_OPTIONS
+from tether.sessions.attachments import (
+    FILE,
+    IMAGE,
+    BadAttachment,
+    attachment_part,
+    is_attachment,
+    split_data_url,
+)
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NUMBER_OPTIONS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
@@ -60,6 +69,55 @@ def _text(content: Any, param: str, *, nullable: bool = False) -> list[str]:
                 "unsupported_content",
             )
     return out
+
+
+def _user_parts(content: Any, param: str) -> list[dict[str, Any]]:
+    """A user message's content as parts: text, and ``image_url`` / ``file`` as attachments."""
+    if not isinstance(content, list):
+        return [{"type": "text", "text": t} for t in _text(content, param)]
+    out: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in ("image_url", "file"):
+            out.append(_attachment(part, f"{param}[{j}]"))
+        elif kind == "text" and isinstance(part.get("text"), str):
+            out.append({"type": "text", "text": part["text"]})
+        else:
+            raise invalid(
+                f"Invalid content part {param}[{j}]: only text, image_url and file parts are "
+                "supported.",
+                f"{param}[{j}]",
+                "unsupported_content",
+            )
+    return out
+
+
+def _attachment(part: dict[str, Any], param: str) -> dict[str, Any]:
+    """An ``image_url`` part (a data URL or an http(s) URL) or a ``file`` part with its data."""
+    try:
+        if part["type"] == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str):
+                raise BadAttachment("expected 'image_url.url', a data URL or an http(s) URL")
+            return attachment_part(IMAGE, url=url)
+        file = part.get("file")
+        data = file.get("file_data") if isinstance(file, dict) else None
+        if not isinstance(data, str):
+            raise BadAttachment(
+                "expected 'file.file_data', the file as a data URL (file ids are not supported)"
+            )
+        assert isinstance(file, dict)
+        name = file.get("filename")
+        name = name if isinstance(name, str) else None
+        if not data.startswith("data:"):  # bare base64: its type from its name
+            guessed = mimetypes.guess_type(name or "")[0]
+            data = f"data:{guessed or 'application/octet-stream'};base64,{data}"
+        media_type = split_data_url(data)[0]
+        kind = IMAGE if media_type.startswith("image/") else FILE
+        return attachment_part(kind, data=data, name=name)
+    except BadAttachment as err:
+        raise invalid(f"Invalid content part {param}: {err}.", param, "invalid_content") from None
 
 
 def _tools(raw: Any) -> list[dict[str, Any]]:
@@ -182,7 +240,8 @@ def parse_completion(body: Any) -> Completion:
             "Invalid value for 'messages': it must hold a user or assistant message.", "messages"
         )
     send = _last_user_parts(turns)
-    lines = "".join(p["text"] for p in send).strip().splitlines() if send else []
+    text = "".join(p.get("text", "") for p in send) if send else ""
+    lines = text.strip().splitlines()
     return Completion(spec, system, turns, send, lines[0][:80] if lines else "Chat completion")
 
 
@@ -224,12 +283,18 @@ def _last_user_parts(turns: list[dict[str, Any]]) -> list[dict[str, Any]] | None
     earlier user turns get their text joined, as Runtime.seed takes it."""
     send = None
     if turns[-1]["role"] == "user":
-        send = [{"type": "text", "text": t} for t in turns.pop()["parts"]] or [
-            {"type": "text", "text": ""}
-        ]
+        send = turns.pop()["parts"] or [{"type": "text", "text": ""}]
     for turn in turns:
         if turn["role"] == "user":
-            turn["text"] = "".join(turn.pop("parts"))
+            parts = turn.pop("parts")
+            if any(is_attachment(p) for p in parts):
+                # Runtime.seed places earlier turns as text.
+                raise invalid(
+                    "Images and files are supported in the last user message only.",
+                    "messages",
+                    "unsupported_content",
+                )
+            turn["text"] = "".join(p["text"] for p in parts)
     return send
 
 
@@ -257,7 +322,9 @@ def _turns(raw: list[Any]) -> tuple[str | None, list[dict[str, Any]]]:
             if text:
                 system.append(text)
         elif role == "user":
-            turns.append({"role": "user", "parts": _text(m.get("content"), f"{where}.content")})
+            turns.append(
+                {"role": "user", "parts": _user_parts(m.get("content"), f"{where}.content")}
+            )
         elif role == "assistant":
             calls = _assistant_calls(m.get("tool_calls"), where)
             text = "".join(_text(m.get("content"), f"{where}.content", nullable=True))

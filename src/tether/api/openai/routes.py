@@ -21,6 +21,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from tether.agents.gateway import GatewaySpec, Prefetch, Prefetches, model_request
+from tether.api.attachments import Attachments
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource
 from tether.api.openai.chunks import ChunkMapper
 from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_error
@@ -29,6 +30,7 @@ from tether.api.relay import EventStreamResponse, Follow
 from tether.providers.base import ChatMessage, Provider, prefetching
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import Runtime
+from tether.sessions.attachments import is_attachment
 from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionRecord, SessionService
 from tether.store.errors import BackendUnavailable, InsufficientStorage
 from tether.streams import json_body
@@ -63,6 +65,7 @@ class OpenAIRoutes:
         max_body: int = 10 * 1024 * 1024,
         json_limits: JsonLimits = JsonLimits(),  # noqa: B008 - frozen, never mutated
         agents: Callable[[], list[str]] = list,
+        attachments: Attachments,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
@@ -74,6 +77,7 @@ class OpenAIRoutes:
         self.max_body = max_body
         self.json_limits = json_limits
         self.agents = agents
+        self.attachments = attachments
         self.started = int(time.time())
         self.router = APIRouter(tags=["openai"])
         add = self.router.add_api_route
@@ -94,6 +98,9 @@ class OpenAIRoutes:
             who = self._caller(request)
             req = parse_completion(await self._read_body(request))
             provider, model = self._check_model(req.spec.model)
+            problem = self.attachments.refusal(req.spec.model, None, req.send or [])
+            if problem:
+                raise invalid(f"Invalid content: {problem}.", "messages", "unsupported_content")
         except OpenAIError as err:
             return err.response(auth_header(err))
         # Ask the upstream now: the session is set up while it thinks.
@@ -232,7 +239,8 @@ class OpenAIRoutes:
                 leaf = await self.runtime.seed(record.id, req.seed)
                 start = await self.sessions.end_position(record.id)
             if req.send is not None:
-                _, run_id, _ = await self.runtime.send(record.id, req.send)
+                send, _ = await self.attachments.admit(record.id, req.send)
+                _, run_id, _ = await self.runtime.send(record.id, send)
             else:
                 assert leaf is not None
                 run_id, _ = await self.runtime.answer(record.id, leaf)
@@ -349,8 +357,8 @@ def _prefetch(req: Completion, provider: Provider, model: str) -> Prefetch | Non
     seeds its answer with the run id); the run checks that it would have sent
     exactly this request before it takes the response.
     """
-    if req.send is None or not prefetching(provider):
-        return None
+    if req.send is None or not prefetching(provider) or any(is_attachment(p) for p in req.send):
+        return None  # attachments: the run may send them from their stream, not as given
     messages = [ChatMessage("system", req.system)] if req.system else []
     for turn in req.seed:
         if turn["role"] == "user":

@@ -119,12 +119,19 @@ export class Fold {
 
 Fold.count = 0;
 
+/** The kinds of a user message's attachment parts, and what the snapshot says of them. */
+const ATTACHMENTS = ["image", "file"];
+const ATTACHMENT_KEYS = ["media_type", "name", "size", "url"];
+
 Fold.handlers = {
   "user-message"(e) {
     if (this.messages.has(e.message_id)) return;
-    const parts = (e.parts || []).map((p, i) => ({
-      id: `${e.message_id}:${i}`, kind: p.type || "text", text: p.text || "", done: true, rev: 0,
-    }));
+    const parts = (e.parts || []).map((p, i) => {
+      const part = { id: `${e.message_id}:${i}`, kind: p.type || "text", text: p.text || "", done: true, rev: 0 };
+      // An image or file: what it is; its bytes are read from the session's attachment route.
+      if (ATTACHMENTS.includes(part.kind)) for (const key of ATTACHMENT_KEYS) if (key in p) part[key] = p[key];
+      return part;
+    });
     this.place({
       id: e.message_id, role: "user", parent_id: e.parent_id ?? null, parts, status: "complete",
       run_id: null, usage: null, edit_of: e.edit_of ?? null, rev: 0,

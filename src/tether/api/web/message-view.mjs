@@ -2,7 +2,7 @@
 // markdown, reasoning, tool calls with their approval and result forms) and its foot
 // (edit, regenerate, usage). Each view redraws only when its message's `rev` changed.
 
-import { api, sessionPath } from "./api.mjs";
+import { api, authHeaders, sessionPath } from "./api.mjs";
 import { act, el } from "./dom.mjs";
 import { esc, pretty } from "./format.mjs";
 import { markdown } from "./markdown.mjs";
@@ -175,12 +175,63 @@ function renderPart(s, msg, part, pv) {
   } else if (part.kind === "tool-call") {
     node.dataset.toolCallId = part.tool_call_id || "";
     renderToolCall(s, msg, part, pv);
+  } else if (msg.role === "user" && (part.kind === "image" || part.kind === "file")) {
+    if (!node.firstChild) node.append(attachmentView(s, part));
   } else {
     node.replaceChildren(
       el("div", { class: "muted", text: part.kind }),
       el("pre", { class: "json", text: pretty(part.value ?? part.text) }),
     );
   }
+}
+
+/**
+ * An image of a user message as a thumbnail (a link to the full image), any other
+ * file as a chip with its name (a download). The bytes come from the session's
+ * attachment route, read with this page's key, as a blob URL.
+ */
+function attachmentView(s, part) {
+  const name = part.name || (part.kind === "image" ? "image" : "file");
+  const link = el("a", { class: part.kind === "image" ? "attachment-image" : "file-chip",
+    title: name, target: "_blank", rel: "noopener" });
+  if (part.kind === "image") {
+    const img = el("img", { class: "thumb", alt: name });
+    link.append(img);
+    if (part.url) {
+      img.src = link.href = part.url;
+      return link;
+    }
+    attachmentURL(s, part).then((url) => { img.src = link.href = url; }, () => img.classList.add("broken"));
+    return link;
+  }
+  link.append(el("span", { class: "file-name", text: name }));
+  if (part.size) link.append(el("span", { class: "muted", text: sizeText(part.size) }));
+  link.download = name;
+  attachmentURL(s, part).then((url) => { link.href = url; }, () => link.classList.add("broken"));
+  return link;
+}
+
+/** Part id -> blob URL of its bytes (parts never change: read once per page). */
+const blobs = new Map();
+
+function attachmentURL(s, part) {
+  const key = `${s.id}/${part.id}`;
+  if (!blobs.has(key)) {
+    const path = sessionPath(s.id, `/attachments/${encodeURIComponent(part.id)}`);
+    const url = fetch(path, { headers: authHeaders() }).then((res) => {
+      if (!res.ok) throw new Error(`attachment: HTTP ${res.status}`);
+      return res.blob();
+    }).then((blob) => URL.createObjectURL(blob));
+    url.catch(() => blobs.delete(key));
+    blobs.set(key, url);
+  }
+  return blobs.get(key);
+}
+
+export function sizeText(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(n < 10240 ? 1 : 0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
 /**

@@ -194,11 +194,13 @@ export class Session {
 
   // -- inputs ----------------------------------------------------------------
 
-  async send(text) {
+  async send(text, attachments = []) {
     // Take the snapshot first: a message sent before it would be folded into it
     // (a fast run ends before the page reads it), and never seen as live events.
     await this.opening?.catch(() => {});
     const body = { content: text };
+    // Images and files first, then the text (if any): the parts the API takes.
+    if (attachments.length) body.content = [...attachments, ...(text.trim() ? [{ type: "text", text }] : [])];
     if (this.viewLeaf && this.viewLeaf !== this.fold.leaf) body.parent_id = this.viewLeaf;
     await api("POST", sessionPath(this.id, "/messages"), body);
     if (this.record && this.record.title === DEFAULT_TITLE) {
