@@ -5,7 +5,9 @@ They name no key and no OpenAI client: their model calls go through the server.
 
 from __future__ import annotations
 
-from agents import Agent, function_tool
+from typing import Any
+
+from agents import Agent, RunContextWrapper, function_tool
 from agents.tracing import get_current_trace
 
 from tether.adapters.openai_agents import serve
@@ -38,5 +40,18 @@ triage = Agent(
 )
 serve(app, "triage", triage)
 
-files = Agent(name="Files", instructions="Manage files.", model=MODEL, tools=[delete_file])
+
+async def leaves_tmp(_ctx: RunContextWrapper[Any], arguments: dict[str, Any], _call: str) -> bool:
+    return not str(arguments.get("dst", "")).startswith("/tmp/")
+
+
+@function_tool(needs_approval=leaves_tmp)
+def move_file(src: str, dst: str) -> str:
+    """Move a file (a person approves moves out of /tmp)."""
+    return f"moved {src} to {dst}"
+
+
+files = Agent(
+    name="Files", instructions="Manage files.", model=MODEL, tools=[delete_file, move_file]
+)
 serve(app, "files", files)

@@ -23,8 +23,11 @@ from test_client_tools_e2e import KEY, is_call, server_env, start
 
 from helpers.server import TetherServer
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+from sessions.grammar import violations
 
 HERE = Path(__file__).parent
+MOVE_OUT = '{"src": "/tmp/a", "dst": "/etc/a"}'
+MOVE_IN = '{"src": "/tmp/b", "dst": "/tmp/c"}'
 
 
 @pytest.fixture
@@ -47,6 +50,14 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServe
             await asyncio.to_thread(server.stop)
 
 
+async def snapshot_of(c: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+    """The session's snapshot, once its whole log is checked against the events' grammar."""
+    r = await c.get(f"/v1/stream/sessions/{sid}", params={"offset": "-1"})
+    assert r.headers["stream-up-to-date"] == "true"
+    assert violations(r.json()) == []
+    return dict((await c.get(f"/v1/sessions/{sid}")).json())
+
+
 def parts_of(snapshot: dict[str, Any]) -> list[dict[str, Any]]:
     return list(snapshot["messages"][-1]["parts"])
 
@@ -64,7 +75,7 @@ async def test_an_sdk_agent_with_a_function_tool_answers_over_two_model_steps(se
         sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Paris?"})
         try:
             end = await events.run_end(run_id)
-            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+            snapshot = await snapshot_of(c, sid)
         finally:
             await events.aclose()
 
@@ -122,7 +133,7 @@ async def test_a_handoff_is_a_tool_call_whose_result_names_the_next_agent(setup)
         sid, run_id, events = await start(c, {"agent": "triage"}, {"content": "My invoice?"})
         try:
             end = await events.run_end(run_id)
-            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+            snapshot = await snapshot_of(c, sid)
         finally:
             await events.aclose()
 
@@ -167,7 +178,7 @@ async def test_a_tool_that_needs_approval_waits_for_a_tether_approval(
             )
             assert r.status_code == 202, r.text
             end = await events.run_end(run_id)
-            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+            snapshot = await snapshot_of(c, sid)
         finally:
             await events.aclose()
 
@@ -197,9 +208,66 @@ async def test_cancel_stops_the_sdk_run_and_its_upstream_request(setup) -> None:
             assert r.status_code == 202, r.text
             end = await events.run_end(run_id)
             await fake.wait_disconnect()
-            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+            snapshot = await snapshot_of(c, sid)
         finally:
             await events.aclose()
     assert end["reason"] == "cancelled"
     assert snapshot["status"] == "idle" and snapshot["active_run"] is None
     assert len(fake.requests) == 1
+
+
+async def test_a_tool_whose_approval_depends_on_the_call_is_shown_once_the_sdk_decides(
+    setup,
+) -> None:
+    fake, server = setup
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("move_file", MOVE_OUT, "M1")]),
+            Script(text="Moved out."),
+            Script(text="", tool_calls=[FakeToolCall("move_file", MOVE_IN, "M2")]),
+            Script(text="Moved in."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "files"}, {"content": "Out"})
+        try:
+            out = await events.until(is_call("move_file"))
+            await c.post(
+                f"/v1/sessions/{sid}/tool-approvals", json={"tool_call_id": "M1", "approved": True}
+            )
+            first_end = await events.run_end(run_id)
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": "In"})
+            second_end = await events.run_end(r.json()["run_id"])
+            snapshot = await snapshot_of(c, sid)
+        finally:
+            await events.aclose()
+
+    assert (first_end["reason"], second_end["reason"]) == ("complete", "complete")
+    assert out["tool_call_id"] == "M1" and out["needs_approval"] is True
+    moved_in = next(e for e in events.seen if is_call("move_file")(e) and e["tool_call_id"] == "M2")
+    assert "needs_approval" not in moved_in
+    [call, answer] = parts_of(snapshot)
+    assert call["value"] == {"src": "/tmp/b", "dst": "/tmp/c"}
+    assert call["result"] == "moved /tmp/b to /tmp/c" and answer["text"] == "Moved in."
+    assert [e["status"] for e in events.seen if e["type"] == "status"] == [
+        "running", "waiting", "running", "idle", "running", "idle"
+    ]  # fmt: skip
+
+
+async def test_a_retried_model_call_discards_what_the_failed_attempt_streamed(setup) -> None:
+    fake, server = setup
+    fake.replies.extend([Script(text="A draft that breaks", truncate=True), Script(text="Sunny.")])
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Weather?"})
+        try:
+            end = await events.run_end(run_id)
+            snapshot = await snapshot_of(c, sid)
+        finally:
+            await events.aclose()
+
+    assert end["reason"] == "complete", server.output()
+    draft = next(e for e in events.seen if e["type"] == "part-start")
+    retry = next(e for e in events.seen if e["type"] == "retry")
+    assert retry["attempt"] == 1 and retry["discard"] == [draft["part_id"]]
+    assert [(p["kind"], p["text"]) for p in parts_of(snapshot)] == [("text", "Sunny.")]
+    assert len(fake.requests) == 2
