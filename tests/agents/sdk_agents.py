@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents import Agent, RunContextWrapper, function_tool
+from agents import Agent, ModelSettings, RunContextWrapper, WebSearchTool, function_tool
 from agents.tracing import get_current_trace
+from pydantic import BaseModel
 
 from tether.adapters.openai_agents import serve
 from tether.agents.app import App
@@ -55,3 +56,21 @@ files = Agent(
     name="Files", instructions="Manage files.", model=MODEL, tools=[delete_file, move_file]
 )
 serve(app, "files", files)
+
+
+class Forecast(BaseModel):
+    city: str
+    celsius: int
+
+
+forecaster = Agent(
+    name="Forecaster",
+    instructions="Forecast.",
+    model=MODEL,
+    output_type=Forecast,
+    model_settings=ModelSettings(temperature=0.2, max_tokens=50),
+)
+serve(app, "forecaster", forecaster)
+
+searcher = Agent(name="Searcher", instructions="Search.", model=MODEL, tools=[WebSearchTool()])
+serve(app, "searcher", searcher)

@@ -271,3 +271,37 @@ async def test_a_retried_model_call_discards_what_the_failed_attempt_streamed(se
     assert retry["attempt"] == 1 and retry["discard"] == [draft["part_id"]]
     assert [(p["kind"], p["text"]) for p in parts_of(snapshot)] == [("text", "Sunny.")]
     assert len(fake.requests) == 2
+
+
+async def test_structured_output_and_model_settings_reach_the_upstream(setup) -> None:
+    fake, server = setup
+    fake.script = Script(text='{"city": "Oslo", "celsius": -3}')
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "forecaster"}, {"content": "Oslo?"})
+        try:
+            end = await events.run_end(run_id)
+            snapshot = await snapshot_of(c, sid)
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete", server.output()
+    body = fake.requests[0].body
+    assert body["temperature"] == 0.2 and body["max_tokens"] == 50
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert set(fmt["json_schema"]["schema"]["properties"]) == {"city", "celsius"}
+    assert parts_of(snapshot)[0]["text"] == '{"city": "Oslo", "celsius": -3}'
+
+
+async def test_a_hosted_tool_fails_the_run_before_the_upstream_is_called(setup) -> None:
+    fake, server = setup
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "searcher"}, {"content": "Search"})
+        try:
+            end = await events.run_end(run_id)
+            await snapshot_of(c, sid)
+        finally:
+            await events.aclose()
+    assert end["reason"] == "error"
+    error = next(e for e in events.seen if e["type"] == "error")
+    assert "WebSearchTool" in error["message"] and "function tools" in error["message"]
+    assert fake.requests == []
