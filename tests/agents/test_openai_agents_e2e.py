@@ -248,6 +248,12 @@ async def test_a_tool_whose_approval_depends_on_the_call_is_shown_once_the_sdk_d
     assert "needs_approval" not in moved_in
     [call, answer] = parts_of(snapshot)
     assert call["value"] == {"src": "/tmp/b", "dst": "/tmp/c"}
+    # The second run gave the SDK the session's branch: the first run's call and result too.
+    earlier = fake.requests[2].body["messages"][1:]
+    assert [m["role"] for m in earlier] == ["user", "assistant", "tool", "assistant", "user"]
+    assert earlier[1]["tool_calls"][0]["id"] == "M1"
+    assert earlier[2] == {"role": "tool", "tool_call_id": "M1", "content": "moved /tmp/a to /etc/a"}
+    assert earlier[3] == {"role": "assistant", "content": "Moved out."}
     assert call["result"] == "moved /tmp/b to /tmp/c" and answer["text"] == "Moved in."
     assert [e["status"] for e in events.seen if e["type"] == "status"] == [
         "running", "waiting", "running", "idle", "running", "idle"

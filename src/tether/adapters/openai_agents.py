@@ -82,7 +82,6 @@ from openai.types.responses.response_usage import InputTokensDetails, OutputToke
 from tether.agents.app import App
 from tether.agents.context import AgentContext
 from tether.agents.llm import Retrying, ServerModel
-from tether.agents.model import to_chat
 from tether.providers.base import (
     ChatMessage,
     ReasoningDelta,
@@ -95,7 +94,9 @@ from tether.providers.base import (
     Usage,
 )
 from tether.runtime.context import ToolOutcome, refusal
+from tether.sessions import events as ev
 from tether.sessions.events import new_id
+from tether.sessions.fold import Part
 
 
 def serve(
@@ -150,21 +151,40 @@ async def _stop(result: RunResultStreaming) -> None:
 
 
 def history_items(ctx: AgentContext) -> list[TResponseInputItem]:
-    """The session's branch as the SDK's input items."""
+    """The session's branch as the SDK's input items, each answer's parts in their order."""
     items: list[dict[str, Any]] = []
-    for m in to_chat(ctx.system, ctx.history):
-        if m.role == "tool":
-            items.append(
-                {"type": "function_call_output", "call_id": m.tool_call_id, "output": m.content}
-            )
-            continue
-        if m.content or not m.tool_calls:
-            items.append({"role": m.role, "content": m.content})
-        items.extend(
-            {"type": "function_call", "call_id": c.id, "name": c.name, "arguments": c.arguments}
-            for c in m.tool_calls
-        )
+    if ctx.system:
+        items.append({"role": "system", "content": ctx.system})
+    for message in ctx.history:
+        if message.role == "user":
+            items.append({"role": "user", "content": message.text()})
+        else:
+            for part in message.parts:
+                items.extend(_part_items(part))
     return cast(list[TResponseInputItem], items)
+
+
+def _part_items(part: Part) -> list[dict[str, Any]]:
+    """An answer's part as input items: its text, or a tool call and (once known) its result."""
+    if part.kind == ev.TEXT:
+        return [{"role": "assistant", "content": part.text}] if part.text else []
+    if part.kind != ev.TOOL_CALL or not part.tool_call_id:
+        return []
+    call_id = part.tool_call_id
+    items: list[dict[str, Any]] = [
+        {
+            "type": "function_call",
+            "call_id": call_id,
+            "name": part.tool_name or "",
+            "arguments": json.dumps(part.value),
+        }
+    ]
+    if part.error is not None:
+        items.append({"type": "function_call_output", "call_id": call_id, "output": part.error})
+    elif part.result is not None:
+        output = part.result if isinstance(part.result, str) else json.dumps(part.result)
+        items.append({"type": "function_call_output", "call_id": call_id, "output": output})
+    return items
 
 
 # -- the model side: the SDK's Model over a ServerModel -------------------------------
