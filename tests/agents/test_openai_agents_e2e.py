@@ -67,7 +67,11 @@ async def test_an_sdk_agent_with_a_function_tool_answers_over_two_model_steps(se
     args = '{"city": "Paris"}'
     fake.replies.extend(
         [
-            Script(text="Let me look.", tool_calls=[FakeToolCall("get_weather", args, "call_W")]),
+            Script(
+                text="Let me look.",
+                reasoning="The tool knows.",
+                tool_calls=[FakeToolCall("get_weather", args, "call_W")],
+            ),
             Script(text="It is sunny in Paris."),
         ]
     )
@@ -104,15 +108,16 @@ async def test_an_sdk_agent_with_a_function_tool_answers_over_two_model_steps(se
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "call_W"
     assert "sunny" in tool_message["content"]
 
-    # The session shows the text, the call (its arguments streamed) and its result, the answer.
+    # The session shows the reasoning, the text, the call (its arguments streamed) with its
+    # result, and the answer.
     parts = parts_of(snapshot)
-    assert [p["kind"] for p in parts] == ["text", "tool-call", "text"]
-    assert parts[0]["text"] == "Let me look."
-    call = parts[1]
+    assert [p["kind"] for p in parts] == ["reasoning", "text", "tool-call", "text"]
+    assert parts[0]["text"] == "The tool knows." and parts[1]["text"] == "Let me look."
+    call = parts[2]
     assert call["tool_name"] == "get_weather" and call["value"] == {"city": "Paris"}
     # No trace was started for the run, so the SDK had nothing to export.
     assert call["result"] == {"city": "Paris", "sky": "sunny", "traced": False}
-    assert parts[2]["text"] == "It is sunny in Paris."
+    assert parts[3]["text"] == "It is sunny in Paris."
     start_event = await events.until(is_call("get_weather"))
     deltas = [e["delta"] for e in events.seen
               if e["type"] == "part-delta" and e["part_id"] == start_event["part_id"]]  # fmt: skip

@@ -383,7 +383,6 @@ class _Item:
     id: str
     index: int
     pieces: list[str] = field(default_factory=list)
-    call: ToolCallDelta | None = None
 
 
 class _ResponseEvents:
