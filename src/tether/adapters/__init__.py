@@ -1,0 +1,1 @@
+"""Framework adapters: agents written with other frameworks, served as tether agents."""
