@@ -152,7 +152,8 @@ class ServerModel:
         attempt = 1
         while True:
             request.attempt = attempt
-            self._ctx.new_attempt()
+            if emit:  # the parts a retry discards are those this stream appended
+                self._ctx.new_attempt()
             try:
                 async for item in self._attempt(request, emit):
                     yield item
