@@ -1,4 +1,4 @@
-"""Runtime cost: many sessions streaming at once, token yield to SSE receipt.
+"""Runtime cost: many sessions streaming at once, token yield to SSE receipt; a tool loop.
 
 Starts `tether serve benchmarks.runtime_agents:app` (SQLite store), opens one
 SSE reader per session on the native event stream, starts a run in every
@@ -6,7 +6,21 @@ session (each streams TOKENS tokens at RATE tokens/s) and records, for every
 token, the time from the agent yielding it to the reader receiving it. Then
 measures the server's memory per idle session.
 
+The tool loop: a fresh `tether serve` (SQLite store) in front of
+`benchmarks/upstream.py`, which answers a request offering tools with a tool
+call 9 times and then with text. A model session declares one client tool; the
+client posts each call's result as soon as it sees the call complete on the
+session's event stream, so a loop is 10 model calls through tether's model
+agent. Each loop runs in a fresh session, alternated with the same 10 upstream
+calls made directly by a plain client (the floor); tether's added time per step
+is (tether loop - direct loop) / 10 for each pair. A client tool, because it
+goes through what every tool step of the model agent does (relay the streamed
+call into the log, wait, take the result, send the next request), plus the
+client's own SSE and POST round trip, which a server tool would not need: an
+upper bound on a server tool step.
+
     .venv/bin/python benchmarks/bench_runtime.py [--sessions 100] [--rate 50] [--tokens 250]
+        [--scenarios streaming,idle,tool-loop] [--tool-loops 200]
 """
 
 from __future__ import annotations
@@ -20,7 +34,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -97,13 +113,251 @@ async def idle_memory(base: str, pids: list[int], sessions: int) -> float:
         return (harness.rss_kib(pids) - before) / sessions
 
 
+#: Model calls in one tool loop: the upstream answers all but the last with a tool call.
+STEPS = 10
+MODEL = "bench-model"
+LOOKUP = {
+    "name": "lookup",
+    "description": "Look a step up (the benchmark's client answers at once).",
+    "parameters": {
+        "type": "object",
+        "properties": {"step": {"type": "integer"}, "arrived_ns": {"type": "integer"}},
+    },
+}
+SCENARIOS = ("streaming", "idle", "tool-loop")
+
+
+@dataclass
+class TetherLoop:
+    """One loop through tether, in seconds (time.monotonic, the upstream's clock too)."""
+
+    total: float = 0.0
+    #: Message posted -> the upstream received the first model request.
+    start: float = 0.0
+    #: Per call: the upstream received the request -> the client saw the call complete.
+    out: list[float] = field(default_factory=list)
+    #: Per call but the last: the result posted -> the upstream received the next request.
+    back: list[float] = field(default_factory=list)
+
+
+async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
+    """A model session with a client tool, from its message to its run's end."""
+    session = {"model": f"openai/{MODEL}", "tools": [LOOKUP]}
+    async with http.post(base + "/v1/sessions", json=session) as r:
+        assert r.status == 201, await r.text()
+        sid = (await r.json())["id"]
+    loop = TetherLoop()
+    calls: dict[str, str] = {}  # part id -> tool call id
+    url = f"{base}/v1/sessions/{sid}"
+    async with http.get(url + "/events?offset=-1", timeout=aiohttp.ClientTimeout(60)) as events:
+        began = time.monotonic()
+        async with http.post(url + "/messages", json={"content": "go"}) as r:
+            assert r.status == 202, await r.text()
+        posted = 0.0
+        async for raw in events.content:
+            if not raw.startswith(b"data: "):
+                continue
+            ev = json.loads(raw[6:])
+            if ev["type"] == "part-start" and ev["kind"] == "tool-call":
+                calls[ev["part_id"]] = ev["tool_call_id"]
+            elif ev["type"] == "part-end" and ev["part_id"] in calls:
+                seen = time.monotonic()
+                arrived = ev["value"]["arrived_ns"] / 1e9
+                if loop.out:
+                    loop.back.append(arrived - posted)
+                else:
+                    loop.start = arrived - began
+                loop.out.append(seen - arrived)
+                posted = time.monotonic()
+                result = {"tool_call_id": calls[ev["part_id"]], "output": "ok"}
+                async with http.post(url + "/tool-results", json=result) as r:
+                    assert r.status == 202, await r.text()
+            elif ev["type"] == "run-end":
+                loop.total = time.monotonic() - began
+                assert ev["reason"] == "complete", ev
+                break
+    assert len(loop.out) == STEPS - 1, loop
+    return loop
+
+
+async def direct_loop(http: aiohttp.ClientSession, upstream: str) -> list[float]:
+    """The same model calls made straight to the upstream; each step's seconds."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    request = {
+        "model": MODEL,
+        "tools": [{"type": "function", "function": LOOKUP}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    steps: list[float] = []
+    while len(steps) < STEPS:
+        began = time.monotonic()
+        call: dict[str, Any] | None = None
+        async with http.post(
+            upstream + "/v1/chat/completions", json={**request, "messages": messages}
+        ) as r:
+            assert r.status == 200, await r.text()
+            async for raw in r.content:  # to the end of the body: the connection is kept
+                if not raw.startswith(b"data: {"):
+                    continue
+                for choice in json.loads(raw[6:])["choices"]:
+                    for piece in choice["delta"].get("tool_calls") or ():
+                        if call is None:
+                            call = {"id": piece["id"], "type": "function",
+                                    "function": {"name": piece["function"]["name"],
+                                                 "arguments": ""}}  # fmt: skip
+                        call["function"]["arguments"] += piece["function"].get("arguments", "")
+        steps.append(time.monotonic() - began)
+        if call is None:
+            break
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        messages.append({"role": "tool", "tool_call_id": call["id"], "content": "ok"})
+    assert len(steps) == STEPS and call is None, steps
+    return steps
+
+
+@dataclass
+class ToolLoops:
+    through_tether: list[TetherLoop]
+    direct: list[list[float]]
+    #: tether's CPU seconds over the measured loops.
+    tether_cpu_s: float
+    machine: harness.MachineCpu
+
+
+async def tool_loops(
+    server: harness.ServerProcess, upstream: str, loops: int, warmup: int
+) -> ToolLoops:
+    """``warmup`` then ``loops`` pairs of loops, one each way, in alternating order."""
+    out = ToolLoops([], [], 0.0, harness.MachineCpu(0.0, 0.0, 0.0))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        for i in range(warmup + loops):
+            if i == warmup:
+                cpu, machine = harness.cpu_seconds(server.pids), harness.machine_cpu()
+            if i % 2:
+                direct = await direct_loop(http, upstream)
+                through = await tether_loop(http, server.base_url)
+            else:
+                through = await tether_loop(http, server.base_url)
+                direct = await direct_loop(http, upstream)
+            if i >= warmup:
+                out.through_tether.append(through)
+                out.direct.append(direct)
+    out.tether_cpu_s = harness.cpu_seconds(server.pids) - cpu
+    out.machine = harness.machine_cpu().since(machine)
+    return out
+
+
+async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
+    """Start the upstream and a tether in front of it; measure; stop both."""
+    up_port, port = harness.free_port(), harness.free_port()
+    upstream = harness.ServerProcess(
+        "upstream",
+        [
+            sys.executable, str(harness.REPO_ROOT / "benchmarks" / "upstream.py"),
+            "--port", str(up_port), "--tokens", str(args.tool_tokens),
+            "--ttft-ms", str(args.tool_ttft_ms), "--gap-ms", str(args.tool_gap_ms),
+            "--model", MODEL, "--tool-steps", str(STEPS - 1), "--exit-on-stdin-close",
+        ],
+        up_port,
+        tmp,
+        log_name="upstream.log",
+        health_path="/health",
+    )  # fmt: skip
+    data = tmp / "tool-loop-data"
+    data.mkdir()
+    server = harness.ServerProcess(
+        "tether",
+        [
+            str(Path(sys.executable).parent / "tether"), "serve", "--port", str(port),
+            "--data-dir", str(data), "--log-level", "warning",
+        ],
+        port,
+        tmp,
+        env={
+            "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
+            "TETHER_OPENAI_API_KEY": "bench-key",
+            "TETHER_OPENAI_MODELS": MODEL,
+        },
+        log_name="tool-loop-server.log",
+    )  # fmt: skip
+    upstream.start()
+    try:
+        await upstream.wait_ready(30.0)
+        server.start()
+        try:
+            await server.wait_ready(30.0)
+            return await tool_loops(server, upstream.base_url, args.tool_loops, args.tool_warmup)
+        finally:
+            server.stop()
+    finally:
+        upstream.stop()
+
+
+def p50_p99(values: list[float]) -> str:
+    """The median and p99 of ``values`` (seconds), in ms, for the report."""
+    return (
+        f"p50 {harness.percentile(values, 50) * 1000:.2f} ms, "
+        f"p99 {harness.percentile(values, 99) * 1000:.2f} ms"
+    )
+
+
+def report_tool_loops(args: argparse.Namespace, r: ToolLoops) -> None:
+    through = [loop.total for loop in r.through_tether]
+    direct = [sum(steps) for steps in r.direct]
+    added = [(t - d) / STEPS for t, d in zip(through, direct, strict=True)]
+    m = r.machine
+    print(
+        f"tool loop: {STEPS} model calls ({STEPS - 1} client tool calls, then text), "
+        f"{len(through)} loops each way after {args.tool_warmup} warm-up, alternated; "
+        f"upstream: {args.tool_tokens} chunks, ttft {args.tool_ttft_ms:g} ms, "
+        f"gap {args.tool_gap_ms:g} ms"
+    )
+    print(f"  loop through tether: {p50_p99(through)}")
+    print(f"  loop to the upstream directly: {p50_p99(direct)}")
+    print(f"  tether adds per step ((tether - direct) / {STEPS}, per pair): {p50_p99(added)}")
+    print("  where, through tether:")
+    print(f"    message -> 1st upstream request: {p50_p99([x.start for x in r.through_tether])}")
+    out = [s for loop in r.through_tether for s in loop.out]
+    print(f"    upstream request -> call seen by the client: {p50_p99(out)}")
+    print(f"      (directly: request -> answer read: {p50_p99([s for x in r.direct for s in x])})")
+    back = [s for loop in r.through_tether for s in loop.back]
+    print(f"    result posted -> next upstream request: {p50_p99(back)}")
+    print(f"  tether CPU per step: {r.tether_cpu_s * 1000 / (len(through) * STEPS):.2f} ms")
+    print(
+        f"  machine meanwhile: {100 * m.busy / m.total:.0f}% busy, "
+        f"{100 * m.steal / m.total:.1f}% steal"
+    )
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--sessions", type=int, default=100)
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--tokens", type=int, default=250)
     ap.add_argument("--idle-sessions", type=int, default=1000)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
+    ap.add_argument("--tool-loops", type=int, default=200, help="measured loops each way")
+    ap.add_argument("--tool-warmup", type=int, default=20, help="loops each way not measured")
+    ap.add_argument("--tool-tokens", type=int, default=8, help="upstream: chunks per answer")
+    ap.add_argument("--tool-ttft-ms", type=float, default=0.0, help="upstream: to the 1st chunk")
+    ap.add_argument("--tool-gap-ms", type=float, default=0.0, help="upstream: between chunks")
     args = ap.parse_args()
+    scenarios = set(args.scenarios.split(","))
+    if not scenarios <= set(SCENARIOS) or args.tool_loops < 1 or args.tool_warmup < 0:
+        ap.error(f"--scenarios: some of {','.join(SCENARIOS)}; --tool-loops >= 1")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    if scenarios & {"streaming", "idle"}:
+        await streaming_and_idle(args, scenarios)
+    if "tool-loop" in scenarios:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_tool_loops(args, await run_tool_loops(args, Path(tmp)))
+
+
+async def streaming_and_idle(args: argparse.Namespace, scenarios: set[str]) -> None:
+    """The first two scenarios, on one server running the ticker agent."""
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -122,28 +376,29 @@ async def main() -> None:
         server.start()
         try:
             await server.wait_ready(30.0)
-            samples = await streaming(server.base_url, args.sessions, args.rate, args.tokens)
-            lat = [ms for _, ms in samples]
-            steady = [ms for i, ms in samples if i >= args.rate]
-            per_idle = await idle_memory(server.base_url, server.pids, args.idle_sessions)
+            if "streaming" in scenarios:
+                samples = await streaming(server.base_url, args.sessions, args.rate, args.tokens)
+            if "idle" in scenarios:
+                per_idle = await idle_memory(server.base_url, server.pids, args.idle_sessions)
         finally:
             server.stop()
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
-    )
-    print(
-        f"{args.sessions} sessions x {args.rate:g} tokens/s x {args.tokens} tokens "
-        f"({len(lat)} deliveries)"
-    )
-    print(
-        f"token yield -> SSE receipt: p50 {statistics.median(lat):.2f} ms, "
-        f"p99 {harness.percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
-    )
-    print(
-        f"  after each session's first second: p50 {statistics.median(steady):.2f} ms, "
-        f"p99 {harness.percentile(steady, 99):.2f} ms"
-    )
-    print(f"memory per idle session: {per_idle:.1f} KiB ({args.idle_sessions} sessions)")
+    if "streaming" in scenarios:
+        lat = [ms for _, ms in samples]
+        steady = [ms for i, ms in samples if i >= args.rate]
+        print(
+            f"{args.sessions} sessions x {args.rate:g} tokens/s x {args.tokens} tokens "
+            f"({len(lat)} deliveries)"
+        )
+        print(
+            f"token yield -> SSE receipt: p50 {statistics.median(lat):.2f} ms, "
+            f"p99 {harness.percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
+        )
+        print(
+            f"  after each session's first second: p50 {statistics.median(steady):.2f} ms, "
+            f"p99 {harness.percentile(steady, 99):.2f} ms"
+        )
+    if "idle" in scenarios:
+        print(f"memory per idle session: {per_idle:.1f} KiB ({args.idle_sessions} sessions)")
 
 
 if __name__ == "__main__":
