@@ -138,6 +138,10 @@ class TetherLoop:
     out: list[float] = field(default_factory=list)
     #: Per call but the last: the result posted -> the upstream received the next request.
     back: list[float] = field(default_factory=list)
+    #: Per call: the result's POST round trip (sent -> 202 read).
+    post: list[float] = field(default_factory=list)
+    #: Events in the session's stream up to the run's end (the session's own first).
+    events: int = 0
 
 
 async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
@@ -158,6 +162,7 @@ async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
             if not raw.startswith(b"data: "):
                 continue
             ev = json.loads(raw[6:])
+            loop.events += 1
             if ev["type"] == "part-start" and ev["kind"] == "tool-call":
                 calls[ev["part_id"]] = ev["tool_call_id"]
             elif ev["type"] == "part-end" and ev["part_id"] in calls:
@@ -172,6 +177,7 @@ async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
                 result = {"tool_call_id": calls[ev["part_id"]], "output": "ok"}
                 async with http.post(url + "/tool-results", json=result) as r:
                     assert r.status == 202, await r.text()
+                loop.post.append(time.monotonic() - posted)
             elif ev["type"] == "run-end":
                 loop.total = time.monotonic() - began
                 assert ev["reason"] == "complete", ev
@@ -323,6 +329,10 @@ def report_tool_loops(args: argparse.Namespace, r: ToolLoops) -> None:
     print(f"      (directly: request -> answer read: {p50_p99([s for x in r.direct for s in x])})")
     back = [s for loop in r.through_tether for s in loop.back]
     print(f"    result posted -> next upstream request: {p50_p99(back)}")
+    post = [s for loop in r.through_tether for s in loop.post]
+    print(f"      (the result's POST round trip: {p50_p99(post)})")
+    events = statistics.median(loop.events for loop in r.through_tether)
+    print(f"  events per session: {events:g} (median), read live by the client")
     print(f"  tether CPU per step: {r.tether_cpu_s * 1000 / (len(through) * STEPS):.2f} ms")
     print(
         f"  machine meanwhile: {100 * m.busy / m.total:.0f}% busy, "
