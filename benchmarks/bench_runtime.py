@@ -6,18 +6,21 @@ session (each streams TOKENS tokens at RATE tokens/s) and records, for every
 token, the time from the agent yielding it to the reader receiving it. Then
 measures the server's memory per idle session.
 
-The tool loop: a fresh `tether serve` (SQLite store) in front of
-`benchmarks/upstream.py`, which answers a request offering tools with a tool
-call 9 times and then with text. A model session declares one client tool; the
-client posts each call's result as soon as it sees the call complete on the
-session's event stream, so a loop is 10 model calls through tether's model
-agent. Each loop runs in a fresh session, alternated with the same 10 upstream
-calls made directly by a plain client (the floor); tether's added time per step
-is (tether loop - direct loop) / 10 for each pair. A client tool, because it
-goes through what every tool step of the model agent does (relay the streamed
-call into the log, wait, take the result, send the next request), plus the
-client's own SSE and POST round trip, which a server tool would not need: an
-upper bound on a server tool step.
+The tool loop: a fresh `tether serve benchmarks.runtime_agents:app` (SQLite
+store) in front of `benchmarks/upstream.py`, which answers a request offering
+tools with a tool call 9 times and then with text, so a loop is 10 model calls.
+Each round runs one loop of each kind, each in a fresh session, in rotating
+order: (1) a model session that declares one client tool, whose result the
+client posts as soon as it sees the call complete on the session's event
+stream: the whole path of a client tool step (the streamed call relayed into
+the log and out to the client, the result taken in, the next request sent),
+with the client's own SSE parsing and POST on it too; (2) the agent
+`runtime_agents:tool_loop`, the model agent's loop through `ctx.model()` with
+each call answered in the server as a server tool's outcome is recorded
+(tether's own cost per step, no client in the loop; it stands in for an
+`@app.tool` until apps can register one); (3) the same 10 upstream calls made
+directly by a plain client (the floor). tether's added time per step is
+(loop - the round's direct loop) / 10.
 
     .venv/bin/python benchmarks/bench_runtime.py [--sessions 100] [--rate 50] [--tokens 250]
         [--scenarios streaming,idle,tool-loop] [--tool-loops 200]
@@ -118,13 +121,18 @@ STEPS = 10
 MODEL = "bench-model"
 LOOKUP = {
     "name": "lookup",
-    "description": "Look a step up (the benchmark's client answers at once).",
+    "description": "Look a step up (answered at once).",
     "parameters": {
         "type": "object",
         "properties": {"step": {"type": "integer"}, "arrived_ns": {"type": "integer"}},
     },
 }
 SCENARIOS = ("streaming", "idle", "tool-loop")
+
+
+#: How a loop's tool calls are answered: by the benchmark's client (a client tool
+#: of a model session), or in the server (``runtime_agents.tool_loop``).
+WAYS = ("client-tool", "in-server")
 
 
 @dataclass
@@ -136,24 +144,33 @@ class TetherLoop:
     start: float = 0.0
     #: Per call: the upstream received the request -> the client saw the call complete.
     out: list[float] = field(default_factory=list)
-    #: Per call but the last: the result posted -> the upstream received the next request.
+    #: Client tool, per call but the last: result posted -> the upstream got the next request.
     back: list[float] = field(default_factory=list)
-    #: Per call: the result's POST round trip (sent -> 202 read).
+    #: Client tool, per call: the result's POST round trip (sent -> 202 read).
     post: list[float] = field(default_factory=list)
     #: Events in the session's stream up to the run's end (the session's own first).
     events: int = 0
+    #: CPU time over the loop (clock ticks: meaningful summed over many loops).
+    tether_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
 
-async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
-    """A model session with a client tool, from its message to its run's end."""
-    session = {"model": f"openai/{MODEL}", "tools": [LOOKUP]}
-    async with http.post(base + "/v1/sessions", json=session) as r:
+async def tether_loop(
+    http: aiohttp.ClientSession, server: harness.ServerProcess, way: str
+) -> TetherLoop:
+    """One session's tool loop, from its message to its run's end."""
+    if way == "client-tool":
+        session: dict[str, Any] = {"model": f"openai/{MODEL}", "tools": [LOOKUP]}
+    else:
+        session = {"agent": "tool_loop", "tools": [LOOKUP]}
+    async with http.post(server.base_url + "/v1/sessions", json=session) as r:
         assert r.status == 201, await r.text()
         sid = (await r.json())["id"]
     loop = TetherLoop()
     calls: dict[str, str] = {}  # part id -> tool call id
-    url = f"{base}/v1/sessions/{sid}"
+    url = f"{server.base_url}/v1/sessions/{sid}"
     async with http.get(url + "/events?offset=-1", timeout=aiohttp.ClientTimeout(60)) as events:
+        cpu, client_cpu = harness.cpu_seconds(server.pids), harness.self_cpu_seconds()
         began = time.monotonic()
         async with http.post(url + "/messages", json={"content": "go"}) as r:
             assert r.status == 202, await r.text()
@@ -168,26 +185,36 @@ async def tether_loop(http: aiohttp.ClientSession, base: str) -> TetherLoop:
             elif ev["type"] == "part-end" and ev["part_id"] in calls:
                 seen = time.monotonic()
                 arrived = ev["value"]["arrived_ns"] / 1e9
-                if loop.out:
-                    loop.back.append(arrived - posted)
-                else:
+                if not loop.out:
                     loop.start = arrived - began
+                elif way == "client-tool":
+                    loop.back.append(arrived - posted)
                 loop.out.append(seen - arrived)
-                posted = time.monotonic()
-                result = {"tool_call_id": calls[ev["part_id"]], "output": "ok"}
-                async with http.post(url + "/tool-results", json=result) as r:
-                    assert r.status == 202, await r.text()
-                loop.post.append(time.monotonic() - posted)
+                if way == "client-tool":
+                    posted = time.monotonic()
+                    result = {"tool_call_id": calls[ev["part_id"]], "output": "ok"}
+                    async with http.post(url + "/tool-results", json=result) as r:
+                        assert r.status == 202, await r.text()
+                    loop.post.append(time.monotonic() - posted)
             elif ev["type"] == "run-end":
                 loop.total = time.monotonic() - began
                 assert ev["reason"] == "complete", ev
                 break
+        loop.tether_cpu_s = harness.cpu_seconds(server.pids) - cpu
+        loop.client_cpu_s = harness.self_cpu_seconds() - client_cpu
     assert len(loop.out) == STEPS - 1, loop
     return loop
 
 
-async def direct_loop(http: aiohttp.ClientSession, upstream: str) -> list[float]:
-    """The same model calls made straight to the upstream; each step's seconds."""
+@dataclass
+class DirectLoop:
+    #: Each model call's seconds, request sent -> answer read.
+    steps: list[float]
+    client_cpu_s: float
+
+
+async def direct_loop(http: aiohttp.ClientSession, upstream: str) -> DirectLoop:
+    """The same model calls made straight to the upstream."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
     request = {
         "model": MODEL,
@@ -196,6 +223,7 @@ async def direct_loop(http: aiohttp.ClientSession, upstream: str) -> list[float]
         "stream_options": {"include_usage": True},
     }
     steps: list[float] = []
+    client_cpu = harness.self_cpu_seconds()
     while len(steps) < STEPS:
         began = time.monotonic()
         call: dict[str, Any] | None = None
@@ -219,37 +247,35 @@ async def direct_loop(http: aiohttp.ClientSession, upstream: str) -> list[float]
         messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         messages.append({"role": "tool", "tool_call_id": call["id"], "content": "ok"})
     assert len(steps) == STEPS and call is None, steps
-    return steps
+    return DirectLoop(steps, harness.self_cpu_seconds() - client_cpu)
 
 
 @dataclass
 class ToolLoops:
-    through_tether: list[TetherLoop]
-    direct: list[list[float]]
-    #: tether's CPU seconds over the measured loops.
-    tether_cpu_s: float
+    through: dict[str, list[TetherLoop]]
+    direct: list[DirectLoop]
     machine: harness.MachineCpu
 
 
 async def tool_loops(
-    server: harness.ServerProcess, upstream: str, loops: int, warmup: int
+    server: harness.ServerProcess, upstream: str, rounds: int, warmup: int
 ) -> ToolLoops:
-    """``warmup`` then ``loops`` pairs of loops, one each way, in alternating order."""
-    out = ToolLoops([], [], 0.0, harness.MachineCpu(0.0, 0.0, 0.0))
+    """``warmup`` then ``rounds`` rounds of one loop each way and one direct, order rotating."""
+    out = ToolLoops({way: [] for way in WAYS}, [], harness.MachineCpu(0.0, 0.0, 0.0))
+    kinds = [*WAYS, "direct"]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-        for i in range(warmup + loops):
+        for i in range(warmup + rounds):
             if i == warmup:
-                cpu, machine = harness.cpu_seconds(server.pids), harness.machine_cpu()
-            if i % 2:
-                direct = await direct_loop(http, upstream)
-                through = await tether_loop(http, server.base_url)
-            else:
-                through = await tether_loop(http, server.base_url)
-                direct = await direct_loop(http, upstream)
-            if i >= warmup:
-                out.through_tether.append(through)
-                out.direct.append(direct)
-    out.tether_cpu_s = harness.cpu_seconds(server.pids) - cpu
+                machine = harness.machine_cpu()
+            for kind in kinds[i % 3 :] + kinds[: i % 3]:
+                if kind == "direct":
+                    direct = await direct_loop(http, upstream)
+                    if i >= warmup:
+                        out.direct.append(direct)
+                else:
+                    through = await tether_loop(http, server, kind)
+                    if i >= warmup:
+                        out.through[kind].append(through)
     out.machine = harness.machine_cpu().since(machine)
     return out
 
@@ -275,12 +301,14 @@ async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
     server = harness.ServerProcess(
         "tether",
         [
-            str(Path(sys.executable).parent / "tether"), "serve", "--port", str(port),
+            str(Path(sys.executable).parent / "tether"), "serve",
+            "benchmarks.runtime_agents:app", "--port", str(port),
             "--data-dir", str(data), "--log-level", "warning",
         ],
         port,
         tmp,
         env={
+            "PYTHONPATH": str(harness.REPO_ROOT),
             "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
             "TETHER_OPENAI_API_KEY": "bench-key",
             "TETHER_OPENAI_MODELS": MODEL,
@@ -308,32 +336,50 @@ def p50_p99(values: list[float]) -> str:
     )
 
 
+def per_step_ms(seconds: float, loops: int) -> str:
+    return f"{seconds * 1000 / (loops * STEPS):.2f} ms"
+
+
 def report_tool_loops(args: argparse.Namespace, r: ToolLoops) -> None:
-    through = [loop.total for loop in r.through_tether]
-    direct = [sum(steps) for steps in r.direct]
-    added = [(t - d) / STEPS for t, d in zip(through, direct, strict=True)]
-    m = r.machine
+    direct = [sum(d.steps) for d in r.direct]
+    n = len(direct)
     print(
-        f"tool loop: {STEPS} model calls ({STEPS - 1} client tool calls, then text), "
-        f"{len(through)} loops each way after {args.tool_warmup} warm-up, alternated; "
+        f"tool loop: {STEPS} model calls ({STEPS - 1} tool calls, then text); {n} rounds "
+        f"after {args.tool_warmup} warm-up, each a loop of every kind in rotating order; "
         f"upstream: {args.tool_tokens} chunks, ttft {args.tool_ttft_ms:g} ms, "
         f"gap {args.tool_gap_ms:g} ms"
     )
-    print(f"  loop through tether: {p50_p99(through)}")
-    print(f"  loop to the upstream directly: {p50_p99(direct)}")
-    print(f"  tether adds per step ((tether - direct) / {STEPS}, per pair): {p50_p99(added)}")
-    print("  where, through tether:")
-    print(f"    message -> 1st upstream request: {p50_p99([x.start for x in r.through_tether])}")
-    out = [s for loop in r.through_tether for s in loop.out]
-    print(f"    upstream request -> call seen by the client: {p50_p99(out)}")
-    print(f"      (directly: request -> answer read: {p50_p99([s for x in r.direct for s in x])})")
-    back = [s for loop in r.through_tether for s in loop.back]
-    print(f"    result posted -> next upstream request: {p50_p99(back)}")
-    post = [s for loop in r.through_tether for s in loop.post]
-    print(f"      (the result's POST round trip: {p50_p99(post)})")
-    events = statistics.median(loop.events for loop in r.through_tether)
-    print(f"  events per session: {events:g} (median), read live by the client")
-    print(f"  tether CPU per step: {r.tether_cpu_s * 1000 / (len(through) * STEPS):.2f} ms")
+    print(
+        f"  upstream called directly (the floor): loop {p50_p99(direct)}; "
+        f"client CPU per step {per_step_ms(sum(d.client_cpu_s for d in r.direct), n)}"
+    )
+    print(f"    a call, request -> answer read: {p50_p99([s for d in r.direct for s in d.steps])}")
+    titles = {
+        "client-tool": "client tool (a model session; the client posts each result "
+        "as soon as it sees the call complete)",
+        "in-server": "answered in the server (agent runtime_agents:tool_loop: "
+        "ctx.model() + ctx.tool_result, a server tool's step)",
+    }
+    for way, loops in r.through.items():
+        through = [loop.total for loop in loops]
+        added = [(t - d) / STEPS for t, d in zip(through, direct, strict=True)]
+        print(f"  {titles[way]}:")
+        print(f"    loop: {p50_p99(through)}")
+        print(f"    tether adds per step ((loop - direct loop) / {STEPS}): {p50_p99(added)}")
+        print(f"    message -> 1st upstream request: {p50_p99([x.start for x in loops])}")
+        out = [s for loop in loops for s in loop.out]
+        print(f"    upstream request -> call seen by the client: {p50_p99(out)}")
+        if way == "client-tool":
+            back = [s for loop in loops for s in loop.back]
+            print(f"    result posted -> next upstream request: {p50_p99(back)}")
+            post = [s for loop in loops for s in loop.post]
+            print(f"      (the result's POST round trip: {p50_p99(post)})")
+        print(
+            f"    events per session {statistics.median(x.events for x in loops):g}; CPU per "
+            f"step: tether {per_step_ms(sum(x.tether_cpu_s for x in loops), n)}, "
+            f"client {per_step_ms(sum(x.client_cpu_s for x in loops), n)}"
+        )
+    m = r.machine
     print(
         f"  machine meanwhile: {100 * m.busy / m.total:.0f}% busy, "
         f"{100 * m.steal / m.total:.1f}% steal"
@@ -347,8 +393,8 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=250)
     ap.add_argument("--idle-sessions", type=int, default=1000)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated")
-    ap.add_argument("--tool-loops", type=int, default=200, help="measured loops each way")
-    ap.add_argument("--tool-warmup", type=int, default=20, help="loops each way not measured")
+    ap.add_argument("--tool-loops", type=int, default=200, help="measured loops of each kind")
+    ap.add_argument("--tool-warmup", type=int, default=20, help="loops of each kind not measured")
     ap.add_argument("--tool-tokens", type=int, default=8, help="upstream: chunks per answer")
     ap.add_argument("--tool-ttft-ms", type=float, default=0.0, help="upstream: to the 1st chunk")
     ap.add_argument("--tool-gap-ms", type=float, default=0.0, help="upstream: between chunks")
