@@ -6,7 +6,7 @@ session (each streams TOKENS tokens at RATE tokens/s) and records, for every
 token, the time from the agent yielding it to the reader receiving it. Then
 measures the server's memory per idle session.
 
-The tool loop: a fresh `tether serve benchmarks.runtime_agents:app` (SQLite
+The tool loop: a fresh `tether serve benchmarks.tool_agents:app` (SQLite
 store) in front of `benchmarks/upstream.py`, which answers a request offering
 tools with a tool call 9 times and then with text, so a loop is 10 model calls.
 Each round runs one loop of each kind, each in a fresh session, in rotating
@@ -15,7 +15,7 @@ client posts as soon as it sees the call complete on the session's event
 stream: the whole path of a client tool step (the streamed call relayed into
 the log and out to the client, the result taken in, the next request sent),
 with the client's own SSE parsing and POST on it too; (2) the agent
-`runtime_agents:tool_loop`, the model agent's loop through `ctx.model()` with
+`tool_agents:tool_loop`, the model agent's loop through `ctx.model()` with
 each call answered in the server as a server tool's outcome is recorded
 (tether's own cost per step, no client in the loop; it stands in for an
 `@app.tool` until apps can register one); (3) the same 10 upstream calls made
@@ -131,7 +131,7 @@ SCENARIOS = ("streaming", "idle", "tool-loop")
 
 
 #: How a loop's tool calls are answered: by the benchmark's client (a client tool
-#: of a model session), or in the server (``runtime_agents.tool_loop``).
+#: of a model session), or in the server (``tool_agents.tool_loop``).
 WAYS = ("client-tool", "in-server")
 
 
@@ -302,7 +302,7 @@ async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
         "tether",
         [
             str(Path(sys.executable).parent / "tether"), "serve",
-            "benchmarks.runtime_agents:app", "--port", str(port),
+            "benchmarks.tool_agents:app", "--port", str(port),
             "--data-dir", str(data), "--log-level", "warning",
         ],
         port,
@@ -357,7 +357,7 @@ def report_tool_loops(args: argparse.Namespace, r: ToolLoops) -> None:
     titles = {
         "client-tool": "client tool (a model session; the client posts each result "
         "as soon as it sees the call complete)",
-        "in-server": "answered in the server (agent runtime_agents:tool_loop: "
+        "in-server": "answered in the server (agent tool_agents:tool_loop: "
         "ctx.model() + ctx.tool_result, a server tool's step)",
     }
     for way, loops in r.through.items():
