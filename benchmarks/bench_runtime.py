@@ -24,6 +24,8 @@ directly by a plain client (the floor). tether's added time per step is
 
     .venv/bin/python benchmarks/bench_runtime.py [--sessions 100] [--rate 50] [--tokens 250]
         [--scenarios streaming,idle,tool-loop] [--tool-loops 200]
+    # an older commit: its src/ first on PYTHONPATH (tool-loop needs issue 18's ctx.model())
+    PYTHONPATH=<old>/src .venv/bin/python benchmarks/bench_runtime.py --scenarios streaming,idle
 """
 
 from __future__ import annotations
@@ -308,7 +310,7 @@ async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
         port,
         tmp,
         env={
-            "PYTHONPATH": str(harness.REPO_ROOT),
+            "PYTHONPATH": agents_path(),
             "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
             "TETHER_OPENAI_API_KEY": "bench-key",
             "TETHER_OPENAI_MODELS": MODEL,
@@ -412,6 +414,15 @@ async def main() -> None:
             report_tool_loops(args, await run_tool_loops(args, Path(tmp)))
 
 
+def agents_path() -> str:
+    """PYTHONPATH for a server that loads an agent module of benchmarks/.
+
+    The caller's PYTHONPATH stays first: an older commit's ``src/`` put there is
+    what a before/after run measures.
+    """
+    return os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(harness.REPO_ROOT)]))
+
+
 async def streaming_and_idle(args: argparse.Namespace, scenarios: set[str]) -> None:
     """The first two scenarios, on one server running the ticker agent."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -427,7 +438,7 @@ async def streaming_and_idle(args: argparse.Namespace, scenarios: set[str]) -> N
             ],
             port,
             Path(tmp),
-            env={"PYTHONPATH": str(harness.REPO_ROOT)},
+            env={"PYTHONPATH": agents_path()},
         )  # fmt: skip
         server.start()
         try:
