@@ -15,6 +15,14 @@ the machine), so a client can check that it got every token, in order, exactly
 once, and how long each took to reach it. ``GET /v1/models`` lists ``--model`` and ``GET /health``
 answers 200.
 
+A streamed request that offers ``tools`` is answered with a call of its first
+tool while its messages hold fewer than ``--tool-steps`` tool results (so a
+tool loop takes ``--tool-steps`` calls and a text answer, whoever runs it): the
+call's id and name in the first chunk, its arguments ``{"step": k,
+"arrived_ns": ns}`` (``k`` = this call's number from 1, ``ns`` = the request's
+arrival, CLOCK_MONOTONIC) in up to ``--tokens`` fragments on the same schedule
+as content tokens, then ``finish_reason: "tool_calls"``, as OpenAI streams them.
+
 It binds 127.0.0.1 only and prints ``READY http://127.0.0.1:PORT pid=PID``
 once listening. It exits on SIGTERM / SIGINT, or when its standard input
 closes with ``--exit-on-stdin-close`` (so that it does not outlive a benchmark
@@ -50,6 +58,8 @@ class Settings:
     ttft_s: float
     gap_s: float
     models: tuple[str, ...]
+    #: Tool calls a conversation gets before the text answer, when it offers tools.
+    tool_steps: int = 9
 
 
 class BadRequest(Exception):
@@ -70,6 +80,13 @@ def _response(status: int, reason: str, body: bytes, close: bool) -> bytes:
         f"content-length: {len(body)}\r\n" + ("connection: close\r\n" if close else "") + "\r\n"
     )
     return head.encode() + body
+
+
+async def _until(at: float) -> None:
+    """Sleep until ``at`` (time.monotonic()), if it is still ahead."""
+    delay = at - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 def _error(status: int, reason: str, message: str, close: bool = False) -> bytes:
@@ -190,21 +207,41 @@ class Upstream:
             choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
             return _sse({**base, "choices": [choice]})
 
+        step = self._tool_step(request)
+        first: dict[str, Any] = {"role": "assistant", "content": "", "refusal": None}
+        if step is not None:
+            name, number = step
+            call_id = f"call_bench{next(self.ids)}"
+            first["content"] = None
+            first["tool_calls"] = [
+                {"index": 0, "id": call_id, "type": "function",
+                 "function": {"name": name, "arguments": ""}}
+            ]  # fmt: skip
+            arguments = orjson.dumps({"step": number, "arrived_ns": int(arrived * 1e9)}).decode()
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
             b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
             + (b"connection: close\r\n" if close else b"")
             + b"\r\n"
-            + chunk({"role": "assistant", "content": "", "refusal": None})
+            + chunk(first)
         )
         await writer.drain()
-        for i, at in enumerate(self._times(arrived)):
-            delay = at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            writer.write(chunk({"content": f" t{i}@{time.monotonic_ns()}"}))
-            await writer.drain()
-        tail = chunk({}, "stop")
+        if step is None:
+            for i, at in enumerate(self._times(arrived)):
+                await _until(at)
+                writer.write(chunk({"content": f" t{i}@{time.monotonic_ns()}"}))
+                await writer.drain()
+        else:
+            n = len(arguments)
+            pieces = min(s.tokens, n)
+            fragments = [arguments[i * n // pieces : (i + 1) * n // pieces] for i in range(pieces)]
+            for fragment, at in zip(fragments, self._times(arrived), strict=False):
+                await _until(at)
+                writer.write(
+                    chunk({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]})
+                )
+                await writer.drain()
+        tail = chunk({}, "stop" if step is None else "tool_calls")
         if include_usage:
             usage = {
                 "prompt_tokens": 10,
@@ -214,6 +251,18 @@ class Upstream:
             tail += _sse({**base, "choices": [], "usage": usage})
         writer.write(tail + _chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n")
         self.completions += 1
+
+    def _tool_step(self, request: dict[str, Any]) -> tuple[str, int] | None:
+        """The tool to call and the call's number, or None when the answer is text."""
+        tools = request.get("tools")
+        if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+            return None
+        name = (tools[0].get("function") or {}).get("name")
+        messages = request.get("messages")
+        if not isinstance(name, str) or not isinstance(messages, list):
+            return None
+        results = sum(1 for m in messages if isinstance(m, dict) and m.get("role") == "tool")
+        return (name, results + 1) if results < self.settings.tool_steps else None
 
     async def _complete(
         self, writer: asyncio.StreamWriter, request: dict[str, Any], arrived: float, close: bool
@@ -251,6 +300,7 @@ async def serve(args: argparse.Namespace) -> None:
         ttft_s=args.ttft_ms / 1000,
         gap_s=args.gap_ms / 1000,
         models=tuple(m.strip() for m in args.model.split(",") if m.strip()),
+        tool_steps=args.tool_steps,
     )
     upstream = Upstream(settings)
     server = await asyncio.start_server(
@@ -284,11 +334,14 @@ def main() -> None:
     ap.add_argument("--ttft-ms", type=float, default=15.0, help="request -> first content chunk")
     ap.add_argument("--gap-ms", type=float, default=15.0, help="between content chunks")
     ap.add_argument("--model", default="bench-model", help="model id(s) for /v1/models")
+    ap.add_argument(
+        "--tool-steps", type=int, default=9, help="tool calls before the text answer, given tools"
+    )
     ap.add_argument("--exit-on-stdin-close", action="store_true")
     ap.add_argument("--no-uvloop", action="store_true", help="use the default asyncio loop")
     args = ap.parse_args()
-    if args.tokens < 1 or args.gap_ms < 0 or args.ttft_ms < 0:
-        ap.error("--tokens must be >= 1 and the delays >= 0")
+    if args.tokens < 1 or args.gap_ms < 0 or args.ttft_ms < 0 or args.tool_steps < 0:
+        ap.error("--tokens must be >= 1, the delays and --tool-steps >= 0")
     loop_factory = None
     if not args.no_uvloop:
         with contextlib.suppress(ImportError):
