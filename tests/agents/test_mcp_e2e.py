@@ -297,3 +297,32 @@ async def test_an_unreachable_mcp_server_leaves_the_server_up_and_the_model_told
     }  # fmt: skip
     assert r.status_code == 400 and "no server tool 'remote.shout'" in r.text
     assert "mcp server remote:" in server.output() and TOKEN not in server.output()
+
+
+async def test_anthropic_sees_the_same_aliases_in_its_own_format(
+    stdio_server: TetherServer, fake: FakeUpstream
+) -> None:
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("calc__shout", '{"text": "a"}', "toolu_1")]),
+            Script(text="A."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=stdio_server.base_url, timeout=30) as c:
+        session = {"model": "anthropic/claude-sonnet-4-5", "tools": ["calc.shout"]}
+        _, run_id, events = await start(c, session, {"content": "shout a"})
+        try:
+            end = await events.run_end(run_id)
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete"
+    first, second = fake.requests[0].body, fake.requests[1].body
+    assert [t["name"] for t in first["tools"]] == ["calc__shout"]
+    assert second["messages"][-2]["content"][-1] == {
+        "type": "tool_use", "id": "toolu_1", "name": "calc__shout", "input": {"text": "a"}
+    }  # fmt: skip
+    assert second["messages"][-1]["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"result": "A"}'}
+    ]
+    call = next(e for e in events.seen if e["type"] == "part-start" and e.get("tool_call_id"))
+    assert call["tool_name"] == "calc.shout"
