@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,11 +39,11 @@ class AgentKit:
 class AgentContext(RunContext):
     """A RunContext with the server's models and the run's tools (see the module)."""
 
-    def __init__(self, kit: AgentKit, **fields: Any) -> None:
+    def __init__(self, kit: AgentKit, *, default_tools: Sequence[str] = (), **fields: Any) -> None:
         super().__init__(**fields)
         self._kit = kit
-        #: The tools declared for this run (the session's, then its message's).
-        self.tools: Toolset = kit.tools.resolve(self.declared_tools)
+        #: The tools of this run: the agent's defaults, the session's, then its message's.
+        self.tools: Toolset = kit.tools.resolve(default_tools, self.declared_tools)
 
     def model(self, name: str | None = None) -> ServerModel:
         """The server's model ``name`` (default: the session's), for this run."""
@@ -87,12 +87,21 @@ class AgentContext(RunContext):
 class CustomAgent:
     """A user's ``@app.agent`` function, given an AgentContext."""
 
-    def __init__(self, fn: Callable[[AgentContext], Awaitable[None]], kit: AgentKit) -> None:
+    def __init__(
+        self,
+        fn: Callable[[AgentContext], Awaitable[None]],
+        kit: AgentKit,
+        tools: Sequence[str] = (),
+    ) -> None:
         self.fn = fn
         self.kit = kit
+        #: The agent's default tools (``@app.agent(..., tools=[...])``).
+        self.tools = tuple(tools)
 
     def make_context(self, **fields: Any) -> AgentContext:
-        return AgentContext(self.kit, **fields)
+        # An MCP server's tools are known once it has answered: until then they are left out.
+        defaults = [name for name in self.tools if name in self.kit.tools.server]
+        return AgentContext(self.kit, default_tools=defaults, **fields)
 
     async def __call__(self, ctx: RunContext) -> None:
         assert isinstance(ctx, AgentContext)

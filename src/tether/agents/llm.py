@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import json
+import re
 from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +41,10 @@ from tether.providers.base import (
 
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
+
+#: A tool name OpenAI and Anthropic accept.
+WIRE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_UNFIT = re.compile(r"[^A-Za-z0-9_-]")
 
 
 @dataclass(slots=True)
@@ -141,10 +148,12 @@ class ServerModel:
         the new attempt's items from the start.
         """
         specs = _specs(tools)
+        chat = [_message(m) for m in messages]
+        names = WireNames([s.name for s in specs] + [c.name for m in chat for c in m.tool_calls])
         request = ModelRequest(
             self.name,
-            [_message(m) for m in messages],
-            tools=specs,
+            [names.message(m) for m in chat] if names else chat,
+            tools=[names.spec(s) for s in specs] if names else specs,
             tool_choice=tool_choice,
             options=dict(options or {}),
             run_id=self._ctx.run_id,
@@ -155,7 +164,7 @@ class ServerModel:
             if emit:  # the parts a retry discards are those this stream appended
                 self._ctx.new_attempt()
             try:
-                async for item in self._attempt(request, emit):
+                async for item in self._attempt(request, emit, names):
                     yield item
                 return
             except ProviderError as err:
@@ -168,13 +177,17 @@ class ServerModel:
                 await asyncio.sleep(delay)
                 attempt += 1
 
-    async def _attempt(self, request: ModelRequest, emit: bool) -> AsyncGenerator[StreamItem, None]:
+    async def _attempt(
+        self, request: ModelRequest, emit: bool, names: WireNames
+    ) -> AsyncGenerator[StreamItem, None]:
         ctx = self._ctx
         parts: dict[str, str] = {}  # tool call id -> its part
         # aclosing: a cancel that lands while we await ctx must close the
         # upstream request now, not when the generator is collected.
         async with contextlib.aclosing(self._provider.stream(request)) as items:
             async for item in items:
+                if names and isinstance(item, ToolCallDelta | ToolCallItem):
+                    item = names.restore(item)
                 if emit:
                     if isinstance(item, TextDelta):
                         await ctx.text(item.text)
@@ -198,6 +211,59 @@ class ServerModel:
     async def _open_call(self, call_id: str, name: str) -> str:
         approval = self._approvals.needs_approval(name)
         return await self._ctx.tool_call_start(call_id, name, approval=approval)
+
+
+class WireNames:
+    """tether's tool names as names an upstream accepts, and the upstream's calls back.
+
+    OpenAI and Anthropic take only ``[A-Za-z0-9_-]{1,64}``; an MCP tool is
+    ``server.tool`` in tether (and may hold other characters). Such a name is
+    offered as ``server__tool`` (other characters as ``_``), with a hash of the
+    name appended when that is too long or taken, and the calls the model
+    streams get tether's name back. Names that fit are left alone, so a
+    request without such names is unchanged. This is the one place names are
+    translated: events, declarations and ``/v1/tools`` only know tether's.
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._wire: dict[str, str] = {}  # tether's name -> the upstream's
+        self._tether: dict[str, str] = {}  # the upstream's name -> tether's
+        unfit = [n for n in dict.fromkeys(names) if not WIRE_NAME.match(n)]
+        if not unfit:
+            return
+        taken = {n for n in names if WIRE_NAME.match(n)}
+        for name in unfit:
+            wire = _UNFIT.sub("_", name.replace(".", "__"))
+            if len(wire) > 64 or wire in taken:
+                digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+                wire = f"{wire[:55]}_{digest}"
+            taken.add(wire)
+            self._wire[name] = wire
+            self._tether[wire] = name
+
+    def __bool__(self) -> bool:
+        return bool(self._wire)
+
+    def spec(self, spec: ToolSpec) -> ToolSpec:
+        wire = self._wire.get(spec.name)
+        return spec if wire is None else ToolSpec(wire, spec.description, spec.parameters)
+
+    def message(self, message: ChatMessage) -> ChatMessage:
+        if not any(c.name in self._wire for c in message.tool_calls):
+            return message
+        calls = [
+            ToolCall(c.id, self._wire.get(c.name, c.name), c.arguments) for c in message.tool_calls
+        ]
+        return dataclasses.replace(message, tool_calls=calls)
+
+    def restore(self, item: ToolCallDelta | ToolCallItem) -> ToolCallDelta | ToolCallItem:
+        """A streamed call with tether's name for the tool."""
+        if isinstance(item, ToolCallDelta):
+            name = self._tether.get(item.name)
+            return item if name is None else ToolCallDelta(item.id, name, item.arguments)
+        call = item.call
+        name = self._tether.get(call.name)
+        return item if name is None else ToolCallItem(ToolCall(call.id, name, call.arguments))
 
 
 def _specs(tools: Tools) -> list[ToolSpec]:

@@ -77,6 +77,16 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.spec.name!r} is registered twice")
         self.server[tool.spec.name] = tool
 
+    def replace_namespace(self, namespace: str, tools: Iterable[ServerTool]) -> None:
+        """Make ``tools`` the tools named ``namespace.*`` (an MCP server's, listed anew)."""
+        prefix = namespace + "."
+        for name in [n for n in self.server if n.startswith(prefix)]:
+            del self.server[name]
+        for tool in tools:
+            if not tool.spec.name.startswith(prefix):
+                raise ValueError(f"tool {tool.spec.name!r} is not in namespace {namespace!r}")
+            self.add(tool)
+
     def check(self, declared: Any) -> list[Declared]:
         """``declared`` (from a request body) as a list of declarations, or InvalidInput."""
         if not isinstance(declared, list):

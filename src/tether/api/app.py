@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -22,6 +23,8 @@ from tether.agents.attachments import AttachmentReading
 from tether.agents.context import AgentKit, CustomAgent
 from tether.agents.gateway import GatewayAgent, GatewaySpec, Prefetches
 from tether.agents.llm import RetryPolicy
+from tether.agents.mcp import MCPToolsets
+from tether.agents.mcp_config import MCPServerConfig
 from tether.agents.model import MAX_STEPS, ModelAgent
 from tether.agents.tools import ToolRegistry
 from tether.api.access import StreamPolicy
@@ -34,6 +37,7 @@ from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
+from tether.api.tools import build_tools_router
 from tether.api.webui import build_web_router
 from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
@@ -78,15 +82,22 @@ class TetherApp:
         max_sessions: int = 0,
         max_streams: int = 0,
         attachment_inline_max: int = DEFAULT_INLINE_MAX,
+        mcp_servers: Sequence[MCPServerConfig] = (),
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
         self.registry = registry or ProviderRegistry()
         self.agents = agents.agents if agents is not None else {}
+        self._agent_tools = agents.agent_tools if agents is not None else {}
         self.retry = retry or RetryPolicy()
         self.max_steps = max_steps
         #: What every agent is given: the server's models and tools.
-        self.kit = AgentKit(self._resolve_model, ToolRegistry(), self.retry)
+        tools = ToolRegistry(agents.tools if agents is not None else ())
+        self.kit = AgentKit(self._resolve_model, tools, self.retry)
+        #: The MCP servers' connections, which add their tools to ``tools``.
+        self.mcp = MCPToolsets(mcp_servers, tools)
+        if agents is not None:
+            agents.check_tools({s.name for s in mcp_servers})
         self.sessions = SessionService(store, max_sessions=max_sessions)
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
@@ -149,6 +160,7 @@ class TetherApp:
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(build_token_router(self.policy, self.streams, self.store))
+        web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
 
         @web.get("/healthz", tags=["meta"])
@@ -201,7 +213,7 @@ class TetherApp:
             fn = self.agents.get(record.agent)
             if fn is None:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
-            return CustomAgent(fn, self.kit)
+            return CustomAgent(fn, self.kit, self._agent_tools.get(record.agent, ()))
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             provider, model = self._resolve_model(record.model or "demo")
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
@@ -244,15 +256,18 @@ class TetherApp:
                 try:
                     await self.store.open()
                     await self.sessions.build_indexes()
+                    await self.mcp.start()
                     await self.runtime.start()
                 except Exception as err:
                     log.exception("could not start")
+                    await self.mcp.aclose()
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
                 await self.runtime.aclose()
+                await self.mcp.aclose()
                 await self.registry.aclose()
                 await self.store.aclose()
                 await send({"type": "lifespan.shutdown.complete"})

@@ -14,6 +14,7 @@ import click
 import uvicorn
 
 from tether.agents.app import load_app
+from tether.agents.mcp_config import load_mcp_servers
 from tether.agents.model import MAX_STEPS
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
@@ -246,13 +247,17 @@ def serve(
     """Run the tether server (with the agents of MODULE:APP, if given)."""
     try:
         registry = ProviderRegistry.from_env()
+        mcp_servers = load_mcp_servers()
         secrets = [*tether_secrets(os.environ), *(s.get() for s in registry.secrets())]
+        secrets += [secret for server in mcp_servers for secret in server.secrets()]
         auth = Auth.from_env()
     except Exception as err:
         raise click.ClickException(str(err)) from err
     configure_logging(log_level, secrets)
     try:
         agents = load_app(app_spec) if app_spec else None
+        if agents is not None:
+            agents.check_tools({server.name for server in mcp_servers})
         store = open_store(store_spec, data_dir)
     except Exception as err:
         raise click.ClickException(str(err)) from err
@@ -283,6 +288,7 @@ def serve(
         max_sessions=max_sessions,
         max_streams=max_streams,
         attachment_inline_max=attachment_inline_max,
+        mcp_servers=mcp_servers,
     )
     if store_spec == "memory":
         where = "in memory"
@@ -306,6 +312,10 @@ def serve(
     say(f"tether: models: {', '.join(registry.list_models())}")
     if agents is not None:
         say(f"tether: agents: {', '.join(sorted(agents.agents)) or '(none)'}")
+        if agents.tools:
+            say(f"tether: tools: {', '.join(t.spec.name for t in agents.tools)}")
+    if mcp_servers:
+        say(f"tether: MCP servers: {', '.join(s.name for s in mcp_servers)}")
     if auth.enabled:
         say("tether: API keys required (TETHER_API_KEYS)")
     elif host in ("127.0.0.1", "localhost", "::1"):
