@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import httpx
 import pytest
 from test_client_tools_e2e import KEY, is_call, server_env, start
 
-from helpers.server import TetherServer
+from helpers.server import TetherServer, tether_command
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
 
 APPS = Path(__file__).parent / "apps"
@@ -248,3 +249,35 @@ async def test_get_tools_is_behind_auth_like_the_other_routes(tmp_path: Path) ->
     assert anonymous.status_code == 401 and wrong.status_code == 401
     assert allowed.status_code == 200 and len(allowed.json()["tools"]) == 4
     assert by_read_token.status_code == 401, by_read_token.text
+
+
+async def test_tether_chat_asks_to_approve_a_server_tool_and_never_for_its_result(
+    setup, tmp_path: Path
+) -> None:
+    fake, server = setup
+    victim = tmp_path / "victim.txt"
+    victim.write_text("x")
+    args = json.dumps({"path": str(victim)})
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("delete_file", args, "call_D")]),
+            Script(text="", tool_calls=[FakeToolCall("add", '{"a": 2, "b": 3}', "call_A")]),
+            Script(text="All done."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        r = await c.post("/v1/sessions", json={**MODEL, "tools": ["delete_file", "add"]})
+        sid = r.json()["id"]
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [*tether_command(), "chat", "--url", server.base_url, "--session", sid],
+        input="clean up\ny\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"approve delete_file({args})? [y/N]" in proc.stdout
+    assert "result of" not in proc.stdout  # the server ran both tools itself
+    assert "All done." in proc.stdout
+    assert not victim.exists()

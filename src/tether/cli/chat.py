@@ -162,8 +162,8 @@ def chat(url: str, model: str | None, agent: str | None, session_id: str | None)
                 session = client.sessions.create(model=model, agent=agent)
             else:
                 session = client.sessions.get(session_id)
-            # Tools declared by name are the server's: it runs them, nobody answers.
-            server_tools = frozenset(t for t in session.tools if isinstance(t, str))
+            # The server runs these itself: nobody is asked for their results.
+            server_tools = frozenset(t["name"] for t in client.server_tools())
             click.echo(_paint(f"session {session.id} (Ctrl-C stops an answer, Ctrl-D quits)", DIM))
             chat_loop(client, session.id, server_tools)
     except TetherError as err:

@@ -205,6 +205,14 @@ class AsyncTether:
         ).json()
         return list(data.get("cancelled", []))
 
+    async def server_tools(self) -> list[dict[str, Any]]:
+        """The tools the server runs itself, which sessions may declare by name.
+
+        Each is ``{name, description, parameters, approval, source}``.
+        """
+        data = (await self._request("GET", "/v1/tools")).json()
+        return list(data.get("tools", []))
+
     async def tool_result(
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:

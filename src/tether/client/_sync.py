@@ -199,6 +199,14 @@ class Tether:
         data = (self._request("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)).json()
         return list(data.get("cancelled", []))
 
+    def server_tools(self) -> list[dict[str, Any]]:
+        """The tools the server runs itself, which sessions may declare by name.
+
+        Each is ``{name, description, parameters, approval, source}``.
+        """
+        data = (self._request("GET", "/v1/tools")).json()
+        return list(data.get("tools", []))
+
     def tool_result(
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
