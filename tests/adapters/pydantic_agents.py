@@ -6,7 +6,7 @@ the server's ``openai/gpt-4o-mini``.
 
 from __future__ import annotations
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, CallDeferred
 
 import tether
 from tether.adapters.pydantic_ai import serve
@@ -26,6 +26,12 @@ def get_weather(city: str) -> dict[str, object]:
 def book_umbrella(city: str) -> str:
     """Book an umbrella in a city."""
     return f"umbrella booked in {city}"
+
+
+@weather.tool_plain
+def ask_user(question: str) -> str:
+    """Ask the person a question: a client answers it."""
+    raise CallDeferred
 
 
 serve(app, "weather", weather, model="openai/gpt-4o-mini")

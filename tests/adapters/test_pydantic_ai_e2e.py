@@ -135,6 +135,39 @@ async def test_a_tool_that_requires_approval_waits_for_tool_approvals(setup, app
         assert "not approved: not today" in told["content"]
 
 
+async def test_an_external_tool_is_answered_by_a_client(setup) -> None:
+    fake, server = setup
+    question = '{"question": "Sun or rain?"}'
+    fake.replies.extend(
+        [
+            Script(text="", tool_calls=[FakeToolCall("ask_user", question, "call_Q")]),
+            Script(text="Rain it is."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Plan my day"})
+        try:
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            answer = {"tool_call_id": "call_Q", "output": "rain"}
+            r = await c.post(f"/v1/sessions/{sid}/tool-results", json=answer)
+            assert r.status_code == 202
+            end = await events.run_end(run_id)
+            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete", server.output()
+    assert violations(events.seen) == []
+    tool, text = snapshot["messages"][-1]["parts"]
+    assert tool["result"] == "rain" and text["text"] == "Rain it is."
+    assert fake.requests[1].body["messages"][-1] == {
+        "role": "tool",
+        "tool_call_id": "call_Q",
+        "content": "rain",
+    }
+    # The client's result is the call's only one: the agent does not record it again.
+    assert [e["type"] for e in events.seen].count("tool-result") == 1
+
+
 async def test_a_failed_attempt_is_retried_and_what_it_streamed_discarded(setup) -> None:
     fake, server = setup
     fake.replies.extend([Script(text="Half an", truncate=True), Script(text="A whole answer.")])
