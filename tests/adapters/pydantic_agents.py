@@ -6,6 +6,7 @@ the server's ``openai/gpt-4o-mini``.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
 from pydantic_ai import Agent, CallDeferred
 
 import tether
@@ -35,3 +36,12 @@ def ask_user(question: str) -> str:
 
 
 serve(app, "weather", weather, model="openai/gpt-4o-mini")
+
+
+class Forecast(BaseModel):
+    city: str
+    sky: str
+
+
+forecaster = Agent(output_type=Forecast)
+serve(app, "forecast", forecaster, model="openai/gpt-4o-mini")

@@ -96,6 +96,52 @@ async def test_a_tool_using_agent_answers_over_two_model_steps_through_tethers_p
     assert KEY not in json.dumps(events.seen) and KEY not in server.output()
 
 
+async def test_the_next_turn_gives_the_agent_the_sessions_earlier_turns(setup) -> None:
+    fake, server = setup
+    args = '{"city": "Paris"}'
+    fake.replies.extend(
+        [
+            Script(text="Let me look.", tool_calls=[FakeToolCall("get_weather", args, "call_W")]),
+            Script(text="Sunny."),
+            Script(text="Oslo is cold."),
+        ]
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Paris?"})
+        try:
+            await events.run_end(run_id)
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": "And Oslo?"})
+            end = await events.run_end(r.json()["run_id"])
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete", server.output()
+    sent = fake.requests[2].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert sent[2]["content"] == "Let me look." and sent[2]["tool_calls"][0]["id"] == "call_W"
+    assert json.loads(sent[3]["content"]) == {"city": "Paris", "sky": "sunny", "c": 21}
+    assert [sent[4]["content"], sent[5]["content"]] == ["Sunny.", "And Oslo?"]
+
+
+async def test_structured_output_is_the_answers_text(setup) -> None:
+    fake, server = setup
+    forecast = '{"city": "Rome", "sky": "clear"}'
+    fake.replies.append(
+        Script(text="", tool_calls=[FakeToolCall("final_result", forecast, "call_F")])
+    )
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        sid, run_id, events = await start(c, {"agent": "forecast"}, {"content": "Rome?"})
+        try:
+            end = await events.run_end(run_id)
+            snapshot = (await c.get(f"/v1/sessions/{sid}")).json()
+        finally:
+            await events.aclose()
+    assert end["reason"] == "complete", server.output()
+    assert violations(events.seen) == []
+    assert fake.requests[0].body["tool_choice"] == "required"
+    [part] = snapshot["messages"][-1]["parts"]  # the output tool's call is not shown
+    assert part["kind"] == "text" and json.loads(part["text"]) == {"city": "Rome", "sky": "clear"}
+
+
 @pytest.mark.parametrize("approved", [True, False])
 async def test_a_tool_that_requires_approval_waits_for_tool_approvals(setup, approved) -> None:
     fake, server = setup
