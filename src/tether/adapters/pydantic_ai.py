@@ -95,7 +95,7 @@ def serve(app: App, name: str, agent: Agent[None, Any], *, model: str | None = N
     async def run(ctx: AgentContext) -> None:
         tools = _ToolEvents(ctx)
         result = await agent.run(
-            ctx.history[-1].text() if ctx.history else "",
+            ctx.history[-1].text(),
             message_history=to_messages(ctx.history[:-1]),
             instructions=ctx.system,
             model=TetherModel(ctx.model(model), ctx),
