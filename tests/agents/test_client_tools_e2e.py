@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ import httpx
 import pytest
 
 from helpers.server import TetherServer
+from helpers.session_events import KEY, Events, is_call, server_env, start
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
 from sessions.grammar import Grammar
 from tether.client import AsyncTether
 
-KEY = "sk-upstream-0c4f9a1d2e7b"
 WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city.",
@@ -33,18 +32,6 @@ WEATHER = {
     },
 }
 CLOCK = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
-
-
-def server_env(fake: FakeUpstream) -> dict[str, str]:
-    return {
-        **os.environ,
-        "TETHER_OPENAI_BASE_URL": fake.openai_base_url,
-        "TETHER_OPENAI_API_KEY": KEY,
-        "TETHER_OPENAI_MODELS": "gpt-4o-mini",
-        "TETHER_ANTHROPIC_BASE_URL": fake.url,
-        "TETHER_ANTHROPIC_API_KEY": KEY,
-        "TETHER_ANTHROPIC_MODELS": "claude-sonnet-4-5",
-    }
 
 
 @pytest.fixture
@@ -61,55 +48,6 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServe
             yield fake, server
         finally:
             await asyncio.to_thread(server.stop)
-
-
-class Events:
-    """A session's events read live from the start, in the background."""
-
-    def __init__(self, client: httpx.AsyncClient, session_id: str) -> None:
-        self.seen: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.create_task(self._read(client, session_id))
-
-    async def _read(self, client: httpx.AsyncClient, session_id: str) -> None:
-        async with client.stream("GET", f"/v1/sessions/{session_id}/events?offset=-1") as r:
-            async for line in r.aiter_lines():
-                if line.startswith("data: "):
-                    self.seen.append(json.loads(line[6:]))
-                    self._changed.set()
-
-    async def until(self, check: Any, timeout: float = 15.0) -> dict[str, Any]:
-        """The first event ``check`` accepts, waiting for it."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for e in self.seen:
-                    if check(e):
-                        return e
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def run_end(self, run_id: str) -> dict[str, Any]:
-        return await self.until(lambda e: e["type"] == "run-end" and e["run_id"] == run_id)
-
-    async def aclose(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
-
-
-async def start(
-    c: httpx.AsyncClient, session: dict[str, Any], message: dict[str, Any]
-) -> tuple[str, str, Events]:
-    r = await c.post("/v1/sessions", json=session)
-    assert r.status_code == 201, r.text
-    sid = r.json()["id"]
-    events = Events(c, sid)
-    r = await c.post(f"/v1/sessions/{sid}/messages", json=message)
-    assert r.status_code == 202, r.text
-    return sid, r.json()["run_id"], events
-
-
-def is_call(name: str) -> Any:
-    return lambda e: e["type"] == "part-start" and e.get("tool_name") == name
 
 
 async def test_a_client_tool_round_trip_over_two_model_steps(setup) -> None:

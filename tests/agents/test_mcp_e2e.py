@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from test_client_tools_e2e import KEY, Events, server_env, start
 
 from helpers.server import TetherServer, find_free_port
+from helpers.session_events import KEY, Events, server_env, start
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
 
 APPS = Path(__file__).parent / "apps"

@@ -19,9 +19,9 @@ from typing import Any
 
 import httpx
 import pytest
-from test_client_tools_e2e import KEY, is_call, server_env, start
 
 from helpers.server import TetherServer
+from helpers.session_events import KEY, is_call, server_env, start
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
 from sessions.grammar import violations
 

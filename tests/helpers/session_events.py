@@ -10,6 +10,24 @@ from typing import Any
 
 import httpx
 
+from providers.fake_upstreams import FakeUpstream
+
+#: The upstream key tether is configured with: it must never leave the server.
+KEY = "sk-upstream-0c4f9a1d2e7b"
+
+
+def server_env(fake: FakeUpstream) -> dict[str, str]:
+    """``tether serve``'s environment: the fake's OpenAI and Anthropic dialects, with KEY."""
+    return {
+        **os.environ,
+        "TETHER_OPENAI_BASE_URL": fake.openai_base_url,
+        "TETHER_OPENAI_API_KEY": KEY,
+        "TETHER_OPENAI_MODELS": "gpt-4o-mini",
+        "TETHER_ANTHROPIC_BASE_URL": fake.url,
+        "TETHER_ANTHROPIC_API_KEY": KEY,
+        "TETHER_ANTHROPIC_MODELS": "claude-sonnet-4-5",
+    }
+
 
 def agent_server_env(upstream_url: str, key: str, agents_dir: Path) -> dict[str, str]:
     """``tether serve``'s environment: an OpenAI-compatible upstream, ``agents_dir`` on the path."""
@@ -67,3 +85,7 @@ async def start(
     r = await c.post(f"/v1/sessions/{sid}/messages", json=message)
     assert r.status_code == 202, r.text
     return sid, r.json()["run_id"], events
+
+
+def is_call(name: str) -> Any:
+    return lambda e: e["type"] == "part-start" and e.get("tool_name") == name
