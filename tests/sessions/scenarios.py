@@ -97,7 +97,7 @@ class Driver:
 
     def waiting_call(self) -> dict[str, Any]:
         """Wait until the run waits on a tool call; return that call's part."""
-        snap = self.wait(lambda s: s["status"] == "waiting")
+        snap = self.wait(lambda s: s["status"] == "paused")
         calls = [p for p in snap["messages"][-1]["parts"] if p["kind"] == "tool-call"]
         return dict(calls[-1])
 
@@ -164,7 +164,7 @@ def _approval(client: httpx.Client) -> Recording:
     d.send("clean up")
     call = d.waiting_call()
     d.post("/tool-approvals", {"tool_call_id": call["tool_call_id"], "approved": True})
-    d.wait(lambda s: s["status"] == "waiting" and s["messages"][-1]["parts"][-1].get("approval"))
+    d.wait(lambda s: s["status"] == "paused" and s["messages"][-1]["parts"][-1].get("approval"))
     d.post("/tool-results", {"tool_call_id": call["tool_call_id"], "output": "ok"})
     d.settle()
     return d.record("approval", "An agent's tool call approved, then answered with a result.")

@@ -455,7 +455,7 @@ class Run:
           Raises :class:`FirstEventTimeout`.
         - ``idle_timeout`` (default 60 s): after the first event, the longest
           time without an event of the session. It is suspended while the run
-          waits for a tool result or approval (status ``waiting``). Raises
+          waits for a tool result or approval (status ``paused``). Raises
           :class:`IdleTimeout`.
 
         Heartbeats count as liveness, not as events: they keep a connection

@@ -180,7 +180,7 @@ class RunEnd(Event):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Status(Event):
     TYPE: ClassVar[str] = "status"
-    #: idle, running or waiting.
+    #: idle, running, paused (a run waits on a person) or error (the last run failed).
     status: str = ""
 
 

@@ -104,7 +104,7 @@ class Session:
     model: str | None = None
     agent: str | None = None
     system: str | None = None
-    #: idle, running or waiting; None where the server does not say (lists).
+    #: idle, running, paused (a run waits on a person) or error (the last run failed).
     status: str | None = None
     archived: bool = False
     created_at: float | None = None

@@ -172,7 +172,7 @@ class RunContext:
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
             self._waiters[key] = fut
-        await self._on_status(ev.WAITING)
+        await self._on_status(ev.PAUSED)
         try:
             return await fut
         finally:

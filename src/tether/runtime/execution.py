@@ -293,7 +293,7 @@ async def end(
             [
                 *(first or ()),
                 ev.event(ev.RUN_END, run_id=run_id, reason=reason),
-                ev.event(ev.STATUS, status=ev.IDLE),
+                ev.event(ev.STATUS, status=ev.ERRORED if reason == ev.FAILED else ev.IDLE),
                 *(then or ()),
             ]
         )

@@ -66,7 +66,11 @@ END_REASONS: Final = frozenset({COMPLETE, CANCELLED, FAILED, INTERRUPTED})
 # Session status values.
 IDLE: Final = "idle"
 RUNNING: Final = "running"
-WAITING: Final = "waiting"
+#: A run waits on a person: a tool result or an approval.
+PAUSED: Final = "paused"
+#: No run is active and the last one failed (until the next one starts).
+ERRORED: Final = "error"
+STATUSES: Final = frozenset({IDLE, RUNNING, PAUSED, ERRORED})
 
 
 def new_id(prefix: str) -> str:

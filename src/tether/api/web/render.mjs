@@ -26,7 +26,7 @@ export function renderHeader() {
   const status = s && s.ready ? s.fold.status : "idle";
   badge.hidden = status === "idle";
   badge.dataset.status = status;
-  badge.textContent = status === "waiting" ? "waiting for you" : status;
+  badge.textContent = status === "paused" ? "paused: waiting for you" : status;
   document.title = record ? `${record.title} · tether` : "tether";
   for (const item of document.querySelectorAll(".session-item")) {
     item.classList.toggle("active", !!s && item.dataset.sessionId === s.id);
