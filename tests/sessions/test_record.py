@@ -19,6 +19,8 @@ def record() -> SessionRecord:
         updated_at=2.5,
         archived=True,
         metadata={"gateway": {"tools": ["f"]}, "n": 3},
+        status="error",
+        usage={"input_tokens": 12, "output_tokens": 3},
     )
 
 
@@ -34,10 +36,12 @@ def test_a_record_is_stored_as_a_json_object_of_its_fields_in_order() -> None:
         "updated_at": 2.5,
         "archived": True,
         "metadata": {"gateway": {"tools": ["f"]}, "n": 3},
+        "status": "error",
+        "usage": {"input_tokens": 12, "output_tokens": 3},
     }
     assert list(orjson.loads(record().to_bytes())) == [
         "id", "owner", "title", "model", "agent", "system", "created_at", "updated_at",
-        "archived", "metadata",
+        "archived", "metadata", "status", "usage",
     ]  # fmt: skip
 
 
@@ -49,4 +53,11 @@ def test_the_public_view_hides_the_owner_only() -> None:
     public = record().public()
     assert "owner" not in public
     assert public["metadata"] == {"gateway": {"tools": ["f"]}, "n": 3}
-    assert len(public) == 9
+    assert len(public) == 11
+
+
+def test_a_record_stored_before_runs_were_noted_reads_as_idle_with_no_usage() -> None:
+    stored = orjson.loads(record().to_bytes())
+    del stored["status"], stored["usage"]
+    old = SessionRecord.from_bytes(orjson.dumps(stored))
+    assert (old.status, old.usage) == ("idle", {})

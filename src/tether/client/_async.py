@@ -360,9 +360,15 @@ class AsyncSessions:
         data = (await self._client._request("POST", "/v1/sessions", json=body)).json()
         return Session.from_json(data)
 
-    async def list(self, *, archived: bool = False) -> list[Session]:
-        """Every session of the caller, latest first (the server's pages, followed)."""
+    async def list(self, *, archived: bool = False, gateway: bool = False) -> list[Session]:
+        """Every session of the caller, latest update first (the server's pages, followed).
+
+        Archived ones only with ``archived``; those the OpenAI-compatible
+        gateway made only with ``gateway``.
+        """
         params: dict[str, str] = {"archived": "true"} if archived else {}
+        if gateway:
+            params["gateway"] = "true"
         sessions: list[Session] = []
         while True:
             data = (await self._client._request("GET", "/v1/sessions", params=params)).json()

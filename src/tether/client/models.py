@@ -112,6 +112,8 @@ class Session:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: Path of the session's event stream as a plain Durable Stream.
     stream_url: str | None = None
+    #: Token counts of every answer in the session so far, summed (all branches).
+    usage: dict[str, int] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -132,8 +134,6 @@ class SessionSnapshot(Session):
     active_run: ActiveRun | None = None
     queue: list[QueuedRun] = field(default_factory=list)
     last_error: dict[str, Any] | None = None
-    #: Token counts of every answer in the session so far, summed (all branches).
-    usage: dict[str, int] = field(default_factory=dict)
     offset: str = "-1"
 
     @classmethod
@@ -145,7 +145,6 @@ class SessionSnapshot(Session):
             active_run=ActiveRun.from_json(active) if active else None,
             queue=[QueuedRun.from_json(q) for q in d.get("queue", [])],
             last_error=d.get("last_error"),
-            usage=d.get("usage") or {},
             offset=d.get("offset", "-1"),
         )
 
@@ -163,6 +162,7 @@ def _session_kwargs(d: dict[str, Any]) -> dict[str, Any]:
         "updated_at": d.get("updated_at"),
         "metadata": d.get("metadata") or {},
         "stream_url": d.get("stream_url"),
+        "usage": d.get("usage") or {},
         "raw": d,
     }
 
