@@ -248,6 +248,11 @@ class Grammar:
                 self.problem(f"retry discards {pid}, not an ended part of this run's message")
             self.parts[pid] = "discarded"
 
+    def _context_trim(self, e: Event) -> None:
+        for key in ("dropped", "tokens", "budget"):
+            if not isinstance(e.get(key), int) or e[key] < (1 if key == "dropped" else 0):
+                self.problem(f"context-trim without a whole number {key}")
+
     def _error(self, e: Event) -> None:
         if e.get("run_id") is not None:
             self._expect = (ev.RUN_END, {"run_id": e["run_id"], "reason": ev.FAILED})

@@ -24,7 +24,7 @@ from web.support import agents_env
 Event = dict[str, Any]
 
 #: Keys of the session snapshot that the fold produces (the rest is the session record).
-FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error")
+FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error", "usage")
 
 
 @contextmanager
@@ -232,6 +232,17 @@ def _regenerate(client: httpx.Client) -> Recording:
     return d.record("regenerate", "An answer regenerated: a second answer beside the first.")
 
 
+def _context_trim(client: httpx.Client) -> Recording:
+    d = Driver(client, agent="brief")
+    d.send("/count 3 1")
+    d.settle()
+    d.send("/count 2 1")
+    d.settle()
+    return d.record(
+        "context-trim", "A second turn past the model's context budget: the first is not sent."
+    )
+
+
 def _queue(client: httpx.Client) -> Recording:
     d = Driver(client)
     d.send("/count 40 20")
@@ -258,6 +269,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _error,
     _cancel,
     _edit,
+    _context_trim,
     _regenerate,
     _queue,
 )

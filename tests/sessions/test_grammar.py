@@ -87,6 +87,14 @@ def test_a_failed_run_leaves_the_status_error_until_the_next_run() -> None:
         ([user(), *run()[:2], e(ev.STATUS, status=ev.ERRORED)], "status error while"),
         ([user(), *failed()[:-1], e(ev.STATUS, status=ev.IDLE)], "must follow"),
         ([user(), *run()[:-1], e(ev.STATUS, status=ev.ERRORED)], "must follow"),
+        (
+            [user(), *run()[:3], e(ev.CONTEXT_TRIM, run_id="r1", dropped=0, tokens=5, budget=9)],
+            "context-trim without a whole number dropped",
+        ),
+        (
+            [user(), e(ev.CONTEXT_TRIM, run_id="r1", dropped=2, tokens=5, budget=9)],
+            "not the active",
+        ),
     ],
 )
 def test_a_broken_rule_is_named(log: list[Event], named: str) -> None:

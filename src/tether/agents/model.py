@@ -12,6 +12,7 @@ import contextlib
 import json
 from dataclasses import dataclass
 
+from tether.agents.context_budget import fit_budget
 from tether.providers.base import (
     ChatMessage,
     ModelRequest,
@@ -74,13 +75,23 @@ def _as_text(value: object) -> str:
 
 
 class ModelAgent:
-    def __init__(self, provider: Provider, model: str, retry: RetryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        model: str,
+        retry: RetryPolicy | None = None,
+        *,
+        context_tokens: int | None = None,
+    ) -> None:
         self.provider = provider
         self.model = model
         self.retry = retry or RetryPolicy()
+        #: The model's context budget (tether.agents.context_budget); None: none.
+        self.context_tokens = context_tokens
 
     async def __call__(self, ctx: RunContext) -> None:
         messages = to_chat(ctx.system, ctx.history)
+        messages = await fit_budget(ctx, messages, self.context_tokens)
         while True:
             calls = await self._attempts(ctx, messages)
             if not calls:

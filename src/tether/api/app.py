@@ -174,7 +174,8 @@ class TetherApp:
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
-        return ModelAgent(provider, model, self.retry)
+        budget = self.registry.context_budget(provider, model)
+        return ModelAgent(provider, model, self.retry, context_tokens=budget)
 
     # -- ASGI ------------------------------------------------------------------
 

@@ -18,9 +18,17 @@ from the environment and from a TOML file:
     api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
     models = ["llama3.2", "qwen3"]
     # optional: timeout = 120.0 (read timeout, s), headers = {...},
-    #           extra_body = {...}, max_tokens = 8192 (anthropic)
+    #           extra_body = {...}, max_tokens = 8192 (anthropic),
+    #           context_tokens = 100000 (see below)
 
   An upstream in the file wins over the environment variables for its name.
+
+  ``context_tokens`` is the context budget of the upstream's models: one
+  number for all of them, or a table per model (``context_tokens =
+  {"llama3.2" = 8000, "qwen3" = 32000}``; a model not in it has none). A
+  session's run sends its model the branch without the oldest turns that
+  would take its estimated size past the budget (tether.agents.context_budget
+  says how it estimates, and what always stays).
 
 A provider with an empty model list accepts any model name under its prefix
 (handy for OpenRouter); one with a list accepts only those.
@@ -54,7 +62,10 @@ _UPSTREAM_KEYS = {
     "headers",
     "extra_body",
     "max_tokens",
+    "context_tokens",
 }
+#: A context budget as configured: tokens for every model, or per model name.
+Budget = int | dict[str, int]
 
 
 class UnknownModel(LookupError):
@@ -82,8 +93,16 @@ class ConfigError(ValueError):
 class ProviderRegistry:
     """Model names to providers. ``demo`` is always registered."""
 
-    def __init__(self, providers: Iterable[Provider] = (), *, demo: Provider | None = None) -> None:
+    def __init__(
+        self,
+        providers: Iterable[Provider] = (),
+        *,
+        demo: Provider | None = None,
+        context_tokens: Mapping[str, Budget] | None = None,
+    ) -> None:
+        """``context_tokens``: provider name -> the context budget of its models."""
         self._providers: dict[str, Provider] = {}
+        self._budgets = dict(context_tokens or {})
         self.add(demo if demo is not None else DemoModel())
         for provider in providers:
             self.add(provider)
@@ -103,10 +122,10 @@ class ProviderRegistry:
         path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
         # Providers built before a ConfigError have opened no connection yet:
         # dropping them is enough.
-        providers = _from_file(Path(path), env) if path is not None else []
+        providers, budgets = _from_file(Path(path), env) if path is not None else ([], {})
         names = {p.name for p in providers}
         providers.extend(p for p in _from_env(env) if p.name not in names)
-        return cls(providers)
+        return cls(providers, context_tokens=budgets)
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -130,6 +149,11 @@ class ProviderRegistry:
         return [
             s for p in self._providers.values() if isinstance(p, HTTPProvider) for s in p.secrets
         ]
+
+    def context_budget(self, provider: Provider, model: str) -> int | None:
+        """The context budget of ``provider``'s ``model`` (as :meth:`resolve` names it), if any."""
+        budget = self._budgets.get(provider.name)
+        return budget.get(model) if isinstance(budget, dict) else budget
 
     def list_models(self) -> list[str]:
         """Full names of every listed model, ``demo`` first."""
@@ -248,7 +272,8 @@ def _build(where: str, cls: type[OpenAIProvider | AnthropicProvider], **kwargs: 
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
+def _from_file(path: Path, env: Mapping[str, str]) -> tuple[list[Provider], dict[str, Budget]]:
+    """The file's upstreams, and the context budgets of those that have one."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -260,6 +285,7 @@ def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
     if not isinstance(upstreams, list) or not all(isinstance(u, dict) for u in upstreams):
         raise ConfigError(f"{path}: 'upstreams' must be an array of tables ([[upstreams]])")
     providers: list[Provider] = []
+    budgets: dict[str, Budget] = {}
     seen: set[str] = set()
     for i, table in enumerate(upstreams):
         where = f"{path}: upstreams[{i}]"
@@ -268,7 +294,24 @@ def _from_file(path: Path, env: Mapping[str, str]) -> list[Provider]:
             raise ConfigError(f"{where}: the name {provider.name!r} is already taken")
         seen.add(provider.name)
         providers.append(provider)
-    return providers
+        if "context_tokens" in table:
+            budgets[provider.name] = _budget(f"{where} ({provider.name})", table["context_tokens"])
+    return providers, budgets
+
+
+def _budget(where: str, value: Any) -> Budget:
+    """A checked ``context_tokens``: a positive integer, or a table of them per model."""
+
+    def tokens(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+    if tokens(value):
+        return int(value)
+    if isinstance(value, dict) and value and all(tokens(n) for n in value.values()):
+        return {str(model): int(n) for model, n in value.items()}
+    raise ConfigError(
+        f"{where}: 'context_tokens' must be a positive integer or a table of them per model"
+    )
 
 
 def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Provider:

@@ -213,3 +213,11 @@ class RunContext:
             )
         )
         await self._append(batch)
+
+    async def context_trimmed(self, *, dropped: int, tokens: int, budget: int) -> None:
+        """Say that the model is sent the branch without its oldest ``dropped`` messages,
+        ``tokens`` by estimate, to fit its context ``budget``."""
+        trim = ev.event(
+            ev.CONTEXT_TRIM, run_id=self.run_id, dropped=dropped, tokens=tokens, budget=budget
+        )
+        await self._append([trim])
