@@ -215,8 +215,8 @@ class SessionService:
 
         ``status``: the session's status now; ``usage``: token counts to add to
         its totals; ``touch``: a message was placed, so ``updated_at`` moves on
-        (and the session to the top of its owner's lists). A session deleted
-        meanwhile is left deleted.
+        (and the session to the top of its owner's lists). A session already
+        deleted is left deleted.
         """
         raw = await self.store.get_record(RECORDS, session_id)
         if raw is None:
