@@ -165,7 +165,6 @@ async def _open(driver: SessionDriver, run: Run) -> tuple[SessionRecord, str]:
         ),
     ]  # fmt: skip
     await driver.append(batch)
-    await _note(driver, ev.RUNNING, touch=True)
     return record, assistant_id
 
 
@@ -196,6 +195,9 @@ async def _execute(
     reason = ev.COMPLETE
     failure: list[ev.Event] = []  # the error event of a run that failed
     usage: dict[str, int] = {}  # what its message-end said it cost
+    # Here, not in _open: the send is answered without waiting for it (a record
+    # write is a commit), and it stays ordered before the run's later notes.
+    await _note(driver, ev.RUNNING, touch=True)
     try:
         fold = await driver.fold()
 
