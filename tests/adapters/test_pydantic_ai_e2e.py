@@ -155,7 +155,7 @@ async def test_a_tool_that_requires_approval_waits_for_tool_approvals(setup, app
         sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Umbrella?"})
         try:
             call = await events.until(lambda e: e.get("tool_name") == "book_umbrella")
-            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             assert len(fake.requests) == 1  # nothing runs before the answer
             r = await c.post(
                 f"/v1/sessions/{sid}/tool-approvals",
@@ -193,7 +193,7 @@ async def test_an_external_tool_is_answered_by_a_client(setup) -> None:
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
         sid, run_id, events = await start(c, {"agent": "weather"}, {"content": "Plan my day"})
         try:
-            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             answer = {"tool_call_id": "call_Q", "output": "rain"}
             r = await c.post(f"/v1/sessions/{sid}/tool-results", json=answer)
             assert r.status_code == 202

@@ -65,7 +65,7 @@ async def test_a_client_tool_round_trip_over_two_model_steps(setup) -> None:
         )
         try:
             call = await events.until(is_call("get_weather"))
-            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             r = await c.post(
                 f"/v1/sessions/{sid}/tool-results",
                 json={"tool_call_id": "call_W", "output": {"sky": "sunny", "c": 21}},
@@ -146,7 +146,7 @@ async def test_parallel_calls_in_one_step_are_answered_in_any_order(setup) -> No
         {"role": "tool", "tool_call_id": "call_2", "content": "12:00"},
     ]
     statuses = [e["status"] for e in events.seen if e["type"] == "status"]
-    assert statuses == ["running", "waiting", "running", "idle"]
+    assert statuses == ["running", "paused", "running", "idle"]
 
 
 async def test_anthropic_gets_the_tools_and_the_results_in_its_own_format(setup) -> None:

@@ -176,7 +176,7 @@ async def test_a_tool_that_needs_approval_waits_for_a_tether_approval(
         sid, run_id, events = await start(c, {"agent": "files"}, {"content": "Delete /tmp/a"})
         try:
             call = await events.until(is_call("delete_file"))
-            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             assert len(fake.requests) == 1  # the SDK stopped for the verdict
             r = await c.post(
                 f"/v1/sessions/{sid}/tool-approvals", json={"tool_call_id": "D", **verdict}
@@ -199,7 +199,7 @@ async def test_a_tool_that_needs_approval_waits_for_a_tether_approval(
     results = [e for e in events.seen if e["type"] == "tool-result"]
     assert len(results) == 1  # one result per call, whoever wrote it
     statuses = [e["status"] for e in events.seen if e["type"] == "status"]
-    assert statuses == ["running", "waiting", "running", "idle"]
+    assert statuses == ["running", "paused", "running", "idle"]
 
 
 async def test_cancel_stops_the_sdk_run_and_its_upstream_request(setup) -> None:
@@ -261,7 +261,7 @@ async def test_a_tool_whose_approval_depends_on_the_call_is_shown_once_the_sdk_d
     assert earlier[3] == {"role": "assistant", "content": "Moved out."}
     assert call["result"] == "moved /tmp/b to /tmp/c" and answer["text"] == "Moved in."
     assert [e["status"] for e in events.seen if e["type"] == "status"] == [
-        "running", "waiting", "running", "idle", "running", "idle"
+        "running", "paused", "running", "idle", "running", "idle"
     ]  # fmt: skip
 
 

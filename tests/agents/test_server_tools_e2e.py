@@ -109,7 +109,7 @@ async def test_sync_and_async_server_tools_run_and_the_model_reads_their_results
     assert parts["call_W"]["result"] == expected
     assert parts["call_A"]["result"] == 42
     # No person was asked: a server tool without approval just runs.
-    assert "waiting" not in [e["status"] for e in seen if e["type"] == "status"]
+    assert "paused" not in [e["status"] for e in seen if e["type"] == "status"]
 
 
 @pytest.mark.parametrize(
@@ -165,7 +165,7 @@ async def test_an_approval_gated_tool_runs_only_once_a_person_approves(
         )
         try:
             call = await events.until(is_call("delete_file"))
-            await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             assert victim.exists()  # nothing ran before the verdict
             verdict = {"tool_call_id": "call_D", "approved": approved, "reason": "not that one"}
             r = await c.post(f"/v1/sessions/{sid}/tool-approvals", json=verdict)

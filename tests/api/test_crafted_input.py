@@ -48,7 +48,7 @@ def _waiting_for_a_tool(client: httpx.Client) -> tuple[str, str]:
     for _ in range(200):
         snap = client.get(f"/v1/sessions/{sid}").json()
         calls = [p for m in snap["messages"] for p in m["parts"] if p.get("kind") == "tool-call"]
-        if calls and snap["status"] == "waiting":
+        if calls and snap["status"] == "paused":
             return sid, calls[0]["tool_call_id"]
         time.sleep(0.02)
     raise AssertionError("the demo model never asked for the tool")

@@ -224,11 +224,11 @@ def test_a_run_cut_off_by_a_full_disk_ends_once_space_is_freed_and_its_stream_en
     assert reader.ended.wait(30), "the gateway stream never ended"
     assert reader.chunks[-1]["error"]["code"] == "InsufficientStorage"
     sid = reader.session_id
-    wait_for(lambda: client.get(f"/v1/sessions/{sid}").json()["status"] == "idle")
+    wait_for(lambda: client.get(f"/v1/sessions/{sid}").json()["status"] == "error")
     events = read_json(client, f"sessions/{sid}")
     ends = [e for e in events if e["type"] == "run-end"]
     assert [(e["run_id"], e["reason"]) for e in ends] == [(reader.run_id, "error")]
-    assert [e["status"] for e in events if e["type"] == "status"] == ["running", "idle"]
+    assert [e["status"] for e in events if e["type"] == "status"] == ["running", "error"]
 
 
 def test_a_server_still_shuts_down_promptly_while_a_run_end_waits_for_space(

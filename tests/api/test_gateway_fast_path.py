@@ -81,7 +81,7 @@ async def test_the_fast_path_and_the_routed_endpoint_answer_the_same(tmp_path: P
 async def test_a_store_outage_is_a_503_in_openai_shape_with_retry_after(tmp_path: Path) -> None:
     async with FakeUpstream() as fake, served(OutageStore(tmp_path / "log.db"), fake) as app:
         r = await post(app, BODY)
-        sessions, _ = await app.sessions.page(None, archived=True, limit=100)
+        sessions, _ = await app.sessions.page(None, archived=True, limit=100, gateway=True)
     assert r.status_code == 503
     assert r.headers["retry-after"] == "1"
     error = r.json()["error"]

@@ -79,7 +79,7 @@ async def test_the_pydantic_ai_example_runs_its_tools_through_the_servers_model(
     async def approve(events: Events, sid: str) -> None:
         call = await events.until(lambda e: e.get("tool_name") == "delete_file")
         assert call["needs_approval"] is True
-        await events.until(lambda e: e["type"] == "status" and e["status"] == "waiting")
+        await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
         r = await c.post(
             f"/v1/sessions/{sid}/tool-approvals",
             json={"tool_call_id": call["tool_call_id"], "approved": True},

@@ -218,6 +218,12 @@ async def test_config_path_from_env_and_file_wins(tmp_path: Path) -> None:
         ('[[upstreams]]\nname = "x"\nkind = "openai"\nbase_url = "ftp://x"', "base URL"),
         ('[[upstreams]]\nname = "x"\nkind = "openai"\ntimeout = -1', "'timeout'"),
         ('[[upstreams]]\nname = "x"\nkind = "openai"\nmax_tokens = 10', "max_tokens"),
+        ('[[upstreams]]\nname = "x"\nkind = "openai"\ncontext_tokens = 0', "'context_tokens'"),
+        ('[[upstreams]]\nname = "x"\nkind = "openai"\ncontext_tokens = true', "'context_tokens'"),
+        (
+            '[[upstreams]]\nname = "x"\nkind = "openai"\ncontext_tokens = {m = "8k"}',
+            "'context_tokens'",
+        ),
         ('upstreams = "nope"', "array of tables"),
         ("[[upstreams]\nname = ", "not valid TOML"),
         (
@@ -232,6 +238,30 @@ def test_config_errors(tmp_path: Path, body: str, message: str) -> None:
         ProviderRegistry.from_env({"K": KEY}, write(tmp_path, body))
     assert message in str(info.value)
     assert KEY not in str(info.value)
+
+
+async def test_a_context_budget_is_one_number_for_all_models_or_one_per_model(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        '[[upstreams]]\nname = "all"\nkind = "openai"\ncontext_tokens = 8000\n'
+        '[[upstreams]]\nname = "each"\nkind = "openai"\nmodels = ["small", "big"]\n'
+        "context_tokens = {small = 4000, big = 128000}\n"
+        '[[upstreams]]\nname = "none"\nkind = "openai"\n',
+    )
+    async with ProviderRegistry.from_env({}, path) as registry:
+        budgets = {
+            name: registry.context_budget(*registry.resolve(name))
+            for name in ("all/any-model", "each/small", "each/big", "none/m", "demo")
+        }
+    assert budgets == {
+        "all/any-model": 8000,
+        "each/small": 4000,
+        "each/big": 128000,
+        "none/m": None,
+        "demo": None,
+    }
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

@@ -220,7 +220,7 @@ async def test_a_tool_result_posted_to_another_replica_reaches_the_run(
     await a.runtime.send(sid, text("look it up"))
 
     async def waiting() -> bool:
-        return (await b.sessions.state(sid)).fold.status == ev.WAITING
+        return (await b.sessions.state(sid)).fold.status == ev.PAUSED
 
     await until(waiting)
     await b.runtime.tool_result(sid, "c1", output=42)
@@ -238,7 +238,7 @@ async def test_an_approval_posted_to_another_replica_reaches_the_run(
     await a.runtime.send(sid, text("delete everything"))
 
     async def waiting() -> bool:
-        return (await c.sessions.state(sid)).fold.status == ev.WAITING
+        return (await c.sessions.state(sid)).fold.status == ev.PAUSED
 
     await until(waiting)
     await c.runtime.tool_approval(sid, "c2", approved=False, reason="no way")

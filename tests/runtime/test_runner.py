@@ -160,7 +160,7 @@ async def test_a_tool_call_waits_for_the_clients_result(env) -> None:
         if (await sessions.state(sid)).fold.tool_call("c1") is not None:
             break
         await asyncio.sleep(0.01)
-    assert (await sessions.state(sid)).fold.status == ev.WAITING
+    assert (await sessions.state(sid)).fold.status == ev.PAUSED
     await runtime.tool_result(sid, "c1", output=42)
     await wait_idle(sessions, sid)
     assert (await sessions.state(sid)).fold.branch()[-1].text() == "got 42"

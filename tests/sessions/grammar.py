@@ -15,7 +15,6 @@ from tether.sessions import events as ev
 
 Event = dict[str, Any]
 
-STATUSES = frozenset({ev.IDLE, ev.RUNNING, ev.WAITING})
 MESSAGE_STATUSES = frozenset({"complete", *ev.END_REASONS})
 QUEUE_KINDS = frozenset({"message", "regenerate", "continue"})
 KNOWN = ev.INPUTS | ev.OUTPUTS | ev.STATE
@@ -100,7 +99,7 @@ class Grammar:
             self.problem(f"{e['type']} without a ts")
 
     def _follows(self, e: Event) -> None:
-        """Events written in one batch: run-start then status running, run-end then idle..."""
+        """Events written in one batch: run-start then status running, run-end then a status..."""
         if self._expect is None:
             return
         kind, fields = self._expect
@@ -249,6 +248,11 @@ class Grammar:
                 self.problem(f"retry discards {pid}, not an ended part of this run's message")
             self.parts[pid] = "discarded"
 
+    def _context_trim(self, e: Event) -> None:
+        for key in ("dropped", "tokens", "budget"):
+            if not isinstance(e.get(key), int) or e[key] < (1 if key == "dropped" else 0):
+                self.problem(f"context-trim without a whole number {key}")
+
     def _error(self, e: Event) -> None:
         if e.get("run_id") is not None:
             self._expect = (ev.RUN_END, {"run_id": e["run_id"], "reason": ev.FAILED})
@@ -270,7 +274,8 @@ class Grammar:
             if reason == ev.COMPLETE and (msg is None or not msg.ended):
                 self.problem(f"run {run_id} complete without its message-end")
             self.active = None
-            self._expect = (ev.STATUS, {"status": ev.IDLE})
+            after = ev.ERRORED if reason == ev.FAILED else ev.IDLE
+            self._expect = (ev.STATUS, {"status": after})
         elif run_id not in self.queued or reason != ev.CANCELLED:
             self.problem(f"run-end of {run_id}, never started: only a queued run, cancelled")
         self.queued.discard(run_id)
@@ -280,9 +285,9 @@ class Grammar:
 
     def _status(self, e: Event) -> None:
         status = e.get("status")
-        if status not in STATUSES:
+        if status not in ev.STATUSES:
             self.problem(f"unknown status {status!r}")
-        elif (status == ev.IDLE) != (self.active is None):
+        elif (status in (ev.IDLE, ev.ERRORED)) != (self.active is None):
             self.problem(f"status {status} while the active run is {self.active}")
 
     def _queue_update(self, e: Event) -> None:

@@ -24,7 +24,7 @@ from web.support import agents_env
 Event = dict[str, Any]
 
 #: Keys of the session snapshot that the fold produces (the rest is the session record).
-FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error")
+FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error", "usage")
 
 
 @contextmanager
@@ -97,7 +97,7 @@ class Driver:
 
     def waiting_call(self) -> dict[str, Any]:
         """Wait until the run waits on a tool call; return that call's part."""
-        snap = self.wait(lambda s: s["status"] == "waiting")
+        snap = self.wait(lambda s: s["status"] == "paused")
         calls = [p for p in snap["messages"][-1]["parts"] if p["kind"] == "tool-call"]
         return dict(calls[-1])
 
@@ -164,7 +164,7 @@ def _approval(client: httpx.Client) -> Recording:
     d.send("clean up")
     call = d.waiting_call()
     d.post("/tool-approvals", {"tool_call_id": call["tool_call_id"], "approved": True})
-    d.wait(lambda s: s["status"] == "waiting" and s["messages"][-1]["parts"][-1].get("approval"))
+    d.wait(lambda s: s["status"] == "paused" and s["messages"][-1]["parts"][-1].get("approval"))
     d.post("/tool-results", {"tool_call_id": call["tool_call_id"], "output": "ok"})
     d.settle()
     return d.record("approval", "An agent's tool call approved, then answered with a result.")
@@ -232,6 +232,17 @@ def _regenerate(client: httpx.Client) -> Recording:
     return d.record("regenerate", "An answer regenerated: a second answer beside the first.")
 
 
+def _context_trim(client: httpx.Client) -> Recording:
+    d = Driver(client, agent="brief")
+    d.send("/count 3 1")
+    d.settle()
+    d.send("/count 2 1")
+    d.settle()
+    return d.record(
+        "context-trim", "A second turn past the model's context budget: the first is not sent."
+    )
+
+
 def _queue(client: httpx.Client) -> Recording:
     d = Driver(client)
     d.send("/count 40 20")
@@ -286,6 +297,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _error,
     _cancel,
     _edit,
+    _context_trim,
     _regenerate,
     _queue,
     _attachments,

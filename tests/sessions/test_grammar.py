@@ -36,6 +36,16 @@ def run(run_id: str = "r1", trigger: str = "u1", mid: str = "a1") -> list[Event]
     ]
 
 
+def failed(run_id: str = "r1", trigger: str = "u1", mid: str = "a1") -> list[Event]:
+    """A valid run answering ``trigger`` that fails: the session's status is then ``error``."""
+    return [
+        *run(run_id, trigger, mid)[:3],
+        e(ev.ERROR, run_id=run_id, code="X", message="m"),
+        e(ev.RUN_END, run_id=run_id, reason=ev.FAILED),
+        e(ev.STATUS, status=ev.ERRORED),
+    ]
+
+
 def user(mid: str = "u1", parent: str | None = None) -> Event:
     parts = [{"type": "text", "text": "x"}]
     return e(ev.USER_MESSAGE, message_id=mid, parent_id=parent, parts=parts)
@@ -50,6 +60,10 @@ def without(events: list[Event], kind: str) -> list[Event]:
 
 def test_a_valid_log_has_no_violation() -> None:
     assert violations([user(), *run(), user("u2", "a1"), *run("r2", "u2", "a2")]) == []
+
+
+def test_a_failed_run_leaves_the_status_error_until_the_next_run() -> None:
+    assert violations([user(), *failed(), user("u2", "u1"), *run("r2", "u2", "a2")]) == []
 
 
 @pytest.mark.parametrize(
@@ -70,6 +84,17 @@ def test_a_valid_log_has_no_violation() -> None:
         ([user(), *run(trigger="u0")], "unknown message"),
         ([user(), e(ev.PART_DELTA, run_id="r1", part_id="p", delta="x")], "not the active run"),
         ([user(), *run(), e(ev.QUEUE_UPDATE, queue=[QUEUED])], "queued after"),
+        ([user(), *run()[:2], e(ev.STATUS, status=ev.ERRORED)], "status error while"),
+        ([user(), *failed()[:-1], e(ev.STATUS, status=ev.IDLE)], "must follow"),
+        ([user(), *run()[:-1], e(ev.STATUS, status=ev.ERRORED)], "must follow"),
+        (
+            [user(), *run()[:3], e(ev.CONTEXT_TRIM, run_id="r1", dropped=0, tokens=5, budget=9)],
+            "context-trim without a whole number dropped",
+        ),
+        (
+            [user(), e(ev.CONTEXT_TRIM, run_id="r1", dropped=2, tokens=5, budget=9)],
+            "not the active",
+        ),
     ],
 )
 def test_a_broken_rule_is_named(log: list[Event], named: str) -> None:

@@ -20,6 +20,8 @@ def record() -> SessionRecord:
         archived=True,
         metadata={"gateway": {"tools": ["f"]}, "n": 3},
         tools=["weather", {"name": "ask", "parameters": {"type": "object"}}],
+        status="error",
+        usage={"input_tokens": 12, "output_tokens": 3},
     )
 
 
@@ -36,10 +38,12 @@ def test_a_record_is_stored_as_a_json_object_of_its_fields_in_order() -> None:
         "archived": True,
         "metadata": {"gateway": {"tools": ["f"]}, "n": 3},
         "tools": ["weather", {"name": "ask", "parameters": {"type": "object"}}],
+        "status": "error",
+        "usage": {"input_tokens": 12, "output_tokens": 3},
     }
     assert list(orjson.loads(record().to_bytes())) == [
         "id", "owner", "title", "model", "agent", "system", "created_at", "updated_at",
-        "archived", "metadata", "tools",
+        "archived", "metadata", "tools", "status", "usage",
     ]  # fmt: skip
 
 
@@ -57,4 +61,11 @@ def test_the_public_view_hides_the_owner_only() -> None:
     public = record().public()
     assert "owner" not in public
     assert public["metadata"] == {"gateway": {"tools": ["f"]}, "n": 3}
-    assert len(public) == 10
+    assert len(public) == 12
+
+
+def test_a_record_stored_before_runs_were_noted_reads_as_idle_with_no_usage() -> None:
+    stored = orjson.loads(record().to_bytes())
+    del stored["status"], stored["usage"]
+    old = SessionRecord.from_bytes(orjson.dumps(stored))
+    assert (old.status, old.usage) == ("idle", {})

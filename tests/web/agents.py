@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from tether.agents.app import App
+from tether.agents.model import ModelAgent
+from tether.providers.demo import DemoModel
 from tether.runtime.context import RunContext
 
 app = App()
@@ -26,3 +28,15 @@ async def flaky(ctx: RunContext) -> None:
     await ctx.retry(1, 0.01, "upstream: connection reset")
     ctx.new_attempt()
     await ctx.text("The answer.")
+
+
+#: The built-in model agent on the demo model, with a context budget that one
+#: short turn fills: from the second turn on, it sends the model only the
+#: latest (a context-trim).
+_brief = ModelAgent(DemoModel(), "demo", context_tokens=15)
+
+
+@app.agent("brief")
+async def brief(ctx: RunContext) -> None:
+    """The demo model with a 15-token context budget."""
+    await _brief(ctx)

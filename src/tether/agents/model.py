@@ -14,6 +14,7 @@ from typing import Any
 
 from tether.agents.attachments import chat_attachments
 from tether.agents.context import AgentContext, AgentKit
+from tether.agents.context_budget import fit_budget
 from tether.providers.base import ChatMessage, ToolCall
 from tether.runtime.context import RunContext
 from tether.sessions import events as ev
@@ -68,9 +69,13 @@ class StepLimitReached(RuntimeError):
 class ModelAgent:
     """The agent of a session bound to a model: answer, run the tools it calls, loop."""
 
-    def __init__(self, kit: AgentKit, *, max_steps: int = MAX_STEPS) -> None:
+    def __init__(
+        self, kit: AgentKit, *, max_steps: int = MAX_STEPS, context_tokens: int | None = None
+    ) -> None:
         self.kit = kit
         self.max_steps = max_steps
+        #: The model's context budget (tether.agents.context_budget); None: none.
+        self.context_tokens = context_tokens
 
     def make_context(self, **fields: Any) -> AgentContext:
         return AgentContext(self.kit, **fields)
@@ -79,6 +84,7 @@ class ModelAgent:
         assert isinstance(ctx, AgentContext)
         model = ctx.model()
         messages = to_chat(ctx.system, ctx.history)
+        messages = await fit_budget(ctx, messages, self.context_tokens)
         for _ in range(self.max_steps):
             reply = await model.respond(messages, tools=ctx.tools)
             if not reply.tool_calls:

@@ -218,7 +218,9 @@ class TetherApp:
             provider, model = self._resolve_model(record.model or "demo")
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
             return GatewayAgent(provider, model, spec, self.prefetches, self.retry)
-        return ModelAgent(self.kit, max_steps=self.max_steps)
+        provider, model = self.registry.resolve(record.model or "demo")
+        budget = self.registry.context_budget(provider, model)
+        return ModelAgent(self.kit, max_steps=self.max_steps, context_tokens=budget)
 
     # -- ASGI ------------------------------------------------------------------
 

@@ -238,11 +238,17 @@ class SessionRoutes:
         archived: bool = False,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         cursor: Annotated[str | None, Query(max_length=200)] = None,
+        gateway: bool = False,
     ) -> dict[str, Any]:
-        """The caller's sessions, latest first, a page at a time (follow ``next_cursor``)."""
+        """The caller's sessions, latest update first, a page at a time (follow ``next_cursor``).
+
+        Each with its ``status`` and ``usage`` totals. The OpenAI-compatible
+        gateway's sessions only with ``gateway=true``, archived ones only with
+        ``archived=true``.
+        """
         _writer(who)
         records, after = await self.sessions.page(
-            who.owner, archived=archived, limit=limit, after=cursor
+            who.owner, archived=archived, limit=limit, after=cursor, gateway=gateway
         )
         return {
             "sessions": [_session_json(r.public(), None) for r in records],

@@ -37,6 +37,7 @@ from tether.client.errors import (
 )
 from tether.client.events import (
     Cancel,
+    ContextTrim,
     ErrorEvent,
     Event,
     MessageEnd,
@@ -80,6 +81,7 @@ __all__ = [
     "BadRequest",
     "Cancel",
     "Conflict",
+    "ContextTrim",
     "ErrorEvent",
     "Event",
     "FirstEventTimeout",

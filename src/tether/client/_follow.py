@@ -320,7 +320,7 @@ class RunFollower(Follower):
     def _observe(self, ev: Event) -> None:
         """What the session's events, the run's or not, tell of the run's standing."""
         if isinstance(ev, Status) and self.active:
-            self.waiting = ev.status == "waiting"
+            self.waiting = ev.status == "paused"
         elif isinstance(ev, QueueUpdate) and not self.started:
             if any(q.get("run_id") == self.run_id for q in ev.queue):
                 self.maybe_queued = True

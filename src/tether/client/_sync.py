@@ -376,9 +376,15 @@ class Sessions:
         data = (self._client._request("POST", "/v1/sessions", json=body)).json()
         return Session.from_json(data)
 
-    def list(self, *, archived: bool = False) -> list[Session]:
-        """Every session of the caller, latest first (the server's pages, followed)."""
+    def list(self, *, archived: bool = False, gateway: bool = False) -> list[Session]:
+        """Every session of the caller, latest update first (the server's pages, followed).
+
+        Archived ones only with ``archived``; those the OpenAI-compatible
+        gateway made only with ``gateway``.
+        """
         params: dict[str, str] = {"archived": "true"} if archived else {}
+        if gateway:
+            params["gateway"] = "true"
         sessions: list[Session] = []
         while True:
             data = (self._client._request("GET", "/v1/sessions", params=params)).json()
@@ -483,7 +489,7 @@ class Run:
           Raises :class:`FirstEventTimeout`.
         - ``idle_timeout`` (default 60 s): after the first event, the longest
           time without an event of the session. It is suspended while the run
-          waits for a tool result or approval (status ``waiting``). Raises
+          waits for a tool result or approval (status ``paused``). Raises
           :class:`IdleTimeout`.
 
         Heartbeats count as liveness, not as events: they keep a connection

@@ -156,6 +156,19 @@ class Retry(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ContextTrim(Event):
+    """The run sent its model the branch without the oldest messages, to fit a budget."""
+
+    TYPE: ClassVar[str] = "context-trim"
+    #: Messages of the branch left out, oldest first.
+    dropped: int = 0
+    #: The estimated tokens of what was sent.
+    tokens: int | None = None
+    #: The model's context budget (tokens).
+    budget: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ErrorEvent(Event):
     """The ``error`` event (named so as not to be mistaken for an exception)."""
 
@@ -180,7 +193,7 @@ class RunEnd(Event):
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Status(Event):
     TYPE: ClassVar[str] = "status"
-    #: idle, running or waiting.
+    #: idle, running, paused (a run waits on a person) or error (the last run failed).
     status: str = ""
 
 
@@ -211,6 +224,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         PartEnd,
         MessageEnd,
         Retry,
+        ContextTrim,
         ErrorEvent,
         RunEnd,
         Status,

@@ -104,7 +104,7 @@ class Session:
     model: str | None = None
     agent: str | None = None
     system: str | None = None
-    #: idle, running or waiting; None where the server does not say (lists).
+    #: idle, running, paused (a run waits on a person) or error (the last run failed).
     status: str | None = None
     archived: bool = False
     created_at: float | None = None
@@ -114,6 +114,8 @@ class Session:
     tools: list[Any] = field(default_factory=list)
     #: Path of the session's event stream as a plain Durable Stream.
     stream_url: str | None = None
+    #: Token counts of every answer in the session so far, summed (all branches).
+    usage: dict[str, int] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -134,8 +136,6 @@ class SessionSnapshot(Session):
     active_run: ActiveRun | None = None
     queue: list[QueuedRun] = field(default_factory=list)
     last_error: dict[str, Any] | None = None
-    #: Token counts of every answer in the session so far, summed (all branches).
-    usage: dict[str, int] = field(default_factory=dict)
     offset: str = "-1"
 
     @classmethod
@@ -147,7 +147,6 @@ class SessionSnapshot(Session):
             active_run=ActiveRun.from_json(active) if active else None,
             queue=[QueuedRun.from_json(q) for q in d.get("queue", [])],
             last_error=d.get("last_error"),
-            usage=d.get("usage") or {},
             offset=d.get("offset", "-1"),
         )
 
@@ -166,6 +165,7 @@ def _session_kwargs(d: dict[str, Any]) -> dict[str, Any]:
         "metadata": d.get("metadata") or {},
         "tools": d.get("tools") or [],
         "stream_url": d.get("stream_url"),
+        "usage": d.get("usage") or {},
         "raw": d,
     }
 

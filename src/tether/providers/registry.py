@@ -21,8 +21,16 @@ from the environment and from a TOML file:
     #           extra_body = {...}, max_tokens = 8192 (anthropic),
     #           attachments = ["image/*", "application/pdf"] (the media types its
     #           models take; default: its kind's, [] for none)
+    #           context_tokens = 100000 (see below)
 
   An upstream in the file wins over the environment variables for its name.
+
+  ``context_tokens`` is the context budget of the upstream's models: one
+  number for all of them, or a table per model (``context_tokens =
+  {"llama3.2" = 8000, "qwen3" = 32000}``; a model not in it has none). A
+  session's run sends its model the branch without the oldest turns that
+  would take its estimated size past the budget (tether.agents.context_budget
+  says how it estimates, and what always stays).
 
 A provider with an empty model list accepts any model name under its prefix
 (handy for OpenRouter); one with a list accepts only those.
@@ -59,9 +67,12 @@ _UPSTREAM_KEYS = {
     "extra_body",
     "max_tokens",
     "attachments",
+    "context_tokens",
 }
 #: The media types of attachments the demo model takes (and ignores): an OpenAI model's.
 DEMO_MEDIA_TYPES = OPENAI_MEDIA_TYPES
+#: A context budget as configured: tokens for every model, or per model name.
+Budget = int | dict[str, int]
 
 
 class UnknownModel(LookupError):
@@ -95,10 +106,13 @@ class ProviderRegistry:
         *,
         demo: Provider | None = None,
         attachments: Mapping[str, Iterable[str]] | None = None,
+        context_tokens: Mapping[str, Budget] | None = None,
     ) -> None:
+        """``context_tokens``: provider name -> the context budget of its models."""
         self._providers: dict[str, Provider] = {}
         #: Provider name -> the media types its models take, where configured.
         self._media_types = {k: tuple(v) for k, v in (attachments or {}).items()}
+        self._budgets = dict(context_tokens or {})
         self.add(demo if demo is not None else DemoModel())
         for provider in providers:
             self.add(provider)
@@ -119,10 +133,12 @@ class ProviderRegistry:
         # Providers built before a ConfigError have opened no connection yet:
         # dropping them is enough.
         media_types: dict[str, list[str]] = {}
-        providers = _from_file(Path(path), env, media_types) if path is not None else []
+        providers, budgets = (
+            _from_file(Path(path), env, media_types) if path is not None else ([], {})
+        )
         names = {p.name for p in providers}
         providers.extend(p for p in _from_env(env) if p.name not in names)
-        return cls(providers, attachments=media_types)
+        return cls(providers, attachments=media_types, context_tokens=budgets)
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -146,6 +162,11 @@ class ProviderRegistry:
         return [
             s for p in self._providers.values() if isinstance(p, HTTPProvider) for s in p.secrets
         ]
+
+    def context_budget(self, provider: Provider, model: str) -> int | None:
+        """The context budget of ``provider``'s ``model`` (as :meth:`resolve` names it), if any."""
+        budget = self._budgets.get(provider.name)
+        return budget.get(model) if isinstance(budget, dict) else budget
 
     def list_models(self) -> list[str]:
         """Full names of every listed model, ``demo`` first."""
@@ -283,8 +304,11 @@ def _build(where: str, cls: type[OpenAIProvider | AnthropicProvider], **kwargs: 
 
 def _from_file(
     path: Path, env: Mapping[str, str], media_types: dict[str, list[str]]
-) -> list[Provider]:
-    """The file's upstreams; fills ``media_types`` with those whose ``attachments`` it sets."""
+) -> tuple[list[Provider], dict[str, Budget]]:
+    """The file's upstreams, and the context budgets of those that have one.
+
+    Fills ``media_types`` with the upstreams whose ``attachments`` it sets.
+    """
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -296,6 +320,7 @@ def _from_file(
     if not isinstance(upstreams, list) or not all(isinstance(u, dict) for u in upstreams):
         raise ConfigError(f"{path}: 'upstreams' must be an array of tables ([[upstreams]])")
     providers: list[Provider] = []
+    budgets: dict[str, Budget] = {}
     seen: set[str] = set()
     for i, table in enumerate(upstreams):
         where = f"{path}: upstreams[{i}]"
@@ -306,7 +331,24 @@ def _from_file(
         providers.append(provider)
         if "attachments" in table:
             media_types[provider.name] = _media_types(where, table["attachments"])
-    return providers
+        if "context_tokens" in table:
+            budgets[provider.name] = _budget(f"{where} ({provider.name})", table["context_tokens"])
+    return providers, budgets
+
+
+def _budget(where: str, value: Any) -> Budget:
+    """A checked ``context_tokens``: a positive integer, or a table of them per model."""
+
+    def tokens(n: Any) -> bool:
+        return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+    if tokens(value):
+        return int(value)
+    if isinstance(value, dict) and value and all(tokens(n) for n in value.values()):
+        return {str(model): int(n) for model, n in value.items()}
+    raise ConfigError(
+        f"{where}: 'context_tokens' must be a positive integer or a table of them per model"
+    )
 
 
 def _media_types(where: str, value: Any) -> list[str]:

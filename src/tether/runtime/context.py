@@ -241,7 +241,7 @@ class RunContext:
         )
 
     async def _wait(self, key: str) -> Any:
-        """Await an answer; the session is ``waiting`` while any wait of the run is open."""
+        """Await an answer; the session is ``paused`` while any wait of the run is open."""
         fut = self._waiters.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -251,7 +251,7 @@ class RunContext:
             return fut.result()
         self._waiting += 1
         if self._waiting == 1:
-            await self._on_status(ev.WAITING)
+            await self._on_status(ev.PAUSED)
         try:
             return await fut
         finally:
@@ -294,3 +294,11 @@ class RunContext:
             )
         )
         await self._append(batch)
+
+    async def context_trimmed(self, *, dropped: int, tokens: int, budget: int) -> None:
+        """Say that the model is sent the branch without its oldest ``dropped`` messages,
+        ``tokens`` by estimate, to fit its context ``budget``."""
+        trim = ev.event(
+            ev.CONTEXT_TRIM, run_id=self.run_id, dropped=dropped, tokens=tokens, budget=budget
+        )
+        await self._append([trim])

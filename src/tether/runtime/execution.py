@@ -169,6 +169,25 @@ async def _open(driver: SessionDriver, run: Run) -> tuple[SessionRecord, str]:
     return record, assistant_id
 
 
+async def _note(
+    driver: SessionDriver,
+    status: str,
+    *,
+    usage: dict[str, int] | None = None,
+    touch: bool = False,
+) -> None:
+    """Keep the session's status (and usage totals) on its record, for listings.
+
+    The log is the truth and has it already: a record the store refuses is
+    logged and left stale rather than failing the run.
+    """
+    try:
+        await driver.host.sessions.note_run(driver.session_id, status, usage=usage, touch=touch)
+    except Exception as err:
+        log.warning("could not note run status %s on session %s: %s",
+                    status, driver.session_id, err)  # fmt: skip
+
+
 async def _execute(
     driver: SessionDriver, run: Run, record: SessionRecord, assistant_id: str
 ) -> None:
@@ -176,6 +195,10 @@ async def _execute(
     session_id = driver.session_id
     reason = ev.COMPLETE
     failure: list[ev.Event] = []  # the error event of a run that failed
+    usage: dict[str, int] = {}  # what its message-end said it cost
+    # Here, not in _open: the send is answered without waiting for it (a record
+    # write is a commit), and it stays ordered before the run's later notes.
+    await _note(driver, ev.RUNNING, touch=True)
     try:
         fold = await driver.fold()
 
@@ -190,6 +213,7 @@ async def _execute(
 
         async def on_status(status: str) -> None:
             await append([ev.event(ev.STATUS, status=status)])
+            await _note(driver, status)
 
         agent = driver.host.resolve_agent(record)
         make_context: ContextFactory = getattr(agent, "make_context", RunContext)
@@ -207,6 +231,7 @@ async def _execute(
         )
         await agent(ctx)
         await ctx.finish("complete")
+        usage = ctx.usage
     except asyncio.CancelledError:
         reason = ev.CANCELLED if run.cancel_requested else ev.INTERRUPTED
     except Exception as err:
@@ -222,7 +247,7 @@ async def _execute(
         if not driver.lost:
             # Still the session's active run until its end is written:
             # nothing else starts, or ends it, before that.
-            await end_run(driver, run_id, reason, first=failure)
+            await end_run(driver, run_id, reason, first=failure, usage=usage)
         driver.finish_run(run)
     if not driver.lost:
         await driver.host.next(session_id)
@@ -235,7 +260,11 @@ def _message_tools(fold: SessionFold, message_id: str) -> list[Any]:
 
 
 async def end_run(
-    driver: SessionDriver, run_id: str, reason: str, first: list[ev.Event] | None = None
+    driver: SessionDriver,
+    run_id: str,
+    reason: str,
+    first: list[ev.Event] | None = None,
+    usage: dict[str, int] | None = None,
 ) -> None:
     """End a run that ran here, trying again until its run-end is written.
 
@@ -255,7 +284,7 @@ async def end_run(
             break
         try:
             async with asyncio.timeout(END_ATTEMPT_TIMEOUT):
-                await end(driver, run_id, reason, first=first)
+                await end(driver, run_id, reason, first=first, usage=usage)
             break
         except Exception as err:
             if not failures:
@@ -291,18 +320,22 @@ async def end(
     reason: str,
     then: list[ev.Event] | None = None,
     first: list[ev.Event] | None = None,
+    usage: dict[str, int] | None = None,
 ) -> None:
     """Append the run's one run-end, between ``first`` and ``then``, in one batch.
 
-    Raises what the store raised if it refused the batch; the run's record
-    stays then, so that the run is still ended, by a retry or the next driver.
+    Then the session's record takes the status and the run's ``usage`` (the
+    counts of its message-end). Raises what the store raised if it refused
+    the batch; the run's record stays then, so that the run is still ended,
+    by a retry or the next driver.
     """
+    status = ev.ERRORED if reason == ev.FAILED else ev.IDLE
     try:
         await driver.append(
             [
                 *(first or ()),
                 ev.event(ev.RUN_END, run_id=run_id, reason=reason),
-                ev.event(ev.STATUS, status=ev.IDLE),
+                ev.event(ev.STATUS, status=status),
                 *(then or ()),
             ]
         )
@@ -314,3 +347,4 @@ async def end(
         await driver.host.store.delete_record(RUNS, run_id)
     except Exception as err:  # the next reaper drops it: the run has ended
         log.warning("could not drop the record of ended run %s: %s", run_id, err)
+    await _note(driver, status, usage=usage, touch=True)

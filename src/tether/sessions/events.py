@@ -36,6 +36,9 @@ MESSAGE_END: Final = "message-end"
 RETRY: Final = "retry"
 ERROR: Final = "error"
 RUN_END: Final = "run-end"
+#: The run sent the model its branch without the oldest messages, to fit the
+#: model's context budget: {dropped (messages), tokens (estimated), budget}.
+CONTEXT_TRIM: Final = "context-trim"
 
 # Session state.
 STATUS: Final = "status"
@@ -43,7 +46,18 @@ QUEUE_UPDATE: Final = "queue-update"
 
 INPUTS: Final = frozenset({USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL, SUBMIT})
 OUTPUTS: Final = frozenset(
-    {RUN_START, MESSAGE_START, PART_START, PART_DELTA, PART_END, MESSAGE_END, RETRY, ERROR, RUN_END}
+    {
+        RUN_START,
+        MESSAGE_START,
+        PART_START,
+        PART_DELTA,
+        PART_END,
+        MESSAGE_END,
+        RETRY,
+        ERROR,
+        RUN_END,
+        CONTEXT_TRIM,
+    }
 )
 STATE: Final = frozenset({STATUS, QUEUE_UPDATE})
 
@@ -66,7 +80,11 @@ END_REASONS: Final = frozenset({COMPLETE, CANCELLED, FAILED, INTERRUPTED})
 # Session status values.
 IDLE: Final = "idle"
 RUNNING: Final = "running"
-WAITING: Final = "waiting"
+#: A run waits on a person: a tool result or an approval.
+PAUSED: Final = "paused"
+#: No run is active and the last one failed (until the next one starts).
+ERRORED: Final = "error"
+STATUSES: Final = frozenset({IDLE, RUNNING, PAUSED, ERRORED})
 
 
 def new_id(prefix: str) -> str:

@@ -4,6 +4,10 @@ A session's events live in one JSON-mode stream, ``sessions/{id}``, readable
 as a plain Durable Stream. The fold of a session is rebuilt from that stream
 and caught up on demand, so it is always exactly what a reader of the stream
 would compute, whoever appended the events.
+
+A listing reads records, not folds: what it shows of the runs (status, usage
+totals, the last update) is kept on the record by the runtime, at a run's
+start, pauses and end, never per token.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
 import orjson
 
-from tether.sessions.events import Event, new_id
+from tether.sessions.events import IDLE, Event, new_id
 from tether.sessions.fold import SessionFold
 from tether.store.base import AppendRequest, CreateRequest, ReadResult, Store
 from tether.store.errors import StreamNotFound
@@ -39,7 +43,9 @@ _ENCODER = msgspec.json.Encoder()
 
 #: Small facts about the store itself (which migrations it has had).
 META = "tether"
-INDEXED = "sessions-indexed"
+#: Set once every stored session is filed in the listing indexes of this version
+#: (the second added the lists without gateway sessions).
+INDEXED = "sessions-indexed-2"
 #: Order keys run from this down, so that the latest update sorts first.
 _LATEST = 10**16
 
@@ -48,8 +54,14 @@ def stream_name(session_id: str) -> str:
     return f"sessions/{session_id}"
 
 
-def _index(owner: str | None, *, everything: bool) -> str:
-    return f"{'sessions' if everything else 'sessions-live'}:{owner or '-'}"
+def _index(owner: str | None, *, everything: bool, gateway: bool = True) -> str:
+    """An owner's listing: archived ones too (``everything``), gateway ones too (``gateway``)."""
+    base = "sessions" if everything else "sessions-live"
+    return f"{base if gateway else base + '-nogateway'}:{owner or '-'}"
+
+
+#: Every listing a session can be filed in, as ``_index`` keyword arguments.
+_LISTINGS = [{"everything": e, "gateway": g} for e in (True, False) for g in (True, False)]
 
 
 def _order_key(record: SessionRecord) -> str:
@@ -79,6 +91,15 @@ class SessionRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     #: The tools its runs may use: server tools' names and client tools' definitions.
     tools: list[Any] = field(default_factory=list)
+    #: The session's status as of its runs' last start, pause or end (see events.STATUSES).
+    status: str = IDLE
+    #: Token counts of its completed answers, summed (what the snapshot's ``usage`` says).
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def gateway(self) -> bool:
+        """A session the OpenAI-compatible gateway made: left out of default listings."""
+        return bool(self.metadata.get("gateway"))
 
     def to_bytes(self) -> bytes:
         # orjson walks the dataclass in C: asdict's deep copy took 16 of 17 us.
@@ -159,14 +180,21 @@ class SessionService:
         return record
 
     async def page(
-        self, owner: str | None, *, archived: bool, limit: int, after: str | None = None
+        self,
+        owner: str | None,
+        *,
+        archived: bool,
+        limit: int,
+        after: str | None = None,
+        gateway: bool = False,
     ) -> tuple[list[SessionRecord], str | None]:
         """``owner``'s sessions, most recently updated first, from the cursor ``after`` on.
 
-        Archived ones only with ``archived``. Returns the page and the cursor of
-        the next one (None at the end). Costs one page, whoever else has sessions.
+        Archived ones only with ``archived``, the gateway's only with ``gateway``.
+        Returns the page and the cursor of the next one (None at the end). Costs
+        one page, whoever else has sessions.
         """
-        name = _index(owner, everything=archived)
+        name = _index(owner, everything=archived, gateway=gateway)
         entries = await self.store.index_page(name, after, limit)
         raws = await asyncio.gather(*(self.store.get_record(RECORDS, sid) for _, sid in entries))
         records = [SessionRecord.from_bytes(raw) for raw in raws if raw is not None]
@@ -177,8 +205,42 @@ class SessionService:
 
     async def save(self, record: SessionRecord) -> None:
         record.updated_at = time.time()
-        await self.store.put_record(RECORDS, record.id, record.to_bytes())
-        await self._index(record)
+        await self._write(record, index=True)
+
+    async def note_run(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        usage: Mapping[str, int] | None = None,
+        touch: bool = False,
+    ) -> None:
+        """Keep what listings show of a run on the session's record.
+
+        ``status``: the session's status now; ``usage``: token counts to add to
+        its totals; ``touch``: a message was placed, so ``updated_at`` moves on
+        (and the session to the top of its owner's lists). A session already
+        deleted is left deleted.
+        """
+        raw = await self.store.get_record(RECORDS, session_id)
+        if raw is None:
+            return
+        record = SessionRecord.from_bytes(raw)
+        record.status = status
+        for key, n in (usage or {}).items():
+            record.usage[key] = record.usage.get(key, 0) + n
+        if touch:
+            record.updated_at = time.time()
+        await self._write(record, index=touch)
+
+    async def _write(self, record: SessionRecord, *, index: bool) -> None:
+        """Store ``record`` (and file it in its listings, with ``index``) in one commit."""
+        writes: list[Awaitable[None]] = [
+            self.store.put_record(RECORDS, record.id, record.to_bytes())
+        ]
+        if index:
+            writes += self._filings(record)
+        await asyncio.gather(*writes)
         state = self._states.get(record.id)
         if state is not None:
             state.record = record
@@ -188,21 +250,29 @@ class SessionService:
         raw = await self.store.get_record(RECORDS, session_id)
         if raw is not None:
             owner = SessionRecord.from_bytes(raw).owner
-            for everything in (True, False):
-                await self.store.index_remove(_index(owner, everything=everything), session_id)
+            for listing in _LISTINGS:
+                await self.store.index_remove(_index(owner, **listing), session_id)
         await self.store.delete_record(RECORDS, session_id)
         with contextlib.suppress(StreamNotFound):
             await self.store.delete(stream_name(session_id))
 
     async def _index(self, record: SessionRecord) -> None:
-        """File the session under its owner: in the list of all, and of the unarchived."""
+        await asyncio.gather(*self._filings(record))
+
+    def _filings(self, record: SessionRecord) -> list[Awaitable[None]]:
+        """The writes that file the session under its owner, in each listing it belongs to:
+        all of them, or without the archived ones, or without the gateway's, or neither."""
         key = _order_key(record)
-        await self.store.index_put(_index(record.owner, everything=True), record.id, key)
-        live = _index(record.owner, everything=False)
-        if record.archived:
-            await self.store.index_remove(live, record.id)
-        else:
-            await self.store.index_put(live, record.id, key)
+        writes: list[Awaitable[None]] = []
+        for listing in _LISTINGS:
+            name = _index(record.owner, **listing)
+            if (record.archived and not listing["everything"]) or (
+                record.gateway and not listing["gateway"]
+            ):
+                writes.append(self.store.index_remove(name, record.id))
+            else:
+                writes.append(self.store.index_put(name, record.id, key))
+        return writes
 
     async def build_indexes(self) -> None:
         """File sessions stored before listings were indexed (once per store)."""

@@ -5,6 +5,7 @@ import { api, sessionPath } from "./api.mjs";
 import { $, act, el } from "./dom.mjs";
 import { inspector } from "./inspector.mjs";
 import { messageView, views } from "./message-view.mjs";
+import { setStatusTag } from "./sessions.mjs";
 import { drawWith } from "./schedule.mjs";
 import { state } from "./state.mjs";
 
@@ -26,10 +27,12 @@ export function renderHeader() {
   const status = s && s.ready ? s.fold.status : "idle";
   badge.hidden = status === "idle";
   badge.dataset.status = status;
-  badge.textContent = status === "waiting" ? "waiting for you" : status;
+  badge.textContent = status === "paused" ? "paused: waiting for you" : status;
   document.title = record ? `${record.title} · tether` : "tether";
   for (const item of document.querySelectorAll(".session-item")) {
-    item.classList.toggle("active", !!s && item.dataset.sessionId === s.id);
+    const active = !!s && item.dataset.sessionId === s.id;
+    item.classList.toggle("active", active);
+    if (active && s.ready) setStatusTag(item.querySelector(".s-status"), status);
   }
 }
 

@@ -39,7 +39,12 @@ function renderSessions() {
           onkeydown: (e) => { if (e.key === "Enter") go(rec.id); },
         },
         el("div", { class: "s-title", text: rec.title || DEFAULT_TITLE }),
-        el("div", { class: "s-meta", text: `${rec.agent ? "agent " + rec.agent : rec.model || "demo"} · ${timeAgo(rec.updated_at)}` }),
+        el(
+          "div",
+          { class: "s-meta" },
+          statusTag(cur && cur.id === rec.id && cur.ready ? cur.fold.status : rec.status),
+          `${rec.agent ? "agent " + rec.agent : rec.model || "demo"} · ${timeAgo(rec.updated_at)}`,
+        ),
         el("button", {
           class: "s-archive ghost small", type: "button",
           title: rec.archived ? "Unarchive" : "Archive", text: rec.archived ? "Unarchive" : "Archive",
@@ -56,6 +61,19 @@ function renderSessions() {
     ),
   );
   if (!state.sessions.length) nav.append(el("div", { class: "muted small pad", text: "No chats yet." }));
+}
+
+// The session's status as the list shows it (hidden while idle); the open session's tag
+// follows its live fold (render.mjs), the others' come from the listing.
+export function statusTag(status) {
+  const tag = el("span", { class: "s-status" });
+  setStatusTag(tag, status || "idle");
+  return tag;
+}
+
+export function setStatusTag(tag, status) {
+  tag.dataset.status = status;
+  tag.textContent = status;
 }
 
 export async function loadModels() {
