@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tether.agents.app import App
+from tether.agents.context import AgentContext
 from tether.agents.model import ModelAgent
-from tether.providers.demo import DemoModel
 from tether.runtime.context import RunContext
 
 app = App()
@@ -30,13 +30,9 @@ async def flaky(ctx: RunContext) -> None:
     await ctx.text("The answer.")
 
 
-#: The built-in model agent on the demo model, with a context budget that one
-#: short turn fills: from the second turn on, it sends the model only the
-#: latest (a context-trim).
-_brief = ModelAgent(DemoModel(), "demo", context_tokens=15)
-
-
 @app.agent("brief")
-async def brief(ctx: RunContext) -> None:
-    """The demo model with a 15-token context budget."""
-    await _brief(ctx)
+async def brief(ctx: AgentContext) -> None:
+    """The built-in model agent on the demo model, with a context budget that one
+    short turn fills: from the second turn on, it sends the model only the
+    latest (a context-trim)."""
+    await ModelAgent(ctx.kit, context_tokens=15)(ctx)

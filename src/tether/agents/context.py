@@ -41,15 +41,15 @@ class AgentContext(RunContext):
 
     def __init__(self, kit: AgentKit, *, default_tools: Sequence[str] = (), **fields: Any) -> None:
         super().__init__(**fields)
-        self._kit = kit
+        self.kit = kit
         #: The tools of this run: the agent's defaults, the session's, then its message's.
         self.tools: Toolset = kit.tools.resolve(default_tools, self.declared_tools)
 
     def model(self, name: str | None = None) -> ServerModel:
         """The server's model ``name`` (default: the session's), for this run."""
         full = name or self.model_name or "demo"
-        provider, model = self._kit.resolve_model(full)
-        return ServerModel(self, provider, model, self._kit.retry, needs_approval=self.tools)
+        provider, model = self.kit.resolve_model(full)
+        return ServerModel(self, provider, model, self.kit.retry, needs_approval=self.tools)
 
     async def run_tools(self, calls: list[ToolCall]) -> list[ToolOutcome]:
         """Run a step's tool calls at once; their outcomes, in the calls' order.
