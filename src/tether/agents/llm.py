@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from tether.agents.tools import Toolset, client_tool_spec
 from tether.providers.base import (
     ChatMessage,
+    ItemStream,
     ModelRequest,
     Provider,
     ProviderError,
@@ -180,33 +181,67 @@ class ServerModel:
     async def _attempt(
         self, request: ModelRequest, emit: bool, names: WireNames
     ) -> AsyncGenerator[StreamItem, None]:
-        ctx = self._ctx
+        source = self._provider.stream(request)
+        if not emit:
+            # aclosing: a cancel that lands while the caller holds an item must
+            # close the upstream request now, not when the generator is collected.
+            async with contextlib.aclosing(source) as items:
+                async for item in items:
+                    yield _named(item, names)
+            return
+        # The upstream is read by a task of its own, so that what arrived
+        # together (chunks of one network read) is written in one append.
+        arrived: asyncio.Queue[StreamItem | Exception | None] = asyncio.Queue()
+        reading = asyncio.create_task(_read(source, arrived))
         parts: dict[str, str] = {}  # tool call id -> its part
-        # aclosing: a cancel that lands while we await ctx must close the
-        # upstream request now, not when the generator is collected.
-        async with contextlib.aclosing(self._provider.stream(request)) as items:
-            async for item in items:
-                if names and isinstance(item, ToolCallDelta | ToolCallItem):
-                    item = names.restore(item)
-                if emit:
-                    if isinstance(item, TextDelta):
-                        await ctx.text(item.text)
-                    elif isinstance(item, ReasoningDelta):
-                        await ctx.reasoning(item.text)
-                    elif isinstance(item, ToolCallDelta):
-                        part = parts.get(item.id)
-                        if part is None:
-                            part = parts[item.id] = await self._open_call(item.id, item.name)
-                        await ctx.tool_call_delta(part, item.arguments)
-                    elif isinstance(item, ToolCallItem):
-                        call = item.call
-                        part = parts.pop(call.id, None)
-                        if part is None:  # a provider that streams no argument deltas
-                            part = await self._open_call(call.id, call.name)
-                        await ctx.tool_call_end(part, call.arguments or "{}")
-                    elif isinstance(item, Usage):
-                        await ctx.add_usage(**item.counts())
-                yield item
+        try:
+            while True:
+                batch = [await arrived.get()]
+                while not arrived.empty():
+                    batch.append(arrived.get_nowait())
+                written: list[StreamItem] = []
+                ended: Exception | None = None
+                self._ctx.hold()
+                try:
+                    for got in batch:
+                        if got is None or isinstance(got, Exception):
+                            ended = got
+                            break
+                        item = _named(got, names)
+                        await self._emit(item, parts)
+                        written.append(item)
+                finally:
+                    await self._ctx.release()
+                for item in written:
+                    yield item
+                if ended is not None:
+                    raise ended
+                if len(written) < len(batch):  # the stream's end
+                    return
+        finally:
+            reading.cancel()  # closes the upstream request, if it is still open
+            await asyncio.gather(reading, return_exceptions=True)
+
+    async def _emit(self, item: StreamItem, parts: dict[str, str]) -> None:
+        """Append ``item`` to the answer; ``parts`` maps open tool calls to their parts."""
+        ctx = self._ctx
+        if isinstance(item, TextDelta):
+            await ctx.text(item.text)
+        elif isinstance(item, ReasoningDelta):
+            await ctx.reasoning(item.text)
+        elif isinstance(item, ToolCallDelta):
+            part = parts.get(item.id)
+            if part is None:
+                part = parts[item.id] = await self._open_call(item.id, item.name)
+            await ctx.tool_call_delta(part, item.arguments)
+        elif isinstance(item, ToolCallItem):
+            call = item.call
+            part = parts.pop(call.id, None)
+            if part is None:  # a provider that streams no argument deltas
+                part = await self._open_call(call.id, call.name)
+            await ctx.tool_call_end(part, call.arguments or "{}")
+        elif isinstance(item, Usage):
+            await ctx.add_usage(**item.counts())
 
     async def _open_call(self, call_id: str, name: str) -> str:
         approval = self._approvals.needs_approval(name)
@@ -264,6 +299,25 @@ class WireNames:
         call = item.call
         name = self._tether.get(call.name)
         return item if name is None else ToolCallItem(ToolCall(call.id, name, call.arguments))
+
+
+def _named(item: StreamItem, names: WireNames) -> StreamItem:
+    """``item`` with tether's tool names (the upstream saw their wire aliases)."""
+    if names and isinstance(item, ToolCallDelta | ToolCallItem):
+        return names.restore(item)
+    return item
+
+
+async def _read(source: ItemStream, arrived: asyncio.Queue[StreamItem | Exception | None]) -> None:
+    """Put ``source``'s items in ``arrived``, then None at its end (or the error it raised)."""
+    try:
+        async with contextlib.aclosing(source) as items:
+            async for item in items:
+                arrived.put_nowait(item)
+    except Exception as err:
+        arrived.put_nowait(err)
+        return
+    arrived.put_nowait(None)
 
 
 def _specs(tools: Tools) -> list[ToolSpec]:

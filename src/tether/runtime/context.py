@@ -75,7 +75,9 @@ class RunContext:
         #: The tools declared for this run: the session's, then its message's
         #: (server tools' names and client tools' definitions).
         self.declared_tools: list[Any] = tools or []
-        self._append = append
+        self._write = append
+        #: Events held to be written in one append (see :meth:`hold`), or None.
+        self._held: list[ev.Event] | None = None
         self._waiters = waiters
         self._on_status = on_status
         self._open: dict[str, str] = {}  # kind -> open part id
@@ -84,6 +86,29 @@ class RunContext:
         self._waiting = 0  # waits open at once (parallel tool calls)
         self.attempt_parts: list[str] = []
         self.usage: dict[str, int] = {}
+
+    # -- writing -----------------------------------------------------------------
+
+    async def _append(self, events: list[ev.Event]) -> None:
+        if self._held is not None:
+            self._held.extend(events)
+        else:
+            await self._write(events)
+
+    def hold(self) -> None:
+        """Hold what is streamed from now on, to be written by :meth:`release` in one append.
+
+        For output that arrived together (a model's chunks read at once): one
+        append and one write to each reader instead of one per piece.
+        """
+        if self._held is None:
+            self._held = []
+
+    async def release(self) -> None:
+        """Write what :meth:`hold` held, in one append."""
+        held, self._held = self._held, None
+        if held:
+            await self._write(held)
 
     # -- streaming output ------------------------------------------------------
 
