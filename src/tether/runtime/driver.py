@@ -142,6 +142,9 @@ class Drivers:
         self.closing = False
         #: Tasks executing runs here.
         self.runs: set[asyncio.Task[None]] = set()
+        #: Session id -> its latest note to its record still being written
+        #: (tether.runtime.execution._note: each waits for the one before).
+        self.notes: dict[str, asyncio.Future[None]] = {}
         self._by_session: dict[str, SessionDriver] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
 

@@ -169,7 +169,7 @@ async def _open(driver: SessionDriver, run: Run) -> tuple[SessionRecord, str]:
     return record, assistant_id
 
 
-async def _note(
+def _note(
     driver: SessionDriver,
     status: str,
     *,
@@ -178,14 +178,31 @@ async def _note(
 ) -> None:
     """Keep the session's status (and usage totals) on its record, for listings.
 
-    The log is the truth and has it already: a record the store refuses is
-    logged and left stale rather than failing the run.
+    Written in the background, after the session's earlier notes: a record
+    write is a commit, and none of them may stand between a message and its
+    first token, or between a tool's result and the next model call. The log
+    is the truth and has it already: a record the store refuses is logged
+    and left stale rather than failing the run. The host awaits every note
+    before it stops (``own``).
     """
-    try:
-        await driver.host.sessions.note_run(driver.session_id, status, usage=usage, touch=touch)
-    except Exception as err:
-        log.warning("could not note run status %s on session %s: %s",
-                    status, driver.session_id, err)  # fmt: skip
+    host, session_id = driver.host, driver.session_id
+    previous = host.notes.get(session_id)
+
+    async def write() -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await host.sessions.note_run(session_id, status, usage=usage, touch=touch)
+        except Exception as err:
+            log.warning("could not note run status %s on session %s: %s",
+                        status, session_id, err)  # fmt: skip
+
+    task = asyncio.ensure_future(write())
+    host.notes[session_id] = task
+    task.add_done_callback(
+        lambda t: host.notes.pop(session_id, None) if host.notes.get(session_id) is t else None
+    )
+    host.own(task)
 
 
 async def _execute(
@@ -196,9 +213,7 @@ async def _execute(
     reason = ev.COMPLETE
     failure: list[ev.Event] = []  # the error event of a run that failed
     usage: dict[str, int] = {}  # what its message-end said it cost
-    # Here, not in _open: the send is answered without waiting for it (a record
-    # write is a commit), and it stays ordered before the run's later notes.
-    await _note(driver, ev.RUNNING, touch=True)
+    _note(driver, ev.RUNNING, touch=True)
     try:
         fold = await driver.fold()
 
@@ -213,7 +228,7 @@ async def _execute(
 
         async def on_status(status: str) -> None:
             await append([ev.event(ev.STATUS, status=status)])
-            await _note(driver, status)
+            _note(driver, status)
 
         agent = driver.host.resolve_agent(record)
         make_context: ContextFactory = getattr(agent, "make_context", RunContext)
@@ -347,4 +362,4 @@ async def end(
         await driver.host.store.delete_record(RUNS, run_id)
     except Exception as err:  # the next reaper drops it: the run has ended
         log.warning("could not drop the record of ended run %s: %s", run_id, err)
-    await _note(driver, status, usage=usage, touch=True)
+    _note(driver, status, usage=usage, touch=True)
