@@ -159,10 +159,9 @@ class RunContext:
 
     # -- tools ----------------------------------------------------------------
 
-    async def tool_call_start(self, call_id: str, name: str, *, approval: bool = False) -> str:
-        """Open a tool-call part whose arguments stream next; returns the part's id."""
+    def _call_opened(self, call_id: str, name: str, approval: bool) -> tuple[str, list[ev.Event]]:
+        """A new tool-call part's id, and the events that open it (closing what is open)."""
         part_id = self._part_id()
-        self.attempt_parts.append(part_id)
         batch = self._close_open()
         batch.append(
             ev.event(
@@ -176,6 +175,12 @@ class RunContext:
                 needs_approval=approval or None,
             )
         )
+        return part_id, batch
+
+    async def tool_call_start(self, call_id: str, name: str, *, approval: bool = False) -> str:
+        """Open a tool-call part whose arguments stream next; returns the part's id."""
+        part_id, batch = self._call_opened(call_id, name, approval)
+        self.attempt_parts.append(part_id)
         await self._append(batch)
         return part_id
 
@@ -203,21 +208,10 @@ class RunContext:
         """Put a tool call in the answer for a client to run, without waiting; returns its id."""
         self._calls += 1
         call_id = call_id or f"call_{self.run_id}_{self._calls}"
-        part_id = self._part_id()
-        batch = self._close_open()
-        batch += [
-            ev.event(
-                ev.PART_START,
-                run_id=self.run_id,
-                message_id=self.message_id,
-                part_id=part_id,
-                kind=ev.TOOL_CALL,
-                tool_call_id=call_id,
-                tool_name=name,
-                needs_approval=approval or None,
-            ),
-            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments)),
-        ]
+        part_id, batch = self._call_opened(call_id, name, approval)
+        batch.append(
+            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments))
+        )
         await self._append(batch)
         return call_id
 
