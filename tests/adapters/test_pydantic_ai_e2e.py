@@ -7,7 +7,6 @@ OpenAI's streaming format; the tests talk to it over HTTP as any client would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,18 +26,16 @@ OSLO = '{"city": "Oslo"}'
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
-    async with FakeUpstream() as fake:
-        server = TetherServer(
+    async with (
+        FakeUpstream() as fake,
+        TetherServer(
             tmp_path / "data",
             log_path=tmp_path / "server.log",
             env=agent_server_env(fake.openai_base_url, KEY, AGENTS),
             extra_args=["pydantic_agents:app"],
-        )
-        await asyncio.to_thread(server.start)
-        try:
-            yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
+        ) as server,
+    ):
+        yield fake, server
 
 
 async def test_a_tool_using_agent_answers_over_two_model_steps_through_tethers_provider(

@@ -7,7 +7,6 @@ as any client would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -36,18 +35,16 @@ CLOCK = {"name": "get_time", "parameters": {"type": "object", "properties": {}}}
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
-    async with FakeUpstream() as fake:
-        server = TetherServer(
+    async with (
+        FakeUpstream() as fake,
+        TetherServer(
             tmp_path / "data",
             log_path=tmp_path / "server.log",
             env=server_env(fake),
             extra_args=["--max-steps", "3"],
-        )
-        await asyncio.to_thread(server.start)
-        try:
-            yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
+        ) as server,
+    ):
+        yield fake, server
 
 
 async def test_a_client_tool_round_trip_over_two_model_steps(setup) -> None:

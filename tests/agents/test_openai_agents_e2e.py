@@ -10,7 +10,6 @@ run: every model call must go through tether's provider, with its key.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import AsyncIterator
@@ -37,17 +36,13 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServe
         env.pop("OPENAI_API_KEY", None)
         env["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"  # discard: nothing listens
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
-        server = TetherServer(
+        async with TetherServer(
             tmp_path / "data",
             log_path=tmp_path / "server.log",
             env=env,
             extra_args=["sdk_agents:app"],
-        )
-        await asyncio.to_thread(server.start)
-        try:
+        ) as server:
             yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
 
 
 async def snapshot_of(c: httpx.AsyncClient, sid: str) -> dict[str, Any]:

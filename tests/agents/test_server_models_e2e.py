@@ -6,7 +6,6 @@ local upstream that speaks OpenAI's streaming format.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,18 +24,16 @@ AGENTS = Path(__file__).parent
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
-    async with FakeUpstream() as fake:
-        server = TetherServer(
+    async with (
+        FakeUpstream() as fake,
+        TetherServer(
             tmp_path / "data",
             log_path=tmp_path / "server.log",
             env=agent_server_env(fake.openai_base_url, KEY, AGENTS),
             extra_args=["server_model_agents:app"],
-        )
-        await asyncio.to_thread(server.start)
-        try:
-            yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
+        ) as server,
+    ):
+        yield fake, server
 
 
 async def answer(server: TetherServer, agent: str, content: str) -> tuple[dict, list[dict]]:

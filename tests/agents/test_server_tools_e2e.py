@@ -33,18 +33,16 @@ def app_env(fake: FakeUpstream) -> dict[str, str]:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServer]]:
-    async with FakeUpstream() as fake:
-        server = TetherServer(
+    async with (
+        FakeUpstream() as fake,
+        TetherServer(
             tmp_path / "data",
             log_path=tmp_path / "server.log",
             env=app_env(fake),
             extra_args=["tool_app:app"],
-        )
-        await asyncio.to_thread(server.start)
-        try:
-            yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
+        ) as server,
+    ):
+        yield fake, server
 
 
 def tool_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,20 +230,18 @@ async def test_get_tools_is_behind_auth_like_the_other_routes(tmp_path: Path) ->
     key = {"Authorization": "Bearer key-a"}
     async with FakeUpstream() as fake:
         env = {**app_env(fake), "TETHER_API_KEYS": "key-a"}
-        server = TetherServer(
-            tmp_path / "data", log_path=tmp_path / "log", env=env, extra_args=["tool_app:app"]
-        )
-        await asyncio.to_thread(server.start)
-        try:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
-                anonymous = await c.get("/v1/tools")
-                wrong = await c.get("/v1/tools", headers={"Authorization": "Bearer key-b"})
-                allowed = await c.get("/v1/tools", headers=key)
-                sid = (await c.post("/v1/sessions", json={}, headers=key)).json()["id"]
-                r = await c.post(f"/v1/sessions/{sid}/read-token", json={}, headers=key)
-                by_read_token = await c.get("/v1/tools", params={"token": r.json()["token"]})
-        finally:
-            await asyncio.to_thread(server.stop)
+        async with (
+            TetherServer(
+                tmp_path / "data", log_path=tmp_path / "log", env=env, extra_args=["tool_app:app"]
+            ) as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=30) as c,
+        ):
+            anonymous = await c.get("/v1/tools")
+            wrong = await c.get("/v1/tools", headers={"Authorization": "Bearer key-b"})
+            allowed = await c.get("/v1/tools", headers=key)
+            sid = (await c.post("/v1/sessions", json={}, headers=key)).json()["id"]
+            r = await c.post(f"/v1/sessions/{sid}/read-token", json={}, headers=key)
+            by_read_token = await c.get("/v1/tools", params={"token": r.json()["token"]})
     assert anonymous.status_code == 401 and wrong.status_code == 401
     assert allowed.status_code == 200 and len(allowed.json()["tools"]) == 4
     assert by_read_token.status_code == 401, by_read_token.text

@@ -88,18 +88,14 @@ attachments = []
             "TETHER_API_KEYS": f"{KEY_A},{KEY_B}",
             "TETHER_SECRET": "attach-secret-0123456789abcdef0123456789",
         }
-        server = TetherServer(
+        async with TetherServer(
             tmp_path / "data",
             store=store,
             log_path=tmp_path / "server.log",
             env=env,
             extra_args=["--attachment-inline-max", str(INLINE_MAX)],
-        )
-        await asyncio.to_thread(server.start)
-        try:
+        ) as server:
             yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
 
 
 def client(server: TetherServer, key: str = KEY_A) -> httpx.AsyncClient:

@@ -31,12 +31,10 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, TetherServe
             "TETHER_OPENAI_API_KEY": KEY,
             "TETHER_OPENAI_MODELS": "gpt-4o-mini",
         }
-        server = TetherServer(tmp_path / "data", log_path=tmp_path / "server.log", env=env)
-        await asyncio.to_thread(server.start)
-        try:
+        async with TetherServer(
+            tmp_path / "data", log_path=tmp_path / "server.log", env=env
+        ) as server:
             yield fake, server
-        finally:
-            await asyncio.to_thread(server.stop)
 
 
 async def run_events(c: httpx.AsyncClient, sid: str, run_id: str) -> list[dict[str, Any]]:

@@ -48,13 +48,11 @@ async def setup(tmp_path: Path) -> AsyncIterator[tuple[FakeUpstream, httpx.Async
     async with FakeUpstream() as fake:
         env = {**os.environ, "UP_KEY": KEY, "TETHER_CONFIG": str(config(tmp_path / "t.toml", fake))}
         env.pop("TETHER_API_KEYS", None)
-        server = TetherServer(tmp_path / "data", log_path=tmp_path / "server.log", env=env)
-        await asyncio.to_thread(server.start)
-        try:
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
-                yield fake, c
-        finally:
-            await asyncio.to_thread(server.stop)
+        async with (
+            TetherServer(tmp_path / "data", log_path=tmp_path / "server.log", env=env) as server,
+            httpx.AsyncClient(base_url=server.base_url, timeout=30) as c,
+        ):
+            yield fake, c
 
 
 async def new_session(c: httpx.AsyncClient, model: str = "up/m", **body: Any) -> str:

@@ -7,7 +7,6 @@ talked to over HTTP.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import textwrap
@@ -35,15 +34,13 @@ async def serving(tmp_path: Path, code: str) -> AsyncIterator[httpx.AsyncClient]
     (tmp_path / "readme_agents.py").write_text(code)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TETHER_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
-    server = TetherServer(
-        tmp_path / "data", log_path=tmp_path / "log", env=env, extra_args=["readme_agents:app"]
-    )
-    await asyncio.to_thread(server.start)
-    try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
-            yield c
-    finally:
-        await asyncio.to_thread(server.stop)
+    async with (
+        TetherServer(
+            tmp_path / "data", log_path=tmp_path / "log", env=env, extra_args=["readme_agents:app"]
+        ) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as c,
+    ):
+        yield c
 
 
 async def ask(

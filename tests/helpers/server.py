@@ -7,6 +7,7 @@ exercised for real. Crash tests use :meth:`TetherServer.kill` (SIGKILL).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import os
@@ -234,6 +235,18 @@ class TetherServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    async def __aenter__(self) -> TetherServer:
+        """``async with``: started and stopped off the event loop (the test's fakes run on it)."""
+        return await asyncio.to_thread(self.__enter__)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
 
 
 @contextlib.contextmanager
