@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.providers.redaction import check_credential
-from tether.providers.registry import ConfigError
+from tether.providers.registry import ConfigError, config_tables
 
 #: An MCP server's name: the namespace of its tools (``name.tool``).
 SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -73,18 +72,8 @@ def load_mcp_servers(env: Mapping[str, str] | None = None) -> list[MCPServerConf
 
 def read_mcp_servers(path: Path, env: Mapping[str, str]) -> list[MCPServerConfig]:
     """The ``[[mcp_servers]]`` of the TOML file ``path``; ConfigError if one is invalid."""
-    try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    tables = data.get("mcp_servers", [])
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise ConfigError(f"{path}: 'mcp_servers' must be an array of tables ([[mcp_servers]])")
     servers: list[MCPServerConfig] = []
-    for i, table in enumerate(tables):
+    for i, table in enumerate(config_tables(path, "mcp_servers")):
         server = parse_server(f"{path}: mcp_servers[{i}]", table, env)
         if any(s.name == server.name for s in servers):
             raise ConfigError(f"{path}: mcp_servers[{i}]: the name {server.name!r} is taken")

@@ -43,7 +43,7 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from tether.providers._http import HTTPProvider, Secret
 from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
@@ -132,13 +132,10 @@ class ProviderRegistry:
         path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
         # Providers built before a ConfigError have opened no connection yet:
         # dropping them is enough.
-        media_types: dict[str, list[str]] = {}
-        providers, budgets = (
-            _from_file(Path(path), env, media_types) if path is not None else ([], {})
-        )
-        names = {p.name for p in providers}
-        providers.extend(p for p in _from_env(env) if p.name not in names)
-        return cls(providers, attachments=media_types, context_tokens=budgets)
+        found = _from_file(Path(path), env) if path is not None else _FileUpstreams([], {}, {})
+        names = {p.name for p in found.providers}
+        providers = found.providers + [p for p in _from_env(env) if p.name not in names]
+        return cls(providers, attachments=found.media_types, context_tokens=found.budgets)
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -302,13 +299,8 @@ def _build(where: str, cls: type[OpenAIProvider | AnthropicProvider], **kwargs: 
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _from_file(
-    path: Path, env: Mapping[str, str], media_types: dict[str, list[str]]
-) -> tuple[list[Provider], dict[str, Budget]]:
-    """The file's upstreams, and the context budgets of those that have one.
-
-    Fills ``media_types`` with the upstreams whose ``attachments`` it sets.
-    """
+def config_tables(path: Path, key: str) -> list[dict[str, Any]]:
+    """The array of tables ``[[key]]`` of the TOML file ``path`` (none if absent); ConfigError."""
     try:
         with path.open("rb") as f:
             data = tomllib.load(f)
@@ -316,24 +308,37 @@ def _from_file(
         raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    upstreams = data.get("upstreams", [])
-    if not isinstance(upstreams, list) or not all(isinstance(u, dict) for u in upstreams):
-        raise ConfigError(f"{path}: 'upstreams' must be an array of tables ([[upstreams]])")
-    providers: list[Provider] = []
-    budgets: dict[str, Budget] = {}
+    tables = data.get(key, [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{path}: '{key}' must be an array of tables ([[{key}]])")
+    return tables
+
+
+class _FileUpstreams(NamedTuple):
+    providers: list[Provider]
+    #: Provider name -> the media types its models take, where the file sets them.
+    media_types: dict[str, list[str]]
+    #: Provider name -> its models' context budget, where the file sets one.
+    budgets: dict[str, Budget]
+
+
+def _from_file(path: Path, env: Mapping[str, str]) -> _FileUpstreams:
+    """The file's upstreams, with what it says of their attachments and context budgets."""
+    found = _FileUpstreams([], {}, {})
     seen: set[str] = set()
-    for i, table in enumerate(upstreams):
+    for i, table in enumerate(config_tables(path, "upstreams")):
         where = f"{path}: upstreams[{i}]"
         provider = _upstream(where, table, env)
         if provider.name in seen or provider.name == "demo":
             raise ConfigError(f"{where}: the name {provider.name!r} is already taken")
         seen.add(provider.name)
-        providers.append(provider)
+        found.providers.append(provider)
         if "attachments" in table:
-            media_types[provider.name] = _media_types(where, table["attachments"])
+            found.media_types[provider.name] = _media_types(where, table["attachments"])
         if "context_tokens" in table:
-            budgets[provider.name] = _budget(f"{where} ({provider.name})", table["context_tokens"])
-    return providers, budgets
+            where = f"{where} ({provider.name})"
+            found.budgets[provider.name] = _budget(where, table["context_tokens"])
+    return found
 
 
 def _budget(where: str, value: Any) -> Budget:
