@@ -257,6 +257,19 @@ class AsyncTether:
         session's beginning)."""
         return AsyncRun(self, session_id, run_id, message_id=message_id, offset=offset, known=False)
 
+    def attach(self, snapshot: SessionSnapshot) -> AsyncRun | None:
+        """A handle on the snapshot's active run (None if none is active), taken
+        up where the snapshot stands: its stream yields what came after the
+        snapshot, its result includes the answer so far, and ``stream(tools=...,
+        approve=...)`` answers the calls it waits for (a suspended run's too)."""
+        run = snapshot.active_run
+        if run is None:
+            return None
+        return AsyncRun(
+            self, snapshot.id, run.run_id, message_id=run.trigger, offset=snapshot.offset,
+            snapshot=snapshot,
+        )  # fmt: skip
+
     def events(self, session_id: str, offset: str | None = None) -> AsyncIterator[Event]:
         """Every event of a session from ``offset`` (default: the beginning), live,
         reconnecting by itself; ends when the session is deleted."""
@@ -445,6 +458,7 @@ class AsyncRun:
         queued: bool = False,
         offset: str | None = None,
         known: bool = True,
+        snapshot: SessionSnapshot | None = None,
     ) -> None:
         self.session_id = session_id
         self.run_id = run_id
@@ -456,6 +470,8 @@ class AsyncRun:
         self.start_offset = offset
         self._client = client
         self._known = known
+        #: Where the run is taken up (see ``AsyncTether.attach``).
+        self._snapshot = snapshot
         self._follower: RunFollower | None = None
 
     def __repr__(self) -> str:
@@ -498,9 +514,14 @@ class AsyncRun:
           the session (the run ahead of it progressing) restarts the clock.
           Raises :class:`FirstEventTimeout`.
         - ``idle_timeout`` (default 60 s): after the first event, the longest
-          time without an event of the session. It is suspended while the run
-          waits for a tool result or approval (status ``paused``). Raises
-          :class:`IdleTimeout`.
+          time without an event of the session. It is stopped while the run
+          waits for a tool result or approval (status ``paused``, or a
+          ``run-suspend``: the run is suspended on the server, holding no task,
+          for as long as nobody answers, across server restarts); it runs
+          again once the run resumes (``run-resume``, then status
+          ``running``). A waiting run is followed until its one ``run-end``,
+          however long it waits: no timeout ends it and no end is made up
+          for it. Raises :class:`IdleTimeout`.
 
         Heartbeats count as liveness, not as events: they keep a connection
         from being judged dead (nothing at all for ``liveness_timeout``, 45 s,
@@ -528,6 +549,9 @@ class AsyncRun:
         f = self._prepare(offset, first_event_timeout, idle_timeout)
         handlers = dict(tools or {})
         awaiting: dict[str, ToolCall] = {}
+        if handlers or approve is not None:
+            for call in f.take_tool_calls():  # what an attached run already waits for
+                await self._answer(call, handlers, approve, awaiting)
         async for ev in self._client._follow(self.session_id, f):
             if handlers or approve is not None:
                 for call in f.take_tool_calls():
@@ -551,6 +575,8 @@ class AsyncRun:
                 queued=self.queued, known=self._known, first_event_timeout=first,
                 idle_timeout=idle, liveness=c.liveness_timeout,
             )  # fmt: skip
+            if self._snapshot is not None and offset is None:
+                f.attach(self._snapshot)
         else:
             f.first_event_timeout = first
             f.idle_timeout = idle

@@ -20,6 +20,7 @@ from tether.client._http import DEFAULT_LIVENESS
 from tether.client._sse import SSEEvent
 from tether.client.errors import FirstEventTimeout, IdleTimeout, NotFound, StreamTimeout
 from tether.client.events import (
+    INTERNAL_TYPES,
     Cancel,
     ErrorEvent,
     Event,
@@ -31,7 +32,9 @@ from tether.client.events import (
     QueueUpdate,
     Retry,
     RunEnd,
+    RunResume,
     RunStart,
+    RunSuspend,
     Status,
     Submit,
     ToolApproval,
@@ -39,7 +42,7 @@ from tether.client.events import (
     UserMessage,
     parse_event,
 )
-from tether.client.models import Part, RunResult, ToolCall
+from tether.client.models import Part, RunResult, SessionSnapshot, ToolCall
 
 #: The server sends a heartbeat comment on a quiet session stream this often.
 HEARTBEAT_INTERVAL = 15.0
@@ -202,6 +205,8 @@ class Follower:
         if not isinstance(data, dict):
             return []
         self._activity = self.clock()
+        if data.get("type") in INTERNAL_TYPES:
+            return []  # the server's bookkeeping (a run's journal): not for callers
         return self.consider(parse_event(data, msg.id))
 
     def consider(self, ev: Event) -> list[Event]:
@@ -335,6 +340,9 @@ class RunFollower(Follower):
         """After the run's own event is folded: activity, tool calls, the end."""
         if isinstance(ev, RunStart):
             self.active = True
+        elif isinstance(ev, RunSuspend | RunResume):
+            self.active = True
+            self.waiting = isinstance(ev, RunSuspend)
         elif isinstance(ev, PartStart) and ev.tool_call_id:
             self._tool_call_ids.add(ev.tool_call_id)
             if ev.needs_approval:
@@ -354,6 +362,31 @@ class RunFollower(Follower):
         elif isinstance(ev, RunEnd):
             self.done = True
             self.active = False
+
+    def attach(self, snapshot: SessionSnapshot) -> None:
+        """Take up the snapshot's active run where the snapshot stands.
+
+        The run has started (no first-event timeout), its answer so far is the
+        outcome's beginning, its calls are known (their answers are its
+        events), and the calls that wait on a person are handed to
+        :meth:`take_tool_calls`; if it waits, the idle clock is stopped.
+        """
+        run = snapshot.active_run
+        if run is None or run.run_id != self.run_id:
+            return
+        self.started = self.active = True
+        self.message_id = self.message_id or run.trigger
+        self.waiting = run.suspended is not None or snapshot.status == "paused"
+        answer = snapshot.answer()
+        if answer is not None:
+            self.state.message_id = answer.id
+            for part in answer.parts:
+                self.state.parts[part.id] = dataclasses.replace(part)
+                if part.tool_call_id:
+                    self._tool_call_ids.add(part.tool_call_id)
+                    if part.needs_approval:
+                        self._approval_needed.add(part.id)
+        self._tool_calls = snapshot.waiting_calls()
 
     def _mine(self, ev: Event) -> bool:
         if ev.run_id is not None:

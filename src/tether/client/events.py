@@ -4,7 +4,9 @@ Every event carries the envelope (``type``, ``id``, ``ts``), the ``offset``
 it was read at (the SSE ``id``: resuming from it continues right after this
 event), ``run_id`` when it belongs to a run, and ``raw``, the JSON object as
 the server sent it. A type this client does not know becomes an
-:class:`UnknownEvent`, so a newer server never breaks an older client.
+:class:`UnknownEvent`, so a newer server never breaks an older client. The
+server's internal bookkeeping (:data:`INTERNAL_TYPES`) is in the log too;
+the SDK's followers consume it silently and never hand it to a caller.
 """
 
 from __future__ import annotations
@@ -187,6 +189,30 @@ class RunEnd(Event):
     synthesized: bool = False
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSuspend(Event):
+    """The run waits on a person and holds no task on the server; it is still active.
+
+    It may stay so for hours: the answer (from any client, on any replica,
+    after restarts) resumes the same run, announced by a :class:`RunResume`.
+    """
+
+    TYPE: ClassVar[str] = "run-suspend"
+    #: What it waits for: ``{tool_call_id, for: "result" | "approval", expires_at?}``.
+    waiting: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunResume(Event):
+    """The same run continues (after an answer, a restart or a failover)."""
+
+    TYPE: ClassVar[str] = "run-resume"
+    #: The process that continues it.
+    worker: str | None = None
+    #: How many steps of its journal it replayed (recorded, not executed again).
+    replayed: int | None = None
+
+
 # -- session state ----------------------------------------------------------------
 
 
@@ -227,10 +253,16 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ContextTrim,
         ErrorEvent,
         RunEnd,
+        RunSuspend,
+        RunResume,
         Status,
         QueueUpdate,
     )
 }
+
+#: Event types that are the server's own bookkeeping (``journal``: a completed
+#: step of a run, for continuing it): never yielded by a follower.
+INTERNAL_TYPES: frozenset[str] = frozenset({"journal"})
 
 _FIELDS: dict[type[Event], tuple[str, ...]] = {}
 

@@ -20,6 +20,8 @@ class Part:
     error: str | None = None
     #: ``{"approved": bool, "reason": str | None}`` once a tool call was answered.
     approval: dict[str, Any] | None = None
+    #: A tool call a person must approve before it runs.
+    needs_approval: bool = False
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Part:
@@ -34,6 +36,7 @@ class Part:
             result=d.get("result"),
             error=d.get("error"),
             approval=d.get("approval"),
+            needs_approval=bool(d.get("needs_approval", False)),
         )
 
 
@@ -76,10 +79,15 @@ class ActiveRun:
     trigger: str | None = None
     model: str | None = None
     started_at: float | None = None
+    #: While the run is suspended (it waits on a person, holding no task): what
+    #: it waits for, ``{tool_call_id, for: "result" | "approval", expires_at?}``.
+    suspended: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ActiveRun:
-        return cls(d["run_id"], d.get("trigger"), d.get("model"), d.get("started_at"))
+        return cls(
+            d["run_id"], d.get("trigger"), d.get("model"), d.get("started_at"), d.get("suspended")
+        )
 
 
 @dataclass(slots=True)
@@ -149,6 +157,48 @@ class SessionSnapshot(Session):
             last_error=d.get("last_error"),
             offset=d.get("offset", "-1"),
         )
+
+    def answer(self) -> Message | None:
+        """The active run's answer so far (None when no run is active or it has not begun)."""
+        run = self.active_run
+        if run is None:
+            return None
+        return next((m for m in self.messages if m.run_id == run.run_id), None)
+
+    def waiting_calls(self) -> list[ToolCall]:
+        """The active run's tool calls that wait on a person now.
+
+        ``needs_approval`` says what is waited for: True, its approval; False,
+        its result (a call that was approved and now waits for its result has
+        False). A suspended run says what it waits for; a run that waits live
+        (status ``paused``) is read from its calls: those ended with no result
+        and no refusal, which may include a tool the server runs itself while
+        it runs (a caller that knows the server's tools leaves those out).
+        """
+        run, answer = self.active_run, self.answer()
+        calls = {p.tool_call_id: p for p in answer.parts if p.tool_call_id} if answer else {}
+        if run is not None and run.suspended is not None:
+            waits = [(w["tool_call_id"], w.get("for") == "approval") for w in run.suspended]
+            return [_waiting(call_id, calls.get(call_id), approval) for call_id, approval in waits]
+        if self.status != "paused":
+            return []
+        return [
+            _waiting(call_id, part, part.needs_approval and part.approval is None)
+            for call_id, part in calls.items()
+            if part.kind == "tool-call" and part.done and part.result is None
+            and part.error is None and (part.approval is None or part.approval.get("approved"))
+        ]  # fmt: skip
+
+
+def _waiting(call_id: str, part: Part | None, approval: bool) -> ToolCall:
+    """A waiting call as a handler gets it; ``part`` is None if the snapshot lacks it."""
+    return ToolCall(
+        id=call_id,
+        name=(part.tool_name or "") if part else "",
+        arguments=part.value if part else None,
+        needs_approval=approval,
+        part_id=part.id if part else None,
+    )
 
 
 def _session_kwargs(d: dict[str, Any]) -> dict[str, Any]:
