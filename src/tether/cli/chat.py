@@ -27,6 +27,7 @@ from tether.client.events import (
     ToolApproval,
     ToolResult,
 )
+from tether.client.models import SessionSnapshot
 
 DIM, RESET = "\033[2m", "\033[0m"
 
@@ -35,13 +36,29 @@ def _paint(text: str, style: str) -> str:
     return f"{style}{text}{RESET}" if sys.stdout.isatty() else text
 
 
-def chat_loop(client: Tether, session_id: str, server_tools: frozenset[str] = frozenset()) -> None:
+def chat_loop(
+    client: Tether,
+    session_id: str,
+    server_tools: frozenset[str] = frozenset(),
+    snapshot: SessionSnapshot | None = None,
+) -> None:
     """Read a line, stream the answer; Ctrl-C stops the answer, Ctrl-D quits.
 
     When the answer calls a tool, the call is shown and its result (or
     approval) is asked for at the prompt; ``server_tools`` are the names of
-    tools the server runs itself, whose results are not asked for.
+    tools the server runs itself, whose results are not asked for. A chat
+    that joins a session with a run in progress (``snapshot``) takes that run
+    up first: its answer so far, what it waits for asked as if it had just
+    come (however long ago it was asked, across server restarts), then the
+    rest of it as it comes.
     """
+    run = client.attach(snapshot) if snapshot is not None else None
+    if run is not None and snapshot is not None:
+        calls = PendingCalls(server_tools)
+        calls.take_up(snapshot)
+        answer = snapshot.answer()
+        click.echo("assistant> " + (answer.text if answer is not None else ""), nl=False)
+        _follow(run, calls)
     while True:
         try:
             line = input("you> ").strip()
@@ -53,18 +70,23 @@ def chat_loop(client: Tether, session_id: str, server_tools: frozenset[str] = fr
         run = client.send(session_id, line)
         if run.queued:
             click.echo(_paint("(queued behind the run in progress)", DIM))
-        kinds: dict[str, str] = {}
-        calls = PendingCalls(server_tools)
         click.echo("assistant> ", nl=False)
-        try:
-            for event in run.stream():
-                _show(event, kinds)
-                if calls.see(event):
-                    calls.ask(run)
-        except KeyboardInterrupt:
-            run.cancel()
-            click.echo(_paint(" [cancelled]", DIM), nl=False)
-        click.echo()
+        _follow(run, PendingCalls(server_tools))
+
+
+def _follow(run: Run, calls: PendingCalls) -> None:
+    """Show a run's events until its end, asking for what its tool calls need."""
+    kinds: dict[str, str] = {}
+    try:
+        calls.ask(run)  # what a run taken up already waits for
+        for event in run.stream():
+            _show(event, kinds)
+            if calls.see(event):
+                calls.ask(run)
+    except KeyboardInterrupt:
+        run.cancel()
+        click.echo(_paint(" [cancelled]", DIM), nl=False)
+    click.echo()
 
 
 @dataclass(slots=True)
@@ -108,6 +130,16 @@ class PendingCalls:
                 call.approval = False  # approved: its result is asked for next
                 return True
         return False
+
+    def take_up(self, snapshot: SessionSnapshot) -> None:
+        """The calls of the snapshot's active run: those waiting, those still being made."""
+        answer = snapshot.answer()
+        for part in answer.parts if answer is not None else []:
+            if part.kind == "tool-call" and part.tool_call_id and not part.done:
+                self._by_part[part.id] = part.tool_call_id
+                self.open[part.tool_call_id] = _Call(part.tool_name or "?", part.needs_approval)
+        for call in snapshot.waiting_calls():
+            self.open[call.id] = _Call(call.name or "?", call.needs_approval, call.arguments, True)
 
     def ask(self, run: Run) -> None:
         """Ask at the prompt for what the waiting calls need."""
@@ -158,14 +190,15 @@ def chat(url: str, model: str | None, agent: str | None, session_id: str | None)
     """Chat in the terminal; answers stream live and survive server restarts."""
     try:
         with Tether(url) as client:
+            snapshot = None
             if session_id is None:
                 session = client.sessions.create(model=model, agent=agent)
             else:
-                session = client.sessions.get(session_id)
+                session = snapshot = client.sessions.get(session_id)
             # The server runs these itself: nobody is asked for their results.
             server_tools = frozenset(t["name"] for t in client.server_tools())
             click.echo(_paint(f"session {session.id} (Ctrl-C stops an answer, Ctrl-D quits)", DIM))
-            chat_loop(client, session.id, server_tools)
+            chat_loop(client, session.id, server_tools, snapshot)
     except TetherError as err:
         raise click.ClickException(str(err)) from err
 
