@@ -119,6 +119,9 @@ export class Fold {
 
 Fold.count = 0;
 
+/** Event types that are the server's own bookkeeping (a run's journal): not shown, not folded. */
+export const INTERNAL_EVENTS = new Set(["journal"]);
+
 /** The kinds of a user message's attachment parts, and what the snapshot says of them. */
 const ATTACHMENTS = ["image", "file"];
 const ATTACHMENT_KEYS = ["media_type", "name", "size", "url"];
@@ -237,6 +240,19 @@ Fold.handlers = {
     part.rev++;
     const found = this.parts.get(part.id);
     if (found) this.touch(found[0]);
+  },
+  // A run that waits on a person and holds no task on the server (for as long as
+  // nobody answers, across restarts); still the active run. `suspended` is what it waits for.
+  "run-suspend"(e) {
+    if (this.activeRun && this.activeRun.run_id === e.run_id) {
+      this.activeRun = { ...this.activeRun, suspended: e.waiting || [] };
+    }
+  },
+  "run-resume"(e) {
+    if (this.activeRun && this.activeRun.run_id === e.run_id && "suspended" in this.activeRun) {
+      const { suspended, ...run } = this.activeRun;
+      this.activeRun = run;
+    }
   },
   status(e) {
     this.status = e.status;

@@ -68,6 +68,10 @@ function brief(ev) {
       return `${ev.run_id} ${ev.model || ""}`;
     case "run-end":
       return `${ev.run_id} ${ev.reason}`;
+    case "run-suspend":
+      return `${ev.run_id} waits for ${(ev.waiting || []).map((w) => `${w.for} of ${w.tool_call_id}`).join(", ")}`;
+    case "run-resume":
+      return `${ev.run_id} on ${ev.worker || "?"}${ev.replayed ? `, ${ev.replayed} steps replayed` : ""}`;
     case "status":
       return ev.status;
     case "queue-update":

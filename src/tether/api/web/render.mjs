@@ -27,7 +27,7 @@ export function renderHeader() {
   const status = s && s.ready ? s.fold.status : "idle";
   badge.hidden = status === "idle";
   badge.dataset.status = status;
-  badge.textContent = status === "paused" ? "paused: waiting for you" : status;
+  badge.textContent = status === "paused" ? `paused: waiting for you${waitsUntil(s)}` : status;
   document.title = record ? `${record.title} · tether` : "tether";
   for (const item of document.querySelectorAll(".session-item")) {
     const active = !!s && item.dataset.sessionId === s.id;
@@ -36,6 +36,14 @@ export function renderHeader() {
   }
 }
 
+/** " (until 14:05)" when the suspended run's wait expires (the run then ends in an error). */
+function waitsUntil(s) {
+  const run = s && s.fold.activeRun;
+  const ends = ((run && run.suspended) || []).map((w) => w.expires_at).filter((t) => t != null);
+  if (!ends.length) return "";
+  const at = new Date(Math.min(...ends.map((t) => (typeof t === "number" ? t * 1000 : Date.parse(t)))));
+  return ` (until ${at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })})`;
+}
 
 function renderMessages() {
   const box = $("messages");

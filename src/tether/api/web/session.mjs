@@ -8,7 +8,7 @@
 
 import { api, ApiError, apiKey, authHeaders, DEFAULT_TITLE, sessionPath, titleFrom } from "./api.mjs";
 import { toast } from "./dom.mjs";
-import { Fold } from "./fold.mjs";
+import { Fold, INTERNAL_EVENTS } from "./fold.mjs";
 import { formatOffset, offsetPos } from "./format.mjs";
 import { inspector } from "./inspector.mjs";
 import { renderHeader } from "./render.mjs";
@@ -147,6 +147,7 @@ export class Session {
     // The snapshot (or an earlier event) already covers this offset.
     if (id && offsetPos(id) <= offsetPos(this.offset)) return;
     if (id) this.offset = id;
+    if (INTERNAL_EVENTS.has(ev.type)) return;
     inspector.add(id, ev);
     const leaf = this.fold.leaf;
     this.fold.apply(ev);
@@ -168,7 +169,9 @@ export class Session {
         if (!res.ok) throw new ApiError(res.status, "history", `could not read the history (${res.status})`);
         const batch = await res.json();
         const start = offsetPos(offset);
-        batch.forEach((e, i) => events.push([formatOffset(start + i + 1), e]));
+        batch.forEach((e, i) => {
+          if (!INTERNAL_EVENTS.has(e.type)) events.push([formatOffset(start + i + 1), e]);
+        });
         offset = res.headers.get("Stream-Next-Offset") || formatOffset(start + batch.length);
         if (res.headers.get("Stream-Up-To-Date") === "true" || !batch.length) break;
       }
