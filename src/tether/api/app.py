@@ -234,8 +234,10 @@ class TetherApp:
         return self._stop
 
     def shutdown(self) -> None:
-        """End live reads promptly (SIGTERM): open SSE, long-polls and sockets."""
+        """SIGTERM: end live reads promptly (open SSE, long-polls and sockets), and
+        start the runs' grace period (tether.runtime.runner.Runtime.drain)."""
         self.streams.shutdown()
+        self.runtime.drain()
         stop = self.stop_future()
         if not stop.done():
             stop.set_result(None)
