@@ -2,7 +2,7 @@
 //
 //   node tests/web/fold_golden.mjs
 //
-// For each tests/fixtures/folds/*.json: the events folded from nothing, and the
+// For each tests/fixtures/folds/*.json (and folds-by-hand/*.json): the events folded from nothing, and the
 // recorded snapshot seeded into a fold (what the page does on load), must both
 // read back as the recorded snapshot. "Read back" is the server's snapshot shape
 // (sessions/fold.py: SessionFold.snapshot), written out here from the UI fold's
@@ -15,7 +15,9 @@ import { fileURLToPath } from "node:url";
 
 import { Fold } from "../../src/tether/api/web/fold.mjs";
 
-const FOLDS = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures", "folds");
+const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "fixtures");
+// Recorded cases, and those written by hand (what no scenario records yet).
+const FOLDS = ["folds", "folds-by-hand"].map((d) => join(FIXTURES, d));
 const present = (v) => v !== undefined && v !== null;
 
 function partJson(p) {
@@ -61,13 +63,16 @@ function check(label, fn) {
   }
 }
 
-const files = readdirSync(FOLDS).filter((f) => f.endsWith(".json")).sort();
+const files = FOLDS.flatMap((dir) =>
+  readdirSync(dir).filter((f) => f.endsWith(".json")).sort().map((f) => join(dir, f)),
+);
 if (!files.length) {
-  console.log(`FAIL no fixtures in ${FOLDS}`);
+  console.log(`FAIL no fixtures in ${FOLDS.join(", ")}`);
   failed++;
 }
-for (const file of files) {
-  const fixture = JSON.parse(readFileSync(join(FOLDS, file), "utf8"));
+for (const path of files) {
+  const file = path.slice(FIXTURES.length + 1);
+  const fixture = JSON.parse(readFileSync(path, "utf8"));
   check(`${file}: events folded`, () => {
     const fold = new Fold();
     for (const e of fixture.events) fold.apply(e);

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).with_name("fold_golden.mjs")
-FIXTURES = list((Path(__file__).parents[1] / "fixtures" / "folds").glob("*.json"))
+FIXTURES = [
+    *(Path(__file__).parents[1] / "fixtures" / "folds").glob("*.json"),
+    *(Path(__file__).parents[1] / "fixtures" / "folds-by-hand").glob("*.json"),
+]
 
 
 def test_the_web_fold_reproduces_every_fixture() -> None:

@@ -213,6 +213,22 @@ class RunResume(Event):
     replayed: int | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Journal(Event):
+    """One completed step of a run, recorded so that the run can continue without
+    doing it again: the server's bookkeeping. Typed for completeness; followers
+    never yield it (:data:`INTERNAL_TYPES`)."""
+
+    TYPE: ClassVar[str] = "journal"
+    #: model, call or step.
+    op: str = ""
+    key: str = ""
+    value: Any = None
+    #: How many parts of the answer the step wrote.
+    parts: int = 0
+    fingerprint: str | None = None
+
+
 # -- session state ----------------------------------------------------------------
 
 
@@ -255,14 +271,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
         RunEnd,
         RunSuspend,
         RunResume,
+        Journal,
         Status,
         QueueUpdate,
     )
 }
 
-#: Event types that are the server's own bookkeeping (``journal``: a completed
-#: step of a run, for continuing it): never yielded by a follower.
-INTERNAL_TYPES: frozenset[str] = frozenset({"journal"})
+#: Event types that are the server's own bookkeeping: never yielded by a follower.
+INTERNAL_TYPES: frozenset[str] = frozenset({Journal.TYPE})
 
 _FIELDS: dict[type[Event], tuple[str, ...]] = {}
 
