@@ -12,12 +12,16 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from client.conftest import KEY, Server
+from helpers.waiting import SUSPEND_MODES, approver_server
 from tether.client import (
+    Event,
     IdleTimeout,
+    PartEnd,
     PartStart,
     RunEnd,
     RunResume,
@@ -145,3 +149,60 @@ def test_a_taken_up_waiting_run_outlasts_its_timeouts_until_someone_answers(
     # The call was in the snapshot: only what came after it is streamed.
     assert not any(isinstance(e, PartStart) and e.kind == "tool-call" for e in events)
     assert run.result().text == "sum=7"
+
+
+# -- against real server processes: the run waits through a crash --------------------------
+
+
+@pytest.mark.parametrize("suspend_after", SUSPEND_MODES)
+def test_a_follower_follows_a_waiting_run_through_a_server_crash_to_its_one_end(
+    tmp_path: Path, suspend_after: str
+) -> None:
+    """kill -9 while the run waits for an approval (live, or suspended in the log);
+    on the restarted server the run is still open; another client takes it up
+    from its snapshot and answers; the first follower, with a short idle
+    timeout, sees the resumption and the one end."""
+    first = approver_server(tmp_path / "data", suspend_after).start()
+    servers = [first]
+    answered: list[str] = []
+    # Kill when the run waits: once its call is whole, or once it is suspended.
+    waits = RunSuspend if float(suspend_after) < 60 else PartEnd
+
+    def answer_from_elsewhere(base_url: str, session_id: str) -> None:
+        with Tether(base_url) as other:
+            run = other.attach(other.sessions.get(session_id))
+            assert run is not None
+            answered.append(run.text(tools={"delete_file": lambda path: "gone"}, approve=True))
+
+    try:
+        with Tether(first.base_url, reconnect_timeout=30) as client:
+            session_id = client.sessions.create(agent="approver").id
+            run = client.send(session_id, "clean up")
+            events: list[Event] = []
+            helper = None
+            deadline = time.monotonic() + 15
+            for ev in run.stream(idle_timeout=1.0):
+                events.append(ev)
+                assert time.monotonic() < deadline, [e.type for e in events[-6:]]
+                if isinstance(ev, waits) and helper is None:
+                    first.kill()
+                    restarted = approver_server(tmp_path / "data", suspend_after, first.port, 1)
+                    servers.append(restarted.start())
+                    helper = threading.Thread(
+                        target=answer_from_elsewhere, args=(first.base_url, session_id)
+                    )
+                    helper.start()
+            assert helper is not None
+            helper.join(30)
+            result = run.result()
+    finally:
+        for srv in servers:
+            srv.stop()
+    assert answered == ["Deleted: gone"]
+    assert result.reason == "complete" and result.text == "Deleted: gone"
+    assert [e for e in events if isinstance(e, RunEnd)] == [events[-1]]
+    assert not result.synthesized
+    assert any(isinstance(e, RunResume) for e in events)
+    ids = [e.id for e in events]
+    assert len(ids) == len(set(ids))
+    assert all(e.run_id in (None, run.run_id) for e in events)
