@@ -26,6 +26,7 @@ from tether.client import (
     RunEnd,
     RunResume,
     RunSuspend,
+    SessionSnapshot,
     Status,
     Tether,
     ToolCall,
@@ -206,3 +207,26 @@ def test_a_follower_follows_a_waiting_run_through_a_server_crash_to_its_one_end(
     ids = [e.id for e in events]
     assert len(ids) == len(set(ids))
     assert all(e.run_id in (None, run.run_id) for e in events)
+
+
+def test_a_suspended_snapshot_says_what_its_run_waits_for_and_is_taken_up_waiting() -> None:
+    """The hand-written golden case: suspended for the tool's result after its approval."""
+    path = Path(__file__).parents[1] / "fixtures" / "folds-by-hand" / "suspended.json"
+    fixture = json.loads(path.read_text())
+    snap = SessionSnapshot.from_json({"id": "ses_1", "offset": "0_14", **fixture["snapshot"]})
+    assert snap.active_run is not None and snap.active_run.suspended is not None
+    part = snap.messages[-1].parts[0]
+    assert snap.waiting_calls() == [
+        ToolCall(
+            id="call_run_1_1", name="delete_file", arguments={"path": "/tmp/report.txt"},
+            needs_approval=False, part_id=part.id,
+        )
+    ]  # fmt: skip
+    clock = Clock()
+    f = RunFollower("run_1", None, snap.offset, idle_timeout=1.0, clock=clock)
+    f.attach(snap)
+    assert f.started and f.deadline() is None
+    clock.now += 3600
+    f.check()
+    assert [c.id for c in f.take_tool_calls()] == ["call_run_1_1"]
+    assert f.state.result().parts[0].approval == {"approved": True, "reason": None}
