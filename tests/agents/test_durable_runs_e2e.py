@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 from helpers.server import TetherServer
 from helpers.session_events import Events, server_env, start
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+from redis_server import running_redis
 
 APPS = Path(__file__).parent / "apps"
 MODEL = {"model": "openai/gpt-4o-mini"}
@@ -330,3 +332,91 @@ async def test_cancelling_a_suspended_run_ends_it_cancelled(cluster: Cluster) ->
         await events.aclose()
     assert end["reason"] == "cancelled"
     assert cluster.tool_runs() == []
+
+
+# -- replicas on one Redis --------------------------------------------------------
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path, cluster: Cluster) -> AsyncIterator[list[TetherServer]]:
+    """Two replicas of durable_app on one real Redis; runs suspend after 0.1 s."""
+    with running_redis(tmp_path / "redis") as redis:
+        store = f"{redis.url()}?prefix=durable-{uuid.uuid4().hex[:8]}:"
+        servers = [
+            TetherServer(
+                tmp_path / f"replica-{i}",
+                store=store,
+                log_path=tmp_path / f"replica-{i}.log",
+                env=cluster.env(),
+                extra_args=["durable_app:app", "--lease-ttl", "2", "--suspend-after", "0.1"],
+            )
+            for i in range(2)
+        ]
+        for server in servers:
+            await asyncio.to_thread(server.start)
+        try:
+            yield servers
+        finally:
+            for server in servers:
+                await asyncio.to_thread(server.stop)
+
+
+async def test_a_suspended_run_of_a_killed_replica_is_finished_by_the_one_the_approval_reaches(
+    cluster: Cluster, replicas: list[TetherServer]
+) -> None:
+    a, b = replicas
+    cluster.fake.replies.extend(email_then_done())
+    async with client(a) as c:
+        sid, run_id, events = await start(
+            c, {**MODEL, "tools": ["send_email"]}, {"content": "email Ada"}
+        )
+        call = await events.until(lambda e: e["type"] == "part-start" and e.get("tool_call_id"))
+        await events.until(of("run-suspend", run_id))
+        await events.aclose()
+    await asyncio.to_thread(a.kill)
+    async with client(b) as c:
+        r = await c.post(
+            f"/v1/sessions/{sid}/tool-approvals",
+            json={"tool_call_id": call["tool_call_id"], "approved": True},
+        )
+        assert r.status_code == 202, r.text
+    log = await follow(b, sid, run_id)
+    assert [(e["run_id"], e["reason"]) for e in log if e["type"] == "run-end"] == [
+        (run_id, "complete")
+    ]
+    (resume,) = [e for e in log if e["type"] == "run-resume"]
+    assert int(resume["worker"].split(":")[-2]) == b.pid
+    assert cluster.tool_runs() == ["send_email ada@example.com"]
+    assert len(cluster.fake.requests) == 2
+
+
+async def test_answers_racing_on_two_replicas_are_taken_once_and_the_tool_runs_once(
+    cluster: Cluster, replicas: list[TetherServer]
+) -> None:
+    rounds, per_replica = 5, 8
+    for _ in range(rounds):
+        cluster.fake.replies.extend(email_then_done())
+    async with client(replicas[0]) as c0, client(replicas[1]) as c1:
+        for n in range(rounds):
+            sid, run_id, events = await start(
+                c0, {**MODEL, "tools": ["send_email"]}, {"content": f"email Ada, round {n}"}
+            )
+            call = await events.until(lambda e: e["type"] == "part-start" and e.get("tool_call_id"))
+            if n % 2:  # odd rounds: the run is suspended, not waiting in a task
+                await events.until(of("run-suspend", run_id))
+            body = {"tool_call_id": call["tool_call_id"], "approved": True}
+            answers = await asyncio.gather(
+                *(
+                    c.post(f"/v1/sessions/{sid}/tool-approvals", json=body)
+                    for _ in range(per_replica)
+                    for c in (c0, c1)
+                )
+            )
+            codes = sorted(r.status_code for r in answers)
+            assert codes == [202] + [409] * (2 * per_replica - 1), [r.text for r in answers]
+            end = await events.run_end(run_id)
+            assert end["reason"] == "complete"
+            approvals = [e for e in events.seen if e["type"] == "tool-approval"]
+            assert len(approvals) == 1
+            await events.aclose()
+    assert cluster.tool_runs() == ["send_email ada@example.com"] * rounds
