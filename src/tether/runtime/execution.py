@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,7 +30,7 @@ from tether.sessions.service import SessionRecord
 from tether.store.errors import LeaseLost, StreamNotFound
 
 if TYPE_CHECKING:
-    from tether.runtime.driver import ContextFactory, SessionDriver
+    from tether.runtime.driver import ContextFactory, Drivers, SessionDriver
 
 log = logging.getLogger(__name__)
 
@@ -326,10 +326,9 @@ async def _execute(
             await append([ev.event(ev.STATUS, status=status)])
             _note(driver, status)
 
-        def on_wait() -> None:
-            run.waiting(0.0 if host.closing else host.policy.suspend_after)
-
         agent = host.resolve_agent(record)
+        on_wait, on_step = _halting(run, host, bool(getattr(agent, "replay", True)))
+
         make_context: ContextFactory = getattr(agent, "make_context", RunContext)
         ctx = run.ctx = make_context(
             session_id=session_id,
@@ -343,6 +342,7 @@ async def _execute(
             waiters=run.waiters,
             on_status=on_status,
             on_wait=on_wait,
+            on_step=on_step,
             resumption=resumption,
             wait_expiry=host.policy.wait_expiry,
         )
@@ -372,6 +372,25 @@ async def _execute(
         if reason is None:
             await driver.reconcile()  # an answer that came meanwhile continues it at once
         await host.next(session_id)
+
+
+def _halting(
+    run: Run, host: Drivers, replays: bool
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The context's hooks that halt the run: when it only waits (suspend it),
+    and when it would start a step while the server shuts down (stop it there).
+    An agent that cannot replay is never halted: it could not be continued."""
+
+    def on_wait() -> None:
+        if replays:
+            run.waiting(0.0 if host.closing else host.policy.suspend_after)
+
+    def on_step() -> None:
+        if host.closing and replays:
+            run.halted = STOP
+            raise asyncio.CancelledError  # no new step: the next start goes on from here
+
+    return on_wait, on_step
 
 
 async def _conclude(
