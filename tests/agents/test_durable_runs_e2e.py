@@ -218,6 +218,25 @@ async def test_sigterm_mid_answer_exits_within_the_grace_and_the_restart_finishe
     assert snap["messages"][-1]["parts"][-1]["text"] == " ".join(str(i) for i in range(1, 501))
 
 
+async def test_sigterm_lets_a_model_call_finish_within_the_grace(cluster: Cluster) -> None:
+    """With the default 10 s grace, an answer due in 2 s ends before the process exits."""
+    first = await cluster.start()
+    async with client(first) as c:
+        sid, run_id, events = await start(c, {"model": "demo"}, {"content": "/count 100 20"})
+        await events.until(lambda e: e["type"] == "part-delta" and e["delta"].strip() == "10")
+        await events.aclose()
+    asked = time.monotonic()
+    code = await asyncio.to_thread(first.terminate, 10)
+    assert code in (0, -signal.SIGTERM) and time.monotonic() - asked < 5, first.output()
+    second = await cluster.start()
+    log = await follow(second, sid, run_id)
+    assert [e["reason"] for e in log if e["type"] == "run-end"] == ["complete"]
+    assert not [e for e in log if e["type"] == "run-resume"]  # it ended in the first process
+    async with client(second) as c:
+        snap = (await c.get(f"/v1/sessions/{sid}")).json()
+    assert snap["messages"][-1]["parts"][-1]["text"] == " ".join(str(i) for i in range(1, 101))
+
+
 async def test_a_replay_that_diverges_fails_the_run_with_the_documented_error(
     cluster: Cluster,
 ) -> None:
