@@ -80,14 +80,14 @@ class AgentContext(RunContext):
         arguments = value_of(call.arguments or "{}")
         if not isinstance(arguments, dict):
             return ToolOutcome(error="the arguments are not a JSON object")
-        self.busy += 1
+        self.begin_step()
         try:
             return ToolOutcome(output=await tool(arguments))
         except Exception as err:  # the model is told, and may try again
             log.info("tool %s failed in run %s: %s", call.name, self.run_id, err)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")
         finally:
-            self.busy -= 1
+            self.end_step()
 
 
 class CustomAgent:

@@ -171,7 +171,7 @@ class ServerModel:
             run_id=self._ctx.run_id,
         )
         attempt = 1
-        ctx.busy += 1
+        ctx.begin_step()
         try:
             while True:
                 request.attempt = attempt
@@ -193,7 +193,7 @@ class ServerModel:
                     await asyncio.sleep(delay)
                     attempt += 1
         finally:
-            ctx.busy -= 1
+            ctx.end_step()
         await ctx.journaled("model", key, output.value(emit), digest)
 
     async def _attempt(

@@ -70,6 +70,7 @@ class RunContext:
         waiters: dict[str, asyncio.Future[Any]],
         on_status: Callable[[str], Awaitable[None]],
         on_wait: Callable[[], None] | None = None,
+        on_step: Callable[[], None] | None = None,
         resumption: Resumption | None = None,
         wait_expiry: float | None = None,
     ) -> None:
@@ -90,6 +91,7 @@ class RunContext:
         self._waiters = waiters
         self._on_status = on_status
         self._on_wait = on_wait
+        self._on_step = on_step
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
@@ -133,6 +135,21 @@ class RunContext:
         """Everything the run does is waiting on a person: it may be suspended."""
         return bool(self.waits) and self.busy == 0
 
+    def begin_step(self) -> None:
+        """A step that is not a wait starts (a model call, a tool, a ctx.step).
+
+        The runtime may refuse it: a server shutting down starts no new step
+        (the run stops there, to go on from its journal on the next start).
+        """
+        if self._on_step is not None:
+            self._on_step()
+        self.busy += 1
+
+    def end_step(self) -> None:
+        self.busy -= 1
+        if self.quiescent and self._on_wait is not None:
+            self._on_wait()  # what is left only waits: the run may be suspended
+
     # -- the journal -----------------------------------------------------------
 
     def replayed(self, key: str, fingerprint: str | None = None) -> ev.Event | None:
@@ -170,11 +187,11 @@ class RunContext:
         if entry is not None:
             recorded: T = entry.get("value")  # type: ignore[assignment]
             return recorded
-        self.busy += 1
+        self.begin_step()
         try:
             value = await fn()
         finally:
-            self.busy -= 1
+            self.end_step()
         await self.journaled("step", key, value)
         return value
 

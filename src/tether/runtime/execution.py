@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,7 +30,7 @@ from tether.sessions.service import SessionRecord
 from tether.store.errors import LeaseLost, StreamNotFound
 
 if TYPE_CHECKING:
-    from tether.runtime.driver import ContextFactory, SessionDriver
+    from tether.runtime.driver import ContextFactory, Drivers, SessionDriver
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class Run:
     waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     #: Why the runtime stopped the agent without ending the run: SUSPEND or STOP.
     halted: str | None = None
+    #: What the run waited for when it was halted (what its suspension records).
+    halted_waits: dict[str, float | None] = field(default_factory=dict)
     #: The agent's context, once made.
     ctx: RunContext | None = None
     #: Suspends the run if it still only waits (armed when a wait begins).
@@ -82,6 +84,8 @@ class Run:
         """Stop the agent without ending the run: it goes on later from its journal."""
         if self.task is not None and not self.cancel_requested and self.halted is None:
             self.halted = why
+            if self.ctx is not None:  # the waits unwind as the task is cancelled
+                self.halted_waits = dict(self.ctx.waits)
             self.task.cancel()
 
     def waiting(self, suspend_after: float) -> None:
@@ -322,10 +326,9 @@ async def _execute(
             await append([ev.event(ev.STATUS, status=status)])
             _note(driver, status)
 
-        def on_wait() -> None:
-            run.waiting(0.0 if host.closing else host.policy.suspend_after)
-
         agent = host.resolve_agent(record)
+        on_wait, on_step = _halting(run, host, bool(getattr(agent, "replay", True)))
+
         make_context: ContextFactory = getattr(agent, "make_context", RunContext)
         ctx = run.ctx = make_context(
             session_id=session_id,
@@ -339,6 +342,7 @@ async def _execute(
             waiters=run.waiters,
             on_status=on_status,
             on_wait=on_wait,
+            on_step=on_step,
             resumption=resumption,
             wait_expiry=host.policy.wait_expiry,
         )
@@ -355,7 +359,6 @@ async def _execute(
             error = ev.event(ev.ERROR, run_id=run_id, code=run_error_code(err), message=str(err))
             failure.append(error)
     finally:
-        waits = dict(run.ctx.waits) if run.ctx is not None else {}
         run.task = None
         run.assistant_id = None
         run.ctx = None
@@ -363,12 +366,31 @@ async def _execute(
         if not driver.lost:
             # Still the session's active run until its end is written:
             # nothing else starts, or ends it, before that.
-            await _conclude(driver, run, reason, failure, usage, waits)
+            await _conclude(driver, run, reason, failure, usage)
         driver.finish_run(run)
     if not driver.lost:
         if reason is None:
             await driver.reconcile()  # an answer that came meanwhile continues it at once
         await host.next(session_id)
+
+
+def _halting(
+    run: Run, host: Drivers, replays: bool
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """The context's hooks that halt the run: when it only waits (suspend it),
+    and when it would start a step while the server shuts down (stop it there).
+    An agent that cannot replay is never halted: it could not be continued."""
+
+    def on_wait() -> None:
+        if replays:
+            run.waiting(0.0 if host.closing else host.policy.suspend_after)
+
+    def on_step() -> None:
+        if host.closing and replays:
+            run.halted = STOP
+            raise asyncio.CancelledError  # no new step: the next start goes on from here
+
+    return on_wait, on_step
 
 
 async def _conclude(
@@ -377,13 +399,12 @@ async def _conclude(
     reason: str | None,
     failure: list[ev.Event],
     usage: dict[str, int],
-    waits: dict[str, float | None],
 ) -> None:
     """End the run (``reason``), or, halted, suspend it or leave it for whoever goes on."""
     if reason is not None:
         await end_run(driver, run.run_id, reason, first=failure, usage=usage)
-    elif run.halted == SUSPEND and waits:
-        await suspend(driver, run.run_id, waits)
+    elif run.halted == SUSPEND and run.halted_waits:
+        await suspend(driver, run.run_id, run.halted_waits)
     else:
         log.info("run %s of session %s stopped here; it continues from its journal on "
                  "the next start or another replica", run.run_id, driver.session_id)  # fmt: skip
@@ -400,7 +421,10 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     waiting = []
     for key, expires_at in waits.items():
         kind, _, call_id = key.partition(":")
-        waiting.append({"tool_call_id": call_id, "for": kind, "expires_at": expires_at})
+        wait: dict[str, Any] = {"tool_call_id": call_id, "for": kind}
+        if expires_at is not None:
+            wait["expires_at"] = expires_at
+        waiting.append(wait)
     store = driver.host.store
     try:
         await driver.append([ev.event(ev.RUN_SUSPEND, run_id=run_id, waiting=waiting)])

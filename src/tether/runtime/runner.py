@@ -309,8 +309,9 @@ class Runtime:
             with contextlib.suppress(Exception):  # else it lapses; the log has the answer
                 await self.sessions.store.release_lease(claim, holder)
         if not self._deliver(session_id, key, value):
-            driver = await self._drivers.drive(session_id)  # continues a suspended run
+            driver = await self._drivers.drive(session_id)
             if driver is not None:
+                await driver.reconcile()  # continues a suspended run
                 await self._drivers.next(session_id)
 
     @staticmethod

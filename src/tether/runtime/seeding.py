@@ -32,7 +32,10 @@ async def seed(drivers: Drivers, session_id: str, messages: list[dict[str, Any]]
     try:
         if driver is None or driver.run is not None or driver.queue:
             raise Conflict("a session can be seeded only while it is idle")
-        leaf = (await driver.fold()).leaf
+        fold = await driver.fold()
+        if fold.active_run is not None:  # suspended: waiting on a person, with no task
+            raise Conflict("a session can be seeded only while it is idle")
+        leaf = fold.leaf
         batch: list[ev.Event] = []
         for msg in messages:
             message_id = ev.new_id("msg")
