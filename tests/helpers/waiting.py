@@ -21,17 +21,7 @@ from web.support import agents_env
 #: suspended in the log (no task; an answer continues it).
 SUSPEND_MODES = [
     pytest.param("3600", id="waiting-live"),
-    pytest.param(
-        "0.3",
-        id="suspended",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="runtime (eb0b847): a run halted to be suspended loses its waits "
-            "(RunContext.wait's finally pops ctx.waits on the cancel), so _conclude "
-            "writes no run-suspend and the run is continued at once, every "
-            "--suspend-after seconds (run-resume, status running, status paused)",
-        ),
-    ),
+    pytest.param("0.3", id="suspended"),
 ]
 
 
