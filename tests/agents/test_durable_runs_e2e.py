@@ -353,6 +353,37 @@ async def test_cancelling_a_suspended_run_ends_it_cancelled(cluster: Cluster) ->
     assert cluster.tool_runs() == []
 
 
+@pytest.mark.parametrize("retry", [False, True], ids=["ended", "answered-again"])
+async def test_an_agent_that_opts_out_of_replay_is_ended_interrupted_or_answered_again(
+    cluster: Cluster, retry: bool
+) -> None:
+    cluster.args = ["--retry-lost-runs"] if retry else []
+    first = await cluster.start()
+    async with client(first) as c:
+        sid, run_id, events = await start(c, {"agent": "fragile"}, {"content": "count"})
+        await events.until(lambda e: e["type"] == "part-delta" and e["delta"] == "5 ")
+        await events.aclose()
+    await asyncio.to_thread(first.kill)
+
+    second = await cluster.start()
+    async with client(second) as c:
+        events = Events(c, sid)
+        if retry:
+            end = await events.until(lambda e: e["type"] == "run-end" and e["run_id"] != run_id)
+        else:
+            end = await events.run_end(run_id)
+        log = list(events.seen)
+        await events.aclose()
+    ends = [(e["run_id"], e["reason"]) for e in log if e["type"] == "run-end"]
+    assert not [e for e in log if e["type"] == "run-resume"]
+    if not retry:
+        assert ends == [(run_id, "interrupted")]
+        return
+    assert ends == [(run_id, "interrupted"), (end["run_id"], "complete")]
+    again = [e for e in log if e["type"] == "run-start"][-1]
+    assert again["retry_of"] == run_id and again["run_id"] == end["run_id"]
+
+
 # -- replicas on one Redis --------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ test counts executions across server processes (restarts, replicas).
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import tether
@@ -53,3 +54,11 @@ async def stepper(ctx: AgentContext) -> None:
 async def _stamp(run_id: str) -> str:
     _ran(f"stamp {run_id}")
     return f"stamp-{os.getpid()}"
+
+
+@app.agent("fragile", replay=False)
+async def fragile(ctx: AgentContext) -> None:
+    """Opts out of replay: a run of it whose server dies ends interrupted."""
+    for n in range(1, 41):
+        await ctx.text(f"{n} " if n < 40 else "40")
+        await asyncio.sleep(0.02)
