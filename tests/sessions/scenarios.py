@@ -311,12 +311,13 @@ def record_all(server: TetherServer) -> list[Recording]:
 
 
 def record_lost_run(base: Path) -> Recording:
-    """A server killed mid-run restarts with ``--retry-lost-runs``: the run is
-    ended as interrupted, and answered again by a run that names it ``retry_of``."""
+    """A server killed mid-run of an agent that opts out of replay restarts with
+    ``--retry-lost-runs``: the run is ended as interrupted, and answered again
+    by a run that names it ``retry_of``."""
     with start_server(base, "--retry-lost-runs") as server:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
-            d = Driver(client)
-            d.send("/count 20 50")
+            d = Driver(client, agent="fragile")
+            d.send("count")
             d.wait(lambda s: len(s["messages"][-1]["parts"]) > 0)
         server.kill()
     with (
@@ -327,6 +328,42 @@ def record_lost_run(base: Path) -> Recording:
         d.settle()
         return d.record(
             "lost-run",
-            "The server is killed mid-run; on restart the run ends as interrupted "
-            "and is answered again (--retry-lost-runs), beside the lost answer.",
+            "The server is killed mid-run of an agent that does not replay; on restart "
+            "the run ends as interrupted and is answered again (--retry-lost-runs), "
+            "beside the lost answer.",
+        )
+
+
+def record_continued_run(base: Path) -> Recording:
+    """Runs that outlive their server: a count cut by a kill continues after the
+    restart (its cut attempt discarded); a run waiting on a client's result is
+    suspended, the server killed, and the result, posted after the restart,
+    finishes the same run from its journal."""
+    suspend = ("--suspend-after", "0.1")
+    with start_server(base, *suspend) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            d = Driver(client)
+            d.send("/count 20 50")
+            d.wait(lambda s: len(s["messages"][-1]["parts"]) > 0)
+        server.kill()
+    with start_server(base, *suspend) as server:
+        with httpx.Client(base_url=server.base_url, timeout=30) as client:
+            d.client = client
+            d.settle()
+            d.send("/tool lookup {}")
+            d.wait(lambda s: (s["active_run"] or {}).get("suspended"))
+        server.kill()
+    with (
+        start_server(base, *suspend) as server,
+        httpx.Client(base_url=server.base_url, timeout=30) as client,
+    ):
+        d.client = client
+        call = d.waiting_call()
+        d.post("/tool-results", {"tool_call_id": call["tool_call_id"], "output": "found"})
+        d.settle()
+        return d.record(
+            "continued-run",
+            "Killed mid-count, the run goes on after the restart (run-resume, its cut "
+            "attempt discarded); suspended on a tool call, killed, restarted, the result "
+            "finishes the same run from its journal.",
         )

@@ -21,6 +21,7 @@ from sessions.scenarios import (
     Recording,
     read_log,
     record_all,
+    record_continued_run,
     record_lost_run,
     start_server,
 )
@@ -36,7 +37,8 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Event]]:
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
             out = {r.name: read_log(client, r.session_id) for r in recordings}
     lost = record_lost_run(tmp_path_factory.mktemp("contract-lost"))
-    return {**out, lost.name: lost.events}
+    continued = record_continued_run(tmp_path_factory.mktemp("contract-continued"))
+    return {**out, lost.name: lost.events, continued.name: continued.events}
 
 
 def sdk_fields(kind: str) -> set[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tether.agents.app import App
 from tether.agents.context import AgentContext
 from tether.agents.model import ModelAgent
@@ -36,3 +38,11 @@ async def brief(ctx: AgentContext) -> None:
     short turn fills: from the second turn on, it sends the model only the
     latest (a context-trim)."""
     await ModelAgent(ctx.kit, context_tokens=15)(ctx)
+
+
+@app.agent("fragile", replay=False)
+async def fragile(ctx: RunContext) -> None:
+    """Opts out of replay: a run of it whose server dies ends interrupted."""
+    for n in range(1, 21):
+        await ctx.text(f"{n} " if n < 20 else "20")
+        await asyncio.sleep(0.05)
