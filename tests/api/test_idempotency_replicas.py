@@ -37,14 +37,15 @@ def prefix() -> str:
 
 @pytest.fixture
 def replicas(
-    tether_server: ServerFactory, tmp_path: Path, redis_server: RedisServer, prefix: str
+    tether_server: ServerFactory,
+    tmp_path: Path,
+    redis_server: RedisServer,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> list[TetherServer]:
+    monkeypatch.setenv("TETHER_IDEMPOTENCY_RETENTION", str(RETENTION))  # the option's variable
     url = f"{redis_server.url()}?prefix={prefix}"
-    return [
-        tether_server(tmp_path / f"replica-{i}", store=url,
-                      extra_args=["--idempotency-retention", str(RETENTION)])
-        for i in range(2)
-    ]  # fmt: skip
+    return [tether_server(tmp_path / f"replica-{i}", store=url) for i in range(2)]
 
 
 def post(server: TetherServer, path: str, body: Any, key: str | None = None) -> httpx.Response:
