@@ -7,6 +7,7 @@ the client cannot know it, and sends it again with the same Idempotency-Key.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,8 @@ import pytest
 from client.proxy import TcpProxy
 from helpers.server import TetherServer
 from tether.client import AsyncTether, Tether
-from tether.client.errors import TetherConnectionError
+from tether.client._http import Backoff, retry_delay, worth_retrying
+from tether.client.errors import APIError, TetherConnectionError, error_for
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +77,21 @@ def test_a_send_cut_every_time_gives_up_after_max_retries_having_made_one_turn(
             client.send(sid, "hi")
         assert proxy.dropped_answers == 3  # the send and its two retries
     assert len(log_of(server, sid, "user-message")) == 1
+
+
+def error(status: int, code: str, headers: dict[str, str] | None = None) -> APIError:
+    body = json.dumps({"error": {"code": code, "message": "m"}}).encode()
+    return error_for(status, body, headers)
+
+
+def test_what_is_worth_a_retry_and_how_long_to_wait() -> None:
+    assert worth_retrying(error(503, "unavailable"))
+    assert worth_retrying(error(507, "insufficient_storage"))
+    assert worth_retrying(error(409, "idempotency_in_progress"))
+    assert not worth_retrying(error(409, "idempotency_key_reused"))
+    assert not worth_retrying(error(500, "error"))  # what a failure left is unknown
+    assert not worth_retrying(error(400, "invalid_input"))
+    backoff = Backoff(base=0.05, cap=2.0)
+    assert retry_delay(backoff, error(503, "unavailable", {"Retry-After": "2"})) == 2.0
+    assert retry_delay(backoff, error(503, "unavailable", {"Retry-After": "3600"})) == 5.0
+    assert retry_delay(Backoff(base=0.05), None) <= 0.05

@@ -188,6 +188,8 @@ class Idempotency:
                 await self.sweep()
             except StoreError as err:  # Redis away, disk full: the next sweep catches up
                 log.warning("could not sweep expired idempotency keys: %s", err)
+            except Exception:
+                log.exception("the sweep of expired idempotency keys failed")
 
     async def sweep(self) -> int:
         """Delete the answers past their expiry; returns how many were deleted.

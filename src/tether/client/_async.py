@@ -30,6 +30,7 @@ from tether.client._http import (
     new_idempotency_key,
     resolve_api_key,
     resolve_base_url,
+    retry_delay,
     seg,
     worth_retrying,
 )
@@ -133,6 +134,7 @@ class AsyncTether:
         backoff = Backoff()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
+            error = None
             try:
                 resp = await self._http.request(
                     method, url, json=json, headers=headers, auth=self._auth
@@ -146,7 +148,7 @@ class AsyncTether:
                 error = api_error(resp)
                 if last or not worth_retrying(error):
                     raise error
-            await asleep(backoff.next())
+            await asleep(retry_delay(backoff, error))
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:

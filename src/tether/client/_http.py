@@ -22,6 +22,8 @@ USER_AGENT = "tether-python"
 #: Idempotency-Key makes that safe): five sends at most.
 DEFAULT_MAX_RETRIES = 4
 IDEMPOTENCY_KEY = "Idempotency-Key"
+#: Longest wait before a retry that a server's ``Retry-After`` may ask for.
+MAX_RETRY_AFTER = 5.0
 
 
 def resolve_base_url(base_url: str | None) -> str:
@@ -80,10 +82,21 @@ def new_idempotency_key() -> str:
 def worth_retrying(err: APIError) -> bool:
     """An error answer after which a mutating call is sent again with the same key.
 
-    A 5xx (the store away, the disk full: nothing was kept), or a 409 saying the
-    first send is still being processed (the retry then gets its answer).
+    A server or proxy that could not take it for now (502, 503, 504, 507:
+    nothing was kept), or a 409 saying the first send is still being processed
+    (the retry then gets its answer). Not a 500: what a failure left is unknown.
     """
-    return err.status >= 500 or err.code == "idempotency_in_progress"
+    return err.status in (502, 503, 504, 507) or err.code == "idempotency_in_progress"
+
+
+def retry_delay(backoff: Backoff, err: APIError | None) -> float:
+    """Seconds to wait before a retry: the backoff's, or longer if ``Retry-After`` asks."""
+    delay = backoff.next()
+    asked = err.headers.get("retry-after", "") if err is not None else ""
+    try:
+        return max(delay, min(float(asked), MAX_RETRY_AFTER)) if asked else delay
+    except ValueError:
+        return delay
 
 
 def api_error(response: httpx.Response, body: bytes | None = None) -> APIError:

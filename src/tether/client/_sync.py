@@ -31,6 +31,7 @@ from tether.client._http import (
     new_idempotency_key,
     resolve_api_key,
     resolve_base_url,
+    retry_delay,
     seg,
     worth_retrying,
 )
@@ -135,6 +136,7 @@ class Tether:
         backoff = Backoff()
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
+            error = None
             try:
                 resp = self._http.request(method, url, json=json, headers=headers, auth=self._auth)
             except httpx.TransportError as err:
@@ -146,7 +148,7 @@ class Tether:
                 error = api_error(resp)
                 if last or not worth_retrying(error):
                     raise error
-            sleep(backoff.next())
+            sleep(retry_delay(backoff, error))
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
