@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tether.runtime.context import RunContext
-from tether.runtime.runner import RUNS, Agent, InvalidInput, Runtime
+from tether.runtime.runner import RUNS, Agent, InvalidInput, RunPolicy, Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionRecord, SessionService, stream_name
 from tether.store.memory import MemoryStore
@@ -203,13 +203,42 @@ async def test_runs_left_open_by_a_dead_process_end_as_interrupted() -> None:
         await store.aclose()
 
 
-async def test_shutdown_ends_running_runs_as_interrupted(env) -> None:
-    sessions, runtime = env
-    sid = await new_session(sessions, "slow")
-    _, run_id, _ = await runtime.send(sid, [{"type": "text", "text": "go"}])
-    await asyncio.sleep(0.05)
-    await runtime.aclose()
-    assert run_ends(await events(sessions, sid)) == [(run_id, ev.INTERRUPTED)]
+async def counting(ctx: RunContext) -> None:
+    for i in range(100):
+        await ctx.text(f"{i} ")
+        await asyncio.sleep(0.005)
+
+
+def restartable(sessions: SessionService) -> Runtime:
+    """A runtime on ``sessions`` whose shutdown gives running steps 50 ms."""
+    agents = {**AGENTS, "counting": counting}
+    return Runtime(
+        sessions, lambda record: agents[record.agent or ""], policy=RunPolicy(shutdown_grace=0.05)
+    )
+
+
+async def test_shutdown_leaves_a_running_run_open_and_the_next_start_continues_it(env) -> None:
+    sessions, _ = env
+    first = restartable(sessions)
+    await first.start()
+    sid = await new_session(sessions, "counting")
+    _, run_id, _ = await first.send(sid, [{"type": "text", "text": "go"}])
+    await asyncio.sleep(0.1)
+    await first.aclose()
+    assert run_ends(await events(sessions, sid)) == []
+    assert [key for key, _ in await sessions.store.list_records(RUNS)] == [run_id]
+
+    second = restartable(sessions)
+    await second.start()
+    try:
+        await wait_idle(sessions, sid)
+    finally:
+        await second.aclose()
+    log = await events(sessions, sid)
+    assert run_ends(log) == [(run_id, ev.COMPLETE)]
+    assert [e["run_id"] for e in log if e["type"] == ev.RUN_RESUME] == [run_id]
+    fold = (await sessions.state(sid)).fold
+    assert fold.branch()[-1].text() == "".join(f"{i} " for i in range(100))
 
 
 async def test_cancel_right_after_send_still_ends_the_run_once(env) -> None:
@@ -223,9 +252,18 @@ async def test_cancel_right_after_send_still_ends_the_run_once(env) -> None:
     assert (await sessions.state(sid)).fold.status == ev.IDLE
 
 
-async def test_shutdown_right_after_send_still_ends_the_run_once(env) -> None:
-    sessions, runtime = env
-    sid = await new_session(sessions, "slow")
-    _, run_id, _ = await runtime.send(sid, [{"type": "text", "text": "go"}])
-    await runtime.aclose()
-    assert run_ends(await events(sessions, sid)) == [(run_id, ev.INTERRUPTED)]
+async def test_shutdown_right_after_send_leaves_the_run_to_the_next_start(env) -> None:
+    sessions, _ = env
+    first = restartable(sessions)
+    await first.start()
+    sid = await new_session(sessions, "counting")
+    _, run_id, _ = await first.send(sid, [{"type": "text", "text": "go"}])
+    await first.aclose()  # the run's task has not taken its first step yet
+    assert run_ends(await events(sessions, sid)) == []
+    second = restartable(sessions)
+    await second.start()
+    try:
+        await wait_idle(sessions, sid)
+    finally:
+        await second.aclose()
+    assert run_ends(await events(sessions, sid)) == [(run_id, ev.COMPLETE)]

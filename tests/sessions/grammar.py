@@ -227,7 +227,7 @@ class Grammar:
         if msg is None or msg.ended:
             self.problem(f"message-end of {mid}, which is not open")
             return
-        if any(self.parts[p] == "open" for p in msg.parts):
+        if any(self.parts[p] in ("open", "cut") for p in msg.parts):
             self.problem(f"message-end of {mid} with a part still open")
         if e.get("status", "complete") not in MESSAGE_STATUSES:
             self.problem(f"message-end with an unknown status {e.get('status')!r}")
@@ -244,9 +244,37 @@ class Grammar:
             self.problem("retry without a delay_ms")
         mine = self.messages[run.message_id].parts if run.message_id in self.messages else []
         for pid in e.get("discard", []):
-            if pid not in mine or self.parts.get(pid) != "ended":
+            if pid not in mine or self.parts.get(pid) not in ("ended", "cut"):
                 self.problem(f"retry discards {pid}, not an ended part of this run's message")
             self.parts[pid] = "discarded"
+
+    def _journal(self, e: Event) -> None:
+        if e.get("op") not in ("model", "call", "step") or not isinstance(e.get("key"), str):
+            self.problem("journal without an op (model, call or step) and a key")
+        if not isinstance(e.get("parts"), int) or e["parts"] < 0:
+            self.problem("journal without a whole number of parts")
+
+    def _run_suspend(self, e: Event) -> None:
+        waiting = e.get("waiting")
+        if not isinstance(waiting, list) or not waiting:
+            self.problem("run-suspend without what it waits for")
+            return
+        for wait in waiting:
+            call = self.calls.get(wait.get("tool_call_id", ""))
+            if call is None or wait.get("for") not in ("result", "approval"):
+                self.problem(f"run-suspend waits for {wait}, not a result or approval of a call")
+
+    def _run_resume(self, e: Event) -> None:
+        run = self.runs.get(e.get("run_id", ""))
+        if not isinstance(e.get("worker"), str) or not isinstance(e.get("replayed"), int):
+            self.problem("run-resume without a worker and a count of replayed steps")
+        if run is None:
+            return
+        run.attempts = 0  # retries are numbered afresh after a resume
+        # What the execution before was streaming when it was cut: a retry discards it.
+        for pid in self.messages[run.message_id].parts if run.message_id in self.messages else []:
+            if self.parts.get(pid) == "open":
+                self.parts[pid] = "cut"
 
     def _context_trim(self, e: Event) -> None:
         for key in ("dropped", "tokens", "budget"):

@@ -25,9 +25,20 @@ class App:
         self.agents: dict[str, AgentFn] = {}
         #: Each agent's default tools, by name (offered before a session's own).
         self.agent_tools: dict[str, list[str]] = {}
+        #: Agents that are not replay-safe (``replay=False``): a lost run of theirs ends.
+        self.no_replay: set[str] = set()
         self.tools: list[FunctionTool] = []
 
-    def agent(self, name: str, *, tools: Sequence[str] = ()) -> Callable[[AgentFn], AgentFn]:
+    def agent(
+        self, name: str, *, tools: Sequence[str] = (), replay: bool = True
+    ) -> Callable[[AgentFn], AgentFn]:
+        """Register an async agent function under ``name``.
+
+        ``tools``: its default tools. ``replay=False`` for an agent that does
+        not keep the journal's rule (side effects through ``ctx``, deterministic
+        between them): a run of it whose process went away ends
+        ``interrupted`` instead of continuing from its journal.
+        """
         if not name or "/" in name:
             raise ValueError("an agent name is a non-empty word without '/'")
         if isinstance(tools, str) or not all(isinstance(t, str) and t for t in tools):
@@ -38,6 +49,8 @@ class App:
                 raise ValueError(f"agent {name!r} is registered twice")
             self.agents[name] = fn
             self.agent_tools[name] = list(tools)
+            if not replay:
+                self.no_replay.add(name)
             return fn
 
         return register

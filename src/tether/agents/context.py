@@ -65,6 +65,9 @@ class AgentContext(RunContext):
         tool = self.tools.server_tool(call.name)
         if tool is None:
             return await self.wait_result(call.id)
+        recorded = self.recorded_outcome(call.id)
+        if recorded is not None:  # it ran before this run was continued
+            return recorded
         outcome = await self._run_server_tool(tool, call)
         await self.tool_result(call.id, outcome)
         return outcome
@@ -77,11 +80,14 @@ class AgentContext(RunContext):
         arguments = value_of(call.arguments or "{}")
         if not isinstance(arguments, dict):
             return ToolOutcome(error="the arguments are not a JSON object")
+        self.busy += 1
         try:
             return ToolOutcome(output=await tool(arguments))
         except Exception as err:  # the model is told, and may try again
             log.info("tool %s failed in run %s: %s", call.name, self.run_id, err)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")
+        finally:
+            self.busy -= 1
 
 
 class CustomAgent:
@@ -92,11 +98,15 @@ class CustomAgent:
         fn: Callable[[AgentContext], Awaitable[None]],
         kit: AgentKit,
         tools: Sequence[str] = (),
+        *,
+        replay: bool = True,
     ) -> None:
         self.fn = fn
         self.kit = kit
         #: The agent's default tools (``@app.agent(..., tools=[...])``).
         self.tools = tuple(tools)
+        #: A run of it that went away continues from its journal (False: it ends interrupted).
+        self.replay = replay
 
     def make_context(self, **fields: Any) -> AgentContext:
         # An MCP server's tools are known once it has answered: until then they are left out.

@@ -252,6 +252,10 @@ class Prefetches:
 
 
 class GatewayAgent:
+    #: A relayed completion whose process went away is ended, not continued:
+    #: the client that asked for it holds the conversation and asks again.
+    replay = False
+
     def __init__(
         self,
         provider: Provider,

@@ -4,7 +4,9 @@ A :class:`ServerModel` streams one model response through the server's
 providers, with the server's keys (agent code never sees one) and its retry
 policy: a transient failure (timeout, 429, 5xx) is retried with backoff, and
 each retry is announced with a ``retry`` event that discards what the failed
-attempt streamed. Cancelling the run closes the upstream request.
+attempt streamed. Cancelling the run closes the upstream request. A call
+that completes is journaled (tether.runtime.journal): when its run continues
+after a restart, it returns what was recorded without asking the upstream again.
 
 By default what the model streams is appended to the session as the answer
 (text, reasoning, tool calls with their arguments as they arrive); with
@@ -39,6 +41,7 @@ from tether.providers.base import (
     ToolSpec,
     Usage,
 )
+from tether.runtime.journal import fingerprint
 
 if TYPE_CHECKING:
     from tether.runtime.context import RunContext
@@ -150,6 +153,14 @@ class ServerModel:
         """
         specs = _specs(tools)
         chat = [_message(m) for m in messages]
+        ctx = self._ctx
+        key = ctx.journal.key("model")
+        digest = fingerprint(self.name, [_shape(m) for m in chat])
+        entry = ctx.replayed(key, digest)
+        if entry is not None:
+            async for replayed in _replay(entry["value"], ctx):
+                yield replayed
+            return
         names = WireNames([s.name for s in specs] + [c.name for m in chat for c in m.tool_calls])
         request = ModelRequest(
             self.name,
@@ -160,23 +171,30 @@ class ServerModel:
             run_id=self._ctx.run_id,
         )
         attempt = 1
-        while True:
-            request.attempt = attempt
-            if emit:  # the parts a retry discards are those this stream appended
-                self._ctx.new_attempt()
-            try:
-                async for item in self._attempt(request, emit, names):
-                    yield item
-                return
-            except ProviderError as err:
-                if not err.transient or attempt >= self.retry.max_attempts:
-                    raise
-                delay = self.retry.delay(attempt)
-                if emit:
-                    await self._ctx.retry(attempt, delay, str(err))
-                yield Retrying(attempt, delay, str(err))
-                await asyncio.sleep(delay)
-                attempt += 1
+        ctx.busy += 1
+        try:
+            while True:
+                request.attempt = attempt
+                if emit:  # the parts a retry discards are those this stream appended
+                    ctx.new_attempt()
+                output = _Output()
+                try:
+                    async for item in self._attempt(request, emit, names):
+                        output.add(item)
+                        yield item
+                    break
+                except ProviderError as err:
+                    if not err.transient or attempt >= self.retry.max_attempts:
+                        raise
+                    delay = self.retry.delay(attempt)
+                    if emit:
+                        await ctx.retry(attempt, delay, str(err))
+                    yield Retrying(attempt, delay, str(err))
+                    await asyncio.sleep(delay)
+                    attempt += 1
+        finally:
+            ctx.busy -= 1
+        await ctx.journaled("model", key, output.value(emit), digest)
 
     async def _attempt(
         self, request: ModelRequest, emit: bool, names: WireNames
@@ -246,6 +264,65 @@ class ServerModel:
     async def _open_call(self, call_id: str, name: str) -> str:
         approval = self._approvals.needs_approval(name)
         return await self._ctx.tool_call_start(call_id, name, approval=approval)
+
+
+class _Output:
+    """One attempt's output, gathered for the journal as it streams."""
+
+    __slots__ = ("calls", "reasoning", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[list[str]] = []
+        self.usage: dict[str, int] = {}
+
+    def add(self, item: StreamItem) -> None:
+        if isinstance(item, TextDelta):
+            self.text.append(item.text)
+        elif isinstance(item, ReasoningDelta):
+            self.reasoning.append(item.text)
+        elif isinstance(item, ToolCallItem):
+            call = item.call
+            self.calls.append([call.id, call.name, call.arguments])
+        elif isinstance(item, Usage):
+            for name, n in item.counts().items():
+                self.usage[name] = self.usage.get(name, 0) + n
+
+    def value(self, emitted: bool) -> dict[str, Any]:
+        """The journal entry's value; ``emitted``: its usage counted in the run's."""
+        out: dict[str, Any] = {"text": "".join(self.text)}
+        if self.reasoning:
+            out["reasoning"] = "".join(self.reasoning)
+        if self.calls:
+            out["tool_calls"] = self.calls
+        if self.usage:
+            out["usage"] = self.usage
+        if emitted:
+            out["emitted"] = True
+        return out
+
+
+async def _replay(value: dict[str, Any], ctx: RunContext) -> AsyncGenerator[StreamItem, None]:
+    """A journaled call's output, as the items the live call streamed (whole, not in pieces)."""
+    if value.get("reasoning"):
+        yield ReasoningDelta(value["reasoning"])
+    if value.get("text"):
+        yield TextDelta(value["text"])
+    for call_id, name, arguments in value.get("tool_calls", ()):
+        yield ToolCallItem(ToolCall(call_id, name, arguments))
+    usage = value.get("usage")
+    if usage:
+        if value.get("emitted"):
+            await ctx.add_usage(**usage)
+        yield Usage(**usage)
+
+
+def _shape(m: ChatMessage) -> list[Any]:
+    """What of a message a replayed call must ask again, for its fingerprint."""
+    return [
+        m.role, m.content, m.tool_call_id, [[c.id, c.name, c.arguments] for c in m.tool_calls],
+    ]  # fmt: skip
 
 
 class WireNames:

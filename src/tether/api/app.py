@@ -42,7 +42,7 @@ from tether.api.tools import build_tools_router
 from tether.api.webui import build_web_router
 from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
-from tether.runtime.runner import LEASE_TTL, Agent, Runtime
+from tether.runtime.runner import LEASE_TTL, Agent, RunPolicy, Runtime
 from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.service import META, SessionRecord, SessionService
 from tether.store.base import Store
@@ -78,6 +78,7 @@ class TetherApp:
         max_steps: int = MAX_STEPS,
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
+        runs: RunPolicy | None = None,
         shared_streams: bool = False,
         guard: GuardConfig | None = None,
         max_sessions: int = 0,
@@ -91,6 +92,7 @@ class TetherApp:
         self.registry = registry or ProviderRegistry()
         self.agents = agents.agents if agents is not None else {}
         self._agent_tools = agents.agent_tools if agents is not None else {}
+        self._no_replay = agents.no_replay if agents is not None else set()
         self.retry = retry or RetryPolicy()
         self.max_steps = max_steps
         #: What every agent is given: the server's models and tools.
@@ -104,8 +106,9 @@ class TetherApp:
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
         self.runtime = Runtime(
-            self.sessions, self._agent_for, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
-        )
+            self.sessions, self._agent_for, lease_ttl=lease_ttl,
+            retry_lost_runs=retry_lost_runs, policy=runs,
+        )  # fmt: skip
         self.policy = StreamPolicy(
             self.auth, self.sessions, store, shared=shared_streams, max_streams=max_streams
         )
@@ -219,7 +222,8 @@ class TetherApp:
             fn = self.agents.get(record.agent)
             if fn is None:
                 raise UnknownAgent(f"agent {record.agent!r} is not served here")
-            return CustomAgent(fn, self.kit, self._agent_tools.get(record.agent, ()))
+            tools = self._agent_tools.get(record.agent, ())
+            return CustomAgent(fn, self.kit, tools, replay=record.agent not in self._no_replay)
         if record.metadata.get("gateway"):  # a session of the OpenAI-compatible gateway
             provider, model = self._resolve_model(record.model or "demo")
             spec = GatewaySpec.from_metadata(record.metadata["gateway"])
@@ -236,8 +240,10 @@ class TetherApp:
         return self._stop
 
     def shutdown(self) -> None:
-        """End live reads promptly (SIGTERM): open SSE, long-polls and sockets."""
+        """SIGTERM: end live reads promptly (open SSE, long-polls and sockets), and
+        start the runs' grace period (tether.runtime.runner.Runtime.drain)."""
         self.streams.shutdown()
+        self.runtime.drain()
         stop = self.stop_future()
         if not stop.done():
             stop.set_result(None)

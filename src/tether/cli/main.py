@@ -31,6 +31,7 @@ from tether.cli.gc_policy import settle_heap
 from tether.cli.log_redaction import configure_logging
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
+from tether.runtime.policy import SHUTDOWN_GRACE, SUSPEND_AFTER, RunPolicy
 from tether.runtime.runner import LEASE_TTL
 from tether.sessions.attachments import DEFAULT_INLINE_MAX
 from tether.store.factory import open_store
@@ -143,7 +144,8 @@ def main() -> None:
     "--retry-lost-runs/--no-retry-lost-runs",
     default=lambda: os.environ.get("TETHER_RETRY_LOST_RUNS", "") in ("1", "true", "yes"),
     show_default="off (or $TETHER_RETRY_LOST_RUNS=1)",
-    help="Answer again (once) a run whose server died mid-way, besides ending it as interrupted.",
+    help="For agents that opt out of replay: answer again (once) a run whose server died "
+    "mid-way, besides ending it as interrupted (other runs continue from their journal).",
 )
 @click.option(
     "--max-steps",
@@ -152,6 +154,30 @@ def main() -> None:
     type=click.IntRange(min=1),
     help="Model calls one run of a model session may make (each after the tool calls "
     "of the last) before it ends with an error.",
+)
+@click.option(
+    "--suspend-after",
+    default=lambda: float(os.environ.get("TETHER_SUSPEND_AFTER", SUSPEND_AFTER)),
+    show_default=f"{SUSPEND_AFTER:g} (or $TETHER_SUSPEND_AFTER)",
+    type=click.FloatRange(min=0),
+    help="Seconds a run that only waits on a person (a tool result, an approval) keeps "
+    "its task; then it is suspended in the log until an answer continues it.",
+)
+@click.option(
+    "--wait-expiry",
+    default=lambda: float(os.environ.get("TETHER_WAIT_EXPIRY", 0)),
+    show_default="none (or $TETHER_WAIT_EXPIRY)",
+    type=click.FloatRange(min=0),
+    help="Seconds a run may wait for a tool result or an approval before it ends as "
+    "an error (0: no limit; an agent may set its own per wait).",
+)
+@click.option(
+    "--shutdown-grace",
+    default=lambda: float(os.environ.get("TETHER_SHUTDOWN_GRACE", SHUTDOWN_GRACE)),
+    show_default=f"{SHUTDOWN_GRACE:g} (or $TETHER_SHUTDOWN_GRACE)",
+    type=click.FloatRange(min=0),
+    help="On SIGTERM, seconds running model calls and tools get to finish; the runs "
+    "left then stop unended, and the next start (or another replica) continues them.",
 )
 @click.option(
     "--shared-streams/--private-streams",
@@ -240,6 +266,9 @@ def serve(
     lease_ttl: float,
     retry_lost_runs: bool,
     max_steps: int,
+    suspend_after: float,
+    wait_expiry: float,
+    shutdown_grace: float,
     shared_streams: bool,
     cors_origins: str | None,
     allowed_hosts: str,
@@ -285,6 +314,7 @@ def serve(
         auth=auth,
         lease_ttl=lease_ttl,
         retry_lost_runs=retry_lost_runs,
+        runs=RunPolicy(suspend_after, wait_expiry or None, shutdown_grace),
         max_steps=max_steps,
         shared_streams=shared_streams,
         guard=GuardConfig(

@@ -2,20 +2,26 @@
 
 Agents never touch the transport. Every call here appends events to the
 session's stream; the runtime owns the run's beginning and its one end.
+Steps with an outcome are journaled as they complete, and a run that
+continues replays them (tether.runtime.journal): while it replays, what the
+agent streams is not written again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from tether.runtime.journal import RULE, Journal, ReplayDiverged, Resumption
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
 
 AppendFn = Callable[[list[ev.Event]], Awaitable[int]]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -63,6 +69,9 @@ class RunContext:
         append: AppendFn,
         waiters: dict[str, asyncio.Future[Any]],
         on_status: Callable[[str], Awaitable[None]],
+        on_wait: Callable[[], None] | None = None,
+        resumption: Resumption | None = None,
+        wait_expiry: float | None = None,
     ) -> None:
         self.session_id = session_id
         self.run_id = run_id
@@ -80,20 +89,103 @@ class RunContext:
         self._held: list[ev.Event] | None = None
         self._waiters = waiters
         self._on_status = on_status
+        self._on_wait = on_wait
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
         self._waiting = 0  # waits open at once (parallel tool calls)
         self.attempt_parts: list[str] = []
         self.usage: dict[str, int] = {}
+        resumption = resumption or Resumption()
+        self.journal = Journal(run_id, resumption.entries)
+        self._last_part = resumption.last_part
+        self._expiries = resumption.expiries
+        self._outcomes = resumption.outcomes
+        if not self.journal.replaying:
+            self._go_live()
+        #: Seconds a wait may last before the run ends as expired, unless a wait says.
+        self.wait_expiry = wait_expiry
+        #: Open waits: key (``result:{call}``, ``approval:{call}``) -> when it expires.
+        self.waits: dict[str, float | None] = {}
+        #: Steps in progress that are not waits (a model call, a server tool, a ctx.step).
+        self.busy = 0
 
     # -- writing -----------------------------------------------------------------
 
     async def _append(self, events: list[ev.Event]) -> None:
+        """Write what the agent streams (not while replaying: the log has it)."""
+        if not self.journal.replaying:
+            await self._record(events)
+
+    async def _record(self, events: list[ev.Event]) -> None:
         if self._held is not None:
             self._held.extend(events)
         else:
             await self._write(events)
+
+    @property
+    def replaying(self) -> bool:
+        """The run re-executes steps its journal holds (it continues after going away)."""
+        return self.journal.replaying
+
+    @property
+    def quiescent(self) -> bool:
+        """Everything the run does is waiting on a person: it may be suspended."""
+        return bool(self.waits) and self.busy == 0
+
+    # -- the journal -----------------------------------------------------------
+
+    def replayed(self, key: str, fingerprint: str | None = None) -> ev.Event | None:
+        """The journal entry of step ``key`` if it is replayed (see journal.Journal.take)."""
+        entry = self.journal.take(key, fingerprint)
+        if entry is not None:
+            self._parts = max(self._parts, entry.get("parts", 0))
+            self._open.clear()  # a step's entry closed what was open
+            if not self.journal.replaying:
+                self._go_live()
+        return entry
+
+    def _go_live(self) -> None:
+        """The replay is over: new parts are numbered after every part the message had."""
+        self._open.clear()
+        self._parts = max(self._parts, self._last_part)
+
+    async def journaled(
+        self, op: str, key: str, value: Any, fingerprint: str | None = None
+    ) -> None:
+        """Record step ``key`` as complete, closing what is open (its output is whole)."""
+        batch = self._close_open()
+        batch.append(self.journal.entry(op, key, value, self._parts, fingerprint))
+        await self._record(batch)
+
+    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run a side effect once: its (JSON) result is journaled, and a replay returns it.
+
+        Whatever an agent does outside ``ctx`` (an HTTP call, a write) is done
+        again when its run continues after a restart; done through ``step``,
+        it is done once.
+        """
+        key = self.journal.key(f"step:{name}")
+        entry = self.replayed(key)
+        if entry is not None:
+            recorded: T = entry.get("value")  # type: ignore[assignment]
+            return recorded
+        self.busy += 1
+        try:
+            value = await fn()
+        finally:
+            self.busy -= 1
+        await self.journaled("step", key, value)
+        return value
+
+    def recorded_outcome(self, call_id: str) -> ToolOutcome | None:
+        """The result the log held for tool call ``call_id`` when this execution began.
+
+        For whoever runs tools itself (an adapter): a continued run must not
+        run a tool whose result is recorded.
+        """
+        found = self._outcomes.get(call_id)
+        return None if found is None else ToolOutcome(*found)
 
     def hold(self) -> None:
         """Hold what is streamed from now on, to be written by :meth:`release` in one append.
@@ -208,11 +300,21 @@ class RunContext:
         """Put a tool call in the answer for a client to run, without waiting; returns its id."""
         self._calls += 1
         call_id = call_id or f"call_{self.run_id}_{self._calls}"
+        key = f"call:{call_id}"
+        entry = self.replayed(key)
+        if entry is not None:
+            if entry.get("value") != name:
+                raise ReplayDiverged(
+                    f"run {self.run_id} cannot continue: on replay {call_id} calls {name}, "
+                    f"recorded as {entry.get('value')}; {RULE}"
+                )
+            return call_id
         part_id, batch = self._call_opened(call_id, name, approval)
         batch.append(
             ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments))
         )
-        await self._append(batch)
+        batch.append(self.journal.entry("call", key, name, self._parts))
+        await self._record(batch)
         return call_id
 
     async def tool_call(
@@ -222,32 +324,41 @@ class RunContext:
         *,
         call_id: str | None = None,
         approval: bool = False,
+        expires_in: float | None = None,
     ) -> ToolOutcome:
         """Ask a client to run tool ``name`` and wait for its result.
 
         With ``approval=True`` a client must first approve the call; a refusal
-        comes back as an error outcome without the tool running.
+        comes back as an error outcome without the tool running. ``expires_in``:
+        see :meth:`wait_result`.
         """
         call_id = await self.place_tool_call(name, arguments, call_id=call_id, approval=approval)
         if approval:
-            verdict = await self.wait_approval(call_id)
+            verdict = await self.wait_approval(call_id, expires_in=expires_in)
             if not verdict.approved:
                 return ToolOutcome(error=refusal(verdict))
-        return await self.wait_result(call_id)
+        return await self.wait_result(call_id, expires_in=expires_in)
 
-    async def wait_result(self, call_id: str) -> ToolOutcome:
-        """Wait until a client posts the result of tool call ``call_id``."""
-        outcome: ToolOutcome = await self._wait(f"result:{call_id}")
+    async def wait_result(self, call_id: str, *, expires_in: float | None = None) -> ToolOutcome:
+        """Wait until a client posts the result of tool call ``call_id``.
+
+        A wait that outlasts ``expires_in`` seconds (default: the server's
+        ``--wait-expiry``, none unless set) ends the run as an error.
+        """
+        outcome: ToolOutcome = await self._wait(f"result:{call_id}", expires_in)
         return outcome
 
-    async def wait_approval(self, call_id: str) -> Approval:
-        """Wait until a client approves or refuses tool call ``call_id``."""
-        verdict: Approval = await self._wait(f"approval:{call_id}")
+    async def wait_approval(self, call_id: str, *, expires_in: float | None = None) -> Approval:
+        """Wait until a client approves or refuses tool call ``call_id`` (see wait_result)."""
+        verdict: Approval = await self._wait(f"approval:{call_id}", expires_in)
         return verdict
 
     async def tool_result(self, call_id: str, outcome: ToolOutcome) -> None:
-        """Record the outcome of a call the server ran, as a client's result is recorded."""
-        await self._append(
+        """Record the outcome of a call the server ran, as a client's result is recorded.
+
+        Written even while replaying: a tool that ran now has no result in the log yet.
+        """
+        await self._record(
             [
                 ev.event(
                     ev.TOOL_RESULT,
@@ -259,8 +370,12 @@ class RunContext:
             ]
         )
 
-    async def _wait(self, key: str) -> Any:
-        """Await an answer; the session is ``paused`` while any wait of the run is open."""
+    async def _wait(self, key: str, expires_in: float | None) -> Any:
+        """Await an answer; the session is ``paused`` while any wait of the run is open.
+
+        A run whose every step waits may be suspended (its task stopped, the
+        waits recorded in the log) and continued when an answer comes.
+        """
         fut = self._waiters.get(key)
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
@@ -268,13 +383,21 @@ class RunContext:
         if fut.done():  # already answered: no need to say we wait
             self._waiters.pop(key, None)
             return fut.result()
+        expires_in = self.wait_expiry if expires_in is None else expires_in
+        expires_at = self._expiries.get(key)
+        if expires_at is None and expires_in is not None:
+            expires_at = round(time.time() + expires_in, 3)
+        self.waits[key] = expires_at
         self._waiting += 1
-        if self._waiting == 1:
-            await self._on_status(ev.PAUSED)
         try:
+            if self._waiting == 1:
+                await self._on_status(ev.PAUSED)
+            if self._on_wait is not None:
+                self._on_wait()
             return await fut
         finally:
             self._waiters.pop(key, None)
+            self.waits.pop(key, None)
             self._waiting -= 1
             if self._waiting == 0:
                 await self._on_status(ev.RUNNING)

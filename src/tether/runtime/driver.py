@@ -13,11 +13,15 @@ session's stream, which the driver follows while it drives:
   driver as soon as they arrive (a run's own replica acts on them at once).
 
 The stream is the whole truth: the fold knows the queue, what was submitted
-since it was announced, and what was cancelled. So when a driver dies, its
-lease lapses; the reaper of any replica (tether.runtime.keeper) takes the
-lease, ends the run left open as ``interrupted`` and carries on with the
-queue. A driver that loses its lease stops its run without ending it: whoever
-holds the lease next ends it, so a run never ends twice.
+since it was announced, what was cancelled, and each open run's journal. So
+when a driver dies, its lease lapses; the reaper of any replica
+(tether.runtime.keeper) takes the lease, continues the run left open from its
+journal (or, for an agent that opted out of replay, ends it ``interrupted``)
+and carries on with the queue. A driver that loses its lease stops its run
+without ending it: whoever holds the lease next continues or ends it, so a
+run never ends twice. A suspended run (tether.runtime.execution) is open and
+has no driver: the queue waits behind it, and an answer to one of its waits
+continues it.
 
 A :class:`SessionDriver` is this process's side of one session, in one of
 four states, changed only by :meth:`SessionDriver._set_state`, which refuses
@@ -47,8 +51,9 @@ from typing import Any
 import orjson
 
 from tether.runtime.context import RunContext
-from tether.runtime.execution import Run, begin, end
+from tether.runtime.execution import Run, begin, end, resume
 from tether.runtime.names import RUNS, lease_name
+from tether.runtime.policy import RunPolicy
 from tether.runtime.queue import QueueItem, queue_update
 from tether.runtime.tasks import cancel_and_wait
 from tether.sessions import events as ev
@@ -126,6 +131,7 @@ class Drivers:
         *,
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
+        policy: RunPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = sessions.store
@@ -135,9 +141,10 @@ class Drivers:
         #: from them through the stream.
         self.shared = not self.store.exclusive
         self.lease_ttl = lease_ttl if self.shared else _FOREVER
-        #: A run whose process died is answered again (once) by the next driver,
-        #: rather than only ended as interrupted.
+        #: A lost run of an agent that cannot replay is answered again (once) by
+        #: the next driver, rather than only ended as interrupted.
         self.retry_lost_runs = retry_lost_runs
+        self.policy = policy or RunPolicy()
         #: Set once for good when the process shuts down: nothing new starts.
         self.closing = False
         #: Tasks executing runs here.
@@ -346,7 +353,10 @@ class SessionDriver:
         if self.state is not DriverState.DRIVING:
             return
         try:
-            if self.queue and not self.host.closing:
+            if self.queue and not self.host.closing and (await self.fold()).active_run:
+                # A suspended run holds the session: the queue waits in the log.
+                await self.let_go(queued_too=True)
+            elif self.queue and not self.host.closing:
                 item = self.queue.popleft()
                 try:
                     await begin(self, item)
@@ -397,7 +407,7 @@ class SessionDriver:
             run.deliver_answers(fold)
         left_open = fold.active_run
         if left_open is not None and (run is None or left_open["run_id"] != run.run_id):
-            await self._end_left_open(left_open, fold)
+            await self._left_open(left_open, fold)
         taken = {q.run_id for q in self.queue}
         if self.run is not None:
             taken.add(self.run.run_id)
@@ -420,6 +430,30 @@ class SessionDriver:
         )
         for run_id in dropped:
             await self.host.store.delete_record(RUNS, run_id)
+
+    async def _left_open(self, left_open: dict[str, Any], fold: SessionFold) -> None:
+        """A run open in the log that runs nowhere: continue it, end it, or let it wait."""
+        if left_open["run_id"] not in fold.cancels:
+            if not fold.resumable() or self.host.closing:
+                return  # suspended with no answer yet, or for the next start to continue
+            if self.run is None and await self._replayable():
+                try:
+                    await resume(self, left_open, fold)
+                    return
+                except LeaseLost:
+                    raise
+                except Exception as err:
+                    log.warning("run %s cannot continue (%s); ending it", left_open["run_id"], err)
+        await self._end_left_open(left_open, fold)
+
+    async def _replayable(self) -> bool:
+        """The session's agent continues lost runs from their journal (unless it opted out)."""
+        try:
+            record = await self.host.sessions.record(self.session_id)
+            agent = self.host.resolve_agent(record)
+        except Exception:
+            return False  # not served here: the run is ended, as it cannot go on
+        return bool(getattr(agent, "replay", True))
 
     async def _end_left_open(self, left_open: dict[str, Any], fold: SessionFold) -> None:
         """End a run a driver that is gone left open (and queue its retry, if configured)."""

@@ -1,24 +1,31 @@
 """Executing a run: its opening events, the agent in a task of its own, its one run-end.
 
-Whatever happens inside a run (completion, cancel, an agent's exception,
-shutdown), exactly one ``run-end`` is appended for it, by the session's
-driver; a run whose driver lost the lease stops without one, and whoever
-drives the session next ends it (tether.runtime.driver).
+Whatever happens inside a run (completion, cancel, an agent's exception),
+exactly one ``run-end`` is appended for it, by the session's driver. A run
+may also stop without ending, to go on later under the same id from its
+journal (tether.runtime.journal):
+
+- *suspended*: every step of it waits on a person; its task stops and the
+  waits are recorded (``run-suspend``) until an answer continues it;
+- *stopped*: the process shuts down, or lost the session's lease; whoever
+  drives the session next continues it (:func:`resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.runtime.errors import run_error_code
-from tether.runtime.names import RUNS, lease_name
+from tether.runtime.journal import Resumption
+from tether.runtime.names import EXPIRING, RUNS, lease_name
 from tether.runtime.queue import QueueItem, queue_update
 from tether.sessions import events as ev
-from tether.sessions.fold import SessionFold
+from tether.sessions.fold import SessionFold, part_number
 from tether.sessions.service import SessionRecord
 from tether.store.errors import LeaseLost, StreamNotFound
 
@@ -34,6 +41,11 @@ END_RETRY_MAX_DELAY = 2.0
 #: Seconds one attempt to write a run-end may take before it counts as failed.
 END_ATTEMPT_TIMEOUT = 10.0
 
+#: Why the runtime halts a run (Run.halted): it only waits on a person, or the
+#: process shuts down.
+SUSPEND: Final = "suspend"
+STOP: Final = "stop"
+
 
 @dataclass(slots=True, eq=False)
 class Run:
@@ -48,10 +60,40 @@ class Run:
     cancel_requested: bool = False
     #: Futures the agent awaits (``result:{call}``, ``approval:{call}``).
     waiters: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
+    #: Why the runtime stopped the agent without ending the run: SUSPEND or STOP.
+    halted: str | None = None
+    #: The agent's context, once made.
+    ctx: RunContext | None = None
+    #: Suspends the run if it still only waits (armed when a wait begins).
+    _timer: asyncio.TimerHandle | None = None
 
     @property
     def run_id(self) -> str:
         return self.item.run_id
+
+    def cancelled_reason(self) -> str | None:
+        """Why the agent's task was cancelled: a client (cancelled), the runtime halting
+        it (None: the run goes on later), or anything else (interrupted)."""
+        if self.cancel_requested:
+            return ev.CANCELLED
+        return None if self.halted else ev.INTERRUPTED
+
+    def halt(self, why: str) -> None:
+        """Stop the agent without ending the run: it goes on later from its journal."""
+        if self.task is not None and not self.cancel_requested and self.halted is None:
+            self.halted = why
+            self.task.cancel()
+
+    def waiting(self, suspend_after: float) -> None:
+        """A wait began: suspend the run if, ``suspend_after`` seconds on, it only waits."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(suspend_after, self.suspend_if_idle)
+
+    def suspend_if_idle(self) -> None:
+        self._timer = None
+        if self.ctx is not None and self.ctx.quiescent:
+            self.halt(SUSPEND)
 
     def cancel(self) -> None:
         """Stop the agent because a client asked: the run ends as cancelled."""
@@ -101,10 +143,55 @@ async def begin(driver: SessionDriver, item: QueueItem) -> None:
     except BaseException:
         driver.finish_run(run)
         raise
+    _spawn(driver, run, _execute(driver, run, record, assistant_id))
+
+
+async def resume(driver: SessionDriver, left_open: dict[str, Any], fold: SessionFold) -> None:
+    """Continue a run left open (suspended, or stopped), under its id, from its journal.
+
+    What a cut attempt streamed after the last journaled step is discarded
+    (a ``retry`` event after the ``run-resume`` that says who goes on; retries
+    are numbered afresh after it), and the agent runs again with the journal,
+    replaying what was done.
+    """
+    run_id = left_open["run_id"]
+    msg = fold.answer_of(run_id)
+    item = QueueItem(run_id, "continue", left_open.get("trigger") or "")
+    run = Run(item)
+    driver.start_run(run)
+    try:
+        if msg is None:  # stopped before its message was placed: nothing to continue
+            raise LookupError(f"run {run_id} has no message to continue")
+        resumption = Resumption.of(fold, run_id)
+        record = await driver.host.sessions.record(driver.session_id)
+        replayed = len(resumption.entries)
+        batch = [
+            ev.event(ev.RUN_RESUME, run_id=run_id, worker=driver.host.worker, replayed=replayed)
+        ]
+        cut = [p.id for p in msg.parts if part_number(p.id) > resumption.watermark]
+        if cut:  # what a cut attempt streamed after the last completed step
+            batch.append(
+                ev.event(
+                    ev.RETRY, run_id=run_id, attempt=1, delay_ms=0,
+                    error="the run was cut; it continues from its last completed step",
+                    discard=cut,
+                )
+            )  # fmt: skip
+        batch.append(ev.event(ev.STATUS, status=ev.RUNNING))
+        await driver.append(batch)
+    except BaseException:
+        driver.finish_run(run)
+        raise
+    log.info("run %s of session %s continues here, replaying %d step(s)",
+             run_id, driver.session_id, replayed)  # fmt: skip
+    run.assistant_id = msg.id
+    run.deliver_answers(fold)
+    _spawn(driver, run, _execute(driver, run, record, msg.id, resumption))
+
+
+def _spawn(driver: SessionDriver, run: Run, work: Coroutine[Any, Any, None]) -> None:
     host = driver.host
-    task = asyncio.create_task(
-        _execute(driver, run, record, assistant_id), name=f"tether-run-{item.run_id}"
-    )
+    task = asyncio.create_task(work, name=f"tether-run-{run.run_id}")
     run.task = task
     host.runs.add(task)
     task.add_done_callback(host.runs.discard)
@@ -119,12 +206,12 @@ def _unstarted(task: asyncio.Task[None], driver: SessionDriver, run: Run) -> Non
     """
     if not task.cancelled():
         return
-    reason = ev.CANCELLED if run.cancel_requested else ev.INTERRUPTED
+    reason = run.cancelled_reason()
 
     async def end_it() -> None:
         if run.task is task:
             run.task = None
-        if not driver.lost:
+        if not driver.lost and reason is not None:
             await end_run(driver, run.run_id, reason)
         driver.finish_run(run)
         if not driver.lost:
@@ -206,11 +293,16 @@ def _note(
 
 
 async def _execute(
-    driver: SessionDriver, run: Run, record: SessionRecord, assistant_id: str
+    driver: SessionDriver,
+    run: Run,
+    record: SessionRecord,
+    assistant_id: str,
+    resumption: Resumption | None = None,
 ) -> None:
     run_id = run.run_id
     session_id = driver.session_id
-    reason = ev.COMPLETE
+    host = driver.host
+    reason: str | None = ev.COMPLETE  # None: the run stops without ending (halted)
     failure: list[ev.Event] = []  # the error event of a run that failed
     usage: dict[str, int] = {}  # what its message-end said it cost
     _note(driver, ev.RUNNING, touch=True)
@@ -220,7 +312,7 @@ async def _execute(
         async def append(events: list[ev.Event]) -> int:
             if driver.lost:
                 raise LeaseLost(lease_name(session_id))
-            if run.cancel_requested:
+            if run.cancel_requested or run.halted:
                 # Cancelled, yet still running: something under the agent
                 # swallowed the cancel (asyncio.wait_for can, on 3.11).
                 raise asyncio.CancelledError
@@ -230,9 +322,12 @@ async def _execute(
             await append([ev.event(ev.STATUS, status=status)])
             _note(driver, status)
 
-        agent = driver.host.resolve_agent(record)
+        def on_wait() -> None:
+            run.waiting(0.0 if host.closing else host.policy.suspend_after)
+
+        agent = host.resolve_agent(record)
         make_context: ContextFactory = getattr(agent, "make_context", RunContext)
-        ctx = make_context(
+        ctx = run.ctx = make_context(
             session_id=session_id,
             run_id=run_id,
             message_id=assistant_id,
@@ -243,12 +338,16 @@ async def _execute(
             append=append,
             waiters=run.waiters,
             on_status=on_status,
+            on_wait=on_wait,
+            resumption=resumption,
+            wait_expiry=host.policy.wait_expiry,
         )
         await agent(ctx)
+        ctx.journal.finished()
         await ctx.finish("complete")
         usage = ctx.usage
     except asyncio.CancelledError:
-        reason = ev.CANCELLED if run.cancel_requested else ev.INTERRUPTED
+        reason = run.cancelled_reason()
     except Exception as err:
         reason = ev.FAILED
         if not driver.lost:
@@ -256,16 +355,64 @@ async def _execute(
             error = ev.event(ev.ERROR, run_id=run_id, code=run_error_code(err), message=str(err))
             failure.append(error)
     finally:
+        waits = dict(run.ctx.waits) if run.ctx is not None else {}
         run.task = None
         run.assistant_id = None
+        run.ctx = None
         run.waiters.clear()
         if not driver.lost:
             # Still the session's active run until its end is written:
             # nothing else starts, or ends it, before that.
-            await end_run(driver, run_id, reason, first=failure, usage=usage)
+            await _conclude(driver, run, reason, failure, usage, waits)
         driver.finish_run(run)
     if not driver.lost:
-        await driver.host.next(session_id)
+        if reason is None:
+            await driver.reconcile()  # an answer that came meanwhile continues it at once
+        await host.next(session_id)
+
+
+async def _conclude(
+    driver: SessionDriver,
+    run: Run,
+    reason: str | None,
+    failure: list[ev.Event],
+    usage: dict[str, int],
+    waits: dict[str, float | None],
+) -> None:
+    """End the run (``reason``), or, halted, suspend it or leave it for whoever goes on."""
+    if reason is not None:
+        await end_run(driver, run.run_id, reason, first=failure, usage=usage)
+    elif run.halted == SUSPEND and waits:
+        await suspend(driver, run.run_id, waits)
+    else:
+        log.info("run %s of session %s stopped here; it continues from its journal on "
+                 "the next start or another replica", run.run_id, driver.session_id)  # fmt: skip
+
+
+async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | None]) -> None:
+    """Record that the run waits on a person and holds nothing else meanwhile.
+
+    Its record in ``runs`` goes (the reaper has nothing to do for it); waits
+    that expire are indexed by when, for the keeper. If the store refuses,
+    the run is left open with its record: whoever drives next continues it,
+    and it is suspended again.
+    """
+    waiting = []
+    for key, expires_at in waits.items():
+        kind, _, call_id = key.partition(":")
+        waiting.append({"tool_call_id": call_id, "for": kind, "expires_at": expires_at})
+    store = driver.host.store
+    try:
+        await driver.append([ev.event(ev.RUN_SUSPEND, run_id=run_id, waiting=waiting)])
+        await store.delete_record(RUNS, run_id)
+        expiry = min((t for t in waits.values() if t is not None), default=None)
+        if expiry is not None:
+            await store.index_put(EXPIRING, f"{driver.session_id} {run_id}", f"{expiry:017.3f}")
+    except Exception as err:
+        log.warning("could not suspend run %s (%s); it is left to continue", run_id, err)
+        return
+    log.info("run %s of session %s is suspended: it waits for %s",
+             run_id, driver.session_id, ", ".join(waits))  # fmt: skip
 
 
 def _message_tools(fold: SessionFold, message_id: str) -> list[Any]:

@@ -1,12 +1,13 @@
-"""Keeping this process's leases, and taking over sessions whose driver is gone.
+"""Keeping this process's leases, taking over sessions whose driver is gone, expiring waits.
 
 On a shared store (Redis) two background tasks run: one renews the lease of
 every session this process drives, every third of the lease time (a lease it
 cannot renew in time counts as lost: another replica may take it over); the
 other, the *reaper*, looks at the ``runs`` records (one per queued or running
-run) for sessions nobody drives, takes their lease, ends the run left open as
-``interrupted`` and carries on with the queue. On a store this process owns
-alone the reaper runs once, at start, for the runs a dead process left open.
+run) for sessions nobody drives, takes their lease, continues the run left
+open from its journal and carries on with the queue. On a store this process
+owns alone the reaper runs once, at start, for the runs a dead process left
+open. On every store a third task ends suspended runs whose wait expired.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import time
 import orjson
 
 from tether.runtime.driver import Drivers
-from tether.runtime.names import RUNS, lease_name
+from tether.runtime.execution import end
+from tether.runtime.names import EXPIRING, RUNS, lease_name
 from tether.runtime.tasks import cancel_and_wait
+from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionNotFound
 
@@ -43,8 +46,9 @@ class LeaseKeeper:
     async def start(self) -> None:
         """Take over what dead processes left (runs open, queues), then keep leases."""
         await self.reap()
+        self._background = [asyncio.create_task(self._expire_forever(), name="tether-expiry")]
         if self.drivers.shared:
-            self._background = [
+            self._background += [
                 asyncio.create_task(self._renew_forever(), name="tether-lease-renewer"),
                 asyncio.create_task(self._reap_forever(), name="tether-reaper"),
             ]
@@ -85,6 +89,50 @@ class LeaseKeeper:
             except Exception as err:
                 log.warning("could not look for orphaned runs: %s", err)
 
+    async def _expire_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            try:
+                await self.expire()
+            except Exception as err:
+                log.warning("could not look for expired waits: %s", err)
+
+    async def expire(self) -> None:
+        """End suspended runs whose wait expired (an ``error`` with code ``wait_expired``)."""
+        drivers = self.drivers
+        now = time.time()
+        for key, member in await drivers.store.index_page(EXPIRING, None, 100):
+            if float(key) > now or drivers.closing:
+                return
+            session_id, _, run_id = member.partition(" ")
+            try:
+                driver = await drivers.drive(session_id)
+            except SessionNotFound:
+                await drivers.store.index_remove(EXPIRING, member)
+                continue
+            if driver is None:
+                continue  # another replica drives it: the wait is looked at again
+            fold = await driver.fold()
+            active = fold.active_run
+            due = [
+                w for w in (active or {}).get("suspended", ())
+                if active is not None and active["run_id"] == run_id
+                and w.get("expires_at") is not None and w["expires_at"] <= now
+                and not fold.answered(w)
+            ]  # fmt: skip
+            if due:
+                wait = due[0]
+                what = "an approval" if wait.get("for") == "approval" else "a result"
+                message = (
+                    f"tool call {wait.get('tool_call_id')} waited for {what} past its expiry; "
+                    "the run ends"
+                )
+                log.info("run %s of session %s: %s", run_id, session_id, message)
+                error = ev.event(ev.ERROR, run_id=run_id, code="wait_expired", message=message)
+                await end(driver, run_id, ev.FAILED, first=[error])
+            await drivers.store.index_remove(EXPIRING, member)
+            await drivers.next(session_id)
+
     async def reap(self) -> None:
         """Take over sessions with runs (queued or running) whose driver is gone."""
         drivers = self.drivers
@@ -98,6 +146,8 @@ class LeaseKeeper:
                 continue
             if await drivers.store.lease_holder(lease_name(session_id)) is not None:
                 continue
+            if await self._waits_on_a_person(session_id):
+                continue  # its queue waits behind a suspended run; an answer wakes it
             fold: SessionFold | None
             try:
                 if await drivers.drive(session_id) is not None:
@@ -111,6 +161,13 @@ class LeaseKeeper:
             for run_id, at in runs:
                 if _finished(fold, run_id, at):
                     await drivers.store.delete_record(RUNS, run_id)
+
+    async def _waits_on_a_person(self, session_id: str) -> bool:
+        try:
+            fold = (await self.drivers.sessions.state(session_id)).fold
+        except Exception:
+            return False
+        return fold.active_run is not None and not fold.resumable()
 
 
 def _finished(fold: SessionFold | None, run_id: str, recorded_at: float) -> bool:

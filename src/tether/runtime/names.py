@@ -10,3 +10,13 @@ RUNS = "runs"
 def lease_name(session_id: str) -> str:
     """The lease whose holder drives the session."""
     return f"session:{session_id}"
+
+
+#: The index of suspended runs' waits that expire, by when (member: ``{session} {run}``).
+EXPIRING = "expiring-waits"
+
+
+def claim_name(session_id: str, wait_key: str) -> str:
+    """The lease taken while an answer (``result:{call}``, ``approval:{call}``) is written:
+    of two answers to one question, the one that takes it is the one written."""
+    return f"answer:{session_id}:{wait_key}"

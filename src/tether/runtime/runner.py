@@ -12,8 +12,12 @@ The rest of the runtime, one idea per module:
 
 - ``driver``: a session's driver, its states (free, driving, running, lost)
   and what it does with its lease, queue and stream;
-- ``execution``: a run from its opening events to its one run-end;
-- ``keeper``: lease renewal, and the reaper that takes over dead drivers' sessions;
+- ``execution``: a run from its opening events to its one run-end, and how it
+  stops without ending (suspended, or stopped at shutdown) to go on later;
+- ``journal``: the steps a run recorded, replayed when it goes on;
+- ``keeper``: lease renewal, the reaper that takes over dead drivers'
+  sessions, and the expiry of suspended runs' waits;
+- ``policy``: the terms of suspension, expiry and shutdown;
 - ``seeding``: earlier turns placed without a run;
 - ``queue``, ``names``, ``errors``, ``tasks``: what those share.
 """
@@ -22,14 +26,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
 from typing import Any
 
 from tether.runtime.context import Approval, ToolOutcome
 from tether.runtime.driver import LEASE_TTL, Agent, AgentResolver, Drivers, SessionDriver
 from tether.runtime.errors import Conflict, InvalidInput
-from tether.runtime.execution import begin
+from tether.runtime.execution import STOP, SUSPEND, begin
 from tether.runtime.keeper import REAP_INTERVAL, LeaseKeeper
-from tether.runtime.names import RUNS, lease_name
+from tether.runtime.names import RUNS, claim_name, lease_name
+from tether.runtime.policy import RunPolicy
 from tether.runtime.queue import QueueItem
 from tether.runtime.seeding import seed
 from tether.runtime.tasks import cancel_and_wait
@@ -47,9 +54,15 @@ __all__ = [
     "Conflict",
     "InvalidInput",
     "QueueItem",
+    "RunPolicy",
     "Runtime",
     "lease_name",
 ]
+
+log = logging.getLogger(__name__)
+
+#: Seconds an answer's claim lasts if its replica dies before it lets it go.
+CLAIM_TTL = 30.0
 
 
 class Runtime:
@@ -61,11 +74,15 @@ class Runtime:
         lease_ttl: float = LEASE_TTL,
         reap_interval: float = REAP_INTERVAL,
         retry_lost_runs: bool = False,
+        policy: RunPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self._drivers = Drivers(
-            sessions, resolve_agent, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs
-        )
+            sessions, resolve_agent, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs,
+            policy=policy,
+        )  # fmt: skip
+        #: When a shutdown's grace ends (loop time), once :meth:`drain` was called.
+        self._deadline: float | None = None
         self._keeper = LeaseKeeper(self._drivers, reap_interval)
         #: This process's name as a lease holder, and in ``run-start`` events.
         self.worker = self._drivers.worker
@@ -89,12 +106,42 @@ class Runtime:
         """
         await self._keeper.start()
 
-    async def aclose(self) -> None:
-        """Cancel every run (they end as interrupted), wait for them, let leases go."""
+    def drain(self) -> None:
+        """Start shutting down (SIGTERM): start nothing new; runs get the grace period.
+
+        A run that only waits on a person is suspended now; running steps (a
+        model call, a tool) may finish until :meth:`aclose` stops what is left.
+        """
         drivers = self._drivers
+        if drivers.closing:
+            return
         drivers.closing = True
+        self._deadline = asyncio.get_running_loop().time() + drivers.policy.shutdown_grace
+        for driver in drivers:
+            run = driver.run
+            if run is not None and run.ctx is not None and run.ctx.quiescent:
+                run.halt(SUSPEND)
+
+    async def aclose(self) -> None:
+        """Let running steps finish within the grace, stop the rest, let leases go.
+
+        No run is ended by a shutdown: a stopped run is left open with its
+        journal, and the next start (or, on a shared store, another replica
+        at once) continues it.
+        """
+        drivers = self._drivers
+        self.drain()
         await self._keeper.aclose()
-        await cancel_and_wait(list(drivers.runs))
+        tasks = list(drivers.runs)
+        if tasks:
+            left = max(0.0, (self._deadline or 0.0) - asyncio.get_running_loop().time())
+            log.info("shutting down: %d run(s) get %.1f s to finish their steps", len(tasks), left)
+            _, pending = await asyncio.wait(tasks, timeout=left)
+            for driver in drivers:
+                run = driver.run
+                if run is not None and run.task in pending:
+                    run.halt(STOP)
+            await cancel_and_wait(list(pending))
         await drivers.settle()
         for driver in drivers:
             if driver.driving:
@@ -224,34 +271,61 @@ class Runtime:
     async def tool_result(
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
-        part = (await self._fold(session_id)).tool_call(tool_call_id)
-        if part is None:
-            raise InvalidInput(f"no tool call {tool_call_id} in this session")
-        if part.result is not None or part.error is not None:
-            raise Conflict(f"tool call {tool_call_id} already has a result")
-        await self.sessions.append(
-            session_id,
-            [ev.event(ev.TOOL_RESULT, tool_call_id=tool_call_id, output=output, error=error)],
-        )
-        self._deliver(session_id, f"result:{tool_call_id}", ToolOutcome(output, error))
+        answer = ev.event(ev.TOOL_RESULT, tool_call_id=tool_call_id, output=output, error=error)
+        await self._answer(session_id, f"result:{tool_call_id}", answer, ToolOutcome(output, error))
 
     async def tool_approval(
         self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
     ) -> None:
-        part = (await self._fold(session_id)).tool_call(tool_call_id)
-        if part is None:
-            raise InvalidInput(f"no tool call {tool_call_id} in this session")
-        if part.approval is not None:
-            raise Conflict(f"tool call {tool_call_id} was already answered")
-        await self.sessions.append(
-            session_id,
-            [
-                ev.event(
-                    ev.TOOL_APPROVAL, tool_call_id=tool_call_id, approved=approved, reason=reason
-                )
-            ],
+        answer = ev.event(
+            ev.TOOL_APPROVAL, tool_call_id=tool_call_id, approved=approved, reason=reason
         )
-        self._deliver(session_id, f"approval:{tool_call_id}", Approval(approved, reason))
+        await self._answer(
+            session_id, f"approval:{tool_call_id}", answer, Approval(approved, reason)
+        )
+
+    async def _answer(self, session_id: str, key: str, answer: ev.Event, value: Any) -> None:
+        """Write one answer to a tool call, once: of answers racing on any replicas,
+        exactly one is written (it holds the question's claim); the others get Conflict.
+
+        The answer goes to the run waiting for it: here, on the replica that
+        drives the session, or, for a suspended run, whichever takes it on.
+        """
+        call_id = answer["tool_call_id"]
+        self._check_unanswered(await self._fold(session_id), key, call_id)
+        claim, holder = claim_name(session_id, key), os.urandom(8).hex()
+        if not await self.sessions.store.acquire_lease(claim, holder, CLAIM_TTL):
+            raise Conflict(f"tool call {call_id} is being answered by another request")
+        try:
+            fold = await self._fold(session_id)  # an answer may have landed before the claim
+            self._check_unanswered(fold, key, call_id)
+            suspended = None if self._runs_here(session_id) else fold.active_run
+            if suspended is not None:  # so that a reaper continues it if we die after the append
+                await self._drivers.record(suspended["run_id"], session_id)
+            await self.sessions.append(session_id, [answer])
+            if suspended is not None:  # again: the run's own suspension may have dropped it
+                await self._drivers.record(suspended["run_id"], session_id)
+        finally:
+            with contextlib.suppress(Exception):  # else it lapses; the log has the answer
+                await self.sessions.store.release_lease(claim, holder)
+        if not self._deliver(session_id, key, value):
+            driver = await self._drivers.drive(session_id)  # continues a suspended run
+            if driver is not None:
+                await self._drivers.next(session_id)
+
+    @staticmethod
+    def _check_unanswered(fold: SessionFold, key: str, call_id: str) -> None:
+        part = fold.tool_call(call_id)
+        if part is None:
+            raise InvalidInput(f"no tool call {call_id} in this session")
+        if key.startswith("approval:") and part.approval is not None:
+            raise Conflict(f"tool call {call_id} was already answered")
+        if key.startswith("result:") and (part.result is not None or part.error is not None):
+            raise Conflict(f"tool call {call_id} already has a result")
+
+    def _runs_here(self, session_id: str) -> bool:
+        driver = self._drivers.find(session_id)
+        return driver is not None and driver.driving and driver.run is not None
 
     async def forget(self, session_id: str) -> None:
         """Before a session is deleted: drop its queue and stop its run.
@@ -270,12 +344,15 @@ class Runtime:
         """The session's fold, caught up with its stream (to check an input against)."""
         return (await self.sessions.state(session_id)).fold
 
-    def _deliver(self, session_id: str, key: str, value: Any) -> None:
+    def _deliver(self, session_id: str, key: str, value: Any) -> bool:
         """Hand an answer to the run waiting for it, if it runs here (else its driver
-        finds the answer in the stream)."""
+        finds the answer in the stream); whether it did."""
         driver = self._drivers.find(session_id)
-        if driver is not None and driver.driving and driver.run is not None:
-            driver.run.resolve(key, value)
+        run = driver.run if driver is not None and driver.driving else None
+        if run is None or run.task is None or run.halted:
+            return False
+        run.resolve(key, value)
+        return True
 
     async def _submit(self, session_id: str, item: QueueItem, interrupt: bool) -> bool:
         await self._drivers.record(item.run_id, session_id)
@@ -292,7 +369,13 @@ class Runtime:
             await driver.enqueue(item, front=True)
             await self.cancel(driver.session_id, run.run_id)
             return True
-        if run is not None or driver.queue:
+        # A run may be open in the log with no task: suspended, waiting on a person.
+        suspended = (await driver.fold()).active_run if run is None else None
+        if interrupt and suspended is not None:
+            await driver.enqueue(item, front=True)
+            await self.cancel(driver.session_id, suspended["run_id"])
+            return True
+        if run is not None or driver.queue or suspended is not None:
             await driver.enqueue(item, front=False)
             await self._drivers.next(driver.session_id)
             return True

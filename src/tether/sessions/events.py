@@ -39,6 +39,16 @@ RUN_END: Final = "run-end"
 #: The run sent the model its branch without the oldest messages, to fit the
 #: model's context budget: {dropped (messages), tokens (estimated), budget}.
 CONTEXT_TRIM: Final = "context-trim"
+#: One completed step of a run, recorded so that the run can continue after
+#: its process went away without doing the step again (tether.runtime.journal):
+#: {op: model | call | step, key, value, parts, fingerprint?}. Clients ignore it.
+JOURNAL: Final = "journal"
+#: The run waits on a person and holds no task meanwhile:
+#: {waiting: [{tool_call_id, for: result | approval, expires_at?}]}.
+RUN_SUSPEND: Final = "run-suspend"
+#: The same run goes on (after an answer, a restart, a failover) on {worker},
+#: having replayed {replayed} steps of its journal.
+RUN_RESUME: Final = "run-resume"
 
 # Session state.
 STATUS: Final = "status"
@@ -57,6 +67,9 @@ OUTPUTS: Final = frozenset(
         ERROR,
         RUN_END,
         CONTEXT_TRIM,
+        JOURNAL,
+        RUN_SUSPEND,
+        RUN_RESUME,
     }
 )
 STATE: Final = frozenset({STATUS, QUEUE_UPDATE})

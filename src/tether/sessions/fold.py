@@ -69,6 +69,9 @@ class Message:
     edit_of: str | None = None
     #: For a user message: the tools declared with it (names and definitions).
     tools: list[Any] = field(default_factory=list)
+    #: The highest part number (``{message id}:{n}``) ever started in it, discarded
+    #: parts included: a run that continues numbers its new parts after it.
+    last_part: int = 0
 
     def text(self) -> str:
         return "".join(p.text for p in self.parts if p.kind == ev.TEXT)
@@ -91,6 +94,8 @@ class SessionFold:
         self.submitted: dict[str, tuple[dict[str, Any], bool]] = {}
         #: Runs a cancel named (or a cancel of everything reached) when it was appended.
         self.cancels: set[str] = set()
+        #: run id -> its ``journal`` events, in log order, while the run is open.
+        self.journals: dict[str, list[Event]] = {}
         self._parts: dict[str, tuple[Message, Part]] = {}
         self._tool_calls: dict[str, Part] = {}
         self._seen: set[str] = set()
@@ -158,6 +163,9 @@ class SessionFold:
         )
         msg.parts.append(part)
         self._parts[part.id] = (msg, part)
+        number = part_number(part.id)
+        if number > msg.last_part:
+            msg.last_part = number
         if part.tool_call_id:
             self._tool_calls[part.tool_call_id] = part
 
@@ -207,6 +215,7 @@ class SessionFold:
         reason = e.get("reason", ev.COMPLETE)
         self.runs[run_id] = reason
         self.submitted.pop(run_id, None)
+        self.journals.pop(run_id, None)
         for msg in self.messages.values():
             if msg.run_id == run_id and msg.status == "streaming":
                 msg.status = "complete" if reason == ev.COMPLETE else reason
@@ -221,6 +230,20 @@ class SessionFold:
             found = self._parts.pop(part_id, None)
             if found is not None:
                 found[0].parts.remove(found[1])
+
+    def _journal(self, e: Event) -> None:
+        if self.runs.get(e.get("run_id", "")) == "running":
+            self.journals.setdefault(e["run_id"], []).append(e)
+
+    def _run_suspend(self, e: Event) -> None:
+        active = self.active_run
+        if active is not None and active["run_id"] == e.get("run_id"):
+            active["suspended"] = list(e.get("waiting", []))
+
+    def _run_resume(self, e: Event) -> None:
+        active = self.active_run
+        if active is not None and active["run_id"] == e.get("run_id"):
+            active.pop("suspended", None)
 
     def _error(self, e: Event) -> None:
         self.last_error = {"code": e.get("code"), "message": e.get("message")}
@@ -286,6 +309,30 @@ class SessionFold:
     def tool_call(self, tool_call_id: str) -> Part | None:
         return self._tool_calls.get(tool_call_id)
 
+    def answer_of(self, run_id: str) -> Message | None:
+        """The message run ``run_id`` writes (its assistant message), if it started one."""
+        for msg in reversed(self.messages.values()):
+            if msg.run_id == run_id and msg.role != "user":
+                return msg
+        return None
+
+    def answered(self, wait: dict[str, Any]) -> bool:
+        """Whether a suspended run's wait (an item of ``run-suspend``'s list) has its answer."""
+        part = self._tool_calls.get(wait.get("tool_call_id", ""))
+        if part is None:
+            return False
+        if wait.get("for") == "approval":
+            return part.approval is not None
+        return part.result is not None or part.error is not None
+
+    def resumable(self) -> bool:
+        """The active run may go on now: it is not suspended, or an answer it waits for came."""
+        active = self.active_run
+        if active is None:
+            return False
+        waiting = active.get("suspended")
+        return waiting is None or any(self.answered(w) for w in waiting)
+
     def message_json(self, msg: Message) -> dict[str, Any]:
         siblings = self.children.get(msg.parent_id, [])
         out: dict[str, Any] = {
@@ -313,6 +360,12 @@ class SessionFold:
         }
 
 
+def part_number(part_id: str) -> int:
+    """``n`` of a part id ``{message id}:{n}`` (0 for an id of another shape)."""
+    tail = part_id.rpartition(":")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 _HANDLERS = {
     ev.USER_MESSAGE: SessionFold._user_message,
     ev.MESSAGE_START: SessionFold._message_start,
@@ -323,6 +376,9 @@ _HANDLERS = {
     ev.RUN_START: SessionFold._run_start,
     ev.RUN_END: SessionFold._run_end,
     ev.RETRY: SessionFold._retry,
+    ev.JOURNAL: SessionFold._journal,
+    ev.RUN_SUSPEND: SessionFold._run_suspend,
+    ev.RUN_RESUME: SessionFold._run_resume,
     ev.ERROR: SessionFold._error,
     ev.TOOL_RESULT: SessionFold._tool_result,
     ev.TOOL_APPROVAL: SessionFold._tool_approval,
