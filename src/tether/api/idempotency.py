@@ -123,16 +123,16 @@ class Idempotency:
         self,
         owner: str | None,
         key: str,
-        print_: str,
+        digest: str,
         act: Callable[[], Awaitable[Any]],
     ) -> Outcome:
         """``act()``'s answer, kept under ``key``; or the answer kept for it already.
 
-        ``print_`` is the request's :func:`fingerprint`. Raises KeyReused or
+        ``digest`` is the request's :func:`fingerprint`. Raises KeyReused or
         InProgress (nothing done), or what ``act`` raised (its claim let go).
         """
         slot = hashlib.sha256(f"{owner or ''}\0{key}".encode()).hexdigest()
-        kept = await self._answer(slot, print_)
+        kept = await self._answer(slot, digest)
         if kept is not None:
             return kept
         token = uuid.uuid4().hex
@@ -140,12 +140,12 @@ class Idempotency:
         if not await self.store.acquire_lease(lease, token, CLAIM_TTL):
             raise InProgress()
         try:
-            kept = await self._answer(slot, print_)  # answered between the read and the claim
+            kept = await self._answer(slot, digest)  # answered between the read and the claim
             if kept is not None:
                 return kept
             value = await act()
             expires = time.time() + self.retention
-            record = {"fingerprint": print_, "expires": expires, "value": value}
+            record = {"fingerprint": digest, "expires": expires, "value": value}
             await self.store.put_record(RECORDS, slot, orjson.dumps(record))
             await self.store.index_put(EXPIRY_INDEX, slot, _expiry_key(expires))
             return Outcome(value, False)
@@ -153,11 +153,11 @@ class Idempotency:
             with contextlib.suppress(StoreError):
                 await self.store.release_lease(lease, token)
 
-    async def _answer(self, slot: str, print_: str) -> Outcome | None:
+    async def _answer(self, slot: str, digest: str) -> Outcome | None:
         record = await self._live_record(slot)
         if record is None:
             return None
-        if record["fingerprint"] != print_:
+        if record["fingerprint"] != digest:
             raise KeyReused()
         return Outcome(record["value"], True)
 
@@ -196,7 +196,8 @@ class Idempotency:
 
         Each is deleted under its key's claim, so that a request reusing a key
         that just expired is never undone; one that holds the claim is left to
-        the next sweep.
+        the next sweep (and so is one that expired in the same millisecond as
+        the last of a full page).
         """
         deleted = 0
         after: str | None = None
