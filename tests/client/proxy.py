@@ -15,8 +15,11 @@ class TcpProxy:
     forwarded only in part (half of it), then the connection is cut, so the
     client is left holding an incomplete message. ``drop_responses``: that many
     responses are swallowed (the request reached the server; its answer never
-    reaches the client) and the connection cut. ``refuse``: new connections
-    are closed at once.
+    reaches the client) and the connection cut. ``drop_answers_to``: the
+    answers to the next ``drop_answers`` requests that carry these bytes are
+    swallowed (the requests reach the server), their connections cut; each
+    one counts in ``dropped_answers``. ``refuse``: new connections are closed
+    at once.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -29,6 +32,10 @@ class TcpProxy:
         self.truncate_next = False
         self.marker = b"data:"
         self.drop_responses = 0
+        self.drop_answers_to: bytes | None = None
+        self.drop_answers = 1
+        self.dropped_answers = 0
+        self._doomed: list[tuple[socket.socket, socket.socket]] = []
         self.refuse = False
         self.accepted = 0
         self.cuts = 0
@@ -76,6 +83,11 @@ class TcpProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                if not down and self._dooms(data):
+                    with self._lock:
+                        self._doomed.append(pair)  # before the request goes on
+                if down and pair in self._doomed:
+                    break
                 if down and self.drop_responses > 0:
                     with self._lock:
                         self.drop_responses -= 1
@@ -89,6 +101,16 @@ class TcpProxy:
         except OSError:
             pass
         self._drop(pair)
+
+    def _dooms(self, request: bytes) -> bool:
+        """True if the answer to ``request`` is to be dropped."""
+        with self._lock:
+            if not self.drop_answers_to or self.drop_answers_to not in request:
+                return False
+            if self.dropped_answers >= self.drop_answers:
+                return False
+            self.dropped_answers += 1
+            return True
 
     def _drop(self, pair: tuple[socket.socket, socket.socket]) -> None:
         with self._lock:

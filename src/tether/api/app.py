@@ -33,6 +33,7 @@ from tether.api.attachments import Attachments
 from tether.api.auth import Auth
 from tether.api.errors import install_error_handlers
 from tether.api.guard import Guard, GuardConfig
+from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
 from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import SessionRoutes
@@ -84,6 +85,7 @@ class TetherApp:
         max_streams: int = 0,
         attachment_inline_max: int = DEFAULT_INLINE_MAX,
         mcp_servers: Sequence[MCPServerConfig] = (),
+        idempotency_retention: float = DEFAULT_RETENTION,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -115,6 +117,8 @@ class TetherApp:
         self.attachments = Attachments(
             AttachmentStreams(store, attachment_inline_max), self.sessions, self._media_types
         )
+        #: Answers kept under requests' Idempotency-Key, and their sweep.
+        self.idempotency = Idempotency(store, idempotency_retention)
         self._stop: asyncio.Future[None] | None = None
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
@@ -136,6 +140,7 @@ class TetherApp:
         )
         web.state.auth = self.auth
         web.state.json_limits = self.streams.config.json
+        web.state.idempotency = self.idempotency
         install_error_handlers(web)
         native = SessionRoutes(
             self.sessions, self.runtime, self.auth, self._check_model, self.stop_future,
@@ -144,7 +149,7 @@ class TetherApp:
         web.include_router(native.router)
         aisdk = AISDKRoutes(
             self.sessions, self.runtime, self._check_model, self.stop_future,
-            self.kit.tools, attachments=self.attachments,
+            self.kit.tools, attachments=self.attachments, idempotency=self.idempotency,
         )  # fmt: skip
         web.include_router(aisdk.router)
 
@@ -159,6 +164,7 @@ class TetherApp:
             json_limits=self.streams.config.json,
             agents=lambda: list(self.agents),
             attachments=self.attachments,
+            idempotency=self.idempotency,
         )
         self._completions = gateway.completions
         web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
@@ -266,6 +272,7 @@ class TetherApp:
                     await self.sessions.build_indexes()
                     await self.mcp.start()
                     await self.runtime.start()
+                    self.idempotency.start()
                 except Exception as err:
                     log.exception("could not start")
                     await self.mcp.aclose()
@@ -275,6 +282,7 @@ class TetherApp:
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
                 await self.runtime.aclose()
+                await self.idempotency.aclose()
                 await self.mcp.aclose()
                 await self.registry.aclose()
                 await self.store.aclose()

@@ -21,6 +21,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tether.api.auth import Unauthorized
+from tether.api.idempotency import (
+    BadIdempotencyKey,
+    IdempotencyConflict,
+    InProgress,
+    KeyReused,
+)
 from tether.providers.base import (
     ProviderError,
     UpstreamInvalidRequest,
@@ -36,10 +42,13 @@ from tether.streams.wire import WireError
 #: Wire code -> HTTP status, for the errors a request fails with.
 STATUS: dict[str, int] = {
     "invalid_input": 400,
+    BadIdempotencyKey.code: 400,
     Unauthorized.code: 401,
     "not_found": 404,
     "method_not_allowed": 405,
     "conflict": 409,
+    KeyReused.code: 409,
+    InProgress.code: 409,
     "too_large": 413,
     "validation_error": 422,
     "quota_exceeded": 429,
@@ -131,7 +140,7 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error the session API's routes raise in its one shape."""
-    for cls in (*_CODES, Unauthorized):
+    for cls in (*_CODES, Unauthorized, BadIdempotencyKey, IdempotencyConflict):
         app.add_exception_handler(cls, _coded)
     app.add_exception_handler(StarletteHTTPException, _starlette)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPError, _http)  # type: ignore[arg-type]

@@ -40,13 +40,14 @@ _ALLOW_METHODS = b"GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS"
 _ALLOW_HEADERS = (
     b"Content-Type, Authorization, Last-Event-ID, If-None-Match, Stream-TTL, Stream-Expires-At, "
     b"Stream-Seq, Stream-Closed, Stream-Forked-From, Stream-Fork-Offset, Stream-Fork-Sub-Offset, "
-    b"Producer-Id, Producer-Epoch, Producer-Seq"
+    b"Producer-Id, Producer-Epoch, Producer-Seq, Idempotency-Key"
 )
 _EXPOSE = (
     b"Stream-Next-Offset, Stream-Cursor, Stream-Up-To-Date, Stream-Closed, Stream-TTL, "
     b"Stream-Expires-At, Stream-SSE-Data-Encoding, Producer-Epoch, Producer-Seq, "
     b"Producer-Expected-Seq, Producer-Received-Seq, ETag, Location, Content-Type, Retry-After, "
-    b"X-Tether-Session-Id, X-Tether-Run-Id, X-Tether-Stream-Url, X-Vercel-AI-UI-Message-Stream"
+    b"X-Tether-Session-Id, X-Tether-Run-Id, X-Tether-Stream-Url, X-Vercel-AI-UI-Message-Stream, "
+    b"Idempotent-Replayed"
 )
 
 

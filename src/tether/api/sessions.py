@@ -16,6 +16,7 @@ from tether.agents.tools import MAX_TOOLS, ToolRegistry
 from tether.api.attachments import Attachments
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions.attachments import BadAttachment, attachment_part
@@ -181,23 +182,35 @@ class SessionRoutes:
         # In this order: it is the OpenAPI document's. Handlers' names are its
         # operation ids and summaries, their docstrings its descriptions.
         add = self.router.add_api_route
-        add("", self.create_session, methods=["POST"], status_code=201)
+        # The mutating routes take an Idempotency-Key (api/idempotent_routes.py).
+        once: dict[str, Any] = {
+            "route_class_override": IdempotentRoute,
+            "openapi_extra": IDEMPOTENCY_HEADER,
+        }
+        add("", self.create_session, methods=["POST"], status_code=201, **once)
         add("", self.list_sessions, methods=["GET"])
         add("/{session_id}", self.get_session, methods=["GET"])
         add("/{session_id}", self.update_session, methods=["PATCH"])
         add("/{session_id}/archive", self.archive_session, methods=["POST"])
         add("/{session_id}", self.delete_session, methods=["DELETE"], status_code=204)
-        add("/{session_id}/messages", self.send_message, methods=["POST"], status_code=202)
+        add("/{session_id}/messages", self.send_message, methods=["POST"], status_code=202, **once)
         add(
             "/{session_id}/messages/{message_id}",
             self.edit_message,
             methods=["PATCH"],
             status_code=202,
+            **once,
         )
-        add("/{session_id}/regenerate", self.regenerate, methods=["POST"], status_code=202)
-        add("/{session_id}/cancel", self.cancel, methods=["POST"], status_code=202)
-        add("/{session_id}/tool-results", self.tool_result, methods=["POST"], status_code=202)
-        add("/{session_id}/tool-approvals", self.tool_approval, methods=["POST"], status_code=202)
+        add("/{session_id}/regenerate", self.regenerate, methods=["POST"], status_code=202, **once)
+        add("/{session_id}/cancel", self.cancel, methods=["POST"], status_code=202, **once)
+        add(
+            "/{session_id}/tool-results", self.tool_result, methods=["POST"], status_code=202,
+            **once,
+        )  # fmt: skip
+        add(
+            "/{session_id}/tool-approvals", self.tool_approval, methods=["POST"], status_code=202,
+            **once,
+        )  # fmt: skip
         add("/{session_id}/read-token", self.read_token, methods=["POST"])
         add("/{session_id}/events", self.events, methods=["GET"])
         add(

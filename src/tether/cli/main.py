@@ -19,6 +19,7 @@ from tether.agents.model import MAX_STEPS
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
 from tether.api.guard import GuardConfig
+from tether.api.idempotency import DEFAULT_RETENTION
 from tether.cli.chat import chat, tail
 from tether.cli.connections import (
     ConnectionGuard,
@@ -227,6 +228,14 @@ def main() -> None:
     help="Bytes up to which an image or file stays in its message's event; larger ones "
     "are stored in a stream of their own (both within --max-body).",
 )
+@click.option(
+    "--idempotency-retention",
+    default=lambda: float(os.environ.get("TETHER_IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
+    show_default=f"{DEFAULT_RETENTION:g} (or $TETHER_IDEMPOTENCY_RETENTION)",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds the answer to a request with an Idempotency-Key is kept: a retry with "
+    "the same key within them gets it again and changes nothing.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 # Connection limits and timeouts (src/tether/cli/connections.py).
@@ -267,6 +276,7 @@ def serve(
     max_sessions: int,
     max_streams: int,
     attachment_inline_max: int,
+    idempotency_retention: float,
     log_level: str,
     max_connections: int | None,
     header_timeout: float,
@@ -319,6 +329,7 @@ def serve(
         max_streams=max_streams,
         attachment_inline_max=attachment_inline_max,
         mcp_servers=mcp_servers,
+        idempotency_retention=idempotency_retention,
     )
     if store_spec == "memory":
         where = "in memory"

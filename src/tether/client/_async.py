@@ -19,14 +19,20 @@ from tether.client._concurrency import aresolve, asleep
 from tether.client._follow import Follower, RunFollower, SessionFollower, next_data_event
 from tether.client._http import (
     DEFAULT_LIVENESS,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    IDEMPOTENCY_KEY,
     USER_AGENT,
+    Backoff,
     api_error,
     connection_error,
     make_auth,
+    new_idempotency_key,
     resolve_api_key,
     resolve_base_url,
+    retry_delay,
     seg,
+    worth_retrying,
 )
 from tether.client._reconnect import Reconnect
 from tether.client._runs import (
@@ -58,6 +64,11 @@ class AsyncTether:
     ``first_event_timeout`` and ``idle_timeout`` are the defaults of
     :meth:`Run.stream`; ``reconnect_timeout`` is how long a stream keeps
     trying to reconnect to a server it cannot reach.
+
+    Every call that changes something (create, send, edit, regenerate,
+    cancel, tool results and approvals) carries a fresh ``Idempotency-Key``;
+    after a cut connection, a timeout or a 5xx it is sent again with the same
+    key, up to ``max_retries`` times, so a retry never makes a second turn.
     """
 
     def __init__(
@@ -70,6 +81,7 @@ class AsyncTether:
         idle_timeout: float | None = 60.0,
         reconnect_timeout: float = 60.0,
         liveness_timeout: float = DEFAULT_LIVENESS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
@@ -80,6 +92,7 @@ class AsyncTether:
         self.idle_timeout = idle_timeout
         self.reconnect_timeout = reconnect_timeout
         self.liveness_timeout = liveness_timeout
+        self.max_retries = max_retries
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             timeout=timeout, headers={"user-agent": USER_AGENT}
@@ -111,6 +124,32 @@ class AsyncTether:
         if resp.status_code >= 400:
             raise api_error(resp)
         return resp
+
+    async def _mutate(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        """A call that changes something: sent with a fresh Idempotency-Key, and sent
+        again with the same key (at most ``max_retries`` times, after a backoff) when
+        the connection fails or the answer is worth retrying (see ``worth_retrying``)."""
+        url = self.base_url + path
+        headers = {IDEMPOTENCY_KEY: new_idempotency_key()}
+        backoff = Backoff()
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            error = None
+            try:
+                resp = await self._http.request(
+                    method, url, json=json, headers=headers, auth=self._auth
+                )
+            except httpx.TransportError as err:
+                if last:
+                    raise connection_error(err, method, url) from err
+            else:
+                if resp.status_code < 400:
+                    return resp
+                error = api_error(resp)
+                if last or not worth_retrying(error):
+                    raise error
+            await asleep(retry_delay(backoff, error))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
         """Close the client's connections (unless its ``http_client`` was passed in)."""
@@ -158,7 +197,7 @@ class AsyncTether:
         if tools is not None:
             body["tools"] = tools
         data = (
-            await self._request("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)
+            await self._mutate("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)
         ).json()
         return AsyncRun(
             self, session_id, data["run_id"], message_id=data.get("message_id"),
@@ -171,7 +210,7 @@ class AsyncTether:
         """A new version of a user message (a sibling branch), answered afresh."""
         offset = await self._tail_offset(session_id)
         data = (
-            await self._request(
+            await self._mutate(
                 "PATCH",
                 f"/v1/sessions/{seg(session_id)}/messages/{seg(message_id)}",
                 json={"content": content_json(content)},
@@ -186,7 +225,7 @@ class AsyncTether:
         """Answer again (``message_id``: the user message, or the answer to replace)."""
         offset = await self._tail_offset(session_id)
         data = (
-            await self._request(
+            await self._mutate(
                 "POST",
                 f"/v1/sessions/{seg(session_id)}/regenerate",
                 json={"message_id": message_id},
@@ -201,7 +240,7 @@ class AsyncTether:
         the ids of the runs cancelled."""
         body = {"run_id": run_id} if run_id is not None else {}
         data = (
-            await self._request("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)
+            await self._mutate("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)
         ).json()
         return list(data.get("cancelled", []))
 
@@ -217,7 +256,7 @@ class AsyncTether:
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
         """Answer a tool call: its ``output``, or the ``error`` it raised."""
-        await self._request(
+        await self._mutate(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-results",
             json={"tool_call_id": tool_call_id, "output": output, "error": error},
@@ -227,7 +266,7 @@ class AsyncTether:
         self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
     ) -> None:
         """Approve or refuse a tool call that needs approval."""
-        await self._request(
+        await self._mutate(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
             json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
@@ -392,7 +431,7 @@ class AsyncSessions:
     ) -> Session:
         """A new session; ``tools`` are what its runs may call (see :meth:`AsyncTether.send`)."""
         body = {"model": model, "agent": agent, "system": system, "title": title, "tools": tools}
-        data = (await self._client._request("POST", "/v1/sessions", json=body)).json()
+        data = (await self._client._mutate("POST", "/v1/sessions", json=body)).json()
         return Session.from_json(data)
 
     async def list(self, *, archived: bool = False, gateway: bool = False) -> list[Session]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from collections.abc import Generator
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -17,6 +18,12 @@ DEFAULT_TIMEOUT = 30.0
 #: this long means the connection is dead: it is dropped and made again.
 DEFAULT_LIVENESS = 45.0
 USER_AGENT = "tether-python"
+#: Times a mutating call is sent again after a cut connection or a 5xx (its
+#: Idempotency-Key makes that safe): five sends at most.
+DEFAULT_MAX_RETRIES = 4
+IDEMPOTENCY_KEY = "Idempotency-Key"
+#: Longest wait before a retry that a server's ``Retry-After`` may ask for.
+MAX_RETRY_AFTER = 5.0
 
 
 def resolve_base_url(base_url: str | None) -> str:
@@ -65,6 +72,31 @@ class BearerAuth(httpx.Auth):
 
 def make_auth(key: str | None) -> httpx.Auth | None:
     return BearerAuth(key) if key else None
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one mutating call; its retries send the same one."""
+    return str(uuid.uuid4())
+
+
+def worth_retrying(err: APIError) -> bool:
+    """An error answer after which a mutating call is sent again with the same key.
+
+    A server or proxy that could not take it for now (502, 503, 504, 507:
+    nothing was kept), or a 409 saying the first send is still being processed
+    (the retry then gets its answer). Not a 500: what a failure left is unknown.
+    """
+    return err.status in (502, 503, 504, 507) or err.code == "idempotency_in_progress"
+
+
+def retry_delay(backoff: Backoff, err: APIError | None) -> float:
+    """Seconds to wait before a retry: the backoff's, or longer if ``Retry-After`` asks."""
+    delay = backoff.next()
+    asked = err.headers.get("retry-after", "") if err is not None else ""
+    try:
+        return max(delay, min(float(asked), MAX_RETRY_AFTER)) if asked else delay
+    except ValueError:
+        return delay
 
 
 def api_error(response: httpx.Response, body: bytes | None = None) -> APIError:

@@ -20,14 +20,20 @@ from tether.client._concurrency import resolve, sleep
 from tether.client._follow import Follower, RunFollower, SessionFollower, next_data_event
 from tether.client._http import (
     DEFAULT_LIVENESS,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
+    IDEMPOTENCY_KEY,
     USER_AGENT,
+    Backoff,
     api_error,
     connection_error,
     make_auth,
+    new_idempotency_key,
     resolve_api_key,
     resolve_base_url,
+    retry_delay,
     seg,
+    worth_retrying,
 )
 from tether.client._reconnect import Reconnect
 from tether.client._runs import (
@@ -60,6 +66,11 @@ class Tether:
     ``first_event_timeout`` and ``idle_timeout`` are the defaults of
     :meth:`Run.stream`; ``reconnect_timeout`` is how long a stream keeps
     trying to reconnect to a server it cannot reach.
+
+    Every call that changes something (create, send, edit, regenerate,
+    cancel, tool results and approvals) carries a fresh ``Idempotency-Key``;
+    after a cut connection, a timeout or a 5xx it is sent again with the same
+    key, up to ``max_retries`` times, so a retry never makes a second turn.
     """
 
     def __init__(
@@ -72,6 +83,7 @@ class Tether:
         idle_timeout: float | None = 60.0,
         reconnect_timeout: float = 60.0,
         liveness_timeout: float = DEFAULT_LIVENESS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.Client | None = None,
     ) -> None:
         self.base_url = resolve_base_url(base_url)
@@ -82,6 +94,7 @@ class Tether:
         self.idle_timeout = idle_timeout
         self.reconnect_timeout = reconnect_timeout
         self.liveness_timeout = liveness_timeout
+        self.max_retries = max_retries
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             timeout=timeout, headers={"user-agent": USER_AGENT}
@@ -113,6 +126,30 @@ class Tether:
         if resp.status_code >= 400:
             raise api_error(resp)
         return resp
+
+    def _mutate(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        """A call that changes something: sent with a fresh Idempotency-Key, and sent
+        again with the same key (at most ``max_retries`` times, after a backoff) when
+        the connection fails or the answer is worth retrying (see ``worth_retrying``)."""
+        url = self.base_url + path
+        headers = {IDEMPOTENCY_KEY: new_idempotency_key()}
+        backoff = Backoff()
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
+            error = None
+            try:
+                resp = self._http.request(method, url, json=json, headers=headers, auth=self._auth)
+            except httpx.TransportError as err:
+                if last:
+                    raise connection_error(err, method, url) from err
+            else:
+                if resp.status_code < 400:
+                    return resp
+                error = api_error(resp)
+                if last or not worth_retrying(error):
+                    raise error
+            sleep(retry_delay(backoff, error))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
         """Close the client's connections (unless its ``http_client`` was passed in)."""
@@ -159,7 +196,7 @@ class Tether:
             body["parent_id"] = parent_id
         if tools is not None:
             body["tools"] = tools
-        data = (self._request("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)).json()
+        data = (self._mutate("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)).json()
         return Run(
             self, session_id, data["run_id"], message_id=data.get("message_id"),
             queued=bool(data.get("queued")), offset=offset,
@@ -169,7 +206,7 @@ class Tether:
         """A new version of a user message (a sibling branch), answered afresh."""
         offset = self._tail_offset(session_id)
         data = (
-            self._request(
+            self._mutate(
                 "PATCH",
                 f"/v1/sessions/{seg(session_id)}/messages/{seg(message_id)}",
                 json={"content": content_json(content)},
@@ -184,7 +221,7 @@ class Tether:
         """Answer again (``message_id``: the user message, or the answer to replace)."""
         offset = self._tail_offset(session_id)
         data = (
-            self._request(
+            self._mutate(
                 "POST",
                 f"/v1/sessions/{seg(session_id)}/regenerate",
                 json={"message_id": message_id},
@@ -196,7 +233,7 @@ class Tether:
         """Cancel a run (queued or active), or with no run id the active one; returns
         the ids of the runs cancelled."""
         body = {"run_id": run_id} if run_id is not None else {}
-        data = (self._request("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)).json()
+        data = (self._mutate("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)).json()
         return list(data.get("cancelled", []))
 
     def server_tools(self) -> list[dict[str, Any]]:
@@ -211,7 +248,7 @@ class Tether:
         self, session_id: str, tool_call_id: str, output: Any = None, error: str | None = None
     ) -> None:
         """Answer a tool call: its ``output``, or the ``error`` it raised."""
-        self._request(
+        self._mutate(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-results",
             json={"tool_call_id": tool_call_id, "output": output, "error": error},
@@ -221,7 +258,7 @@ class Tether:
         self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
     ) -> None:
         """Approve or refuse a tool call that needs approval."""
-        self._request(
+        self._mutate(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
             json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
@@ -386,7 +423,7 @@ class Sessions:
     ) -> Session:
         """A new session; ``tools`` are what its runs may call (see :meth:`Tether.send`)."""
         body = {"model": model, "agent": agent, "system": system, "title": title, "tools": tools}
-        data = (self._client._request("POST", "/v1/sessions", json=body)).json()
+        data = (self._client._mutate("POST", "/v1/sessions", json=body)).json()
         return Session.from_json(data)
 
     def list(self, *, archived: bool = False, gateway: bool = False) -> list[Session]:

@@ -8,12 +8,13 @@ session; the stream is the relay's, translated by
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
 from tether.agents.tools import ToolRegistry
@@ -32,6 +33,8 @@ from tether.api.aisdk.translate import RunTranslator, UIFrames
 from tether.api.attachments import Attachments
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.idempotency import HEADER, Idempotency, check_key, fingerprint
+from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
 from tether.api.relay import EventStreamResponse, Follow
 from tether.api.sessions import Who
 from tether.runtime.runner import InvalidInput, Runtime
@@ -64,6 +67,7 @@ class AISDKRoutes:
         tools: ToolRegistry,
         *,
         attachments: Attachments,
+        idempotency: Idempotency,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
@@ -71,6 +75,7 @@ class AISDKRoutes:
         self.stop = stop
         self.tools = tools
         self.attachments = attachments
+        self.idempotency = idempotency
         self._locks = ChatLocks()
         #: Session id -> position of the latest run-start seen (runs start in order,
         #: so the active run's run-start is at or after it).
@@ -84,6 +89,7 @@ class AISDKRoutes:
             methods=["POST"],
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}},
+            openapi_extra=IDEMPOTENCY_HEADER,
         )
         self.router.add_api_route(
             "/chat/{chat_id}/stream",
@@ -95,12 +101,33 @@ class AISDKRoutes:
 
     # -- the routes -------------------------------------------------------------
 
-    async def chat(self, body: ChatRequest, who: Who) -> Response:
-        """useChat's DefaultChatTransport: send or regenerate, answered as a UI message stream."""
+    async def chat(self, body: ChatRequest, who: Who, request: Request) -> Response:
+        """useChat's DefaultChatTransport: send or regenerate, answered as a UI message stream.
+
+        With an ``Idempotency-Key``, a retry starts no second run: it gets the
+        first request's run, streamed from its start.
+        """
         if who.read_only:
             raise Unauthorized("a read token can only read")
-        sid, run_id, position = await self.submit(body, who.owner)
-        return self.response(sid, run_id, position)
+        key = request.headers.get(HEADER)
+        if key is None:
+            sid, run_id, position = await self.submit(body, who.owner)
+            return self.response(sid, run_id, position)
+        return await self._chat_once(body, who, check_key(key), await request.body())
+
+    async def _chat_once(self, body: ChatRequest, who: Caller, key: str, raw: bytes) -> Response:
+        async def submit() -> list[Any]:
+            return list(await self.submit(body, who.owner))
+
+        request = fingerprint("POST", "/v1/aisdk/chat", hashlib.sha256(raw).hexdigest())
+        outcome = await self.idempotency.once(who.owner, key, request, submit)
+        sid, run_id, position = outcome.value
+        if not outcome.replayed:
+            return self.response(sid, run_id, position)
+        await self.sessions.record(sid, who.owner)  # 404 if it was deleted since
+        response = self.response(sid, run_id, position)
+        response.headers[REPLAYED] = "true"
+        return response
 
     async def resume(self, chat_id: Annotated[str, Path(max_length=200)], who: Who) -> Response:
         """useChat's resume: the active run's stream from its start, or 204 when idle."""

@@ -10,6 +10,7 @@ relay, translated by :class:`~tether.api.openai.chunks.ChunkMapper`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,15 @@ from starlette.types import Receive, Scope, Send
 from tether.agents.gateway import GatewaySpec, Prefetch, Prefetches, model_request
 from tether.api.attachments import Attachments
 from tether.api.auth import Auth, Caller, Unauthorized, session_resource
+from tether.api.idempotency import (
+    HEADER,
+    BadIdempotencyKey,
+    Idempotency,
+    IdempotencyConflict,
+    check_key,
+    fingerprint,
+)
+from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
 from tether.api.openai.chunks import ChunkMapper
 from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_error
 from tether.api.openai.request import Completion, parse_completion
@@ -66,6 +76,7 @@ class OpenAIRoutes:
         json_limits: JsonLimits = JsonLimits(),  # noqa: B008 - frozen, never mutated
         agents: Callable[[], list[str]] = list,
         attachments: Attachments,
+        idempotency: Idempotency,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
@@ -78,10 +89,14 @@ class OpenAIRoutes:
         self.json_limits = json_limits
         self.agents = agents
         self.attachments = attachments
+        self.idempotency = idempotency
         self.started = int(time.time())
         self.router = APIRouter(tags=["openai"])
         add = self.router.add_api_route
-        add(COMPLETIONS_PATH, self.chat_completions, methods=["POST"], response_model=None)
+        add(
+            COMPLETIONS_PATH, self.chat_completions, methods=["POST"], response_model=None,
+            openapi_extra=IDEMPOTENCY_HEADER,
+        )  # fmt: skip
         add("/v1/models", self.models, methods=["GET"], response_model=None)
         add(
             "/v1/chat/completions/{session_id}/stream",
@@ -93,16 +108,72 @@ class OpenAIRoutes:
     # -- the routes ---------------------------------------------------------------
 
     async def chat_completions(self, request: Request) -> Response:
-        """OpenAI's Chat Completions, streamed or not; see the module's docstring."""
+        """OpenAI's Chat Completions, streamed or not; see the module's docstring.
+
+        With an ``Idempotency-Key``, a retry starts no second run: it gets the
+        first request's run, answered from its start.
+        """
         try:
             who = self._caller(request)
-            req = parse_completion(await self._read_body(request))
+            key = _idempotency_key(request)
+            body, raw = await self._read_body(request)
+            req = parse_completion(body)
             provider, model = self._check_model(req.spec.model)
             problem = self.attachments.refusal(req.spec.model, None, req.send or [])
             if problem:
                 raise invalid(f"Invalid content: {problem}.", "messages", "unsupported_content")
+            if key is not None:
+                return await self._completion_once(who, key, raw, req, provider, model)
+            sid, run_id, start, prefetch = await self._start(who, req, provider, model)
         except OpenAIError as err:
             return err.response(auth_header(err))
+        except QuotaExceeded as err:
+            return OpenAIError(
+                429, str(err), type="insufficient_quota", code="insufficient_quota"
+            ).response()
+        return await self._answer(sid, run_id, start, req, prefetch)
+
+    async def _completion_once(
+        self,
+        who: Caller,
+        key: str,
+        raw: bytes,
+        req: Completion,
+        provider: Provider,
+        model: str,
+    ) -> Response:
+        """The completion's run started once under ``key``; a retry is answered from that run."""
+        prefetches: list[Prefetch | None] = []
+
+        async def start() -> list[Any]:
+            sid, run_id, start, prefetch = await self._start(who, req, provider, model)
+            prefetches.append(prefetch)
+            return [sid, run_id, start]
+
+        digest = hashlib.sha256(raw).hexdigest()
+        try:
+            outcome = await self.idempotency.once(
+                who.owner, key, fingerprint("POST", COMPLETIONS_PATH, digest), start
+            )
+        except IdempotencyConflict as err:
+            raise OpenAIError(409, str(err), code=err.code) from None
+        sid, run_id, at = outcome.value
+        if not outcome.replayed:
+            return await self._answer(sid, run_id, at, req, prefetches[0])
+        try:
+            await self.sessions.record(sid, who.owner)
+        except SessionNotFound:
+            raise OpenAIError(
+                404, "The completion of this Idempotency-Key was deleted.", code="not_found"
+            ) from None
+        response = await self._answer(sid, run_id, at, req, None)
+        response.headers[REPLAYED] = "true"
+        return response
+
+    async def _start(
+        self, who: Caller, req: Completion, provider: Provider, model: str
+    ) -> tuple[str, str, int, Prefetch | None]:
+        """A new completion's run: (session id, run id, stream position before it, prefetch)."""
         # Ask the upstream now: the session is set up while it thinks.
         prefetch = _prefetch(req, provider, model)
         if prefetch is not None:
@@ -111,23 +182,24 @@ class OpenAIRoutes:
             # prefetch's task writes this one), so a burst's set-ups run while the
             # upstream thinks instead of each delaying the next one's request.
             await asyncio.sleep(0)
-        try:
-            record, run_id, start = await self._set_up(who, req, prefetch)
-        except QuotaExceeded as err:
-            return OpenAIError(
-                429, str(err), type="insufficient_quota", code="insufficient_quota"
-            ).response()
+        record, run_id, start = await self._set_up(who, req, prefetch)
+        return record.id, run_id, start, prefetch
+
+    async def _answer(
+        self, sid: str, run_id: str, start: int, req: Completion, prefetch: Prefetch | None
+    ) -> Response:
+        """The answer of a completion's run, read from its session from ``start``."""
         headers = {
-            "x-tether-session-id": record.id,
+            "x-tether-session-id": sid,
             "x-tether-run-id": run_id,
             "x-tether-stream-url": (
-                f"/v1/chat/completions/{record.id}/stream?offset={format_offset(start)}"
+                f"/v1/chat/completions/{sid}/stream?offset={format_offset(start)}"
             ),
         }
         mapper = ChunkMapper(req.spec, frames=req.spec.stream)
         follow = Follow(
-            self.sessions, record.id, start, mapper, stop=self.stop(),
-            on_end=lambda: self.prefetches.discard(record.id),
+            self.sessions, sid, start, mapper, stop=self.stop(),
+            on_end=lambda: self.prefetches.discard(sid),
         )  # fmt: skip
         if not req.spec.stream:
             return await _whole(follow, mapper, headers)
@@ -136,9 +208,9 @@ class OpenAIRoutes:
         # a request the upstream refuses outright gets an HTTP error, as from
         # OpenAI. Errors after that come in the stream, as they do from OpenAI.
         answered = prefetch.answered if prefetch is not None else None
-        if answered is not None and (run := self.runtime.run_task(record.id, run_id)) is not None:
+        if answered is not None and (run := self.runtime.run_task(sid, run_id)) is not None:
             # A run that ends without taking the prefetch drops it: the wait ends.
-            run.add_done_callback(lambda _: self.prefetches.discard(record.id))
+            run.add_done_callback(lambda _: self.prefetches.discard(sid))
             if 200 <= await answered < 300:
                 return EventStreamResponse(follow, headers)
         return await _streamed(follow, mapper, headers)
@@ -276,7 +348,8 @@ class OpenAIRoutes:
             raise OpenAIError(401, "A read token cannot do this.", code="invalid_api_key")
         return who
 
-    async def _read_body(self, request: Request) -> Any:
+    async def _read_body(self, request: Request) -> tuple[Any, bytes]:
+        """The body's JSON value, and its bytes."""
         max_body = self.max_body
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_body:
@@ -286,10 +359,11 @@ class OpenAIRoutes:
             raw += piece
             if len(raw) > max_body:
                 raise OpenAIError(413, f"The request body is larger than {max_body} bytes.")
+        data = bytes(raw)
         try:
-            value = json_body.parse(bytes(raw), self.json_limits)
+            value = json_body.parse(data, self.json_limits)
             json_body.check_value(value, self.json_limits)  # what a session's events can carry
-            return value
+            return value, data
         except json_body.JsonTooLarge as err:
             raise OpenAIError(413, str(err)) from None
         except WireError as err:
@@ -346,6 +420,15 @@ async def _streamed(follow: Follow, mapper: ChunkMapper, headers: dict[str, str]
         if len(head) > 1 or mapper.ended is not None:
             break
     return EventStreamResponse(follow, headers, head=b"".join(head))
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The request's ``Idempotency-Key``, checked (OpenAIError 400); None without one."""
+    raw = request.headers.get(HEADER)
+    try:
+        return None if raw is None else check_key(raw)
+    except BadIdempotencyKey as err:
+        raise invalid(str(err), "Idempotency-Key", err.code) from None
 
 
 def _prefetch(req: Completion, provider: Provider, model: str) -> Prefetch | None:
