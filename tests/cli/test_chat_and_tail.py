@@ -67,7 +67,9 @@ def test_chat_survives_a_server_restart_mid_answer(tether_server: ServerFactory)
     tether_server(server.data_dir, port=server.port)  # back on the same address
     out, err = proc.communicate("/count 3 1\n", timeout=60)
     assert proc.returncode == 0, err
-    assert "[interrupted]" in out  # the first answer resumed, then ended for what it was
+    # The first answer went on after the restart, to its end: the same run, continued.
+    assert "[interrupted]" not in out, out
+    assert " 398 399 400\n" in out, out
     assert "assistant> 1 2 3\n" in out  # and the next message is answered
 
 
