@@ -20,12 +20,21 @@ its model calls and keeps the session:
   SDK decides per call, so the call is shown once it has decided (whole, not
   streamed).
 - Cancelling the run cancels the SDK's run and its upstream request.
+- A run that continues (after a restart, a failover, an answer to a suspended
+  run) runs the SDK again from its start, replaying its journal: the model
+  calls made return their recorded output (not written to the session
+  again), and a function tool whose result the log holds is not run again:
+  its result is returned instead. For that the SDK runs a copy of the agent
+  (and of those it hands off to) whose function tools ask the log first
+  (:func:`_replay_safe`); the agents given to :func:`serve` are left as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import itertools
 import json
 import time
@@ -35,6 +44,7 @@ from typing import Any, cast
 
 from agents import (
     Agent,
+    AgentBase,
     AgentOutputSchemaBase,
     AgentUpdatedStreamEvent,
     FunctionTool,
@@ -60,6 +70,8 @@ from agents.items import TResponseStreamEvent
 from agents.models.chatcmpl_converter import Converter
 from agents.result import RunResultStreaming
 from agents.run import DEFAULT_MAX_TURNS
+from agents.tool import invoke_function_tool
+from agents.tool_context import ToolContext
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -127,6 +139,7 @@ def serve(
 async def _run(ctx: AgentContext, agent: Agent[Any], model: str | None, max_turns: int) -> None:
     """Run the SDK's loop to its end, answering each interruption with tether's approvals."""
     config = RunConfig(model_provider=TetherModelProvider(ctx, model), tracing_disabled=True)
+    agent = _replay_safe(agent, ctx)
     writer = _SessionWriter(ctx, agent)
     run_input: list[TResponseInputItem] | RunState[Any] = history_items(ctx)
     while True:
@@ -148,6 +161,59 @@ async def _stop(result: RunResultStreaming) -> None:
         return
     result.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def _replay_safe(
+    agent: Agent[Any], ctx: AgentContext, copies: dict[int, tuple[Any, Agent[Any]]] | None = None
+) -> Agent[Any]:
+    """A copy of ``agent`` for one run, whose function tools do not run again on replay.
+
+    Each function tool asks the log first: a call whose result the log holds
+    (the run continues after its process went away) returns that result. The
+    agents it hands off to are copied alike; a :class:`Handoff`'s agent when
+    the handoff happens (only then does the SDK name it).
+    """
+    copies = {} if copies is None else copies
+    known = copies.get(id(agent))
+    if known is not None:
+        return known[1]
+    tools = [_replayed_tool(t, ctx) if isinstance(t, FunctionTool) else t for t in agent.tools]
+    safe = agent.clone(tools=tools)
+    copies[id(agent)] = (agent, safe)  # the original held too: its id stays its own
+    safe.handoffs = [
+        _replay_safe(h, ctx, copies) if isinstance(h, Agent) else _replayed_handoff(h, ctx, copies)
+        for h in agent.handoffs
+    ]
+    return safe
+
+
+def _replayed_tool(tool: FunctionTool, ctx: AgentContext) -> FunctionTool:
+    """``tool``, answering a call with the result the log holds for it (if it does)."""
+
+    async def invoke(context: ToolContext[Any], arguments: str) -> Any:
+        outcome = ctx.recorded_outcome(context.tool_call_id)
+        if outcome is None:
+            return await invoke_function_tool(
+                function_tool=tool, context=context, arguments=arguments
+            )
+        return outcome.output if outcome.ok else outcome.error
+
+    safe = copy.copy(tool)
+    safe.on_invoke_tool = invoke
+    return safe
+
+
+def _replayed_handoff(
+    handoff: Handoff[Any, Any], ctx: AgentContext, copies: dict[int, tuple[Any, Agent[Any]]]
+) -> Handoff[Any, Any]:
+    """``handoff``, handing over to the replay-safe copy of its agent."""
+    invoke_handoff = handoff.on_invoke_handoff
+
+    async def invoke(context: Any, arguments: str) -> Any:
+        target: AgentBase[Any] = await invoke_handoff(context, arguments)
+        return _replay_safe(target, ctx, copies) if isinstance(target, Agent) else target
+
+    return dataclasses.replace(handoff, on_invoke_handoff=invoke)
 
 
 def history_items(ctx: AgentContext) -> list[TResponseInputItem]:
@@ -262,6 +328,8 @@ class TetherModel(Model):
     ) -> AsyncGenerator[TResponseStreamEvent, None]:
         """One model call's events; a retry starts a new response (:class:`RetriedResponse`)."""
         specs = [*map(_tool_spec, tools), *map(_handoff_spec, handoffs)]
+        # A call made while the journal still holds steps is a replayed one (or diverges).
+        replayed = self._ctx.replaying
         stream = self._model.stream(
             chat_messages(system_instructions, input),
             tools=specs,
@@ -270,7 +338,7 @@ class TetherModel(Model):
             emit=False,
         )
         response = _ResponseEvents(self._model.name)
-        yield response.created()
+        yield response.created(replayed=replayed)
         async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, Retrying):
@@ -284,6 +352,10 @@ class TetherModel(Model):
                         yield event
         for event in response.completed():
             yield event
+
+
+class ReplayedResponse(ResponseCreatedEvent):
+    """A response the journal recorded, replayed: what it streams is in the session already."""
 
 
 class RetriedResponse(ResponseCreatedEvent):
@@ -396,12 +468,13 @@ class _ResponseEvents:
         self._items: dict[str, _Item] = {}  # "text", "reasoning" or a call's id -> the item
         self._done: dict[str, ResponseOutputItem] = {}  # item id -> its final form
 
-    def created(self, retry: Retrying | None = None) -> ResponseCreatedEvent:
+    def created(
+        self, retry: Retrying | None = None, *, replayed: bool = False
+    ) -> ResponseCreatedEvent:
         response = self._response([])
         if retry is None:
-            return ResponseCreatedEvent(
-                response=response, sequence_number=next(self._seq), type="response.created"
-            )
+            kind = ReplayedResponse if replayed else ResponseCreatedEvent
+            return kind(response=response, sequence_number=next(self._seq), type="response.created")
         return RetriedResponse(
             response=response,
             sequence_number=next(self._seq),
@@ -582,6 +655,7 @@ class _SessionWriter:
         #: Calls of tools whose approval the SDK decides per call, kept until it has.
         self._held: dict[str, ResponseFunctionToolCall] = {}
         self._answered: set[str] = set()  # calls whose result is written (refused ones)
+        self._replayed = False  # the response streaming now is replayed from the journal
 
     async def write(self, event: StreamEvent) -> None:
         if isinstance(event, RawResponsesStreamEvent):
@@ -596,7 +670,11 @@ class _SessionWriter:
         if isinstance(data, RetriedResponse):
             await ctx.retry(data.attempt, data.delay, data.error)
         elif isinstance(data, ResponseCreatedEvent):
+            self._replayed = isinstance(data, ReplayedResponse)
             ctx.new_attempt()
+        elif self._replayed:  # in the session already; calls held still wait to be placed
+            if isinstance(data, ResponseOutputItemAddedEvent | ResponseOutputItemDoneEvent):
+                self._hold(data.item)
         elif isinstance(data, ResponseTextDeltaEvent):
             await ctx.text(data.delta)
         elif isinstance(data, ResponseReasoningTextDeltaEvent):
@@ -613,6 +691,11 @@ class _SessionWriter:
             data.item, ResponseFunctionToolCall
         ):
             await self._close_call(data.item)
+
+    def _hold(self, item: ResponseOutputItem) -> None:
+        """Keep a replayed call the SDK decides on per call, to be placed as it was."""
+        if isinstance(item, ResponseFunctionToolCall) and self._needs_approval(item.name) is None:
+            self._held[item.call_id] = item
 
     async def _open_call(self, call: ResponseFunctionToolCall) -> None:
         approval = self._needs_approval(call.name)
@@ -644,15 +727,19 @@ class _SessionWriter:
                 call.name, call.arguments or "{}", call_id=call_id, approval=approval
             )
 
+    async def _result(self, call_id: str, outcome: ToolOutcome) -> None:
+        """Put a call's result on it, unless the log holds it already (the run continues)."""
+        if call_id not in self._answered and self.ctx.recorded_outcome(call_id) is None:
+            await self.ctx.tool_result(call_id, outcome)
+
     async def _run_item(self, item: Any) -> None:
         if isinstance(item, ToolCallOutputItem) and item.call_id:
             await self._place_held(item.call_id, approval=False)
-            if item.call_id not in self._answered:
-                await self.ctx.tool_result(item.call_id, ToolOutcome(output=_json(item.output)))
+            await self._result(item.call_id, ToolOutcome(output=_json(item.output)))
         elif isinstance(item, HandoffOutputItem):
             raw = cast(dict[str, Any], item.raw_item)
             outcome = ToolOutcome(output={"agent": item.target_agent.name})
-            await self.ctx.tool_result(str(raw.get("call_id")), outcome)
+            await self._result(str(raw.get("call_id")), outcome)
 
     async def decide(self, result: RunResultStreaming) -> RunState[Any]:
         """Wait for the verdicts on the calls the run stopped for; the state to resume."""
@@ -669,7 +756,7 @@ class _SessionWriter:
                 continue
             error = refusal(verdict)
             state.reject(item, rejection_message=error)
-            await self.ctx.tool_result(call_id, ToolOutcome(error=error))
+            await self._result(call_id, ToolOutcome(error=error))
             self._answered.add(call_id)
         return state
 
