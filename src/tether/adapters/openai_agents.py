@@ -46,7 +46,6 @@ from agents import (
     Agent,
     AgentBase,
     AgentOutputSchemaBase,
-    AgentUpdatedStreamEvent,
     FunctionTool,
     Handoff,
     HandoffOutputItem,
@@ -55,7 +54,6 @@ from agents import (
     ModelResponse,
     ModelSettings,
     ModelTracing,
-    RawResponsesStreamEvent,
     RunConfig,
     RunItemStreamEvent,
     Runner,
@@ -138,9 +136,10 @@ def serve(
 
 async def _run(ctx: AgentContext, agent: Agent[Any], model: str | None, max_turns: int) -> None:
     """Run the SDK's loop to its end, answering each interruption with tether's approvals."""
-    config = RunConfig(model_provider=TetherModelProvider(ctx, model), tracing_disabled=True)
+    provider = TetherModelProvider(ctx, model)
+    config = RunConfig(model_provider=provider, tracing_disabled=True)
     agent = _replay_safe(agent, ctx)
-    writer = _SessionWriter(ctx, agent)
+    writer = _SessionWriter(ctx, provider.mirror)
     run_input: list[TResponseInputItem] | RunState[Any] = history_items(ctx)
     while True:
         result = Runner.run_streamed(agent, run_input, max_turns=max_turns, run_config=config)
@@ -262,17 +261,24 @@ class TetherModelProvider(ModelProvider):
     def __init__(self, ctx: AgentContext, default: str | None = None) -> None:
         self._ctx = ctx
         self._default = default
+        #: Writes what the models stream to the session.
+        self.mirror = _Mirror(ctx)
 
     def get_model(self, model_name: str | None) -> Model:
-        return TetherModel(self._ctx, self._ctx.model(model_name or self._default))
+        model = self._ctx.model(model_name or self._default)
+        return TetherModel(self._ctx, model, self.mirror)
 
 
 class TetherModel(Model):
-    """One of the server's models, answering the SDK in the Responses API's events."""
+    """One of the server's models, answering the SDK in the Responses API's events.
 
-    def __init__(self, ctx: AgentContext, model: ServerModel) -> None:
+    What it streams is written to the session (by ``mirror``) as it streams.
+    """
+
+    def __init__(self, ctx: AgentContext, model: ServerModel, mirror: _Mirror) -> None:
         self._ctx = ctx
         self._model = model
+        self._mirror = mirror
 
     async def get_response(
         self,
@@ -313,9 +319,10 @@ class TetherModel(Model):
         conversation_id: str | None,
         prompt: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        return self._events(
+        events = self._events(
             system_instructions, input, model_settings, tools, output_schema, handoffs
         )
+        return self._mirror.through(events, tools)
 
     async def _events(
         self,
@@ -644,28 +651,35 @@ def _response_usage(usage: Usage | None) -> ResponseUsage | None:
 # -- the session side: what the SDK streams, written as tether's events ---------------
 
 
-class _SessionWriter:
-    """Writes a run's SDK stream events to the session (see the module's docstring)."""
+class _Mirror:
+    """Writes what the SDK's models stream to the session as the answer's parts.
 
-    def __init__(self, ctx: AgentContext, agent: Agent[Any]) -> None:
+    Written as the model streams, in the task that reads it (the SDK's), so
+    that a model call's output is in the session before its journal entry,
+    which the end of its stream writes; the SDK's own stream events come to
+    :class:`_SessionWriter` later, in another task.
+    """
+
+    def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        #: The agent answering now (a handoff changes it): whose tools the model calls.
-        self.agent = agent
+        #: The tools of the agent whose model streams now.
+        self._tools: list[Tool] = []
         self._parts: dict[str, str] = {}  # a call's item id -> its part
         #: Calls of tools whose approval the SDK decides per call, kept until it has.
-        self._held: dict[str, ResponseFunctionToolCall] = {}
-        self._answered: set[str] = set()  # calls whose result is written (refused ones)
+        self.held: dict[str, ResponseFunctionToolCall] = {}
         self._replayed = False  # the response streaming now is replayed from the journal
 
-    async def write(self, event: StreamEvent) -> None:
-        if isinstance(event, RawResponsesStreamEvent):
-            await self._model_event(event.data)
-        elif isinstance(event, RunItemStreamEvent):
-            await self._run_item(event.item)
-        elif isinstance(event, AgentUpdatedStreamEvent):
-            self.agent = event.new_agent
+    async def through(
+        self, events: AsyncGenerator[TResponseStreamEvent, None], tools: list[Tool]
+    ) -> AsyncGenerator[TResponseStreamEvent, None]:
+        """``events`` of a model that may call ``tools``, each written before it is passed on."""
+        self._tools = tools
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                await self.write(event)
+                yield event
 
-    async def _model_event(self, data: TResponseStreamEvent) -> None:
+    async def write(self, data: TResponseStreamEvent) -> None:
         ctx = self.ctx
         if isinstance(data, RetriedResponse):
             await ctx.retry(data.attempt, data.delay, data.error)
@@ -695,12 +709,12 @@ class _SessionWriter:
     def _hold(self, item: ResponseOutputItem) -> None:
         """Keep a replayed call the SDK decides on per call, to be placed as it was."""
         if isinstance(item, ResponseFunctionToolCall) and self._needs_approval(item.name) is None:
-            self._held[item.call_id] = item
+            self.held[item.call_id] = item
 
     async def _open_call(self, call: ResponseFunctionToolCall) -> None:
         approval = self._needs_approval(call.name)
         if approval is None:
-            self._held[call.call_id] = call
+            self.held[call.call_id] = call
         else:
             part = await self.ctx.tool_call_start(call.call_id, call.name, approval=approval)
             self._parts[call.id or call.call_id] = part
@@ -709,19 +723,32 @@ class _SessionWriter:
         part = self._parts.pop(call.id or call.call_id, None)
         if part is not None:
             await self.ctx.tool_call_end(part, call.arguments or "{}")
-        elif call.call_id in self._held:
-            self._held[call.call_id] = call
+        elif call.call_id in self.held:
+            self.held[call.call_id] = call
 
     def _needs_approval(self, name: str) -> bool | None:
         """Whether a call of ``name`` needs approval; None: the SDK decides per call."""
-        for tool in self.agent.tools:
+        for tool in self._tools:
             if isinstance(tool, FunctionTool) and tool.name == name:
                 rule = tool.needs_approval
                 return rule if isinstance(rule, bool) else None
         return False
 
+
+class _SessionWriter:
+    """Writes what the SDK's run says besides its models' output: results, calls it decided on."""
+
+    def __init__(self, ctx: AgentContext, mirror: _Mirror) -> None:
+        self.ctx = ctx
+        self.mirror = mirror
+        self._answered: set[str] = set()  # calls whose result is written (refused ones)
+
+    async def write(self, event: StreamEvent) -> None:
+        if isinstance(event, RunItemStreamEvent):
+            await self._run_item(event.item)
+
     async def _place_held(self, call_id: str, *, approval: bool) -> None:
-        call = self._held.pop(call_id, None)
+        call = self.mirror.held.pop(call_id, None)
         if call is not None:
             await self.ctx.place_tool_call(
                 call.name, call.arguments or "{}", call_id=call_id, approval=approval
