@@ -20,12 +20,21 @@ its model calls and keeps the session:
   SDK decides per call, so the call is shown once it has decided (whole, not
   streamed).
 - Cancelling the run cancels the SDK's run and its upstream request.
+- A run that continues (after a restart, a failover, an answer to a suspended
+  run) runs the SDK again from its start, replaying its journal: the model
+  calls made return their recorded output (not written to the session
+  again), and a function tool whose result the log holds is not run again:
+  its result is returned instead. For that the SDK runs a copy of the agent
+  (and of those it hands off to) whose function tools ask the log first
+  (:func:`_replay_safe`); the agents given to :func:`serve` are left as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import itertools
 import json
 import time
@@ -35,8 +44,8 @@ from typing import Any, cast
 
 from agents import (
     Agent,
+    AgentBase,
     AgentOutputSchemaBase,
-    AgentUpdatedStreamEvent,
     FunctionTool,
     Handoff,
     HandoffOutputItem,
@@ -45,7 +54,6 @@ from agents import (
     ModelResponse,
     ModelSettings,
     ModelTracing,
-    RawResponsesStreamEvent,
     RunConfig,
     RunItemStreamEvent,
     Runner,
@@ -60,6 +68,8 @@ from agents.items import TResponseStreamEvent
 from agents.models.chatcmpl_converter import Converter
 from agents.result import RunResultStreaming
 from agents.run import DEFAULT_MAX_TURNS
+from agents.tool import invoke_function_tool
+from agents.tool_context import ToolContext
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -126,8 +136,10 @@ def serve(
 
 async def _run(ctx: AgentContext, agent: Agent[Any], model: str | None, max_turns: int) -> None:
     """Run the SDK's loop to its end, answering each interruption with tether's approvals."""
-    config = RunConfig(model_provider=TetherModelProvider(ctx, model), tracing_disabled=True)
-    writer = _SessionWriter(ctx, agent)
+    provider = TetherModelProvider(ctx, model)
+    config = RunConfig(model_provider=provider, tracing_disabled=True)
+    agent = _replay_safe(agent, ctx)
+    writer = _SessionWriter(ctx, provider.mirror)
     run_input: list[TResponseInputItem] | RunState[Any] = history_items(ctx)
     while True:
         result = Runner.run_streamed(agent, run_input, max_turns=max_turns, run_config=config)
@@ -148,6 +160,59 @@ async def _stop(result: RunResultStreaming) -> None:
         return
     result.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def _replay_safe(
+    agent: Agent[Any], ctx: AgentContext, copies: dict[int, tuple[Any, Agent[Any]]] | None = None
+) -> Agent[Any]:
+    """A copy of ``agent`` for one run, whose function tools do not run again on replay.
+
+    Each function tool asks the log first: a call whose result the log holds
+    (the run continues after its process went away) returns that result. The
+    agents it hands off to are copied alike; a :class:`Handoff`'s agent when
+    the handoff happens (only then does the SDK name it).
+    """
+    copies = {} if copies is None else copies
+    known = copies.get(id(agent))
+    if known is not None:
+        return known[1]
+    tools = [_replayed_tool(t, ctx) if isinstance(t, FunctionTool) else t for t in agent.tools]
+    safe = agent.clone(tools=tools)
+    copies[id(agent)] = (agent, safe)  # the original held too: its id stays its own
+    safe.handoffs = [
+        _replay_safe(h, ctx, copies) if isinstance(h, Agent) else _replayed_handoff(h, ctx, copies)
+        for h in agent.handoffs
+    ]
+    return safe
+
+
+def _replayed_tool(tool: FunctionTool, ctx: AgentContext) -> FunctionTool:
+    """``tool``, answering a call with the result the log holds for it (if it does)."""
+
+    async def invoke(context: ToolContext[Any], arguments: str) -> Any:
+        outcome = ctx.recorded_outcome(context.tool_call_id)
+        if outcome is None:
+            return await invoke_function_tool(
+                function_tool=tool, context=context, arguments=arguments
+            )
+        return outcome.output if outcome.ok else outcome.error
+
+    safe = copy.copy(tool)
+    safe.on_invoke_tool = invoke
+    return safe
+
+
+def _replayed_handoff(
+    handoff: Handoff[Any, Any], ctx: AgentContext, copies: dict[int, tuple[Any, Agent[Any]]]
+) -> Handoff[Any, Any]:
+    """``handoff``, handing over to the replay-safe copy of its agent."""
+    invoke_handoff = handoff.on_invoke_handoff
+
+    async def invoke(context: Any, arguments: str) -> Any:
+        target: AgentBase[Any] = await invoke_handoff(context, arguments)
+        return _replay_safe(target, ctx, copies) if isinstance(target, Agent) else target
+
+    return dataclasses.replace(handoff, on_invoke_handoff=invoke)
 
 
 def history_items(ctx: AgentContext) -> list[TResponseInputItem]:
@@ -196,17 +261,24 @@ class TetherModelProvider(ModelProvider):
     def __init__(self, ctx: AgentContext, default: str | None = None) -> None:
         self._ctx = ctx
         self._default = default
+        #: Writes what the models stream to the session.
+        self.mirror = _Mirror(ctx)
 
     def get_model(self, model_name: str | None) -> Model:
-        return TetherModel(self._ctx, self._ctx.model(model_name or self._default))
+        model = self._ctx.model(model_name or self._default)
+        return TetherModel(self._ctx, model, self.mirror)
 
 
 class TetherModel(Model):
-    """One of the server's models, answering the SDK in the Responses API's events."""
+    """One of the server's models, answering the SDK in the Responses API's events.
 
-    def __init__(self, ctx: AgentContext, model: ServerModel) -> None:
+    What it streams is written to the session (by ``mirror``) as it streams.
+    """
+
+    def __init__(self, ctx: AgentContext, model: ServerModel, mirror: _Mirror) -> None:
         self._ctx = ctx
         self._model = model
+        self._mirror = mirror
 
     async def get_response(
         self,
@@ -247,9 +319,10 @@ class TetherModel(Model):
         conversation_id: str | None,
         prompt: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        return self._events(
+        events = self._events(
             system_instructions, input, model_settings, tools, output_schema, handoffs
         )
+        return self._mirror.through(events, tools)
 
     async def _events(
         self,
@@ -262,6 +335,8 @@ class TetherModel(Model):
     ) -> AsyncGenerator[TResponseStreamEvent, None]:
         """One model call's events; a retry starts a new response (:class:`RetriedResponse`)."""
         specs = [*map(_tool_spec, tools), *map(_handoff_spec, handoffs)]
+        # A call made while the journal still holds steps is a replayed one (or diverges).
+        replayed = self._ctx.replaying
         stream = self._model.stream(
             chat_messages(system_instructions, input),
             tools=specs,
@@ -270,7 +345,7 @@ class TetherModel(Model):
             emit=False,
         )
         response = _ResponseEvents(self._model.name)
-        yield response.created()
+        yield response.created(replayed=replayed)
         async with contextlib.aclosing(stream) as items:
             async for item in items:
                 if isinstance(item, Retrying):
@@ -284,6 +359,10 @@ class TetherModel(Model):
                         yield event
         for event in response.completed():
             yield event
+
+
+class ReplayedResponse(ResponseCreatedEvent):
+    """A response the journal recorded, replayed: what it streams is in the session already."""
 
 
 class RetriedResponse(ResponseCreatedEvent):
@@ -396,12 +475,13 @@ class _ResponseEvents:
         self._items: dict[str, _Item] = {}  # "text", "reasoning" or a call's id -> the item
         self._done: dict[str, ResponseOutputItem] = {}  # item id -> its final form
 
-    def created(self, retry: Retrying | None = None) -> ResponseCreatedEvent:
+    def created(
+        self, retry: Retrying | None = None, *, replayed: bool = False
+    ) -> ResponseCreatedEvent:
         response = self._response([])
         if retry is None:
-            return ResponseCreatedEvent(
-                response=response, sequence_number=next(self._seq), type="response.created"
-            )
+            kind = ReplayedResponse if replayed else ResponseCreatedEvent
+            return kind(response=response, sequence_number=next(self._seq), type="response.created")
         return RetriedResponse(
             response=response,
             sequence_number=next(self._seq),
@@ -571,32 +651,44 @@ def _response_usage(usage: Usage | None) -> ResponseUsage | None:
 # -- the session side: what the SDK streams, written as tether's events ---------------
 
 
-class _SessionWriter:
-    """Writes a run's SDK stream events to the session (see the module's docstring)."""
+class _Mirror:
+    """Writes what the SDK's models stream to the session as the answer's parts.
 
-    def __init__(self, ctx: AgentContext, agent: Agent[Any]) -> None:
+    Written as the model streams, in the task that reads it (the SDK's), so
+    that a model call's output is in the session before its journal entry,
+    which the end of its stream writes; the SDK's own stream events come to
+    :class:`_SessionWriter` later, in another task.
+    """
+
+    def __init__(self, ctx: AgentContext) -> None:
         self.ctx = ctx
-        #: The agent answering now (a handoff changes it): whose tools the model calls.
-        self.agent = agent
+        #: The tools of the agent whose model streams now.
+        self._tools: list[Tool] = []
         self._parts: dict[str, str] = {}  # a call's item id -> its part
         #: Calls of tools whose approval the SDK decides per call, kept until it has.
-        self._held: dict[str, ResponseFunctionToolCall] = {}
-        self._answered: set[str] = set()  # calls whose result is written (refused ones)
+        self.held: dict[str, ResponseFunctionToolCall] = {}
+        self._replayed = False  # the response streaming now is replayed from the journal
 
-    async def write(self, event: StreamEvent) -> None:
-        if isinstance(event, RawResponsesStreamEvent):
-            await self._model_event(event.data)
-        elif isinstance(event, RunItemStreamEvent):
-            await self._run_item(event.item)
-        elif isinstance(event, AgentUpdatedStreamEvent):
-            self.agent = event.new_agent
+    async def through(
+        self, events: AsyncGenerator[TResponseStreamEvent, None], tools: list[Tool]
+    ) -> AsyncGenerator[TResponseStreamEvent, None]:
+        """``events`` of a model that may call ``tools``, each written before it is passed on."""
+        self._tools = tools
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                await self.write(event)
+                yield event
 
-    async def _model_event(self, data: TResponseStreamEvent) -> None:
+    async def write(self, data: TResponseStreamEvent) -> None:
         ctx = self.ctx
         if isinstance(data, RetriedResponse):
             await ctx.retry(data.attempt, data.delay, data.error)
         elif isinstance(data, ResponseCreatedEvent):
+            self._replayed = isinstance(data, ReplayedResponse)
             ctx.new_attempt()
+        elif self._replayed:  # in the session already; calls held still wait to be placed
+            if isinstance(data, ResponseOutputItemAddedEvent | ResponseOutputItemDoneEvent):
+                self._hold(data.item)
         elif isinstance(data, ResponseTextDeltaEvent):
             await ctx.text(data.delta)
         elif isinstance(data, ResponseReasoningTextDeltaEvent):
@@ -614,10 +706,15 @@ class _SessionWriter:
         ):
             await self._close_call(data.item)
 
+    def _hold(self, item: ResponseOutputItem) -> None:
+        """Keep a replayed call the SDK decides on per call, to be placed as it was."""
+        if isinstance(item, ResponseFunctionToolCall) and self._needs_approval(item.name) is None:
+            self.held[item.call_id] = item
+
     async def _open_call(self, call: ResponseFunctionToolCall) -> None:
         approval = self._needs_approval(call.name)
         if approval is None:
-            self._held[call.call_id] = call
+            self.held[call.call_id] = call
         else:
             part = await self.ctx.tool_call_start(call.call_id, call.name, approval=approval)
             self._parts[call.id or call.call_id] = part
@@ -626,33 +723,50 @@ class _SessionWriter:
         part = self._parts.pop(call.id or call.call_id, None)
         if part is not None:
             await self.ctx.tool_call_end(part, call.arguments or "{}")
-        elif call.call_id in self._held:
-            self._held[call.call_id] = call
+        elif call.call_id in self.held:
+            self.held[call.call_id] = call
 
     def _needs_approval(self, name: str) -> bool | None:
         """Whether a call of ``name`` needs approval; None: the SDK decides per call."""
-        for tool in self.agent.tools:
+        for tool in self._tools:
             if isinstance(tool, FunctionTool) and tool.name == name:
                 rule = tool.needs_approval
                 return rule if isinstance(rule, bool) else None
         return False
 
+
+class _SessionWriter:
+    """Writes what the SDK's run says besides its models' output: results, calls it decided on."""
+
+    def __init__(self, ctx: AgentContext, mirror: _Mirror) -> None:
+        self.ctx = ctx
+        self.mirror = mirror
+        self._answered: set[str] = set()  # calls whose result is written (refused ones)
+
+    async def write(self, event: StreamEvent) -> None:
+        if isinstance(event, RunItemStreamEvent):
+            await self._run_item(event.item)
+
     async def _place_held(self, call_id: str, *, approval: bool) -> None:
-        call = self._held.pop(call_id, None)
+        call = self.mirror.held.pop(call_id, None)
         if call is not None:
             await self.ctx.place_tool_call(
                 call.name, call.arguments or "{}", call_id=call_id, approval=approval
             )
 
+    async def _result(self, call_id: str, outcome: ToolOutcome) -> None:
+        """Put a call's result on it, unless the log holds it already (the run continues)."""
+        if call_id not in self._answered and self.ctx.recorded_outcome(call_id) is None:
+            await self.ctx.tool_result(call_id, outcome)
+
     async def _run_item(self, item: Any) -> None:
         if isinstance(item, ToolCallOutputItem) and item.call_id:
             await self._place_held(item.call_id, approval=False)
-            if item.call_id not in self._answered:
-                await self.ctx.tool_result(item.call_id, ToolOutcome(output=_json(item.output)))
+            await self._result(item.call_id, ToolOutcome(output=_json(item.output)))
         elif isinstance(item, HandoffOutputItem):
             raw = cast(dict[str, Any], item.raw_item)
             outcome = ToolOutcome(output={"agent": item.target_agent.name})
-            await self.ctx.tool_result(str(raw.get("call_id")), outcome)
+            await self._result(str(raw.get("call_id")), outcome)
 
     async def decide(self, result: RunResultStreaming) -> RunState[Any]:
         """Wait for the verdicts on the calls the run stopped for; the state to resume."""
@@ -669,7 +783,7 @@ class _SessionWriter:
                 continue
             error = refusal(verdict)
             state.reject(item, rejection_message=error)
-            await self.ctx.tool_result(call_id, ToolOutcome(error=error))
+            await self._result(call_id, ToolOutcome(error=error))
             self._answered.add(call_id)
         return state
 

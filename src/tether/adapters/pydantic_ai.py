@@ -11,6 +11,13 @@ call. A tool with ``requires_approval=True`` waits for ``/tool-approvals``; an
 external (deferred) tool waits for a client's ``/tool-results``. Cancelling the
 run cancels the agent, which closes the upstream request.
 
+A run that continues (after a restart, a failover, an answer to a suspended
+run) runs the agent again from its start, replaying its journal: the model
+calls made return their recorded output (not written to the session again),
+and a tool whose result the log holds is not run again: its result is
+returned instead (:class:`_Replay`, a capability around Pydantic AI's tool
+execution).
+
 A function rather than an ``App`` method, so that ``tether.App`` never imports
 a framework: this module needs the ``tether[pydantic-ai]`` extra, tether does not.
 """
@@ -47,10 +54,16 @@ from pydantic_ai import (
     UserPromptPart,
 )
 from pydantic_ai import RunContext as AgentRunContext
-from pydantic_ai.capabilities import HandleDeferredToolCalls
+from pydantic_ai.capabilities import (
+    AbstractCapability,
+    HandleDeferredToolCalls,
+    ValidatedToolArgs,
+    WrapToolExecuteHandler,
+)
 from pydantic_ai.messages import ERROR_OUTCOMES, ModelResponseStreamEvent, TextContent, UserContent
 from pydantic_ai.models import Model, ModelRequestParameters, StreamedResponse
 from pydantic_ai.settings import ModelSettings
+from pydantic_ai.tools import ToolDefinition
 
 from tether.agents.app import App
 from tether.agents.context import AgentContext
@@ -100,7 +113,7 @@ def serve(app: App, name: str, agent: Agent[None, Any], *, model: str | None = N
             instructions=ctx.system,
             model=TetherModel(ctx.model(model), ctx),
             event_stream_handler=tools.record,
-            capabilities=[HandleDeferredToolCalls(handler=tools.answer)],
+            capabilities=[_Replay(ctx), HandleDeferredToolCalls(handler=tools.answer)],
         )
         if not isinstance(result.output, str):  # structured output: its JSON is the answer
             await ctx.text(pydantic_core.to_json(result.output).decode())
@@ -156,11 +169,13 @@ class TetherModel(Model):
             options=_options(settings),
             emit=False,
         )
+        # A call made while the journal still holds steps is a replayed one (or diverges).
+        replayed = self._ctx.replaying
         try:
             yield _Stream(
                 model_request_parameters=params,
                 _items=items,
-                _mirror=_Mirror(self._ctx, params),
+                _mirror=_Mirror(self._ctx, params, replayed=replayed),
                 _model_name=self.model_name,
             )
         finally:
@@ -316,17 +331,24 @@ class _Mirror:
 
     The calls of output tools (Pydantic AI's structured output) are not tool
     calls a person answers, so they are left out; a call of a tool that
-    requires approval is marked so.
+    requires approval is marked so. What a ``replayed`` call returns is in the
+    log already: only its usage counts.
     """
 
-    def __init__(self, ctx: RunContext, params: ModelRequestParameters) -> None:
+    def __init__(
+        self, ctx: RunContext, params: ModelRequestParameters, *, replayed: bool = False
+    ) -> None:
         self._ctx = ctx
         self._kinds = {t.name: t.kind for t in params.tool_defs.values()}
         self._parts: dict[str, str] = {}  # open tool call id -> its part
+        self._replayed = replayed
 
     async def write(self, item: StreamItem | Retrying) -> None:
         ctx = self._ctx
-        if isinstance(item, TextDelta):
+        if self._replayed:
+            if isinstance(item, Usage):
+                await ctx.add_usage(**item.counts())
+        elif isinstance(item, TextDelta):
             await ctx.text(item.text)
         elif isinstance(item, ReasoningDelta):
             await ctx.reasoning(item.text)
@@ -355,6 +377,34 @@ class _Mirror:
         return await self._ctx.tool_call_start(call_id, name, approval=approval)
 
 
+@dataclasses.dataclass
+class _Replay(AbstractCapability[Any]):
+    """A tool call whose result the log holds returns it, without the tool running again.
+
+    The log holds it when the run continues: the tool ran (or a client
+    answered) before the run's process went away. An error comes back as
+    :class:`~pydantic_ai.ToolFailed`, which the model is shown as it was.
+    """
+
+    run: RunContext
+
+    async def wrap_tool_execute(
+        self,
+        ctx: AgentRunContext[Any],
+        *,
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        args: ValidatedToolArgs,
+        handler: WrapToolExecuteHandler,
+    ) -> Any:
+        outcome = self.run.recorded_outcome(call.tool_call_id)
+        if outcome is None:
+            return await handler(args)
+        if outcome.ok:
+            return outcome.output
+        raise ToolFailed(outcome.error or "failed")
+
+
 class _ToolEvents:
     """The agent's tool results, put on their calls; its deferred calls, answered by clients."""
 
@@ -366,8 +416,9 @@ class _ToolEvents:
         async for event in events:
             if not isinstance(event, FunctionToolResultEvent):
                 continue
-            if event.tool_call_id not in self._answered:
-                await self._ctx.tool_result(event.tool_call_id, _outcome(event.part))
+            call_id = event.tool_call_id
+            if call_id not in self._answered and self._ctx.recorded_outcome(call_id) is None:
+                await self._ctx.tool_result(call_id, _outcome(event.part))
 
     async def answer(
         self, run: AgentRunContext[None], requests: DeferredToolRequests
