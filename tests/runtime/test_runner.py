@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tether.runtime.context import RunContext
-from tether.runtime.runner import RUNS, Agent, InvalidInput, RunPolicy, Runtime
+from tether.runtime.runner import RUNS, Agent, Conflict, InvalidInput, RunPolicy, Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionRecord, SessionService, stream_name
 from tether.store.memory import MemoryStore
@@ -166,6 +166,21 @@ async def test_a_tool_call_waits_for_the_clients_result(env) -> None:
     assert (await sessions.state(sid)).fold.branch()[-1].text() == "got 42"
     with pytest.raises(InvalidInput):
         await runtime.tool_result(sid, "no-such-call", output=1)
+
+
+async def test_a_null_result_is_an_answer_and_a_second_one_is_refused(env) -> None:
+    sessions, runtime = env
+    sid = await new_session(sessions, "tool")
+    await runtime.send(sid, [{"type": "text", "text": "go"}])
+    for _ in range(100):
+        if (await sessions.state(sid)).fold.tool_call("c1") is not None:
+            break
+        await asyncio.sleep(0.01)
+    await runtime.tool_result(sid, "c1", output=None)
+    await wait_idle(sessions, sid)
+    assert (await sessions.state(sid)).fold.branch()[-1].text() == "got None"
+    with pytest.raises(Conflict):
+        await runtime.tool_result(sid, "c1", output="again")
 
 
 async def test_edit_and_regenerate_make_branches(env) -> None:

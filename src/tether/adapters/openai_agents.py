@@ -246,7 +246,7 @@ def _part_items(part: Part) -> list[dict[str, Any]]:
     ]
     if part.error is not None:
         items.append({"type": "function_call_output", "call_id": call_id, "output": part.error})
-    elif part.result is not None:
+    elif part.answered:
         output = part.result if isinstance(part.result, str) else json.dumps(part.result)
         items.append({"type": "function_call_output", "call_id": call_id, "output": output})
     return items

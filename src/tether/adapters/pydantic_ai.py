@@ -470,7 +470,7 @@ def to_messages(history: list[Message]) -> list[ModelMessage]:
                 step.append(TextPart(part.text))
             elif part.kind == ev.TOOL_CALL and part.tool_call_id:
                 step.append(ToolCallPart(part.tool_name or "", part.value, part.tool_call_id))
-                if part.result is not None or part.error is not None:
+                if part.answered:
                     results.append(_result(part))
         if step:
             out.append(ModelResponse(parts=step))

@@ -42,7 +42,7 @@ def to_chat(system: str | None, history: list[Message]) -> list[ChatMessage]:
             )
         )
         for p in calls:
-            if p.result is not None or p.error is not None:
+            if p.answered:
                 content = p.error if p.error is not None else _as_text(p.result)
                 out.append(
                     ChatMessage(

@@ -130,7 +130,7 @@ class Run:
             if part.approval is not None:
                 verdict = Approval(bool(part.approval["approved"]), part.approval.get("reason"))
                 self.resolve(f"approval:{part.tool_call_id}", verdict)
-            if part.result is not None or part.error is not None:
+            if part.answered:
                 self.resolve(f"result:{part.tool_call_id}", ToolOutcome(part.result, part.error))
 
 

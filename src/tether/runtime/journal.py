@@ -63,7 +63,7 @@ class Resumption:
             outcomes = {
                 p.tool_call_id: (p.result, p.error)
                 for p in msg.parts
-                if p.tool_call_id and (p.result is not None or p.error is not None)
+                if p.tool_call_id and p.answered
             }
         active = fold.active_run or {}
         expiries = {

@@ -321,7 +321,7 @@ class Runtime:
             raise InvalidInput(f"no tool call {call_id} in this session")
         if key.startswith("approval:") and part.approval is not None:
             raise Conflict(f"tool call {call_id} was already answered")
-        if key.startswith("result:") and (part.result is not None or part.error is not None):
+        if key.startswith("result:") and part.answered:
             raise Conflict(f"tool call {call_id} already has a result")
 
     def _runs_here(self, session_id: str) -> bool:

@@ -34,6 +34,8 @@ class Part:
     error: str | None = None
     approval: dict[str, Any] | None = None
     needs_approval: bool = False
+    #: A tool call has its tool-result (whose output may be null).
+    answered: bool = False
     #: An image or file of a user message: its stored part (with its bytes or their stream).
     attachment: dict[str, Any] | None = None
 
@@ -253,6 +255,7 @@ class SessionFold:
         if part is not None:
             part.result = e.get("output")
             part.error = e.get("error")
+            part.answered = True
 
     def _tool_approval(self, e: Event) -> None:
         part = self._tool_calls.get(e["tool_call_id"])
@@ -323,7 +326,7 @@ class SessionFold:
             return False
         if wait.get("for") == "approval":
             return part.approval is not None
-        return part.result is not None or part.error is not None
+        return part.answered
 
     def resumable(self) -> bool:
         """The active run may go on now: it is not suspended, or an answer it waits for came."""
