@@ -1,4 +1,4 @@
-"""Runtime cost: many sessions streaming at once, token yield to SSE receipt; a tool loop.
+"""Runtime cost: sessions streaming at once; a tool loop; the journal; suspended runs.
 
 Starts `tether serve benchmarks.runtime_agents:app` (SQLite store), opens one
 SSE reader per session on the native event stream, starts a run in every
@@ -22,9 +22,31 @@ each call answered in the server as a server tool's outcome is recorded
 directly by a plain client (the floor). tether's added time per step is
 (loop - the round's direct loop) / 10.
 
+Model streaming (the path the run journal is on: a model call's output is
+gathered as it streams and journaled when it ends; the ticker writes with
+ctx.text and never journals): a fresh tether in front of the upstream, which
+streams TOKENS content chunks 1/RATE s apart, each carrying its send time
+(CLOCK_MONOTONIC, which the client shares). SESSIONS model sessions
+(``openai/bench-model``), one SSE reader each; in each of MODEL_ROUNDS rounds
+every session answers one message at once. Reports the server's CPU seconds
+per round and per token, and each token's upstream send -> SSE receipt. Run
+alternately against the commit before the journal: the CPU ratio is its cost.
+
+Suspended runs: a fresh tether (`--suspend-after 0`, no upstream). SUSPENDED
+demo sessions run one short answer (the baseline, as ``idle`` measures), then
+SUSPENDED demo sessions declaring a client tool are sent ``/tool ask``: each
+run calls it and is suspended at once (polled until the snapshot says
+``paused`` with ``active_run.suspended``). Reports the server's RSS growth
+per session of each kind, its CPU over QUIET_S seconds after each phase (a
+suspended run holds no task: it must cost none), and, for RESUMES of them
+answered one at a time, answer POST -> ``run-resume`` and -> ``run-end``
+(the demo model's short reply after the tool result included).
+
     .venv/bin/python benchmarks/bench_runtime.py [--sessions 100] [--rate 50] [--tokens 250]
-        [--scenarios streaming,idle,tool-loop] [--tool-loops 200]
-    # an older commit: its src/ first on PYTHONPATH (tool-loop needs issue 18's ctx.model())
+        [--scenarios streaming,idle,tool-loop,model-streaming,suspended] [--tool-loops 200]
+        [--model-rounds 3] [--suspended 10000] [--resumes 100] [--quiet-s 10]
+    # an older commit: its src/ first on PYTHONPATH (tool-loop needs issue 18's ctx.model(),
+    # suspended issue 19's --suspend-after)
     PYTHONPATH=<old>/src .venv/bin/python benchmarks/bench_runtime.py --scenarios streaming,idle
 """
 
