@@ -1,4 +1,4 @@
-"""Runtime cost: many sessions streaming at once, token yield to SSE receipt; a tool loop.
+"""Runtime cost: sessions streaming at once; a tool loop; the journal; suspended runs.
 
 Starts `tether serve benchmarks.runtime_agents:app` (SQLite store), opens one
 SSE reader per session on the native event stream, starts a run in every
@@ -22,9 +22,31 @@ each call answered in the server as a server tool's outcome is recorded
 directly by a plain client (the floor). tether's added time per step is
 (loop - the round's direct loop) / 10.
 
+Model streaming (the path the run journal is on: a model call's output is
+gathered as it streams and journaled when it ends; the ticker writes with
+ctx.text and never journals): a fresh tether in front of the upstream, which
+streams TOKENS content chunks 1/RATE s apart, each carrying its send time
+(CLOCK_MONOTONIC, which the client shares). SESSIONS model sessions
+(``openai/bench-model``), one SSE reader each; in each of MODEL_ROUNDS rounds
+every session answers one message at once. Reports the server's CPU seconds
+per round and per token, and each token's upstream send -> SSE receipt. Run
+alternately against the commit before the journal: the CPU ratio is its cost.
+
+Suspended runs: a fresh tether (`--suspend-after 0`, no upstream). SUSPENDED
+demo sessions run one short answer (the baseline, as ``idle`` measures), then
+SUSPENDED demo sessions declaring a client tool are sent ``/tool ask``: each
+run calls it and is suspended at once (polled until the snapshot says
+``paused`` with ``active_run.suspended``). Reports the server's RSS growth
+per session of each kind, its CPU over QUIET_S seconds after each phase (a
+suspended run holds no task: it must cost none), and, for RESUMES of them
+answered one at a time, answer POST -> ``run-resume`` and -> ``run-end``
+(the demo model's short reply after the tool result included).
+
     .venv/bin/python benchmarks/bench_runtime.py [--sessions 100] [--rate 50] [--tokens 250]
-        [--scenarios streaming,idle,tool-loop] [--tool-loops 200]
-    # an older commit: its src/ first on PYTHONPATH (tool-loop needs issue 18's ctx.model())
+        [--scenarios streaming,idle,tool-loop,model-streaming,suspended] [--tool-loops 200]
+        [--model-rounds 3] [--suspended 10000] [--resumes 100] [--quiet-s 10]
+    # an older commit: its src/ first on PYTHONPATH (tool-loop needs issue 18's ctx.model(),
+    # suspended issue 19's --suspend-after)
     PYTHONPATH=<old>/src .venv/bin/python benchmarks/bench_runtime.py --scenarios streaming,idle
 """
 
@@ -32,13 +54,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import math
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +155,7 @@ LOOKUP = {
         "properties": {"step": {"type": "integer"}, "arrived_ns": {"type": "integer"}},
     },
 }
-SCENARIOS = ("streaming", "idle", "tool-loop")
+SCENARIOS = ("streaming", "idle", "tool-loop", "model-streaming", "suspended")
 
 
 #: How a loop's tool calls are answered: by the benchmark's client (a client tool
@@ -282,52 +308,325 @@ async def tool_loops(
     return out
 
 
-async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
-    """Start the upstream and a tether in front of it; measure; stop both."""
-    up_port, port = harness.free_port(), harness.free_port()
+def tether_process(
+    tmp: Path, name: str, serve_args: list[str], env: dict[str, str] | None = None
+) -> harness.ServerProcess:
+    """A ``tether serve`` child on the SQLite store in a data directory of its own."""
+    port = harness.free_port()
+    data = tmp / f"{name}-data"
+    data.mkdir()
+    return harness.ServerProcess(
+        "tether",
+        [
+            str(Path(sys.executable).parent / "tether"), "serve", "--port", str(port),
+            "--data-dir", str(data), "--log-level", "warning", *serve_args,
+        ],
+        port,
+        tmp,
+        env={"PYTHONPATH": agents_path(), **(env or {})},
+        log_name=f"{name}-server.log",
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def model_servers(
+    tmp: Path, upstream_args: list[str], name: str
+) -> AsyncIterator[tuple[harness.ServerProcess, str]]:
+    """``benchmarks/upstream.py`` and a tether in front of it, both stopped after."""
+    up_port = harness.free_port()
     upstream = harness.ServerProcess(
         "upstream",
         [
             sys.executable, str(harness.REPO_ROOT / "benchmarks" / "upstream.py"),
-            "--port", str(up_port), "--tokens", str(args.tool_tokens),
-            "--ttft-ms", str(args.tool_ttft_ms), "--gap-ms", str(args.tool_gap_ms),
-            "--model", MODEL, "--tool-steps", str(STEPS - 1), "--exit-on-stdin-close",
+            "--port", str(up_port), "--model", MODEL, "--exit-on-stdin-close", *upstream_args,
         ],
         up_port,
         tmp,
-        log_name="upstream.log",
+        log_name=f"{name}-upstream.log",
         health_path="/health",
     )  # fmt: skip
-    data = tmp / "tool-loop-data"
-    data.mkdir()
-    server = harness.ServerProcess(
-        "tether",
-        [
-            str(Path(sys.executable).parent / "tether"), "serve",
-            "benchmarks.tool_agents:app", "--port", str(port),
-            "--data-dir", str(data), "--log-level", "warning",
-        ],
-        port,
+    server = tether_process(
         tmp,
-        env={
-            "PYTHONPATH": agents_path(),
+        name,
+        ["benchmarks.tool_agents:app"],
+        {
             "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
             "TETHER_OPENAI_API_KEY": "bench-key",
             "TETHER_OPENAI_MODELS": MODEL,
         },
-        log_name="tool-loop-server.log",
-    )  # fmt: skip
+    )
     upstream.start()
     try:
         await upstream.wait_ready(30.0)
         server.start()
         try:
             await server.wait_ready(30.0)
-            return await tool_loops(server, upstream.base_url, args.tool_loops, args.tool_warmup)
+            yield server, upstream.base_url
         finally:
             server.stop()
     finally:
         upstream.stop()
+
+
+async def run_tool_loops(args: argparse.Namespace, tmp: Path) -> ToolLoops:
+    """Start the upstream and a tether in front of it; measure; stop both."""
+    pacing = [
+        "--tokens", str(args.tool_tokens), "--ttft-ms", str(args.tool_ttft_ms),
+        "--gap-ms", str(args.tool_gap_ms), "--tool-steps", str(STEPS - 1),
+    ]  # fmt: skip
+    async with model_servers(tmp, pacing, "tool-loop") as (server, upstream):
+        return await tool_loops(server, upstream, args.tool_loops, args.tool_warmup)
+
+
+# --------------------------------------------------------------------------- model streaming
+
+#: The upstream's send time in each content chunk (`` t{i}@{CLOCK_MONOTONIC ns}``).
+SENT_AT = re.compile(r"@(\d+)")
+
+
+@dataclass
+class ModelStreaming:
+    #: Per round: the server's CPU seconds from the first message to the last run-end.
+    cpu_s: list[float]
+    #: Per token: upstream send -> SSE receipt (ms), all rounds.
+    latency_ms: list[float]
+    tokens: int
+    machine: harness.MachineCpu
+
+
+async def model_reader(
+    http: aiohttp.ClientSession,
+    url: str,
+    latency_ms: list[float],
+    ends: asyncio.Queue[str],
+    ready: asyncio.Event,
+) -> None:
+    """Read a session's events for good: every token's delay, each run's end reason."""
+    async with http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as r:
+        ready.set()
+        async for raw in r.content:
+            if not raw.startswith(b"data: "):
+                continue
+            now = time.monotonic_ns()
+            ev = json.loads(raw[6:])
+            if ev["type"] == "part-delta":
+                latency_ms.extend((now - int(sent)) / 1e6 for sent in SENT_AT.findall(ev["delta"]))
+            elif ev["type"] == "run-end":
+                await ends.put(ev["reason"])
+
+
+async def model_streaming(
+    server: harness.ServerProcess, sessions: int, tokens: int, rate: float, rounds: int
+) -> ModelStreaming:
+    """``rounds`` times: every session answers one message at once, through the upstream."""
+    out = ModelStreaming([], [], 0, harness.MachineCpu(0.0, 0.0, 0.0))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        ids = []
+        for _ in range(sessions):
+            session = {"model": f"openai/{MODEL}"}
+            async with http.post(server.base_url + "/v1/sessions", json=session) as r:
+                assert r.status == 201, await r.text()
+                ids.append((await r.json())["id"])
+        ends: list[asyncio.Queue[str]] = [asyncio.Queue() for _ in ids]
+        readies = [asyncio.Event() for _ in ids]
+        readers = [
+            asyncio.create_task(
+                model_reader(
+                    http, f"{server.base_url}/v1/sessions/{sid}/events?offset=now",
+                    out.latency_ms, q, ready,
+                )
+            )
+            for sid, q, ready in zip(ids, ends, readies, strict=True)
+        ]  # fmt: skip
+        try:
+            await asyncio.gather(*(e.wait() for e in readies))
+            machine = harness.machine_cpu()
+            for _ in range(rounds):
+                cpu = harness.cpu_seconds(server.pids)
+                for sid in ids:
+                    url = f"{server.base_url}/v1/sessions/{sid}/messages"
+                    async with http.post(url, json={"content": "go"}) as r:
+                        assert r.status == 202, await r.text()
+                reasons = await asyncio.wait_for(
+                    asyncio.gather(*(q.get() for q in ends)), timeout=tokens / rate + 60
+                )
+                out.cpu_s.append(harness.cpu_seconds(server.pids) - cpu)
+                assert set(reasons) == {"complete"}, reasons
+            out.machine = harness.machine_cpu().since(machine)
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+    out.tokens = sessions * tokens * rounds
+    assert len(out.latency_ms) == out.tokens, (len(out.latency_ms), out.tokens)
+    return out
+
+
+async def run_model_streaming(args: argparse.Namespace, tmp: Path) -> ModelStreaming:
+    pacing = ["--tokens", str(args.tokens), "--ttft-ms", str(1000 / args.rate),
+              "--gap-ms", str(1000 / args.rate)]  # fmt: skip
+    async with model_servers(tmp, pacing, "model-streaming") as (server, _):
+        return await model_streaming(
+            server, args.sessions, args.tokens, args.rate, args.model_rounds
+        )
+
+
+def report_model_streaming(args: argparse.Namespace, r: ModelStreaming) -> None:
+    print(
+        f"model streaming: {args.sessions} sessions on openai/{MODEL} (benchmarks/upstream.py: "
+        f"{args.tokens} chunks {1000 / args.rate:g} ms apart), {args.model_rounds} round(s) "
+        f"of one answer in every session at once ({r.tokens} tokens)"
+    )
+    rounds = ", ".join(f"{c:.2f}" for c in r.cpu_s)
+    print(
+        f"  server CPU per round: {rounds} s (median {statistics.median(r.cpu_s):.2f} s); "
+        f"per token {sum(r.cpu_s) / r.tokens * 1e6:.1f} us"
+    )
+    lat = r.latency_ms
+    print(
+        f"  token upstream send -> SSE receipt: p50 {statistics.median(lat):.2f} ms, "
+        f"p99 {harness.percentile(lat, 99):.2f} ms, max {max(lat):.2f} ms"
+    )
+    m = r.machine
+    print(
+        f"  machine meanwhile: {100 * m.busy / m.total:.0f}% busy, "
+        f"{100 * m.steal / m.total:.1f}% steal"
+    )
+
+
+# --------------------------------------------------------------------------- suspended runs
+
+#: The client tool the demo model calls (``/tool ask``), declared on every session.
+ASK = {"name": "ask", "description": "Ask the person.", "parameters": {"type": "object"}}
+
+
+@dataclass
+class Suspended:
+    sessions: int
+    #: Server RSS (KiB): at start, after the idle sessions, after the suspended runs.
+    rss_kib: tuple[int, int, int]
+    #: Server CPU seconds over the quiet window after each phase.
+    quiet_cpu_s: tuple[float, float]
+    #: Per answered run (s): answer POSTed -> run-resume, -> run-end.
+    resume_s: list[float]
+    end_s: list[float]
+
+
+async def settled(
+    http: aiohttp.ClientSession, base: str, message: str, done: Any, concurrency: int, n: int
+) -> list[dict[str, Any]]:
+    """``n`` demo sessions sent ``message``, each polled until ``done(snapshot)``."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> dict[str, Any]:
+        async with gate:
+            session = {"model": "demo", "tools": [ASK]}
+            async with http.post(base + "/v1/sessions", json=session) as r:
+                assert r.status == 201, await r.text()
+                sid = (await r.json())["id"]
+            url = f"{base}/v1/sessions/{sid}"
+            async with http.post(url + "/messages", json={"content": message}) as r:
+                assert r.status == 202, await r.text()
+            for _ in range(600):
+                async with http.get(url) as r:
+                    snapshot: dict[str, Any] = await r.json()
+                if done(snapshot):
+                    return snapshot
+                await asyncio.sleep(0.05)
+            raise harness.BenchError(f"session {sid} never settled: {snapshot}")
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def is_suspended(snapshot: dict[str, Any]) -> bool:
+    active = snapshot.get("active_run")
+    return snapshot.get("status") == "paused" and bool(active and active.get("suspended"))
+
+
+async def resume(
+    http: aiohttp.ClientSession, base: str, snapshot: dict[str, Any]
+) -> tuple[float, float]:
+    """Answer a suspended run's call; seconds from the POST to its run-resume and run-end."""
+    url = f"{base}/v1/sessions/{snapshot['id']}"
+    call_id = snapshot["active_run"]["suspended"][0]["tool_call_id"]
+    resumed = math.nan
+    async with http.get(url + "/events?offset=now", timeout=aiohttp.ClientTimeout(60)) as events:
+        began = time.monotonic()
+        result = {"tool_call_id": call_id, "output": "ok"}
+        async with http.post(url + "/tool-results", json=result) as r:
+            assert r.status == 202, await r.text()
+        async for raw in events.content:
+            if not raw.startswith(b"data: "):
+                continue
+            ev = json.loads(raw[6:])
+            if ev["type"] == "run-resume":
+                resumed = time.monotonic() - began
+            elif ev["type"] == "run-end":
+                assert ev["reason"] == "complete", ev
+                return resumed, time.monotonic() - began
+    raise harness.BenchError(f"no run-end in {url}")
+
+
+async def suspended_runs(
+    server: harness.ServerProcess, n: int, resumes: int, quiet_s: float
+) -> Suspended:
+    base = server.base_url
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=50)) as http:
+        await asyncio.sleep(1)
+        rss0 = harness.rss_kib(server.pids)
+        await settled(http, base, "hi", lambda s: s["active_run"] is None, 50, n)
+        await asyncio.sleep(2)
+        rss1 = harness.rss_kib(server.pids)
+        cpu = harness.cpu_seconds(server.pids)
+        await asyncio.sleep(quiet_s)
+        quiet_idle = harness.cpu_seconds(server.pids) - cpu
+        waiting = await settled(http, base, "/tool ask", is_suspended, 50, n)
+        await asyncio.sleep(2)
+        rss2 = harness.rss_kib(server.pids)
+        cpu = harness.cpu_seconds(server.pids)
+        await asyncio.sleep(quiet_s)
+        quiet_suspended = harness.cpu_seconds(server.pids) - cpu
+        answered = [await resume(http, base, s) for s in waiting[:resumes]]
+    return Suspended(
+        n,
+        (rss0, rss1, rss2),
+        (quiet_idle, quiet_suspended),
+        [a for a, _ in answered],
+        [b for _, b in answered],
+    )
+
+
+async def run_suspended(args: argparse.Namespace, tmp: Path) -> Suspended:
+    server = tether_process(tmp, "suspended", ["--suspend-after", "0"])
+    server.start()
+    try:
+        await server.wait_ready(30.0)
+        return await suspended_runs(server, args.suspended, args.resumes, args.quiet_s)
+    finally:
+        server.stop()
+
+
+def report_suspended(args: argparse.Namespace, r: Suspended) -> None:
+    rss0, rss1, rss2 = r.rss_kib
+    idle, suspended = (rss1 - rss0) / r.sessions, (rss2 - rss1) / r.sessions
+    print(
+        f"suspended runs: {r.sessions} demo sessions that ran one short answer, then "
+        f"{r.sessions} whose run waits on a client tool (--suspend-after 0)"
+    )
+    print(
+        f"  server RSS {rss0 / 1024:.0f} -> {rss1 / 1024:.0f} -> {rss2 / 1024:.0f} MiB: "
+        f"per idle session {idle:.1f} KiB, per session with a suspended run {suspended:.1f} KiB"
+        f" ({suspended - idle:+.1f} KiB)"
+    )
+    quiet_idle, quiet_suspended = r.quiet_cpu_s
+    print(
+        f"  server CPU over {args.quiet_s:g} s: {quiet_idle:.2f} s with the idle sessions, "
+        f"{quiet_suspended:.2f} s with the suspended runs too"
+    )
+    print(
+        f"  {len(r.end_s)} answered one at a time: answer POST -> run-resume "
+        f"{p50_p99(r.resume_s)}; -> run-end {p50_p99(r.end_s)}"
+    )
 
 
 def p50_p99(values: list[float]) -> str:
@@ -400,10 +699,22 @@ async def main() -> None:
     ap.add_argument("--tool-tokens", type=int, default=8, help="upstream: chunks per answer")
     ap.add_argument("--tool-ttft-ms", type=float, default=0.0, help="upstream: to the 1st chunk")
     ap.add_argument("--tool-gap-ms", type=float, default=0.0, help="upstream: between chunks")
+    ap.add_argument("--model-rounds", type=int, default=3, help="model-streaming: answers each")
+    ap.add_argument("--suspended", type=int, default=10_000, help="suspended runs (and idle)")
+    ap.add_argument("--resumes", type=int, default=100, help="suspended runs answered")
+    ap.add_argument("--quiet-s", type=float, default=10.0, help="CPU window with runs suspended")
     args = ap.parse_args()
     scenarios = set(args.scenarios.split(","))
-    if not scenarios <= set(SCENARIOS) or args.tool_loops < 1 or args.tool_warmup < 0:
-        ap.error(f"--scenarios: some of {','.join(SCENARIOS)}; --tool-loops >= 1")
+    if (
+        not scenarios <= set(SCENARIOS)
+        or min(args.tool_loops, args.model_rounds, args.suspended) < 1
+        or args.tool_warmup < 0
+        or not 0 <= args.resumes <= args.suspended
+    ):
+        ap.error(
+            f"--scenarios: some of {','.join(SCENARIOS)}; --tool-loops, --model-rounds, "
+            "--suspended >= 1; --resumes from 0 to --suspended"
+        )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
     )
@@ -412,6 +723,12 @@ async def main() -> None:
     if "tool-loop" in scenarios:
         with tempfile.TemporaryDirectory() as tmp:
             report_tool_loops(args, await run_tool_loops(args, Path(tmp)))
+    if "model-streaming" in scenarios:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_model_streaming(args, await run_model_streaming(args, Path(tmp)))
+    if "suspended" in scenarios:
+        with tempfile.TemporaryDirectory() as tmp:
+            report_suspended(args, await run_suspended(args, Path(tmp)))
 
 
 def agents_path() -> str:
