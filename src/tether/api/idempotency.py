@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from tether.runtime.tasks import cancel_and_wait
 from tether.store.base import Store
 from tether.store.errors import StoreError
 
@@ -175,9 +176,7 @@ class Idempotency:
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+            await cancel_and_wait([self._sweeper])
             self._sweeper = None
 
     async def _sweep_forever(self) -> None:
