@@ -113,29 +113,17 @@ class ServerModel:
         emit: bool = True,
     ) -> Reply:
         """Stream one response to its end and return it whole."""
-        reply = Reply()
-        text: list[str] = []
-        reasoning: list[str] = []
+        output = _Output()
         stream = self.stream(
             messages, tools=tools, tool_choice=tool_choice, options=options, emit=emit
         )
         async with contextlib.aclosing(stream) as items:
             async for item in items:
-                if isinstance(item, TextDelta):
-                    text.append(item.text)
-                elif isinstance(item, ReasoningDelta):
-                    reasoning.append(item.text)
-                elif isinstance(item, ToolCallItem):
-                    reply.tool_calls.append(item.call)
-                elif isinstance(item, Usage):
-                    reply.usage = item
-                elif isinstance(item, Retrying):
-                    text.clear()
-                    reasoning.clear()
-                    reply.tool_calls.clear()
-        reply.text = "".join(text)
-        reply.reasoning = "".join(reasoning)
-        return reply
+                if isinstance(item, Retrying):
+                    output = _Output()  # what the failed attempt gave is dropped
+                else:
+                    output.add(item)
+        return output.reply()
 
     async def stream(
         self,
@@ -267,7 +255,7 @@ class ServerModel:
 
 
 class _Output:
-    """One attempt's output, gathered for the journal as it streams."""
+    """One attempt's output, gathered as it streams (for the journal, and for ``respond``)."""
 
     __slots__ = ("calls", "reasoning", "text", "usage")
 
@@ -288,6 +276,14 @@ class _Output:
         elif isinstance(item, Usage):
             for name, n in item.counts().items():
                 self.usage[name] = self.usage.get(name, 0) + n
+
+    def reply(self) -> Reply:
+        return Reply(
+            text="".join(self.text),
+            reasoning="".join(self.reasoning),
+            tool_calls=[ToolCall(*call) for call in self.calls],
+            usage=Usage(**self.usage),
+        )
 
     def value(self, emitted: bool) -> dict[str, Any]:
         """The journal entry's value; ``emitted``: its usage counted in the run's."""
