@@ -113,12 +113,11 @@ class LeaseKeeper:
             if driver is None:
                 continue  # another replica drives it: the wait is looked at again
             fold = await driver.fold()
-            active = fold.active_run
+            active = fold.active_run or {}
+            waits = active.get("suspended", ()) if active.get("run_id") == run_id else ()
             due = [
-                w for w in (active or {}).get("suspended", ())
-                if active is not None and active["run_id"] == run_id
-                and w.get("expires_at") is not None and w["expires_at"] <= now
-                and not fold.answered(w)
+                w for w in waits
+                if w.get("expires_at", now + 1) <= now and not fold.answered(w)
             ]  # fmt: skip
             if due:
                 wait = due[0]
