@@ -43,8 +43,15 @@ client reading it (the upstream puts its CLOCK_MONOTONIC time in the token's
 text). What a gateway adds is its percentile minus the direct percentile
 (differences of percentiles: requests of different runs cannot be paired).
 
+``--front`` says which API every target is asked through: OpenAI's Chat
+Completions (default), OpenAI's Responses or Anthropic's Messages. The
+upstream speaks all three, so each target is measured end to end in one API:
+``direct`` asks the upstream in it, the relays relay it, tether is given an
+upstream of that kind (``TETHER_OPENAI_API=responses``, or Anthropic's), and
+LiteLLM a model of that provider (``openai/`` or ``anthropic/``).
+
     .venv/bin/python benchmarks/bench_gateway.py [--arrivals burst|steady] [--rounds 3] \
-        [--json PATH] [--markdown]
+        [--front chat|responses|messages] [--json PATH] [--markdown]
 """
 
 from __future__ import annotations
@@ -92,8 +99,7 @@ LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
 TARGETS = ("direct", "passthrough", "passthrough-asgi", "tether", "litellm")
 DEFAULT_TARGETS = ("direct", "tether", "litellm")
 ARRIVALS = ("burst", "steady")
-#: The API the gateways are asked through; the upstream (and so ``direct`` and
-#: the bare relays) always speaks Chat Completions.
+#: The API every target is asked through (the upstream speaks each of them).
 FRONTS = ("chat", "responses", "messages")
 GATEWAYS = ("passthrough", "passthrough-asgi", "tether", "litellm")
 MODEL = "bench-model"
@@ -184,9 +190,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "--front",
         choices=FRONTS,
         default="chat",
-        help="the API tether and LiteLLM are asked through: OpenAI's Chat Completions, "
-        "OpenAI's Responses or Anthropic's Messages; direct and the bare relays always "
-        "speak Chat Completions to the upstream (default: %(default)s)",
+        help="the API every target is asked through: OpenAI's Chat Completions, OpenAI's "
+        "Responses or Anthropic's Messages; the upstream speaks each, and tether and LiteLLM "
+        "are given an upstream of the same API (default: %(default)s)",
     )
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds per server")
     p.add_argument(
@@ -295,14 +301,23 @@ def ensure_litellm(venv: Path) -> str:
     return have
 
 
-def litellm_config(upstream: str) -> str:
-    """The proxy's config.yaml: one model, no callbacks, no telemetry."""
+def litellm_config(upstream: str, front: str = "chat") -> str:
+    """The proxy's config.yaml: one model, no callbacks, no telemetry.
+
+    For the Messages front the model is an Anthropic one (LiteLLM passes the
+    request through to the upstream's /v1/messages); otherwise an OpenAI one
+    (Responses requests go to the upstream's /v1/responses as they are).
+    """
+    if front == "messages":
+        model, base = f"anthropic/{MODEL}", upstream
+    else:
+        model, base = f"openai/{MODEL}", f"{upstream}/v1"
     return (
         "model_list:\n"
         f"  - model_name: {MODEL}\n"
         "    litellm_params:\n"
-        f"      model: openai/{MODEL}\n"
-        f"      api_base: {upstream}/v1\n"
+        f"      model: {model}\n"
+        f"      api_base: {base}\n"
         f"      api_key: {API_KEY}\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
@@ -313,6 +328,24 @@ def litellm_config(upstream: str) -> str:
         "general_settings:\n"
         "  disable_spend_logs: true\n"
     )
+
+
+def tether_upstream(front: str, upstream: str) -> dict[str, str]:
+    """tether's environment: the upstream, in the wire of the front being measured."""
+    if front == "messages":
+        return {
+            "TETHER_ANTHROPIC_BASE_URL": upstream,
+            "TETHER_ANTHROPIC_API_KEY": API_KEY,
+            "TETHER_ANTHROPIC_MODELS": MODEL,
+        }
+    env = {
+        "TETHER_OPENAI_BASE_URL": f"{upstream}/v1",
+        "TETHER_OPENAI_API_KEY": API_KEY,
+        "TETHER_OPENAI_MODELS": MODEL,
+    }
+    if front == "responses":
+        env["TETHER_OPENAI_API"] = "responses"
+    return env
 
 
 #: Logging at ERROR, telemetry off, and every remote fetch LiteLLM does at start-up
@@ -364,11 +397,6 @@ def completion_request(port: int, front: str = "chat") -> bytes:
         "Accept: text/event-stream\r\nAccept-Encoding: identity\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-
-
-def front_of(cfg: Config, target: str) -> str:
-    """The API ``target`` is asked through: the upstream and the bare relays speak chat only."""
-    return cfg.front if target in ("tether", "litellm") else "chat"
 
 
 #: The event that ends a streamed answer, per front (Chat Completions ends with [DONE]).
@@ -771,11 +799,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
             port,
             "/healthz",
             workdir,
-            env={
-                "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
-                "TETHER_OPENAI_API_KEY": API_KEY,
-                "TETHER_OPENAI_MODELS": MODEL,
-            },
+            env=tether_upstream(cfg.front, upstream.base_url),
         )  # fmt: skip
         tether.start()
         servers.gateways["tether"] = tether
@@ -800,7 +824,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
     if "litellm" in cfg.targets:
         port = free_port()
         config = workdir / "litellm.yaml"
-        config.write_text(litellm_config(upstream.base_url))
+        config.write_text(litellm_config(upstream.base_url, cfg.front))
         litellm = gateway_process(
             "litellm",
             [
@@ -822,7 +846,7 @@ async def run_target(
     cfg: Config, servers: Servers, target: str, rnd: int
 ) -> tuple[Samples, list[dict[str, Any]], list[str]]:
     port = servers.port(target)
-    front = front_of(cfg, target)
+    front = cfg.front
     errors: list[str] = []
     if cfg.warmup:
         calls, _ = await run_batch(cfg, port, cfg.warmup, front)
