@@ -1,6 +1,6 @@
 """A Responses API request (``POST /v1/responses``), validated: pure parsing, no I/O.
 
-The body becomes the front-neutral :class:`~tether.api.openai.request.Completion`
+The body becomes the front-neutral :class:`~tether.api.completion.Completion`
 (the turns to seed, the user message to send, the tools and sampling options)
 plus what only this front needs (:class:`Settings`: ``instructions``, ``store``,
 ``text``, ``reasoning``, ``metadata``; and the ``function_call_output`` items
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
+from tether.api.completion import Completion
 from tether.api.openai.errors import invalid
-from tether.api.openai.request import Completion
 from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part, is_attachment
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -81,11 +81,10 @@ class Settings:
 
 @dataclass(slots=True)
 class ResponsesRequest:
+    #: Its ``results`` are the ``function_call_output`` items that answer the
+    #: previous response's calls (they come before every other item).
     completion: Completion
     settings: Settings
-    #: ``function_call_output`` items answering the previous response's calls:
-    #: (call_id, output), in the order given; they come before every other item.
-    results: list[tuple[str, Any]]
 
 
 def parse_request(body: Any) -> ResponsesRequest:
@@ -116,7 +115,8 @@ def parse_request(body: Any) -> ResponsesRequest:
     text = "".join(p.get("text", "") for p in send) if send else ""
     lines = text.strip().splitlines()
     completion = Completion(spec, system, turns, send, lines[0][:80] if lines else "Response")
-    return ResponsesRequest(completion, settings, results)
+    completion.results = [{"tool_call_id": c, "output": o} for c, o in results]
+    return ResponsesRequest(completion, settings)
 
 
 # -- settings and options ------------------------------------------------------------
