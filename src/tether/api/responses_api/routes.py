@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -22,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
 from tether.agents.gateway import GatewaySpec
+from tether.api.auth import Caller
 from tether.api.completion import Completion
 from tether.api.gateway import Gateway, Started, Target
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
@@ -36,7 +36,7 @@ from tether.api.responses_api.request import (
     response_id,
 )
 from tether.runtime.errors import Conflict
-from tether.sessions.service import QuotaExceeded
+from tether.sessions.service import QuotaExceeded, SessionRecord
 from tether.store.errors import BackendUnavailable, InsufficientStorage
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class ResponsesRoutes:
         req.spec.front = FRONT
         req.spec.extra = settings.to_extra()
         if settings.previous_response_id is not None:
-            await self._follow_up(who.owner, req, settings.previous_response_id, target, request)
+            await self._follow_up(who, req, settings.previous_response_id, target)
         started = await gateway.start(request, who, req, target, path=RESPONSES_PATH, raw=raw)
         if not started.replayed:
             await self._keep(started, req.spec)
@@ -106,12 +106,9 @@ class ResponsesRoutes:
             response.headers[REPLAYED] = "true"
         return response
 
-    async def _follow_up(
-        self, owner: str | None, req: Completion, previous: str, target: Target, request: Request
-    ) -> None:
+    async def _follow_up(self, who: Caller, req: Completion, previous: str, target: Target) -> None:
         """Make ``req`` continue the session of response ``previous`` (checked first)."""
-        found = await self._find(request, previous, param="previous_response_id")
-        sid, run_id, record, _ = found
+        sid, run_id, record, _ = await self._find(who, previous, param="previous_response_id")
         state = await self.gateway.sessions.state(sid)
         check_follow_up(state.fold, run_id, previous, req, record.system)
         if (target.agent or None) != record.agent:
@@ -180,19 +177,23 @@ class ResponsesRoutes:
 
     # -- one response -----------------------------------------------------------------
 
-    async def _find(
-        self, request: Request, rid: str, *, param: str | None = None
-    ) -> tuple[str, str, Any, GatewaySpec]:
-        """(session id, run id, session record, the run's settings) of a stored response
-        the caller may read; OpenAIError 404 (400 for a ``previous_response_id``) otherwise."""
+    def _reader(self, request: Request, rid: str) -> Caller:
+        """The caller of a read of response ``rid`` (a read token of its session may)."""
         ids = parse_response_id(rid)
-        who = self.gateway.caller(request, reading=ids[0] if ids else None)
+        return self.gateway.caller(request, reading=ids[0] if ids else "")
+
+    async def _find(
+        self, who: Caller, rid: str, *, param: str | None = None
+    ) -> tuple[str, str, SessionRecord, GatewaySpec]:
+        """(session id, run id, session record, the run's settings) of a stored response
+        ``who`` may read; OpenAIError 404 (400 for a ``previous_response_id``) otherwise."""
+        ids = parse_response_id(rid)
         if ids is not None:
             sid, run_id = ids
             record = await self.gateway.record(who, sid, FRONT)
-            raw = await self.gateway.sessions.get_extra(RECORDS, run_id)
-            kept = orjson.loads(raw) if raw is not None and record is not None else None
-            if kept is not None and kept.get("session_id") == sid:
+            raw = None if record is None else await self.gateway.sessions.get_extra(RECORDS, run_id)
+            kept = orjson.loads(raw) if raw is not None else {}
+            if record is not None and kept.get("session_id") == sid:
                 spec = GatewaySpec.from_metadata(kept["spec"])
                 if Settings.from_extra(spec.extra).store:
                     return sid, run_id, record, spec
@@ -206,7 +207,7 @@ class ResponsesRoutes:
         )
 
     async def _retrieve(self, rid: str, request: Request) -> Response:
-        sid, run_id, _, spec = await self._find(request, rid)
+        sid, run_id, _, spec = await self._find(self._reader(request, rid), rid)
         settings = Settings.from_extra(spec.extra)
         query = request.query_params
         stream = query.get("stream", "false").lower()
@@ -233,7 +234,7 @@ class ResponsesRoutes:
                 return
 
     async def _cancel(self, rid: str, request: Request) -> Response:
-        sid, run_id, _, spec = await self._find(request, rid)
+        sid, run_id, _, spec = await self._find(self.gateway.caller(request), rid)
         settings = Settings.from_extra(spec.extra)
         now = ResponseTranslator(spec, settings, sid, run_id, frames=False)
         await self._read_now(sid, now)
@@ -254,7 +255,7 @@ class ResponsesRoutes:
         return JSONResponse(ended.response())
 
     async def _delete(self, rid: str, request: Request) -> Response:
-        sid, _, _, _ = await self._find(request, rid)
+        sid, _, _, _ = await self._find(self.gateway.caller(request), rid)
         gateway = self.gateway
         await _forget(gateway, sid, set((await gateway.sessions.state(sid)).fold.runs))
         return JSONResponse({"id": rid, "object": "response", "deleted": True})
@@ -286,16 +287,14 @@ async def _forget(gateway: Gateway, sid: str, runs: set[str]) -> None:
 def _forget_after(
     gateway: Gateway, started: Started, follow: Follow, translator: ResponseTranslator
 ) -> None:
-    """``store: false``: delete the session once its run has ended and its reader is done."""
-    sid, run_id = started.session_id, started.run_id
-    pending = {"reader", "run"}
+    """``store: false``: delete the session once its reader is done and its run has ended.
 
-    def done(what: str) -> None:
-        pending.discard(what)
-        if not pending:
-            task = asyncio.ensure_future(_forget(gateway, sid, {run_id}))
-            _FORGETTING.add(task)
-            task.add_done_callback(_FORGETTING.discard)
+    A reader that read the run to its end deletes it before its answer ends
+    (the client never sees it kept); one that left earlier leaves it to the
+    run's end.
+    """
+    sid, run_id = started.session_id, started.run_id
+    run = gateway.runtime.run_task(sid, run_id)
 
     async def frames(inner: AsyncGenerator[Frames, None]) -> AsyncGenerator[Frames, None]:
         try:
@@ -303,14 +302,20 @@ def _forget_after(
                 yield batch
         finally:
             await inner.aclose()
-            if translator.finished or run is None:
-                pending.discard("run")
-            done("reader")
+            if run is not None and not run.done() and not translator.finished:
+                run.add_done_callback(lambda _: _spawn(_forget(gateway, sid, {run_id})))
+            else:
+                if run is not None:
+                    await asyncio.wait((run,))  # its run-end is written: it is ending
+                await _forget(gateway, sid, {run_id})
 
-    run = gateway.runtime.run_task(sid, run_id)
-    if run is not None:
-        run.add_done_callback(lambda _: done("run"))
     follow.frames = frames(follow.frames)
+
+
+def _spawn(work: Awaitable[None]) -> None:
+    task = asyncio.ensure_future(work)
+    _FORGETTING.add(task)
+    task.add_done_callback(_FORGETTING.discard)
 
 
 #: store: false sessions being deleted (their tasks must be referenced until they finish).
