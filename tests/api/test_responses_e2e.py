@@ -176,6 +176,10 @@ async def test_a_response_not_streamed(
         assert [m["role"] for m in sent.body["messages"]] == ["user", "assistant", "user"]
     again = await client.responses.retrieve(r.id)
     assert again.model_dump() == r.model_dump()
+    # Its input, read back a page of one at a time, oldest first.
+    items = [i async for i in client.responses.input_items.list(r.id, order="asc", limit=1)]
+    assert [i.role for i in items] == ["user", "assistant", "user"]
+    assert items[-1].content[0].text == "And of France?"
 
 
 @BOTH
@@ -252,6 +256,11 @@ async def test_a_function_tool_round_trip_with_previous_response_id(
     sent = json.dumps(fake.requests[-1].body)
     assert "What is tether?" in sent and "a log" in sent and "call_7" in sent
     assert (await client.responses.retrieve(first.id)).output[-1].type == "function_call"
+    first_input = [i async for i in client.responses.input_items.list(first.id)]
+    assert [i.content[0].text for i in first_input] == ["What is tether?"]
+    (output,) = [i async for i in client.responses.input_items.list(second.id)]
+    assert (output.type, output.call_id, output.output) == ("function_call_output", "call_7",
+                                                           "a log")  # fmt: skip
 
 
 async def test_a_follow_up_of_an_answer_that_was_continued_branches(

@@ -29,13 +29,14 @@ from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_er
 from tether.api.relay import EventStreamResponse, Follow, Frames
 from tether.api.responses_api.events import ResponseTranslator
 from tether.api.responses_api.follow_up import check_follow_up
+from tether.api.responses_api.input_items import input_items
 from tether.api.responses_api.request import (
     Settings,
     parse_request,
     parse_response_id,
     response_id,
 )
-from tether.runtime.errors import Conflict
+from tether.runtime.errors import Conflict, InvalidInput
 from tether.sessions.service import QuotaExceeded, SessionRecord
 from tether.store.errors import BackendUnavailable, InsufficientStorage
 
@@ -66,6 +67,7 @@ class ResponsesRoutes:
         add(one, self.retrieve, methods=["GET"], response_model=None)
         add(one, self.delete, methods=["DELETE"], response_model=None)
         add(one + "/cancel", self.cancel, methods=["POST"], response_model=None)
+        add(one + "/input_items", self.input_items, methods=["GET"], response_model=None)
 
     # -- the routes ---------------------------------------------------------------
 
@@ -84,6 +86,10 @@ class ResponsesRoutes:
     async def delete(self, response_id: str, request: Request) -> Response:
         """Delete the response's session (the log is not edited: see docs/responses.md)."""
         return await _guarded(lambda: self._delete(response_id, request))
+
+    async def input_items(self, response_id: str, request: Request) -> Response:
+        """The response's input items (``order``, ``limit``, ``after``: OpenAI's paging)."""
+        return await _guarded(lambda: self._input_items(response_id, request))
 
     # -- create ---------------------------------------------------------------------
 
@@ -254,6 +260,35 @@ class ResponsesRoutes:
             await follow.aclose()
         return JSONResponse(ended.response())
 
+    async def _input_items(self, rid: str, request: Request) -> Response:
+        sid, run_id, _, _ = await self._find(self._reader(request, rid), rid)
+        items = input_items((await self.gateway.sessions.state(sid)).fold, run_id)
+        query = request.query_params
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise invalid("Invalid value for 'order': expected asc or desc.", "order")
+        limit = query.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise invalid("Invalid value for 'limit': expected 1 to 100.", "limit")
+        if order == "desc":
+            items.reverse()
+        after = query.get("after")
+        if after is not None:
+            ids = [i["id"] for i in items]
+            if after not in ids:
+                raise invalid(f"No input item '{after}' in this response.", "after")
+            items = items[ids.index(after) + 1 :]
+        page = items[: int(limit)]
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": page,
+                "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None,
+                "has_more": len(items) > len(page),
+            }
+        )
+
     async def _delete(self, rid: str, request: Request) -> Response:
         sid, _, _, _ = await self._find(self.gateway.caller(request), rid)
         gateway = self.gateway
@@ -332,6 +367,10 @@ async def _guarded(handler: Handler) -> Response:
         return OpenAIError(
             429, str(err), type="insufficient_quota", code="insufficient_quota"
         ).response()
+    except Conflict as err:  # a race with another request on the same conversation
+        return OpenAIError(409, str(err), code="conflict").response()
+    except InvalidInput as err:
+        return invalid(str(err)).response()
     except ClientDisconnect:
         return Response(status_code=499)  # the client went: no one reads this
     except (BackendUnavailable, InsufficientStorage) as err:
