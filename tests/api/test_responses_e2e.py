@@ -476,3 +476,17 @@ async def test_a_read_token_of_its_session_reads_a_response_and_changes_nothing(
             await reader.post("/v1/responses", json={"model": MODEL, "input": "x"})
         ).status_code == 401
     assert (await client.responses.retrieve(rid)).status == "completed"
+
+
+async def test_a_retry_with_the_same_idempotency_key_gets_the_same_response(
+    client: openai.AsyncOpenAI, fake: FakeUpstream
+) -> None:
+    fake.script = Script(text="Once.")
+    key = {"Idempotency-Key": "resp-retry-4f1c"}
+    first = await client.responses.create(model=MODEL, input="once", extra_headers=key)
+    raw = await client.responses.with_raw_response.create(
+        model=MODEL, input="once", extra_headers=key
+    )
+    assert raw.headers["idempotent-replayed"] == "true"
+    assert raw.parse().id == first.id and raw.parse().output_text == "Once."
+    assert len(fake.requests) == 1  # one run, one upstream request
