@@ -24,7 +24,7 @@ def test_a_string_input_is_the_user_message_to_send() -> None:
     c = req.completion
     assert c.send == [{"type": "text", "text": "Hello there\nsecond line"}]
     assert c.seed == [] and c.system is None and c.title == "Hello there"
-    assert req.settings.store is True and req.results == []
+    assert req.settings.store is True and c.results == []
     assert c.spec.stream is False and c.spec.tools == []
 
 
@@ -111,7 +111,10 @@ def test_outputs_for_the_previous_responses_calls_are_results_to_write() -> None
             ],
         }
     )
-    assert req.results == [("c1", "41"), ("c2", "42")]
+    assert req.completion.results == [
+        {"tool_call_id": "c1", "output": "41"},
+        {"tool_call_id": "c2", "output": "42"},
+    ]
     assert req.completion.seed == [] and req.completion.send is None
     assert req.settings.previous_response_id == prev
 
