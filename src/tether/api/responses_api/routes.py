@@ -123,7 +123,9 @@ class ResponsesRoutes:
                 f"an agent (agent:{record.agent}), and no agent otherwise.",
                 "model",
             )
-        # The session's agent is built from its record: this run's settings.
+        # The session's agent is built from its record: this run's settings. Read
+        # afresh, so that the last run's end (its status, its usage) is not undone.
+        record = await self.gateway.sessions.record(sid)
         record.model = None if target.agent else req.spec.model
         record.metadata["gateway"] = req.spec.to_metadata()
         await self.gateway.sessions.save(record)
