@@ -38,6 +38,7 @@ from tether.api.guard import Guard, GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
 from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
+from tether.api.responses_api.routes import ResponsesRoutes
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
@@ -176,6 +177,7 @@ class TetherApp:
         openai = OpenAIRoutes(gateway)
         self._completions = openai.completions
         web.include_router(openai.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
+        web.include_router(ResponsesRoutes(gateway).router)  # OpenAI's /v1/responses
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
