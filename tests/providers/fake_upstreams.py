@@ -225,6 +225,9 @@ class FakeUpstream:
         self.replies: deque[Script] = deque()
         self.requests: list[Received] = []
         self.models = ["gpt-4o-mini", "gpt-4o"]
+        #: Anthropic's models list: this many per page (None: all in one).
+        self.models_page: int | None = None
+        self._arrived = asyncio.Event()
         self.disconnects = 0
         self._failures: deque[_Failure] = deque()
         self._disconnected = asyncio.Event()
@@ -265,6 +268,13 @@ class FakeUpstream:
     async def wait_disconnect(self, timeout: float = 5.0) -> None:
         """Return once a client has hung up in the middle of a stream."""
         await asyncio.wait_for(self._disconnected.wait(), timeout)
+
+    async def wait_requests(self, path: str, count: int, timeout: float = 10.0) -> None:
+        """Return once ``count`` requests to ``path`` have arrived in all."""
+        async with asyncio.timeout(timeout):
+            while sum(r.path == path for r in self.requests) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     def _note_disconnect(self) -> None:
         self.disconnects += 1
@@ -314,6 +324,7 @@ class FakeUpstream:
         body = orjson.loads(raw) if raw else None
         received = Received(request.method, request.url.path, dict(request.headers), body)
         self.requests.append(received)
+        self._arrived.set()
         return received
 
     def _openai_failure(self) -> Response | None:
@@ -369,28 +380,29 @@ class FakeUpstream:
         if failure is not None:
             return failure
         if anthropic:
-            data = [
-                {
-                    "type": "model",
-                    "id": m,
-                    "display_name": m,
-                    "created_at": "2025-01-01T00:00:00Z",
-                }
-                for m in self.models
-            ]
-            return JSONResponse(
-                {
-                    "data": data,
-                    "has_more": False,
-                    "first_id": self.models[0] if self.models else None,
-                    "last_id": self.models[-1] if self.models else None,
-                }
-            )
+            return JSONResponse(self._anthropic_models_page(request.query_params))
         data = [
             {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
             for m in self.models
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    def _anthropic_models_page(self, query: Any) -> dict[str, Any]:
+        """One page of Anthropic's models list (``limit``, ``after_id``, ``has_more``)."""
+        after = query.get("after_id")
+        start = self.models.index(after) + 1 if after in self.models else 0
+        size = min(int(query.get("limit", 20)), self.models_page or len(self.models) or 1)
+        page = self.models[start : start + size]
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in page
+        ]
+        return {
+            "data": data,
+            "has_more": start + size < len(self.models),
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
 
     # -- wire formats --------------------------------------------------------
 

@@ -24,6 +24,8 @@ from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
+#: A model name that names an agent: ``agent:<name>`` (how ``/v1/models`` lists agents).
+AGENT_PREFIX = "agent:"
 #: Sessions per page of a listing: by default, and at most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -231,14 +233,18 @@ class SessionRoutes:
 
     async def create_session(self, body: CreateSession, who: Who) -> dict[str, Any]:
         _writer(who)
-        problem = self.known_models(body.model, body.agent)
+        model, agent = body.model, body.agent
+        if agent is None and model is not None and model.startswith(AGENT_PREFIX):
+            agent = model.removeprefix(AGENT_PREFIX)  # as /v1/models lists it
+            model = None
+        problem = self.known_models(model, agent)
         if problem:
             raise InvalidInput(problem)
         tools = self.tools.check(body.tools) if body.tools is not None else []
         record = await self.sessions.create(
             owner=who.owner,
-            model=body.model,
-            agent=body.agent,
+            model=model,
+            agent=agent,
             system=body.system,
             title=body.title,
             tools=tools,

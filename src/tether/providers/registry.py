@@ -50,6 +50,7 @@ from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
 from tether.providers.anthropic import MEDIA_TYPES as ANTHROPIC_MEDIA_TYPES
 from tether.providers.base import Provider
 from tether.providers.demo import DemoModel
+from tether.providers.discovery import ModelDiscovery
 from tether.providers.openai import MEDIA_TYPES as OPENAI_MEDIA_TYPES
 from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
 from tether.providers.redaction import check_credential
@@ -107,9 +108,17 @@ class ProviderRegistry:
         demo: Provider | None = None,
         attachments: Mapping[str, Iterable[str]] | None = None,
         context_tokens: Mapping[str, Budget] | None = None,
+        models_refresh: float | None = None,
     ) -> None:
-        """``context_tokens``: provider name -> the context budget of its models."""
+        """``context_tokens``: provider name -> the context budget of its models.
+
+        ``models_refresh``: seconds between model discoveries of the upstreams
+        configured without a model list (0: at start only; None: never), once
+        :meth:`start_discovery` is called.
+        """
         self._providers: dict[str, Provider] = {}
+        self._models_refresh = models_refresh
+        self._discovery: ModelDiscovery | None = None
         #: Provider name -> the media types its models take, where configured.
         self._media_types = {k: tuple(v) for k, v in (attachments or {}).items()}
         self._budgets = dict(context_tokens or {})
@@ -122,11 +131,14 @@ class ProviderRegistry:
         cls,
         env: Mapping[str, str] | None = None,
         config_path: str | os.PathLike[str] | None = None,
+        *,
+        models_refresh: float | None = None,
     ) -> ProviderRegistry:
         """Providers from ``env`` (default ``os.environ``) and the TOML config file.
 
         The file is ``config_path`` if given, else ``$TETHER_CONFIG`` if set.
-        Raises ConfigError on an invalid configuration.
+        Raises ConfigError on an invalid configuration. ``models_refresh``: as
+        for the constructor.
         """
         env = os.environ if env is None else env
         path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
@@ -135,7 +147,12 @@ class ProviderRegistry:
         found = _from_file(Path(path), env) if path is not None else _FileUpstreams([], {}, {})
         names = {p.name for p in found.providers}
         providers = found.providers + [p for p in _from_env(env) if p.name not in names]
-        return cls(providers, attachments=found.media_types, context_tokens=found.budgets)
+        return cls(
+            providers,
+            attachments=found.media_types,
+            context_tokens=found.budgets,
+            models_refresh=models_refresh,
+        )
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -222,8 +239,22 @@ class ProviderRegistry:
             hint = f"provider {prefix!r} does not list {rest!r}"
         raise UnknownModel(model, self.list_models(), hint)
 
+    async def start_discovery(self) -> None:
+        """Ask the upstreams without a configured model list for theirs, now and then.
+
+        Returns after the first round (or :data:`discovery.START_WAIT`);
+        :meth:`aclose` stops it. Nothing happens without ``models_refresh``.
+        """
+        if self._models_refresh is None or self._discovery is not None:
+            return
+        http = [p for p in self._providers.values() if isinstance(p, HTTPProvider)]
+        self._discovery = ModelDiscovery(http, self._models_refresh)
+        await self._discovery.start()
+
     async def aclose(self) -> None:
-        """Close every provider's HTTP client."""
+        """Stop the model discovery, then close every provider's HTTP client."""
+        if self._discovery is not None:
+            await self._discovery.aclose()
         for provider in self._providers.values():
             await provider.aclose()
 
