@@ -9,6 +9,12 @@ It speaks both vendors' real streaming wire formats:
 - ``POST /v1/messages``: Anthropic's ``event:``/``data:`` SSE sequence
   (message_start, ping, content blocks for thinking, text and tool_use,
   message_delta, message_stop);
+- ``POST /v1/responses``: OpenAI's Responses API events as OpenAI sends them
+  (``response.created``, ``response.in_progress``, an output item per
+  reasoning summary, message and function call with their deltas and
+  ``.done`` events, then ``response.completed`` with usage, or
+  ``response.incomplete`` / ``response.failed``), each with its
+  ``sequence_number``;
 - ``GET /v1/models`` in either dialect (Anthropic's when the request carries
   ``anthropic-version``).
 
@@ -84,6 +90,9 @@ class Script:
     #: OpenAI only: ignore stream=true and answer one chat.completion JSON object
     #: (what some OpenAI-compatible servers do).
     json_reply: bool = False
+    #: Responses only: end with ``response.incomplete`` for this reason
+    #: (``max_output_tokens``...) after the content.
+    incomplete: str | None = None
 
 
 @dataclass
@@ -240,6 +249,7 @@ class FakeUpstream:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -371,6 +381,17 @@ class FakeUpstream:
             return failure
         script = self._next_script()
         body = self._anthropic_events(received.body, script)
+        return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
+    async def _responses(self, request: Request) -> Response:
+        received = await self._record(request)
+        if (failure := self._openai_failure()) is not None:
+            return failure
+        script = self._next_script()
+        wire = _ResponsesWire(f"resp_fake{next(self._ids)}", received.body, script)
+        if script.json_reply:
+            return JSONResponse(wire.response("completed", wire.output()))
+        body = self._responses_events(wire, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
 
     async def _models(self, request: Request) -> Response:
@@ -530,6 +551,26 @@ class FakeUpstream:
             )
         yield b"data: [DONE]\n\n"
 
+    async def _responses_events(self, wire: _ResponsesWire, script: Script) -> AsyncIterator[bytes]:
+        for n, event in enumerate(wire.events()):
+            if script.hang_after is not None and n == script.hang_after + 1:
+                await self._stall()
+                return
+            yield _sse_event(event)
+        if script.stream_error is not None:
+            failed = wire.response("failed", wire.output())
+            failed["error"] = script.stream_error
+            yield _sse_event(wire.numbered({"type": "response.failed", "response": failed}))
+            return
+        if script.truncate:
+            return
+        status = "incomplete" if script.incomplete else "completed"
+        yield _sse_event(
+            wire.numbered(
+                {"type": f"response.{status}", "response": wire.response(status, wire.output())}
+            )
+        )
+
     async def _anthropic_events(self, body: Any, script: Script) -> AsyncIterator[bytes]:
         prompt, completion = script.usage
         events: list[dict[str, Any]] = [
@@ -615,3 +656,134 @@ class FakeUpstream:
             }
         )
         yield _sse_event({"type": "message_stop"})
+
+
+class _ResponsesWire:
+    """One Responses API answer to a script: its output items and its stream of events."""
+
+    def __init__(self, response_id: str, body: Any, script: Script) -> None:
+        self.id = response_id
+        self.body = body
+        self.script = script
+        self._sequence = itertools.count()
+
+    def numbered(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "sequence_number": next(self._sequence)}
+
+    def output(self) -> list[dict[str, Any]]:
+        """The output items, complete: reasoning (its summary), message, function calls."""
+        script = self.script
+        items: list[dict[str, Any]] = []
+        if script.reasoning:
+            items.append(
+                {
+                    "type": "reasoning",
+                    "id": f"rs_{self.id}",
+                    "summary": [{"type": "summary_text", "text": script.reasoning}],
+                }
+            )
+        if script.text:
+            items.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{self.id}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": script.text, "annotations": []}],
+                }
+            )
+        items += [
+            {
+                "type": "function_call",
+                "id": f"fc_{self.id}_{i}",
+                "call_id": call.id or f"call_fake{i}",
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
+            for i, call in enumerate(script.tool_calls)
+        ]
+        return items
+
+    def response(self, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        """The response object as the created/completed/incomplete/failed events carry it."""
+        script = self.script
+        prompt, completion = script.usage
+        done = status != "in_progress"
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": CREATED,
+            "status": status,
+            "model": self.body.get("model", ""),
+            "output": output,
+            "error": None,
+            "incomplete_details": (
+                {"reason": script.incomplete} if status == "incomplete" else None
+            ),
+            "usage": (
+                {
+                    "input_tokens": prompt,
+                    "input_tokens_details": {"cached_tokens": script.cache[0]},
+                    "output_tokens": completion,
+                    "output_tokens_details": {"reasoning_tokens": script.reasoning_tokens},
+                    "total_tokens": prompt + completion,
+                }
+                if done
+                else None
+            ),
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events before the last one, in the order OpenAI streams them."""
+        out = [
+            {"type": "response.created", "response": self.response("in_progress", [])},
+            {"type": "response.in_progress", "response": self.response("in_progress", [])},
+        ]
+        for index, item in enumerate(self.output()):
+            out += self._item_events(index, item)
+        return [self.numbered(e) for e in out]
+
+    def _item_events(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
+        at = {"output_index": index, "item_id": item["id"]}
+        kind = item["type"]
+        opened = {**item, "status": "in_progress"}
+        if kind == "reasoning":
+            opened["summary"] = []
+            text = item["summary"][0]["text"]
+            part = {"type": "summary_text", "text": ""}
+            middle = [
+                {"type": "response.reasoning_summary_part.added", **at, "summary_index": 0,
+                 "part": part},
+                *({"type": "response.reasoning_summary_text.delta", **at, "summary_index": 0,
+                   "delta": p} for p in pieces(text)),
+                {"type": "response.reasoning_summary_text.done", **at, "summary_index": 0,
+                 "text": text},
+                {"type": "response.reasoning_summary_part.done", **at, "summary_index": 0,
+                 "part": {**part, "text": text}},
+            ]  # fmt: skip
+        elif kind == "message":
+            opened["content"] = []
+            text = item["content"][0]["text"]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            middle = [
+                {"type": "response.content_part.added", **at, "content_index": 0, "part": part},
+                *({"type": "response.output_text.delta", **at, "content_index": 0, "delta": p}
+                  for p in pieces(text)),
+                {"type": "response.output_text.done", **at, "content_index": 0, "text": text},
+                {"type": "response.content_part.done", **at, "content_index": 0,
+                 "part": {**part, "text": text}},
+            ]  # fmt: skip
+        else:
+            opened["arguments"] = ""
+            args, size = item["arguments"], self.script.fragment
+            middle = [
+                *({"type": "response.function_call_arguments.delta", **at,
+                   "delta": args[s : s + size]} for s in range(0, len(args), size)),
+                {"type": "response.function_call_arguments.done", **at, "arguments": args},
+            ]  # fmt: skip
+        return [
+            {"type": "response.output_item.added", "output_index": index, "item": opened},
+            *middle,
+            {"type": "response.output_item.done", "output_index": index, "item": item},
+        ]

@@ -6,14 +6,18 @@ from the environment and from a TOML file:
 
 - ``TETHER_OPENAI_BASE_URL`` / ``TETHER_OPENAI_API_KEY`` (either one; the URL
   defaults to OpenAI's) and ``TETHER_OPENAI_MODELS`` (comma-separated) give
-  the ``openai`` provider;
+  the ``openai`` provider; ``TETHER_OPENAI_API=responses`` makes it speak the
+  Responses API (``POST /responses``) rather than Chat Completions (``chat``,
+  the default);
 - ``TETHER_ANTHROPIC_API_KEY`` (+ ``TETHER_ANTHROPIC_BASE_URL``,
   ``TETHER_ANTHROPIC_MODELS``) gives the ``anthropic`` provider;
 - the file named by ``TETHER_CONFIG`` (or passed explicitly) lists upstreams::
 
     [[upstreams]]
     name = "local"                 # the prefix of its model names
-    kind = "openai"                # or "anthropic" (default: the name, if it is one)
+    kind = "openai"                # Chat Completions; or "openai-responses" (the
+                                   # Responses API), "anthropic" (default: the name,
+                                   # if it is one)
     base_url = "http://localhost:11434/v1"
     api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
     models = ["llama3.2", "qwen3"]
@@ -32,8 +36,12 @@ from the environment and from a TOML file:
   would take its estimated size past the budget (tether.agents.context_budget
   says how it estimates, and what always stays).
 
-A provider with an empty model list accepts any model name under its prefix
-(handy for OpenRouter); one with a list accepts only those.
+An upstream configured without a model list is asked for its models (``GET
+/models``; Anthropic's ``/v1/models``, page by page) at start and then every
+``models_refresh`` seconds (``tether serve --models-refresh``), and then
+accepts those (tether.providers.discovery). Until a first answer it accepts any
+model name under its prefix (handy for OpenRouter); with a list configured it
+accepts only those and is never asked.
 """
 
 from __future__ import annotations
@@ -53,9 +61,21 @@ from tether.providers.demo import DemoModel
 from tether.providers.discovery import ModelDiscovery
 from tether.providers.openai import MEDIA_TYPES as OPENAI_MEDIA_TYPES
 from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
+from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.redaction import check_credential
 
-KINDS = ("openai", "anthropic")
+#: The upstream kinds of the config file, and the provider class of each.
+PROVIDER_KINDS: dict[str, type[OpenAIProvider | AnthropicProvider]] = {
+    "openai": OpenAIProvider,
+    "openai-responses": OpenAIResponsesProvider,
+    "anthropic": AnthropicProvider,
+}
+KINDS = tuple(PROVIDER_KINDS)
+#: ``TETHER_OPENAI_API`` -> the wire the ``openai`` provider speaks.
+OPENAI_APIS: dict[str, type[OpenAIProvider]] = {
+    "chat": OpenAIProvider,
+    "responses": OpenAIResponsesProvider,
+}
 _UPSTREAM_KEYS = {
     "name",
     "kind",
@@ -294,11 +314,14 @@ def _from_env(env: Mapping[str, str]) -> list[Provider]:
     providers: list[Provider] = []
     base_url = env.get("TETHER_OPENAI_BASE_URL") or None
     key = _env_key(env, "TETHER_OPENAI_API_KEY")
+    api = env.get("TETHER_OPENAI_API") or "chat"
+    if api not in OPENAI_APIS:
+        raise ConfigError(f"TETHER_OPENAI_API must be one of {', '.join(OPENAI_APIS)}")
     if base_url or key:
         providers.append(
             _build(
                 "TETHER_OPENAI_*",
-                OpenAIProvider,
+                OPENAI_APIS[api],
                 name="openai",
                 base_url=base_url or OPENAI_BASE_URL,
                 api_key=key,
@@ -416,8 +439,7 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
         raise ConfigError(f"{where}: 'models' must be a list of non-empty strings")
     kwargs: dict[str, Any] = {"name": name, "api_key": key or None, "models": models}
     kwargs.update(_upstream_options(where, kind, table))
-    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
-    return _build(where, cls, **kwargs)
+    return _build(where, PROVIDER_KINDS[kind], **kwargs)
 
 
 def _upstream_key(where: str, kind: str, table: dict[str, Any], env: Mapping[str, str]) -> Any:
