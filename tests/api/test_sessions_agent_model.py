@@ -55,4 +55,3 @@ def test_an_unknown_agent_is_refused_with_the_agents_listed(server: TetherServer
     assert all(name in message for name in ("approver", "brief", "flaky", "fragile"))
     assert both.status_code == 400
     assert after == before
-

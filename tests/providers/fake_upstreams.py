@@ -35,11 +35,12 @@ import contextlib
 import itertools
 import re
 import socket
+import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import uvicorn
@@ -50,6 +51,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 CREATED = 1_730_000_000
+T = TypeVar("T")
 
 
 @dataclass
@@ -656,6 +658,32 @@ class FakeUpstream:
             }
         )
         yield _sse_event({"type": "message_stop"})
+
+
+class FakeUpstreamThread:
+    """A FakeUpstream served by an event loop on a thread of its own (for synchronous tests).
+
+    ``with FakeUpstreamThread() as fake: ...``; :meth:`run` runs one of the
+    fake's coroutines (``wait_requests``...) on its loop and returns its result.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        self.fake = self.run(FakeUpstream().start())
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.fake.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 class _ResponsesWire:
