@@ -25,6 +25,8 @@ log = logging.getLogger("tether.providers")
 ASK_TIMEOUT = 30.0
 #: Seconds the start waits for the first round (then it goes on in the background).
 START_WAIT = 5.0
+#: Model names a discovery's log line shows (OpenRouter lists hundreds).
+_SHOWN = 20
 
 
 class ModelDiscovery:
@@ -67,10 +69,10 @@ class ModelDiscovery:
         try:
             async with asyncio.timeout(ASK_TIMEOUT):
                 models = await provider.refresh_models()
-        except (ProviderError, TimeoutError) as err:
+        except Exception as err:  # whatever it is, the next round asks again
             if provider.name not in self._failing:
                 self._failing.add(provider.name)
-                why = str(err) if isinstance(err, ProviderError) else "timed out"
+                why = _why(err)
                 log.warning(
                     "%s: could not list the upstream's models (%s); keeping %d known model(s)",
                     provider.name,
@@ -82,4 +84,17 @@ class ModelDiscovery:
             self._failing.discard(provider.name)
             log.info("%s: the upstream's models are listed again", provider.name)
         if models != before:
-            log.info("%s: models from the upstream: %s", provider.name, ", ".join(models))
+            shown = ", ".join(models[:_SHOWN]) + (", ..." if len(models) > _SHOWN else "")
+            log.info("%s: %d model(s) from the upstream: %s", provider.name, len(models), shown)
+
+
+def _why(err: Exception) -> str:
+    """What went wrong, credential-free: a ProviderError's own (redacted) message, else its kind.
+
+    Other exceptions' texts are not ours to vet (an httpx error may quote a URL).
+    """
+    if isinstance(err, ProviderError):
+        return str(err)
+    if isinstance(err, TimeoutError):
+        return f"no answer within {ASK_TIMEOUT:g} s"
+    return type(err).__name__
