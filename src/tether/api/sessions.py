@@ -16,6 +16,7 @@ from tether.agents.tools import MAX_TOOLS, ToolRegistry
 from tether.api.attachments import Attachments
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import InvalidInput, Runtime
@@ -24,8 +25,6 @@ from tether.sessions.service import SessionNotFound, SessionService, stream_name
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
-#: A model name that names an agent: ``agent:<name>`` (how ``/v1/models`` lists agents).
-AGENT_PREFIX = "agent:"
 #: Sessions per page of a listing: by default, and at most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000

@@ -52,7 +52,7 @@ from tether.providers.base import (
     Usage,
     classified,
 )
-from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
+from tether.providers.openai import OpenAIProvider
 
 #: Sampling options the Responses API takes under the same name.
 _SAME_NAME = ("temperature", "top_p", "parallel_tool_calls")
@@ -309,29 +309,6 @@ class OpenAIResponsesProvider(OpenAIProvider):
     request written ahead (:meth:`begin`), the media types. ``extra_body`` is
     merged into every request body (``reasoning: {summary: "auto"}``, ...).
     """
-
-    def __init__(
-        self,
-        *,
-        base_url: str = OPENAI_BASE_URL,
-        api_key: str | None = None,
-        models: Iterable[str] = (),
-        name: str = "openai",
-        timeout: float | httpx.Timeout | None = None,
-        headers: Mapping[str, str] | None = None,
-        extra_body: Mapping[str, Any] | None = None,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            api_key=api_key,
-            models=models,
-            name=name,
-            timeout=timeout,
-            headers=headers,
-            extra_body=extra_body,
-            client=client,
-        )
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of the Responses request for ``request``.
