@@ -9,6 +9,12 @@ It speaks both vendors' real streaming wire formats:
 - ``POST /v1/messages``: Anthropic's ``event:``/``data:`` SSE sequence
   (message_start, ping, content blocks for thinking, text and tool_use,
   message_delta, message_stop);
+- ``POST /v1/responses``: OpenAI's Responses API events as OpenAI sends them
+  (``response.created``, ``response.in_progress``, an output item per
+  reasoning summary, message and function call with their deltas and
+  ``.done`` events, then ``response.completed`` with usage, or
+  ``response.incomplete`` / ``response.failed``), each with its
+  ``sequence_number``;
 - ``GET /v1/models`` in either dialect (Anthropic's when the request carries
   ``anthropic-version``).
 
@@ -29,11 +35,12 @@ import contextlib
 import itertools
 import re
 import socket
+import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import uvicorn
@@ -44,6 +51,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 CREATED = 1_730_000_000
+T = TypeVar("T")
 
 
 @dataclass
@@ -85,6 +93,9 @@ class Script:
     #: OpenAI only: ignore stream=true and answer one chat.completion JSON object
     #: (what some OpenAI-compatible servers do).
     json_reply: bool = False
+    #: Responses only: end with ``response.incomplete`` for this reason
+    #: (``max_output_tokens``...) after the content.
+    incomplete: str | None = None
 
 
 @dataclass
@@ -226,6 +237,9 @@ class FakeUpstream:
         self.replies: deque[Script] = deque()
         self.requests: list[Received] = []
         self.models = ["gpt-4o-mini", "gpt-4o"]
+        #: Anthropic's models list: this many per page (None: all in one).
+        self.models_page: int | None = None
+        self._arrived = asyncio.Event()
         self.disconnects = 0
         self._failures: deque[_Failure] = deque()
         self._disconnected = asyncio.Event()
@@ -238,6 +252,7 @@ class FakeUpstream:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -266,6 +281,13 @@ class FakeUpstream:
     async def wait_disconnect(self, timeout: float = 5.0) -> None:
         """Return once a client has hung up in the middle of a stream."""
         await asyncio.wait_for(self._disconnected.wait(), timeout)
+
+    async def wait_requests(self, path: str, count: int, timeout: float = 10.0) -> None:
+        """Return once ``count`` requests to ``path`` have arrived in all."""
+        async with asyncio.timeout(timeout):
+            while sum(r.path == path for r in self.requests) < count:
+                self._arrived.clear()
+                await self._arrived.wait()
 
     def release(self) -> None:
         """Let every stalled stream go on (``hang_after``, ``stall_before_headers``)."""
@@ -319,6 +341,7 @@ class FakeUpstream:
         body = orjson.loads(raw) if raw else None
         received = Received(request.method, request.url.path, dict(request.headers), body)
         self.requests.append(received)
+        self._arrived.set()
         return received
 
     def _openai_failure(self) -> Response | None:
@@ -367,6 +390,17 @@ class FakeUpstream:
         body = self._anthropic_events(received.body, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
 
+    async def _responses(self, request: Request) -> Response:
+        received = await self._record(request)
+        if (failure := self._openai_failure()) is not None:
+            return failure
+        script = self._next_script()
+        wire = _ResponsesWire(f"resp_fake{next(self._ids)}", received.body, script)
+        if script.json_reply:
+            return JSONResponse(wire.response("completed", wire.output()))
+        body = self._responses_events(wire, script)
+        return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
     async def _models(self, request: Request) -> Response:
         await self._record(request)
         anthropic = "anthropic-version" in request.headers
@@ -374,28 +408,29 @@ class FakeUpstream:
         if failure is not None:
             return failure
         if anthropic:
-            data = [
-                {
-                    "type": "model",
-                    "id": m,
-                    "display_name": m,
-                    "created_at": "2025-01-01T00:00:00Z",
-                }
-                for m in self.models
-            ]
-            return JSONResponse(
-                {
-                    "data": data,
-                    "has_more": False,
-                    "first_id": self.models[0] if self.models else None,
-                    "last_id": self.models[-1] if self.models else None,
-                }
-            )
+            return JSONResponse(self._anthropic_models_page(request.query_params))
         data = [
             {"id": m, "object": "model", "created": CREATED, "owned_by": "fake"}
             for m in self.models
         ]
         return JSONResponse({"object": "list", "data": data})
+
+    def _anthropic_models_page(self, query: Any) -> dict[str, Any]:
+        """One page of Anthropic's models list (``limit``, ``after_id``, ``has_more``)."""
+        after = query.get("after_id")
+        start = self.models.index(after) + 1 if after in self.models else 0
+        size = min(int(query.get("limit", 20)), self.models_page or len(self.models) or 1)
+        page = self.models[start : start + size]
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"}
+            for m in page
+        ]
+        return {
+            "data": data,
+            "has_more": start + size < len(self.models),
+            "first_id": page[0] if page else None,
+            "last_id": page[-1] if page else None,
+        }
 
     # -- wire formats --------------------------------------------------------
 
@@ -522,6 +557,26 @@ class FakeUpstream:
             )
         yield b"data: [DONE]\n\n"
 
+    async def _responses_events(self, wire: _ResponsesWire, script: Script) -> AsyncIterator[bytes]:
+        for n, event in enumerate(wire.events()):
+            if script.hang_after is not None and n == script.hang_after + 1:
+                await self._stall()
+                return
+            yield _sse_event(event)
+        if script.stream_error is not None:
+            failed = wire.response("failed", wire.output())
+            failed["error"] = script.stream_error
+            yield _sse_event(wire.numbered({"type": "response.failed", "response": failed}))
+            return
+        if script.truncate:
+            return
+        status = "incomplete" if script.incomplete else "completed"
+        yield _sse_event(
+            wire.numbered(
+                {"type": f"response.{status}", "response": wire.response(status, wire.output())}
+            )
+        )
+
     async def _anthropic_events(self, body: Any, script: Script) -> AsyncIterator[bytes]:
         prompt, completion = script.usage
         events: list[dict[str, Any]] = [
@@ -606,3 +661,160 @@ class FakeUpstream:
             }
         )
         yield _sse_event({"type": "message_stop"})
+
+
+class FakeUpstreamThread:
+    """A FakeUpstream served by an event loop on a thread of its own (for synchronous tests).
+
+    ``with FakeUpstreamThread() as fake: ...``; :meth:`run` runs one of the
+    fake's coroutines (``wait_requests``...) on its loop and returns its result.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 15.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __enter__(self) -> FakeUpstream:
+        self._thread.start()
+        self.fake = self.run(FakeUpstream().start())
+        return self.fake
+
+    def __exit__(self, *exc: object) -> None:
+        self.run(self.fake.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+class _ResponsesWire:
+    """One Responses API answer to a script: its output items and its stream of events."""
+
+    def __init__(self, response_id: str, body: Any, script: Script) -> None:
+        self.id = response_id
+        self.body = body
+        self.script = script
+        self._sequence = itertools.count()
+
+    def numbered(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "sequence_number": next(self._sequence)}
+
+    def output(self) -> list[dict[str, Any]]:
+        """The output items, complete: reasoning (its summary), message, function calls."""
+        script = self.script
+        items: list[dict[str, Any]] = []
+        if script.reasoning:
+            items.append(
+                {
+                    "type": "reasoning",
+                    "id": f"rs_{self.id}",
+                    "summary": [{"type": "summary_text", "text": script.reasoning}],
+                }
+            )
+        if script.text:
+            items.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{self.id}",
+                    "status": "completed",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": script.text, "annotations": []}],
+                }
+            )
+        items += [
+            {
+                "type": "function_call",
+                "id": f"fc_{self.id}_{i}",
+                "call_id": call.id or f"call_fake{i}",
+                "name": call.name,
+                "arguments": call.arguments,
+                "status": "completed",
+            }
+            for i, call in enumerate(script.tool_calls)
+        ]
+        return items
+
+    def response(self, status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
+        """The response object as the created/completed/incomplete/failed events carry it."""
+        script = self.script
+        prompt, completion = script.usage
+        done = status != "in_progress"
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": CREATED,
+            "status": status,
+            "model": self.body.get("model", ""),
+            "output": output,
+            "error": None,
+            "incomplete_details": (
+                {"reason": script.incomplete} if status == "incomplete" else None
+            ),
+            "usage": (
+                {
+                    "input_tokens": prompt,
+                    "input_tokens_details": {"cached_tokens": script.cache[0]},
+                    "output_tokens": completion,
+                    "output_tokens_details": {"reasoning_tokens": script.reasoning_tokens},
+                    "total_tokens": prompt + completion,
+                }
+                if done
+                else None
+            ),
+        }
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events before the last one, in the order OpenAI streams them."""
+        out = [
+            {"type": "response.created", "response": self.response("in_progress", [])},
+            {"type": "response.in_progress", "response": self.response("in_progress", [])},
+        ]
+        for index, item in enumerate(self.output()):
+            out += self._item_events(index, item)
+        return [self.numbered(e) for e in out]
+
+    def _item_events(self, index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
+        at = {"output_index": index, "item_id": item["id"]}
+        kind = item["type"]
+        opened = {**item, "status": "in_progress"}
+        if kind == "reasoning":
+            opened["summary"] = []
+            text = item["summary"][0]["text"]
+            part = {"type": "summary_text", "text": ""}
+            middle = [
+                {"type": "response.reasoning_summary_part.added", **at, "summary_index": 0,
+                 "part": part},
+                *({"type": "response.reasoning_summary_text.delta", **at, "summary_index": 0,
+                   "delta": p} for p in pieces(text)),
+                {"type": "response.reasoning_summary_text.done", **at, "summary_index": 0,
+                 "text": text},
+                {"type": "response.reasoning_summary_part.done", **at, "summary_index": 0,
+                 "part": {**part, "text": text}},
+            ]  # fmt: skip
+        elif kind == "message":
+            opened["content"] = []
+            text = item["content"][0]["text"]
+            part = {"type": "output_text", "text": "", "annotations": []}
+            middle = [
+                {"type": "response.content_part.added", **at, "content_index": 0, "part": part},
+                *({"type": "response.output_text.delta", **at, "content_index": 0, "delta": p}
+                  for p in pieces(text)),
+                {"type": "response.output_text.done", **at, "content_index": 0, "text": text},
+                {"type": "response.content_part.done", **at, "content_index": 0,
+                 "part": {**part, "text": text}},
+            ]  # fmt: skip
+        else:
+            opened["arguments"] = ""
+            args, size = item["arguments"], self.script.fragment
+            middle = [
+                *({"type": "response.function_call_arguments.delta", **at,
+                   "delta": args[s : s + size]} for s in range(0, len(args), size)),
+                {"type": "response.function_call_arguments.done", **at, "arguments": args},
+            ]  # fmt: skip
+        return [
+            {"type": "response.output_item.added", "output_index": index, "item": opened},
+            *middle,
+            {"type": "response.output_item.done", "output_index": index, "item": item},
+        ]

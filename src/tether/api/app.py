@@ -208,7 +208,8 @@ class TetherApp:
         if model and agent:
             return "give a model or an agent, not both"
         if agent is not None:
-            return None if agent in self.agents else f"unknown agent {agent!r}"
+            known = ", ".join(sorted(self.agents)) or "none"
+            return None if agent in self.agents else f"unknown agent {agent!r} (agents: {known})"
         try:
             self.registry.resolve(model or "demo")
         except UnknownModel as err:
@@ -283,6 +284,7 @@ class TetherApp:
                     await self.mcp.start()
                     await self.runtime.start()
                     self.idempotency.start()
+                    await self.registry.start_discovery()  # upstreams' models; aclose stops it
                 except Exception as err:
                     log.exception("could not start")
                     await self.mcp.aclose()

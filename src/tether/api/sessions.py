@@ -16,6 +16,7 @@ from tether.agents.tools import MAX_TOOLS, ToolRegistry
 from tether.api.attachments import Attachments
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.runtime.runner import InvalidInput, Runtime
@@ -231,14 +232,18 @@ class SessionRoutes:
 
     async def create_session(self, body: CreateSession, who: Who) -> dict[str, Any]:
         _writer(who)
-        problem = self.known_models(body.model, body.agent)
+        model, agent = body.model, body.agent
+        if agent is None and model is not None and model.startswith(AGENT_PREFIX):
+            agent = model.removeprefix(AGENT_PREFIX)  # as /v1/models lists it
+            model = None
+        problem = self.known_models(model, agent)
         if problem:
             raise InvalidInput(problem)
         tools = self.tools.check(body.tools) if body.tools is not None else []
         record = await self.sessions.create(
             owner=who.owner,
-            model=body.model,
-            agent=body.agent,
+            model=model,
+            agent=agent,
             system=body.system,
             title=body.title,
             tools=tools,

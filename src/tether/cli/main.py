@@ -73,6 +73,9 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         settle_heap()
+        if not self.should_exit:  # the models, discovered ones included (after the lifespan)
+            models = self._tether.registry.list_models()
+            click.echo(f"tether: models: {', '.join(models)}", err=True)
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0 and self._loop is not None:  # uvicorn ticks every 0.1 s
@@ -238,6 +241,14 @@ def main() -> None:
     "the same key within them gets it again and changes nothing.",
 )
 @click.option(
+    "--models-refresh",
+    default=lambda: float(os.environ.get("TETHER_MODELS_REFRESH", 300)),
+    show_default="300 (or $TETHER_MODELS_REFRESH)",
+    type=click.FloatRange(min=0),
+    help="Seconds between asking the upstreams configured without a model list for "
+    "their models (0: only at start).",
+)
+@click.option(
     "--gateway-detach-grace",
     default=lambda: float(os.environ.get("TETHER_GATEWAY_DETACH_GRACE", DEFAULT_GRACE)),
     show_default=f"{DEFAULT_GRACE:g} (or $TETHER_GATEWAY_DETACH_GRACE)",
@@ -287,6 +298,7 @@ def serve(
     max_streams: int,
     attachment_inline_max: int,
     idempotency_retention: float,
+    models_refresh: float,
     gateway_detach_grace: float,
     log_level: str,
     max_connections: int | None,
@@ -296,7 +308,7 @@ def serve(
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given)."""
     try:
-        registry = ProviderRegistry.from_env()
+        registry = ProviderRegistry.from_env(models_refresh=models_refresh)
         mcp_servers = load_mcp_servers()
         secrets = [*tether_secrets(os.environ), *(s.get() for s in registry.secrets())]
         secrets += [secret for server in mcp_servers for secret in server.secrets()]
@@ -362,7 +374,6 @@ def serve(
     say = partial(click.echo, err=True)
     say(f"tether: serving on http://{host}:{port} (store: {where})")
     say(f"tether: at most {limits.max_connections} connections (open-files limit {fd_limit})")
-    say(f"tether: models: {', '.join(registry.list_models())}")
     if agents is not None:
         say(f"tether: agents: {', '.join(sorted(agents.agents)) or '(none)'}")
         if agents.tools:

@@ -29,6 +29,8 @@ log = logging.getLogger("tether.providers")
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
 
 _MAX_ERROR_TEXT = 500
+#: Pages of a models list read at most (Anthropic's: up to 1000 models each).
+_MAX_MODEL_PAGES = 20
 _SECRET_HEADER_HINTS = ("auth", "key", "token", "secret", "cookie", "password")
 
 
@@ -331,6 +333,8 @@ class HTTPProvider:
             check_credential("api_key", api_key)
         self._api_key = Secret(api_key) if api_key else None
         self._models = dedupe(models)
+        #: A configured list is what the provider serves; without one it is asked.
+        self._explicit_models = bool(self._models)
         headers = {str(k): str(v) for k, v in (headers or {}).items()}
         for header, value in headers.items():
             check_credential(f"the value of header {header!r}", value)
@@ -360,6 +364,11 @@ class HTTPProvider:
 
     def models(self) -> list[str]:
         return list(self._models)
+
+    @property
+    def discovers_models(self) -> bool:
+        """Whether its model list comes from the upstream (none was configured)."""
+        return not self._explicit_models
 
     def _auth_headers(self) -> dict[str, str]:  # pragma: no cover - overridden
         return {}
@@ -421,9 +430,28 @@ class HTTPProvider:
             await resp.aclose()
 
     async def _get_model_ids(self, url: str) -> list[str]:
-        """GET a models list (``{"data": [{"id": ...}]}``, OpenAI's and Anthropic's shape)."""
+        """GET a models list (``{"data": [{"id": ...}]}``, OpenAI's and Anthropic's shape).
+
+        Follows Anthropic's pages (``has_more`` with ``last_id``, asked for
+        again as ``after_id``); OpenAI-compatible upstreams answer in one page.
+        """
+        ids: list[str] = []
+        after: str | None = None
+        for _ in range(_MAX_MODEL_PAGES):
+            page = await self._get_json(url, {"after_id": after} if after else None)
+            try:
+                ids += [str(entry["id"]) for entry in page["data"]]
+            except (KeyError, TypeError):
+                raise self._unexpected_models() from None
+            last = page.get("last_id")
+            if page.get("has_more") is not True or not isinstance(last, str) or last == after:
+                break
+            after = last
+        return dedupe(ids)
+
+    async def _get_json(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         try:
-            resp = await self._client.get(url, headers=self._headers())
+            resp = await self._client.get(url, params=params, headers=self._headers())
         except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
         if resp.status_code >= 400:
@@ -431,13 +459,15 @@ class HTTPProvider:
                 self.name, resp.status_code, resp.content, self._secrets, resp.headers
             )
         try:
-            data = orjson.loads(resp.content)["data"]
-            ids = [str(entry["id"]) for entry in data]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise ProviderError(
-                f"{self.name}: unexpected models list from upstream", transient=False
-            ) from None
-        return dedupe(ids)
+            data = orjson.loads(resp.content)
+        except orjson.JSONDecodeError:
+            raise self._unexpected_models() from None
+        if not isinstance(data, dict):
+            raise self._unexpected_models()
+        return data
+
+    def _unexpected_models(self) -> ProviderError:
+        return ProviderError(f"{self.name}: unexpected models list from upstream", transient=False)
 
     async def refresh_models(self) -> list[str]:
         """Replace the model list with the upstream's own list, and return it."""

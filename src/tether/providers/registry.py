@@ -6,14 +6,18 @@ from the environment and from a TOML file:
 
 - ``TETHER_OPENAI_BASE_URL`` / ``TETHER_OPENAI_API_KEY`` (either one; the URL
   defaults to OpenAI's) and ``TETHER_OPENAI_MODELS`` (comma-separated) give
-  the ``openai`` provider;
+  the ``openai`` provider; ``TETHER_OPENAI_API=responses`` makes it speak the
+  Responses API (``POST /responses``) rather than Chat Completions (``chat``,
+  the default);
 - ``TETHER_ANTHROPIC_API_KEY`` (+ ``TETHER_ANTHROPIC_BASE_URL``,
   ``TETHER_ANTHROPIC_MODELS``) gives the ``anthropic`` provider;
 - the file named by ``TETHER_CONFIG`` (or passed explicitly) lists upstreams::
 
     [[upstreams]]
     name = "local"                 # the prefix of its model names
-    kind = "openai"                # or "anthropic" (default: the name, if it is one)
+    kind = "openai"                # Chat Completions; or "openai-responses" (the
+                                   # Responses API), "anthropic" (default: the name,
+                                   # if it is one)
     base_url = "http://localhost:11434/v1"
     api_key_env = "OLLAMA_KEY"     # or api_key = "..." (optional for kind openai)
     models = ["llama3.2", "qwen3"]
@@ -32,8 +36,12 @@ from the environment and from a TOML file:
   would take its estimated size past the budget (tether.agents.context_budget
   says how it estimates, and what always stays).
 
-A provider with an empty model list accepts any model name under its prefix
-(handy for OpenRouter); one with a list accepts only those.
+An upstream configured without a model list is asked for its models (``GET
+/models``; Anthropic's ``/v1/models``, page by page) at start and then every
+``models_refresh`` seconds (``tether serve --models-refresh``), and then
+accepts those (tether.providers.discovery). Until a first answer it accepts any
+model name under its prefix (handy for OpenRouter); with a list configured it
+accepts only those and is never asked.
 """
 
 from __future__ import annotations
@@ -50,11 +58,24 @@ from tether.providers.anthropic import ANTHROPIC_BASE_URL, AnthropicProvider
 from tether.providers.anthropic import MEDIA_TYPES as ANTHROPIC_MEDIA_TYPES
 from tether.providers.base import Provider
 from tether.providers.demo import DemoModel
+from tether.providers.discovery import ModelDiscovery
 from tether.providers.openai import MEDIA_TYPES as OPENAI_MEDIA_TYPES
 from tether.providers.openai import OPENAI_BASE_URL, OpenAIProvider
+from tether.providers.openai_responses import OpenAIResponsesProvider
 from tether.providers.redaction import check_credential
 
-KINDS = ("openai", "anthropic")
+#: The upstream kinds of the config file, and the provider class of each.
+PROVIDER_KINDS: dict[str, type[OpenAIProvider | AnthropicProvider]] = {
+    "openai": OpenAIProvider,
+    "openai-responses": OpenAIResponsesProvider,
+    "anthropic": AnthropicProvider,
+}
+KINDS = tuple(PROVIDER_KINDS)
+#: ``TETHER_OPENAI_API`` -> the wire the ``openai`` provider speaks.
+OPENAI_APIS: dict[str, type[OpenAIProvider]] = {
+    "chat": OpenAIProvider,
+    "responses": OpenAIResponsesProvider,
+}
 _UPSTREAM_KEYS = {
     "name",
     "kind",
@@ -107,9 +128,17 @@ class ProviderRegistry:
         demo: Provider | None = None,
         attachments: Mapping[str, Iterable[str]] | None = None,
         context_tokens: Mapping[str, Budget] | None = None,
+        models_refresh: float | None = None,
     ) -> None:
-        """``context_tokens``: provider name -> the context budget of its models."""
+        """``context_tokens``: provider name -> the context budget of its models.
+
+        ``models_refresh``: seconds between model discoveries of the upstreams
+        configured without a model list (0: at start only; None: never), once
+        :meth:`start_discovery` is called.
+        """
         self._providers: dict[str, Provider] = {}
+        self._models_refresh = models_refresh
+        self._discovery: ModelDiscovery | None = None
         #: Provider name -> the media types its models take, where configured.
         self._media_types = {k: tuple(v) for k, v in (attachments or {}).items()}
         self._budgets = dict(context_tokens or {})
@@ -122,11 +151,14 @@ class ProviderRegistry:
         cls,
         env: Mapping[str, str] | None = None,
         config_path: str | os.PathLike[str] | None = None,
+        *,
+        models_refresh: float | None = None,
     ) -> ProviderRegistry:
         """Providers from ``env`` (default ``os.environ``) and the TOML config file.
 
         The file is ``config_path`` if given, else ``$TETHER_CONFIG`` if set.
-        Raises ConfigError on an invalid configuration.
+        Raises ConfigError on an invalid configuration. ``models_refresh``: as
+        for the constructor.
         """
         env = os.environ if env is None else env
         path = config_path if config_path is not None else env.get("TETHER_CONFIG") or None
@@ -135,7 +167,12 @@ class ProviderRegistry:
         found = _from_file(Path(path), env) if path is not None else _FileUpstreams([], {}, {})
         names = {p.name for p in found.providers}
         providers = found.providers + [p for p in _from_env(env) if p.name not in names]
-        return cls(providers, attachments=found.media_types, context_tokens=found.budgets)
+        return cls(
+            providers,
+            attachments=found.media_types,
+            context_tokens=found.budgets,
+            models_refresh=models_refresh,
+        )
 
     def add(self, provider: Provider) -> None:
         """Register ``provider`` under its name; ValueError if the name is taken."""
@@ -222,8 +259,22 @@ class ProviderRegistry:
             hint = f"provider {prefix!r} does not list {rest!r}"
         raise UnknownModel(model, self.list_models(), hint)
 
+    async def start_discovery(self) -> None:
+        """Ask the upstreams without a configured model list for theirs, now and then.
+
+        Returns after the first round (or :data:`discovery.START_WAIT`);
+        :meth:`aclose` stops it. Nothing happens without ``models_refresh``.
+        """
+        if self._models_refresh is None or self._discovery is not None:
+            return
+        http = [p for p in self._providers.values() if isinstance(p, HTTPProvider)]
+        self._discovery = ModelDiscovery(http, self._models_refresh)
+        await self._discovery.start()
+
     async def aclose(self) -> None:
-        """Close every provider's HTTP client."""
+        """Stop the model discovery, then close every provider's HTTP client."""
+        if self._discovery is not None:
+            await self._discovery.aclose()
         for provider in self._providers.values():
             await provider.aclose()
 
@@ -263,11 +314,14 @@ def _from_env(env: Mapping[str, str]) -> list[Provider]:
     providers: list[Provider] = []
     base_url = env.get("TETHER_OPENAI_BASE_URL") or None
     key = _env_key(env, "TETHER_OPENAI_API_KEY")
+    api = env.get("TETHER_OPENAI_API") or "chat"
+    if api not in OPENAI_APIS:
+        raise ConfigError(f"TETHER_OPENAI_API must be one of {', '.join(OPENAI_APIS)}")
     if base_url or key:
         providers.append(
             _build(
                 "TETHER_OPENAI_*",
-                OpenAIProvider,
+                OPENAI_APIS[api],
                 name="openai",
                 base_url=base_url or OPENAI_BASE_URL,
                 api_key=key,
@@ -385,8 +439,7 @@ def _upstream(where: str, table: dict[str, Any], env: Mapping[str, str]) -> Prov
         raise ConfigError(f"{where}: 'models' must be a list of non-empty strings")
     kwargs: dict[str, Any] = {"name": name, "api_key": key or None, "models": models}
     kwargs.update(_upstream_options(where, kind, table))
-    cls = OpenAIProvider if kind == "openai" else AnthropicProvider
-    return _build(where, cls, **kwargs)
+    return _build(where, PROVIDER_KINDS[kind], **kwargs)
 
 
 def _upstream_key(where: str, kind: str, table: dict[str, Any], env: Mapping[str, str]) -> Any:

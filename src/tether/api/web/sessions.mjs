@@ -76,6 +76,8 @@ export function setStatusTag(tag, status) {
   tag.textContent = status;
 }
 
+/** The picker's choices: what /v1/models lists (upstreams' models, as the server
+ * discovers them, and agents as agent:<name>); the choice stays if still listed. */
 export async function loadModels() {
   let models = ["demo"];
   try {
@@ -84,16 +86,17 @@ export async function loadModels() {
   } catch (err) {
     if (err.status !== 401) toast(err.message);
   }
-  state.models = models;
   const picker = $("model-picker");
-  const saved = localStorage.getItem(MODEL_STORE);
+  if (models.join("\n") === state.models.join("\n") && picker.options.length) return;
+  state.models = models;
+  const choice = picker.value || localStorage.getItem(MODEL_STORE);
   picker.replaceChildren(...models.map((m) => el("option", { value: m, text: m })));
-  picker.value = models.includes(saved) ? saved : models.includes("demo") ? "demo" : models[0];
+  picker.value = models.includes(choice) ? choice : models.includes("demo") ? "demo" : models[0];
 }
 
 export async function createSession(title) {
-  const choice = $("model-picker").value;
-  const body = choice && choice.startsWith("agent:") ? { agent: choice.slice(6) } : { model: choice || null };
+  // An agent's model name (agent:<name>) names the session's agent.
+  const body = { model: $("model-picker").value || null };
   if (title) body.title = title;
   const rec = await api("POST", "/v1/sessions", body);
   state.sessions.unshift(rec);
@@ -148,6 +151,10 @@ export function select(id) {
 export function wireSessionList() {
   $("new-session").addEventListener("click", () => act(() => createSession()));
   $("model-picker").addEventListener("change", (e) => localStorage.setItem(MODEL_STORE, e.target.value));
+  // The server refreshes its upstreams' models: so does the picker, as it is opened.
+  $("model-picker").addEventListener("focus", () => {
+    if (!state.authNeeded) loadModels();
+  });
   $("show-archived").addEventListener("change", refreshSessions);
   window.addEventListener("hashchange", () => select(sessionFromHash()));
   window.addEventListener("focus", () => {
