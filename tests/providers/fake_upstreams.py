@@ -10,7 +10,9 @@ It speaks both vendors' real streaming wire formats:
   (message_start, ping, content blocks for thinking, text and tool_use,
   message_delta, message_stop);
 - ``GET /v1/models`` in either dialect (Anthropic's when the request carries
-  ``anthropic-version``).
+  ``anthropic-version``);
+- ``POST /v1/messages/count_tokens``: Anthropic's ``{"input_tokens": N}``,
+  N being :attr:`FakeUpstream.counted_tokens`.
 
 What it streams comes from :attr:`FakeUpstream.replies` (one script per
 request, in order) and then :attr:`FakeUpstream.script`. It records every
@@ -84,6 +86,10 @@ class Script:
     #: OpenAI only: ignore stream=true and answer one chat.completion JSON object
     #: (what some OpenAI-compatible servers do).
     json_reply: bool = False
+    #: Anthropic only: the signature of the thinking block (its signature_delta).
+    signature: str = "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"
+    #: Anthropic only: a redacted_thinking block's data, after the thinking block.
+    redacted: str = ""
 
 
 @dataclass
@@ -225,6 +231,8 @@ class FakeUpstream:
         self.replies: deque[Script] = deque()
         self.requests: list[Received] = []
         self.models = ["gpt-4o-mini", "gpt-4o"]
+        #: What ``/v1/messages/count_tokens`` answers.
+        self.counted_tokens = 1234
         self.disconnects = 0
         self._failures: deque[_Failure] = deque()
         self._disconnected = asyncio.Event()
@@ -237,6 +245,7 @@ class FakeUpstream:
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -361,6 +370,12 @@ class FakeUpstream:
         script = self._next_script()
         body = self._anthropic_events(received.body, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
+    async def _count_tokens(self, request: Request) -> Response:
+        await self._record(request)
+        if (failure := self._anthropic_failure()) is not None:
+            return failure
+        return JSONResponse({"input_tokens": self.counted_tokens})
 
     async def _models(self, request: Request) -> Response:
         await self._record(request)
@@ -560,8 +575,10 @@ class FakeUpstream:
             block(
                 {"type": "thinking", "thinking": "", "signature": ""},
                 [{"type": "thinking_delta", "thinking": p} for p in pieces(script.reasoning)]
-                + [{"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}],
+                + [{"type": "signature_delta", "signature": script.signature}],
             )
+        if script.redacted:
+            block({"type": "redacted_thinking", "data": script.redacted}, [])
         if script.text:
             block(
                 {"type": "text", "text": ""},

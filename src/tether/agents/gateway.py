@@ -42,6 +42,8 @@ from tether.providers.base import (
     Provider,
     ProviderError,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -298,6 +300,10 @@ class GatewayAgent:
                             await ctx.text(item.text)
                         elif isinstance(item, ReasoningDelta):
                             await ctx.reasoning(item.text)
+                        elif isinstance(item, ReasoningSignature):
+                            await ctx.reasoning_signature(item.signature)
+                        elif isinstance(item, RedactedReasoning):
+                            await ctx.redacted_reasoning(item.data)
                         elif isinstance(item, ToolCallItem):
                             calls.append(item.call)
                         elif isinstance(item, Usage):
