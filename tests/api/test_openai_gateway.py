@@ -485,7 +485,6 @@ def test_errors_come_in_openai_shape(
                 *user,
             ],
         },
-        {"model": "agent:anything", "messages": user},
     ]
     params = []
     for body in bad_requests:

@@ -74,6 +74,13 @@ class GatewaySpec:
     stream: bool = False
     #: ``stream_options.include_usage``: end the stream with a usage chunk.
     include_usage: bool = False
+    #: The front that took the request: "chat", "responses" or "messages".
+    front: str = "chat"
+    #: Front-specific settings its translator needs on every read of the answer.
+    extra: dict[str, Any] = field(default_factory=dict)
+    #: The request in its upstream's own format, when the front speaks it (sent
+    #: as it is, sanitised, by a provider of that format; others translate).
+    native: dict[str, Any] | None = None
 
     def to_metadata(self) -> dict[str, Any]:
         return {
@@ -83,6 +90,9 @@ class GatewaySpec:
             "options": self.options,
             "stream": self.stream,
             "include_usage": self.include_usage,
+            "front": self.front,
+            "extra": self.extra,
+            "native": self.native,
         }
 
     @classmethod
@@ -94,6 +104,9 @@ class GatewaySpec:
             options=dict(data.get("options") or {}),
             stream=bool(data.get("stream")),
             include_usage=bool(data.get("include_usage")),
+            front=str(data.get("front") or "chat"),
+            extra=dict(data.get("extra") or {}),
+            native=data.get("native"),
         )
 
 

@@ -31,10 +31,12 @@ from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
 from tether.api.attachments import Attachments
 from tether.api.auth import Auth
+from tether.api.detach import DEFAULT_GRACE, Readers
 from tether.api.errors import install_error_handlers
+from tether.api.gateway import Gateway
 from tether.api.guard import Guard, GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
-from tether.api.openai import COMPLETIONS_PATH, OpenAIRoutes
+from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
@@ -86,6 +88,7 @@ class TetherApp:
         attachment_inline_max: int = DEFAULT_INLINE_MAX,
         mcp_servers: Sequence[MCPServerConfig] = (),
         idempotency_retention: float = DEFAULT_RETENTION,
+        gateway_detach_grace: float = DEFAULT_GRACE,
     ) -> None:
         self.store = store
         self.auth = auth or Auth()
@@ -119,6 +122,8 @@ class TetherApp:
         )
         #: Answers kept under requests' Idempotency-Key, and their sweep.
         self.idempotency = Idempotency(store, idempotency_retention)
+        #: Who reads each gateway run: one nobody reads for the grace period is cancelled.
+        self.readers = Readers(self.runtime.cancel, gateway_detach_grace)
         self._stop: asyncio.Future[None] | None = None
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
@@ -153,7 +158,7 @@ class TetherApp:
         )  # fmt: skip
         web.include_router(aisdk.router)
 
-        gateway = OpenAIRoutes(
+        gateway = Gateway(
             self.sessions,
             self.runtime,
             self.auth,
@@ -165,9 +170,11 @@ class TetherApp:
             agents=lambda: list(self.agents),
             attachments=self.attachments,
             idempotency=self.idempotency,
+            readers=self.readers,
         )
-        self._completions = gateway.completions
-        web.include_router(gateway.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
+        openai = OpenAIRoutes(gateway)
+        self._completions = openai.completions
+        web.include_router(openai.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
@@ -281,6 +288,7 @@ class TetherApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
+                await self.readers.aclose()
                 await self.runtime.aclose()
                 await self.idempotency.aclose()
                 await self.mcp.aclose()

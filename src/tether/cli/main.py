@@ -18,6 +18,7 @@ from tether.agents.mcp_config import load_mcp_servers
 from tether.agents.model import MAX_STEPS
 from tether.api.app import TetherApp
 from tether.api.auth import Auth
+from tether.api.detach import DEFAULT_GRACE
 from tether.api.guard import GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION
 from tether.cli.chat import chat, tail
@@ -236,6 +237,15 @@ def main() -> None:
     help="Seconds the answer to a request with an Idempotency-Key is kept: a retry with "
     "the same key within them gets it again and changes nothing.",
 )
+@click.option(
+    "--gateway-detach-grace",
+    default=lambda: float(os.environ.get("TETHER_GATEWAY_DETACH_GRACE", DEFAULT_GRACE)),
+    show_default=f"{DEFAULT_GRACE:g} (or $TETHER_GATEWAY_DETACH_GRACE)",
+    type=click.FloatRange(min=0),
+    help="Seconds a gateway completion whose readers all left waits for one to come back "
+    "before it is cancelled and its upstream request aborted (0: at once). A request with "
+    "X-Tether-Detach: true runs to its end.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 # Connection limits and timeouts (src/tether/cli/connections.py).
@@ -277,6 +287,7 @@ def serve(
     max_streams: int,
     attachment_inline_max: int,
     idempotency_retention: float,
+    gateway_detach_grace: float,
     log_level: str,
     max_connections: int | None,
     header_timeout: float,
@@ -330,6 +341,7 @@ def serve(
         attachment_inline_max=attachment_inline_max,
         mcp_servers=mcp_servers,
         idempotency_retention=idempotency_retention,
+        gateway_detach_grace=gateway_detach_grace,
     )
     if store_spec == "memory":
         where = "in memory"

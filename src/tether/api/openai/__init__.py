@@ -30,9 +30,6 @@ vLLM and DeepSeek use).
 The package: :mod:`.request` parses and validates a request (pure),
 :mod:`.chunks` translates a session's events into OpenAI's chunks (pure, the
 relay's translator), :mod:`.errors` gives errors OpenAI's shape, and
-:mod:`.routes` holds the routes.
+:mod:`.routes` holds the routes; the front-neutral half (auth, the
+completion's session and run, stop on disconnect) is :mod:`tether.api.gateway`.
 """
-
-from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
-
-__all__ = ["COMPLETIONS_PATH", "OpenAIRoutes"]

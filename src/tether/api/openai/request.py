@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
+from tether.api.completion import Completion
 from tether.api.openai.errors import invalid
 from tether.providers.base import SAMPLING_OPTIONS
 from tether.sessions.attachments import (
@@ -29,20 +29,6 @@ from tether.sessions.attachments import (
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NUMBER_OPTIONS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 _INT_OPTIONS = ("max_tokens", "max_completion_tokens", "seed")
-
-
-@dataclass(slots=True)
-class Completion:
-    """A validated request: the session to create and what to run in it."""
-
-    spec: GatewaySpec
-    system: str | None
-    #: Earlier turns, in Runtime.seed's form.
-    seed: list[dict[str, Any]]
-    #: Parts of the last user message, when the request ends with one; else the
-    #: run continues after the seeded turns (tool results, an assistant turn).
-    send: list[dict[str, Any]] | None
-    title: str = "Chat completion"
 
 
 def _text(content: Any, param: str, *, nullable: bool = False) -> list[str]:
