@@ -8,6 +8,7 @@ import orjson
 
 from tether.api.anthropic_api.events import MessageMapper
 from tether.sessions import events as ev
+from tether.streams.wire import format_offset
 
 R = "run_1"
 
@@ -57,17 +58,22 @@ def run_events(*, error: str | None = None) -> list[bytes]:
 def streamed(
     mapper: MessageMapper, events: list[bytes], after: int = 0
 ) -> list[tuple[str, int, dict[str, Any]]]:
-    """(event name, id, data) of each SSE frame written for events after position ``after``."""
+    """(event name, position, data) of each SSE frame written for events after ``after``;
+    checks that the last frame of each event, and only it, has the ``id:`` of its position."""
     out = []
     for position, event in enumerate(events, 1):
         written = mapper.frame(position, event)
         if written and position > after:
-            for frame in written.decode().split("\n\n")[:-1]:
-                name, id_, data = frame.split("\n")
+            frames = written.decode().split("\n\n")[:-1]
+            for i, frame in enumerate(frames):
+                lines = frame.split("\n")
+                if i == len(frames) - 1:
+                    assert lines.pop(1) == f"id: {format_offset(position)}"
+                name, data = lines
                 out.append(
                     (
                         name.removeprefix("event: "),
-                        int(id_.removeprefix("id: ")),
+                        position,
                         orjson.loads(data.removeprefix("data: ")),
                     )
                 )

@@ -123,6 +123,7 @@ def model_request(model: str, messages: list[ChatMessage], spec: GatewaySpec) ->
         ],
         tool_choice=spec.tool_choice,
         options=dict(spec.options),
+        native=spec.native,
     )
 
 
@@ -134,6 +135,7 @@ def _same_request(a: ModelRequest, b: ModelRequest) -> bool:
         and a.tools == b.tools
         and a.tool_choice == b.tool_choice
         and a.options == b.options
+        and a.native == b.native
     )
 
 

@@ -5,9 +5,9 @@ API's stream events (``message_start``, ``content_block_start`` /
 ``content_block_delta`` / ``content_block_stop``, ``message_delta``,
 ``message_stop``, and ``error`` for a run that failed) and, whole, into the
 ``message`` object. As the relay's translator it writes them as SSE frames,
-``event: <type>``, ``data: <json>``, each with ``id:``, the stream offset after
-the session event it came from, so a client that lost the stream resumes from
-the last id it saw with nothing twice.
+``event: <type>``, ``data: <json>``; the last frame a session event makes
+carries ``id:``, the stream offset after that event, so a client that lost the
+stream resumes from the last id it saw with nothing twice.
 
 Blocks: a text part is a ``text`` block; a reasoning part a ``thinking`` block
 whose signature (its part-end's ``signature``) comes as a ``signature_delta``
@@ -236,21 +236,21 @@ class MessageMapper:
     # -- the relay's translator ----------------------------------------------------
 
     def frame(self, position: int, event: bytes) -> bytes:
-        """The SSE frames of what ``event`` makes; each ``id:`` is ``position``."""
+        """The SSE frames of what ``event`` makes; the last one's ``id:`` is ``position``.
+
+        Only the last: a client's last id then always names a whole event's
+        frames, so resuming from it repeats nothing and misses nothing.
+        """
         out = self.apply(orjson.loads(event))
         if not out or not self.frames:
             return b""
-        offset = format_offset(position).encode()
+        last = len(out) - 1
+        offset = b"id: " + format_offset(position).encode() + b"\n"
         return b"".join(
-            b"event: "
-            + o["type"].encode()
-            + b"\nid: "
-            + offset
-            + b"\ndata: "
-            + orjson.dumps(o)
-            + b"\n\n"
-            for o in out
-        )
+            b"event: " + o["type"].encode() + b"\n" + (offset if i == last else b"")
+            + b"data: " + orjson.dumps(o) + b"\n\n"
+            for i, o in enumerate(out)
+        )  # fmt: skip
 
     def last(self) -> bytes:
         return b""

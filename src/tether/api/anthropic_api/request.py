@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
+from tether.api.completion import Completion
 from tether.api.openai.errors import invalid
-from tether.api.openai.request import Completion
 from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,128}")
