@@ -484,3 +484,25 @@ def test_the_upstream_keys_never_reach_a_client_or_the_log(
     seen += json.dumps(counted.value.body)
     for text in (seen, server.output()):
         assert ANTHROPIC_KEY not in text and KEY not in text
+
+
+def test_an_idempotency_key_retry_gets_the_first_message_and_starts_no_second_run(
+    client: anthropic.Anthropic, fake: FakeUpstream
+) -> None:
+    fake.script = Script(text="Only once.")
+    ask = {"model": CLAUDE, "max_tokens": 50, "messages": [{"role": "user", "content": "Once"}]}
+    headers = {"Idempotency-Key": "msg-retry-7f3a"}
+    first = client.messages.with_raw_response.create(**ask, extra_headers=headers)  # type: ignore[arg-type]
+    again = client.messages.with_raw_response.create(**ask, extra_headers=headers)  # type: ignore[arg-type]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.parse().id == first.parse().id
+    assert again.parse().content == first.parse().content
+    assert len(fake.requests) == 1
+
+
+def test_the_demo_model_answers_through_the_messages_front(client: anthropic.Anthropic) -> None:
+    message = client.messages.create(
+        model="demo", max_tokens=50, messages=[{"role": "user", "content": "hello there"}]
+    )
+    assert message.content[0].type == "text"
+    assert "hello" in message.content[0].text

@@ -39,7 +39,7 @@ def message_id(run_id: str) -> str:
 class _Block:
     """A content block being streamed (a part of the run's message)."""
 
-    __slots__ = ("index", "json", "kind", "started", "value")
+    __slots__ = ("index", "kind", "started", "streamed", "value")
 
     def __init__(self, kind: str, value: dict[str, Any]) -> None:
         self.kind = kind
@@ -48,8 +48,8 @@ class _Block:
         self.started = False
         #: The block as the whole message has it (text, thinking, input...).
         self.value = value
-        #: The tool call's argument pieces streamed so far.
-        self.json: list[str] = []
+        #: Whether pieces of it have been streamed (a tool call's arguments may not be).
+        self.streamed = False
 
 
 class MessageMapper:
@@ -190,8 +190,8 @@ class MessageMapper:
             block.value["thinking"] += delta
             piece = {"type": "thinking_delta", "thinking": delta}
         else:
-            block.json.append(delta)
             piece = {"type": "input_json_delta", "partial_json": delta}
+        block.streamed = True
         out.append({"type": "content_block_delta", "index": block.index, "delta": piece})
         return out
 
@@ -211,7 +211,7 @@ class MessageMapper:
         elif block.kind == ev.TOOL_CALL:
             value = e.get("value")
             block.value["input"] = value if isinstance(value, dict) else {}
-            if not block.json:  # placed whole: its arguments in one piece
+            if not block.streamed:  # placed whole: its arguments in one piece
                 whole = orjson.dumps(block.value["input"]).decode()
                 piece = {"type": "input_json_delta", "partial_json": whole}
                 out.append({"type": "content_block_delta", "index": block.index, "delta": piece})

@@ -318,11 +318,12 @@ def _is_thinking(block: dict[str, Any]) -> bool:
 
 def _answer(block: dict[str, Any], pending: dict[str, dict[str, Any]], at: str) -> None:
     """A ``tool_result`` block onto its call: its text as the result (or the error)."""
-    call = pending.get(block.get("tool_use_id"))  # type: ignore[arg-type]
+    call_id = block.get("tool_use_id")
+    call = pending.get(call_id) if isinstance(call_id, str) else None
     if call is None or "result" in call or "error" in call:
         raise invalid(
             f"{at}: unexpected `tool_use_id` found in `tool_result` blocks: "
-            f"{block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+            f"{call_id}. Each `tool_result` block must have a corresponding "
             "`tool_use` block in the previous message.",
             "messages",
         )

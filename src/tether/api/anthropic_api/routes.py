@@ -76,9 +76,9 @@ class MessagesRoutes:
                 body, raw = await gateway.body(request)
                 parsed = parse_messages(body)
                 target = gateway.target(parsed.completion.spec.model)
-                req = self._completion(parsed, target)
+                _aim(parsed, target)
                 started = await gateway.start(
-                    request, who, req.completion, target, path=MESSAGES_PATH, raw=raw
+                    request, who, parsed.completion, target, path=MESSAGES_PATH, raw=raw
                 )
             except QuotaExceeded as err:
                 raise OpenAIError(429, str(err), type="rate_limit_error") from None
@@ -86,19 +86,10 @@ class MessagesRoutes:
                 return error_response(store_error(err), {"retry-after": str(err.retry_after)})
         except OpenAIError as err:
             return error_response(err)
-        response = await self._answer(request, started, req.completion.spec)
+        response = await self._answer(request, started, parsed.completion.spec)
         if started.replayed:
             response.headers[REPLAYED] = "true"
         return response
-
-    @staticmethod
-    def _completion(parsed: MessagesRequest, target: Target) -> MessagesRequest:
-        """The request as its run takes it: the Messages front's, native for an Anthropic model."""
-        spec = parsed.completion.spec
-        spec.front = FRONT
-        if isinstance(target.provider, AnthropicProvider):
-            spec.native = parsed.native
-        return parsed
 
     async def _answer(self, request: Request, started: Started, spec: GatewaySpec) -> Response:
         sid = started.session_id
@@ -174,6 +165,14 @@ class MessagesRoutes:
         except OpenAIError as err:
             return error_response(err)
         return JSONResponse({"input_tokens": count}, headers={COUNT_HEADER: how})
+
+
+def _aim(parsed: MessagesRequest, target: Target) -> None:
+    """Make the request the Messages front's, in its native form for an Anthropic model."""
+    spec = parsed.completion.spec
+    spec.front = FRONT
+    if isinstance(target.provider, AnthropicProvider):
+        spec.native = parsed.native
 
 
 def _mapper(spec: GatewaySpec, *, frames: bool) -> MessageMapper:
