@@ -43,8 +43,15 @@ client reading it (the upstream puts its CLOCK_MONOTONIC time in the token's
 text). What a gateway adds is its percentile minus the direct percentile
 (differences of percentiles: requests of different runs cannot be paired).
 
+``--front`` says which API every target is asked through: OpenAI's Chat
+Completions (default), OpenAI's Responses or Anthropic's Messages. The
+upstream speaks all three, so each target is measured end to end in one API:
+``direct`` asks the upstream in it, the relays relay it, tether is given an
+upstream of that kind (``TETHER_OPENAI_API=responses``, or Anthropic's), and
+LiteLLM a model of that provider (``openai/`` or ``anthropic/``).
+
     .venv/bin/python benchmarks/bench_gateway.py [--arrivals burst|steady] [--rounds 3] \
-        [--json PATH] [--markdown]
+        [--front chat|responses|messages] [--json PATH] [--markdown]
 """
 
 from __future__ import annotations
@@ -92,6 +99,8 @@ LITELLM_REQUIREMENTS = BENCH_DIR / "requirements-litellm.txt"
 TARGETS = ("direct", "passthrough", "passthrough-asgi", "tether", "litellm")
 DEFAULT_TARGETS = ("direct", "tether", "litellm")
 ARRIVALS = ("burst", "steady")
+#: The API every target is asked through (the upstream speaks each of them).
+FRONTS = ("chat", "responses", "messages")
 GATEWAYS = ("passthrough", "passthrough-asgi", "tether", "litellm")
 MODEL = "bench-model"
 API_KEY = "bench-key"
@@ -124,6 +133,7 @@ class Config:
     litellm_venv: Path
     verbose: bool
     arrivals: str = "burst"
+    front: str = "chat"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -176,6 +186,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "completions kept in flight, started evenly spread over one completion's length "
         "(default: %(default)s)",
     )
+    p.add_argument(
+        "--front",
+        choices=FRONTS,
+        default="chat",
+        help="the API every target is asked through: OpenAI's Chat Completions, OpenAI's "
+        "Responses or Anthropic's Messages; the upstream speaks each, and tether and LiteLLM "
+        "are given an upstream of the same API (default: %(default)s)",
+    )
     p.add_argument("--startup-timeout", type=float, default=180.0, help="seconds per server")
     p.add_argument(
         "--request-timeout",
@@ -227,6 +245,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         litellm_venv=Path(ns.litellm_venv),
         verbose=ns.verbose,
         arrivals=ns.arrivals,
+        front=ns.front,
     )
     return cfg, ns
 
@@ -282,14 +301,23 @@ def ensure_litellm(venv: Path) -> str:
     return have
 
 
-def litellm_config(upstream: str) -> str:
-    """The proxy's config.yaml: one model, no callbacks, no telemetry."""
+def litellm_config(upstream: str, front: str = "chat") -> str:
+    """The proxy's config.yaml: one model, no callbacks, no telemetry.
+
+    For the Messages front the model is an Anthropic one (LiteLLM passes the
+    request through to the upstream's /v1/messages); otherwise an OpenAI one
+    (Responses requests go to the upstream's /v1/responses as they are).
+    """
+    if front == "messages":
+        model, base = f"anthropic/{MODEL}", upstream
+    else:
+        model, base = f"openai/{MODEL}", f"{upstream}/v1"
     return (
         "model_list:\n"
         f"  - model_name: {MODEL}\n"
         "    litellm_params:\n"
-        f"      model: openai/{MODEL}\n"
-        f"      api_base: {upstream}/v1\n"
+        f"      model: {model}\n"
+        f"      api_base: {base}\n"
         f"      api_key: {API_KEY}\n"
         "litellm_settings:\n"
         "  telemetry: false\n"
@@ -300,6 +328,24 @@ def litellm_config(upstream: str) -> str:
         "general_settings:\n"
         "  disable_spend_logs: true\n"
     )
+
+
+def tether_upstream(front: str, upstream: str) -> dict[str, str]:
+    """tether's environment: the upstream, in the wire of the front being measured."""
+    if front == "messages":
+        return {
+            "TETHER_ANTHROPIC_BASE_URL": upstream,
+            "TETHER_ANTHROPIC_API_KEY": API_KEY,
+            "TETHER_ANTHROPIC_MODELS": MODEL,
+        }
+    env = {
+        "TETHER_OPENAI_BASE_URL": f"{upstream}/v1",
+        "TETHER_OPENAI_API_KEY": API_KEY,
+        "TETHER_OPENAI_MODELS": MODEL,
+    }
+    if front == "responses":
+        env["TETHER_OPENAI_API"] = "responses"
+    return env
 
 
 #: Logging at ERROR, telemetry off, and every remote fetch LiteLLM does at start-up
@@ -322,20 +368,50 @@ LITELLM_ENV = {
 # --------------------------------------------------------------------------- the client
 
 
-def completion_request(port: int) -> bytes:
-    body = orjson.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "Count, please."}],
-            "stream": True,
-        }
-    )
+def completion_request(port: int, front: str = "chat") -> bytes:
+    """A streamed completion's request in ``front``'s API, asking for the same answer."""
+    prompt = "Count, please."
+    headers = f"Authorization: Bearer {API_KEY}\r\n"
+    if front == "responses":
+        path = "/v1/responses"
+        body = orjson.dumps({"model": MODEL, "input": prompt, "stream": True})
+    elif front == "messages":
+        path = "/v1/messages"
+        body = orjson.dumps(
+            {
+                "model": MODEL,
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": prompt}],
+                "stream": True,
+            }
+        )
+        headers = f"x-api-key: {API_KEY}\r\nanthropic-version: 2023-06-01\r\n"
+    else:
+        path = "/v1/chat/completions"
+        body = orjson.dumps(
+            {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True}
+        )
     return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {HOST}:{port}\r\n"
-        f"Authorization: Bearer {API_KEY}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n{headers}"
+        "Content-Type: application/json\r\n"
         "Accept: text/event-stream\r\nAccept-Encoding: identity\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+
+
+#: The event that ends a streamed answer, per front (Chat Completions ends with [DONE]).
+_LAST_EVENT = {"responses": "response.completed", "messages": "message_stop"}
+
+
+def content_of(front: str, obj: dict[str, Any]) -> str | None:
+    """The answer text a streamed event of ``front`` carries, if any."""
+    if front == "responses":
+        return obj.get("delta") if obj.get("type") == "response.output_text.delta" else None
+    if front == "messages":
+        delta = obj.get("delta") if obj.get("type") == "content_block_delta" else None
+        return delta.get("text") if isinstance(delta, dict) else None
+    choices = obj.get("choices") or ()
+    return (choices[0].get("delta") or {}).get("content") if choices else None
 
 
 class StreamedCompletion(asyncio.Protocol):
@@ -345,9 +421,10 @@ class StreamedCompletion(asyncio.Protocol):
     brought each content token, and the upstream's write time carried in it.
     """
 
-    def __init__(self, request: bytes, tokens: int) -> None:
+    def __init__(self, request: bytes, tokens: int, front: str = "chat") -> None:
         loop = asyncio.get_running_loop()
         self.request = request
+        self.front = front
         self.tokens = tokens
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[None] = loop.create_future()
@@ -402,7 +479,7 @@ class StreamedCompletion(asyncio.Protocol):
                     if line.startswith(b"data:"):
                         self._data(line[5:].strip(), now)
             if self.ended:
-                self.fail(f"response ended without [DONE] after {len(self.arrivals)} tokens")
+                self.fail(f"response ended before its end after {len(self.arrivals)} tokens")
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             self.fail(f"bad stream: {type(exc).__name__}: {exc}")
 
@@ -445,17 +522,17 @@ class StreamedCompletion(asyncio.Protocol):
 
     def _data(self, payload: bytes, now: int) -> None:
         if payload == b"[DONE]":
-            if len(self.arrivals) != self.tokens:
-                self.fail(f"[DONE] after {len(self.arrivals)} of {self.tokens} tokens")
-            else:
-                self._finish(None)
+            self._done()
             return
         obj = orjson.loads(payload)
-        if obj.get("error"):
-            self.fail(f"error in stream: {obj['error']}")
+        kind = obj.get("type")
+        if obj.get("error") or kind in ("error", "response.failed"):
+            self.fail(f"error in stream: {obj.get('error') or obj}")
             return
-        choices = obj.get("choices") or ()
-        content = (choices[0].get("delta") or {}).get("content") if choices else None
+        if kind is not None and kind == _LAST_EVENT.get(self.front):
+            self._done()
+            return
+        content = content_of(self.front, obj)
         if not content:
             return
         # One or more " t{i}@{ns}" pieces (a gateway may merge chunks).
@@ -466,6 +543,12 @@ class StreamedCompletion(asyncio.Protocol):
                 return
             self.arrivals.append(now)
             self.stamps.append(int(stamp))
+
+    def _done(self) -> None:
+        if len(self.arrivals) != self.tokens:
+            self.fail(f"the end after {len(self.arrivals)} of {self.tokens} tokens")
+        else:
+            self._finish(None)
 
     # -- control ------------------------------------------------------------
 
@@ -498,14 +581,16 @@ class StreamedCompletion(asyncio.Protocol):
         return [(a - s) / 1e6 for a, s in zip(self.arrivals, self.stamps, strict=True)]
 
 
-async def run_batch(cfg: Config, port: int, n: int) -> tuple[list[StreamedCompletion], float]:
+async def run_batch(
+    cfg: Config, port: int, n: int, front: str = "chat"
+) -> tuple[list[StreamedCompletion], float]:
     """``n`` concurrent streamed completions; (the completions, wall seconds).
 
     Every connection is opened first; then all requests are written at once.
     """
     loop = asyncio.get_running_loop()
-    request = completion_request(port)
-    calls = [StreamedCompletion(request, cfg.tokens) for _ in range(n)]
+    request = completion_request(port, front)
+    calls = [StreamedCompletion(request, cfg.tokens, front) for _ in range(n)]
     budget = (cfg.ttft_ms + cfg.tokens * cfg.gap_ms) / 1000 + cfg.request_timeout_s
     try:
         async with asyncio.timeout(cfg.request_timeout_s):
@@ -526,7 +611,7 @@ async def run_batch(cfg: Config, port: int, n: int) -> tuple[list[StreamedComple
 
 
 async def run_steady(
-    cfg: Config, port: int, n: int, count: int
+    cfg: Config, port: int, n: int, count: int, front: str = "chat"
 ) -> tuple[list[StreamedCompletion], float, int]:
     """``n`` completions kept in flight; (the ``count`` measured, wall seconds, all done).
 
@@ -539,7 +624,7 @@ async def run_steady(
     first measured start to the last measured end.
     """
     loop = asyncio.get_running_loop()
-    request = completion_request(port)
+    request = completion_request(port, front)
     period = (cfg.ttft_ms + cfg.tokens * cfg.gap_ms) / 1000
     budget = period + cfg.request_timeout_s
     measured: list[StreamedCompletion] = []
@@ -551,7 +636,7 @@ async def run_steady(
     all_measured = loop.create_future()
 
     async def one() -> StreamedCompletion:
-        call = StreamedCompletion(request, cfg.tokens)
+        call = StreamedCompletion(request, cfg.tokens, front)
         try:
             async with asyncio.timeout(budget):
                 await loop.create_connection(lambda: call, HOST, port)  # type: ignore[arg-type]
@@ -714,11 +799,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
             port,
             "/healthz",
             workdir,
-            env={
-                "TETHER_OPENAI_BASE_URL": f"{upstream.base_url}/v1",
-                "TETHER_OPENAI_API_KEY": API_KEY,
-                "TETHER_OPENAI_MODELS": MODEL,
-            },
+            env=tether_upstream(cfg.front, upstream.base_url),
         )  # fmt: skip
         tether.start()
         servers.gateways["tether"] = tether
@@ -743,7 +824,7 @@ async def start_servers(cfg: Config, workdir: Path, litellm_version: str) -> Ser
     if "litellm" in cfg.targets:
         port = free_port()
         config = workdir / "litellm.yaml"
-        config.write_text(litellm_config(upstream.base_url))
+        config.write_text(litellm_config(upstream.base_url, cfg.front))
         litellm = gateway_process(
             "litellm",
             [
@@ -765,9 +846,10 @@ async def run_target(
     cfg: Config, servers: Servers, target: str, rnd: int
 ) -> tuple[Samples, list[dict[str, Any]], list[str]]:
     port = servers.port(target)
+    front = cfg.front
     errors: list[str] = []
     if cfg.warmup:
-        calls, _ = await run_batch(cfg, port, cfg.warmup)
+        calls, _ = await run_batch(cfg, port, cfg.warmup, front)
         errors += [f"{target} round {rnd} warm-up: {c.error}" for c in calls if c.error]
     total = Samples()
     batches = []
@@ -779,7 +861,7 @@ async def run_target(
         mark = machine_cpu()
         started = time.perf_counter()
         calls, wall, done = await run_steady(
-            cfg, port, cfg.concurrency, cfg.batches * cfg.concurrency
+            cfg, port, cfg.concurrency, cfg.batches * cfg.concurrency, front
         )
         # CPU is read over the whole run, ramps included: charge the measured
         # completions their share.
@@ -802,7 +884,7 @@ async def run_target(
         cpu_up = servers.upstream.cpu()
         cpu_me = self_cpu_seconds()
         mark = machine_cpu()
-        calls, wall = await run_batch(cfg, port, cfg.concurrency)
+        calls, wall = await run_batch(cfg, port, cfg.concurrency, front)
         s = Samples(wall_s=wall)
         s.server_cpu_s = (server.cpu() - cpu_srv) if server else 0.0
         s.upstream_cpu_s = servers.upstream.cpu() - cpu_up
@@ -1009,7 +1091,7 @@ def render_markdown(
     goal_rows: list[tuple[str, str, bool]],
 ) -> str:
     litellm = outcome.get("litellm_version")
-    title = f"gateway added latency ({cfg.arrivals} arrivals), tether" + (
+    title = f"gateway added latency ({cfg.front} front, {cfg.arrivals} arrivals), tether" + (
         f" vs LiteLLM {litellm}" if litellm else ""
     )
     summary = outcome["summary"]
@@ -1093,7 +1175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop_factory, loop_name = client_loop(ns.no_uvloop)
     print(
         f"targets={','.join(cfg.targets)} rounds={cfg.rounds} concurrency={cfg.concurrency} "
-        f"batches={cfg.batches} arrivals={cfg.arrivals} tokens={cfg.tokens} "
+        f"batches={cfg.batches} arrivals={cfg.arrivals} front={cfg.front} tokens={cfg.tokens} "
         f"ttft={cfg.ttft_ms:g}ms gap={cfg.gap_ms:g}ms "
         f"client loop={loop_name}" + (f" litellm={litellm_version}" if litellm_version else ""),
         flush=True,

@@ -15,6 +15,13 @@ the machine), so a client can check that it got every token, in order, exactly
 once, and how long each took to reach it. ``GET /v1/models`` lists ``--model`` and ``GET /health``
 answers 200.
 
+The same streamed text answer, on the same schedule, comes in OpenAI's
+Responses format from ``POST /v1/responses`` (``response.created`` ...
+``response.output_text.delta`` per token ... ``response.completed``) and in
+Anthropic's Messages format from ``POST /v1/messages`` (``message_start`` ...
+a ``text_delta`` per token ... ``message_stop``): a gateway's front can be
+measured against an upstream speaking the same API.
+
 A streamed request that offers ``tools`` is answered with a call of its first
 tool while its messages hold fewer than ``--tool-steps`` tool results (so a
 tool loop takes ``--tool-steps`` calls and a text answer, whoever runs it): the
@@ -41,6 +48,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +80,110 @@ def _chunked(payload: bytes) -> bytes:
 
 def _sse(obj: Any) -> bytes:
     return _chunked(b"data: " + orjson.dumps(obj) + b"\n\n")
+
+
+def _event(obj: dict[str, Any]) -> bytes:
+    """One typed SSE event (``event:`` + ``data:``) in one HTTP chunk."""
+    return _chunked(b"event: " + obj["type"].encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n")
+
+
+@dataclass(slots=True)
+class _Wire:
+    """A typed-event streaming format: its opening events, a token's, its closing ones."""
+
+    opening: list[dict[str, Any]]
+    #: A token's text -> its event.
+    token: Callable[[str], dict[str, Any]]
+    #: The answer's output tokens -> the closing events.
+    closing: Callable[[int], list[dict[str, Any]]]
+
+
+def _responses_wire(model: str, ids: Iterator[int]) -> _Wire:
+    """OpenAI's Responses stream of a text answer (sequence numbers in order)."""
+    rid, mid = f"resp_bench{next(ids)}", f"msg_bench{next(ids)}"
+    seq = itertools.count()
+    response = {
+        "id": rid,
+        "object": "response",
+        "created_at": CREATED,
+        "model": model,
+        "status": "in_progress",
+        "output": [],
+    }
+    item = {
+        "id": mid,
+        "type": "message",
+        "role": "assistant",
+        "status": "in_progress",
+        "content": [],
+    }
+
+    def ev(kind: str, **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "sequence_number": next(seq), **fields}
+
+    def closing(tokens: int) -> list[dict[str, Any]]:
+        usage = {"input_tokens": 10, "output_tokens": tokens, "total_tokens": 10 + tokens}
+        return [
+            ev("response.output_item.done", output_index=0, item={**item, "status": "completed"}),
+            ev("response.completed", response={**response, "status": "completed", "usage": usage}),
+        ]
+
+    return _Wire(
+        [
+            ev("response.created", response=response),
+            ev("response.in_progress", response=response),
+            ev("response.output_item.added", output_index=0, item=item),
+            ev(
+                "response.content_part.added",
+                item_id=mid,
+                output_index=0,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": []},
+            ),
+        ],
+        lambda text: ev(
+            "response.output_text.delta", item_id=mid, output_index=0, content_index=0, delta=text
+        ),
+        closing,
+    )
+
+
+def _messages_wire(model: str, ids: Iterator[int]) -> _Wire:
+    """Anthropic's Messages stream of a text answer."""
+    message = {
+        "id": f"msg_bench{next(ids)}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 10, "output_tokens": 1},
+    }
+    return _Wire(
+        [
+            {"type": "message_start", "message": message},
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ],
+        lambda text: {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": text},
+        },
+        lambda tokens: [
+            {"type": "content_block_stop", "index": 0},
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": tokens},
+            },
+            {"type": "message_stop"},
+        ],
+    )
 
 
 def _response(status: int, reason: str, body: bytes, close: bool) -> bytes:
@@ -159,10 +271,42 @@ class Upstream:
                 await self._stream(writer, request, arrived, close)
             else:
                 await self._complete(writer, request, arrived, close)
+        elif method == "POST" and path in ("/v1/responses", "/responses", "/v1/messages"):
+            try:
+                request = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                request = None
+            if not isinstance(request, dict) or not request.get("stream"):
+                writer.write(_error(400, "Bad Request", "a streamed JSON request only", close))
+            else:
+                wire = _messages_wire if path == "/v1/messages" else _responses_wire
+                await self._events(
+                    writer, wire(str(request.get("model") or ""), self.ids), arrived, close
+                )
         else:
             writer.write(_error(404, "Not Found", f"no route {method} {path}", close))
         await writer.drain()
         return not close
+
+    async def _events(
+        self, writer: asyncio.StreamWriter, wire: _Wire, arrived: float, close: bool
+    ) -> None:
+        """A streamed text answer in a typed-event wire (Responses, Messages)."""
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n"
+            + (b"connection: close\r\n" if close else b"")
+            + b"\r\n"
+            + b"".join(_event(e) for e in wire.opening)
+        )
+        await writer.drain()
+        for i, at in enumerate(self._times(arrived)):
+            await _until(at)
+            writer.write(_event(wire.token(f" t{i}@{time.monotonic_ns()}")))
+            await writer.drain()
+        tokens = self.settings.tokens
+        writer.write(b"".join(_event(e) for e in wire.closing(tokens)) + b"0\r\n\r\n")
+        self.completions += 1
 
     async def _body(self, reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
         if "chunked" in headers.get("transfer-encoding", "").lower():

@@ -72,8 +72,9 @@ class Script:
     #: OpenAI-compatible servers disagree: vLLM/DeepSeek say reasoning_content,
     #: OpenRouter/Ollama say reasoning.
     reasoning_field: str = "reasoning_content"
-    #: Stall, until the client leaves, after the opening event (OpenAI's role
-    #: chunk, Anthropic's message_start) and this many more.
+    #: Stall after the opening event (OpenAI's role chunk, Anthropic's
+    #: message_start) and this many more, until the client leaves (or the test
+    #: calls :meth:`FakeUpstream.release`: the rest follows).
     hang_after: int | None = None
     #: Stall before even sending the response headers.
     stall_before_headers: bool = False
@@ -274,6 +275,10 @@ class FakeUpstream:
     async def wait_disconnect(self, timeout: float = 5.0) -> None:
         """Return once a client has hung up in the middle of a stream."""
         await asyncio.wait_for(self._disconnected.wait(), timeout)
+
+    def release(self) -> None:
+        """Let every stalled stream go on (``hang_after``, ``stall_before_headers``)."""
+        self._released.set()
 
     def _note_disconnect(self) -> None:
         self.disconnects += 1
@@ -495,7 +500,6 @@ class FakeUpstream:
         for n, delta in enumerate(deltas):
             if script.hang_after is not None and n == script.hang_after + 1:
                 await self._stall()
-                return
             yield chunk(delta)
         if script.stream_error is not None:
             yield _sse_data({"error": script.stream_error})
@@ -602,7 +606,6 @@ class FakeUpstream:
         for n, event in enumerate(events + content):
             if script.hang_after is not None and n == script.hang_after + 1:
                 await self._stall()
-                return
             yield _sse_event(event)
         if script.stream_error is not None:
             yield _sse_event({"type": "error", "error": script.stream_error})

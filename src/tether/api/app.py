@@ -156,6 +156,7 @@ class TetherApp:
         aisdk = AISDKRoutes(
             self.sessions, self.runtime, self._check_model, self.stop_future,
             self.kit.tools, attachments=self.attachments, idempotency=self.idempotency,
+            readers=self.readers,
         )  # fmt: skip
         web.include_router(aisdk.router)
 

@@ -20,7 +20,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tether.api.relay import Follow, Translator
 from tether.runtime.tasks import cancel_and_wait
+from tether.sessions.service import SessionService
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +49,80 @@ class Readers:
     ) -> None:
         self._cancel = cancel
         self.grace = grace
+        #: Readers of each watched run (one whose request did not ask to detach).
         self._count: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         #: Cancels under way; awaited by :meth:`aclose`.
         self._cancels: set[asyncio.Task[None]] = set()
 
-    def join(self, session_id: str, run_id: str) -> None:
-        """A reader of the run starts (it stops a pending cancel)."""
+    def join(self, session_id: str, run_id: str, *, watch: bool = False) -> bool:
+        """A reader of the run starts; True if it is counted.
+
+        ``watch``: the reader of the request that started the run, which did
+        not ask to detach it: from now on the run stops when its readers have
+        left. A reader of a run nobody watches is not counted.
+        """
         key = (session_id, run_id)
-        self._count[key] = self._count.get(key, 0) + 1
+        count = self._count.get(key)
+        if count is None and not watch:
+            return False
+        self._count[key] = (count or 0) + 1
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
+        return True
 
     def leave(self, session_id: str, run_id: str, *, gone: bool) -> None:
-        """A reader stops; ``gone``: its client left while the run went on."""
+        """A counted reader stops; ``gone``: its client left while the run went on."""
         key = (session_id, run_id)
         left = self._count.get(key, 0) - 1
         if left > 0:
             self._count[key] = left
             return
-        self._count.pop(key, None)
-        if not gone:
+        if not gone:  # the run ended (or the server stops): nothing to watch any more
+            self._count.pop(key, None)
             return
+        self._count[key] = 0
         if self.grace <= 0:
             self._expire(key)
         else:
             loop = asyncio.get_running_loop()
             self._timers[key] = loop.call_later(self.grace, self._expire, key)
 
+    def follow(
+        self,
+        sessions: SessionService,
+        session_id: str,
+        run_id: str | None,
+        start: int,
+        translator: Translator,
+        *,
+        stop: asyncio.Future[None],
+        after: int | None = None,
+        watch: bool = False,
+        on_end: Callable[[], None] | None = None,
+    ) -> Follow:
+        """A reader of run ``run_id``'s answer (see :meth:`join`), counted until it ends."""
+        if run_id is None or not self.join(session_id, run_id, watch=watch):
+            return Follow(
+                sessions, session_id, start, translator, stop=stop, after=after, on_end=on_end
+            )
+        run: str = run_id
+
+        def ended() -> None:
+            if on_end is not None:
+                on_end()
+            gone = follow.leave.done() and not translator.finished
+            self.leave(session_id, run, gone=gone)
+
+        follow = Follow(
+            sessions, session_id, start, translator, stop=stop, after=after, on_end=ended
+        )
+        return follow
+
     def _expire(self, key: Key) -> None:
         self._timers.pop(key, None)
+        self._count.pop(key, None)
         task = asyncio.ensure_future(self._stop(*key))
         self._cancels.add(task)
         task.add_done_callback(self._cancels.discard)

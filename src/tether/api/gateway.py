@@ -332,7 +332,7 @@ class Gateway:
     def follow(self, started: Started, translator: Translator, *, detach: bool) -> Follow:
         """The request's own reader of its run's answer (counted unless ``detach``)."""
         return self._reader(
-            started.session_id, started.run_id, translator, started.start, None, detach
+            started.session_id, started.run_id, translator, started.start, None, not detach
         )
 
     async def reread(
@@ -345,12 +345,13 @@ class Gateway:
     ) -> Follow:
         """A later reader of a session's answer (a resumed stream).
 
-        It counts as a reader of the session's active run, if one is going:
-        a client that comes back within the grace period keeps its run.
+        It counts as a reader of the session's active run, if one is going
+        and watched: a client that comes back within the grace period keeps
+        its run.
         """
         active = (await self.sessions.state(session_id)).fold.active_run
         run_id = active["run_id"] if active is not None else None
-        return self._reader(session_id, run_id, translator, start, after, run_id is None)
+        return self._reader(session_id, run_id, translator, start, after, False)
 
     def _reader(
         self,
@@ -359,26 +360,13 @@ class Gateway:
         translator: Translator,
         start: int,
         after: int | None,
-        detach: bool,
+        watch: bool,
     ) -> Follow:
-        prefetches, readers = self.prefetches, self.readers
-        if detach or run_id is None:
-            return Follow(
-                self.sessions, sid, start, translator, stop=self.stop(), after=after,
-                on_end=lambda: prefetches.discard(sid),
-            )  # fmt: skip
-        run: str = run_id
-        readers.join(sid, run)
-
-        def ended() -> None:
-            prefetches.discard(sid)
-            gone = follow.leave.done() and not translator.finished
-            readers.leave(sid, run, gone=gone)
-
-        follow = Follow(
-            self.sessions, sid, start, translator, stop=self.stop(), after=after, on_end=ended
-        )
-        return follow
+        prefetches = self.prefetches
+        return self.readers.follow(
+            self.sessions, sid, run_id, start, translator, stop=self.stop(), after=after,
+            watch=watch, on_end=lambda: prefetches.discard(sid),
+        )  # fmt: skip
 
     async def accepted(self, started: Started) -> bool:
         """Whether the upstream accepted a streamed answer's prefetched request (2xx).

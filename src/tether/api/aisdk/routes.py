@@ -33,9 +33,11 @@ from tether.api.aisdk.translate import RunTranslator, UIFrames
 from tether.api.attachments import Attachments
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.bodies import CheckedJSONRoute
+from tether.api.detach import HEADER as DETACH_HEADER
+from tether.api.detach import Readers, detach_requested
 from tether.api.idempotency import HEADER, Idempotency, check_key, fingerprint
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
-from tether.api.relay import EventStreamResponse, Follow
+from tether.api.relay import EventStreamResponse
 from tether.api.sessions import Who
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions import events as ev
@@ -68,6 +70,7 @@ class AISDKRoutes:
         *,
         attachments: Attachments,
         idempotency: Idempotency,
+        readers: Readers,
     ) -> None:
         self.sessions = sessions
         self.runtime = runtime
@@ -76,6 +79,9 @@ class AISDKRoutes:
         self.tools = tools
         self.attachments = attachments
         self.idempotency = idempotency
+        #: Who reads each run: a chat sent with ``X-Tether-Detach: false`` stops
+        #: when its readers have gone.
+        self.readers = readers
         self._locks = ChatLocks()
         #: Session id -> position of the latest run-start seen (runs start in order,
         #: so the active run's run-start is at or after it).
@@ -110,12 +116,17 @@ class AISDKRoutes:
         if who.read_only:
             raise Unauthorized("a read token can only read")
         key = request.headers.get(HEADER)
+        # A chat UI's run goes on when the page closes (it resumes on reload),
+        # unless the request asks otherwise.
+        watch = not detach_requested(request.headers.get(DETACH_HEADER), default=True)
         if key is None:
             sid, run_id, position = await self.submit(body, who.owner)
-            return self.response(sid, run_id, position)
-        return await self._chat_once(body, who, check_key(key), await request.body())
+            return self.response(sid, run_id, position, watch=watch)
+        return await self._chat_once(body, who, check_key(key), await request.body(), watch)
 
-    async def _chat_once(self, body: ChatRequest, who: Caller, key: str, raw: bytes) -> Response:
+    async def _chat_once(
+        self, body: ChatRequest, who: Caller, key: str, raw: bytes, watch: bool
+    ) -> Response:
         async def submit() -> list[Any]:
             return list(await self.submit(body, who.owner))
 
@@ -123,7 +134,7 @@ class AISDKRoutes:
         outcome = await self.idempotency.once(who.owner, key, request, submit)
         sid, run_id, position = outcome.value
         if not outcome.replayed:
-            return self.response(sid, run_id, position)
+            return self.response(sid, run_id, position, watch=watch)
         await self.sessions.record(sid, who.owner)  # 404 if it was deleted since
         response = self.response(sid, run_id, position)
         response.headers[REPLAYED] = "true"
@@ -298,12 +309,19 @@ class AISDKRoutes:
 
     # -- the stream -------------------------------------------------------------
 
-    def response(self, session_id: str, run_id: str, position: int) -> Response:
-        """The run's UI message stream, from ``position`` (before or at its run-start)."""
+    def response(
+        self, session_id: str, run_id: str, position: int, *, watch: bool = False
+    ) -> Response:
+        """The run's UI message stream, from ``position`` (before or at its run-start).
+
+        ``watch``: the run stops when its readers have gone (``api/detach.py``).
+        """
         frames = UIFrames(
             RunTranslator(run_id, session_id), lambda at: self._remember(session_id, at)
         )
-        follow = Follow(self.sessions, session_id, position, frames, stop=self.stop())
+        follow = self.readers.follow(
+            self.sessions, session_id, run_id, position, frames, stop=self.stop(), watch=watch
+        )
         headers = {
             **UI_STREAM_HEADERS,
             "x-tether-session-id": session_id,
