@@ -165,6 +165,7 @@ def test_stream_text(client: anthropic.Anthropic, fake: FakeUpstream, model: str
     assert final.content[0].text == "One two three four."
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == 7
+    assert len(fake.requests) == 1  # the prefetched upstream request was the run's
 
 
 @BOTH

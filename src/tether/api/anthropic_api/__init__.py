@@ -17,6 +17,6 @@ translator), :mod:`.errors` gives errors Anthropic's shape, :mod:`.count`
 counts a request's tokens, and :mod:`.routes` holds the routes.
 """
 
-from tether.api.anthropic_api.routes import MessagesRoutes
+from tether.api.anthropic_api.routes import MESSAGES_PATH, MessagesRoutes
 
-__all__ = ["MessagesRoutes"]
+__all__ = ["MESSAGES_PATH", "MessagesRoutes"]

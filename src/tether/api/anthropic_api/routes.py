@@ -15,6 +15,8 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from tether.agents.gateway import GatewaySpec
 from tether.api.anthropic_api.count import COUNT_HEADER, counted_body, estimated
@@ -61,6 +63,21 @@ class MessagesRoutes:
             methods=["GET"],
             response_model=None,
         )
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/messages`` as plain ASGI, as TetherApp serves it: FastAPI's routing,
+        middleware and dependency handling skipped, as for chat completions (the route
+        stays in :attr:`router` for the OpenAPI document)."""
+        try:
+            response = await self.messages(Request(scope, receive))
+        except ClientDisconnect:
+            return  # the client went, or its body was too slow: no one to answer
+        except Exception:
+            log.exception("message failed")
+            response = error_response(
+                OpenAIError(500, "The server had an error while processing your request.")
+            )
+        await response(scope, receive, send)
 
     async def messages(self, request: Request) -> Response:
         """Anthropic's Messages API, streamed or not (``anthropic-version`` accepted, not needed).
