@@ -16,7 +16,9 @@ It speaks both vendors' real streaming wire formats:
   ``response.incomplete`` / ``response.failed``), each with its
   ``sequence_number``;
 - ``GET /v1/models`` in either dialect (Anthropic's when the request carries
-  ``anthropic-version``).
+  ``anthropic-version``);
+- ``POST /v1/messages/count_tokens``: Anthropic's ``{"input_tokens": N}``,
+  N being :attr:`FakeUpstream.counted_tokens`.
 
 What it streams comes from :attr:`FakeUpstream.replies` (one script per
 request, in order) and then :attr:`FakeUpstream.script`. It records every
@@ -96,6 +98,10 @@ class Script:
     #: Responses only: end with ``response.incomplete`` for this reason
     #: (``max_output_tokens``...) after the content.
     incomplete: str | None = None
+    #: Anthropic only: the signature of the thinking block (its signature_delta).
+    signature: str = "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"
+    #: Anthropic only: a redacted_thinking block's data, after the thinking block.
+    redacted: str = ""
 
 
 @dataclass
@@ -240,6 +246,8 @@ class FakeUpstream:
         #: Anthropic's models list: this many per page (None: all in one).
         self.models_page: int | None = None
         self._arrived = asyncio.Event()
+        #: What ``/v1/messages/count_tokens`` answers.
+        self.counted_tokens = 1234
         self.disconnects = 0
         self._failures: deque[_Failure] = deque()
         self._disconnected = asyncio.Event()
@@ -253,6 +261,7 @@ class FakeUpstream:
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
                 Route("/v1/messages", self._messages, methods=["POST"]),
                 Route("/v1/responses", self._responses, methods=["POST"]),
+                Route("/v1/messages/count_tokens", self._count_tokens, methods=["POST"]),
                 Route("/v1/models", self._models, methods=["GET"]),
             ]
         )
@@ -400,6 +409,11 @@ class FakeUpstream:
             return JSONResponse(wire.response("completed", wire.output()))
         body = self._responses_events(wire, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+    async def _count_tokens(self, request: Request) -> Response:
+        await self._record(request)
+        if (failure := self._anthropic_failure()) is not None:
+            return failure
+        return JSONResponse({"input_tokens": self.counted_tokens})
 
     async def _models(self, request: Request) -> Response:
         await self._record(request)
@@ -619,8 +633,10 @@ class FakeUpstream:
             block(
                 {"type": "thinking", "thinking": "", "signature": ""},
                 [{"type": "thinking_delta", "thinking": p} for p in pieces(script.reasoning)]
-                + [{"type": "signature_delta", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3h"}],
+                + [{"type": "signature_delta", "signature": script.signature}],
             )
+        if script.redacted:
+            block({"type": "redacted_thinking", "data": script.redacted}, [])
         if script.text:
             block(
                 {"type": "text", "text": ""},

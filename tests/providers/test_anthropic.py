@@ -14,6 +14,8 @@ from tether.providers.base import (
     ModelRequest,
     ProviderError,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -46,6 +48,7 @@ async def test_streams_thinking_text_tool_and_usage(
     items = await collect(anthropic, ask("Weather?"))
     assert items == [
         *[ReasoningDelta(p) for p in pieces("The user wants weather.")],
+        ReasoningSignature(Script().signature),
         *[TextDelta(p) for p in pieces("Let me check… 🌦 météo.")],
         *argument_deltas("toolu_01A", "get_weather", args, 4),
         ToolCallItem(ToolCall("toolu_01A", "get_weather", args)),
@@ -297,3 +300,69 @@ async def test_refresh_models(fake: FakeUpstream, anthropic: AnthropicProvider) 
     req = fake.requests[-1]
     assert (req.method, req.path) == ("GET", "/v1/models")
     assert req.headers["x-api-key"] == KEY
+
+
+async def test_thinking_signatures_and_redacted_thinking_become_items(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    """A thinking block's signature_delta ends it as a ReasoningSignature; a
+    redacted_thinking block is one RedactedReasoning with its data."""
+    fake.script = Script(reasoning="Think.", signature="sig-abc", redacted="ENCRYPTED==", text="ok")
+    items = await collect(anthropic, ask())
+    assert items[:4] == [
+        ReasoningDelta("Think."),
+        ReasoningSignature("sig-abc"),
+        RedactedReasoning("ENCRYPTED=="),
+        TextDelta("ok"),
+    ]
+
+
+async def test_a_native_body_is_sent_as_it_is_with_the_providers_model(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    """The Messages front's sanitised body goes upstream unchanged: thinking blocks
+    with their signatures, cache_control, top_k; the model and stream are the provider's."""
+    native = {
+        "model": "anthropic/claude-sonnet-4-5",
+        "max_tokens": 2048,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "Hmm.", "signature": "sig-1"},
+                    {"type": "redacted_thinking", "data": "ENC"},
+                    {"type": "text", "text": "Hello"},
+                ],
+            },
+            {"role": "user", "content": "Again"},
+        ],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "top_k": 5,
+    }
+    request = ModelRequest(MODEL, [ChatMessage("user", "ignored")], native=native)
+    await collect(anthropic, request)
+    assert fake.requests[0].body == {**native, "model": MODEL, "stream": True}
+
+
+async def test_count_tokens_asks_the_upstream(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    fake.counted_tokens = 321
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+    assert await anthropic.count_tokens(body) == 321
+    (req,) = fake.requests
+    assert (req.path, req.body, req.headers["x-api-key"]) == (
+        "/v1/messages/count_tokens", body, KEY,
+    )  # fmt: skip
+
+
+async def test_count_tokens_failure_is_a_provider_error_without_the_key(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    fake.fail_next(1, 404, message=f"no such model ({KEY})")
+    with pytest.raises(ProviderError) as caught:
+        await anthropic.count_tokens({"model": MODEL, "messages": []})
+    assert caught.value.status == 404
+    assert KEY not in str(caught.value)

@@ -54,6 +54,8 @@ class Grammar:
         self.messages: dict[str, _Message] = {}
         #: part id -> "open", "ended" or "discarded".
         self.parts: dict[str, str] = {}
+        #: The reasoning parts (whose part-end may carry a signature or redacted data).
+        self.reasoning: set[str] = set()
         self.calls: dict[str, _Call] = {}
         self.ids: set[str] = set()
         self._expect: tuple[str, dict[str, Any]] | None = None
@@ -206,6 +208,8 @@ class Grammar:
             else:
                 self.calls[call_id] = _Call(bool(e.get("needs_approval")))
         self.parts[pid] = "open"
+        if e.get("kind") == ev.REASONING:
+            self.reasoning.add(pid)
         if msg is not None:
             msg.parts.append(pid)
 
@@ -219,6 +223,9 @@ class Grammar:
         pid = e.get("part_id", "")
         if self.parts.get(pid) != "open":
             self.problem(f"part-end of {pid}, which is not open")
+        for key in ("signature", "redacted"):
+            if key in e and (pid not in self.reasoning or not isinstance(e[key], str)):
+                self.problem(f"part-end of {pid} with a {key} but not a reasoning part's string")
         self.parts[pid] = "ended"
 
     def _message_end(self, e: Event) -> None:

@@ -24,7 +24,7 @@ function partJson(p) {
   const out = { id: p.id, kind: p.kind, done: p.done };
   if (p.kind === "text" || p.kind === "reasoning" || p.text) out.text = p.text;
   for (const key of ["media_type", "name", "size", "url"]) if (present(p[key])) out[key] = p[key];
-  for (const key of ["value", "tool_call_id", "tool_name", "result", "error", "approval"]) {
+  for (const key of ["value", "tool_call_id", "tool_name", "result", "error", "approval", "signature", "redacted"]) {
     if (present(p[key])) out[key] = p[key];
   }
   if (p.kind === "tool-call") out.needs_approval = p.needs_approval;

@@ -42,6 +42,8 @@ from tether.providers.base import (
     Provider,
     ProviderError,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -121,6 +123,7 @@ def model_request(model: str, messages: list[ChatMessage], spec: GatewaySpec) ->
         ],
         tool_choice=spec.tool_choice,
         options=dict(spec.options),
+        native=spec.native,
     )
 
 
@@ -132,6 +135,7 @@ def _same_request(a: ModelRequest, b: ModelRequest) -> bool:
         and a.tools == b.tools
         and a.tool_choice == b.tool_choice
         and a.options == b.options
+        and a.native == b.native
     )
 
 
@@ -311,6 +315,10 @@ class GatewayAgent:
                             await ctx.text(item.text)
                         elif isinstance(item, ReasoningDelta):
                             await ctx.reasoning(item.text)
+                        elif isinstance(item, ReasoningSignature):
+                            await ctx.reasoning_signature(item.signature)
+                        elif isinstance(item, RedactedReasoning):
+                            await ctx.redacted_reasoning(item.data)
                         elif isinstance(item, ToolCallItem):
                             calls.append(item.call)
                         elif isinstance(item, Usage):

@@ -33,6 +33,8 @@ from tether.providers.base import (
     Provider,
     ProviderError,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -235,6 +237,10 @@ class ServerModel:
             await ctx.text(item.text)
         elif isinstance(item, ReasoningDelta):
             await ctx.reasoning(item.text)
+        elif isinstance(item, ReasoningSignature):
+            await ctx.reasoning_signature(item.signature)
+        elif isinstance(item, RedactedReasoning):
+            await ctx.redacted_reasoning(item.data)
         elif isinstance(item, ToolCallDelta):
             part = parts.get(item.id)
             if part is None:

@@ -29,6 +29,7 @@ from tether.agents.model import MAX_STEPS, ModelAgent
 from tether.agents.tools import ToolRegistry
 from tether.api.access import StreamPolicy
 from tether.api.aisdk import AISDKRoutes
+from tether.api.anthropic_api import MESSAGES_PATH, MessagesRoutes
 from tether.api.attachments import Attachments
 from tether.api.auth import Auth
 from tether.api.detach import DEFAULT_GRACE, Readers
@@ -178,6 +179,9 @@ class TetherApp:
         self._completions = openai.completions
         web.include_router(openai.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
         web.include_router(ResponsesRoutes(gateway).router)  # OpenAI's /v1/responses
+        messages = MessagesRoutes(gateway)
+        self._messages = messages.asgi
+        web.include_router(messages.router)  # Anthropic's /v1/messages
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
@@ -271,6 +275,8 @@ class TetherApp:
             await self.streams(scope, receive, send)
         elif kind == "http" and scope["path"] == COMPLETIONS_PATH and scope["method"] == "POST":
             await self._completions(scope, receive, send)
+        elif kind == "http" and scope["path"] == MESSAGES_PATH and scope["method"] == "POST":
+            await self._messages(scope, receive, send)
         else:
             await self.web(scope, receive, send)
 

@@ -137,6 +137,10 @@ class PartEnd(Event):
     value: Any = None
     #: Final text, when the producer restates it.
     text: str | None = None
+    #: A reasoning part: the upstream's signature of it.
+    signature: str | None = None
+    #: A reasoning part the upstream gave encrypted (Anthropic's redacted_thinking data).
+    redacted: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -2,9 +2,11 @@
 
 ``POST {base_url}/v1/messages`` with ``stream: true``; the SSE events map to
 stream items: ``text_delta`` to TextDelta, ``thinking_delta`` to
-ReasoningDelta, a ``tool_use`` block (its ``input_json_delta`` pieces joined)
-to one ToolCallItem when the block stops, and the usage of ``message_start``
-(input) and ``message_delta`` (output) to one Usage at ``message_stop``.
+ReasoningDelta, ``signature_delta`` to ReasoningSignature, a
+``redacted_thinking`` block to RedactedReasoning, a ``tool_use`` block (its
+``input_json_delta`` pieces joined) to one ToolCallItem when the block stops,
+and the usage of ``message_start`` (input) and ``message_delta`` (output) to
+one Usage at ``message_stop``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from tether.providers.base import (
     ModelRequest,
     ProviderError,
     ReasoningDelta,
+    ReasoningSignature,
+    RedactedReasoning,
     SentRequest,
     StreamItem,
     TextDelta,
@@ -281,7 +285,9 @@ class EventAssembler:
             if block is not None and isinstance(piece, str) and piece:
                 block.parts.append(piece)
                 return [ToolCallDelta(block.id, block.name, piece)]
-        return []  # signature_delta, citations_delta...
+        if dtype == "signature_delta" and delta.get("signature"):
+            return [ReasoningSignature(delta["signature"])]
+        return []  # citations_delta...
 
     def _block_start(self, event: dict[str, Any]) -> list[StreamItem]:
         started = event.get("content_block") or {}
@@ -296,6 +302,8 @@ class EventAssembler:
             return [TextDelta(started["text"])]
         elif btype == "thinking" and started.get("thinking"):
             return [ReasoningDelta(started["thinking"])]
+        elif btype == "redacted_thinking" and started.get("data"):
+            return [RedactedReasoning(started["data"])]
         return []
 
     def finish(self) -> list[StreamItem]:
@@ -375,7 +383,14 @@ class AnthropicProvider(HTTPProvider):
         return headers
 
     def build_body(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body of the Messages request for ``request``."""
+        """The JSON body of the Messages request for ``request``.
+
+        A request with a ``native`` Messages body (the Messages front's, already
+        sanitised) is sent as that body: thinking blocks keep their signatures
+        and blocks their ``cache_control``; the model is the provider's name for it.
+        """
+        if request.native is not None:
+            return {**self._extra_body, **request.native, "model": request.model, "stream": True}
         system, messages = to_anthropic_messages(request.messages)
         options = {k: v for k, v in request.options.items() if k in SAMPLING_OPTIONS}
         body: dict[str, Any] = {
@@ -429,6 +444,29 @@ class AnthropicProvider(HTTPProvider):
                     yield item
         except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
+
+    async def count_tokens(self, body: Mapping[str, Any]) -> int:
+        """The upstream's exact count of a Messages request's input tokens.
+
+        ``body`` holds the counted fields (model, messages, system, tools,
+        tool_choice, thinking), in Anthropic's format.
+        """
+        url = f"{self._base_url}/v1/messages/count_tokens"
+        try:
+            resp = await self._client.post(url, content=json_body(body), headers=self._headers())
+        except httpx.RequestError as exc:
+            raise transport_error(self.name, exc) from None
+        if resp.status_code >= 400:
+            raise status_error(
+                self.name, resp.status_code, resp.content, self._secrets, resp.headers
+            )
+        try:
+            count = orjson.loads(resp.content)["input_tokens"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            count = None
+        if not isinstance(count, int):
+            raise malformed(self.name, "count_tokens did not answer an input_tokens count")
+        return count
 
     async def _fetch_models(self) -> list[str]:
         return await self._get_model_ids(f"{self._base_url}/v1/models?limit=1000")

@@ -103,6 +103,11 @@ class ModelRequest:
     tool_choice: str | dict[str, Any] | None = None
     #: Sampling options, keys from SAMPLING_OPTIONS (others are ignored).
     options: dict[str, Any] = field(default_factory=dict)
+    #: The request in an upstream's own format, already sanitised, when a client sent
+    #: it so (the Messages front's body, for an Anthropic upstream): a provider that
+    #: speaks that format sends it as it is, with the model (and streaming) its own;
+    #: the others go by the fields above.
+    native: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +118,24 @@ class TextDelta:
 @dataclass(slots=True)
 class ReasoningDelta:
     text: str
+
+
+@dataclass(slots=True)
+class ReasoningSignature:
+    """The upstream's signature of the reasoning just streamed (Anthropic's ``signature_delta``).
+
+    It ends that reasoning; an upstream that is given the reasoning back (a
+    later turn) checks it against the signature.
+    """
+
+    signature: str
+
+
+@dataclass(slots=True)
+class RedactedReasoning:
+    """Reasoning the upstream hands over encrypted (Anthropic's ``redacted_thinking``)."""
+
+    data: str
 
 
 @dataclass(slots=True)
@@ -161,7 +184,15 @@ class Usage:
         return out
 
 
-StreamItem = TextDelta | ReasoningDelta | ToolCallDelta | ToolCallItem | Usage
+StreamItem = (
+    TextDelta
+    | ReasoningDelta
+    | ReasoningSignature
+    | RedactedReasoning
+    | ToolCallDelta
+    | ToolCallItem
+    | Usage
+)
 #: What a provider streams: a generator, so that a caller can close it (and its request) early.
 ItemStream = AsyncGenerator[StreamItem, None]
 

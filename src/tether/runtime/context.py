@@ -262,6 +262,45 @@ class RunContext:
         """Stream a piece of visible reasoning."""
         await self._delta(ev.REASONING, delta)
 
+    async def reasoning_signature(self, signature: str) -> None:
+        """End the reasoning part with the upstream's signature of it (its part-end has it).
+
+        An upstream that signs its reasoning wants it back, signed, in a later
+        turn; a client that holds the conversation (the Messages front) gets it.
+        """
+        part_id = self._open.pop(ev.REASONING, None)
+        batch: list[ev.Event] = []
+        if part_id is None:  # signed reasoning with no visible text
+            batch.extend(self._close_open())
+            part_id = self._reasoning_part()
+            batch.append(self._reasoning_start(part_id))
+        batch.append(
+            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, signature=signature)
+        )
+        await self._append(batch)
+
+    async def redacted_reasoning(self, data: str) -> None:
+        """A reasoning part the upstream gave encrypted: no deltas; its part-end has the data."""
+        batch = self._close_open()
+        part_id = self._reasoning_part()
+        batch.append(self._reasoning_start(part_id))
+        batch.append(ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, redacted=data))
+        await self._append(batch)
+
+    def _reasoning_part(self) -> str:
+        part_id = self._part_id()
+        self.attempt_parts.append(part_id)
+        return part_id
+
+    def _reasoning_start(self, part_id: str) -> ev.Event:
+        return ev.event(
+            ev.PART_START,
+            run_id=self.run_id,
+            message_id=self.message_id,
+            part_id=part_id,
+            kind=ev.REASONING,
+        )
+
     async def add_usage(self, **counts: int) -> None:
         for key, n in counts.items():
             self.usage[key] = self.usage.get(key, 0) + n

@@ -38,6 +38,10 @@ class Part:
     answered: bool = False
     #: An image or file of a user message: its stored part (with its bytes or their stream).
     attachment: dict[str, Any] | None = None
+    #: A reasoning part: the upstream's signature of it (given back with it in a later turn).
+    signature: str | None = None
+    #: A reasoning part the upstream gave encrypted (Anthropic's redacted_thinking data).
+    redacted: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "kind": self.kind, "done": self.done}
@@ -48,7 +52,10 @@ class Part:
             for key in ("media_type", "name", "size", "url"):
                 if key in self.attachment:
                     out[key] = self.attachment[key]
-        for key in ("value", "tool_call_id", "tool_name", "result", "error", "approval"):
+        for key in (
+            "value", "tool_call_id", "tool_name", "result", "error", "approval", "signature",
+            "redacted",
+        ):  # fmt: skip
             v = getattr(self, key)
             if v is not None:
                 out[key] = v
@@ -186,6 +193,10 @@ class SessionFold:
             part.value = e["value"]
         if "text" in e:
             part.text = e["text"]
+        if "signature" in e:
+            part.signature = e["signature"]
+        if "redacted" in e:
+            part.redacted = e["redacted"]
 
     def _message_end(self, e: Event) -> None:
         for key, n in (e.get("usage") or {}).items():

@@ -172,6 +172,8 @@ Fold.handlers = {
     part.done = true;
     if ("value" in e) part.value = e.value;
     if ("text" in e) part.text = e.text;
+    if ("signature" in e) part.signature = e.signature;
+    if ("redacted" in e) part.redacted = e.redacted;
     this.touch(found[0], part);
   },
   "message-end"(e) {
