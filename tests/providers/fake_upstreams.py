@@ -409,6 +409,7 @@ class FakeUpstream:
             return JSONResponse(wire.response("completed", wire.output()))
         body = self._responses_events(wire, script)
         return _EventStream(self, body, script.stall_before_headers)  # type: ignore[return-value]
+
     async def _count_tokens(self, request: Request) -> Response:
         await self._record(request)
         if (failure := self._anthropic_failure()) is not None:
