@@ -197,6 +197,17 @@ def test_each_key_has_its_own_request_rate(keyed_server: TetherServer) -> None:
         assert c.get("/v1/sessions", headers=a).status_code == 200  # refilled
 
 
+def test_a_key_sent_as_x_api_key_has_its_rate_too(keyed_server: TetherServer) -> None:
+    """Anthropic's clients send the key as x-api-key: the same key, the same rate."""
+    with httpx.Client(base_url=keyed_server.base_url) as c:
+        a = {"x-api-key": KEY_A}
+        statuses = [c.get("/v1/models", headers=a).status_code for _ in range(30)]
+        assert statuses.count(429) >= 10, statuses
+        assert statuses[0] == 200
+        b = c.get("/v1/models", headers={"x-api-key": KEY_B})
+        assert b.status_code == 200
+
+
 # -- bodies: refused while they arrive, on every route -------------------------------
 
 

@@ -39,7 +39,7 @@ from tether.api.guard import Guard, GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
 from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.responses import ERROR_RESPONSES
-from tether.api.responses_api.routes import ResponsesRoutes
+from tether.api.responses_api.routes import RESPONSES_PATH, ResponsesRoutes
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
@@ -176,12 +176,19 @@ class TetherApp:
             readers=self.readers,
         )
         openai = OpenAIRoutes(gateway)
-        self._completions = openai.completions
         web.include_router(openai.router)  # the OpenAI-compatible /v1/chat/completions, /v1/models
-        web.include_router(ResponsesRoutes(gateway).router)  # OpenAI's /v1/responses
+        responses = ResponsesRoutes(gateway)
+        web.include_router(responses.router)  # OpenAI's /v1/responses
         messages = MessagesRoutes(gateway)
-        self._messages = messages.asgi
         web.include_router(messages.router)  # Anthropic's /v1/messages
+        #: The gateway's POSTs served without FastAPI (each stays in the router
+        #: for the OpenAPI document): a completion's time to first token pays
+        #: for all the work before its upstream request is written.
+        self._gateway_posts = {
+            COMPLETIONS_PATH: openai.completions,
+            RESPONSES_PATH: responses.asgi,
+            MESSAGES_PATH: messages.asgi,
+        }
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
@@ -273,10 +280,12 @@ class TetherApp:
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith(self._prefix):
             await self.streams(scope, receive, send)
-        elif kind == "http" and scope["path"] == COMPLETIONS_PATH and scope["method"] == "POST":
-            await self._completions(scope, receive, send)
-        elif kind == "http" and scope["path"] == MESSAGES_PATH and scope["method"] == "POST":
-            await self._messages(scope, receive, send)
+        elif (
+            kind == "http"
+            and scope["method"] == "POST"
+            and (post := self._gateway_posts.get(scope["path"])) is not None
+        ):
+            await post(scope, receive, send)
         else:
             await self.web(scope, receive, send)
 

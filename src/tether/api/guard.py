@@ -255,7 +255,11 @@ def _heads(
 ) -> tuple[
     bytes | None, bytes | None, bytes | None, bytes | None, bytes | None, bytes | None, bool
 ]:
-    """(host, origin, content-type, content-length, authorization, preflight method, chunked)."""
+    """(host, origin, content-type, content-length, authorization, preflight method, chunked).
+
+    The key of an ``x-api-key`` header counts as ``Authorization: Bearer <key>``
+    (when there is no Authorization header), as the gateway takes it.
+    """
     host = origin = content_type = length = authorization = preflight = None
     chunked = False
     for name, value in headers:
@@ -269,6 +273,8 @@ def _heads(
             length = value
         elif name == b"authorization":
             authorization = value
+        elif name == b"x-api-key" and authorization is None:  # Anthropic's clients' key
+            authorization = b"Bearer " + value
         elif name == b"access-control-request-method":
             preflight = value
         elif name == b"transfer-encoding":

@@ -19,6 +19,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from tether.agents.gateway import GatewaySpec
 from tether.api.auth import Caller
@@ -70,6 +71,10 @@ class ResponsesRoutes:
         add(one + "/input_items", self.input_items, methods=["GET"], response_model=None)
 
     # -- the routes ---------------------------------------------------------------
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/responses`` as plain ASGI, as TetherApp serves it (see :meth:`create`)."""
+        await (await self.create(Request(scope, receive)))(scope, receive, send)
 
     async def create(self, request: Request) -> Response:
         """Create a response, streamed or not (docs/responses.md)."""
