@@ -576,7 +576,6 @@ class FakeUpstream:
         for n, event in enumerate(wire.events()):
             if script.hang_after is not None and n == script.hang_after + 1:
                 await self._stall()
-                return
             yield _sse_event(event)
         if script.stream_error is not None:
             failed = wire.response("failed", wire.output())
