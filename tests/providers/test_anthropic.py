@@ -366,3 +366,17 @@ async def test_count_tokens_failure_is_a_provider_error_without_the_key(
         await anthropic.count_tokens({"model": MODEL, "messages": []})
     assert caught.value.status == 404
     assert KEY not in str(caught.value)
+
+
+async def test_begin_writes_the_request_on_an_idle_pooled_connection(
+    fake: FakeUpstream, anthropic: AnthropicProvider
+) -> None:
+    """The gateway's prefetch: the request is on the wire before its run exists."""
+    fake.script = Script(text="Pooled.")
+    await collect(anthropic, ask())  # leaves a connection idle in the pool
+    stream, sent = anthropic.begin(ask("Again"))
+    assert sent is not None  # written already: the stream reads its answer
+    async with contextlib.aclosing(stream):
+        assert text_of([item async for item in stream]) == "Pooled."
+    assert sent.answered.result() == 200
+    assert [r.body["messages"][0]["content"][0]["text"] for r in fake.requests] == ["Hi", "Again"]

@@ -32,6 +32,7 @@ from tether.providers._http import (
     stream_ended_early,
     transport_error,
 )
+from tether.providers._transport import Sent
 from tether.providers.base import (
     SAMPLING_OPTIONS,
     Attachment,
@@ -42,7 +43,6 @@ from tether.providers.base import (
     ReasoningDelta,
     ReasoningSignature,
     RedactedReasoning,
-    SentRequest,
     StreamItem,
     TextDelta,
     ToolCall,
@@ -412,12 +412,30 @@ class AnthropicProvider(HTTPProvider):
                 body["tool_choice"] = choice
         return body
 
-    def begin(self, request: ModelRequest) -> tuple[ItemStream, SentRequest | None]:
-        """:meth:`stream`, its request sent when first iterated (a PrefetchingProvider)."""
-        return self.stream(request), None
+    def begin(self, request: ModelRequest) -> tuple[ItemStream, Sent | None]:
+        """Like :meth:`stream`, with the request written now if a pooled connection is idle.
 
-    async def stream(self, request: ModelRequest) -> ItemStream:
-        url = f"{self._base_url}/v1/messages"
+        Returns the stream and what was sent (None if nothing was: the stream
+        then sends the request when first iterated). Whoever does not iterate
+        the stream must abort what was sent.
+        """
+        content = json_body(self.build_body(request))
+        headers = self._headers("text/event-stream")
+        sent = self._send_now(self._messages_url, content, headers)
+        return self._items(request, content, headers, sent), sent
+
+    def stream(self, request: ModelRequest) -> ItemStream:
+        content = json_body(self.build_body(request))
+        return self._items(request, content, self._headers("text/event-stream"), None)
+
+    @property
+    def _messages_url(self) -> str:
+        return f"{self._base_url}/v1/messages"
+
+    async def _items(
+        self, request: ModelRequest, content: bytes, headers: dict[str, str], sent: Sent | None
+    ) -> ItemStream:
+        url = self._messages_url
         log.debug(
             "%s: POST /v1/messages model=%s messages=%d tools=%d attempt=%d",
             self.name,
@@ -426,20 +444,21 @@ class AnthropicProvider(HTTPProvider):
             len(request.tools),
             request.attempt,
         )
-        content = json_body(self.build_body(request))
         assembler = EventAssembler(self.name, self._secrets)
         try:
-            async with self._post_stream(url, content, self._headers("text/event-stream")) as resp:
+            async with self._post_stream(url, content, headers, sent) as resp:
                 if resp.status_code >= 400:
                     body = await resp.aread()
                     raise status_error(
                         self.name, resp.status_code, body, self._secrets, resp.headers
                     )
                 async for event in iter_sse(resp.aiter_lines()):
-                    for item in assembler.feed(event.data):
-                        yield item
-                    if assembler.stopped:
-                        break
+                    # After message_stop, read on to the end of the body (it is
+                    # all but over) so that the connection goes back to the pool
+                    # for the next request, which a prefetch writes at once.
+                    if not assembler.stopped:
+                        for item in assembler.feed(event.data):
+                            yield item
                 for item in assembler.finish():
                     yield item
         except httpx.RequestError as exc:
