@@ -80,6 +80,43 @@ async def test_closing_a_streamed_completion_aborts_its_upstream_after_the_grace
     assert GRACE * 0.8 <= waited < GRACE + 4, waited
 
 
+#: The other fronts' streamed requests, and the event each streams once the upstream has.
+OTHER_FRONTS = {
+    "responses": (
+        "/v1/responses",
+        {"model": "openai/gpt-4o-mini", "input": "Write a long essay.", "stream": True},
+        "response.output_text.delta",
+    ),
+    "messages": (
+        "/v1/messages",
+        {
+            "model": "openai/gpt-4o-mini",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "Write a long essay."}],
+            "stream": True,
+        },
+        "content_block_delta",
+    ),
+}
+
+
+@pytest.mark.parametrize("front", list(OTHER_FRONTS))
+async def test_closing_a_stream_of_any_front_aborts_its_upstream(setup, front: str) -> None:
+    fake, server = setup
+    fake.script = Script(text="never finished " * 20, hang_after=2)
+    path, body, streaming = OTHER_FRONTS[front]
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        async with c.stream("POST", path, json=body) as r:
+            assert r.status_code == 200
+            sid = r.headers["x-tether-session-id"]
+            async for line in r.aiter_lines():
+                if line == f"event: {streaming}":
+                    break
+        await fake.wait_disconnect(timeout=GRACE + 5)
+        end = await run_end(c, sid)
+    assert end["reason"] == "cancelled"
+
+
 async def test_a_detached_completion_runs_to_its_end_after_its_client_leaves(setup) -> None:
     fake, server = setup
     fake.script = Script(text="finished anyway, " * 5, hang_after=2)
