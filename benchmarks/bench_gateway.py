@@ -1109,10 +1109,13 @@ def render_markdown(
         f"- Command: `{command}`",
         f"- Upstream: `benchmarks/upstream.py`, {cfg.tokens} content tokens per completion, "
         f"first after {cfg.ttft_ms:g} ms, then one every {cfg.gap_ms:g} ms. "
-        f"tether: `tether serve --data-dir <tmp>` (SQLite store) with `TETHER_OPENAI_*` "
-        "pointing at it"
+        f"Every target is asked through the {cfg.front} API, and the upstream answers in it. "
+        "tether: `tether serve --data-dir <tmp>` (SQLite store) with "
+        + ", ".join(f"`{k}={v}`" for k, v in tether_upstream(cfg.front, "<upstream>").items()
+                    if "KEY" not in k)  # fmt: skip
         + (
-            "; LiteLLM: `litellm --config <yaml>` (one `openai/bench-model` entry with "
+            "; LiteLLM: `litellm --config <yaml>` (one "
+            f"`{'anthropic' if cfg.front == 'messages' else 'openai'}/{MODEL}` entry with "
             "`api_base` = the upstream, 1 worker, no callbacks, LITELLM_LOG=ERROR, "
             "telemetry off, bundled cost map)"
             if litellm
