@@ -1111,8 +1111,11 @@ def render_markdown(
         f"first after {cfg.ttft_ms:g} ms, then one every {cfg.gap_ms:g} ms. "
         f"Every target is asked through the {cfg.front} API, and the upstream answers in it. "
         "tether: `tether serve --data-dir <tmp>` (SQLite store) with "
-        + ", ".join(f"`{k}={v}`" for k, v in tether_upstream(cfg.front, "<upstream>").items()
-                    if "KEY" not in k)  # fmt: skip
+        + ", ".join(
+            f"`{k}={v}`"
+            for k, v in tether_upstream(cfg.front, "<upstream>").items()
+            if "KEY" not in k
+        )
         + (
             "; LiteLLM: `litellm --config <yaml>` (one "
             f"`{'anthropic' if cfg.front == 'messages' else 'openai'}/{MODEL}` entry with "
