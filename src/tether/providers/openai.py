@@ -328,7 +328,7 @@ class OpenAIProvider(HTTPProvider):
 
     def _call(self, request: ModelRequest) -> tuple[str, bytes, dict[str, str]]:
         return (
-            f"{self._base_url}/chat/completions",
+            f"{self._base_url}{self.path}",
             json_body(self.build_body(request)),
             self._headers("text/event-stream"),
         )
@@ -340,14 +340,15 @@ class OpenAIProvider(HTTPProvider):
     ) -> ItemStream:
         url, content, headers, sent = prepared or (*self._call(request), None)
         log.debug(
-            "%s: POST /chat/completions model=%s messages=%d tools=%d attempt=%d",
+            "%s: POST %s model=%s messages=%d tools=%d attempt=%d",
             self.name,
+            self.path,
             request.model,
             len(request.messages),
             len(request.tools),
             request.attempt,
         )
-        assembler = ChunkAssembler(self.name, self._secrets)
+        assembler = self._assembler()
         try:
             async with self._post_stream(url, content, headers, sent) as resp:
                 if resp.status_code >= 400:
@@ -356,8 +357,8 @@ class OpenAIProvider(HTTPProvider):
                         self.name, resp.status_code, body, self._secrets, resp.headers
                     )
                 if "json" in resp.headers.get("content-type", ""):
-                    # A server that ignored stream=true and answered one JSON completion.
-                    for item in self._from_completion(await resp.aread(), assembler):
+                    # A server that ignored stream=true and answered one JSON object.
+                    for item in self._from_json(await resp.aread(), assembler):
                         yield item
                     return
                 decoder = SSEDecoder()
@@ -373,8 +374,16 @@ class OpenAIProvider(HTTPProvider):
         except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
 
-    @staticmethod
-    def _event_items(event: SSEEvent, assembler: ChunkAssembler) -> list[StreamItem]:
+    # -- the wire: what a subclass of another format (OpenAI's Responses) replaces --
+
+    #: The endpoint under ``base_url`` a model call is posted to.
+    path = "/chat/completions"
+
+    def _assembler(self) -> Any:
+        """What turns the stream's events into items, and has :meth:`finish`."""
+        return ChunkAssembler(self.name, self._secrets)
+
+    def _event_items(self, event: SSEEvent, assembler: Any) -> list[StreamItem]:
         if event.data.strip() == "[DONE]":
             # Read on to the end of the body (it is all but over) so the
             # connection goes back to the pool instead of closing.
@@ -382,7 +391,11 @@ class OpenAIProvider(HTTPProvider):
             return []
         if assembler.done:
             return []
-        return assembler.feed(event.data)
+        return list(assembler.feed(event.data))
+
+    def _from_json(self, raw: bytes, assembler: Any) -> list[StreamItem]:
+        """The items of a whole JSON answer (a server that does not stream)."""
+        return self._from_completion(raw, assembler)
 
     def _from_completion(self, raw: bytes, assembler: ChunkAssembler) -> list[StreamItem]:
         try:

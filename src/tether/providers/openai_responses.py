@@ -19,27 +19,21 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import orjson
 
 from tether.providers._http import (
     Secret,
-    SSEDecoder,
+    SSEEvent,
     is_transient_status,
-    json_body,
     log,
     malformed,
     redact,
-    status_error,
     stream_ended_early,
-    transport_error,
 )
-from tether.providers._transport import Sent
 from tether.providers.base import (
     SAMPLING_OPTIONS,
     Attachment,
     ChatMessage,
-    ItemStream,
     ModelRequest,
     ProviderError,
     ReasoningDelta,
@@ -337,52 +331,16 @@ class OpenAIResponsesProvider(OpenAIProvider):
                 body["tool_choice"] = to_responses_tool_choice(request.tool_choice)
         return body
 
-    def _call(self, request: ModelRequest) -> tuple[str, bytes, dict[str, str]]:
-        return (
-            f"{self._base_url}/responses",
-            json_body(self.build_body(request)),
-            self._headers("text/event-stream"),
-        )
+    path = "/responses"
 
-    async def _items(
-        self,
-        request: ModelRequest,
-        prepared: tuple[str, bytes, dict[str, str], Sent | None] | None,
-    ) -> ItemStream:
-        url, content, headers, sent = prepared or (*self._call(request), None)
-        log.debug(
-            "%s: POST /responses model=%s messages=%d tools=%d attempt=%d",
-            self.name,
-            request.model,
-            len(request.messages),
-            len(request.tools),
-            request.attempt,
-        )
-        assembler = ResponsesAssembler(self.name, self._secrets)
-        try:
-            async with self._post_stream(url, content, headers, sent) as resp:
-                if resp.status_code >= 400:
-                    body = await resp.aread()
-                    raise status_error(
-                        self.name, resp.status_code, body, self._secrets, resp.headers
-                    )
-                if "json" in resp.headers.get("content-type", ""):
-                    # A server that ignored stream=true and answered one response object.
-                    for item in self._from_response(await resp.aread(), assembler):
-                        yield item
-                    return
-                decoder = SSEDecoder()
-                async for raw in resp.aiter_bytes():
-                    for event in decoder.feed(raw):
-                        for item in assembler.feed(event.data):
-                            yield item
-                for event in decoder.close():
-                    for item in assembler.feed(event.data):
-                        yield item
-                for item in assembler.finish():
-                    yield item
-        except httpx.RequestError as exc:
-            raise transport_error(self.name, exc) from None
+    def _assembler(self) -> Any:
+        return ResponsesAssembler(self.name, self._secrets)
+
+    def _event_items(self, event: SSEEvent, assembler: Any) -> list[StreamItem]:
+        return list(assembler.feed(event.data))
+
+    def _from_json(self, raw: bytes, assembler: Any) -> list[StreamItem]:
+        return self._from_response(raw, assembler)
 
     def _from_response(self, raw: bytes, assembler: ResponsesAssembler) -> list[StreamItem]:
         """A whole response object, fed as the events that would have streamed it."""
