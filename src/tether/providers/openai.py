@@ -395,15 +395,7 @@ class OpenAIProvider(HTTPProvider):
 
     def _from_json(self, raw: bytes, assembler: Any) -> list[StreamItem]:
         """The items of a whole JSON answer (a server that does not stream)."""
-        return self._from_completion(raw, assembler)
-
-    def _from_completion(self, raw: bytes, assembler: ChunkAssembler) -> list[StreamItem]:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise malformed(self.name, "the response is neither SSE nor JSON") from None
-        if not isinstance(data, dict):
-            raise malformed(self.name, "the response is not an object")
+        data = self._json_object(raw)
         if data.get("error"):
             return assembler.feed_chunk(data)  # raises the in-stream error
         choices = []
@@ -421,6 +413,15 @@ class OpenAIProvider(HTTPProvider):
         items = assembler.feed_chunk({"choices": choices, "usage": data.get("usage")})
         assembler.done = True
         return items + assembler.finish()
+
+    def _json_object(self, raw: bytes) -> dict[str, Any]:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise malformed(self.name, "the response is neither SSE nor JSON") from None
+        if not isinstance(data, dict):
+            raise malformed(self.name, "the response is not an object")
+        return data
 
     async def _fetch_models(self) -> list[str]:
         return await self._get_model_ids(f"{self._base_url}/models")

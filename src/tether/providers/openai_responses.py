@@ -340,16 +340,8 @@ class OpenAIResponsesProvider(OpenAIProvider):
         return list(assembler.feed(event.data))
 
     def _from_json(self, raw: bytes, assembler: Any) -> list[StreamItem]:
-        return self._from_response(raw, assembler)
-
-    def _from_response(self, raw: bytes, assembler: ResponsesAssembler) -> list[StreamItem]:
         """A whole response object, fed as the events that would have streamed it."""
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise malformed(self.name, "the response is neither SSE nor JSON") from None
-        if not isinstance(data, dict):
-            raise malformed(self.name, "the response is not an object")
+        data = self._json_object(raw)
         if data.get("error"):
             assembler.feed_event({"type": "response.failed", "response": data})
         items: list[StreamItem] = []
