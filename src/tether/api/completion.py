@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
+from tether.api.openai.errors import invalid
 
 
 @dataclass(slots=True)
@@ -31,3 +32,25 @@ class Completion:
     #: In a continued session: results of tool calls an earlier run placed,
     #: ``{"tool_call_id", "output"}``, written before the run answers.
     results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def split_send(turns: list[dict[str, Any]], param: str) -> list[dict[str, Any]] | None:
+    """The last turn's parts when it is the user's (taken off ``turns``: the message to send).
+
+    Earlier user turns become text, the form Runtime.seed takes: their images
+    and files are refused (400 naming ``param``).
+    """
+    send = None
+    if turns and turns[-1]["role"] == "user":
+        send = turns.pop()["parts"] or [{"type": "text", "text": ""}]
+    for turn in turns:
+        if turn["role"] == "user":
+            parts = turn.pop("parts")
+            if any(p.get("type") != "text" for p in parts):
+                raise invalid(
+                    "Images and files are supported in the last user message only.",
+                    param,
+                    "unsupported_content",
+                )
+            turn["text"] = "".join(p["text"] for p in parts)
+    return send

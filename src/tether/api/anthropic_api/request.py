@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
-from tether.api.completion import Completion
+from tether.api.completion import Completion, split_send
 from tether.api.openai.errors import invalid
 from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part
 
@@ -69,7 +69,7 @@ def parse_messages(body: Any) -> MessagesRequest:
     _check_metadata(body.get("metadata"))
     spec = GatewaySpec(model=model, tools=tools, tool_choice=choice, options=options, stream=stream)
     seed = _turns(body.get("messages"))
-    send = _last_user_parts(seed)
+    send = split_send(seed, "messages")
     text = "".join(p.get("text", "") for p in send) if send else ""
     lines = text.strip().splitlines()
     completion = Completion(
@@ -382,19 +382,3 @@ def _user_part(block: dict[str, Any], at: str) -> dict[str, Any]:
         )
     except BadAttachment as err:
         raise invalid(f"{at}: {err}.", "messages") from None
-
-
-def _last_user_parts(turns: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The last turn's parts when it is the user's (taken off ``turns``: the message to send);
-    earlier user turns become text, as Runtime.seed takes them."""
-    send = turns.pop()["parts"] if turns[-1]["role"] == "user" else None
-    for turn in turns:
-        if turn["role"] == "user":
-            parts = turn.pop("parts")
-            if any(p.get("type") != "text" for p in parts):
-                raise invalid(
-                    "messages: images and documents are supported in the last user turn only.",
-                    "messages",
-                )
-            turn["text"] = "".join(p["text"] for p in parts)
-    return send

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
-from tether.api.completion import Completion
+from tether.api.completion import Completion, split_send
 from tether.api.openai.errors import invalid
 from tether.providers.base import SAMPLING_OPTIONS
 from tether.sessions.attachments import (
@@ -22,7 +22,6 @@ from tether.sessions.attachments import (
     IMAGE,
     BadAttachment,
     attachment_part,
-    is_attachment,
     split_data_url,
 )
 
@@ -225,7 +224,7 @@ def parse_completion(body: Any) -> Completion:
         raise invalid(
             "Invalid value for 'messages': it must hold a user or assistant message.", "messages"
         )
-    send = _last_user_parts(turns)
+    send = split_send(turns, "messages")
     text = "".join(p.get("text", "") for p in send) if send else ""
     lines = text.strip().splitlines()
     return Completion(spec, system, turns, send, lines[0][:80] if lines else "Chat completion")
@@ -262,26 +261,6 @@ def _check_n(n: Any) -> None:
             raise invalid("Invalid value for 'n': expected an integer >= 1.", "n")
         if n > 1:
             raise invalid("n > 1 is not supported by this server.", "n", "unsupported_value")
-
-
-def _last_user_parts(turns: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The last turn's parts when it is the user's (taken off ``turns``: the message to send);
-    earlier user turns get their text joined, as Runtime.seed takes it."""
-    send = None
-    if turns[-1]["role"] == "user":
-        send = turns.pop()["parts"] or [{"type": "text", "text": ""}]
-    for turn in turns:
-        if turn["role"] == "user":
-            parts = turn.pop("parts")
-            if any(is_attachment(p) for p in parts):
-                # Runtime.seed places earlier turns as text.
-                raise invalid(
-                    "Images and files are supported in the last user message only.",
-                    "messages",
-                    "unsupported_content",
-                )
-            turn["text"] = "".join(p["text"] for p in parts)
-    return send
 
 
 def _turns(raw: list[Any]) -> tuple[str | None, list[dict[str, Any]]]:

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.agents.gateway import GatewaySpec
-from tether.api.completion import Completion
+from tether.api.completion import Completion, split_send
 from tether.api.openai.errors import invalid
-from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part, is_attachment
+from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A response id: ``resp_`` + the hex of its session id + the hex of its run id.
@@ -111,7 +111,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         system = settings.instructions + ("\n\n" + system if system else "")
     if not turns and not results:
         raise invalid("Invalid value for 'input': it must hold a message or an item.", "input")
-    send = _last_user_parts(turns)
+    send = split_send(turns, "input")
     text = "".join(p.get("text", "") for p in send) if send else ""
     lines = text.strip().splitlines()
     completion = Completion(spec, system, turns, send, lines[0][:80] if lines else "Response")
@@ -519,22 +519,3 @@ def _attachment(part: dict[str, Any], where: str) -> dict[str, Any]:
         return attachment_part(kind, data=data, name=name)
     except BadAttachment as err:
         raise invalid(f"Invalid content part {where}: {err}.", where, "invalid_content") from None
-
-
-def _last_user_parts(turns: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
-    """The last turn's parts when it is the user's (taken off ``turns``: the message to send);
-    earlier user turns become text, the form Runtime.seed takes."""
-    send = None
-    if turns and turns[-1]["role"] == "user":
-        send = turns.pop()["parts"] or [{"type": "text", "text": ""}]
-    for turn in turns:
-        if turn["role"] == "user":
-            parts = turn.pop("parts")
-            if any(is_attachment(p) for p in parts):
-                raise invalid(
-                    "Images and files are supported in the last user message only.",
-                    "input",
-                    "unsupported_content",
-                )
-            turn["text"] = "".join(p["text"] for p in parts)
-    return send
