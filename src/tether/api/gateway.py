@@ -45,7 +45,7 @@ from tether.sessions.attachments import is_attachment
 from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionRecord, SessionService
 from tether.streams import json_body
 from tether.streams.json_body import JsonLimits
-from tether.streams.wire import WireError
+from tether.streams.wire import WireError, parse_offset
 
 #: A model name that names one of this server's agents.
 AGENT_PREFIX = "agent:"
@@ -326,6 +326,23 @@ class Gateway:
                 raise invalid("There is nothing to answer.", "input")
             run_id, _ = await self.runtime.answer(sid, leaf)
         return run_id, start
+
+    async def resume_after(self, request: Request, session_id: str, what: str) -> int:
+        """Where a stream URL's reader resumes: after ``?offset=`` or ``Last-Event-ID``.
+
+        No offset: the stream's end (only what comes next). OpenAIError 400 for
+        a bad offset or one past the end of ``what`` (the answer, as the error names it).
+        """
+        raw = request.headers.get("last-event-id") or request.query_params.get("offset")
+        tail_at = await self.sessions.end_position(session_id)
+        try:
+            after = parse_offset(raw or "-1")
+        except WireError as err:
+            raise invalid(str(err), "offset") from None
+        after = tail_at if after is None else after
+        if after > tail_at:
+            raise invalid(f"offset is beyond the end of this {what}'s stream", "offset")
+        return after
 
     # -- the answer ---------------------------------------------------------------
 

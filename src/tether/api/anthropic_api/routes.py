@@ -25,13 +25,13 @@ from tether.api.anthropic_api.events import MessageMapper
 from tether.api.anthropic_api.request import MessagesRequest, parse_messages
 from tether.api.gateway import Gateway, Started, Target
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
-from tether.api.openai.errors import OpenAIError, invalid, store_error
+from tether.api.openai.errors import OpenAIError, store_error
 from tether.api.relay import EventStreamResponse, Follow
 from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import ProviderError
 from tether.sessions.service import QuotaExceeded
 from tether.store.errors import BackendUnavailable, InsufficientStorage
-from tether.streams.wire import WireError, format_offset, parse_offset
+from tether.streams.wire import format_offset
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,7 @@ class MessagesRoutes:
             record = await gateway.record(who, session_id, FRONT)
             if record is None:
                 raise OpenAIError(404, f"No message {session_id}.")
-            raw = request.headers.get("last-event-id") or request.query_params.get("offset")
-            tail_at = await gateway.sessions.end_position(session_id)
-            try:
-                after = parse_offset(raw or "-1")
-            except WireError as err:
-                raise invalid(str(err), "offset") from None
-            after = tail_at if after is None else after
-            if after > tail_at:
-                raise invalid("offset is beyond the end of this message's stream", "offset")
+            after = await gateway.resume_after(request, session_id, "message")
         except OpenAIError as err:
             return error_response(err)
         mapper = _mapper(GatewaySpec.from_metadata(record.metadata["gateway"]), frames=True)

@@ -19,12 +19,12 @@ from tether.agents.gateway import GatewaySpec
 from tether.api.gateway import Gateway, Started
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, REPLAYED
 from tether.api.openai.chunks import ChunkMapper
-from tether.api.openai.errors import OpenAIError, auth_header, invalid, store_error
+from tether.api.openai.errors import OpenAIError, auth_header, store_error
 from tether.api.openai.request import parse_completion
 from tether.api.relay import EventStreamResponse, Follow
 from tether.sessions.service import QuotaExceeded
 from tether.store.errors import BackendUnavailable, InsufficientStorage
-from tether.streams.wire import WireError, format_offset, parse_offset
+from tether.streams.wire import format_offset
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +151,7 @@ class OpenAIRoutes:
                     404, f"No chat completion {session_id}.", param="session_id",
                     code="not_found",
                 )  # fmt: skip
-            raw = request.headers.get("last-event-id") or request.query_params.get("offset")
-            tail_at = await gateway.sessions.end_position(session_id)
-            try:
-                after = parse_offset(raw or "-1")
-            except WireError as err:
-                raise invalid(str(err), "offset") from None
-            after = tail_at if after is None else after
-            if after > tail_at:
-                raise invalid("offset is beyond the end of this completion's stream", "offset")
+            after = await gateway.resume_after(request, session_id, "completion")
         except OpenAIError as err:
             return err.response(auth_header(err))
         mapper = ChunkMapper(GatewaySpec.from_metadata(record.metadata["gateway"]))
