@@ -186,6 +186,22 @@ def malformed(name: str, what: str) -> ProviderError:
     return ProviderError(f"{name}: malformed upstream stream ({what})", transient=True)
 
 
+def json_event(name: str, data: str) -> dict[str, Any]:
+    """A typed stream event's JSON object (Anthropic's, OpenAI Responses'); else malformed."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise malformed(name, "an event is not JSON") from None
+    if not isinstance(event, dict):
+        raise malformed(name, "an event is not an object")
+    return event
+
+
+def token_count(value: Any) -> int:
+    """A usage count as the upstream gave it (0 when it is missing or not an integer)."""
+    return value if isinstance(value, int) else 0
+
+
 @dataclass(slots=True)
 class SSEEvent:
     event: str

@@ -25,6 +25,7 @@ from tether.providers._http import (
     is_transient_status,
     iter_sse,
     json_body,
+    json_event,
     log,
     malformed,
     redact,
@@ -242,13 +243,7 @@ class EventAssembler:
         self.stopped = False
 
     def feed(self, data: str) -> list[StreamItem]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed(self.name, "an event is not JSON") from None
-        if not isinstance(event, dict):
-            raise malformed(self.name, "an event is not an object")
-        return self.feed_event(event)
+        return self.feed_event(json_event(self.name, data))
 
     def feed_event(self, event: dict[str, Any]) -> list[StreamItem]:
         kind = event.get("type")

@@ -29,6 +29,7 @@ from tether.providers._http import (
     redact,
     status_error,
     stream_ended_early,
+    token_count,
     transport_error,
 )
 from tether.providers._transport import Sent
@@ -234,20 +235,18 @@ class ChunkAssembler:
         )
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def _usage(usage: dict[str, Any]) -> Usage:
     """Chat Completions usage, with the cached prompt and reasoning counts when given."""
     prompt = usage.get("prompt_tokens_details")
     completion = usage.get("completion_tokens_details")
     return Usage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        cache_read_tokens=_int(prompt.get("cached_tokens")) if isinstance(prompt, dict) else 0,
+        input_tokens=token_count(usage.get("prompt_tokens")),
+        output_tokens=token_count(usage.get("completion_tokens")),
+        cache_read_tokens=token_count(prompt.get("cached_tokens"))
+        if isinstance(prompt, dict)
+        else 0,
         reasoning_tokens=(
-            _int(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0
+            token_count(completion.get("reasoning_tokens")) if isinstance(completion, dict) else 0
         ),
     )
 

@@ -19,16 +19,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from tether.providers._http import (
     Secret,
     SSEEvent,
     is_transient_status,
+    json_event,
     log,
-    malformed,
     redact,
     stream_ended_early,
+    token_count,
 )
 from tether.providers.base import (
     SAMPLING_OPTIONS,
@@ -171,13 +170,7 @@ class ResponsesAssembler:
         self.incomplete: str | None = None
 
     def feed(self, data: str) -> list[StreamItem]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise malformed(self.name, "an event is not JSON") from None
-        if not isinstance(event, dict):
-            raise malformed(self.name, "an event is not an object")
-        return self.feed_event(event)
+        return self.feed_event(json_event(self.name, data))
 
     def feed_event(self, event: dict[str, Any]) -> list[StreamItem]:
         kind = event.get("type")
@@ -279,19 +272,15 @@ class ResponsesAssembler:
         return classified(err)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
-
-
 def _usage(usage: dict[str, Any]) -> Usage:
     """Responses usage, with the cached input and reasoning counts when given."""
     given = usage.get("input_tokens_details")
     made = usage.get("output_tokens_details")
     return Usage(
-        input_tokens=_int(usage.get("input_tokens")),
-        output_tokens=_int(usage.get("output_tokens")),
-        cache_read_tokens=_int(given.get("cached_tokens")) if isinstance(given, dict) else 0,
-        reasoning_tokens=_int(made.get("reasoning_tokens")) if isinstance(made, dict) else 0,
+        input_tokens=token_count(usage.get("input_tokens")),
+        output_tokens=token_count(usage.get("output_tokens")),
+        cache_read_tokens=token_count(given.get("cached_tokens")) if isinstance(given, dict) else 0,
+        reasoning_tokens=token_count(made.get("reasoning_tokens")) if isinstance(made, dict) else 0,
     )
 
 
