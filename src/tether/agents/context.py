@@ -17,6 +17,7 @@ from typing import Any
 
 from tether.agents.llm import RetryPolicy, ServerModel
 from tether.agents.tools import ServerTool, ToolRegistry, Toolset
+from tether.observability import tracing
 from tether.providers.base import Provider, ToolCall
 from tether.runtime.context import RunContext, ToolOutcome, refusal, value_of
 
@@ -82,7 +83,10 @@ class AgentContext(RunContext):
             return ToolOutcome(error="the arguments are not a JSON object")
         self.begin_step()
         try:
-            return ToolOutcome(output=await tool(arguments))
+            with tracing.tool_call(call.name, call.id, tracing.SERVER_TOOL, arguments) as traced:
+                output = await tool(arguments)
+                traced.result(output)
+            return ToolOutcome(output=output)
         except Exception as err:  # the model is told, and may try again
             log.info("tool %s failed in run %s: %s", call.name, self.run_id, err)
             return ToolOutcome(error=f"{type(err).__name__}: {err}")

@@ -34,6 +34,7 @@ from typing import Any
 
 from tether.agents.llm import RetryPolicy
 from tether.agents.model import to_chat
+from tether.observability import tracing
 from tether.providers.base import (
     ChatMessage,
     ItemStream,
@@ -309,7 +310,12 @@ class GatewayAgent:
             calls: list[ToolCall] = []
             stream, first = first or self.provider.stream(request), None
             try:
-                async with contextlib.aclosing(stream) as items:
+                async with (
+                    tracing.model_call(
+                        self.provider.name, self.model, attempt, request.messages
+                    ) as traced,
+                    contextlib.aclosing(stream) as items,
+                ):
                     async for item in items:
                         if isinstance(item, TextDelta):
                             await ctx.text(item.text)
@@ -323,6 +329,7 @@ class GatewayAgent:
                             calls.append(item.call)
                         elif isinstance(item, Usage):
                             await ctx.add_usage(**item.counts())
+                    traced.finished(ctx.usage, calls)
                 return calls
             except ProviderError as err:
                 if not err.transient or attempt >= self.retry.max_attempts or ctx.attempt_parts:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.agents.tools import Toolset, client_tool_spec
+from tether.observability import tracing
 from tether.providers.base import (
     ChatMessage,
     ItemStream,
@@ -169,9 +170,11 @@ class ServerModel:
                     ctx.new_attempt()
                 output = _Output()
                 try:
-                    async for item in self._attempt(request, emit, names):
-                        output.add(item)
-                        yield item
+                    with tracing.model_call(self._provider.name, self.name, attempt, chat) as call:
+                        async for item in self._attempt(request, emit, names):
+                            output.add(item)
+                            yield item
+                        call.finished(output.usage, output.calls, output.text)
                     break
                 except ProviderError as err:
                     if not err.transient or attempt >= self.retry.max_attempts:

@@ -44,6 +44,7 @@ from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
 from tether.api.webui import build_web_router
+from tether.observability.tracing import Exporter
 from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, RunPolicy, Runtime
@@ -127,6 +128,8 @@ class TetherApp:
         #: Who reads each gateway run: one nobody reads for the grace period is cancelled.
         self.readers = Readers(self.runtime.cancel, gateway_detach_grace)
         self._stop: asyncio.Future[None] | None = None
+        #: Sends traces while the app runs, if the environment asks (OTEL_EXPORTER_OTLP_ENDPOINT).
+        self.traces: Exporter | None = None
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
         self._front = Guard(self._route, self.auth, guard, self._prefix)
@@ -293,6 +296,7 @@ class TetherApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self.traces = Exporter.from_environ()
                 try:
                     await self.store.open()
                     await self.sessions.build_indexes()
@@ -303,6 +307,8 @@ class TetherApp:
                 except Exception as err:
                     log.exception("could not start")
                     await self.mcp.aclose()
+                    if self.traces is not None:
+                        await self.traces.aclose()
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
                     return
                 await send({"type": "lifespan.startup.complete"})
@@ -314,5 +320,7 @@ class TetherApp:
                 await self.mcp.aclose()
                 await self.registry.aclose()
                 await self.store.aclose()
+                if self.traces is not None:  # after the runs: their last spans are sent
+                    await self.traces.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

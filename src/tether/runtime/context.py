@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from tether.observability import tracing
 from tether.runtime.journal import RULE, Journal, ReplayDiverged, Resumption
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
@@ -95,6 +96,8 @@ class RunContext:
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
+        #: Tool call id -> the tool's name, for the spans of the calls waited for.
+        self._tool_names: dict[str, str] = {}
         self._waiting = 0  # waits open at once (parallel tool calls)
         self.attempt_parts: list[str] = []
         self.usage: dict[str, int] = {}
@@ -310,6 +313,7 @@ class RunContext:
     def _call_opened(self, call_id: str, name: str, approval: bool) -> tuple[str, list[ev.Event]]:
         """A new tool-call part's id, and the events that open it (closing what is open)."""
         part_id = self._part_id()
+        self._tool_names[call_id] = name
         batch = self._close_open()
         batch.append(
             ev.event(
@@ -359,6 +363,7 @@ class RunContext:
         key = f"call:{call_id}"
         entry = self.replayed(key)
         if entry is not None:
+            self._tool_names[call_id] = name
             if entry.get("value") != name:
                 raise ReplayDiverged(
                     f"run {self.run_id} cannot continue: on replay {call_id} calls {name}, "
@@ -401,7 +406,10 @@ class RunContext:
         A wait that outlasts ``expires_in`` seconds (default: the server's
         ``--wait-expiry``, none unless set) ends the run as an error.
         """
-        outcome: ToolOutcome = await self._wait(f"result:{call_id}", expires_in)
+        name = self._tool_names.get(call_id)
+        with tracing.tool_call(name, call_id, tracing.CLIENT_TOOL) as traced:
+            outcome: ToolOutcome = await self._wait(f"result:{call_id}", expires_in)
+            traced.result(outcome.output, outcome.error)
         return outcome
 
     async def wait_approval(self, call_id: str, *, expires_in: float | None = None) -> Approval:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
+from tether.observability import tracing
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.runtime.errors import run_error_code
 from tether.runtime.journal import Resumption
@@ -296,6 +297,21 @@ def _note(
     host.own(task)
 
 
+def _run_info(
+    driver: SessionDriver,
+    run: Run,
+    record: SessionRecord,
+    assistant_id: str,
+    resumption: Resumption | None = None,
+) -> tracing.RunInfo:
+    """What the run's span says of it (tether.observability.tracing)."""
+    model = None if record.agent else record.model or "demo"
+    return tracing.RunInfo(
+        driver.session_id, run.run_id, record.agent, model, continued=resumption is not None
+    )
+
+
+@tracing.traced_run(_run_info)
 async def _execute(
     driver: SessionDriver,
     run: Run,
@@ -401,6 +417,7 @@ async def _conclude(
     usage: dict[str, int],
 ) -> None:
     """End the run (``reason``), or, halted, suspend it or leave it for whoever goes on."""
+    tracing.run_ended(reason, run.halted, failure[0] if failure else None, usage)
     if reason is not None:
         await end_run(driver, run.run_id, reason, first=failure, usage=usage)
     elif run.halted == SUSPEND and run.halted_waits:
