@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from providers.fake_upstreams import FakeToolCall, FakeUpstream, Script
+from tether.agents.mcp_config import MCPServerConfig
 from tether.api.app import TetherApp
 from tether.observability import tracing
 from tether.providers.openai import OpenAIProvider
@@ -71,17 +72,19 @@ def tool_app(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @asynccontextmanager
 async def served(
-    tmp_path: Path, fake: FakeUpstream, agents: Any = None
+    tmp_path: Path, fake: FakeUpstream, agents: Any = None, mcp: tuple[MCPServerConfig, ...] = ()
 ) -> AsyncIterator[TetherApp]:
     provider = OpenAIProvider(base_url=fake.openai_base_url, models=["gpt-4o-mini"], api_key=KEY)
     store = SqliteStore(tmp_path / "log.db")
     await store.open()
-    app = TetherApp(store, registry=ProviderRegistry([provider]), agents=agents)
+    app = TetherApp(store, registry=ProviderRegistry([provider]), agents=agents, mcp_servers=mcp)
+    await app.mcp.start()
     await app.runtime.start()
     try:
         yield app
     finally:
         await app.runtime.aclose()
+        await app.mcp.aclose()
         await provider.aclose()
         await store.aclose()
 
@@ -225,6 +228,36 @@ async def test_an_agent_app_s_server_tools_are_spans_and_a_failed_one_says_only_
     assert exploded.status.description == "RuntimeError"  # not "exploded: <its argument>"
 
     assert_nothing_secret(finished, [KEY, SECRET_MESSAGE, SECRET_ARGUMENT, SECRET_REASON])
+
+
+async def test_an_mcp_tool_call_of_a_model_session_is_an_execute_tool_span(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    calc = MCPServerConfig("calc", command=sys.executable, args=(str(APPS / "mcp_calc.py"),))
+    async with FakeUpstream() as fake, served(tmp_path, fake, mcp=(calc,)) as app:
+        arguments = json.dumps({"text": SECRET_ARGUMENT})
+        fake.replies.extend(
+            [Script(text="", tool_calls=[FakeToolCall("calc__shout", arguments, "c_s")]), Script()]
+        )
+        record = await app.sessions.create(
+            owner=None, model="openai/gpt-4o-mini", agent=None, system=None, title=None,
+            tools=["calc.shout"],
+        )  # fmt: skip
+        _, run_id, _ = await app.runtime.send(record.id, [{"type": "text", "text": SECRET_MESSAGE}])
+        await until(app, record.id, run_ended(run_id))
+        await app.runtime.aclose()
+        shouted = fake.requests[1].body["messages"][-1]["content"]
+
+    assert SECRET_ARGUMENT.upper() in shouted  # the tool ran and the model read its result
+    finished = spans.get_finished_spans()
+    named = by_name(finished)
+    [run] = named["invoke_agent"]
+    [shout] = named["execute_tool calc.shout"]
+    assert len(named["chat gpt-4o-mini"]) == 2
+    assert child_of(shout, run)
+    assert shout.attributes["gen_ai.tool.type"] == "extension"  # type: ignore[index]
+    assert shout.status.status_code is StatusCode.UNSET
+    assert_nothing_secret(finished, [KEY, SECRET_MESSAGE, SECRET_ARGUMENT, SECRET_ARGUMENT.upper()])
 
 
 async def test_a_failed_model_call_marks_its_span_and_the_run_s_with_the_error_type(
