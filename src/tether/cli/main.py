@@ -104,8 +104,18 @@ def main() -> None:
 
 @main.command()
 @click.argument("app_spec", required=False, metavar="[MODULE:APP]")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--host",
+    default=lambda: os.environ.get("TETHER_HOST", "127.0.0.1"),
+    show_default="127.0.0.1 (or $TETHER_HOST)",
+    help="Interface to bind.",
+)
+@click.option(
+    "--port",
+    default=lambda: int(os.environ.get("TETHER_PORT", DEFAULT_PORT)),
+    show_default=f"{DEFAULT_PORT} (or $TETHER_PORT)",
+    type=click.IntRange(1, 65535),
+)
 @click.option(
     "--data-dir",
     default=lambda: os.environ.get("TETHER_DATA_DIR", ".tether"),
