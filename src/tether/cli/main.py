@@ -112,7 +112,7 @@ def main() -> None:
 )
 @click.option(
     "--port",
-    default=lambda: int(os.environ.get("TETHER_PORT", DEFAULT_PORT)),
+    default=lambda: os.environ.get("TETHER_PORT", DEFAULT_PORT),  # click checks it
     show_default=f"{DEFAULT_PORT} (or $TETHER_PORT)",
     type=click.IntRange(1, 65535),
 )
