@@ -3,7 +3,8 @@
 # tests/aisdk/node_modules/.
 #
 #   make test     lint + the whole pytest suite, conformance included (CI runs this)
-#   make serve    run the server from the venv  (make serve ARGS="--port 8080")
+#   make serve    run the server from the venv, runtime dependencies only
+#                 (make serve ARGS="--port 8080"; `. .venv/bin/activate` puts `tether` on PATH)
 #   make lint     ruff check and format, mypy, the generated sync SDK
 #   make bench    benchmarks/bench_streams.py   (make bench ARGS="...")
 
@@ -13,7 +14,9 @@ BIN    := $(VENV)/bin
 ARGS   ?=
 
 # Stamps live inside the directories they describe, so deleting .venv/ or
-# node_modules/ also forgets that they were installed.
+# node_modules/ also forgets that they were installed. One per set of Python
+# dependencies: serving needs only the runtime ones, tests and lint the dev extras.
+RUN_STAMP := $(VENV)/.tether-installed
 PY_STAMP  := $(VENV)/.tether-dev-installed
 NPM_DIR   := conformance
 NPM_STAMP := $(NPM_DIR)/node_modules/.tether-npm-ci
@@ -43,10 +46,14 @@ $(BIN)/python:
 	  exit 1; }
 
 # Reinstall only when the dependency list changes (editable install: src/ edits
-# need no reinstall).
+# need no reinstall). The dev extras include the runtime dependencies.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
 $(PY_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
 # npm ci wipes node_modules, so the stamp is written after it. Without npm the
 # conformance test skips itself locally; in CI (CI set) a missing npm is an error.
@@ -69,7 +76,7 @@ $(AISDK_STAMP): $(AISDK_DIR)/package-lock.json $(AISDK_DIR)/package.json
 	  echo "warning: npm not found; the AI SDK test will be skipped" >&2; \
 	fi
 
-serve: $(PY_STAMP)
+serve: $(RUN_STAMP)
 	exec $(BIN)/tether serve $(ARGS)
 
 # ruff, the formatter, the type checker, and the generated sync SDK up to date.

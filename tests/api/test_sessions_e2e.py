@@ -203,7 +203,7 @@ def test_malformed_session_input_is_refused_and_changes_nothing(client: httpx.Cl
     before = client.get(f"/v1/sessions/{sid}").json()
     bad = [
         ("POST", f"/v1/sessions/{sid}/messages", {"content": ""}, 400),
-        ("POST", f"/v1/sessions/{sid}/messages", {"nope": 1}, 422),
+        ("POST", f"/v1/sessions/{sid}/messages", {"nope": 1}, 400),
         ("POST", f"/v1/sessions/{sid}/messages", {"content": "x", "parent_id": "msg_nope"}, 400),
         ("POST", f"/v1/sessions/{sid}/regenerate", {"message_id": "msg_nope"}, 400),
         ("PATCH", f"/v1/sessions/{sid}/messages/msg_nope", {"content": "x"}, 400),

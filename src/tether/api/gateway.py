@@ -15,6 +15,7 @@ renders its ``status`` and ``body`` in its own shape.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ class Target:
     model: str
     #: ``agent:<name>``: the agent's name.
     agent: str | None = None
+
+
+def did_you_mean(model: str, available: list[str]) -> str:
+    """`` Did you mean `openai/gpt-4o-mini`?`` for ``gpt-4o-mini``, or a near spelling; else ""."""
+    by_bare: dict[str, list[str]] = {}
+    for name in available:  # "openai/gpt-4o-mini" under "gpt-4o-mini"
+        by_bare.setdefault(name.rpartition("/")[2], []).append(name)
+    bare = model.rpartition("/")[2]
+    close = [bare] if bare in by_bare else difflib.get_close_matches(bare, list(by_bare), n=2)
+    guesses = [name for near in close for name in by_bare[near]]
+    return f" Did you mean {' or '.join(f'`{g}`' for g in guesses)}?" if guesses else ""
 
 
 @dataclass(slots=True)
@@ -176,10 +188,11 @@ class Gateway:
             )  # fmt: skip
         try:
             provider, name = self.registry.resolve(model)
-        except UnknownModel:
+        except UnknownModel as err:
             raise OpenAIError(
                 404,
-                f"The model `{model}` does not exist or you do not have access to it.",
+                f"The model `{model}` does not exist or you do not have access to it."
+                + did_you_mean(model, err.available),
                 param="model",
                 code="model_not_found",
             ) from None

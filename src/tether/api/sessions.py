@@ -9,13 +9,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.websockets import WebSocketDisconnect
 
 from tether.agents.tools import MAX_TOOLS, ToolRegistry
 from tether.api.attachments import Attachments
 from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resource
-from tether.api.bodies import CheckedJSONRoute
+from tether.api.bodies import CheckedJSONRoute, StrictBody
 from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
@@ -30,12 +30,12 @@ DEFAULT_PAGE = 100
 MAX_PAGE = 1000
 
 
-class TextPart(BaseModel):
+class TextPart(StrictBody):
     type: Literal["text"] = "text"
     text: str = Field(max_length=MAX_TEXT)
 
 
-class AttachmentPart(BaseModel):
+class AttachmentPart(StrictBody):
     """An image or a file: ``data`` (base64, or a data URL) or, for an image, an http(s) ``url``."""
 
     type: Literal["image", "file"]
@@ -60,7 +60,7 @@ Content = (
 Tools = Annotated[list[str | dict[str, Any]], Field(max_length=MAX_TOOLS)]
 
 
-class CreateSession(BaseModel):
+class CreateSession(StrictBody):
     model: str | None = Field(default=None, max_length=200)
     agent: str | None = Field(default=None, max_length=200)
     system: str | None = Field(default=None, max_length=MAX_TEXT)
@@ -68,14 +68,14 @@ class CreateSession(BaseModel):
     tools: Tools | None = None
 
 
-class UpdateSession(BaseModel):
+class UpdateSession(StrictBody):
     title: str | None = Field(default=None, max_length=500)
     archived: bool | None = None
     #: Replaces the session's tools (``[]`` removes them); runs from now on use them.
     tools: Tools | None = None
 
 
-class SendMessage(BaseModel):
+class SendMessage(StrictBody):
     content: Content
     parent_id: str | None = None
     interrupt: bool = False
@@ -83,30 +83,30 @@ class SendMessage(BaseModel):
     tools: Tools | None = None
 
 
-class EditMessage(BaseModel):
+class EditMessage(StrictBody):
     content: Content
 
 
-class Regenerate(BaseModel):
+class Regenerate(StrictBody):
     message_id: str
 
 
-class Cancel(BaseModel):
+class Cancel(StrictBody):
     run_id: str | None = None
 
 
-class ToolResult(BaseModel):
+class ToolResult(StrictBody):
     tool_call_id: str
     output: Any = None
     error: str | None = None
 
 
-class ReadTokenRequest(BaseModel):
+class ReadTokenRequest(StrictBody):
     #: Seconds the token lives; an hour at most.
     ttl: float = Field(default=TOKEN_TTL, gt=0, le=TOKEN_TTL)
 
 
-class ToolApproval(BaseModel):
+class ToolApproval(StrictBody):
     tool_call_id: str
     approved: bool
     reason: str | None = Field(default=None, max_length=10_000)
@@ -230,8 +230,9 @@ class SessionRoutes:
 
     # -- the routes ---------------------------------------------------------------
 
-    async def create_session(self, body: CreateSession, who: Who) -> dict[str, Any]:
+    async def create_session(self, who: Who, body: CreateSession | None = None) -> dict[str, Any]:
         _writer(who)
+        body = body or CreateSession()  # every field is optional: no body is {}
         model, agent = body.model, body.agent
         if agent is None and model is not None and model.startswith(AGENT_PREFIX):
             agent = model.removeprefix(AGENT_PREFIX)  # as /v1/models lists it

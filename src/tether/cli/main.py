@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
+import sys
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
@@ -13,7 +15,7 @@ from types import FrameType
 import click
 import uvicorn
 
-from tether.agents.app import load_app
+from tether.agents.app import App, load_app
 from tether.agents.mcp_config import load_mcp_servers
 from tether.agents.model import MAX_STEPS
 from tether.api.app import TetherApp
@@ -35,7 +37,13 @@ from tether.providers.registry import ProviderRegistry
 from tether.runtime.policy import SHUTDOWN_GRACE, SUSPEND_AFTER, RunPolicy
 from tether.runtime.runner import LEASE_TTL
 from tether.sessions.attachments import DEFAULT_INLINE_MAX
-from tether.store.factory import open_store
+from tether.store.factory import (
+    SQLITE_SYNC,
+    SqliteSync,
+    check_redis,
+    describe_store,
+    open_store,
+)
 from tether.streams.app import StreamsConfig
 from tether.streams.json_body import JsonLimits
 
@@ -89,14 +97,25 @@ class _Server(uvicorn.Server):
 
 
 @click.group()
+@click.version_option(package_name="tether", prog_name="tether")
 def main() -> None:
     """tether: durable transport for AI agent sessions."""
 
 
 @main.command()
 @click.argument("app_spec", required=False, metavar="[MODULE:APP]")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int)
+@click.option(
+    "--host",
+    default=lambda: os.environ.get("TETHER_HOST", "127.0.0.1"),
+    show_default="127.0.0.1 (or $TETHER_HOST)",
+    help="Interface to bind.",
+)
+@click.option(
+    "--port",
+    default=lambda: os.environ.get("TETHER_PORT", DEFAULT_PORT),  # click checks it
+    show_default=f"{DEFAULT_PORT} (or $TETHER_PORT)",
+    type=click.IntRange(1, 65535),
+)
 @click.option(
     "--data-dir",
     default=lambda: os.environ.get("TETHER_DATA_DIR", ".tether"),
@@ -110,6 +129,14 @@ def main() -> None:
     default=lambda: os.environ.get("TETHER_STORE", "sqlite"),
     show_default="sqlite (or $TETHER_STORE)",
     help="sqlite, memory, sqlite:///PATH, or redis://HOST:PORT/DB (replicas share it).",
+)
+@click.option(
+    "--sqlite-sync",
+    default=lambda: os.environ.get("TETHER_SQLITE_SYNC", "normal"),
+    show_default="normal (or $TETHER_SQLITE_SYNC)",
+    type=click.Choice(SQLITE_SYNC),
+    help="SQLite store: 'normal' keeps every acknowledged write through a crash of the "
+    "process, 'full' also through a power loss (an fsync per commit: slower appends).",
 )
 @click.option("--max-body", default=10 * 1024 * 1024, show_default=True, type=int,
               help="Largest request body accepted, in bytes.")  # fmt: skip
@@ -279,6 +306,7 @@ def serve(
     port: int,
     data_dir: Path,
     store_spec: str,
+    sqlite_sync: SqliteSync,
     max_body: int,
     max_batch: int,
     max_json_values: int,
@@ -306,7 +334,12 @@ def serve(
     body_timeout: float,
     body_min_rate: int,
 ) -> None:
-    """Run the tether server (with the agents of MODULE:APP, if given)."""
+    """Run the tether server (with the agents of MODULE:APP, if given).
+
+    MODULE is imported with the current directory first on the import path (as
+    uvicorn does), so `tether serve mymodule:app` finds ./mymodule.py.
+    """
+    listener = _listen(host, port)
     try:
         registry = ProviderRegistry.from_env(models_refresh=models_refresh)
         mcp_servers = load_mcp_servers()
@@ -317,10 +350,12 @@ def serve(
         raise click.ClickException(str(err)) from err
     configure_logging(log_level, secrets)
     try:
-        agents = load_app(app_spec) if app_spec else None
+        agents = _load_agents(app_spec) if app_spec else None
         if agents is not None:
             agents.check_tools({server.name for server in mcp_servers})
-        store = open_store(store_spec, data_dir)
+        if store_spec.startswith(("redis://", "rediss://")):
+            check_redis(store_spec)
+        store = open_store(store_spec, data_dir, sqlite_sync)
     except Exception as err:
         raise click.ClickException(str(err)) from err
     app = TetherApp(
@@ -355,14 +390,7 @@ def serve(
         idempotency_retention=idempotency_retention,
         gateway_detach_grace=gateway_detach_grace,
     )
-    if store_spec == "memory":
-        where = "in memory"
-    elif store_spec.startswith(("redis://", "rediss://")):
-        from tether.store.redis import redact
-
-        where = redact(store_spec)
-    else:
-        where = f"{store_spec} in {data_dir}"
+    where = describe_store(store_spec, data_dir, sqlite_sync)
     fd_limit = raise_fd_limit()
     limits = ConnectionLimits(
         max_connections=max_connections or default_max_connections(fd_limit),
@@ -401,7 +429,40 @@ def serve(
         loop="uvloop",
         proxy_headers=False,
     )
-    _Server(config, app, guard).run()
+    try:
+        _Server(config, app, guard).run(sockets=[listener])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it
+        raise SystemExit(130) from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said or started.
+
+    A port in use is then one clear error, not a banner and a started app
+    followed by uvicorn's bind failure.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: address already in use (another "
+                "tether serve?); stop what holds it, or choose another port with --port"
+            ) from None
+        raise click.ClickException(f"cannot listen on {host}:{port}: {err.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _load_agents(spec: str) -> App:
+    """The App that ``spec`` names, importable from the current directory as uvicorn does."""
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return load_app(spec)
 
 
 def tether_secrets(env: Mapping[str, str]) -> list[str]:

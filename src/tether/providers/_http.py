@@ -157,7 +157,9 @@ def status_error(
 def transport_error(name: str, exc: httpx.RequestError) -> ProviderError:
     """The ProviderError for a timeout or a network failure (always transient).
 
-    Built from the exception's type only: httpx messages are not ours to vet.
+    Built from the exception's type and the URL it was sending to (without user
+    info or query, where a credential could be): httpx messages are not ours to
+    vet. The URL tells a misconfigured base URL from an upstream that is down.
     """
     if isinstance(exc, httpx.TimeoutException):
         what = {
@@ -172,6 +174,8 @@ def transport_error(name: str, exc: httpx.RequestError) -> ProviderError:
         what = "connection closed unexpectedly"
     else:
         what = f"network error ({type(exc).__name__})"
+    with contextlib.suppress(RuntimeError):  # RuntimeError: raised without a request
+        what += f" ({display_url(str(exc.request.url))})"
     log.debug("%s: upstream %s", name, what)
     return ProviderError(f"{name}: upstream {what}", transient=True, status=None)
 
