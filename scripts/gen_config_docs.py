@@ -180,15 +180,16 @@ def _command_section(name: str, command: click.Command) -> list[str]:
     return [*lines, ""]
 
 
-def env_reads(source: Path = SOURCE) -> dict[str, set[str]]:
-    """Every variable name the code holds as a string constant, and the files holding it."""
+def env_reads(source: Path = SOURCE, root: Path = ROOT) -> dict[str, set[str]]:
+    """Every variable name the code holds as a string constant, and the files holding it
+    (relative to ``root``)."""
     found: dict[str, set[str]] = {}
     for path in sorted(source.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for node in ast.walk(tree):
             value = node.value if isinstance(node, ast.Constant) else None
             if isinstance(value, str) and ENV_NAME.match(value):
-                found.setdefault(value, set()).add(str(path.relative_to(ROOT)))
+                found.setdefault(value, set()).add(str(path.relative_to(root)))
     return found
 
 
@@ -251,10 +252,7 @@ def main() -> int:
     if args.check:
         current = TARGET.read_text(encoding="utf-8") if TARGET.exists() else ""
         if current != text:
-            print(
-                f"{TARGET.relative_to(ROOT)} is out of date: run `make docs-config`",
-                file=sys.stderr,
-            )
+            print(f"{TARGET} is out of date: run `make docs-config`", file=sys.stderr)
             return 1
         return 0
     TARGET.write_text(text, encoding="utf-8")
