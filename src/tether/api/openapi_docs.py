@@ -220,7 +220,8 @@ def _websocket() -> Operation:
         "description": (
             "A WebSocket handshake (`Connection: Upgrade`, `Upgrade: websocket`; "
             "OpenAPI has no WebSocket operation, so it is listed as the GET it starts "
-            "as). Each text message is one event as stored, the same events as "
+            'as). Each text message is `{"offset": <the offset after it>, "event": <an '
+            "event>}`, the same events as "
             "`GET /v1/sessions/{session_id}/events`, from `offset` on. A browser cannot "
             "send headers: give a read token as `?token=`. A refused socket is closed "
             "with 4404 (no such session) or 4400 (a bad offset or key)."
