@@ -40,6 +40,7 @@ def _param(name: str, where: str, description: str, **schema: Any) -> dict[str, 
     return {
         "name": name,
         "in": where,
+        "required": where == "path",
         "description": description,
         "schema": schema or {"type": "string"},
     }
@@ -55,11 +56,17 @@ _CLOSED = _header("`true` once the stream is closed")
 _UP_TO_DATE = _header("`true` when the read reached the tail")
 
 
+#: What FastAPI's routes may answer and these may not: the front door's 415 is for
+#: JSON routes only, and neither raw streams nor a socket have FastAPI's validation.
+_NOT_HERE = frozenset({415, 422})
+
+
 def _errors(*extra: tuple[int, str]) -> dict[str, Any]:
-    """Every refusal the front door may give (as for FastAPI's routes), plus ``extra``."""
+    """Every refusal the front door and the store may give, plus ``extra``."""
     out: dict[str, Any] = {
         str(status): {"description": spec["description"], "content": _ERROR_REF}
         for status, spec in ERROR_RESPONSES.items()
+        if status not in _NOT_HERE
     }
     for status, why in extra:
         out[str(status)] = {"description": why, "content": _ERROR_REF}
@@ -224,7 +231,8 @@ def _websocket() -> Operation:
             "event>}`, the same events as "
             "`GET /v1/sessions/{session_id}/events`, from `offset` on. A browser cannot "
             "send headers: give a read token as `?token=`. A refused socket is closed "
-            "with 4404 (no such session) or 4400 (a bad offset or key)."
+            "with 4404 (no such session) or 4400 (a bad offset or key); one refused at "
+            "the door (its Host, Origin or rate) gets 403 before the handshake."
         ),
         "parameters": [
             _param("session_id", "path", "The session"),
