@@ -7,6 +7,8 @@
 #                 (make serve ARGS="--port 8080"; `. .venv/bin/activate` puts `tether` on PATH)
 #   make lint     ruff check and format, mypy, the generated sync SDK
 #   make bench    benchmarks/bench_streams.py   (make bench ARGS="...")
+#   make docs     build the docs site (mkdocs.yml, docs/) strictly, into .venv/site/
+#   make docs-config  rewrite docs/configuration.md from the CLI's options and env vars
 
 PYTHON ?= python3
 VENV   := .venv
@@ -85,6 +87,7 @@ lint: $(PY_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python scripts/unasync.py --check
+	$(BIN)/python scripts/gen_config_docs.py --check
 
 # System packages the tests drive for real: Debian's Chromium (the web UI's
 # Playwright tests) and redis-server (the Redis store). Installed when missing.
@@ -93,6 +96,7 @@ $(SYS_STAMP): | $(BIN)/python
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v jq >/dev/null 2>&1 || missing="$$missing jq"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
 	  else echo "error: need root to install$$missing (apt-get)" >&2; exit 1; fi; \
@@ -104,6 +108,16 @@ $(SYS_STAMP): | $(BIN)/python
 # pytest's own exit code is kept: 5 (no tests collected) fails the build too.
 test: lint $(NPM_STAMP) $(AISDK_STAMP) $(SYS_STAMP)
 	$(BIN)/pytest -q $(ARGS)
+
+# The docs site, strictly: a broken link or anchor fails it (tests/docs/ runs its
+# examples). Not --quiet: with it mkdocs drops warnings before --strict counts them.
+# configuration.md is generated: `make docs-config` after changing an option.
+.PHONY: docs docs-config
+test: docs
+docs: $(PY_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(VENV)/site
+docs-config: $(PY_STAMP)
+	$(BIN)/python scripts/gen_config_docs.py
 
 conformance: $(PY_STAMP) $(NPM_STAMP)
 	$(BIN)/pytest -q -m conformance $(ARGS)

@@ -38,6 +38,7 @@ from tether.api.gateway import Gateway
 from tether.api.guard import Guard, GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
 from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
+from tether.api.openapi_docs import document_unrouted
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.responses_api.routes import RESPONSES_PATH, ResponsesRoutes
 from tether.api.sessions import SessionRoutes
@@ -195,6 +196,7 @@ class TetherApp:
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
+        document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json
 
         @web.get("/healthz", tags=["meta"])
         async def health() -> dict[str, str]:
