@@ -57,6 +57,13 @@ ENV_VARS: dict[str, str] = {
     "(default `http://127.0.0.1:4437`).",
     "TETHER_API_KEY": "The key the Python SDK sends (`Authorization: Bearer`), one of the "
     "server's `TETHER_API_KEYS`.",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "Set, runs are traced and sent over OTLP/HTTP to it (needs "
+    "`pip install 'tether[otel]'`; see [Tracing](tracing.md)).",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "The same for traces only; wins over the one above.",
+    "OTEL_SDK_DISABLED": "`true`: no tracing even when an endpoint is set.",
+    "OTEL_SERVICE_NAME": "The traces' `service.name` (default `tether`).",
+    "TETHER_OTEL_CAPTURE_CONTENT": "`true`: spans also carry messages, tool arguments and "
+    "results (off by default: spans carry no content).",
 }
 
 HEADER = """\
