@@ -123,8 +123,8 @@ class TetherApp:
         #: Who reads each gateway run: one nobody reads for the grace period is cancelled.
         self.readers = Readers(self.runtime.cancel, gateway_detach_grace)
         self._stop: asyncio.Future[None] | None = None
-        upstreams = [p.name for p in self.registry.providers if hasattr(p, "base_url")]
-        metrics.upstreams_configured(upstreams)
+        metrics.upstreams_configured(p.name for p in self.registry.providers)
+        upstreams = [p.name for p in self.registry.providers if hasattr(p, "base_url")]  # HTTP
         self.readiness = Readiness(
             store, lambda: self._stop is not None and self._stop.done(), upstreams
         )

@@ -77,12 +77,20 @@ class RunLedger:
         self._open.pop(run_id, None)
 
     def ended(
-        self, run_id: str, session_id: str, reason: str, usage: Mapping[str, int] | None
+        self,
+        run_id: str,
+        session_id: str,
+        reason: str,
+        usage: Mapping[str, int] | None,
+        model: str | None = None,
     ) -> None:
-        """The run's run-end is in: counted by reason, its tokens added, timed, logged."""
+        """The run's run-end is in: counted by reason, its tokens added, timed, logged.
+
+        ``model``: of a run that never started (a queued run cancelled).
+        """
         self._suspended.discard(run_id)
         run = self._open.pop(run_id, None)
-        model = run.model if run is not None else "unknown"
+        model = run.model if run is not None else model or "unknown"
         metrics.RUNS_ENDED.labels(model, reason).inc()
         duration = None
         if run is not None:

@@ -438,8 +438,12 @@ class SessionDriver:
                 *(ev.event(ev.RUN_END, run_id=r, reason=ev.CANCELLED) for r in dropped),
             ]
         )
+        if dropped:
+            record = await self.host.sessions.record(self.session_id)
+            model = record.agent or record.model or "demo"
         for run_id in dropped:
             await self.host.store.delete_record(RUNS, run_id)
+            LEDGER.ended(run_id, self.session_id, ev.CANCELLED, None, model)  # never started
 
     async def _left_open(self, left_open: dict[str, Any], fold: SessionFold) -> None:
         """A run open in the log that runs nowhere: continue it, end it, or let it wait."""
