@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 
 from tether import __version__
 from tether.agents.app import App
@@ -28,6 +27,7 @@ from tether.agents.mcp_config import MCPServerConfig
 from tether.agents.model import MAX_STEPS, ModelAgent
 from tether.agents.tools import ToolRegistry
 from tether.api.access import StreamPolicy
+from tether.api.access_log import AccessLog, ASGIApp
 from tether.api.aisdk import AISDKRoutes
 from tether.api.anthropic_api import MESSAGES_PATH, MessagesRoutes
 from tether.api.attachments import Attachments
@@ -39,36 +39,28 @@ from tether.api.guard import Guard, GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION, Idempotency
 from tether.api.openai.routes import COMPLETIONS_PATH, OpenAIRoutes
 from tether.api.openapi_docs import document_unrouted
+from tether.api.operations import MetricsListener, Readiness, build_operations_router
 from tether.api.responses import ERROR_RESPONSES
 from tether.api.responses_api.routes import RESPONSES_PATH, ResponsesRoutes
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
 from tether.api.webui import build_web_router
+from tether.observability import metrics
 from tether.observability.tracing import Exporter
 from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, RunPolicy, Runtime
 from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
-from tether.sessions.service import META, SessionRecord, SessionService
+from tether.sessions.service import SessionRecord, SessionService
 from tether.store.base import Store
-from tether.store.errors import StoreError
 from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
 
 log = logging.getLogger(__name__)
 
 
-#: Seconds the store has to answer a readiness check.
-READY_TIMEOUT = 1.0
-
-
 class UnknownAgent(LookupError):
     pass
-
-
-def _not_ready(reason: str) -> JSONResponse:
-    body = {"status": "unavailable", "reason": reason}
-    return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
 
 
 class TetherApp:
@@ -93,7 +85,11 @@ class TetherApp:
         mcp_servers: Sequence[MCPServerConfig] = (),
         idempotency_retention: float = DEFAULT_RETENTION,
         gateway_detach_grace: float = DEFAULT_GRACE,
+        access_log: bool = False,
+        metrics_listen: tuple[str, int] | None = None,
     ) -> None:
+        """``access_log``: a line per request; ``metrics_listen``: (host, port) of a
+        listener that serves /metrics without a key."""
         self.store = store
         self.auth = auth or Auth()
         self.registry = registry or ProviderRegistry()
@@ -131,9 +127,19 @@ class TetherApp:
         self._stop: asyncio.Future[None] | None = None
         #: Sends traces while the app runs, if the environment asks (OTEL_EXPORTER_OTLP_ENDPOINT).
         self.traces: Exporter | None = None
+        metrics.upstreams_configured(p.name for p in self.registry.providers)
+        upstreams = [p.name for p in self.registry.providers if hasattr(p, "base_url")]  # HTTP
+        self.readiness = Readiness(
+            store, lambda: self._stop is not None and self._stop.done(), upstreams
+        )
+        self.metrics_listener = (
+            MetricsListener(self.readiness, *metrics_listen) if metrics_listen else None
+        )
         guard = guard or GuardConfig(max_body=self.streams.config.max_body)
         self.web = self._build_web(guard.max_body)
-        self._front = Guard(self._route, self.auth, guard, self._prefix)
+        self._front: ASGIApp = Guard(self._route, self.auth, guard, self._prefix)
+        if access_log:
+            self._front = AccessLog(self._front, self.auth)
 
     # -- wiring ----------------------------------------------------------------
 
@@ -196,28 +202,8 @@ class TetherApp:
         web.include_router(build_token_router(self.policy, self.streams, self.store))
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
+        web.include_router(build_operations_router(self.readiness, self.auth))  # health, metrics
         document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json
-
-        @web.get("/healthz", tags=["meta"])
-        async def health() -> dict[str, str]:
-            """Liveness: the process answers. Restart it when this fails."""
-            return {"status": "ok"}
-
-        @web.get("/readyz", tags=["meta"], responses={503: {"description": "Not ready"}})
-        async def ready() -> JSONResponse:
-            """Readiness: the store answers in time and the server is not stopping.
-
-            Send traffic elsewhere while this is 503 (Redis away, shutting down).
-            """
-            if self._stop is not None and self._stop.done():
-                return _not_ready("stopping")
-            try:
-                async with asyncio.timeout(READY_TIMEOUT):
-                    await self.store.get_record(META, "ready")
-            except (StoreError, TimeoutError):
-                return _not_ready("store unavailable")
-            return JSONResponse({"status": "ready"})
-
         return web
 
     def _check_model(self, model: str | None, agent: str | None) -> str | None:
@@ -290,6 +276,7 @@ class TetherApp:
             and scope["method"] == "POST"
             and (post := self._gateway_posts.get(scope["path"])) is not None
         ):
+            metrics.gateway_request_arrived()
             await post(scope, receive, send)
         else:
             await self.web(scope, receive, send)
@@ -306,6 +293,8 @@ class TetherApp:
                     await self.runtime.start()
                     self.idempotency.start()
                     await self.registry.start_discovery()  # upstreams' models; aclose stops it
+                    if self.metrics_listener is not None:
+                        await self.metrics_listener.start()
                 except Exception as err:
                     log.exception("could not start")
                     await self.mcp.aclose()
@@ -316,6 +305,8 @@ class TetherApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.shutdown()
+                if self.metrics_listener is not None:
+                    await self.metrics_listener.aclose()
                 await self.readers.aclose()
                 await self.runtime.aclose()
                 await self.idempotency.aclose()

@@ -23,6 +23,7 @@ from typing import Protocol
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from tether.observability import metrics
 from tether.sessions.service import SessionService
 
 KEEP_ALIVE = b": keep-alive\n\n"
@@ -144,6 +145,7 @@ class EventStreamResponse(Response):
         leave = self.follow.leave
         gone = asyncio.ensure_future(_disconnected(receive))
         gone.add_done_callback(lambda _: _settle(leave))
+        metrics.SSE_READERS.inc()  # one reader, counted at connect and disconnect
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if self.head:
@@ -156,6 +158,7 @@ class EventStreamResponse(Response):
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            metrics.SSE_READERS.dec()
             gone.cancel()
             try:
                 await self.follow.aclose()

@@ -19,6 +19,7 @@ from tether.api.bodies import CheckedJSONRoute, StrictBody
 from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
+from tether.observability import metrics
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions.attachments import BadAttachment, attachment_part
 from tether.sessions.service import SessionNotFound, SessionService, stream_name
@@ -410,7 +411,7 @@ class SessionRoutes:
         if position is None:
             position = await self.sessions.end_position(session_id)
         follow = Follow(self.sessions, session_id, position, SocketFrames(), stop=self.stop())
-        with contextlib.suppress(WebSocketDisconnect):
+        with metrics.WEBSOCKET_READERS.track_inprogress(), contextlib.suppress(WebSocketDisconnect):
             try:
                 async for frames in follow.frames:
                     for frame in frames or ():

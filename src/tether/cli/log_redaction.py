@@ -21,18 +21,21 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from tether.observability.logs import formatter
 from tether.providers.redaction import Redactor
-
-FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Formats tracebacks the way handlers would (they reuse ``exc_text`` once set).
 _TRACEBACKS = logging.Formatter()
 
 
-def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """Log at ``level`` to stderr, with ``secrets`` (and credential fields) redacted."""
-    redact_records(Redactor(secrets))
-    logging.basicConfig(level=level.upper(), format=FORMAT)
+def configure_logging(level: str, secrets: Iterable[str], log_format: str = "text") -> None:
+    """Log at ``level`` to stderr as ``log_format`` (text or json), with ``secrets``
+    (and credential fields) redacted, in messages and in the JSON lines' fields."""
+    redactor = Redactor(secrets)
+    redact_records(redactor)
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter(log_format, redactor))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def redact_records(redactor: Redactor) -> None:

@@ -300,6 +300,24 @@ def main() -> None:
 @click.option("--body-min-rate", default=4096, show_default=True, type=click.IntRange(min=0),
               help="Bytes/s a request body must average after its first --body-timeout "
               "seconds (then 408); 0 for no minimum.")  # fmt: skip
+# Metrics and logs (docs/operations.md).
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535),
+              default=lambda: os.environ.get("TETHER_METRICS_PORT") or None,
+              show_default="none (or $TETHER_METRICS_PORT)",
+              help="Also serve GET /metrics, without a key, on this port of --metrics-host "
+              "(on the main port /metrics needs a key when TETHER_API_KEYS is set).")  # fmt: skip
+@click.option("--metrics-host", default=lambda: os.environ.get("TETHER_METRICS_HOST", "127.0.0.1"),
+              show_default="127.0.0.1 (or $TETHER_METRICS_HOST)",
+              help="Interface of the --metrics-port listener.")  # fmt: skip
+@click.option("--access-log/--no-access-log",
+              default=lambda: os.environ.get("TETHER_ACCESS_LOG", "") in ("1", "true", "yes"),
+              show_default="off (or $TETHER_ACCESS_LOG=1)",
+              help="Log one line per request: method, path (no query string), status, "
+              "duration, key identity.")  # fmt: skip
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              default=lambda: os.environ.get("TETHER_LOG_FORMAT", "text"),
+              show_default="text (or $TETHER_LOG_FORMAT)",
+              help="json: one object per line (time, level, logger, message, fields).")  # fmt: skip
 def serve(
     app_spec: str | None,
     host: str,
@@ -333,6 +351,10 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     body_min_rate: int,
+    metrics_port: int | None,
+    metrics_host: str,
+    access_log: bool,
+    log_format: str,
 ) -> None:
     """Run the tether server (with the agents of MODULE:APP, if given).
 
@@ -348,7 +370,7 @@ def serve(
         auth = Auth.from_env()
     except Exception as err:
         raise click.ClickException(str(err)) from err
-    configure_logging(log_level, secrets)
+    configure_logging(log_level, secrets, log_format)
     try:
         agents = _load_agents(app_spec) if app_spec else None
         if agents is not None:
@@ -389,6 +411,8 @@ def serve(
         mcp_servers=mcp_servers,
         idempotency_retention=idempotency_retention,
         gateway_detach_grace=gateway_detach_grace,
+        access_log=access_log,
+        metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
     )
     where = describe_store(store_spec, data_dir, sqlite_sync)
     fd_limit = raise_fd_limit()
@@ -423,6 +447,7 @@ def serve(
         port=port,
         lifespan="on",
         log_level=log_level,
+        log_config=None if log_format == "json" else uvicorn.config.LOGGING_CONFIG,
         access_log=False,
         timeout_graceful_shutdown=5,
         http=guard.protocol_class(),

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
+from tether.observability import metrics
 from tether.providers._transport import LeanTransport, Sent
 from tether.providers.base import ProviderError
 from tether.providers.redaction import Redactor, check_credential
@@ -418,9 +419,12 @@ class HTTPProvider:
         """POST now, without awaiting, if our transport has an idle connection to ``url``."""
         if self._lean is None:
             return None
-        return self._lean.send_now(
+        sent = self._lean.send_now(
             self._url(url), headers, content, lambda: self._request(url, content, headers)
         )
+        if sent is not None:
+            metrics.upstream_request_written(self.name)
+        return sent
 
     @contextlib.asynccontextmanager
     async def _post_stream(
@@ -432,17 +436,22 @@ class HTTPProvider:
         wraps every request in auth, redirect and cookie handling that a
         provider's call never uses, and that was a fifth of the time before a
         completion's upstream request was written. Errors are httpx's, as ever.
+        Each request is counted by its status (metrics), once its head is read.
         """
         if self._lean is None:
-            async with self._client.stream("POST", url, content=content, headers=headers) as resp:
+            metrics.upstream_request_written(self.name)
+            async with self._answered(
+                self._client.stream("POST", url, content=content, headers=headers)
+            ) as resp:
                 yield resp
             return
         if sent is not None:
             request = sent.request
-            resp = await self._lean.response_to(sent)
+            resp = await self._answer(self._lean.response_to(sent))
         else:
             request = self._request(url, content, headers)
-            resp = await self._lean.handle_async_request(request)
+            metrics.upstream_request_written(self.name)
+            resp = await self._answer(self._lean.handle_async_request(request))
         resp.request = request
         try:
             yield resp
@@ -469,9 +478,28 @@ class HTTPProvider:
             after = last
         return dedupe(ids)
 
+    async def _answer(self, response: Awaitable[httpx.Response]) -> httpx.Response:
+        """``response``, counted by its status (or as an error if none comes)."""
+        try:
+            resp = await response
+        except httpx.RequestError:
+            metrics.upstream_answered(self.name, None)
+            raise
+        metrics.upstream_answered(self.name, resp.status_code)
+        return resp
+
+    @contextlib.asynccontextmanager
+    async def _answered(
+        self, stream: contextlib.AbstractAsyncContextManager[httpx.Response]
+    ) -> AsyncIterator[httpx.Response]:
+        """Like :meth:`_answer`, for httpx's streamed response."""
+        async with contextlib.AsyncExitStack() as stack:
+            resp = await self._answer(stack.enter_async_context(stream))
+            yield resp
+
     async def _get_json(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         try:
-            resp = await self._client.get(url, params=params, headers=self._headers())
+            resp = await self._answer(self._client.get(url, params=params, headers=self._headers()))
         except httpx.RequestError as exc:
             raise transport_error(self.name, exc) from None
         if resp.status_code >= 400:

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tether.observability import tracing
+from tether.observability import metrics, tracing
+from tether.observability.runs import LEDGER
 from tether.runtime.journal import RULE, Journal, ReplayDiverged, Resumption
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
@@ -234,6 +235,7 @@ class RunContext:
         part_id = self._open.get(kind)
         batch: list[ev.Event] = []
         if part_id is None:
+            LEDGER.first_token(self.run_id)  # once per part, not per delta: O(1) per run
             batch.extend(self._close_open())
             part_id = self._part_id()
             self._open[kind] = part_id
@@ -470,6 +472,7 @@ class RunContext:
 
     async def retry(self, attempt: int, delay: float, error: str) -> None:
         """Announce a retry; parts streamed by the failed attempt are discarded."""
+        metrics.upstream_retried(error)
         batch = self._close_open()
         batch.append(
             ev.event(

@@ -50,6 +50,8 @@ from typing import Any
 
 import orjson
 
+from tether.observability import metrics
+from tether.observability.runs import LEDGER
 from tether.runtime.context import RunContext
 from tether.runtime.execution import Run, begin, end, resume
 from tether.runtime.names import RUNS, lease_name
@@ -154,6 +156,14 @@ class Drivers:
         self.notes: dict[str, asyncio.Future[None]] = {}
         self._by_session: dict[str, SessionDriver] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
+        metrics.watch_runs(self)
+
+    def active_runs(self) -> int:
+        return len(self.runs)
+
+    def queued_runs(self) -> int:
+        """Runs queued in the sessions driven here (read when metrics are scraped)."""
+        return sum(len(d.queue) for d in self._by_session.values() if d.driving)
 
     def find(self, session_id: str) -> SessionDriver | None:
         return self._by_session.get(session_id)
@@ -428,8 +438,12 @@ class SessionDriver:
                 *(ev.event(ev.RUN_END, run_id=r, reason=ev.CANCELLED) for r in dropped),
             ]
         )
+        if dropped:
+            record = await self.host.sessions.record(self.session_id)
+            model = record.agent or record.model or "demo"
         for run_id in dropped:
             await self.host.store.delete_record(RUNS, run_id)
+            LEDGER.ended(run_id, self.session_id, ev.CANCELLED, None, model)  # never started
 
     async def _left_open(self, left_open: dict[str, Any], fold: SessionFold) -> None:
         """A run open in the log that runs nowhere: continue it, end it, or let it wait."""
@@ -462,6 +476,8 @@ class SessionDriver:
         log.warning("run %s of session %s was left open; ending it as %s",
                     run_id, self.session_id, reason)  # fmt: skip
         then: list[ev.Event] = []
+        model = left_open.get("model") or "unknown"
+        LEDGER.adopted(run_id, self.session_id, model, None, left_open.get("started_at"))
         if self._retries(left_open, reason):
             retry = QueueItem(ev.new_id("run"), "regenerate", left_open["trigger"], retry_of=run_id)
             await self.host.record(retry.run_id, self.session_id)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from tether.observability import tracing
+from tether.observability.runs import LEDGER
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.runtime.errors import run_error_code
 from tether.runtime.journal import Resumption
@@ -187,6 +188,8 @@ async def resume(driver: SessionDriver, left_open: dict[str, Any], fold: Session
     except BaseException:
         driver.finish_run(run)
         raise
+    model = left_open.get("model") or "unknown"
+    LEDGER.adopted(run_id, driver.session_id, model, record.owner, left_open.get("started_at"))
     log.info("run %s of session %s continues here, replaying %d step(s)",
              run_id, driver.session_id, replayed)  # fmt: skip
     run.assistant_id = msg.id
@@ -258,6 +261,9 @@ async def _open(driver: SessionDriver, run: Run) -> tuple[SessionRecord, str]:
         ),
     ]  # fmt: skip
     await driver.append(batch)
+    LEDGER.started(
+        item.run_id, driver.session_id, record.agent or record.model or "demo", record.owner
+    )
     return record, assistant_id
 
 
@@ -384,6 +390,7 @@ async def _execute(
             # nothing else starts, or ends it, before that.
             await _conclude(driver, run, reason, failure, usage)
         driver.finish_run(run)
+        LEDGER.left(run_id)  # halted, or the lease lost: its end is not ours to count
     if not driver.lost:
         if reason is None:
             await driver.reconcile()  # an answer that came meanwhile continues it at once
@@ -452,6 +459,7 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     except Exception as err:
         log.warning("could not suspend run %s (%s); it is left to continue", run_id, err)
         return
+    LEDGER.suspended(run_id)
     log.info("run %s of session %s is suspended: it waits for %s",
              run_id, driver.session_id, ", ".join(waits))  # fmt: skip
 
@@ -546,6 +554,8 @@ async def end(
         pass  # the session was deleted: nothing is left to end
     except LeaseLost:
         return  # whoever drives the session now ends the run
+    else:
+        LEDGER.ended(run_id, driver.session_id, reason, usage)
     try:
         await driver.host.store.delete_record(RUNS, run_id)
     except Exception as err:  # the next reaper drops it: the run has ended

@@ -18,6 +18,8 @@ import time
 
 import orjson
 
+from tether.observability import metrics
+from tether.observability.runs import LEDGER
 from tether.runtime.driver import Drivers
 from tether.runtime.execution import end
 from tether.runtime.names import EXPIRING, RUNS, lease_name
@@ -71,11 +73,14 @@ class LeaseKeeper:
                 )
                 renewed = asked
             except Exception as err:
+                metrics.LEASE_RENEW_FAILURES.labels("error").inc()
                 if asked - renewed < drivers.lease_ttl * 0.8:
                     log.warning("could not renew leases (%s); will retry", err)
                     continue
                 # They may lapse at any moment now, and another replica take over.
                 lost = list(driving)
+            if lost:
+                metrics.LEASE_RENEW_FAILURES.labels("lost").inc(len(lost))
             for name in lost:
                 driver = drivers.find(driving[name])
                 if driver is not None:
@@ -127,6 +132,8 @@ class LeaseKeeper:
                     "the run ends"
                 )
                 log.info("run %s of session %s: %s", run_id, session_id, message)
+                LEDGER.adopted(run_id, session_id, active.get("model") or "unknown", None,
+                             active.get("started_at"))  # fmt: skip
                 error = ev.event(ev.ERROR, run_id=run_id, code="wait_expired", message=message)
                 await end(driver, run_id, ev.FAILED, first=[error])
             await drivers.store.index_remove(EXPIRING, member)
@@ -150,6 +157,7 @@ class LeaseKeeper:
             fold: SessionFold | None
             try:
                 if await drivers.drive(session_id) is not None:
+                    metrics.LEASE_TAKEOVERS.inc()
                     await drivers.next(session_id)
                 fold = (await drivers.sessions.state(session_id)).fold
             except SessionNotFound:

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
+from tether.observability.metrics import StoreMeters
 from tether.store.base import StreamMeta
 from tether.store.notify import TailNotifier
 from tether.store.persistence import GroupPersistence, ProducerState, StreamRow
@@ -47,8 +49,11 @@ class GroupCommit:
         persistence: GroupPersistence,
         notifier: TailNotifier,
         forget: Callable[[StreamMeta], None],
+        meters: StoreMeters | None = None,
     ) -> None:
-        """``forget`` drops a stream from the store's metadata cache (after an abort)."""
+        """``forget`` drops a stream from the store's metadata cache (after an abort);
+        ``meters`` count each commit's appends and time it."""
+        self._meters = meters
         self._db = persistence
         self._notifier = notifier
         self._forget = forget
@@ -124,20 +129,26 @@ class GroupCommit:
         waiters = self._waiters
         if not waiters:
             return
+        began = time.perf_counter()
         try:
             self._db.commit()
         except BaseException as err:
             self.abort(err)
             return
+        took = time.perf_counter() - began
         self._waiters = []
         self.committed.clear()
         self._records_pending.clear()
         publish = self._notifier.publish
+        appends = 0
         for answer, path, notice in waiters:
             if notice is not None:
                 publish(path, *notice)  # type: ignore[arg-type]
+                appends += 1
             if not answer.done():
                 answer.set_result(None)
+        if self._meters is not None:
+            self._meters.committed(appends, took)
 
     def abort(self, err: BaseException) -> None:
         """The group could not be written or committed: undo it and fail its writes.

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import NamedTuple
 
+from tether.observability.metrics import StoreMeters
 from tether.store.append_checks import check_producer, check_sequence, normalized
 from tether.store.base import (
     AppendRequest,
@@ -92,8 +93,10 @@ class LocalStore(Store):
         #: no persistence.
         self._leases: dict[str, _Lease] = {}
         #: Writes waiting for a shared commit, with a persistence that can group them.
+        #: Appends and commit times, under this store's kind (sqlite, memory).
+        self._meters = StoreMeters(type(self).__name__.removesuffix("Store").lower())
         self._group: GroupCommit | None = (
-            GroupCommit(persistence, self.notifier, self._forget)
+            GroupCommit(persistence, self.notifier, self._forget, self._meters)
             if isinstance(persistence, GroupPersistence)
             else None
         )
@@ -427,7 +430,9 @@ class LocalStore(Store):
             group.flush()
             if not req.close:
                 group.group_rest_of_iteration()
+        began = time.perf_counter()
         self._db.write([new] if dirty else [], rows=rows, producers=producers)
+        self._meters.committed(1, time.perf_counter() - began)
         self._cache(new)
         self.notifier.publish(path, old_tail, new.tail, chunks, new.closed)
         return result

@@ -100,6 +100,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -111,6 +112,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tether.observability.metrics import StoreMeters
 from tether.store.base import (
     AppendRequest,
     AppendResult,
@@ -253,6 +255,8 @@ class RedisStore(Store):
         self._subscriber: Subscriber | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier: RedisTailNotifier = RedisTailNotifier()
+        #: Appends and their round trips (an append's commit) under "redis".
+        self._meters = StoreMeters("redis")
 
     def __repr__(self) -> str:
         return f"RedisStore({redact(self._url)!r}, prefix={self.prefix!r})"
@@ -403,9 +407,11 @@ class RedisStore(Store):
             req.lease[1] if req.lease else "",
             *req.messages,
         ]
+        began = time.perf_counter()
         reply = await self._script("append", args)
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)
+        self._meters.committed(1, time.perf_counter() - began)
         producer = len(reply) > 4
         return AppendResult(
             tail=int(reply[1]),

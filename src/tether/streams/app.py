@@ -19,6 +19,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from tether.observability import metrics
 from tether.store import errors
 from tether.store.base import (
     AppendRequest,
@@ -401,6 +402,7 @@ class StreamsApp:
     ) -> None:
         notifier = self.store.notifier
         notifier.subscribe(name)
+        metrics.SSE_READERS.inc()  # one reader, counted at connect and disconnect
         disconnect = asyncio.ensure_future(_until_disconnect(receive))
         try:
             fut = notifier.watch(name)
@@ -412,6 +414,7 @@ class StreamsApp:
             )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            metrics.SSE_READERS.dec()
             disconnect.cancel()
             notifier.unsubscribe(name)
 
