@@ -20,6 +20,17 @@ def test_a_plain_def_agent_is_refused_with_the_fix() -> None:
 
     assert app.agents == {}
 
+    class Agent:
+        async def __call__(self, ctx: AgentContext) -> None:
+            pass
+
+    async def with_option(ctx: AgentContext, option: int) -> None:
+        pass
+
+    app.agent("object")(Agent())  # what is awaited when called is an agent
+    app.agent("partial")(functools.partial(with_option, option=1))
+    assert sorted(app.agents) == ["object", "partial"]
+
 
 def test_an_agent_without_a_name_says_how_to_write_one() -> None:
     app = tether.App()
@@ -28,18 +39,3 @@ def test_an_agent_without_a_name_says_how_to_write_one() -> None:
         @app.agent  # type: ignore[arg-type]
         async def echo(ctx: AgentContext) -> None:
             pass
-
-
-def test_async_callables_are_agents() -> None:
-    app = tether.App()
-
-    class Agent:
-        async def __call__(self, ctx: AgentContext) -> None:
-            pass
-
-    async def with_option(ctx: AgentContext, option: int) -> None:
-        pass
-
-    app.agent("object")(Agent())
-    app.agent("partial")(functools.partial(with_option, option=1))
-    assert sorted(app.agents) == ["object", "partial"]
