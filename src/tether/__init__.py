@@ -1,4 +1,17 @@
-"""tether: durable transport for AI agent sessions."""
+"""tether: durable transport for AI agent sessions.
+
+Two halves share this namespace. The server side: ``App`` and the agent's
+``AgentContext`` (what ``tether serve module:app`` runs). The client side, the
+Python SDK: ``Tether`` and ``AsyncTether`` and their types, defined in
+:mod:`tether.client` and imported from there on first use, so that a server
+(which never touches them) does not pay for importing them. The Durable
+Streams client and the SDK's ``ToolCall`` (not the agents' ``ToolCall``
+exported here) are in :mod:`tether.client`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -16,20 +29,153 @@ from tether.providers.base import (
 )
 from tether.runtime.context import Approval, ToolOutcome
 
+if TYPE_CHECKING:
+    from tether.client import (
+        ActiveRun,
+        APIError,
+        AsyncRun,
+        AsyncSessions,
+        AsyncTether,
+        BadRequest,
+        Cancel,
+        Conflict,
+        ContextTrim,
+        ErrorEvent,
+        Event,
+        FirstEventTimeout,
+        Forbidden,
+        Gone,
+        IdleTimeout,
+        Message,
+        MessageEnd,
+        MessageStart,
+        NotFound,
+        Part,
+        PartDelta,
+        PartEnd,
+        PartStart,
+        QueuedRun,
+        QueueUpdate,
+        ReadToken,
+        Regenerate,
+        Retry,
+        Run,
+        RunEnd,
+        RunResult,
+        RunResume,
+        RunStart,
+        RunSuspend,
+        SeqConflict,
+        SequenceGap,
+        ServerError,
+        Session,
+        SessionNotFound,
+        Sessions,
+        SessionSnapshot,
+        StaleEpoch,
+        Status,
+        StreamClosed,
+        StreamTimeout,
+        Submit,
+        Tether,
+        TetherConnectionError,
+        TetherError,
+        ToolApproval,
+        ToolResult,
+        Unauthorized,
+        UnknownEvent,
+        UserMessage,
+        parse_event,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """Import the SDK on the first use of one of its names (``from tether import Tether``)."""
+    if name not in _SDK:
+        raise AttributeError(f"module 'tether' has no attribute {name!r}")
+    import tether.client
+
+    value = getattr(tether.client, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SDK})
+
+
 __all__ = [
+    "APIError",
+    "ActiveRun",
     "AgentContext",
     "App",
     "Approval",
+    "AsyncRun",
+    "AsyncSessions",
+    "AsyncTether",
+    "BadRequest",
+    "Cancel",
     "ChatMessage",
+    "Conflict",
+    "ContextTrim",
+    "ErrorEvent",
+    "Event",
+    "FirstEventTimeout",
+    "Forbidden",
+    "Gone",
+    "IdleTimeout",
+    "Message",
+    "MessageEnd",
+    "MessageStart",
+    "NotFound",
+    "Part",
+    "PartDelta",
+    "PartEnd",
+    "PartStart",
+    "QueueUpdate",
+    "QueuedRun",
+    "ReadToken",
     "ReasoningDelta",
+    "Regenerate",
     "Reply",
+    "Retry",
     "Retrying",
+    "Run",
+    "RunEnd",
+    "RunResult",
+    "RunResume",
+    "RunStart",
+    "RunSuspend",
+    "SeqConflict",
+    "SequenceGap",
+    "ServerError",
     "ServerModel",
+    "Session",
+    "SessionNotFound",
+    "SessionSnapshot",
+    "Sessions",
+    "StaleEpoch",
+    "Status",
+    "StreamClosed",
+    "StreamTimeout",
+    "Submit",
+    "Tether",
+    "TetherConnectionError",
+    "TetherError",
     "TextDelta",
+    "ToolApproval",
     "ToolCall",
     "ToolCallDelta",
     "ToolCallItem",
     "ToolOutcome",
+    "ToolResult",
+    "Unauthorized",
+    "UnknownEvent",
     "Usage",
+    "UserMessage",
     "__version__",
+    "parse_event",
 ]
+
+#: The SDK's names: in ``__all__``, not defined here, resolved by ``__getattr__``.
+_SDK = frozenset(__all__) - set(globals())

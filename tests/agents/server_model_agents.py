@@ -12,7 +12,7 @@ MODEL = "openai/gpt-4o-mini"
 
 
 def question(ctx: tether.AgentContext) -> list[tether.ChatMessage]:
-    return [tether.ChatMessage("user", ctx.history[-1].text())]
+    return [tether.ChatMessage("user", ctx.history[-1].text)]
 
 
 @app.agent("relay")

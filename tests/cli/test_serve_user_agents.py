@@ -19,7 +19,7 @@ AGENT_MODULE = textwrap.dedent(
 
     @app.agent("shouty")
     async def shouty(ctx):
-        said = ctx.history[-1].text()
+        said = ctx.history[-1].text
         await ctx.reasoning("The user wants emphasis.")
         found = await ctx.tool_call("lookup", {"q": said}, approval=True)
         await ctx.text(f"{said.upper()}! lookup: {found.output or found.error}")

@@ -38,7 +38,7 @@ agents = App()
 @agents.agent("count")
 async def count(ctx: RunContext) -> None:
     """``/count N MS``: "1 2 ... N", one number per delta, MS ms apart (like the demo model)."""
-    m = re.match(r"/count (\d+)(?: (\d+))?", ctx.history[-1].text())
+    m = re.match(r"/count (\d+)(?: (\d+))?", ctx.history[-1].text)
     n, ms = (int(m.group(1)), int(m.group(2) or 0)) if m else (3, 0)
     for i in range(1, n + 1):
         await ctx.text(str(i) if i == 1 else f" {i}")

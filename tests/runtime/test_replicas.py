@@ -36,7 +36,7 @@ async def slow(ctx: RunContext) -> None:
 
 
 async def brief(ctx: RunContext) -> None:
-    for word in ("re:", ctx.history[-1].text()):
+    for word in ("re:", ctx.history[-1].text):
         await ctx.text(word + " ")
         await asyncio.sleep(0.05)
 
@@ -183,7 +183,7 @@ async def test_messages_sent_to_any_replica_queue_behind_the_run_and_run_in_orde
         (r, ev.COMPLETE) for r, _ in sent
     ]
     fold = (await c.sessions.state(sid)).fold
-    assert [m.text() for m in fold.branch() if m.role == "user"] == [
+    assert [m.text for m in fold.branch() if m.role == "user"] == [
         "one", "two", "three", "four",
     ]  # fmt: skip
     # The queue was announced as it grew, and is empty at the end.
@@ -226,7 +226,7 @@ async def test_a_tool_result_posted_to_another_replica_reaches_the_run(
     await b.runtime.tool_result(sid, "c1", output=42)
     await until(lambda: idle(c, sid), timeout=2)
     fold = (await c.sessions.state(sid)).fold
-    assert fold.branch()[-1].text() == "got 42"
+    assert fold.branch()[-1].text == "got 42"
     assert of_type(await events(c, sid), ev.RUN_END)[-1]["reason"] == ev.COMPLETE
 
 
@@ -244,7 +244,7 @@ async def test_an_approval_posted_to_another_replica_reaches_the_run(
     await c.runtime.tool_approval(sid, "c2", approved=False, reason="no way")
     await until(lambda: idle(a, sid), timeout=2)
     fold = (await a.sessions.state(sid)).fold
-    assert fold.branch()[-1].text() == "outcome: not approved: no way"
+    assert fold.branch()[-1].text == "outcome: not approved: no way"
 
 
 async def test_a_queued_run_cancelled_on_another_replica_ends_once_and_never_runs(
@@ -392,7 +392,7 @@ async def test_with_retry_configured_a_dead_replicas_run_is_answered_again_once(
     retry = of_type(evs, ev.RUN_START)[-1]
     assert retry["retry_of"] == "run_dead" and retry["trigger"] == "m-run_dead"
     fold = (await a.sessions.state(sid)).fold
-    assert fold.branch()[-1].text() == "re: lost "
+    assert fold.branch()[-1].text == "re: lost "
     assert len(fold.children["m-run_dead"]) == 1  # the retry sits beside nothing else
 
     # A retry left open in its turn is only ended.

@@ -18,7 +18,7 @@ from tether.store.memory import MemoryStore
 
 
 async def echo(ctx: RunContext) -> None:
-    await ctx.text("echo: " + ctx.history[-1].text())
+    await ctx.text("echo: " + ctx.history[-1].text)
 
 
 async def slow(ctx: RunContext) -> None:
@@ -112,7 +112,7 @@ async def test_messages_sent_while_busy_are_queued_and_run_in_order(env) -> None
     assert [q for _, _, q in runs] == [False, True, True, True]
     await wait_idle(sessions, sid)
     assert run_ends(await events(sessions, sid)) == [(r, ev.COMPLETE) for _, r, _ in runs]
-    texts = [m.text() for m in (await sessions.state(sid)).fold.branch()]
+    texts = [m.text for m in (await sessions.state(sid)).fold.branch()]
     assert texts == ["0", "echo: 0", "1", "echo: 1", "2", "echo: 2", "3", "echo: 3"]
 
 
@@ -163,7 +163,7 @@ async def test_a_tool_call_waits_for_the_clients_result(env) -> None:
     assert (await sessions.state(sid)).fold.status == ev.PAUSED
     await runtime.tool_result(sid, "c1", output=42)
     await wait_idle(sessions, sid)
-    assert (await sessions.state(sid)).fold.branch()[-1].text() == "got 42"
+    assert (await sessions.state(sid)).fold.branch()[-1].text == "got 42"
     with pytest.raises(InvalidInput):
         await runtime.tool_result(sid, "no-such-call", output=1)
 
@@ -178,7 +178,7 @@ async def test_a_null_result_is_an_answer_and_a_second_one_is_refused(env) -> No
         await asyncio.sleep(0.01)
     await runtime.tool_result(sid, "c1", output=None)
     await wait_idle(sessions, sid)
-    assert (await sessions.state(sid)).fold.branch()[-1].text() == "got None"
+    assert (await sessions.state(sid)).fold.branch()[-1].text == "got None"
     with pytest.raises(Conflict):
         await runtime.tool_result(sid, "c1", output="again")
 
@@ -195,7 +195,7 @@ async def test_edit_and_regenerate_make_branches(env) -> None:
     edited, _, _ = await runtime.edit(sid, first, [{"type": "text", "text": "uno"}])
     await wait_idle(sessions, sid)
     fold = (await sessions.state(sid)).fold
-    assert [m.text() for m in fold.branch()] == ["uno", "echo: uno"]
+    assert [m.text for m in fold.branch()] == ["uno", "echo: uno"]
     assert fold.children[None] == [first, edited]
 
 
@@ -253,7 +253,7 @@ async def test_shutdown_leaves_a_running_run_open_and_the_next_start_continues_i
     assert run_ends(log) == [(run_id, ev.COMPLETE)]
     assert [e["run_id"] for e in log if e["type"] == ev.RUN_RESUME] == [run_id]
     fold = (await sessions.state(sid)).fold
-    assert fold.branch()[-1].text() == "".join(f"{i} " for i in range(100))
+    assert fold.branch()[-1].text == "".join(f"{i} " for i in range(100))
 
 
 async def test_cancel_right_after_send_still_ends_the_run_once(env) -> None:

@@ -23,7 +23,7 @@ started: dict[str, asyncio.Event] = {}
 async def recorder(ctx: RunContext) -> None:
     histories.append(list(ctx.history))
     started["run"].set()
-    if ctx.history[-1].text() == "slow":
+    if ctx.history[-1].text == "slow":
         await asyncio.sleep(10)
     await ctx.text("done")
 
@@ -77,8 +77,8 @@ async def test_seed_places_turns_and_runs_nothing(env) -> None:
     fold = (await sessions.state(sid)).fold
     user, answer = fold.branch()
     assert fold.leaf == leaf == answer.id and answer.parent_id == user.id
-    assert (user.role, user.text()) == ("user", "find x")
-    assert (answer.role, answer.text(), answer.status) == ("assistant", "Looking.", "complete")
+    assert (user.role, user.text) == ("user", "find x")
+    assert (answer.role, answer.text, answer.status) == ("assistant", "Looking.", "complete")
     c1, c2 = fold.tool_call("c1"), fold.tool_call("c2")
     assert c1 is not None and (c1.tool_name, c1.value, c1.result) == ("lookup", {"q": "x"}, "42")
     assert c2 is not None and (c2.value, c2.error) == ("not json", "boom")
@@ -96,7 +96,7 @@ async def test_answer_continues_after_the_seeded_turns(env) -> None:
     assert [m.id for m in history] == [m.id for m in (await sessions.state(sid)).fold.branch(leaf)]
     fold = (await sessions.state(sid)).fold
     reply = fold.branch()[-1]
-    assert (reply.parent_id, reply.run_id, reply.text()) == (leaf, run_id, "done")
+    assert (reply.parent_id, reply.run_id, reply.text) == (leaf, run_id, "done")
     assert not [e for e in await stream_events(sessions, sid) if e["type"] == ev.USER_MESSAGE][1:]
     with pytest.raises(InvalidInput):
         await runtime.answer(sid, "msg_nope")

@@ -56,6 +56,8 @@ class Grammar:
         self.parts: dict[str, str] = {}
         #: The reasoning parts (whose part-end may carry a signature or redacted data).
         self.reasoning: set[str] = set()
+        #: Tool-call parts whose part-start had their whole arguments (no deltas follow).
+        self.arguments: dict[str, Any] = {}
         self.calls: dict[str, _Call] = {}
         self.ids: set[str] = set()
         self._expect: tuple[str, dict[str, Any]] | None = None
@@ -207,6 +209,10 @@ class Grammar:
                 self.problem(f"tool-call part {pid} without a new tool_call_id and a tool_name")
             else:
                 self.calls[call_id] = _Call(bool(e.get("needs_approval")))
+        if "arguments" in e:
+            if e.get("kind") != ev.TOOL_CALL:
+                self.problem(f"part-start of {pid} with arguments but not a tool call")
+            self.arguments[pid] = e["arguments"]
         self.parts[pid] = "open"
         if e.get("kind") == ev.REASONING:
             self.reasoning.add(pid)
@@ -218,6 +224,8 @@ class Grammar:
             self.problem(f"part-delta of {e.get('part_id')}, which is not open")
         if not isinstance(e.get("delta"), str) or not e["delta"]:
             self.problem("part-delta without a non-empty delta")
+        if e.get("part_id") in self.arguments:
+            self.problem(f"part-delta of {e.get('part_id')}, whose arguments came whole")
 
     def _part_end(self, e: Event) -> None:
         pid = e.get("part_id", "")
@@ -226,6 +234,8 @@ class Grammar:
         for key in ("signature", "redacted"):
             if key in e and (pid not in self.reasoning or not isinstance(e[key], str)):
                 self.problem(f"part-end of {pid} with a {key} but not a reasoning part's string")
+        if pid in self.arguments and e.get("value") != self.arguments[pid]:
+            self.problem(f"part-end of {pid} with other arguments than its part-start's")
         self.parts[pid] = "ended"
 
     def _message_end(self, e: Event) -> None:

@@ -222,7 +222,7 @@ def history_items(ctx: AgentContext) -> list[TResponseInputItem]:
         items.append({"role": "system", "content": ctx.system})
     for message in ctx.history:
         if message.role == "user":
-            items.append({"role": "user", "content": message.text()})
+            items.append({"role": "user", "content": message.text})
         else:
             for part in message.parts:
                 items.extend(_part_items(part))

@@ -108,7 +108,7 @@ def serve(app: App, name: str, agent: Agent[None, Any], *, model: str | None = N
     async def run(ctx: AgentContext) -> None:
         tools = _ToolEvents(ctx)
         result = await agent.run(
-            ctx.history[-1].text(),
+            ctx.history[-1].text,
             message_history=to_messages(ctx.history[:-1]),
             instructions=ctx.system,
             model=TetherModel(ctx.model(model), ctx),
@@ -458,7 +458,7 @@ def to_messages(history: list[Message]) -> list[ModelMessage]:
     out: list[ModelMessage] = []
     for msg in history:
         if msg.role == "user":
-            out.append(ModelRequest(parts=[UserPromptPart(msg.text())]))
+            out.append(ModelRequest(parts=[UserPromptPart(msg.text)]))
             continue
         step: list[TextPart | ToolCallPart] = []
         results: list[ToolReturnPart] = []

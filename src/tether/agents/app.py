@@ -11,6 +11,7 @@ makes tools (the app's, or MCP servers' ``server.tool``) that agent's defaults.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import overload
 
@@ -39,12 +40,19 @@ class App:
         between them): a run of it whose process went away ends
         ``interrupted`` instead of continuing from its journal.
         """
-        if not name or "/" in name:
+        if callable(name):
+            raise TypeError('an agent needs a name: write @app.agent("name") (with parentheses)')
+        if not isinstance(name, str) or not name or "/" in name:
             raise ValueError("an agent name is a non-empty word without '/'")
         if isinstance(tools, str) or not all(isinstance(t, str) and t for t in tools):
             raise ValueError("an agent's tools are a list of tool names")
 
         def register(fn: AgentFn) -> AgentFn:
+            if not _is_async(fn):
+                raise TypeError(
+                    f"agent {name!r}: {getattr(fn, '__name__', fn)!r} is a plain function; "
+                    "define it with `async def` (an agent awaits what it asks of ctx)"
+                )
             if name in self.agents:
                 raise ValueError(f"agent {name!r} is registered twice")
             self.agents[name] = fn
@@ -96,6 +104,14 @@ class App:
             return fn
 
         return register(fn) if fn is not None else register
+
+
+def _is_async(fn: object) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one (a plain
+    ``def`` would only fail when its first run awaits what it returns)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - the method itself, not callable()
+    )
 
 
 def load_app(spec: str) -> App:

@@ -28,13 +28,13 @@ def to_chat(system: str | None, history: list[Message]) -> list[ChatMessage]:
         out.append(ChatMessage("system", system))
     for msg in history:
         if msg.role == "user":
-            out.append(ChatMessage("user", msg.text(), attachments=chat_attachments(msg)))
+            out.append(ChatMessage("user", msg.text, attachments=chat_attachments(msg)))
             continue
         calls = [p for p in msg.parts if p.kind == ev.TOOL_CALL and p.tool_call_id]
         out.append(
             ChatMessage(
                 "assistant",
-                msg.text(),
+                msg.text,
                 [
                     ToolCall(p.tool_call_id or "", p.tool_name or "", json.dumps(p.value))
                     for p in calls

@@ -1,6 +1,6 @@
 """The Python SDK of tether.
 
->>> from tether.client import Tether
+>>> from tether import Tether
 >>> client = Tether()                      # $TETHER_URL, $TETHER_API_KEY
 >>> session = client.sessions.create(model="demo")
 >>> run = client.send(session.id, "/count 5 10")
@@ -28,6 +28,7 @@ from tether.client.errors import (
     SeqConflict,
     SequenceGap,
     ServerError,
+    SessionNotFound,
     StaleEpoch,
     StreamClosed,
     StreamTimeout,
@@ -114,6 +115,7 @@ __all__ = [
     "SequenceGap",
     "ServerError",
     "Session",
+    "SessionNotFound",
     "SessionSnapshot",
     "Sessions",
     "StaleEpoch",

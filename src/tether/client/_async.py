@@ -32,19 +32,20 @@ from tether.client._http import (
     resolve_base_url,
     retry_delay,
     seg,
+    session_error,
     worth_retrying,
 )
 from tether.client._reconnect import Reconnect
 from tether.client._runs import (
-    DEFAULT,
     Approve,
     ReadToken,
     content_json,
     tool_error_text,
     tool_verdict,
 )
+from tether.client._sentinel import DEFAULT
 from tether.client._sse import SSEDecoder, SSEEvent
-from tether.client.errors import Conflict, ServerError, TetherError
+from tether.client.errors import Conflict, NotFound, ServerError, SessionNotFound, TetherError
 from tether.client.events import Event, ToolApproval
 from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
 
@@ -115,17 +116,21 @@ class AsyncTether:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        session: str | None = None,
     ) -> httpx.Response:
+        """One call; ``session``: the session it is about, named by a 404 for it."""
         url = self.base_url + path
         try:
             resp = await self._http.request(method, url, json=json, params=params, auth=self._auth)
         except httpx.TransportError as err:
             raise connection_error(err, method, url) from err
         if resp.status_code >= 400:
-            raise api_error(resp)
+            raise session_error(api_error(resp), session)
         return resp
 
-    async def _mutate(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+    async def _mutate(
+        self, method: str, path: str, *, json: Any = None, session: str | None = None
+    ) -> httpx.Response:
         """A call that changes something: sent with a fresh Idempotency-Key, and sent
         again with the same key (at most ``max_retries`` times, after a backoff) when
         the connection fails or the answer is worth retrying (see ``worth_retrying``)."""
@@ -147,7 +152,7 @@ class AsyncTether:
                     return resp
                 error = api_error(resp)
                 if last or not worth_retrying(error):
-                    raise error
+                    raise session_error(error, session)
             await asleep(retry_delay(backoff, error))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -172,7 +177,10 @@ class AsyncTether:
     async def _tail_offset(self, session_id: str) -> str:
         """Where the session's stream ends now: a run started after this is all after it."""
         resp = await self._request(
-            "GET", f"/v1/stream/sessions/{seg(session_id)}", params={"offset": "now"}
+            "GET",
+            f"/v1/stream/sessions/{seg(session_id)}",
+            params={"offset": "now"},
+            session=session_id,
         )
         return resp.headers.get("stream-next-offset", "-1")
 
@@ -197,7 +205,9 @@ class AsyncTether:
         if tools is not None:
             body["tools"] = tools
         data = (
-            await self._mutate("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)
+            await self._mutate(
+                "POST", f"/v1/sessions/{seg(session_id)}/messages", json=body, session=session_id
+            )
         ).json()
         return AsyncRun(
             self, session_id, data["run_id"], message_id=data.get("message_id"),
@@ -214,6 +224,7 @@ class AsyncTether:
                 "PATCH",
                 f"/v1/sessions/{seg(session_id)}/messages/{seg(message_id)}",
                 json={"content": content_json(content)},
+                session=session_id,
             )
         ).json()
         return AsyncRun(
@@ -229,6 +240,7 @@ class AsyncTether:
                 "POST",
                 f"/v1/sessions/{seg(session_id)}/regenerate",
                 json={"message_id": message_id},
+                session=session_id,
             )
         ).json()
         return AsyncRun(
@@ -240,7 +252,9 @@ class AsyncTether:
         the ids of the runs cancelled."""
         body = {"run_id": run_id} if run_id is not None else {}
         data = (
-            await self._mutate("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)
+            await self._mutate(
+                "POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body, session=session_id
+            )
         ).json()
         return list(data.get("cancelled", []))
 
@@ -260,6 +274,7 @@ class AsyncTether:
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-results",
             json={"tool_call_id": tool_call_id, "output": output, "error": error},
+            session=session_id,
         )
 
     async def tool_approval(
@@ -270,11 +285,16 @@ class AsyncTether:
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
             json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
+            session=session_id,
         )
 
     async def read_token(self, session_id: str) -> ReadToken:
         """A short-lived token that lets ``?token=`` read one session (for browsers)."""
-        data = (await self._request("POST", f"/v1/sessions/{seg(session_id)}/read-token")).json()
+        data = (
+            await self._request(
+                "POST", f"/v1/sessions/{seg(session_id)}/read-token", session=session_id
+            )
+        ).json()
         return ReadToken(data["token"], data["expires_at"])
 
     async def models(self) -> list[str]:
@@ -331,7 +351,11 @@ class AsyncTether:
                 ) as resp:  # fmt: skip
                     if resp.status_code in (404, 410):
                         await resp.aread()
-                        for ev in f.gone():
+                        try:
+                            ended = f.gone()
+                        except NotFound:  # never there: name the id the caller gave
+                            raise SessionNotFound(session_id) from None
+                        for ev in ended:
                             yield ev
                         return
                     if resp.status_code >= 400:
@@ -452,7 +476,11 @@ class AsyncSessions:
             params["cursor"] = data["next_cursor"]
 
     async def get(self, session_id: str) -> SessionSnapshot:
-        data = (await self._client._request("GET", f"/v1/sessions/{seg(session_id)}")).json()
+        data = (
+            await self._client._request(
+                "GET", f"/v1/sessions/{seg(session_id)}", session=session_id
+            )
+        ).json()
         return SessionSnapshot.from_json(data)
 
     async def update(
@@ -466,18 +494,22 @@ class AsyncSessions:
         """Change what is given; ``tools`` replaces the session's (``[]``: none)."""
         body = {"title": title, "archived": archived, "tools": tools}
         data = (
-            await self._client._request("PATCH", f"/v1/sessions/{seg(session_id)}", json=body)
+            await self._client._request(
+                "PATCH", f"/v1/sessions/{seg(session_id)}", json=body, session=session_id
+            )
         ).json()
         return Session.from_json(data)
 
     async def archive(self, session_id: str) -> Session:
         data = (
-            await self._client._request("POST", f"/v1/sessions/{seg(session_id)}/archive")
+            await self._client._request(
+                "POST", f"/v1/sessions/{seg(session_id)}/archive", session=session_id
+            )
         ).json()
         return Session.from_json(data)
 
     async def delete(self, session_id: str) -> None:
-        await self._client._request("DELETE", f"/v1/sessions/{seg(session_id)}")
+        await self._client._request("DELETE", f"/v1/sessions/{seg(session_id)}", session=session_id)
 
 
 class AsyncRun:

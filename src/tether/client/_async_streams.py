@@ -30,8 +30,8 @@ from tether.client._http import (
     resolve_base_url,
 )
 from tether.client._reconnect import Reconnect
+from tether.client._sentinel import UNSET
 from tether.client._stream_wire import (
-    UNSET,
     AppendResult,
     Batch,
     CreateResult,

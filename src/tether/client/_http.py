@@ -10,7 +10,13 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
-from tether.client.errors import APIError, TetherConnectionError, error_for
+from tether.client.errors import (
+    APIError,
+    NotFound,
+    SessionNotFound,
+    TetherConnectionError,
+    error_for,
+)
 
 DEFAULT_URL = "http://127.0.0.1:4437"
 DEFAULT_TIMEOUT = 30.0
@@ -108,6 +114,24 @@ def api_error(response: httpx.Response, body: bytes | None = None) -> APIError:
         method=request.method,
         url=redact_url(str(request.url)),
     )
+
+
+#: How the server's 404s about a session itself begin (the session routes', and
+#: its event stream's for a key that cannot see it); other 404s (an attachment,
+#: a message) are about something in the session.
+_SESSION_MISSING = ("session not found", "stream not found: sessions/")
+
+
+def session_error(err: APIError, session_id: str | None) -> APIError:
+    """A 404 about the session ``session_id`` itself as :class:`SessionNotFound`,
+    which names the id the caller gave instead of a server route."""
+    if (
+        session_id is not None
+        and type(err) is NotFound
+        and err.message.startswith(_SESSION_MISSING)
+    ):
+        return SessionNotFound(session_id)
+    return err
 
 
 def connection_error(err: Exception, method: str, url: str) -> TetherConnectionError:

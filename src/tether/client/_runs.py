@@ -8,9 +8,6 @@ from typing import Any
 
 from tether.client.models import ToolCall
 
-#: "Use the client's default" for a timeout argument (None disables it).
-DEFAULT: Any = object()
-
 Verdict = bool | tuple[bool, str | None]
 #: How tool calls that need approval are answered.
 Approve = bool | Callable[[ToolCall], Any]

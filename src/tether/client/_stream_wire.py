@@ -17,10 +17,10 @@ from typing import Any, Literal
 
 import httpx
 
+from tether.client._sentinel import UNSET
 from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client.errors import StaleEpoch
 
-UNSET: Any = object()
 #: Takeovers an auto-claiming producer attempts for one append before giving up.
 MAX_CLAIMS = 3
 Live = Literal["sse", "long-poll"]

@@ -33,20 +33,21 @@ from tether.client._http import (
     resolve_base_url,
     retry_delay,
     seg,
+    session_error,
     worth_retrying,
 )
 from tether.client._reconnect import Reconnect
 from tether.client._runs import (
-    DEFAULT,
     Approve,
     ReadToken,
     content_json,
     tool_error_text,
     tool_verdict,
 )
+from tether.client._sentinel import DEFAULT
 from tether.client._sse import SSEDecoder, SSEEvent
 from tether.client._sync_streams import StreamClient
-from tether.client.errors import Conflict, ServerError, TetherError
+from tether.client.errors import Conflict, NotFound, ServerError, SessionNotFound, TetherError
 from tether.client.events import Event, ToolApproval
 from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
 
@@ -117,17 +118,21 @@ class Tether:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        session: str | None = None,
     ) -> httpx.Response:
+        """One call; ``session``: the session it is about, named by a 404 for it."""
         url = self.base_url + path
         try:
             resp = self._http.request(method, url, json=json, params=params, auth=self._auth)
         except httpx.TransportError as err:
             raise connection_error(err, method, url) from err
         if resp.status_code >= 400:
-            raise api_error(resp)
+            raise session_error(api_error(resp), session)
         return resp
 
-    def _mutate(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+    def _mutate(
+        self, method: str, path: str, *, json: Any = None, session: str | None = None
+    ) -> httpx.Response:
         """A call that changes something: sent with a fresh Idempotency-Key, and sent
         again with the same key (at most ``max_retries`` times, after a backoff) when
         the connection fails or the answer is worth retrying (see ``worth_retrying``)."""
@@ -147,7 +152,7 @@ class Tether:
                     return resp
                 error = api_error(resp)
                 if last or not worth_retrying(error):
-                    raise error
+                    raise session_error(error, session)
             sleep(retry_delay(backoff, error))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -172,7 +177,10 @@ class Tether:
     def _tail_offset(self, session_id: str) -> str:
         """Where the session's stream ends now: a run started after this is all after it."""
         resp = self._request(
-            "GET", f"/v1/stream/sessions/{seg(session_id)}", params={"offset": "now"}
+            "GET",
+            f"/v1/stream/sessions/{seg(session_id)}",
+            params={"offset": "now"},
+            session=session_id,
         )
         return resp.headers.get("stream-next-offset", "-1")
 
@@ -196,7 +204,11 @@ class Tether:
             body["parent_id"] = parent_id
         if tools is not None:
             body["tools"] = tools
-        data = (self._mutate("POST", f"/v1/sessions/{seg(session_id)}/messages", json=body)).json()
+        data = (
+            self._mutate(
+                "POST", f"/v1/sessions/{seg(session_id)}/messages", json=body, session=session_id
+            )
+        ).json()
         return Run(
             self, session_id, data["run_id"], message_id=data.get("message_id"),
             queued=bool(data.get("queued")), offset=offset,
@@ -210,6 +222,7 @@ class Tether:
                 "PATCH",
                 f"/v1/sessions/{seg(session_id)}/messages/{seg(message_id)}",
                 json={"content": content_json(content)},
+                session=session_id,
             )
         ).json()
         return Run(
@@ -225,6 +238,7 @@ class Tether:
                 "POST",
                 f"/v1/sessions/{seg(session_id)}/regenerate",
                 json={"message_id": message_id},
+                session=session_id,
             )
         ).json()
         return Run(self, session_id, data["run_id"], queued=bool(data.get("queued")), offset=offset)
@@ -233,7 +247,11 @@ class Tether:
         """Cancel a run (queued or active), or with no run id the active one; returns
         the ids of the runs cancelled."""
         body = {"run_id": run_id} if run_id is not None else {}
-        data = (self._mutate("POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body)).json()
+        data = (
+            self._mutate(
+                "POST", f"/v1/sessions/{seg(session_id)}/cancel", json=body, session=session_id
+            )
+        ).json()
         return list(data.get("cancelled", []))
 
     def server_tools(self) -> list[dict[str, Any]]:
@@ -252,6 +270,7 @@ class Tether:
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-results",
             json={"tool_call_id": tool_call_id, "output": output, "error": error},
+            session=session_id,
         )
 
     def tool_approval(
@@ -262,11 +281,14 @@ class Tether:
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
             json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
+            session=session_id,
         )
 
     def read_token(self, session_id: str) -> ReadToken:
         """A short-lived token that lets ``?token=`` read one session (for browsers)."""
-        data = (self._request("POST", f"/v1/sessions/{seg(session_id)}/read-token")).json()
+        data = (
+            self._request("POST", f"/v1/sessions/{seg(session_id)}/read-token", session=session_id)
+        ).json()
         return ReadToken(data["token"], data["expires_at"])
 
     def models(self) -> list[str]:
@@ -323,7 +345,11 @@ class Tether:
                 ) as resp:  # fmt: skip
                     if resp.status_code in (404, 410):
                         resp.read()
-                        for ev in f.gone():
+                        try:
+                            ended = f.gone()
+                        except NotFound:  # never there: name the id the caller gave
+                            raise SessionNotFound(session_id) from None
+                        for ev in ended:
                             yield ev
                         return
                     if resp.status_code >= 400:
@@ -444,7 +470,9 @@ class Sessions:
             params["cursor"] = data["next_cursor"]
 
     def get(self, session_id: str) -> SessionSnapshot:
-        data = (self._client._request("GET", f"/v1/sessions/{seg(session_id)}")).json()
+        data = (
+            self._client._request("GET", f"/v1/sessions/{seg(session_id)}", session=session_id)
+        ).json()
         return SessionSnapshot.from_json(data)
 
     def update(
@@ -457,15 +485,23 @@ class Sessions:
     ) -> Session:
         """Change what is given; ``tools`` replaces the session's (``[]``: none)."""
         body = {"title": title, "archived": archived, "tools": tools}
-        data = (self._client._request("PATCH", f"/v1/sessions/{seg(session_id)}", json=body)).json()
+        data = (
+            self._client._request(
+                "PATCH", f"/v1/sessions/{seg(session_id)}", json=body, session=session_id
+            )
+        ).json()
         return Session.from_json(data)
 
     def archive(self, session_id: str) -> Session:
-        data = (self._client._request("POST", f"/v1/sessions/{seg(session_id)}/archive")).json()
+        data = (
+            self._client._request(
+                "POST", f"/v1/sessions/{seg(session_id)}/archive", session=session_id
+            )
+        ).json()
         return Session.from_json(data)
 
     def delete(self, session_id: str) -> None:
-        self._client._request("DELETE", f"/v1/sessions/{seg(session_id)}")
+        self._client._request("DELETE", f"/v1/sessions/{seg(session_id)}", session=session_id)
 
 
 class Run:

@@ -84,6 +84,17 @@ class NotFound(APIError):
     """404: no such session, message, run or stream (or not visible to this key)."""
 
 
+class SessionNotFound(NotFound):
+    """404: no session of this id, or none this API key may see (the server does not say which)."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(404, "not_found", f"session {session_id!r} does not exist")
+        self.session_id = session_id
+
+    def __str__(self) -> str:
+        return f"session {self.session_id!r} does not exist (or this key cannot see it)"
+
+
 class Gone(NotFound):
     """410: the stream was deleted or expired."""
 

@@ -120,6 +120,9 @@ class PartStart(Event):
     tool_call_id: str | None = None
     tool_name: str | None = None
     needs_approval: bool | None = None
+    #: A tool call's arguments when they were whole before it opened (an agent's
+    #: ``ctx.tool_call``); None while a model streams them: its ``PartEnd.value`` has them.
+    arguments: Any = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -312,8 +312,14 @@ class RunContext:
 
     # -- tools ----------------------------------------------------------------
 
-    def _call_opened(self, call_id: str, name: str, approval: bool) -> tuple[str, list[ev.Event]]:
-        """A new tool-call part's id, and the events that open it (closing what is open)."""
+    def _call_opened(
+        self, call_id: str, name: str, approval: bool, arguments: Any = None
+    ) -> tuple[str, list[ev.Event]]:
+        """A new tool-call part's id, and the events that open it (closing what is open).
+
+        ``arguments``: the call's whole arguments when they are known before it
+        opens (a placed call), so that a client sees them with its name.
+        """
         part_id = self._part_id()
         self._tool_names[call_id] = name
         batch = self._close_open()
@@ -327,6 +333,7 @@ class RunContext:
                 tool_call_id=call_id,
                 tool_name=name,
                 needs_approval=approval or None,
+                arguments=arguments,
             )
         )
         return part_id, batch
@@ -372,10 +379,9 @@ class RunContext:
                     f"recorded as {entry.get('value')}; {RULE}"
                 )
             return call_id
-        part_id, batch = self._call_opened(call_id, name, approval)
-        batch.append(
-            ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value_of(arguments))
-        )
+        value = value_of(arguments)
+        part_id, batch = self._call_opened(call_id, name, approval, value)
+        batch.append(ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value))
         batch.append(self.journal.entry("call", key, name, self._parts))
         await self._record(batch)
         return call_id

@@ -82,7 +82,9 @@ class Message:
     #: parts included: a run that continues numbers its new parts after it.
     last_part: int = 0
 
+    @property
     def text(self) -> str:
+        """The message's text parts, joined (a property, as on the SDK's ``Message``)."""
         return "".join(p.text for p in self.parts if p.kind == ev.TEXT)
 
 

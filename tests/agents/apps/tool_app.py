@@ -47,7 +47,7 @@ def delete_file(path: str) -> str:
 @app.agent("mathy", tools=["add"])
 async def mathy(ctx: AgentContext) -> None:
     """Asks the model once with its tools, runs what it called, says the outcome."""
-    question = [{"role": "user", "content": ctx.history[-1].text()}]
+    question = [{"role": "user", "content": ctx.history[-1].text}]
     reply = await ctx.model("openai/gpt-4o-mini").respond(question, tools=ctx.tools)
     outcomes = await ctx.run_tools(reply.tool_calls)
     await ctx.text(" ".join(str(o.output) for o in outcomes))

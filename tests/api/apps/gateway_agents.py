@@ -12,5 +12,5 @@ app = tether.App()
 async def shout(ctx: AgentContext) -> None:
     """Answers the last message in capitals, word by word, after its reasoning."""
     await ctx.reasoning("Shouting it back.")
-    for word in ctx.history[-1].text().upper().split():
+    for word in ctx.history[-1].text.upper().split():
         await ctx.text(word + " ")

@@ -38,7 +38,7 @@ def _items(msg: Message) -> list[dict[str, Any]]:
         content = [_user_part(p) for p in msg.parts]
         return [_message(msg.id, "user", content)]
     out: list[dict[str, Any]] = []
-    if text := msg.text():
+    if text := msg.text:
         out.append(_message(msg.id, "assistant", [{"type": "output_text", "text": text,
                                                     "annotations": []}]))  # fmt: skip
     for part in msg.parts:
