@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +25,8 @@ except ImportError:  # the browser fixture skips (or, in CI, fails) and says why
 
 #: Longer than a poll of the list (5 s), however loaded the machine.
 POLLED_MS = 20_000
+#: Shorter than a poll: what another tab of this browser changed shows sooner.
+BROADCAST_MS = 4000
 
 
 def api_session(server: TetherServer, text: str, **body: Any) -> str:
@@ -83,13 +86,14 @@ def test_titles_come_from_the_first_message_and_the_list_follows_activity_live(
     # before the next poll could.
     send(page, "Made in the first tab")
     made = session_id(page)
-    expect(item(other, made).locator(".s-title")).to_have_text("Made in the first tab", timeout=3000)
+    title = item(other, made).locator(".s-title")
+    expect(title).to_have_text("Made in the first tab", timeout=BROADCAST_MS)
     menu(page, made, "s-rename")
     page.locator(".s-rename-input").fill("Renamed here")
     page.locator(".s-rename-input").press("Enter")
     expect(item(page, made).locator(".s-title")).to_have_text("Renamed here")
     expect(page.locator("#session-title")).to_have_text("Renamed here")
-    expect(item(other, made).locator(".s-title")).to_have_text("Renamed here", timeout=3000)
+    expect(title).to_have_text("Renamed here", timeout=BROADCAST_MS)
     r = httpx.get(f"{server.base_url}/v1/sessions/{made}", timeout=10)
     assert r.json()["title"] == "Renamed here"
 
@@ -115,7 +119,7 @@ def test_search_delete_and_export(page: Any, server: TetherServer) -> None:
     expect(last_assistant(page)).to_have_attribute("data-status", "complete")
     with page.expect_download() as download:
         menu(page, kept, "s-export-json")
-    doc = json.loads(open(download.value.path()).read())
+    doc = json.loads(Path(download.value.path()).read_text())
     assert doc["session"]["id"] == kept and doc["session"]["title"] == "Gardening notes"
     types = [e["event"]["type"] for e in doc["events"]]
     assert types[0] == "user-message" and "run-end" in types
@@ -124,7 +128,7 @@ def test_search_delete_and_export(page: Any, server: TetherServer) -> None:
     with page.expect_download() as download:
         menu(page, kept, "s-export-md")
     assert download.value.suggested_filename == "Gardening-notes.md"
-    text = open(download.value.path()).read()
+    text = Path(download.value.path()).read_text()
     assert text.startswith("# Gardening notes\n")
     assert "## You\n\nGardening notes\n" in text
     assert "## Assistant\n\nYou said: Gardening notes" in text
