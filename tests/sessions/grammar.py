@@ -343,6 +343,10 @@ class Grammar:
         for item in queue:
             self._queue_item(item)
 
+    def _active_branch(self, e: Event) -> None:
+        if e.get("message_id") not in self.messages:
+            self.problem(f"active-branch ends at an unknown message {e.get('message_id')!r}")
+
     def _queue_item(self, item: dict[str, Any]) -> None:
         run_id = item.get("run_id", "")
         run = self.runs.get(run_id)

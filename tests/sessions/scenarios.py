@@ -232,6 +232,17 @@ def _regenerate(client: httpx.Client) -> Recording:
     return d.record("regenerate", "An answer regenerated: a second answer beside the first.")
 
 
+def _branch(client: httpx.Client) -> Recording:
+    d = Driver(client)
+    first = d.send("first version")
+    first_answer = d.settle()["messages"][-1]["id"]
+    d.edit(first["message_id"], "second version")
+    d.settle()
+    r = client.patch(f"/v1/sessions/{d.id}", json={"active_branch": first_answer})
+    assert r.status_code == 200, r.text
+    return d.record("branch", "An edit, then the first branch chosen again: the snapshot shows it.")
+
+
 def _context_trim(client: httpx.Client) -> Recording:
     d = Driver(client, agent="brief")
     d.send("/count 3 1")
@@ -299,6 +310,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _edit,
     _context_trim,
     _regenerate,
+    _branch,
     _queue,
     _attachments,
 )

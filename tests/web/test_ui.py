@@ -285,6 +285,7 @@ def test_sessions_are_listed_selected_and_archived(page: Any, server: TetherServ
 
     item = page.locator(f".session-item[data-session-id={second}]")
     item.hover()
+    item.locator(".s-menu-button").click()
     item.locator(".s-archive").click()
     expect(item).to_have_count(0)
     page.locator("#show-archived").check()
@@ -311,7 +312,8 @@ def test_the_indicator_shows_a_resume_after_the_server_restarts(page: Any, tmp_p
     srv = serve(1)
     try:
         expect(page.locator("#conn")).to_have_attribute("data-state", "resumed", timeout=20_000)
-        expect(page.locator("#conn")).to_contain_text(f"resumed from offset {offset}")
+        expect(page.locator("#conn")).to_have_text("reconnected")
+        expect(page.locator("#inspector-conn")).to_contain_text(f"resumed from offset {offset}")
         expect(page.locator("#event-list li.marker").last).to_contain_text(
             f"resumed from offset {offset}"
         )

@@ -108,7 +108,9 @@ def test_an_approval_that_waited_through_a_server_crash_is_answered_and_the_run_
             there = other.new_page()
             there_call = open_session(there, server.base_url, sid)
             expect_approval_asked(there, there_call)
-            # The whole log in the inspector: the run's story, without its journal.
+            # The whole log in the inspector (closed until opened): the run's story,
+            # without its journal.
+            there.locator("#toggle-inspector").click()
             there.locator("#load-history").click()
             history = there.locator("#event-list li.marker", has_text="history: all")
             expect(history).to_have_count(1)

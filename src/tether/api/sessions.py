@@ -22,7 +22,13 @@ from tether.api.relay import EventStreamResponse, Follow
 from tether.observability import metrics
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions.attachments import BadAttachment, attachment_part
-from tether.sessions.service import SessionNotFound, SessionService, stream_name
+from tether.sessions.service import (
+    DEFAULT_TITLE,
+    SessionNotFound,
+    SessionService,
+    stream_name,
+    title_from,
+)
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
@@ -74,6 +80,9 @@ class UpdateSession(StrictBody):
     archived: bool | None = None
     #: Replaces the session's tools (``[]`` removes them); runs from now on use them.
     tools: Tools | None = None
+    #: A message id: the branch that ends there becomes the session's current one,
+    #: for every reader (an ``active-branch`` event in its log).
+    active_branch: str | None = Field(default=None, max_length=200)
 
 
 class SendMessage(StrictBody):
@@ -290,6 +299,10 @@ class SessionRoutes:
         _writer(who)
         await self._owned(session_id, who)
         tools = self.tools.check(body.tools) if body.tools is not None else None
+        if body.active_branch is not None and not await self.sessions.select_branch(
+            session_id, body.active_branch
+        ):
+            raise InvalidInput(f"active_branch: this session has no message {body.active_branch}")
         record = await self.sessions.record(session_id)
         if tools is not None:
             record.tools = tools
@@ -321,12 +334,20 @@ class SessionRoutes:
         await self._owned(session_id, who)
         tools = self.tools.check(body.tools) if body.tools is not None else None
         parts, written = await self.attachments.admit(session_id, _parts(body.content))
+        # A session created without a title is named after its first text message,
+        # before the run starts (whose notes on the record then carry the title).
+        record = await self.sessions.record(session_id)
+        title = title_from(parts) if record.title == DEFAULT_TITLE else None
+        if title is not None:
+            await self.sessions.set_title(record, title)
         try:
             message_id, run_id, queued = await self.runtime.send(
                 session_id, parts, parent_id=body.parent_id, interrupt=body.interrupt, tools=tools
             )
         except BaseException:
             await self.attachments.drop(written)
+            if title is not None:
+                await self.sessions.set_title(record, DEFAULT_TITLE)
             raise
         return {"message_id": message_id, "run_id": run_id, "queued": queued}
 

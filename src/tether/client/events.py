@@ -253,6 +253,13 @@ class QueueUpdate(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ActiveBranch(Event):
+    TYPE: ClassVar[str] = "active-branch"
+    #: The message the session's current branch now ends at (a client chose it).
+    message_id: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UnknownEvent(Event):
     """An event type this client does not know; its fields are in ``raw``."""
 
@@ -281,6 +288,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Journal,
         Status,
         QueueUpdate,
+        ActiveBranch,
     )
 }
 

@@ -53,6 +53,10 @@ RUN_RESUME: Final = "run-resume"
 # Session state.
 STATUS: Final = "status"
 QUEUE_UPDATE: Final = "queue-update"
+#: A client chose the branch that ends at {message_id} as the session's current
+#: branch (PATCH /v1/sessions/{id} with active_branch): every reader shows it,
+#: and a message sent without a parent continues it.
+ACTIVE_BRANCH: Final = "active-branch"
 
 INPUTS: Final = frozenset({USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL, SUBMIT})
 OUTPUTS: Final = frozenset(
@@ -72,7 +76,7 @@ OUTPUTS: Final = frozenset(
         RUN_RESUME,
     }
 )
-STATE: Final = frozenset({STATUS, QUEUE_UPDATE})
+STATE: Final = frozenset({STATUS, QUEUE_UPDATE, ACTIVE_BRANCH})
 
 # Part kinds.
 TEXT: Final = "text"

@@ -5,7 +5,8 @@ thousands of deltas, then follows the live events from that offset: applying
 those to the snapshot's fold gives what a reader who saw everything has, with
 nothing twice. Messages form a tree: editing a user message or regenerating an
 answer adds a sibling, and the current branch is the path from the root to the
-newest message placed (its ``leaf``).
+newest message placed (its ``leaf``), or to the message an ``active-branch``
+event chose since.
 """
 
 from __future__ import annotations
@@ -281,6 +282,10 @@ class SessionFold:
     def _queue_update(self, e: Event) -> None:
         self.queue = list(e.get("queue", []))
 
+    def _active_branch(self, e: Event) -> None:
+        if e.get("message_id") in self.messages:  # the API only writes ids it knows
+            self.leaf = e["message_id"]
+
     def _submit(self, e: Event) -> None:
         run_id = e["run_id"]
         if run_id not in self.runs:
@@ -400,6 +405,7 @@ _HANDLERS = {
     ev.TOOL_APPROVAL: SessionFold._tool_approval,
     ev.STATUS: SessionFold._status,
     ev.QUEUE_UPDATE: SessionFold._queue_update,
+    ev.ACTIVE_BRANCH: SessionFold._active_branch,
     ev.SUBMIT: SessionFold._submit,
     ev.CANCEL: SessionFold._cancel,
 }

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from tether.sessions.events import IDLE, Event, new_id
+from tether.sessions.events import ACTIVE_BRANCH, IDLE, Event, event, new_id
 from tether.sessions.fold import SessionFold
 from tether.store.base import AppendRequest, CreateRequest, ReadResult, Store
 from tether.store.errors import StreamNotFound
@@ -46,6 +46,10 @@ META = "tether"
 #: Set once every stored session is filed in the listing indexes of this version
 #: (the second added the lists without gateway sessions).
 INDEXED = "sessions-indexed-2"
+#: The title of a session created without one, until its first text message names it.
+DEFAULT_TITLE = "New session"
+#: The longest title taken from a message.
+MAX_AUTO_TITLE = 80
 #: Order keys run from this down, so that the latest update sorts first.
 _LATEST = 10**16
 
@@ -66,6 +70,17 @@ _LISTINGS = [{"everything": e, "gateway": g} for e in (True, False) for g in (Tr
 
 def _order_key(record: SessionRecord) -> str:
     return f"{_LATEST - int(record.updated_at * 1_000_000):016d}:{record.id}"
+
+
+def title_from(parts: list[dict[str, Any]]) -> str | None:
+    """A title from a message's parts: the first line of its text, shortened (None: no text)."""
+    for part in parts:
+        if part.get("type") == "text":
+            for line in str(part.get("text", "")).splitlines():
+                if line.strip():
+                    line = " ".join(line.split())
+                    return line if len(line) <= MAX_AUTO_TITLE else line[: MAX_AUTO_TITLE - 1] + "…"
+    return None
 
 
 class QuotaExceeded(Exception):
@@ -147,7 +162,7 @@ class SessionService:
         record = SessionRecord(
             id=new_id("ses"),
             owner=owner,
-            title=title or "New session",
+            title=title or DEFAULT_TITLE,
             model=model,
             agent=agent,
             system=system,
@@ -206,6 +221,12 @@ class SessionService:
     async def save(self, record: SessionRecord) -> None:
         record.updated_at = time.time()
         await self._write(record, index=True)
+
+    async def set_title(self, record: SessionRecord, title: str) -> None:
+        """Store ``record`` with ``title``, leaving its place in the listings (and
+        ``updated_at``) as they are: naming a session is not activity in it."""
+        record.title = title
+        await self._write(record, index=False)
 
     async def note_run(
         self,
@@ -322,6 +343,16 @@ class SessionService:
             AppendRequest([encode(e) for e in events], JSON, lease=lease),
         )
         return result.tail
+
+    async def select_branch(self, session_id: str, message_id: str) -> bool:
+        """Make the branch ending at ``message_id`` the session's current one, for every
+        reader (an ``active-branch`` event); False if the session has no such message."""
+        state = await self.state(session_id)
+        if message_id not in state.fold.messages:
+            return False
+        if state.fold.leaf != message_id:
+            await self.append(session_id, [event(ACTIVE_BRANCH, message_id=message_id)])
+        return True
 
     # -- stream access: what the fronts read ---------------------------------------
 

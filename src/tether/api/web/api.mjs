@@ -1,5 +1,7 @@
 // The HTTP API client: JSON requests with the key saved in this browser, errors as ApiError.
 
+import { formatOffset, offsetPos } from "./format.mjs";
+
 export const KEY_STORE = "tether.key";
 export const DEFAULT_TITLE = "New session";
 
@@ -57,6 +59,32 @@ export async function api(method, path, body) {
   return data;
 }
 
-export const titleFrom = (text) => text.split("\n")[0].trim().slice(0, 60) || DEFAULT_TITLE;
+/** A title from a message, as the server makes one (sessions/service.py: title_from). */
+export function titleFrom(text) {
+  const line = text.split("\n").map((l) => l.split(/\s+/).filter(Boolean).join(" ")).find(Boolean);
+  if (!line) return DEFAULT_TITLE;
+  return line.length <= 80 ? line : line.slice(0, 79) + "…";
+}
 
 export const sessionPath = (id, rest = "") => `/v1/sessions/${encodeURIComponent(id)}${rest}`;
+
+/**
+ * A session's whole log, by plain catch-up reads of its stream from `offset`:
+ * `{events: [[offset after it, event], ...], offset}` (the offset to go live from).
+ * The server's bookkeeping (`skip`) is left out.
+ */
+export async function readLog(id, skip, offset = "-1") {
+  const events = [];
+  for (;;) {
+    const url = `/v1/stream/sessions/${encodeURIComponent(id)}?offset=${encodeURIComponent(offset)}`;
+    const res = await fetch(url, { headers: authHeaders(), cache: "no-store" });
+    if (!res.ok) throw new ApiError(res.status, "history", `could not read the history (${res.status})`);
+    const batch = await res.json();
+    const start = offsetPos(offset);
+    batch.forEach((e, i) => {
+      if (!skip.has(e.type)) events.push([formatOffset(start + i + 1), e]);
+    });
+    offset = res.headers.get("Stream-Next-Offset") || formatOffset(start + batch.length);
+    if (res.headers.get("Stream-Up-To-Date") === "true" || !batch.length) return { events, offset };
+  }
+}

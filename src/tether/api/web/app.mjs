@@ -6,11 +6,13 @@
 
 import { apiKey, KEY_STORE, onUnauthorized } from "./api.mjs";
 import { wireComposer } from "./composer.mjs";
+import { wireCodeCopy } from "./copy.mjs";
 import { $ } from "./dom.mjs";
 import { wireInspector } from "./inspector.mjs";
-import "./render.mjs";
+import { wireJump } from "./render.mjs";
 import { loadModels, refreshSessions, select, sessionFromHash, wireSessionList } from "./sessions.mjs";
 import { state } from "./state.mjs";
+import { wireTheme } from "./theme.mjs";
 
 /** Show the key panel: the server answered 401. */
 function needKey(message) {
@@ -44,11 +46,14 @@ function wireAuth() {
 }
 
 function init() {
+  wireTheme();
   onUnauthorized(needKey);
   wireComposer();
   wireSessionList();
   wireInspector();
   wireAuth();
+  wireJump();
+  wireCodeCopy();
   window.addEventListener("online", () => {
     const s = state.current;
     if (s && s.ready && !s.es && !s.loadingFull) s.connect();

@@ -48,7 +48,8 @@ export function wireComposer() {
       const parts = await Promise.all(attached.map((a) => a.part));
       let s = state.current;
       if (!s) {
-        await createSession(titleFrom(text || attached[0].file.name));
+        // The server names the chat after the message's text; a file alone names it here.
+        await createSession(text.trim() ? null : titleFrom(attached[0].file.name));
         s = state.current;
       }
       await s.send(text, parts);

@@ -8,7 +8,7 @@ export class Fold {
     this.gen = ++Fold.count; // views drawn from another fold are redrawn
     this.messages = new Map();
     this.children = new Map(); // parent id ("" for roots) -> child ids, oldest first
-    this.leaf = null; // the newest message placed: the end of the current branch
+    this.leaf = null; // the newest message placed (or chosen): the end of the current branch
     this.activeRun = null;
     this.queue = [];
     this.status = "idle";
@@ -261,6 +261,12 @@ Fold.handlers = {
   },
   "queue-update"(e) {
     this.queue = e.queue || [];
+  },
+  // A client chose the branch ending at message_id. The server writes only ids in the log,
+  // but a fold seeded from a snapshot may not know that branch yet: the page then reads
+  // the whole log (render.mjs: a broken branch).
+  "active-branch"(e) {
+    if (e.message_id) this.leaf = e.message_id;
   },
 };
 

@@ -92,11 +92,15 @@ function brief(ev) {
 
 // ---------------------------------------------------------------------------
 
-/** The inspector's controls: open and close it, hide deltas, clear, load the full history. */
+const INSPECTOR_STORE = "tether.inspector";
+
+/** The inspector's controls: open and close it (closed until opened; this browser
+ * remembers which), hide deltas, clear, load the full history. */
 export function wireInspector() {
   const showInspector = (open) => {
     $("app").classList.toggle("inspector-open", open);
     $("toggle-inspector").setAttribute("aria-pressed", String(open));
+    localStorage.setItem(INSPECTOR_STORE, open ? "open" : "closed");
   };
   $("toggle-inspector").addEventListener("click", () =>
     showInspector(!$("app").classList.contains("inspector-open")),
@@ -114,5 +118,5 @@ export function wireInspector() {
     if (open) open.remove();
     else row.append(el("pre", { class: "json", text: JSON.stringify(row._event, null, 2) }));
   });
-  if (window.matchMedia("(max-width: 900px)").matches) showInspector(false);
+  showInspector(localStorage.getItem(INSPECTOR_STORE) === "open");
 }

@@ -2,6 +2,7 @@
 // are produced, and links only to http(s), mailto or same-origin paths.
 
 import { esc } from "./format.mjs";
+import { highlight } from "./highlight.mjs";
 
 function safeUrl(url) {
   const u = url.trim();
@@ -69,7 +70,7 @@ export function markdown(src) {
       while (i < lines.length && !lines[i].trim().startsWith(fence)) body.push(lines[i++]);
       i++;
       const label = lang ? `<span class="lang">${esc(lang)}</span>` : "";
-      out.push(`<pre class="code">${label}<code>${esc(body.join("\n"))}</code></pre>`);
+      out.push(`<pre class="code">${label}<code>${highlight(body.join("\n"), lang)}</code></pre>`);
     } else if ((m = line.match(HEADING_RE))) {
       const n = m[1].length;
       out.push(`<h${n}>${inline(m[2])}</h${n}>`);

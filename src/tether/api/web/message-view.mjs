@@ -3,6 +3,7 @@
 // (edit, regenerate, usage). Each view redraws only when its message's `rev` changed.
 
 import { api, authHeaders, sessionPath } from "./api.mjs";
+import { addCodeCopyButtons, copyText } from "./copy.mjs";
 import { act, el } from "./dom.mjs";
 import { esc, pretty } from "./format.mjs";
 import { markdown } from "./markdown.mjs";
@@ -66,6 +67,12 @@ function renderFoot(s, msg, v) {
     const err = s.fold.errors.get(msg.run_id) || s.fold.lastError;
     if (err) items.push(el("span", { class: "error-text", text: err.message || err.code }));
   }
+  const text = messageText(msg);
+  if (text && !v.editing && msg.status !== "streaming") {
+    const copy = el("button", { class: "ghost small action-copy", type: "button", text: "Copy",
+      onclick: () => copyText(messageText(msg), copy) });
+    items.push(copy);
+  }
   if (msg.role === "user" && !v.editing) {
     items.push(el("button", { class: "ghost small action-edit", type: "button", text: "Edit",
       onclick: () => startEdit(s, msg, v) }));
@@ -81,9 +88,14 @@ function renderFoot(s, msg, v) {
   v.foot.replaceChildren(...items);
 }
 
+/** What a message says: its text parts (what Copy copies, what an edit starts from). */
+function messageText(msg) {
+  return msg.parts.filter((p) => p.kind === "text").map((p) => p.text).join("");
+}
+
 function startEdit(s, msg, v) {
   v.editing = true;
-  const text = msg.parts.filter((p) => p.kind === "text").map((p) => p.text).join("");
+  const text = messageText(msg);
   const area = el("textarea", { class: "edit-input", rows: 3, "aria-label": "Edit message" });
   area.value = text;
   const done = () => {
@@ -164,6 +176,7 @@ function renderPart(s, msg, part, pv) {
   if (part.kind === "text") {
     node.classList.add("markdown");
     node.innerHTML = msg.role === "user" ? `<p>${esc(part.text).replace(/\n/g, "<br>")}</p>` : markdown(part.text);
+    addCodeCopyButtons(node);
   } else if (part.kind === "reasoning") {
     if (!pv.details) {
       pv.body = el("div", { class: "markdown" });
@@ -172,6 +185,7 @@ function renderPart(s, msg, part, pv) {
     }
     pv.details.querySelector("summary").textContent = part.done ? "Reasoning" : "Reasoning…";
     pv.body.innerHTML = markdown(part.text);
+    addCodeCopyButtons(pv.body);
   } else if (part.kind === "tool-call") {
     node.dataset.toolCallId = part.tool_call_id || "";
     renderToolCall(s, msg, part, pv);

@@ -21,8 +21,10 @@ export function renderHeader() {
   const record = s && s.record;
   $("session-title").textContent = record ? record.title : s ? "Loading…" : "No chat selected";
   $("session-meta").textContent = record
-    ? `${record.agent ? "agent " + record.agent : record.model || "demo"} · ${record.id}`
+    ? `${record.agent ? "agent " + record.agent : record.model || "demo"}${record.system ? " · system prompt" : ""}`
     : "";
+  $("session-meta").title = record && record.system ? record.system : "";
+  $("inspector-session").textContent = record ? `session ${record.id}` : s ? `session ${s.id}` : "";
   const badge = $("run-status");
   const status = s && s.ready ? s.fold.status : "idle";
   badge.hidden = status === "idle";
@@ -66,6 +68,7 @@ function renderMessages() {
   }
   for (const [id, v] of views) if (!keep.has(v.el)) views.delete(id);
   if (stick) box.scrollTop = box.scrollHeight;
+  showJump();
 
   const notice = $("notice");
   const run = s && s.ready && s.fold.activeRun;
@@ -107,6 +110,21 @@ function renderComposer() {
   const running = !!(s && s.ready && s.fold.activeRun);
   $("stop").hidden = !running;
   $("send").textContent = running ? "Queue" : "Send";
+}
+
+/** "Jump to latest": shown while the messages are scrolled up from their end. */
+function showJump() {
+  const box = $("messages");
+  $("jump-latest").hidden = box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+}
+
+export function wireJump() {
+  $("messages").addEventListener("scroll", showJump, { passive: true });
+  $("jump-latest").addEventListener("click", () => {
+    const box = $("messages");
+    box.scrollTop = box.scrollHeight;
+    showJump();
+  });
 }
 
 drawWith(render);

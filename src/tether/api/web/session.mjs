@@ -6,17 +6,18 @@
 // the stream offset after it, so the browser's EventSource resumes by itself
 // (Last-Event-ID) and nothing is applied twice.
 
-import { api, ApiError, apiKey, authHeaders, DEFAULT_TITLE, sessionPath, titleFrom } from "./api.mjs";
+import { api, apiKey, DEFAULT_TITLE, readLog, sessionPath, titleFrom } from "./api.mjs";
 import { toast } from "./dom.mjs";
 import { Fold, INTERNAL_EVENTS } from "./fold.mjs";
-import { formatOffset, offsetPos } from "./format.mjs";
+import { offsetPos } from "./format.mjs";
 import { inspector } from "./inspector.mjs";
 import { renderHeader } from "./render.mjs";
 import { render, scheduleRender } from "./schedule.mjs";
 import { conn } from "./state.mjs";
 
 export class Session {
-  /** `listChanged()` is called when the session list may have changed (a run ended, a retitle). */
+  /** `listChanged(mine)` is called when the session list may have changed (a run ended, a
+   * message sent: `mine`, this tab did it). */
   constructor(id, listChanged) {
     this.id = id;
     this.listChanged = listChanged;
@@ -93,7 +94,7 @@ export class Session {
     }
     const es = new EventSource(url);
     this.es = es;
-    if (this.opened) conn.set("reconnecting", `reconnecting from offset ${offsetPos(this.offset)}…`);
+    if (this.opened) this.reconnecting();
     else conn.set("connecting", "connecting…");
     es.onopen = () => {
       if (this.es !== es) return;
@@ -101,9 +102,10 @@ export class Session {
       const pos = offsetPos(this.offset);
       if (!this.opened) {
         this.opened = true;
-        conn.set("connected", `live from offset ${pos}`);
+        conn.set("connected", "live", `live from offset ${pos}`);
+        inspector.marker(`stream live from offset ${pos}`);
       } else {
-        conn.set("resumed", `resumed from offset ${pos}`);
+        conn.set("resumed", "reconnected", `resumed from offset ${pos}`);
         inspector.marker(`stream resumed from offset ${pos}`);
       }
     };
@@ -125,14 +127,18 @@ export class Session {
           },
         );
       }
-      conn.set("reconnecting", `reconnecting from offset ${offsetPos(this.offset)}…`);
+      this.reconnecting();
     };
+  }
+
+  reconnecting() {
+    conn.set("reconnecting", "reconnecting…", `reconnecting from offset ${offsetPos(this.offset)}…`);
   }
 
   scheduleReconnect() {
     if (this.closed) return;
     this.backoff = Math.min(this.backoff ? this.backoff * 2 : 500, 8000);
-    conn.set("reconnecting", `reconnecting from offset ${offsetPos(this.offset)}…`);
+    this.reconnecting();
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), this.backoff);
   }
@@ -161,20 +167,7 @@ export class Session {
     if (this.loadingFull) return this.loadingFull;
     this.loadingFull = (async () => {
       this.closeStream();
-      const events = [];
-      let offset = "-1";
-      for (;;) {
-        const url = `/v1/stream/sessions/${encodeURIComponent(this.id)}?offset=${encodeURIComponent(offset)}`;
-        const res = await fetch(url, { headers: authHeaders(), cache: "no-store" });
-        if (!res.ok) throw new ApiError(res.status, "history", `could not read the history (${res.status})`);
-        const batch = await res.json();
-        const start = offsetPos(offset);
-        batch.forEach((e, i) => {
-          if (!INTERNAL_EVENTS.has(e.type)) events.push([formatOffset(start + i + 1), e]);
-        });
-        offset = res.headers.get("Stream-Next-Offset") || formatOffset(start + batch.length);
-        if (res.headers.get("Stream-Up-To-Date") === "true" || !batch.length) break;
-      }
+      const { events, offset } = await readLog(this.id, INTERNAL_EVENTS);
       if (this.closed) return;
       const fold = new Fold();
       for (const [, e] of events) fold.apply(e);
@@ -206,12 +199,12 @@ export class Session {
     if (attachments.length) body.content = [...attachments, ...(text.trim() ? [{ type: "text", text }] : [])];
     if (this.viewLeaf && this.viewLeaf !== this.fold.leaf) body.parent_id = this.viewLeaf;
     await api("POST", sessionPath(this.id, "/messages"), body);
-    if (this.record && this.record.title === DEFAULT_TITLE) {
-      const title = titleFrom(text);
-      this.record.title = title;
+    // The server names an untitled session after its first message: show it at once.
+    if (this.record && this.record.title === DEFAULT_TITLE && text.trim()) {
+      this.record.title = titleFrom(text);
       renderHeader();
-      api("PATCH", sessionPath(this.id), { title }).then(() => this.listChanged(), () => {});
     }
+    this.listChanged(true);
   }
 
   async switchBranch(messageId, step) {
@@ -224,5 +217,10 @@ export class Session {
     if (!this.fold.messages.has(target)) return;
     this.viewLeaf = this.fold.descend(target);
     render();
+    // The session's current branch, on the server: a reload and the other tabs show it too.
+    const leaf = this.viewLeaf;
+    api("PATCH", sessionPath(this.id), { active_branch: leaf }).catch((err) => {
+      if (err.status !== 401) toast(err.message);
+    });
   }
 }

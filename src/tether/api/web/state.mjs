@@ -9,12 +9,13 @@ export const state = {
   authNeeded: false,
 };
 
-/** The event stream indicator in the header. */
+/** The event stream indicator in the header, in words; its offsets go to the inspector. */
 export const conn = {
-  set(kind, text) {
+  set(kind, text, detail = "") {
     const node = $("conn");
     node.dataset.state = kind;
     $("conn-text").textContent = text;
     node.title = `event stream: ${text}`;
+    $("inspector-conn").textContent = `stream: ${detail || text}`;
   },
 };
