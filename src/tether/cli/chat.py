@@ -45,9 +45,15 @@ class Chat:
     """One terminal's conversation: the prompt, the answers, the commands."""
 
     def __init__(
-        self, client: Tether, screen: Screen, settings: Settings, server_tools: frozenset[str]
+        self,
+        client: Tether,
+        screen: Screen,
+        settings: Settings,
+        server_tools: frozenset[str],
+        api_key: str | None = None,
     ) -> None:
         self.client = client
+        self.api_key = api_key
         self.screen = screen
         self.settings = settings
         #: Tools the server runs itself: nobody here is asked for their results.
@@ -89,12 +95,17 @@ class Chat:
 
     def _banner(self) -> None:
         s = self.settings
-        what = f"agent {s.agent}" if s.agent else f"model {s.model or 'default'}"
+        what = f"model {s.model}" if s.model else "the default model"
+        if s.agent:
+            what = f"agent {s.agent}"
         system = " · system prompt set" if s.system else ""
         self.note(f"session {self.session_id} · {what}{system} · /help for commands, Ctrl-D quits")
 
     def note(self, text: str) -> None:
         self.screen.note(text)
+
+    def _explain(self, err: TetherError) -> str:
+        return explain(err, self.client.base_url, self.api_key)
 
     def show_models(self) -> None:
         self.note(f"this session: {self.settings.model or self.settings.agent or 'default'}")
@@ -119,7 +130,7 @@ class Chat:
                 return
             except TetherError as err:
                 self.screen.end()
-                self.screen.line(explain(err, self.client.base_url, None))
+                self.screen.line(self._explain(err))
 
     def _read(self) -> str:
         """A message; a line ending with a backslash goes on on the next line."""
@@ -151,7 +162,7 @@ class Chat:
             try:
                 run.cancel()
             except TetherError as err:
-                self.screen.line(f"could not cancel: {explain(err, self.client.base_url, None)}")
+                self.screen.line("could not cancel: " + self._explain(err))
                 return
             for event in run.stream():  # to its run-end, which says "cancelled"
                 self.screen.event(event)
@@ -159,10 +170,16 @@ class Chat:
             self.screen.end()
 
 
-def _open_chat(client: Tether, screen: Screen, settings: Settings, session_id: str | None) -> Chat:
+def _open_chat(
+    client: Tether,
+    screen: Screen,
+    settings: Settings,
+    session_id: str | None,
+    api_key: str | None,
+) -> Chat:
     """The chat, in a new session or joined to ``session_id`` (refused at once if unknown)."""
     server_tools = frozenset(t["name"] for t in client.server_tools())
-    chat = Chat(client, screen, settings, server_tools)
+    chat = Chat(client, screen, settings, server_tools, api_key)
     if session_id is None:
         chat.new_session()
         return chat
@@ -207,13 +224,14 @@ def chat(
     """
     screen = open_screen()
     if sys.stdin.isatty():
-        import readline  # noqa: F401  (line editing and history for input())
+        with contextlib.suppress(ImportError):  # line editing and history for input()
+            import readline  # noqa: F401
     try:
         with open_client(
             url, api_key, first_event_timeout=None, idle_timeout=None,
             reconnect_timeout=RECONNECT_FOR,
         ) as (client, watch):  # fmt: skip
-            chat = _open_chat(client, screen, Settings(model, agent, system), session_id)
+            chat = _open_chat(client, screen, Settings(model, agent, system), session_id, api_key)
             watch.on_change = _reconnect_notes(screen, url)
             chat.loop()
     except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D at the prompt: leave quietly
