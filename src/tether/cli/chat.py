@@ -231,8 +231,8 @@ def chat(
             url, api_key, first_event_timeout=None, idle_timeout=None,
             reconnect_timeout=RECONNECT_FOR,
         ) as (client, watch):  # fmt: skip
+            watch.on_change = _reconnect_notes(screen, url)  # silent until a first answer
             chat = _open_chat(client, screen, Settings(model, agent, system), session_id, api_key)
-            watch.on_change = _reconnect_notes(screen, url)
             chat.loop()
     except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D at the prompt: leave quietly
         with contextlib.suppress(Exception):
