@@ -227,3 +227,31 @@ def test_a_session_rejoined_shows_its_conversation(
     assert shown.index("/count 4") < shown.index(f"session {sid}")
     term.type("/count 2")
     assert re.search(counted(1, 2), term.expect(PROMPT))
+
+
+def at_line_start(pattern: str) -> str:
+    """``pattern`` at the start of a line, after any terminal escape codes."""
+    return r"\n(?:\x1b\[[\d;?]*[a-zA-Z])*" + pattern
+
+
+def test_reasoning_retries_and_errors_are_set_apart_from_the_answer(
+    tether_server: ServerFactory, terminals: list[Terminal]
+) -> None:
+    server = tether_server()
+    term = chat(terminals, server)
+    term.type("/reason hi")
+    shown = term.expect(PROMPT)
+    # Dim italic and marked, on its own line, before the answer.
+    thinking = re.search(at_line_start(re.escape("\x1b[2;3mthinking: ")), shown)
+    answer = re.search(at_line_start("You said: hi"), shown)
+    assert thinking and answer and thinking.start() < answer.start(), shown
+    term.type("/fail 1 ok")
+    shown = term.expect(PROMPT)
+    retry = re.search(at_line_start(r"retry 1 in [\d.]+ s: demo: simulated upstream"), shown)
+    answer = re.search(at_line_start("You said: ok"), shown)
+    assert retry and answer and retry.start() < answer.start(), shown
+    term.type("/fail 5 never")  # the run gives up after its last attempt
+    shown = term.expect(PROMPT)
+    failed = r"error \(\w+\): demo: simulated upstream failure \(attempt 5 of 5 failing\)"
+    assert re.search(at_line_start(failed), shown), shown
+    assert "You said: never" not in shown
