@@ -255,7 +255,7 @@ def tail(session_id: str, url: str, api_key: str | None, offset: str) -> None:
     """
     click.echo(f"tether: connecting to {url}…", err=True)
     try:
-        with open_client(url, api_key, reconnect_timeout=RECONNECT_FOR) as (client, _):
+        with open_client(url, api_key, reconnect_timeout=RECONNECT_FOR) as (client, watch):
             try:
                 client.sessions.get(session_id)  # fails fast: no server, no key, no session
             except NotFound as err:
@@ -263,6 +263,9 @@ def tail(session_id: str, url: str, api_key: str | None, offset: str) -> None:
                     f"no session {session_id!r} at {url} (`tether sessions` lists yours)"
                 ) from err
             click.echo(f"tether: following session {session_id} from offset {offset}", err=True)
+            watch.on_change = lambda up: click.echo(
+                "tether: reconnected" if up else f"tether: reconnecting to {url}…", err=True
+            )
             for event in client.events(session_id, offset=offset):
                 click.echo(json.dumps({"offset": event.offset, **event.raw}))
     except TetherError as err:

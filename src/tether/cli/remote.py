@@ -31,14 +31,14 @@ def server_options(command: F) -> F:
         "--api-key",
         envvar="TETHER_API_KEY",
         default=None,
-        help="Key for a server started with TETHER_API_KEYS (default: $TETHER_API_KEY).",
+        help="Key for a server started with TETHER_API_KEYS (or $TETHER_API_KEY).",
     )(command)
     return click.option(
         "--url",
         envvar="TETHER_URL",
         default=DEFAULT_URL,
         show_default=True,
-        help="The tether server (default: $TETHER_URL).",
+        help="The tether server (or $TETHER_URL).",
     )(command)
 
 
