@@ -110,6 +110,16 @@ class _AnswerState:
         self.names[ev.part_id] = ev.tool_name or "?"
         self.texts[ev.part_id] = ""
 
+    @classmethod
+    def of(cls, message: Message) -> _AnswerState:
+        """The parts of an answer so far, which the events that follow continue."""
+        state = cls()
+        for part in message.parts:
+            state.kinds[part.id] = part.kind
+            state.names[part.id] = part.tool_name or "?"
+            state.texts[part.id] = part.text
+        return state
+
 
 class PlainScreen:
     """For a pipe or a file: no colour, no cursor movement; notices on stderr.
@@ -143,10 +153,9 @@ class PlainScreen:
         self.line(f"you> {text}")
 
     def answer(self, message: Message, live: bool = False) -> None:
-        self._parts = _AnswerState()
+        self._parts = _AnswerState.of(message)
         for part in message.parts:
             if part.kind == "text" and live and not part.done:  # its deltas continue it
-                self._parts.kinds[part.id] = "text"
                 self._break()
                 self._write("assistant> " + part.text)
             elif part.kind == "text":
@@ -236,11 +245,9 @@ class RichScreen:
         self._print(f"you> {text}", "bold")
 
     def answer(self, message: Message, live: bool = False) -> None:
-        self._parts = _AnswerState()
+        self._parts = _AnswerState.of(message)
         for part in message.parts:
             if part.kind == "text" and live and not part.done:
-                self._parts.kinds[part.id] = "text"
-                self._parts.texts[part.id] = part.text
                 self._open_live(part.id)
             elif part.kind == "text":
                 self._markdown(part.text)
