@@ -1,7 +1,8 @@
 """`tether chat` and `tether tail`: the terminal side of a session.
 
 Both go through the Python SDK, which resumes by offset on its own, so a chat
-survives the server restarting mid-answer: the answer continues where it was.
+survives the server restarting mid-answer: it says "reconnecting…" while the
+server is away, and the answer continues where it was once it is back.
 """
 
 from __future__ import annotations
@@ -9,213 +10,265 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import click
 
-from tether.client import Tether
-from tether.client._sync import Run
-from tether.client.errors import Conflict, TetherError
-from tether.client.events import (
-    ErrorEvent,
-    Event,
-    PartDelta,
-    PartEnd,
-    PartStart,
-    Retry,
-    RunEnd,
-    ToolApproval,
-    ToolResult,
-)
-from tether.client.models import SessionSnapshot
+from tether.cli.chat_commands import Quit, run_command
+from tether.cli.chat_render import Screen, open_screen
+from tether.cli.chat_tools import PendingCalls
+from tether.cli.remote import explain, fail, open_client, server_options
+from tether.cli.sessions_cmd import session_rows
+from tether.client import Run, Tether
+from tether.client.errors import NotFound, TetherError
+from tether.client.models import Message, SessionSnapshot
 
-DIM, RESET = "\033[2m", "\033[0m"
+#: Seconds a chat keeps reconnecting to a server that is away (Ctrl-C gives up sooner).
+RECONNECT_FOR = 3600.0
 
 
-def _paint(text: str, style: str) -> str:
-    return f"{style}{text}{RESET}" if sys.stdout.isatty() else text
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What a new session is made with."""
+
+    model: str | None = None
+    agent: str | None = None
+    system: str | None = None
 
 
-def chat_loop(
-    client: Tether,
-    session_id: str,
-    server_tools: frozenset[str] = frozenset(),
-    snapshot: SessionSnapshot | None = None,
-) -> None:
-    """Read a line, stream the answer; Ctrl-C stops the answer, Ctrl-D quits.
-
-    When the answer calls a tool, the call is shown and its result (or
-    approval) is asked for at the prompt; ``server_tools`` are the names of
-    tools the server runs itself, whose results are not asked for. A chat
-    that joins a session with a run in progress (``snapshot``) takes that run
-    up first: its answer so far, what it waits for asked as if it had just
-    come (however long ago it was asked, across server restarts), then the
-    rest of it as it comes.
-    """
-    run = client.attach(snapshot) if snapshot is not None else None
-    if run is not None and snapshot is not None:
-        calls = PendingCalls(server_tools)
-        calls.take_up(snapshot)
-        answer = snapshot.answer()
-        click.echo("assistant> " + (answer.text if answer is not None else ""), nl=False)
-        _follow(run, calls)
-    while True:
-        try:
-            line = input("you> ").strip()
-        except EOFError:
-            click.echo()
-            return
-        if not line:
-            continue
-        run = client.send(session_id, line)
-        if run.queued:
-            click.echo(_paint("(queued behind the run in progress)", DIM))
-        click.echo("assistant> ", nl=False)
-        _follow(run, PendingCalls(server_tools))
+def _text(message: Message) -> str:
+    return "".join(p.text for p in message.parts if p.kind == "text")
 
 
-def _follow(run: Run, calls: PendingCalls) -> None:
-    """Show a run's events until its end, asking for what its tool calls need."""
-    kinds: dict[str, str] = {}
-    try:
-        calls.ask(run)  # what a run taken up already waits for
-        for event in run.stream():
-            _show(event, kinds)
-            if calls.see(event):
-                calls.ask(run)
-    except KeyboardInterrupt:
-        run.cancel()
-        click.echo(_paint(" [cancelled]", DIM), nl=False)
-    click.echo()
+class Chat:
+    """One terminal's conversation: the prompt, the answers, the commands."""
 
-
-@dataclass(slots=True)
-class _Call:
-    name: str
-    approval: bool
-    arguments: object = None
-    #: Its arguments are complete (its part has ended).
-    whole: bool = False
-
-
-class PendingCalls:
-    """The tool calls of a run that wait for an answer from this terminal."""
-
-    def __init__(self, server_tools: frozenset[str]) -> None:
+    def __init__(
+        self,
+        client: Tether,
+        screen: Screen,
+        settings: Settings,
+        server_tools: frozenset[str],
+        api_key: str | None = None,
+    ) -> None:
+        self.client = client
+        self.api_key = api_key
+        self.screen = screen
+        self.settings = settings
+        #: Tools the server runs itself: nobody here is asked for their results.
         self.server_tools = server_tools
-        self._by_part: dict[str, str] = {}  # part id -> call id
-        #: Unanswered calls by id.
-        self.open: dict[str, _Call] = {}
+        self.session_id = ""
 
-    def see(self, event: Event) -> bool:
-        """Take note of ``event``; True when a call has just been made whole (ask now)."""
-        if isinstance(event, PartStart) and event.kind == "tool-call" and event.tool_call_id:
-            self._by_part[event.part_id] = event.tool_call_id
-            self.open[event.tool_call_id] = _Call(
-                event.tool_name or "?", bool(event.needs_approval)
-            )
-        elif isinstance(event, PartEnd) and event.part_id in self._by_part:
-            call = self.open.get(self._by_part.pop(event.part_id))
-            if call is not None:
-                call.arguments = event.value
-                call.whole = True
-                return True
-        elif isinstance(event, ToolResult):
-            self.open.pop(event.tool_call_id, None)
-        elif isinstance(event, ToolApproval) and event.tool_call_id in self.open:
-            call = self.open[event.tool_call_id]
-            if call.name in self.server_tools or not event.approved:
-                del self.open[event.tool_call_id]  # the server runs it, or nothing does
-            else:
-                call.approval = False  # approved: its result is asked for next
-                return True
-        return False
+    # -- sessions ------------------------------------------------------------------
 
-    def take_up(self, snapshot: SessionSnapshot) -> None:
-        """The calls of the snapshot's active run: those waiting, those still being made."""
-        answer = snapshot.answer()
-        for part in answer.parts if answer is not None else []:
-            if part.kind == "tool-call" and part.tool_call_id and not part.done:
-                self._by_part[part.id] = part.tool_call_id
-                self.open[part.tool_call_id] = _Call(part.tool_name or "?", part.needs_approval)
-        for call in snapshot.waiting_calls():
-            self.open[call.id] = _Call(call.name or "?", call.needs_approval, call.arguments, True)
+    def new_session(self, *, model: str | None = None, system: str | None = None) -> None:
+        settings = self.settings
+        if model is not None:
+            settings = replace(settings, model=model, agent=None)
+        if system is not None:
+            settings = replace(settings, system=system)
+        session = self.client.sessions.create(
+            model=settings.model, agent=settings.agent, system=settings.system
+        )
+        self.settings = replace(settings, model=session.model, agent=session.agent)
+        self.session_id = session.id
+        self._banner()
 
-    def ask(self, run: Run) -> None:
-        """Ask at the prompt for what the waiting calls need."""
-        for call_id, call in list(self.open.items()):
-            if not call.whole or (not call.approval and call.name in self.server_tools):
-                continue
-            shown = f"{call.name}({json.dumps(call.arguments, ensure_ascii=False)})"
-            click.echo()
+    def join(self, snapshot: SessionSnapshot) -> None:
+        """Show the session's conversation so far, then take up its active run, if any."""
+        self.session_id = snapshot.id
+        self.settings = Settings(snapshot.model, snapshot.agent, snapshot.system)
+        active = snapshot.answer()
+        for message in snapshot.messages:
+            if message.role == "user":
+                self.screen.user(_text(message))
+            elif message is not active:
+                self.screen.answer(message)
+        self._banner()
+        run = self.client.attach(snapshot)
+        if run is not None and active is not None:
+            self.screen.answer(active, live=True)
+            calls = PendingCalls(self.server_tools)
+            calls.take_up(snapshot)
+            self.follow(run, calls)
+
+    def _banner(self) -> None:
+        s = self.settings
+        what = f"model {s.model}" if s.model else "the default model"
+        if s.agent:
+            what = f"agent {s.agent}"
+        system = " · system prompt set" if s.system else ""
+        self.note(f"session {self.session_id} · {what}{system} · /help for commands, Ctrl-D quits")
+
+    def note(self, text: str) -> None:
+        self.screen.note(text)
+
+    def _explain(self, err: TetherError) -> str:
+        return explain(err, self.client.base_url, self.api_key)
+
+    def show_models(self) -> None:
+        self.note(f"this session: {self.settings.model or self.settings.agent or 'default'}")
+        self.note("models: " + ", ".join(self.client.models()))
+
+    def show_system(self) -> None:
+        self.note(f"system prompt: {self.settings.system or '(none)'}")
+
+    def show_sessions(self) -> None:
+        self.note("\n".join(session_rows(self.client.sessions.list(), self.session_id)))
+
+    # -- the conversation ------------------------------------------------------------
+
+    def loop(self) -> None:
+        """Read a message or a command, answer it; until EOF or /quit."""
+        while True:
             try:
-                if call.approval:
-                    line = input(f"approve {shown}? [y/N] ").strip().lower()
-                    with contextlib.suppress(Conflict):
-                        run.tool_approval(call_id, line in ("y", "yes"))
-                    continue
-                line = input(f"result of {shown}> ").strip()
-            except EOFError:
+                message = run_command(self._read(), self)
+                if message is not None:
+                    self.send(message)
+            except Quit:
                 return
-            output: object = line
-            with contextlib.suppress(ValueError):
-                output = json.loads(line)
-            with contextlib.suppress(Conflict):
-                run.tool_result(call_id, output=output)
+            except TetherError as err:
+                self.screen.end()
+                self.screen.line(self._explain(err))
+
+    def _read(self) -> str:
+        """A message; a line ending with a backslash goes on on the next line."""
+        lines = [self.screen.ask("you> ")]
+        while lines[-1].endswith("\\"):
+            lines[-1] = lines[-1][:-1]
+            lines.append(self.screen.ask("...> "))
+        return "\n".join(lines).strip()
+
+    def send(self, text: str) -> None:
+        if not text:
+            return
+        run = self.client.send(self.session_id, text)
+        if run.queued:
+            self.note("(queued behind the run in progress)")
+        self.follow(run, PendingCalls(self.server_tools))
+
+    def follow(self, run: Run, calls: PendingCalls) -> None:
+        """Show the run to its end, asking what its tool calls need; Ctrl-C cancels it."""
+        try:
+            calls.ask(run, self.screen)  # what a run taken up already waits for
+            for event in run.stream():
+                self.screen.event(event)
+                if calls.see(event):
+                    calls.ask(run, self.screen)
+        except KeyboardInterrupt:
+            self.screen.end()
+            self.note("cancelling this answer (Ctrl-C again quits)")
+            try:
+                run.cancel()
+            except TetherError as err:
+                self.screen.line("could not cancel: " + self._explain(err))
+                return
+            for event in run.stream():  # to its run-end, which says "cancelled"
+                self.screen.event(event)
+        finally:
+            self.screen.end()
 
 
-def _show(event: Event, kinds: dict[str, str]) -> None:
-    """Print one event of an answer; ``kinds`` remembers each part's kind."""
-    if isinstance(event, PartStart):
-        kinds[event.part_id] = event.kind
-        if event.kind == "tool-call":
-            click.echo(_paint(f"[calls tool {event.tool_name}]", DIM), nl=False)
-    elif isinstance(event, PartDelta):
-        dim = kinds.get(event.part_id) in ("reasoning", "tool-call")
-        click.echo(_paint(event.delta, DIM) if dim else event.delta, nl=False)
-    elif isinstance(event, Retry):
-        click.echo(_paint(f"[retry {event.attempt}: {event.error}]", DIM), nl=False)
-    elif isinstance(event, ErrorEvent):
-        click.echo(_paint(f"[error: {event.message}]", DIM), nl=False)
-    elif isinstance(event, RunEnd) and event.reason != "complete":
-        click.echo(_paint(f" [{event.reason}]", DIM), nl=False)
+def _open_chat(
+    client: Tether,
+    screen: Screen,
+    settings: Settings,
+    session_id: str | None,
+    api_key: str | None,
+) -> Chat:
+    """The chat, in a new session or joined to ``session_id`` (refused at once if unknown)."""
+    server_tools = frozenset(t["name"] for t in client.server_tools())
+    chat = Chat(client, screen, settings, server_tools, api_key)
+    if session_id is None:
+        chat.new_session()
+        return chat
+    try:
+        snapshot = client.sessions.get(session_id)
+    except NotFound as err:
+        raise click.ClickException(
+            f"no session {session_id!r} at {client.base_url} (`tether sessions` lists yours)"
+        ) from err
+    chat.join(snapshot)
+    return chat
+
+
+def _reconnect_notes(screen: Screen, url: str) -> Callable[[bool], None]:
+    """What a chat says when the server goes away and comes back."""
+
+    def on_change(up: bool) -> None:
+        screen.note("reconnected" if up else f"reconnecting… (the server at {url} is away)")
+
+    return on_change
 
 
 @click.command()
-@click.option("--url", envvar="TETHER_URL", default="http://127.0.0.1:4437", show_default=True)
+@server_options
 @click.option("--model", default=None, help="Model for a new session (default: demo).")
 @click.option("--agent", default=None, help="Agent for a new session.")
-@click.option("--session", "session_id", default=None, help="Continue this session.")
-def chat(url: str, model: str | None, agent: str | None, session_id: str | None) -> None:
-    """Chat in the terminal; answers stream live and survive server restarts."""
+@click.option("--system", default=None, help="System prompt for a new session.")
+@click.option("--session", "session_id", default=None,
+              help="Continue this session (its conversation is shown first).")  # fmt: skip
+def chat(
+    url: str,
+    api_key: str | None,
+    model: str | None,
+    agent: str | None,
+    system: str | None,
+    session_id: str | None,
+) -> None:
+    """Chat in the terminal; answers stream live and survive server restarts.
+
+    Type /help in the chat for its commands. Markdown is rendered when the
+    output is a terminal; piped, the answers are plain text.
+    """
+    screen = open_screen()
+    if sys.stdin.isatty():
+        with contextlib.suppress(ImportError):  # line editing and history for input()
+            import readline  # noqa: F401
     try:
-        with Tether(url) as client:
-            snapshot = None
-            if session_id is None:
-                session = client.sessions.create(model=model, agent=agent)
-            else:
-                session = snapshot = client.sessions.get(session_id)
-            # The server runs these itself: nobody is asked for their results.
-            server_tools = frozenset(t["name"] for t in client.server_tools())
-            click.echo(_paint(f"session {session.id} (Ctrl-C stops an answer, Ctrl-D quits)", DIM))
-            chat_loop(client, session.id, server_tools, snapshot)
+        with open_client(
+            url, api_key, first_event_timeout=None, idle_timeout=None,
+            reconnect_timeout=RECONNECT_FOR,
+        ) as (client, watch):  # fmt: skip
+            watch.on_change = _reconnect_notes(screen, url)  # silent until a first answer
+            chat = _open_chat(client, screen, Settings(model, agent, system), session_id, api_key)
+            chat.loop()
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D at the prompt: leave quietly
+        with contextlib.suppress(Exception):
+            screen.end()
+        click.echo()
     except TetherError as err:
-        raise click.ClickException(str(err)) from err
+        raise fail(err, url, api_key) from err
 
 
 @click.command()
 @click.argument("session_id")
-@click.option("--url", envvar="TETHER_URL", default="http://127.0.0.1:4437", show_default=True)
+@server_options
 @click.option(
     "--offset", default="-1", show_default=True, help="Where to start (-1, now, or an offset)."
 )
-def tail(session_id: str, url: str, offset: str) -> None:
-    """Follow a session's raw events, one JSON object per line, with its offset."""
+def tail(session_id: str, url: str, api_key: str | None, offset: str) -> None:
+    """Follow a session's raw events, one JSON object per line, with its offset.
+
+    Says where it connects on stderr; fails at once if nothing answers there.
+    """
+    click.echo(f"tether: connecting to {url}…", err=True)
     try:
-        with Tether(url) as client:
+        with open_client(url, api_key, reconnect_timeout=RECONNECT_FOR) as (client, watch):
+            try:
+                client.sessions.get(session_id)  # fails fast: no server, no key, no session
+            except NotFound as err:
+                raise click.ClickException(
+                    f"no session {session_id!r} at {url} (`tether sessions` lists yours)"
+                ) from err
+            click.echo(f"tether: following session {session_id} from offset {offset}", err=True)
+            watch.on_change = lambda up: click.echo(
+                "tether: reconnected" if up else f"tether: reconnecting to {url}…", err=True
+            )
             for event in client.events(session_id, offset=offset):
                 click.echo(json.dumps({"offset": event.offset, **event.raw}))
     except TetherError as err:
-        raise click.ClickException(str(err)) from err
+        raise fail(err, url, api_key) from err
     except KeyboardInterrupt:
         pass
