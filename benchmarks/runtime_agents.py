@@ -18,7 +18,7 @@ app = App()
 
 @app.agent("ticker")
 async def ticker(ctx: RunContext) -> None:
-    words = ctx.history[-1].text().split()
+    words = ctx.history[-1].text.split()
     count, per_second = int(words[0]), float(words[1])
     interval = 1.0 / per_second
     next_at = time.monotonic()

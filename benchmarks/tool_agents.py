@@ -25,7 +25,7 @@ app = App()
 @app.agent("tool_loop")
 async def tool_loop(ctx: AgentContext) -> None:
     model = ctx.model("openai/bench-model")
-    messages = [ChatMessage("user", ctx.history[-1].text())]
+    messages = [ChatMessage("user", ctx.history[-1].text)]
     while True:
         reply = await model.respond(messages, tools=ctx.tools)
         if not reply.tool_calls:
