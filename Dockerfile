@@ -19,6 +19,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
 # `tether` without extras: what `tether serve` needs, no test or lint tools.
+# tini as PID 1: it forwards signals to tether and reaps the orphans of killed agent and
+# tool processes (a process's children outlive it when it is killed).
+RUN apt-get update && apt-get install -y --no-install-recommends tini \
+ && rm -rf /var/lib/apt/lists/*
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
  && useradd --system --uid 10001 --user-group --home-dir /data --no-create-home tether \
  && mkdir /data && chown tether:tether /data
@@ -36,5 +40,5 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:4437/readyz', timeout=2)"]
 # SIGTERM (docker stop) drains: running model calls get --shutdown-grace (10 s) to
 # finish, so give docker stop a longer timeout than that (docker stop -t 30).
-ENTRYPOINT ["tether"]
+ENTRYPOINT ["tini", "--", "tether"]
 CMD ["serve"]

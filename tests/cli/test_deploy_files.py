@@ -97,7 +97,8 @@ def test_the_dockerfile_is_well_formed_non_root_with_the_data_dir_a_volume(
 
     entrypoint = json.loads(next(args for word, args in stage if word == "ENTRYPOINT"))
     cmd = json.loads(next(args for word, args in stage if word == "CMD"))
-    assert entrypoint == ["tether"]
+    assert entrypoint == ["tini", "--", "tether"]  # PID 1 reaps orphans, forwards signals
+    assert any("install" in args and "tini" in args for word, args in stage if word == "RUN")
     params = serve_params(cmd, env, monkeypatch)
     assert params["host"] == "0.0.0.0"
     assert str(params["data_dir"]) == env["TETHER_DATA_DIR"]
