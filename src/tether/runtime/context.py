@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from tether.observability import metrics, tracing
 from tether.observability.runs import LEDGER
+from tether.runtime import client_requests as rpc
 from tether.runtime.journal import RULE, Journal, ReplayDiverged, Resumption
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
@@ -97,6 +98,7 @@ class RunContext:
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
+        self._requests = 0  # client requests made (their ids number them)
         #: Tool call id -> the tool's name, for the spans of the calls waited for.
         self._tool_names: dict[str, str] = {}
         self._waiting = 0  # waits open at once (parallel tool calls)
@@ -473,6 +475,88 @@ class RunContext:
             self._waiting -= 1
             if self._waiting == 0:
                 await self._on_status(ev.RUNNING)
+
+    # -- the client channel ------------------------------------------------------
+
+    async def request_client(
+        self, method: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Ask the session's connected clients to act (JSON-RPC): the result of the first answer.
+
+        Raises :class:`~tether.runtime.client_requests.ClientRequestError` when
+        the answer is a JSON-RPC error, or when nobody answered within
+        ``timeout`` seconds (code ``TIMED_OUT``). Without a timeout the wait is
+        a wait like a tool call's: the run may be suspended meanwhile, and the
+        server's ``--wait-expiry`` ends it. The session is ``paused`` while it waits.
+        """
+        self._requests += 1
+        request_id = f"req_{self.run_id}_{self._requests}"
+        key = f"request:{request_id}"
+        entry = self.replayed(key)
+        if entry is not None:
+            recorded = entry.get("value") or {}
+            if recorded.get("method") != method:
+                raise ReplayDiverged(
+                    f"run {self.run_id} cannot continue: on replay {request_id} asks "
+                    f"{method}, recorded as {recorded.get('method')}; {RULE}"
+                )
+            expires_at = recorded.get("expires_at")
+        else:
+            expires_at = None if timeout is None else round(time.time() + timeout, 3)
+            batch = self._close_open()
+            batch.append(
+                ev.event(
+                    ev.CLIENT_REQUEST, run_id=self.run_id, request_id=request_id,
+                    method=method, params=params, expires_at=expires_at,
+                )
+            )  # fmt: skip
+            journaled = {"method": method}
+            if expires_at is not None:
+                journaled["expires_at"] = expires_at
+            batch.append(self.journal.entry("request", key, journaled, self._parts))
+            await self._record(batch)
+        if expires_at is None:
+            answer: dict[str, Any] = await self._wait(key, None)
+        else:
+            answer = await self._timed_wait(key, request_id, expires_at, timeout)
+        return rpc.outcome(answer)
+
+    async def _timed_wait(
+        self, key: str, request_id: str, expires_at: float, timeout: float | None
+    ) -> dict[str, Any]:
+        """Wait for an answer until ``expires_at``; then the run answers the timeout itself.
+
+        A timed wait keeps its task (the run is not suspended): the timeout is
+        the agent's to see, not the end of the run. It is written to the log
+        before the wait ends, so every client sees the request closed.
+        """
+        self._expiries[key] = expires_at
+        fut = self._waiters.get(key)
+        if fut is None:
+            fut = self._waiters[key] = asyncio.get_running_loop().create_future()
+        self.busy += 1
+        waiting = asyncio.ensure_future(self._wait(key, None))
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=max(0.0, expires_at - time.time()))
+            if not done and not fut.done():
+                error = rpc.timed_out(timeout)
+                await self._record(
+                    [
+                        ev.event(
+                            ev.CLIENT_RESPONSE, run_id=self.run_id, request_id=request_id,
+                            error=error,
+                        )
+                    ]
+                )  # fmt: skip
+                if not fut.done():
+                    fut.set_result({"error": error})
+            answer: dict[str, Any] = await waiting
+            return answer
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            self.busy -= 1
 
     # -- retries --------------------------------------------------------------
 

@@ -122,7 +122,10 @@ class Run:
             fut.set_result(value)
 
     def deliver_answers(self, fold: SessionFold) -> None:
-        """Hand the agent the tool results and approvals its stream holds."""
+        """Hand the agent the tool results, approvals and client answers its stream holds."""
+        for rid, req in fold.client_requests.items():
+            if req["answered"] and req.get("run_id") == self.run_id:
+                self.resolve(f"request:{rid}", answer_of(req))
         msg = fold.messages.get(self.assistant_id or "")
         if msg is None:
             return
@@ -445,7 +448,8 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     waiting = []
     for key, expires_at in waits.items():
         kind, _, call_id = key.partition(":")
-        wait: dict[str, Any] = {"tool_call_id": call_id, "for": kind}
+        named = "request_id" if kind == "request" else "tool_call_id"
+        wait: dict[str, Any] = {named: call_id, "for": kind}
         if expires_at is not None:
             wait["expires_at"] = expires_at
         waiting.append(wait)
@@ -462,6 +466,13 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     LEDGER.suspended(run_id)
     log.info("run %s of session %s is suspended: it waits for %s",
              run_id, driver.session_id, ", ".join(waits))  # fmt: skip
+
+
+def answer_of(request: dict[str, Any]) -> dict[str, Any]:
+    """An answered request of the fold as the answer its waiter gets."""
+    if "error" in request:
+        return {"error": request["error"]}
+    return {"result": request.get("result")}
 
 
 def _message_tools(fold: SessionFold, message_id: str) -> list[Any]:
