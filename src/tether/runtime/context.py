@@ -510,7 +510,7 @@ class RunContext:
                     method=method, params=params, expires_at=expires_at,
                 )
             )  # fmt: skip
-            journaled = {"method": method}
+            journaled: dict[str, Any] = {"method": method}
             if expires_at is not None:
                 journaled["expires_at"] = expires_at
             batch.append(self.journal.entry("request", key, journaled, self._parts))
