@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import jsonschema  # type: ignore[import-untyped]  # no stubs installed
-
 # JSON-RPC 2.0 error codes (the spec's, then the one tether defines in the
 # range the spec leaves to servers).
 PARSE_ERROR: Final = -32700
@@ -80,6 +78,8 @@ def params_problem(method: str, params: Any) -> str | None:
 
 
 def _schema_problem(schema: Any) -> str | None:
+    import jsonschema  # type: ignore[import-untyped]  # no stubs; imported when first needed
+
     if not isinstance(schema, dict) or schema.get("type") != "object":
         return "input needs params.schema, a JSON Schema of type object"
     props = schema.get("properties")
@@ -110,6 +110,8 @@ def result_problem(method: str, params: Any, result: Any) -> str | None:
             return "a confirm result is {confirmed: true or false}"
         return None
     if method == INPUT:
+        import jsonschema
+
         if not isinstance(result, dict) or result.get("action") not in INPUT_ACTIONS:
             return f"an input result has an action: one of {sorted(INPUT_ACTIONS)}"
         if result["action"] == "accept":
