@@ -398,3 +398,32 @@ def test_requests_of_an_interact_caller_that_left_stay_answerable(
     assert r.status_code == 202
     [req] = http.get(f"/v1/sessions/{sid}").json()["client_requests"]
     assert req["answered"] and req["result"] == {"confirmed": True}
+
+
+def test_the_request_of_a_run_that_ended_is_not_answerable(
+    server: TetherServer, http: httpx.Client
+) -> None:
+    sid, rid = ask(http)
+    http.post(f"/v1/sessions/{sid}/cancel", json={}).raise_for_status()
+    wait_for(http, sid, lambda s: s["status"] == "idle")
+    r = http.post(
+        f"/v1/sessions/{sid}/client-responses",
+        json={"request_id": rid, "result": {"confirmed": True}},
+    )
+    assert r.status_code == 409 and "has ended" in r.json()["error"]["message"]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "confirm", "params": {"message": "Backend?"}}
+    backend = threading.Thread(
+        target=stream_interact, args=(server, sid, body, [], threading.Event())
+    )
+    backend.start()
+    wait_for(http, sid, lambda s: len(s["client_requests"]) == 2)
+    seen: list[Any] = []
+
+    def confirm(params: Any) -> dict[str, Any]:
+        seen.append(params)
+        return {"confirmed": True}
+
+    with Tether(server.base_url) as client:  # a handler serves the backend's only
+        assert client.serve_requests(sid, {"confirm": confirm}, limit=1) == 1
+    backend.join(20)
+    assert seen == [{"message": "Backend?"}]

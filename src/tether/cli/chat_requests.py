@@ -40,7 +40,7 @@ class PendingRequests:
     def take_up(self, snapshot: SessionSnapshot) -> None:
         """The requests of the snapshot that wait for an answer."""
         for req in snapshot.client_requests:
-            if not req.answered:
+            if req.answerable(snapshot.active_run):
                 self.open[req.request_id] = (req.method, req.params)
 
     def ask(self, client: Tether, session_id: str, screen: Screen) -> None:

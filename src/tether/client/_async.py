@@ -403,7 +403,7 @@ class AsyncTether:
         """
         snapshot = await self.sessions.get(session_id)
         answered = 0
-        pending = [r for r in snapshot.client_requests if not r.answered]
+        pending = [r for r in snapshot.client_requests if r.answerable(snapshot.active_run)]
         for req in pending:
             if req.method in handlers and (limit is None or answered < limit):
                 answered += await self._serve(session_id, req, handlers[req.method])

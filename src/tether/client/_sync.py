@@ -395,7 +395,7 @@ class Tether:
         """
         snapshot = self.sessions.get(session_id)
         answered = 0
-        pending = [r for r in snapshot.client_requests if not r.answered]
+        pending = [r for r in snapshot.client_requests if r.answerable(snapshot.active_run)]
         for req in pending:
             if req.method in handlers and (limit is None or answered < limit):
                 answered += self._serve(session_id, req, handlers[req.method])

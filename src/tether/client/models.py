@@ -108,6 +108,12 @@ class PendingRequest:
     message_id: str | None = None
     expires_at: float | None = None
 
+    def answerable(self, active_run: ActiveRun | None) -> bool:
+        """Unanswered, and a backend's or the active run's (a run that ended waits no more)."""
+        if self.answered:
+            return False
+        return self.run_id is None or (active_run is not None and active_run.run_id == self.run_id)
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PendingRequest:
         return cls(

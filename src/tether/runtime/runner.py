@@ -344,6 +344,9 @@ class Runtime:
                 raise UnknownRequest(f"no client request {call_id} in this session")
             if req["answered"]:
                 raise Conflict(f"client request {call_id} was already answered")
+            run_id = req.get("run_id")
+            if run_id is not None and fold.runs.get(run_id) != "running":
+                raise Conflict(f"the run that made client request {call_id} has ended")
             return
         part = fold.tool_call(call_id)
         if part is None:

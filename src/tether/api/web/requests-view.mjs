@@ -22,12 +22,15 @@ function requestCard(s, req) {
       "data-method": req.method }), sig: null, signin: {}, fields: null };  // prettier-ignore
     cards.set(req.request_id, c);
   }
-  const sig = [s.fold.gen, req.answered, JSON.stringify(req.result ?? null), JSON.stringify(req.error ?? null),
+  const sig = [s.fold.gen, req.answered, s.fold.activeRun && s.fold.activeRun.run_id, JSON.stringify(req.result ?? null), JSON.stringify(req.error ?? null),
     JSON.stringify(c.signin)].join("|");
   if (c.sig === sig) return c.el;
   c.sig = sig;
   c.el.dataset.answered = String(!!req.answered);
-  c.el.replaceChildren(...(req.answered ? answeredView(req) : askView(s, req, c)));
+  // A run's request is answerable while that run is active; a backend's, always.
+  const run = s.fold.activeRun;
+  const live = !req.run_id || (!!run && run.run_id === req.run_id);
+  c.el.replaceChildren(...(req.answered ? answeredView(req) : live ? askView(s, req, c) : endedView(req)));
   return c.el;
 }
 
@@ -135,6 +138,14 @@ function inputView(s, req, c, p) {
     button("ghost answer-decline", "Decline", () => respond(s, req, { result: { action: "decline" } })),
     button("ghost answer-cancel", "Cancel", () => respond(s, req, { result: { action: "cancel" } }))));  // prettier-ignore
   return [el("div", { class: "request-message", text: p.message || "" }), form];
+}
+
+function endedView(req) {
+  const p = req.params || {};
+  return [
+    el("div", { class: "request-message muted", text: p.message || req.method }),
+    el("div", { class: "request-answer muted", text: "not answered: the run that asked has ended" }),
+  ];
 }
 
 function answeredView(req) {
