@@ -76,6 +76,7 @@ class RunContext:
         on_step: Callable[[], None] | None = None,
         resumption: Resumption | None = None,
         wait_expiry: float | None = None,
+        expire_request: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.session_id = session_id
         self.run_id = run_id
@@ -113,6 +114,9 @@ class RunContext:
             self._go_live()
         #: Seconds a wait may last before the run ends as expired, unless a wait says.
         self.wait_expiry = wait_expiry
+        #: Writes a timed client request's timeout as its answer and hands it to the
+        #: wait: the runtime's hook does so once, under the answer's claim.
+        self._expire_request = expire_request or self._expire_unclaimed
         #: Open waits: key (``result:{call}``, ``approval:{call}``) -> when it expires.
         self.waits: dict[str, float | None] = {}
         #: Steps in progress that are not waits (a model call, a server tool, a ctx.step).
@@ -539,17 +543,7 @@ class RunContext:
         try:
             done, _ = await asyncio.wait({waiting}, timeout=max(0.0, expires_at - time.time()))
             if not done and not fut.done():
-                error = rpc.timed_out(timeout)
-                await self._record(
-                    [
-                        ev.event(
-                            ev.CLIENT_RESPONSE, run_id=self.run_id, request_id=request_id,
-                            error=error,
-                        )
-                    ]
-                )  # fmt: skip
-                if not fut.done():
-                    fut.set_result({"error": error})
+                await self._expire_request(request_id, rpc.timed_out(timeout))
             answer: dict[str, Any] = await waiting
             return answer
         finally:
@@ -557,6 +551,16 @@ class RunContext:
                 waiting.cancel()
                 await asyncio.gather(waiting, return_exceptions=True)
             self.busy -= 1
+
+    async def _expire_unclaimed(self, request_id: str, error: dict[str, Any]) -> None:
+        """A timed request's timeout, for a context made without the runtime's hook."""
+        answer = ev.event(
+            ev.CLIENT_RESPONSE, run_id=self.run_id, request_id=request_id, error=error
+        )
+        await self._record([answer])
+        fut = self._waiters.get(f"request:{request_id}")
+        if fut is not None and not fut.done():
+            fut.set_result({"error": error})
 
     # -- retries --------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from tether.runtime.driver import LEASE_TTL, Agent, AgentResolver, Drivers, Sess
 from tether.runtime.errors import Conflict, InvalidInput, UnknownRequest
 from tether.runtime.execution import STOP, SUSPEND, begin
 from tether.runtime.keeper import REAP_INTERVAL, LeaseKeeper
-from tether.runtime.names import RUNS, claim_name, lease_name
+from tether.runtime.names import CLAIM_TTL, RUNS, claim_name, lease_name
 from tether.runtime.policy import RunPolicy
 from tether.runtime.queue import QueueItem
 from tether.runtime.seeding import seed
@@ -62,9 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Seconds an answer's claim lasts if its replica dies before it lets it go.
-CLAIM_TTL = 30.0
 
 
 class Runtime:
