@@ -59,6 +59,8 @@ class Grammar:
         #: Tool-call parts whose part-start had their whole arguments (no deltas follow).
         self.arguments: dict[str, Any] = {}
         self.calls: dict[str, _Call] = {}
+        #: Client requests (the client channel): request id -> answered.
+        self.requests: dict[str, bool] = {}
         self.ids: set[str] = set()
         self._expect: tuple[str, dict[str, Any]] | None = None
         self._at = 0
@@ -159,7 +161,34 @@ class Grammar:
             self.problem("tool-approval without approved: true or false")
         call.approved = bool(e.get("approved"))
 
+    def _client_response(self, e: Event) -> None:
+        rid = e.get("request_id", "")
+        if rid not in self.requests:
+            self.problem(f"client-response to an unknown request {rid}")
+            return
+        if self.requests[rid]:
+            self.problem(f"a second client-response to {rid}")
+        error = e.get("error")
+        if "result" in e and error is not None:
+            self.problem("client-response with both a result and an error")
+        if error is not None and not (
+            isinstance(error, dict)
+            and isinstance(error.get("code"), int)
+            and isinstance(error.get("message"), str)
+        ):
+            self.problem(f"client-response to {rid} with an error that is not {{code, message}}")
+        self.requests[rid] = True
+
     # -- outputs ----------------------------------------------------------------
+
+    def _client_request(self, e: Event) -> None:
+        rid = e.get("request_id")
+        if not isinstance(rid, str) or rid in self.requests:
+            self.problem(f"client-request without a new request_id: {rid!r}")
+            return
+        if not isinstance(e.get("method"), str) or not e["method"]:
+            self.problem(f"client-request {rid} without a method")
+        self.requests[rid] = False
 
     def _run_start(self, e: Event) -> None:
         run_id = e.get("run_id", "")
@@ -266,8 +295,10 @@ class Grammar:
             self.parts[pid] = "discarded"
 
     def _journal(self, e: Event) -> None:
-        if e.get("op") not in ("model", "call", "step") or not isinstance(e.get("key"), str):
-            self.problem("journal without an op (model, call or step) and a key")
+        if e.get("op") not in ("model", "call", "step", "request") or not isinstance(
+            e.get("key"), str
+        ):
+            self.problem("journal without an op (model, call, step or request) and a key")
         if not isinstance(e.get("parts"), int) or e["parts"] < 0:
             self.problem("journal without a whole number of parts")
 
@@ -277,6 +308,10 @@ class Grammar:
             self.problem("run-suspend without what it waits for")
             return
         for wait in waiting:
+            if wait.get("for") == "request":
+                if wait.get("request_id") not in self.requests:
+                    self.problem(f"run-suspend waits for an unknown client request: {wait}")
+                continue
             call = self.calls.get(wait.get("tool_call_id", ""))
             if call is None or wait.get("for") not in ("result", "approval"):
                 self.problem(f"run-suspend waits for {wait}, not a result or approval of a call")

@@ -24,7 +24,7 @@ from web.support import agents_env
 Event = dict[str, Any]
 
 #: Keys of the session snapshot that the fold produces (the rest is the session record).
-FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error", "usage")
+FOLD_KEYS = ("status", "messages", "active_run", "queue", "last_error", "usage", "client_requests")
 
 
 @contextmanager
@@ -106,7 +106,8 @@ class Driver:
         snap = self.snapshot()
         upto = int(snap["offset"].rsplit("_", 1)[-1])
         events = read_log(self.client, self.id)[:upto]
-        return Recording(name, description, self.id, events, {k: snap[k] for k in FOLD_KEYS})
+        fold = {k: snap[k] for k in FOLD_KEYS if k in snap}  # client_requests: when any
+        return Recording(name, description, self.id, events, fold)
 
 
 def read_log(client: httpx.Client, session_id: str) -> list[Event]:
@@ -296,6 +297,19 @@ def _attachments(client: httpx.Client) -> Recording:
     )
 
 
+def _client_request(client: httpx.Client) -> Recording:
+    d = Driver(client, agent="asker")
+    d.send("Tidy up.")
+    snap = d.wait(lambda s: s["status"] == "paused" and bool(s.get("client_requests")))
+    request_id = snap["client_requests"][0]["request_id"]
+    d.post("/client-responses", {"request_id": request_id, "result": {"confirmed": True}})
+    d.settle()
+    return d.record(
+        "client-request",
+        "An agent asks its client to confirm (the client channel); a client answers.",
+    )
+
+
 SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _text,
     _reasoning,
@@ -313,6 +327,7 @@ SCENARIOS: tuple[Callable[[httpx.Client], Recording], ...] = (
     _branch,
     _queue,
     _attachments,
+    _client_request,
 )
 
 

@@ -123,3 +123,18 @@ def test_tool_answers_must_answer_a_call_that_asked_for_them() -> None:
 
 def test_a_log_cut_mid_run_is_valid_when_not_finished() -> None:
     assert violations([user(), *run()[:5]], finished=False) == []
+
+
+def test_client_answers_must_answer_a_request_of_the_log_once() -> None:
+    asked = e(ev.CLIENT_REQUEST, request_id="q1", method="confirm", params={"message": "?"})
+    answer = e(ev.CLIENT_RESPONSE, request_id="q1", result={"confirmed": True})
+    assert violations([asked, answer]) == []
+    again = e(ev.CLIENT_RESPONSE, request_id="q1", result={"confirmed": False})
+    assert any("second client-response" in v for v in violations([asked, answer, again]))
+    stray = e(ev.CLIENT_RESPONSE, request_id="q9", result=1)
+    assert any("unknown request" in v for v in violations([stray]))
+    both = e(ev.CLIENT_RESPONSE, request_id="q1", result=1, error={"code": 1, "message": "m"})
+    assert any("both a result and an error" in v for v in violations([asked, both]))
+    loose = e(ev.CLIENT_RESPONSE, request_id="q1", error={"message": "m"})
+    assert any("not {code, message}" in v for v in violations([asked, loose]))
+    assert any("without a new request_id" in v for v in violations([asked, asked | {"id": "x"}]))

@@ -7,6 +7,7 @@ import asyncio
 from tether.agents.app import App
 from tether.agents.context import AgentContext
 from tether.agents.model import ModelAgent
+from tether.runtime.client_requests import ClientRequestError
 from tether.runtime.context import RunContext
 
 app = App()
@@ -46,3 +47,25 @@ async def fragile(ctx: RunContext) -> None:
     for n in range(1, 21):
         await ctx.text(f"{n} " if n < 20 else "20")
         await asyncio.sleep(0.05)
+
+
+@app.agent("asker")
+async def asker(ctx: RunContext) -> None:
+    """Asks its client to confirm (the client channel), then says what it was told."""
+    try:
+        answer = await ctx.request_client("confirm", {"message": "Delete the report?"})
+    except ClientRequestError as err:
+        await ctx.text(f"No answer: {err.message} ({err.code})")
+        return
+    await ctx.text("Deleted." if answer.get("confirmed") else "Kept.")
+
+
+@app.agent("hasty")
+async def hasty(ctx: RunContext) -> None:
+    """Asks its client to confirm, but waits only half a second for the answer."""
+    try:
+        await ctx.request_client("confirm", {"message": "Quick: go on?"}, timeout=0.5)
+    except ClientRequestError as err:
+        await ctx.text(f"No answer: {err.message} ({err.code})")
+        return
+    await ctx.text("Answered in time.")

@@ -49,6 +49,7 @@ function snapshotOf(fold) {
     last_error: fold.lastError,
     usage: fold.usage,
   };
+  if (fold.requests.size) snap.client_requests = [...fold.requests.values()];
   return JSON.parse(JSON.stringify(snap)); // as on the wire: no undefined fields
 }
 

@@ -32,6 +32,7 @@ from tether.api.aisdk import AISDKRoutes
 from tether.api.anthropic_api import MESSAGES_PATH, MessagesRoutes
 from tether.api.attachments import Attachments
 from tether.api.auth import Auth
+from tether.api.client_channel import ClientChannelRoutes
 from tether.api.detach import DEFAULT_GRACE, Readers
 from tether.api.errors import install_error_handlers
 from tether.api.gateway import Gateway
@@ -164,6 +165,8 @@ class TetherApp:
             self.kit.tools, attachments=self.attachments,
         )  # fmt: skip
         web.include_router(native.router)
+        channel = ClientChannelRoutes(self.sessions, self.runtime, self.stop_future)
+        web.include_router(channel.router)  # the client channel: client-responses, interact
         aisdk = AISDKRoutes(
             self.sessions, self.runtime, self._check_model, self.stop_future,
             self.kit.tools, attachments=self.attachments, idempotency=self.idempotency,

@@ -17,6 +17,7 @@ import click
 
 from tether.cli.chat_commands import Quit, run_command
 from tether.cli.chat_render import Screen, open_screen
+from tether.cli.chat_requests import PendingRequests
 from tether.cli.chat_tools import PendingCalls
 from tether.cli.remote import explain, fail, open_client, server_options
 from tether.cli.sessions_cmd import session_rows
@@ -91,7 +92,9 @@ class Chat:
             self.screen.answer(active, live=True)
             calls = PendingCalls(self.server_tools)
             calls.take_up(snapshot)
-            self.follow(run, calls)
+            requests = PendingRequests()
+            requests.take_up(snapshot)
+            self.follow(run, calls, requests)
 
     def _banner(self) -> None:
         s = self.settings
@@ -148,14 +151,21 @@ class Chat:
             self.note("(queued behind the run in progress)")
         self.follow(run, PendingCalls(self.server_tools))
 
-    def follow(self, run: Run, calls: PendingCalls) -> None:
-        """Show the run to its end, asking what its tool calls need; Ctrl-C cancels it."""
+    def follow(
+        self, run: Run, calls: PendingCalls, requests: PendingRequests | None = None
+    ) -> None:
+        """Show the run to its end, asking what its tool calls and client requests
+        need; Ctrl-C cancels it."""
+        requests = requests or PendingRequests()
         try:
             calls.ask(run, self.screen)  # what a run taken up already waits for
+            requests.ask(self.client, self.session_id, self.screen)
             for event in run.stream():
                 self.screen.event(event)
                 if calls.see(event):
                     calls.ask(run, self.screen)
+                if requests.see(event):
+                    requests.ask(self.client, self.session_id, self.screen)
         except KeyboardInterrupt:
             self.screen.end()
             self.note("cancelling this answer (Ctrl-C again quits)")

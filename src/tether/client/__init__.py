@@ -14,6 +14,7 @@ low-level Durable Streams client is in :mod:`tether.client.streams`.
 """
 
 from tether.client._async import AsyncRun, AsyncSessions, AsyncTether
+from tether.client._channel import InputResult, RpcResponse, SigninResult, Toolset
 from tether.client._runs import ReadToken
 from tether.client._sync import Run, Sessions, Tether
 from tether.client.errors import (
@@ -25,6 +26,9 @@ from tether.client.errors import (
     Gone,
     IdleTimeout,
     NotFound,
+    RpcError,
+    RpcRequestInvalid,
+    RpcServerError,
     SeqConflict,
     SequenceGap,
     ServerError,
@@ -38,6 +42,8 @@ from tether.client.errors import (
 )
 from tether.client.events import (
     Cancel,
+    ClientRequest,
+    ClientResponse,
     ContextTrim,
     ErrorEvent,
     Event,
@@ -65,6 +71,7 @@ from tether.client.models import (
     ActiveRun,
     Message,
     Part,
+    PendingRequest,
     QueuedRun,
     RunResult,
     Session,
@@ -83,6 +90,8 @@ __all__ = [
     "AsyncTether",
     "BadRequest",
     "Cancel",
+    "ClientRequest",
+    "ClientResponse",
     "Conflict",
     "ContextTrim",
     "ErrorEvent",
@@ -91,6 +100,7 @@ __all__ = [
     "Forbidden",
     "Gone",
     "IdleTimeout",
+    "InputResult",
     "Message",
     "MessageEnd",
     "MessageStart",
@@ -99,12 +109,17 @@ __all__ = [
     "PartDelta",
     "PartEnd",
     "PartStart",
+    "PendingRequest",
     "Producer",
     "QueueUpdate",
     "QueuedRun",
     "ReadToken",
     "Regenerate",
     "Retry",
+    "RpcError",
+    "RpcRequestInvalid",
+    "RpcResponse",
+    "RpcServerError",
     "Run",
     "RunEnd",
     "RunResult",
@@ -118,6 +133,7 @@ __all__ = [
     "SessionNotFound",
     "SessionSnapshot",
     "Sessions",
+    "SigninResult",
     "StaleEpoch",
     "Status",
     "StreamClient",
@@ -130,6 +146,7 @@ __all__ = [
     "ToolApproval",
     "ToolCall",
     "ToolResult",
+    "Toolset",
     "Unauthorized",
     "UnknownEvent",
     "UserMessage",

@@ -15,6 +15,22 @@ from typing import Any
 import httpx
 
 from tether.client._async_streams import AsyncStreamClient
+from tether.client._channel import (
+    CONFIRM,
+    INPUT,
+    SIGNIN,
+    InputResult,
+    RpcResponse,
+    SigninResult,
+    Toolset,
+    answer_of,
+    checked_requests,
+    input_result,
+    parsed_response,
+    rpc_refusal,
+    signin_params,
+    signin_results,
+)
 from tether.client._concurrency import aresolve, asleep
 from tether.client._follow import Follower, RunFollower, SessionFollower, next_data_event
 from tether.client._http import (
@@ -45,9 +61,16 @@ from tether.client._runs import (
 )
 from tether.client._sentinel import DEFAULT
 from tether.client._sse import SSEDecoder, SSEEvent
-from tether.client.errors import Conflict, NotFound, ServerError, SessionNotFound, TetherError
-from tether.client.events import Event, ToolApproval
-from tether.client.models import RunResult, Session, SessionSnapshot, ToolCall
+from tether.client.errors import (
+    Conflict,
+    NotFound,
+    ServerError,
+    SessionNotFound,
+    TetherConnectionError,
+    TetherError,
+)
+from tether.client.events import ClientRequest, Event, ToolApproval
+from tether.client.models import PendingRequest, RunResult, Session, SessionSnapshot, ToolCall
 
 ToolHandler = Callable[..., Any]
 
@@ -287,6 +310,133 @@ class AsyncTether:
             json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
             session=session_id,
         )
+
+    # -- the client channel ------------------------------------------------------------
+
+    async def respond(
+        self,
+        session_id: str,
+        request_id: str,
+        result: Any = None,
+        *,
+        error: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Answer a client request of the session, once: its ``result``, or a JSON-RPC
+        ``error`` ``{code, message, data?}``. Conflict if it was answered already."""
+        body: dict[str, Any] = {"request_id": request_id}
+        if error is not None:
+            body["error"] = dict(error)
+        else:
+            body["result"] = result
+        await self._mutate(
+            "POST", f"/v1/sessions/{seg(session_id)}/client-responses", json=body,
+            session=session_id,
+        )  # fmt: skip
+
+    async def interact(
+        self, session_id: str, requests: Mapping[str, Any] | list[Mapping[str, Any]]
+    ) -> AsyncIterator[RpcResponse]:
+        """Put JSON-RPC requests (``{id, method, params?}``, one or a list) to the
+        session's clients; yields one response per request, in the order answered.
+
+        RpcRequestInvalid (before sending) for a request without an id;
+        RpcServerError when the server refuses the call as a whole.
+        """
+        body = checked_requests(requests)
+        url = f"{self.base_url}/v1/sessions/{seg(session_id)}/interact"
+        timeout = httpx.Timeout(self.timeout, read=None)
+        try:
+            async with self._http.stream(
+                "POST", url, json=body, auth=self._auth, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    raw = await resp.aread()
+                    raise rpc_refusal(raw) or session_error(api_error(resp, raw), session_id)
+                decoder = SSEDecoder()
+                async for chunk in resp.aiter_bytes():
+                    for msg in decoder.feed(chunk):
+                        if isinstance(msg, SSEEvent) and msg.data:
+                            yield parsed_response(msg.data)
+        except httpx.TransportError as err:
+            raise connection_error(err, "POST", url) from err
+
+    async def _ask(self, session_id: str, method: str, params: dict[str, Any]) -> Any:
+        """One typed request over ``interact``: its result, or its error raised."""
+        async for response in self.interact(
+            session_id, {"id": 1, "method": method, "params": params}
+        ):
+            return response.value()
+        raise TetherConnectionError("the interact stream ended without an answer")
+
+    async def signin_toolsets(
+        self, session_id: str, toolsets: list[Toolset] | list[dict[str, Any]]
+    ) -> dict[str, SigninResult]:
+        """Ask the session's user to sign in to ``toolsets``; how it went, per toolset id."""
+        return signin_results(await self._ask(session_id, SIGNIN, signin_params(toolsets)))
+
+    async def confirm(self, session_id: str, message: str) -> bool:
+        """Ask the session's user a yes/no question."""
+        return bool((await self._ask(session_id, CONFIRM, {"message": message}))["confirmed"])
+
+    async def request_input(
+        self, session_id: str, message: str, schema: dict[str, Any]
+    ) -> InputResult:
+        """Ask the session's user for values: ``schema`` is a JSON Schema object of
+        primitive properties (as MCP elicitation); an accepted answer matches it."""
+        params = {"message": message, "schema": schema}
+        return input_result(await self._ask(session_id, INPUT, params))
+
+    async def serve_requests(
+        self,
+        session_id: str,
+        handlers: Mapping[str, Callable[[Any], Any]],
+        *,
+        limit: int | None = None,
+    ) -> int:
+        """Answer the session's client requests whose method has a handler, as they come.
+
+        A handler gets the request's params and returns its result (or raises
+        RpcError to answer with that error; another exception answers with an
+        internal error). Requests pending when it starts are answered first; one
+        another client answered first is skipped. Returns the number answered,
+        once ``limit`` are (else when the session is deleted).
+        """
+        snapshot = await self.sessions.get(session_id)
+        answered = 0
+        pending = [r for r in snapshot.client_requests if r.answerable(snapshot.active_run)]
+        for req in pending:
+            if req.method in handlers and (limit is None or answered < limit):
+                answered += await self._serve(session_id, req, handlers[req.method])
+        if limit is not None and answered >= limit:
+            return answered
+        async for event in self.events(session_id, snapshot.offset):
+            if isinstance(event, ClientRequest) and event.method in handlers:
+                answered += await self._serve(session_id, event, handlers[event.method])
+                if limit is not None and answered >= limit:
+                    break
+        return answered
+
+    async def _serve(
+        self,
+        session_id: str,
+        request: ClientRequest | PendingRequest,
+        handler: Callable[[Any], Any],
+    ) -> int:
+        """Answer one request with ``handler``: 1, or 0 if another client answered first."""
+        failed: Exception | None = None
+        outcome: Any = None
+        try:
+            outcome = await aresolve(handler(request.params))
+        except Exception as err:
+            failed = err
+        answer = answer_of(outcome, failed)
+        try:
+            await self.respond(
+                session_id, request.request_id, answer.get("result"), error=answer.get("error")
+            )
+        except Conflict:
+            return 0
+        return 1
 
     async def read_token(self, session_id: str) -> ReadToken:
         """A short-lived token that lets ``?token=`` read one session (for browsers)."""

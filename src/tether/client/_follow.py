@@ -22,6 +22,8 @@ from tether.client.errors import FirstEventTimeout, IdleTimeout, NotFound, Strea
 from tether.client.events import (
     INTERNAL_TYPES,
     Cancel,
+    ClientRequest,
+    ClientResponse,
     ErrorEvent,
     Event,
     MessageEnd,
@@ -304,6 +306,8 @@ class RunFollower(Follower):
         self.maybe_queued = queued
         self.cancel_named = False
         self._tool_call_ids: set[str] = set()
+        #: The run's client requests: their answers are its events.
+        self._request_ids: set[str] = set()
         self._approval_needed: set[str] = set()
         self._tool_calls: list[ToolCall] = []
 
@@ -387,10 +391,17 @@ class RunFollower(Follower):
                     if part.needs_approval:
                         self._approval_needed.add(part.id)
         self._tool_calls = snapshot.waiting_calls()
+        self._request_ids.update(
+            r.request_id for r in snapshot.client_requests if r.run_id == self.run_id
+        )
 
     def _mine(self, ev: Event) -> bool:
         if ev.run_id is not None:
+            if isinstance(ev, ClientRequest) and ev.run_id == self.run_id:
+                self._request_ids.add(ev.request_id)  # its answer (no run_id) is the run's too
             return ev.run_id == self.run_id
+        if isinstance(ev, ClientResponse):
+            return ev.request_id in self._request_ids
         if isinstance(ev, UserMessage):
             return self.message_id is not None and ev.message_id == self.message_id
         if isinstance(ev, ToolResult | ToolApproval):

@@ -138,6 +138,28 @@ class SeqConflict(Conflict):
     """409: a ``Stream-Seq`` that is not greater than the stream's last one."""
 
 
+class RpcError(TetherError):
+    """A JSON-RPC error answered to a client request (the client channel).
+
+    ``code``, ``message`` and ``data`` are the JSON-RPC error's. A handler of
+    ``serve_requests`` may raise one to answer with that error.
+    """
+
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(f"{message} (JSON-RPC error {code})")
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class RpcServerError(RpcError):
+    """A JSON-RPC error with id null: the server refused the call as a whole (a malformed batch)."""
+
+
+class RpcRequestInvalid(TetherError, ValueError):
+    """A request the SDK will not send: one without an id (a notification) is never answered."""
+
+
 _BY_STATUS: dict[int, type[APIError]] = {
     400: BadRequest,
     401: Unauthorized,

@@ -88,6 +88,21 @@ class ToolApproval(Event):
     reason: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientResponse(Event):
+    """The one answer to a :class:`ClientRequest`: a ``result`` or a JSON-RPC ``error``.
+
+    With neither, the result is null. A run writes one itself (with its
+    ``run_id``) when the request timed out.
+    """
+
+    TYPE: ClassVar[str] = "client-response"
+    request_id: str = ""
+    result: Any = None
+    #: ``{code, message, data?}`` (JSON-RPC 2.0).
+    error: dict[str, Any] | None = None
+
+
 # -- outputs: agent -> clients --------------------------------------------------
 
 
@@ -205,7 +220,8 @@ class RunSuspend(Event):
     """
 
     TYPE: ClassVar[str] = "run-suspend"
-    #: What it waits for: ``{tool_call_id, for: "result" | "approval", expires_at?}``.
+    #: What it waits for: ``{tool_call_id, for: "result" | "approval", expires_at?}``,
+    #: or ``{request_id, for: "request", expires_at?}``.
     waiting: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -260,6 +276,19 @@ class ActiveBranch(Event):
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClientRequest(Event):
+    """A JSON-RPC request for the session's clients (the client channel): answer it
+    with ``respond`` (or serve it with ``serve_requests``)."""
+
+    TYPE: ClassVar[str] = "client-request"
+    request_id: str = ""
+    method: str = ""
+    params: Any = None
+    #: When a run stops waiting for it (seconds since the epoch), if it said.
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class UnknownEvent(Event):
     """An event type this client does not know; its fields are in ``raw``."""
 
@@ -273,6 +302,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Submit,
         ToolResult,
         ToolApproval,
+        ClientResponse,
         RunStart,
         MessageStart,
         PartStart,
@@ -289,6 +319,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Status,
         QueueUpdate,
         ActiveBranch,
+        ClientRequest,
     )
 }
 

@@ -91,6 +91,39 @@ class ActiveRun:
 
 
 @dataclass(slots=True)
+class PendingRequest:
+    """A client request of the session (the client channel), answered or not.
+
+    Once ``answered``: ``error`` (a JSON-RPC error) or, if None, ``result``.
+    """
+
+    request_id: str
+    method: str
+    params: Any = None
+    answered: bool = False
+    result: Any = None
+    error: dict[str, Any] | None = None
+    #: The run that asked (None: a backend, through ``interact``), and its answer's message.
+    run_id: str | None = None
+    message_id: str | None = None
+    expires_at: float | None = None
+
+    def answerable(self, active_run: ActiveRun | None) -> bool:
+        """Unanswered, and a backend's or the active run's (a run that ended waits no more)."""
+        if self.answered:
+            return False
+        return self.run_id is None or (active_run is not None and active_run.run_id == self.run_id)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PendingRequest:
+        return cls(
+            d["request_id"], d.get("method") or "", d.get("params"), bool(d.get("answered")),
+            d.get("result"), d.get("error"), d.get("run_id"), d.get("message_id"),
+            d.get("expires_at"),
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
 class QueuedRun:
     run_id: str
     #: message (a user message waits to be placed and answered) or regenerate.
@@ -145,6 +178,8 @@ class SessionSnapshot(Session):
     queue: list[QueuedRun] = field(default_factory=list)
     last_error: dict[str, Any] | None = None
     offset: str = "-1"
+    #: The client requests the session made (the client channel), oldest first.
+    client_requests: list[PendingRequest] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> SessionSnapshot:
@@ -156,6 +191,7 @@ class SessionSnapshot(Session):
             queue=[QueuedRun.from_json(q) for q in d.get("queue", [])],
             last_error=d.get("last_error"),
             offset=d.get("offset", "-1"),
+            client_requests=[PendingRequest.from_json(r) for r in d.get("client_requests", [])],
         )
 
     def answer(self) -> Message | None:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from tether.observability import metrics, tracing
 from tether.observability.runs import LEDGER
+from tether.runtime import client_requests as rpc
 from tether.runtime.journal import RULE, Journal, ReplayDiverged, Resumption
 from tether.sessions import events as ev
 from tether.sessions.fold import Message
@@ -75,6 +76,7 @@ class RunContext:
         on_step: Callable[[], None] | None = None,
         resumption: Resumption | None = None,
         wait_expiry: float | None = None,
+        expire_request: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.session_id = session_id
         self.run_id = run_id
@@ -97,6 +99,7 @@ class RunContext:
         self._open: dict[str, str] = {}  # kind -> open part id
         self._parts = 0
         self._calls = 0
+        self._requests = 0  # client requests made (their ids number them)
         #: Tool call id -> the tool's name, for the spans of the calls waited for.
         self._tool_names: dict[str, str] = {}
         self._waiting = 0  # waits open at once (parallel tool calls)
@@ -111,6 +114,9 @@ class RunContext:
             self._go_live()
         #: Seconds a wait may last before the run ends as expired, unless a wait says.
         self.wait_expiry = wait_expiry
+        #: Writes a timed client request's timeout as its answer and hands it to the
+        #: wait: the runtime's hook does so once, under the answer's claim.
+        self._expire_request = expire_request or self._expire_unclaimed
         #: Open waits: key (``result:{call}``, ``approval:{call}``) -> when it expires.
         self.waits: dict[str, float | None] = {}
         #: Steps in progress that are not waits (a model call, a server tool, a ctx.step).
@@ -473,6 +479,88 @@ class RunContext:
             self._waiting -= 1
             if self._waiting == 0:
                 await self._on_status(ev.RUNNING)
+
+    # -- the client channel ------------------------------------------------------
+
+    async def request_client(
+        self, method: str, params: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """Ask the session's connected clients to act (JSON-RPC): the result of the first answer.
+
+        Raises :class:`~tether.runtime.client_requests.ClientRequestError` when
+        the answer is a JSON-RPC error, or when nobody answered within
+        ``timeout`` seconds (code ``TIMED_OUT``). Without a timeout the wait is
+        a wait like a tool call's: the run may be suspended meanwhile, and the
+        server's ``--wait-expiry`` ends it. The session is ``paused`` while it waits.
+        """
+        self._requests += 1
+        request_id = f"req_{self.run_id}_{self._requests}"
+        key = f"request:{request_id}"
+        entry = self.replayed(key)
+        if entry is not None:
+            recorded = entry.get("value") or {}
+            if recorded.get("method") != method:
+                raise ReplayDiverged(
+                    f"run {self.run_id} cannot continue: on replay {request_id} asks "
+                    f"{method}, recorded as {recorded.get('method')}; {RULE}"
+                )
+            expires_at = recorded.get("expires_at")
+        else:
+            expires_at = None if timeout is None else round(time.time() + timeout, 3)
+            batch = self._close_open()
+            batch.append(
+                ev.event(
+                    ev.CLIENT_REQUEST, run_id=self.run_id, request_id=request_id,
+                    method=method, params=params, expires_at=expires_at,
+                )
+            )  # fmt: skip
+            journaled: dict[str, Any] = {"method": method}
+            if expires_at is not None:
+                journaled["expires_at"] = expires_at
+            batch.append(self.journal.entry("request", key, journaled, self._parts))
+            await self._record(batch)
+        if expires_at is None:
+            answer: dict[str, Any] = await self._wait(key, None)
+        else:
+            answer = await self._timed_wait(key, request_id, expires_at, timeout)
+        return rpc.outcome(answer)
+
+    async def _timed_wait(
+        self, key: str, request_id: str, expires_at: float, timeout: float | None
+    ) -> dict[str, Any]:
+        """Wait for an answer until ``expires_at``; then the run answers the timeout itself.
+
+        A timed wait keeps its task (the run is not suspended): the timeout is
+        the agent's to see, not the end of the run. It is written to the log
+        before the wait ends, so every client sees the request closed.
+        """
+        self._expiries[key] = expires_at
+        fut = self._waiters.get(key)
+        if fut is None:
+            fut = self._waiters[key] = asyncio.get_running_loop().create_future()
+        self.busy += 1
+        waiting = asyncio.ensure_future(self._wait(key, None))
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=max(0.0, expires_at - time.time()))
+            if not done and not fut.done():
+                await self._expire_request(request_id, rpc.timed_out(timeout))
+            answer: dict[str, Any] = await waiting
+            return answer
+        finally:
+            if not waiting.done():
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+            self.busy -= 1
+
+    async def _expire_unclaimed(self, request_id: str, error: dict[str, Any]) -> None:
+        """A timed request's timeout, for a context made without the runtime's hook."""
+        answer = ev.event(
+            ev.CLIENT_RESPONSE, run_id=self.run_id, request_id=request_id, error=error
+        )
+        await self._record([answer])
+        fut = self._waiters.get(f"request:{request_id}")
+        if fut is not None and not fut.done():
+            fut.set_result({"error": error})
 
     # -- retries --------------------------------------------------------------
 

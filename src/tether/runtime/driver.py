@@ -72,7 +72,7 @@ LEASE_TTL = 6.0
 #: Lease time on a store nothing else shares: nobody could take over anyway.
 _FOREVER = 10.0 * 365 * 24 * 3600
 #: Events a driver must act on when another replica appends them.
-_WATCHED = frozenset({ev.SUBMIT, ev.CANCEL, ev.TOOL_RESULT, ev.TOOL_APPROVAL})
+_WATCHED = frozenset({ev.SUBMIT, ev.CANCEL, ev.TOOL_RESULT, ev.TOOL_APPROVAL, ev.CLIENT_RESPONSE})
 
 Agent = Callable[[RunContext], Awaitable[None]]
 AgentResolver = Callable[[SessionRecord], Agent]

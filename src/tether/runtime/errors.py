@@ -5,6 +5,7 @@
     ValueError
     └── InputRefused        a request the runtime refuses; nothing was changed
         ├── InvalidInput    "invalid_input": names a message or tool call the session lacks
+        │   └── UnknownRequest  "not_found": answers a client request the session never made
         └── Conflict        "conflict": valid, but clashes with the session's state
 
 The ``code`` is declared on the class (as asyncpg declares its SQLSTATEs), so
@@ -28,6 +29,12 @@ class InvalidInput(InputRefused):
     """A request that names a message or tool call the session does not have."""
 
     code = "invalid_input"
+
+
+class UnknownRequest(InvalidInput):
+    """A client answer that names a request the session never made (HTTP 404)."""
+
+    code = "not_found"
 
 
 class Conflict(InputRefused):

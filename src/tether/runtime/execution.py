@@ -14,7 +14,9 @@ journal (tether.runtime.journal):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -24,7 +26,7 @@ from tether.observability.runs import LEDGER
 from tether.runtime.context import Approval, RunContext, ToolOutcome
 from tether.runtime.errors import run_error_code
 from tether.runtime.journal import Resumption
-from tether.runtime.names import EXPIRING, RUNS, lease_name
+from tether.runtime.names import CLAIM_TTL, EXPIRING, RUNS, claim_name, lease_name
 from tether.runtime.queue import QueueItem, queue_update
 from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold, part_number
@@ -122,7 +124,10 @@ class Run:
             fut.set_result(value)
 
     def deliver_answers(self, fold: SessionFold) -> None:
-        """Hand the agent the tool results and approvals its stream holds."""
+        """Hand the agent the tool results, approvals and client answers its stream holds."""
+        for rid, req in fold.client_requests.items():
+            if req["answered"] and req.get("run_id") == self.run_id:
+                self.resolve(f"request:{rid}", answer_of(req))
         msg = fold.messages.get(self.assistant_id or "")
         if msg is None:
             return
@@ -367,6 +372,7 @@ async def _execute(
             on_step=on_step,
             resumption=resumption,
             wait_expiry=host.policy.wait_expiry,
+            expire_request=_request_expiry(driver, run, append),
         )
         await agent(ctx)
         ctx.journal.finished()
@@ -395,6 +401,36 @@ async def _execute(
         if reason is None:
             await driver.reconcile()  # an answer that came meanwhile continues it at once
         await host.next(session_id)
+
+
+def _request_expiry(
+    driver: SessionDriver, run: Run, append: Callable[[list[ev.Event]], Coroutine[Any, Any, int]]
+) -> Callable[[str, dict[str, Any]], Coroutine[Any, Any, None]]:
+    """The context's hook for a timed client request whose deadline passed: the run
+    writes the timeout ``error`` as its answer, under the answer's claim (as a client's
+    answer is written), unless an answer came first; that one is then the run's."""
+    store = driver.host.store
+
+    async def expire(request_id: str, error: dict[str, Any]) -> None:
+        key = f"request:{request_id}"
+        name, holder = claim_name(driver.session_id, key), os.urandom(8).hex()
+        if not await store.acquire_lease(name, holder, CLAIM_TTL):
+            return  # a client's answer is being written: it reaches the run as any answer
+        try:
+            req = (await driver.fold()).client_requests.get(request_id)
+            if req is not None and req["answered"]:
+                run.resolve(key, answer_of(req))
+                return
+            answer = ev.event(
+                ev.CLIENT_RESPONSE, run_id=run.run_id, request_id=request_id, error=error
+            )
+            await append([answer])
+            run.resolve(key, {"error": error})
+        finally:
+            with contextlib.suppress(Exception):  # else it lapses; the log has the answer
+                await store.release_lease(name, holder)
+
+    return expire
 
 
 def _halting(
@@ -445,7 +481,8 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     waiting = []
     for key, expires_at in waits.items():
         kind, _, call_id = key.partition(":")
-        wait: dict[str, Any] = {"tool_call_id": call_id, "for": kind}
+        named = "request_id" if kind == "request" else "tool_call_id"
+        wait: dict[str, Any] = {named: call_id, "for": kind}
         if expires_at is not None:
             wait["expires_at"] = expires_at
         waiting.append(wait)
@@ -462,6 +499,13 @@ async def suspend(driver: SessionDriver, run_id: str, waits: dict[str, float | N
     LEDGER.suspended(run_id)
     log.info("run %s of session %s is suspended: it waits for %s",
              run_id, driver.session_id, ", ".join(waits))  # fmt: skip
+
+
+def answer_of(request: dict[str, Any]) -> dict[str, Any]:
+    """An answered request of the fold as the answer its waiter gets."""
+    if "error" in request:
+        return {"error": request["error"]}
+    return {"result": request.get("result")}
 
 
 def _message_tools(fold: SessionFold, message_id: str) -> list[Any]:

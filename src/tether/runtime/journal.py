@@ -67,7 +67,7 @@ class Resumption:
             }
         active = fold.active_run or {}
         expiries = {
-            f"{w.get('for')}:{w.get('tool_call_id')}": w["expires_at"]
+            f"{w.get('for')}:{w.get('request_id') or w.get('tool_call_id')}": w["expires_at"]
             for w in active.get("suspended", ())
             if w.get("expires_at") is not None
         }

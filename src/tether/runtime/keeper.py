@@ -131,6 +131,11 @@ class LeaseKeeper:
                     f"tool call {wait.get('tool_call_id')} waited for {what} past its expiry; "
                     "the run ends"
                 )
+                if wait.get("for") == "request":
+                    message = (
+                        f"client request {wait.get('request_id')} waited for an answer past "
+                        "its expiry; the run ends"
+                    )
                 log.info("run %s of session %s: %s", run_id, session_id, message)
                 LEDGER.adopted(run_id, session_id, active.get("model") or "unknown", None,
                              active.get("started_at"))  # fmt: skip

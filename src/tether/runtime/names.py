@@ -16,6 +16,10 @@ def lease_name(session_id: str) -> str:
 EXPIRING = "expiring-waits"
 
 
+#: Seconds an answer's claim lasts if its replica dies before it lets it go.
+CLAIM_TTL = 30.0
+
+
 def claim_name(session_id: str, wait_key: str) -> str:
     """The lease taken while an answer (``result:{call}``, ``approval:{call}``) is written:
     of two answers to one question, the one that takes it is the one written."""

@@ -30,12 +30,13 @@ import logging
 import os
 from typing import Any
 
+from tether.runtime import client_requests as rpc
 from tether.runtime.context import Approval, ToolOutcome
 from tether.runtime.driver import LEASE_TTL, Agent, AgentResolver, Drivers, SessionDriver
-from tether.runtime.errors import Conflict, InvalidInput
+from tether.runtime.errors import Conflict, InvalidInput, UnknownRequest
 from tether.runtime.execution import STOP, SUSPEND, begin
 from tether.runtime.keeper import REAP_INTERVAL, LeaseKeeper
-from tether.runtime.names import RUNS, claim_name, lease_name
+from tether.runtime.names import CLAIM_TTL, RUNS, claim_name, lease_name
 from tether.runtime.policy import RunPolicy
 from tether.runtime.queue import QueueItem
 from tether.runtime.seeding import seed
@@ -56,13 +57,11 @@ __all__ = [
     "QueueItem",
     "RunPolicy",
     "Runtime",
+    "UnknownRequest",
     "lease_name",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Seconds an answer's claim lasts if its replica dies before it lets it go.
-CLAIM_TTL = 30.0
 
 
 class Runtime:
@@ -284,6 +283,26 @@ class Runtime:
             session_id, f"approval:{tool_call_id}", answer, Approval(approved, reason)
         )
 
+    async def client_response(
+        self, session_id: str, request_id: str, answer: dict[str, Any]
+    ) -> None:
+        """Answer client request ``request_id``, once: ``answer`` is ``{"result": ...}``
+        or ``{"error": {code, message, data?}}`` (checked against a typed method's terms)."""
+        req = (await self._fold(session_id)).client_requests.get(request_id)
+        if req is None:
+            raise UnknownRequest(f"no client request {request_id} in this session")
+        problem = (
+            rpc.error_problem(answer["error"])
+            if "error" in answer
+            else rpc.result_problem(req["method"], req.get("params"), answer.get("result"))
+        )
+        if problem is not None:
+            raise InvalidInput(problem)
+        event = ev.event(ev.CLIENT_RESPONSE, request_id=request_id, **answer)
+        if "result" in answer and answer["result"] is None:
+            event.pop("result", None)  # a result of null: the event has neither field
+        await self._answer(session_id, f"request:{request_id}", event, answer)
+
     async def _answer(self, session_id: str, key: str, answer: ev.Event, value: Any) -> None:
         """Write one answer to a tool call, once: of answers racing on any replicas,
         exactly one is written (it holds the question's claim); the others get Conflict.
@@ -291,11 +310,11 @@ class Runtime:
         The answer goes to the run waiting for it: here, on the replica that
         drives the session, or, for a suspended run, whichever takes it on.
         """
-        call_id = answer["tool_call_id"]
+        call_id = answer.get("tool_call_id") or answer["request_id"]
         self._check_unanswered(await self._fold(session_id), key, call_id)
         claim, holder = claim_name(session_id, key), os.urandom(8).hex()
         if not await self.sessions.store.acquire_lease(claim, holder, CLAIM_TTL):
-            raise Conflict(f"tool call {call_id} is being answered by another request")
+            raise Conflict(f"{call_id} is being answered by another request")
         try:
             fold = await self._fold(session_id)  # an answer may have landed before the claim
             self._check_unanswered(fold, key, call_id)
@@ -316,6 +335,16 @@ class Runtime:
 
     @staticmethod
     def _check_unanswered(fold: SessionFold, key: str, call_id: str) -> None:
+        if key.startswith("request:"):
+            req = fold.client_requests.get(call_id)
+            if req is None:
+                raise UnknownRequest(f"no client request {call_id} in this session")
+            if req["answered"]:
+                raise Conflict(f"client request {call_id} was already answered")
+            run_id = req.get("run_id")
+            if run_id is not None and fold.runs.get(run_id) != "running":
+                raise Conflict(f"the run that made client request {call_id} has ended")
+            return
         part = fold.tool_call(call_id)
         if part is None:
             raise InvalidInput(f"no tool call {call_id} in this session")

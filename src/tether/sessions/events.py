@@ -25,6 +25,10 @@ TOOL_APPROVAL: Final = "tool-approval"
 #: parts?, parent_id?, edit_of?, front?}. That replica queues it and answers
 #: with a queue-update or the run's start.
 SUBMIT: Final = "submit"
+#: The answer to a client request (the client channel, tether.runtime.client_requests):
+#: {request_id, result | error {code, message, data?}}; a run writes one itself, with
+#: its run_id, when the request times out.
+CLIENT_RESPONSE: Final = "client-response"
 
 # Outputs: agent -> clients.
 RUN_START: Final = "run-start"
@@ -49,6 +53,10 @@ RUN_SUSPEND: Final = "run-suspend"
 #: The same run goes on (after an answer, a restart, a failover) on {worker},
 #: having replayed {replayed} steps of its journal.
 RUN_RESUME: Final = "run-resume"
+#: A JSON-RPC request for the session's connected clients (the client channel):
+#: {request_id, method, params?, expires_at?}; a run's (with its run_id) or a
+#: backend's through POST /v1/sessions/{id}/interact (without).
+CLIENT_REQUEST: Final = "client-request"
 
 # Session state.
 STATUS: Final = "status"
@@ -58,7 +66,9 @@ QUEUE_UPDATE: Final = "queue-update"
 #: and a message sent without a parent continues it.
 ACTIVE_BRANCH: Final = "active-branch"
 
-INPUTS: Final = frozenset({USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL, SUBMIT})
+INPUTS: Final = frozenset(
+    {USER_MESSAGE, REGENERATE, CANCEL, TOOL_RESULT, TOOL_APPROVAL, SUBMIT, CLIENT_RESPONSE}
+)
 OUTPUTS: Final = frozenset(
     {
         RUN_START,
@@ -74,6 +84,7 @@ OUTPUTS: Final = frozenset(
         JOURNAL,
         RUN_SUSPEND,
         RUN_RESUME,
+        CLIENT_REQUEST,
     }
 )
 STATE: Final = frozenset({STATUS, QUEUE_UPDATE, ACTIVE_BRANCH})
@@ -97,7 +108,7 @@ END_REASONS: Final = frozenset({COMPLETE, CANCELLED, FAILED, INTERRUPTED})
 # Session status values.
 IDLE: Final = "idle"
 RUNNING: Final = "running"
-#: A run waits on a person: a tool result or an approval.
+#: A run waits on a person: a tool result, an approval or a client request's answer.
 PAUSED: Final = "paused"
 #: No run is active and the last one failed (until the next one starts).
 ERRORED: Final = "error"

@@ -110,6 +110,8 @@ class SessionFold:
         self.journals: dict[str, list[Event]] = {}
         self._parts: dict[str, tuple[Message, Part]] = {}
         self._tool_calls: dict[str, Part] = {}
+        #: request id -> the client request, as the snapshot shows it (the client channel).
+        self.client_requests: dict[str, dict[str, Any]] = {}
         self._seen: set[str] = set()
 
     # -- applying events -----------------------------------------------------
@@ -276,6 +278,29 @@ class SessionFold:
         if part is not None:
             part.approval = {"approved": bool(e.get("approved")), "reason": e.get("reason")}
 
+    def _client_request(self, e: Event) -> None:
+        rid = e.get("request_id")
+        if not isinstance(rid, str) or rid in self.client_requests:
+            return
+        req: dict[str, Any] = {"request_id": rid, "method": e.get("method"), "answered": False}
+        for key in ("params", "run_id", "expires_at"):
+            if e.get(key) is not None:
+                req[key] = e[key]
+        msg = self.answer_of(e["run_id"]) if e.get("run_id") else None
+        if msg is not None:
+            req["message_id"] = msg.id
+        self.client_requests[rid] = req
+
+    def _client_response(self, e: Event) -> None:
+        req = self.client_requests.get(e.get("request_id", ""))
+        if req is None or req["answered"]:
+            return  # the first answer is the answer
+        req["answered"] = True
+        if e.get("error") is not None:
+            req["error"] = e["error"]
+        else:
+            req["result"] = e.get("result")  # absent: a result of null
+
     def _status(self, e: Event) -> None:
         self.status = e["status"]
 
@@ -339,6 +364,9 @@ class SessionFold:
 
     def answered(self, wait: dict[str, Any]) -> bool:
         """Whether a suspended run's wait (an item of ``run-suspend``'s list) has its answer."""
+        if wait.get("for") == "request":
+            req = self.client_requests.get(wait.get("request_id", ""))
+            return req is not None and req["answered"]
         part = self._tool_calls.get(wait.get("tool_call_id", ""))
         if part is None:
             return False
@@ -371,7 +399,7 @@ class SessionFold:
         return out
 
     def snapshot(self) -> dict[str, Any]:
-        return {
+        out = {
             "status": self.status,
             "messages": [self.message_json(m) for m in self.branch()],
             "active_run": self.active_run,
@@ -379,6 +407,9 @@ class SessionFold:
             "last_error": self.last_error,
             "usage": dict(self.usage),
         }
+        if self.client_requests:  # only in sessions that asked their clients something
+            out["client_requests"] = [dict(r) for r in self.client_requests.values()]
+        return out
 
 
 def part_number(part_id: str) -> int:
@@ -408,4 +439,6 @@ _HANDLERS = {
     ev.ACTIVE_BRANCH: SessionFold._active_branch,
     ev.SUBMIT: SessionFold._submit,
     ev.CANCEL: SessionFold._cancel,
+    ev.CLIENT_REQUEST: SessionFold._client_request,
+    ev.CLIENT_RESPONSE: SessionFold._client_response,
 }

@@ -18,6 +18,7 @@ export class Fold {
     this.toolCalls = new Map(); // tool call id -> part
     this.retries = new Map(); // run id -> last retry event
     this.errors = new Map(); // run id -> {code, message}
+    this.requests = new Map(); // request id -> a client request (the client channel), in log order
     this.seen = new Set();
     this.complete = true; // false: seeded from a snapshot, other branches unknown
   }
@@ -49,7 +50,21 @@ export class Fold {
     }
     const msgs = snap.messages || [];
     f.leaf = msgs.length ? msgs[msgs.length - 1].id : null;
+    for (const r of snap.client_requests || []) f.requests.set(r.request_id, { ...r });
     return f;
+  }
+
+  /** The client requests asked under message `id` (or, with null, by no run), oldest first. */
+  requestsOf(id) {
+    return [...this.requests.values()].filter((r) => (r.message_id ?? null) === id);
+  }
+
+  answerOf(runId) {
+    const msgs = [...this.messages.values()];
+    for (let i = msgs.length - 1; i >= 0; i--) {
+      if (msgs[i].run_id === runId && msgs[i].role !== "user") return msgs[i];
+    }
+    return null;
   }
 
   kids(parentId) {
@@ -255,6 +270,27 @@ Fold.handlers = {
       const { suspended, ...run } = this.activeRun;
       this.activeRun = run;
     }
+  },
+  // The client channel: a request for the session's clients, and its one answer.
+  "client-request"(e) {
+    if (typeof e.request_id !== "string" || this.requests.has(e.request_id)) return;
+    const req = { request_id: e.request_id, method: e.method, answered: false };
+    for (const key of ["params", "run_id", "expires_at"]) if (e[key] != null) req[key] = e[key];
+    const msg = e.run_id ? this.answerOf(e.run_id) : null;
+    if (msg) {
+      req.message_id = msg.id;
+      this.touch(msg);
+    }
+    this.requests.set(e.request_id, req);
+  },
+  "client-response"(e) {
+    const req = this.requests.get(e.request_id);
+    if (!req || req.answered) return; // the first answer is the answer
+    req.answered = true;
+    if (e.error != null) req.error = e.error;
+    else req.result = e.result ?? null;
+    const msg = req.message_id && this.messages.get(req.message_id);
+    if (msg) this.touch(msg);
   },
   status(e) {
     this.status = e.status;

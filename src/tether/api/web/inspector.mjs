@@ -69,7 +69,7 @@ function brief(ev) {
     case "run-end":
       return `${ev.run_id} ${ev.reason}`;
     case "run-suspend":
-      return `${ev.run_id} waits for ${(ev.waiting || []).map((w) => `${w.for} of ${w.tool_call_id}`).join(", ")}`;
+      return `${ev.run_id} waits for ${(ev.waiting || []).map((w) => `${w.for} of ${w.tool_call_id || w.request_id}`).join(", ")}`;
     case "run-resume":
       return `${ev.run_id} on ${ev.worker || "?"}${ev.replayed ? `, ${ev.replayed} steps replayed` : ""}`;
     case "status":
@@ -85,6 +85,10 @@ function brief(ev) {
       return ev.tool_call_id;
     case "cancel":
       return ev.run_id || "all";
+    case "client-request":
+      return `${ev.method} ${ev.request_id}`;
+    case "client-response":
+      return `${ev.request_id}${ev.error ? ` error ${ev.error.code}` : ""}`;
     default:
       return "";
   }

@@ -7,6 +7,7 @@ import { addCodeCopyButtons, copyText } from "./copy.mjs";
 import { act, el } from "./dom.mjs";
 import { esc, pretty } from "./format.mjs";
 import { markdown } from "./markdown.mjs";
+import { requestCards } from "./requests-view.mjs";
 import { render } from "./schedule.mjs";
 
 /** Message id -> view of the open session. */
@@ -161,6 +162,7 @@ function renderParts(s, msg, v) {
     wanted.push(v.typing || (v.typing = el("div", { class: "typing", "aria-label": "thinking" },
       el("span"), el("span"), el("span"))));
   }
+  wanted.push(...requestCards(s, msg.id)); // what the run asked the session's clients
   const ids = new Set(msg.parts.map((p) => p.id));
   for (const id of [...v.parts.keys()]) if (!ids.has(id)) v.parts.delete(id);
   const current = [...v.body.children];

@@ -5,6 +5,7 @@ import { api, sessionPath } from "./api.mjs";
 import { $, act, el } from "./dom.mjs";
 import { inspector } from "./inspector.mjs";
 import { messageView, views } from "./message-view.mjs";
+import { requestCards } from "./requests-view.mjs";
 import { setStatusTag } from "./sessions.mjs";
 import { drawWith } from "./schedule.mjs";
 import { state } from "./state.mjs";
@@ -59,6 +60,7 @@ function renderMessages() {
   $("empty").hidden = list.length > 0;
   const stick = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   const wanted = list.map((msg) => messageView(s, msg));
+  if (s && s.ready) wanted.push(...requestCards(s, null)); // a backend's requests (no run asked)
   const keep = new Set(wanted);
   for (const child of [...box.children]) if (child.id !== "empty" && !keep.has(child)) child.remove();
   let before = $("empty").nextSibling;
