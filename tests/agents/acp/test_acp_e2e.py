@@ -27,6 +27,7 @@ import pytest
 from helpers.server import TetherServer
 from helpers.session_events import Events
 from sessions.grammar import Grammar
+from tether.client import AsyncTether
 
 AGENT = Path(__file__).parent / "scripted_agent.py"
 SESSION = {"agent": "scripted"}
@@ -174,11 +175,8 @@ async def test_permission_is_answered_by_another_client(server: TetherServer) ->
         # The second client sees the question in the snapshot and picks an option.
         snapshot = (await other.get(f"/v1/sessions/{sid}")).json()
         assert snapshot["status"] == "paused"
-        r = await other.post(
-            f"/v1/sessions/{sid}/tool-approvals",
-            json={"tool_call_id": ask["tool_call_id"], "approved": False, "option_id": "no"},
-        )
-        assert r.status_code == 202, r.text
+        async with AsyncTether(server.base_url) as sdk:  # the SDK names the option
+            await sdk.tool_approval(sid, ask["tool_call_id"], False, option_id="no")
         assert (await events.run_end(run))["reason"] == "complete"
         assert text_of(of_run(events, run)) == "permission: no"
         again = await other.post(
@@ -194,6 +192,7 @@ async def test_permission_is_answered_by_another_client(server: TetherServer) ->
             f"/v1/sessions/{sid}/tool-approvals",
             json={"tool_call_id": ask["tool_call_id"], "approved": True},
         )
+        assert r.status_code == 202, r.text
         await events.run_end(run)
         assert text_of(of_run(events, run)) == "permission: yes"
         await events.aclose()
