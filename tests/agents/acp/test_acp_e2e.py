@@ -111,8 +111,9 @@ async def test_output_arrives_as_session_events(server: TetherServer) -> None:
         assert start["tool_name"] == "Read notes"
         call_id = start["tool_call_id"]
         end = next(e for e in seen if e["type"] == "part-end" and e["part_id"] == start["part_id"])
-        assert end["value"] == {"path": "notes.txt"}  # the input the update gave
+        assert end["value"] == {"path": "notes.txt"}  # in progress, with the input it gave
         result = next(e for e in seen if e["type"] == "tool-result")
+        assert seen.index(start) < seen.index(end) < seen.index(result)
         assert result["tool_call_id"] == call_id and result["run_id"] == run
         assert result["output"] == {
             "content": [{"type": "content", "content": {"type": "text", "text": "the notes"}}],

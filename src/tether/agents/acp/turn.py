@@ -1,11 +1,12 @@
 """One ``session/prompt`` as one tether run: ACP's ``session/update``s to session events.
 
 - ``agent_message_chunk`` / ``agent_thought_chunk``: text / reasoning deltas;
-- ``tool_call`` / ``tool_call_update``, merged by ``toolCallId``: a tool-call part,
-  open while the call is pending or in progress, ended with its latest
-  ``rawInput`` when it completes or fails, then its ``tool-result`` with the
-  run's id (the agent ran it, as the server runs its own tools): ``output``
-  ``{content, raw_output}`` when completed, ``error`` when failed;
+- ``tool_call`` / ``tool_call_update``, merged by ``toolCallId``: a tool-call part
+  whose three phases are the events a server tool has: open while the call is
+  ``pending``; ended (its value the latest ``rawInput``) once it is
+  ``in_progress``; then its ``tool-result`` with the run's id (the agent ran it,
+  as the server runs its own tools): ``output`` ``{content, raw_output}`` when
+  ``completed``, ``error`` when ``failed``;
 - ``plan``: a ``plan`` part whose value is the entries (each plan replaces the last);
 - ``usage_update``: ``context_tokens`` / ``context_window`` in the message's usage;
 - ``session/request_permission``: a tool-call part that needs approval, its
@@ -43,6 +44,7 @@ from tether.runtime.context import RunContext, ToolOutcome
 from tether.sessions import events as ev
 
 _FINISHED = ("completed", "failed")
+_UNDER_WAY = ("in_progress", *_FINISHED)
 
 
 @dataclass(slots=True)
@@ -52,6 +54,9 @@ class _Call:
     raw_input: Any = None
     content: list[Any] = field(default_factory=list)
     raw_output: Any = None
+    #: Its part has ended: the call is under way (or finished).
+    started: bool = False
+    #: Its result is written.
     done: bool = False
 
 
@@ -143,12 +148,17 @@ class Turn:
             call.content = [c.model_dump(mode="json", exclude_none=True) for c in update.content]
         if update.raw_output is not None:
             call.raw_output = update.raw_output
+        if update.status in _UNDER_WAY and not call.started:
+            call.started = True
+            await self.ctx.tool_call_end(call.part_id, call.raw_input or {})
         if update.status in _FINISHED:
             await self._end_call(call, failed=update.status == "failed")
 
     async def _end_call(self, call: _Call, *, failed: bool, why: str | None = None) -> None:
         call.done = True
-        await self.ctx.tool_call_end(call.part_id, call.raw_input or {})
+        if not call.started:
+            call.started = True
+            await self.ctx.tool_call_end(call.part_id, call.raw_input or {})
         if failed:
             error = why or _content_text(call.content) or "the tool call failed"
             await self.ctx.tool_result(call.call_id, ToolOutcome(error=error))
