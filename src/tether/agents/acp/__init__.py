@@ -1,0 +1,1 @@
+"""Agents spoken to over the Agent Client Protocol (ACP): supervised child processes."""
