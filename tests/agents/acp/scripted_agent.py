@@ -8,7 +8,9 @@ The prompt's first word says what it does:
 - ``plan``: a plan of two entries, then text;
 - ``permission``: asks permission (allow once / reject once) and says the outcome;
 - ``read PATH``: reads PATH through the client's ``fs/read_text_file`` and says it
-  (or the error);
+  (or the error); ``write PATH TEXT``: writes TEXT there (``fs/write_text_file``);
+- ``run COMMAND ARG...``: runs it in a client terminal (``terminal/create``, then
+  ``wait_for_exit``, ``output``, ``release``) and says its exit code and output;
 - ``slow``: says its pid, then streams a chunk every 20 ms for 30 s, until cancelled;
   the cancelled turn's end is written to ``$ACP_TEST_MARKS`` (a file) if set;
 - ``usage``: a usage update, then text;
@@ -146,6 +148,30 @@ class ScriptedAgent:
             try:
                 read = await self.conn.read_text_file(session_id=session_id, path=rest)
                 await say(f"file: {read.content}")
+            except acp.RequestError as err:
+                await say(f"refused: {err}")
+        elif word == "write":
+            assert self.conn is not None
+            path, _, content = rest.partition(" ")
+            try:
+                await self.conn.write_text_file(session_id=session_id, path=path, content=content)
+                await say("written")
+            except acp.RequestError as err:
+                await say(f"refused: {err}")
+        elif word == "run":
+            assert self.conn is not None
+            command, *args = rest.split()
+            try:
+                made = await self.conn.create_terminal(
+                    session_id=session_id, command=command, args=args
+                )
+                tid = made.terminal_id
+                done = await self.conn.wait_for_terminal_exit(
+                    session_id=session_id, terminal_id=tid
+                )
+                out = await self.conn.terminal_output(session_id=session_id, terminal_id=tid)
+                await self.conn.release_terminal(session_id=session_id, terminal_id=tid)
+                await say(f"exit {done.exit_code}: {out.output.strip()}")
             except acp.RequestError as err:
                 await say(f"refused: {err}")
         elif word == "slow":

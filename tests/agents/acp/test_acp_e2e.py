@@ -33,7 +33,7 @@ AGENT = Path(__file__).parent / "scripted_agent.py"
 SESSION = {"agent": "scripted"}
 
 
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, extra: str = "") -> Path:
     path = tmp_path / "tether.toml"
     path.write_text(
         f"""
@@ -44,13 +44,16 @@ command = "{sys.executable}"
 args = ["{AGENT}"]
 env = {{ ACP_TEST_STATE = "{tmp_path / "state.json"}", ACP_TEST_MARKS = "{tmp_path / "marks"}" }}
 restart_initial = 0.1
+{extra}
 """
     )
     return path
 
 
-def server_for(tmp_path: Path, *, load: bool = False, log: str = "server.log") -> TetherServer:
-    env = {**os.environ, "TETHER_CONFIG": str(config(tmp_path))}
+def server_for(
+    tmp_path: Path, *, load: bool = False, log: str = "server.log", extra: str = ""
+) -> TetherServer:
+    env = {**os.environ, "TETHER_CONFIG": str(config(tmp_path, extra))}
     if load:
         env["ACP_TEST_LOAD"] = "1"
     return TetherServer(
@@ -350,22 +353,47 @@ async def test_without_load_a_new_acp_session_is_given_the_history(
         )
 
 
-async def test_reading_a_file_of_the_workspace(server: TetherServer, tmp_path: Path) -> None:
-    """fs/read_text_file inside the session's workspace; outside it, refused.
-
-    Needs tether.agents.acp.workspace (built beside this on another branch).
-    """
+async def test_the_workspace_serves_files_and_terminals_inside_it(
+    server: TetherServer, tmp_path: Path
+) -> None:
+    """fs/* and terminal/* inside the session's workspace; a path outside it, refused
+    (tether.agents.acp.workspace serves them)."""
     async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
         sid, events = await new_session(c)
         await events.run_end(await send(c, sid, "hello"))  # the workspace exists from here
         workspace = (tmp_path / "data" / "workspaces" / "scripted" / sid).resolve()
         (workspace / "notes.txt").write_text("remember the milk")
         (tmp_path / "secret.txt").write_text("not for agents")
-        run = await send(c, sid, f"read {workspace / 'notes.txt'}")
-        await events.run_end(run)
-        assert text_of(of_run(events, run)) == "file: remember the milk"
-        run = await send(c, sid, f"read {tmp_path / 'secret.txt'}")
-        await events.run_end(run)
-        answer = text_of(of_run(events, run))
-        assert answer.startswith("refused:") and "not for agents" not in answer
+
+        async def answer(text: str) -> str:
+            run = await send(c, sid, text)
+            await events.run_end(run)
+            return text_of(of_run(events, run))
+
+        assert await answer(f"read {workspace / 'notes.txt'}") == "file: remember the milk"
+        refused = await answer(f"read {tmp_path / 'secret.txt'}")
+        assert refused.startswith("refused:") and "not for agents" not in refused
+        assert await answer(f"write {workspace / 'out' / 'a.txt'} hi there") == "written"
+        assert (workspace / "out" / "a.txt").read_text() == "hi there"
+        assert (await answer(f"write {tmp_path / 'b.txt'} no")).startswith("refused:")
+        assert not (tmp_path / "b.txt").exists()
+        assert await answer("run pwd") == f"exit 0: {workspace}"  # runs in the workspace
         await events.aclose()
+
+
+async def test_fs_and_terminal_may_be_refused_as_a_whole(tmp_path: Path) -> None:
+    server = server_for(tmp_path, extra="fs = false\nterminal = false")
+    await asyncio.to_thread(server.start)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+            sid, events = await new_session(c)
+            await events.run_end(await send(c, sid, "hello"))
+            workspace = (tmp_path / "data" / "workspaces" / "scripted" / sid).resolve()
+            (workspace / "notes.txt").write_text("remember the milk")
+            for text in (f"read {workspace / 'notes.txt'}", "run pwd"):
+                run = await send(c, sid, text)
+                await events.run_end(run)
+                assert text_of(of_run(events, run)).startswith("refused:"), text
+            await events.aclose()
+    finally:
+        await asyncio.to_thread(server.stop)
