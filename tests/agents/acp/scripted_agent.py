@@ -14,6 +14,7 @@ The prompt's first word says what it does:
 - ``slow``: says its pid, then streams a chunk every 20 ms for 30 s, until cancelled;
   the cancelled turn's end is written to ``$ACP_TEST_MARKS`` (a file) if set;
 - ``usage``: a usage update, then text;
+- ``env NAME``: says the variable's value in its environment, or ``unset``;
 - ``prompt``: says how many content blocks the prompt had and the first one's text;
 - anything else: ``echo: <text>``.
 
@@ -189,6 +190,8 @@ class ScriptedAgent:
                 session_id, UsageUpdate(session_update="usage_update", used=120, size=1000)
             )
             await say("counted")
+        elif word == "env":
+            await say(os.environ.get(rest, "unset"))
         elif word == "prompt":
             await say(f"{len(prompt)} blocks; first: {prompt[0].text}")
         elif word == "max":

@@ -33,7 +33,14 @@ AGENT = Path(__file__).parent / "scripted_agent.py"
 SESSION = {"agent": "scripted"}
 
 
-def config(tmp_path: Path, extra: str = "") -> Path:
+def config(tmp_path: Path, extra: str = "", *, load: bool = False) -> Path:
+    env = {
+        "ACP_TEST_STATE": str(tmp_path / "state.json"),
+        "ACP_TEST_MARKS": str(tmp_path / "marks"),
+    }
+    if load:
+        env["ACP_TEST_LOAD"] = "1"
+    table = ", ".join(f'{k} = "{v}"' for k, v in env.items())
     path = tmp_path / "tether.toml"
     path.write_text(
         f"""
@@ -42,7 +49,7 @@ name = "scripted"
 kind = "acp"
 command = "{sys.executable}"
 args = ["{AGENT}"]
-env = {{ ACP_TEST_STATE = "{tmp_path / "state.json"}", ACP_TEST_MARKS = "{tmp_path / "marks"}" }}
+env = {{ {table} }}
 restart_initial = 0.1
 {extra}
 """
@@ -53,9 +60,11 @@ restart_initial = 0.1
 def server_for(
     tmp_path: Path, *, load: bool = False, log: str = "server.log", extra: str = ""
 ) -> TetherServer:
-    env = {**os.environ, "TETHER_CONFIG": str(config(tmp_path, extra))}
-    if load:
-        env["ACP_TEST_LOAD"] = "1"
+    env = {
+        **os.environ,
+        "TETHER_CONFIG": str(config(tmp_path, extra, load=load)),
+        "SERVER_ONLY_SECRET": "s3cr3t-of-the-server",
+    }
     return TetherServer(
         tmp_path / "data", log_path=tmp_path / log, env=env,
         extra_args=["--log-level", "debug"],
@@ -142,6 +151,18 @@ async def test_output_arrives_as_session_events(server: TetherServer) -> None:
         await events.run_end(run)
         end = next(e for e in of_run(events, run) if e["type"] == "message-end")
         assert end["usage"] == {"context_tokens": 120, "context_window": 1000}
+
+        # The process gets the table's env and a few basics, not the server's secrets.
+        state = str(server.data_dir.parent / "state.json")
+        environment = {
+            "SERVER_ONLY_SECRET": "unset",
+            "ACP_TEST_LOAD": "unset",
+            "ACP_TEST_STATE": state,
+        }
+        for name, value in environment.items():
+            run = await send(c, sid, f"env {name}")
+            await events.run_end(run)
+            assert text_of(of_run(events, run)) == value
 
         run = await send(c, sid, "max")
         assert (await events.run_end(run))["reason"] == "complete"

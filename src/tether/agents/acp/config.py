@@ -16,10 +16,12 @@
     # startup_timeout = 30.0        # seconds for the process to answer `initialize`
     # restart_initial = 0.5         # seconds before the first restart, doubled each time
     # restart_max = 30.0            # the longest wait between restarts
-    # restart_limit = 5             # restarts in a row without a ready process: then failed
+    # restart_limit = 5             # failed starts in a row (or deaths within restart_max
+    #                               # seconds of a start): then failed
 
-``env`` values take ``${VAR}`` references as ``[[mcp_servers]]`` do; the values
-read from the environment are credentials (:meth:`ACPAgentConfig.secrets`).
+``env`` is the process's environment besides a few basics (PATH, HOME, ...): never
+the server's own. Its values take ``${VAR}`` references as ``[[mcp_servers]]`` do;
+those read from the environment are credentials (:meth:`ACPAgentConfig.secrets`).
 """
 
 from __future__ import annotations

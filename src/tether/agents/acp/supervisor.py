@@ -20,8 +20,8 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,9 +59,8 @@ class AgentUnavailable(RuntimeError):
 
 @dataclass(eq=False)
 class AgentProcess:
-    """One generation of the agent's process: its connection and what it advertised."""
+    """One run of the agent's process: its connection and what it advertised."""
 
-    generation: int
     process: asyncio.subprocess.Process
     conn: acp.ClientSideConnection
     init: acp.InitializeResponse
@@ -86,7 +85,6 @@ class Supervisor:
         self._current: AgentProcess | None = None
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._generation = 0
         #: Mirrors the current process's stderr and records its exit.
         self._reaper: asyncio.Task[None] | None = None
         metrics.acp_agent_state(config.name, self.state.value)
@@ -161,9 +159,9 @@ class Supervisor:
                     self._set_state(AgentState.FAILED, self.last_error)
                     return
                 continue
-            failures = 0
             self._current = current
             self._set_state(AgentState.READY, f"pid {current.process.pid}")
+            began = time.monotonic()
             status = await asyncio.shield(current.exited)
             self._current = None
             with contextlib.suppress(Exception):
@@ -172,14 +170,19 @@ class Supervisor:
                 return
             self.last_error = f"exited with status {status}"
             log.warning("acp agent %s: process %s", self.config.name, self.last_error)
-            failures = 1
+            # A process that lived restart_max seconds was a working one: the count
+            # starts again. One that dies soon after its start counts as a failed start.
+            lived = time.monotonic() - began
+            failures = 1 if lived >= self.config.restart_max else failures + 1
             if failures > self.config.restart_limit:
                 self._set_state(AgentState.FAILED, self.last_error)
                 return
 
     async def _spawn(self) -> AgentProcess:
         config = self.config
-        env = {**os.environ, **config.env}
+        # Not the server's environment, which holds provider keys: the usual few
+        # variables (PATH, HOME, ...) and the table's own.
+        env = {**acp.default_environment(), **config.env}
         process = await asyncio.create_subprocess_exec(
             config.command,
             *config.args,
@@ -191,7 +194,6 @@ class Supervisor:
             limit=READ_LIMIT,
         )
         assert process.stdin is not None and process.stdout is not None
-        self._generation += 1
         exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._reaper = asyncio.create_task(
             self._reap(process, exited), name=f"acp:{config.name}:wait"
@@ -219,7 +221,7 @@ class Supervisor:
             if isinstance(err, ConnectionError) and exited.done():
                 raise RuntimeError(f"exited with status {exited.result()}") from None
             raise
-        return AgentProcess(self._generation, process, conn, init, exited)
+        return AgentProcess(process, conn, init, exited)
 
     async def _reap(self, process: asyncio.subprocess.Process, exited: asyncio.Future[int]) -> None:
         """Mirror the process's stderr to the log (debug), then record its exit status."""
