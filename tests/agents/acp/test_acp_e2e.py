@@ -308,17 +308,27 @@ async def test_kill_9_ends_the_run_and_a_restarted_process_answers(server: Tethe
             == f"agent 'scripted' exited with status {-signal.SIGKILL} during the run"
         )
 
+        # A process that dies while a permission is asked: the wait ends with the run.
+        run = await send(c, sid, "permission")
+        await events.until(lambda e: e.get("run_id") == run and e.get("needs_approval"))
+        pids = re.findall(r"scripted agent (\d+) initializing", server.output())
+        os.kill(int(pids[-1]), signal.SIGKILL)
+        assert (await events.run_end(run))["reason"] == "error"
+        assert Grammar().check(events.seen) == []
+
         run = await send(c, sid, "slow")
         said = await events.until(lambda e: e.get("run_id") == run and is_pid(e))
         assert int(said["delta"].split()[1]) != pid  # a new process
         await c.post(f"/v1/sessions/{sid}/cancel", json={})
         await events.run_end(run)
+        assert Grammar().check(events.seen) == []
         ready = (await c.get("/readyz")).json()
         assert ready["agents"] == {"scripted": {"state": "ready"}}
         metrics = (await c.get("/metrics")).text
         assert 'tether_acp_agent_state{agent="scripted",state="ready"} 1.0' in metrics
         await events.aclose()
-    assert log_states(server) == ["stopped", "starting", "ready", "reconnecting", "ready"]
+    states = ["stopped", "starting", "ready", "reconnecting", "ready", "reconnecting", "ready"]
+    assert log_states(server) == states
     assert f"scripted agent {pid} initializing" in server.output()  # stderr, mirrored
     await asyncio.to_thread(server.stop)
     assert log_states(server)[-1] == "closed"

@@ -95,10 +95,11 @@ class ACPAgent:
                 await proc.conn.cancel(session_id=session_id)
             with contextlib.suppress(Exception):
                 await asyncio.wait((asked,), timeout=CANCEL_GRACE)  # its stopReason: cancelled
-            asked.cancel()
             raise
-        if not asked.done():  # the process is gone
-            asked.cancel()
+        finally:
+            if not asked.done():  # the process is gone, or the run cancelled
+                asked.cancel()
+            await turn.close()  # before the run's end: no approval is waited for after it
         crashed = asked.cancelled() or isinstance(asked.exception(), ConnectionError)
         if crashed:
             status = await asyncio.shield(proc.exited)

@@ -21,7 +21,6 @@ the reason said in the message-end's ``stop_reason``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +96,13 @@ class Turn:
         for asked in self._asks:
             if not asked.answer.done():
                 asked.answer.set_result(cancelled())
-        for task in self._waits:
+
+    async def close(self) -> None:
+        """Stop waiting for approvals; their last events are written before the run ends."""
+        self.cancel_permissions()
+        for task in list(self._waits):
             task.cancel()
+        await asyncio.gather(*self._waits, return_exceptions=True)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -187,10 +191,7 @@ class Turn:
 
     async def finish(self, answer: PromptResponse) -> None:
         """The prompt's answer: close what is still open; a cancelled turn ends cancelled."""
-        for task in list(self._waits):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.close()
         for call in self._calls.values():
             if not call.done:
                 await self._end_call(call, failed=True, why="the agent's turn ended first")
