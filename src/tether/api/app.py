@@ -103,7 +103,9 @@ class TetherApp:
         self._agent_tools = agents.agent_tools if agents is not None else {}
         self._no_replay = agents.no_replay if agents is not None else set()
         #: The agent processes spoken to over ACP, served beside the app's agents.
-        self.acp = ACPAgents(acp_agents, store, data_dir)
+        self.acp = ACPAgents(
+            acp_agents, store, data_dir, lambda name: self.attachments.streams.read(name)
+        )
         if clash := sorted(set(self.acp.agents) & set(self.agents)):
             raise ValueError(f"agent {clash[0]!r} is both an app agent and an [[agents]] entry")
         self.retry = retry or RetryPolicy()

@@ -1,6 +1,7 @@
 """A real ACP agent (the official SDK's agent side over stdio), scripted by the prompt.
 
-The prompt's first word says what it does:
+The first word of the prompt's last text block (tether's ``[...]`` notes of
+attachments left out aside) says what it does:
 
 - ``think``: a thought, then text;
 - ``tool``: announces a tool call (pending), updates it (in_progress, with input),
@@ -15,9 +16,12 @@ The prompt's first word says what it does:
   the cancelled turn's end is written to ``$ACP_TEST_MARKS`` (a file) if set;
 - ``usage``: a usage update, then text;
 - ``env NAME``: says the variable's value in its environment, or ``unset``;
+- ``blocks``: lists the prompt's blocks (``text``, ``image(TYPE,BYTES)``,
+  ``resource(TYPE,BYTES)``), each text block's text after a ``|``;
 - ``prompt``: says how many content blocks the prompt had and the first one's text;
 - anything else: ``echo: <text>``.
 
+With ``ACP_TEST_MEDIA=1`` it takes images and embedded resources in prompts.
 With ``ACP_TEST_LOAD=1`` it advertises ``loadSession`` and keeps each session's
 turns in ``$ACP_TEST_STATE`` (a JSON file), so a new process loads them: the load
 replays the turns as ``user_message_chunk`` / ``agent_message_chunk`` updates.
@@ -26,6 +30,7 @@ replays the turns as ``user_message_chunk`` / ``agent_message_chunk`` updates.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -40,12 +45,14 @@ from acp.schema import (
     AgentCapabilities,
     AllowedOutcome,
     PermissionOption,
+    PromptCapabilities,
     PromptResponse,
     ToolCallUpdate,
     UsageUpdate,
 )
 
 LOAD = os.environ.get("ACP_TEST_LOAD") == "1"
+MEDIA = os.environ.get("ACP_TEST_MEDIA") == "1"
 STATE = Path(os.environ.get("ACP_TEST_STATE", "/nonexistent"))
 MARKS = os.environ.get("ACP_TEST_MARKS")
 
@@ -62,7 +69,10 @@ class ScriptedAgent:
         print(f"scripted agent {os.getpid()} initializing", file=sys.stderr, flush=True)
         return acp.InitializeResponse(
             protocol_version=acp.PROTOCOL_VERSION,
-            agent_capabilities=AgentCapabilities(load_session=LOAD),
+            agent_capabilities=AgentCapabilities(
+                load_session=LOAD,
+                prompt_capabilities=PromptCapabilities(image=MEDIA, embedded_context=MEDIA),
+            ),
         )
 
     async def new_session(self, cwd: str, **kwargs: Any) -> acp.NewSessionResponse:
@@ -86,8 +96,10 @@ class ScriptedAgent:
 
     async def prompt(self, session_id: str, prompt: list[Any], **kwargs: Any) -> PromptResponse:
         self.cancelled.discard(session_id)
-        text = "\n".join(b.text for b in prompt if getattr(b, "type", None) == "text")
-        last = prompt[-1].text if prompt else ""
+        texts = [b.text for b in prompt if getattr(b, "type", None) == "text"]
+        text = "\n".join(texts)
+        commands = [t for t in texts if not t.startswith("[")]  # not tether's notes
+        last = commands[-1] if commands else ""
         word, _, rest = last.strip().partition(" ")
         said: list[str] = []
 
@@ -192,6 +204,8 @@ class ScriptedAgent:
             await say("counted")
         elif word == "env":
             await say(os.environ.get(rest, "unset"))
+        elif word == "blocks":
+            await say(",".join(_described(b) for b in prompt))
         elif word == "prompt":
             await say(f"{len(prompt)} blocks; first: {prompt[0].text}")
         elif word == "max":
@@ -219,6 +233,15 @@ class ScriptedAgent:
         state = self._state()
         state[session_id] = turns
         STATE.write_text(json.dumps(state))
+
+
+def _described(block: Any) -> str:
+    if block.type == "image":
+        return f"image({block.mime_type},{len(base64.b64decode(block.data))})"
+    if block.type == "resource":
+        res = block.resource
+        return f"resource({res.mime_type},{len(base64.b64decode(res.blob))})"
+    return f"text|{block.text}"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ the run with ``agent_crashed`` and a restarted process answers the next message;
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -33,13 +34,15 @@ AGENT = Path(__file__).parent / "scripted_agent.py"
 SESSION = {"agent": "scripted"}
 
 
-def config(tmp_path: Path, extra: str = "", *, load: bool = False) -> Path:
+def config(tmp_path: Path, extra: str = "", *, load: bool = False, media: bool = False) -> Path:
     env = {
         "ACP_TEST_STATE": str(tmp_path / "state.json"),
         "ACP_TEST_MARKS": str(tmp_path / "marks"),
     }
     if load:
         env["ACP_TEST_LOAD"] = "1"
+    if media:
+        env["ACP_TEST_MEDIA"] = "1"
     table = ", ".join(f'{k} = "{v}"' for k, v in env.items())
     path = tmp_path / "tether.toml"
     path.write_text(
@@ -58,16 +61,21 @@ restart_initial = 0.1
 
 
 def server_for(
-    tmp_path: Path, *, load: bool = False, log: str = "server.log", extra: str = ""
+    tmp_path: Path,
+    *,
+    load: bool = False,
+    media: bool = False,
+    log: str = "server.log",
+    extra: str = "",
 ) -> TetherServer:
     env = {
         **os.environ,
-        "TETHER_CONFIG": str(config(tmp_path, extra, load=load)),
+        "TETHER_CONFIG": str(config(tmp_path, extra, load=load, media=media)),
         "SERVER_ONLY_SECRET": "s3cr3t-of-the-server",
     }
     return TetherServer(
         tmp_path / "data", log_path=tmp_path / log, env=env,
-        extra_args=["--log-level", "debug"],
+        extra_args=["--log-level", "debug", "--attachment-inline-max", "64"],
     )  # fmt: skip
 
 
@@ -426,5 +434,39 @@ async def test_fs_and_terminal_may_be_refused_as_a_whole(tmp_path: Path) -> None
                 await events.run_end(run)
                 assert text_of(of_run(events, run)).startswith("refused:"), text
             await events.aclose()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(24)).decode()  # 32 bytes: inline
+PDF = base64.b64encode(b"%PDF-1.4\n" + bytes(200)).decode()  # 209 bytes: a stream of its own
+WITH_MEDIA = [
+    {"type": "text", "text": "blocks"},
+    {"type": "image", "media_type": "image/png", "data": PNG},
+    {"type": "file", "media_type": "application/pdf", "name": "doc.pdf", "data": PDF},
+]
+
+
+@pytest.mark.parametrize("media", [True, False])
+async def test_images_and_files_reach_an_agent_that_takes_them(tmp_path: Path, media: bool) -> None:
+    server = server_for(tmp_path, media=media)
+    await asyncio.to_thread(server.start)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+            sid, events = await new_session(c)
+            r = await c.post(f"/v1/sessions/{sid}/messages", json={"content": WITH_MEDIA})
+            assert r.status_code == 202, r.text
+            run = r.json()["run_id"]
+            await events.run_end(run)
+            await events.aclose()
+            said = text_of(of_run(events, run))
+        if media:  # the PDF's bytes were read from their attachment stream
+            assert said == "text|blocks,image(image/png,32),resource(application/pdf,209)"
+        else:
+            assert said == (
+                "text|blocks,"
+                "text|[image image (image/png): not sent, the agent takes none],"
+                "text|[file doc.pdf (application/pdf): not sent, the agent takes none]"
+            )
     finally:
         await asyncio.to_thread(server.stop)

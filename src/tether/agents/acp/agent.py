@@ -11,6 +11,7 @@ session whose first prompt carries the earlier turns as text.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from pathlib import Path
@@ -19,8 +20,10 @@ import acp
 import orjson
 from acp.schema import (
     AudioContentBlock,
+    BlobResourceContents,
     EmbeddedResourceContentBlock,
     ImageContentBlock,
+    PromptCapabilities,
     ResourceContentBlock,
     TextContentBlock,
 )
@@ -29,7 +32,9 @@ from tether.agents.acp.client import ACPClient, Binding
 from tether.agents.acp.supervisor import AgentProcess, Supervisor
 from tether.agents.acp.turn import Turn
 from tether.agents.acp.workspace import Workspace, WorkspacePolicy
+from tether.agents.attachments import ReadStream
 from tether.runtime.context import RunContext
+from tether.sessions import events as ev
 from tether.sessions.fold import Message
 from tether.store.base import Store
 
@@ -62,11 +67,17 @@ class ACPAgent:
     replay = False
 
     def __init__(
-        self, supervisor: Supervisor, client: ACPClient, store: Store, data_dir: Path
+        self,
+        supervisor: Supervisor,
+        client: ACPClient,
+        store: Store,
+        data_dir: Path,
+        read_attachment: ReadStream,
     ) -> None:
         self.supervisor = supervisor
         self.client = client
         self.store = store
+        self._read = read_attachment
         self.config = supervisor.config
         self._data_dir = data_dir
         self._workspaces: dict[str, Workspace] = {}
@@ -77,7 +88,8 @@ class ACPAgent:
         turn = Turn(ctx, self.config.name)
         binding = self.client.sessions[session_id]
         binding.updates, binding.ask = turn.take, turn.ask
-        prompt = _prompt(ctx.history[-1], ctx.history[:-1] if fresh else [])
+        prompt = _earlier(ctx.history[:-1]) if fresh else []
+        prompt += await self._message(ctx.history[-1], proc.prompt_capabilities)
         try:
             await self._prompt(proc, session_id, prompt, turn)
         finally:
@@ -151,6 +163,35 @@ class ACPAgent:
         proc.sessions[tether_session] = session_id
         return session_id, session_id != recorded
 
+    async def _message(self, message: Message, caps: PromptCapabilities) -> list[ContentBlock]:
+        """The user message's parts as ACP content, as far as the agent takes them.
+
+        Text always; an image when the agent takes images, a file when it takes
+        embedded resources (bytes inline, or read from their attachment stream);
+        else a line of text saying what was left out.
+        """
+        blocks: list[ContentBlock] = []
+        for part in message.parts:
+            a = part.attachment
+            if a is None:
+                if part.kind == ev.TEXT and part.text:
+                    blocks.append(TextContentBlock(type="text", text=part.text))
+                continue
+            media, name = a.get("media_type") or "", a.get("name") or part.kind
+            image = part.kind == "image" and bool(caps.image)
+            file = part.kind == "file" and bool(caps.embedded_context)
+            if (image or file) and (a.get("data") or a.get("stream")):
+                data = a.get("data") or base64.b64encode(await self._read(a["stream"])).decode()
+                if image:
+                    blocks.append(ImageContentBlock(type="image", data=data, mime_type=media))
+                else:
+                    blob = BlobResourceContents(blob=data, mime_type=media, uri=f"file:///{name}")
+                    blocks.append(EmbeddedResourceContentBlock(type="resource", resource=blob))
+            else:
+                left = f"[{part.kind} {name} ({media or 'unknown type'}): not sent, "
+                blocks.append(TextContentBlock(type="text", text=left + "the agent takes none]"))
+        return blocks or [TextContentBlock(type="text", text="")]
+
     async def aclose(self) -> None:
         """Kill and reap the workspaces' terminals."""
         for workspace in self._workspaces.values():
@@ -159,12 +200,10 @@ class ACPAgent:
         self._workspaces.clear()
 
 
-def _prompt(message: Message, earlier: list[Message]) -> list[ContentBlock]:
-    """The run's user message as ACP text; the earlier turns first, when given."""
-    blocks: list[ContentBlock] = []
-    lines = [f"{m.role}: {m.text}" for m in earlier if m.text]
-    if lines:
-        intro = "The conversation so far (for context; answer the message after it):\n"
-        blocks.append(TextContentBlock(type="text", text=intro + "\n".join(lines)))
-    blocks.append(TextContentBlock(type="text", text=message.text))
-    return blocks
+def _earlier(messages: list[Message]) -> list[ContentBlock]:
+    """The earlier turns, as one text block (none without any text)."""
+    lines = [f"{m.role}: {m.text}" for m in messages if m.text]
+    if not lines:
+        return []
+    intro = "The conversation so far (for context; answer the message after it):\n"
+    return [TextContentBlock(type="text", text=intro + "\n".join(lines))]

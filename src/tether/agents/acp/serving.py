@@ -14,18 +14,28 @@ from tether.agents.acp.agent import ACPAgent
 from tether.agents.acp.client import ACPClient
 from tether.agents.acp.config import ACPAgentConfig
 from tether.agents.acp.supervisor import Supervisor
+from tether.agents.attachments import ReadStream
 from tether.store.base import Store
 
 
 class ACPAgents:
     """Every ``[[agents]]`` entry: its supervisor and its ``Agent`` callable, by name."""
 
-    def __init__(self, configs: Sequence[ACPAgentConfig], store: Store, data_dir: Path) -> None:
+    def __init__(
+        self,
+        configs: Sequence[ACPAgentConfig],
+        store: Store,
+        data_dir: Path,
+        read_attachment: ReadStream,
+    ) -> None:
+        """``read_attachment``: the bytes of an attachment kept in a stream of its own."""
         self.agents: dict[str, ACPAgent] = {}
         for config in configs:
             client = ACPClient()
             supervisor = Supervisor(config, lambda client=client: client)  # type: ignore[misc]
-            self.agents[config.name] = ACPAgent(supervisor, client, store, data_dir)
+            self.agents[config.name] = ACPAgent(
+                supervisor, client, store, data_dir, read_attachment
+            )
 
     def start(self) -> None:
         for agent in self.agents.values():

@@ -26,7 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import acp
-from acp.schema import ClientCapabilities, FileSystemCapabilities, Implementation
+from acp.schema import (
+    ClientCapabilities,
+    FileSystemCapabilities,
+    Implementation,
+    PromptCapabilities,
+)
 
 from tether import __version__
 from tether.agents.acp.config import ACPAgentConfig
@@ -72,6 +77,11 @@ class AgentProcess:
     @property
     def can_load(self) -> bool:
         return bool(self.init.agent_capabilities and self.init.agent_capabilities.load_session)
+
+    @property
+    def prompt_capabilities(self) -> PromptCapabilities:
+        caps = self.init.agent_capabilities
+        return (caps and caps.prompt_capabilities) or PromptCapabilities()
 
 
 class Supervisor:
