@@ -379,17 +379,20 @@ async def test_without_load_a_new_acp_session_is_given_the_history(
         await events.run_end(await send(c, sid, "first"))
         await events.aclose()
     await asyncio.to_thread(server.stop)
-    server.process = None  # the same server, started again
-    await asyncio.to_thread(server.start)
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
-        events = Events(c, sid)
-        run = await send(c, sid, "prompt")
-        await events.run_end(run)
-        await events.aclose()
-        assert text_of(of_run(events, run)) == (
-            "2 blocks; first: The conversation so far (for context; answer the message after it):\n"
-            "user: first\nassistant: echo: first"
-        )
+    restarted = server_for(tmp_path, log="restarted.log")  # the same data dir
+    await asyncio.to_thread(restarted.start)
+    try:
+        async with httpx.AsyncClient(base_url=restarted.base_url, timeout=30) as c:
+            events = Events(c, sid)
+            run = await send(c, sid, "prompt")
+            await events.run_end(run)
+            await events.aclose()
+    finally:
+        await asyncio.to_thread(restarted.stop)
+    assert text_of(of_run(events, run)) == (
+        "2 blocks; first: The conversation so far (for context; answer the message after it):\n"
+        "user: first\nassistant: echo: first"
+    )
 
 
 async def test_the_workspace_serves_files_and_terminals_inside_it(
