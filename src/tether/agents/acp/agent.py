@@ -85,7 +85,7 @@ class ACPAgent:
     async def __call__(self, ctx: RunContext) -> None:
         proc = await self.supervisor.ready()
         session_id, fresh = await self._acp_session(proc, ctx.session_id)
-        turn = Turn(ctx, self.config.name)
+        turn = Turn(ctx)
         binding = self.client.sessions[session_id]
         binding.updates, binding.ask = turn.take, turn.ask
         prompt = _earlier(ctx.history[:-1]) if fresh else []

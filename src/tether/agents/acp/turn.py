@@ -69,9 +69,8 @@ class _Ask:
 class Turn:
     """Maps one prompt's updates onto ``ctx``, in the order the agent sent them."""
 
-    def __init__(self, ctx: RunContext, agent: str) -> None:
+    def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
-        self.agent = agent
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self._calls: dict[str, _Call] = {}
         self._asks: list[_Ask] = []
@@ -110,11 +109,14 @@ class Turn:
         """Write the updates until the prompt is answered (or the process is gone)."""
         while True:
             getting = asyncio.ensure_future(self._queue.get())
-            done, _ = await asyncio.wait(
-                (getting, asked, exited), return_when=asyncio.FIRST_COMPLETED
-            )
+            try:
+                done, _ = await asyncio.wait(
+                    (getting, asked, exited), return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                if not getting.done():
+                    getting.cancel()  # an update it was handed stays in the queue
             if getting not in done:
-                getting.cancel()
                 break
             await self._apply(getting.result())
         while not self._queue.empty():  # what came with the answer
