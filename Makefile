@@ -24,6 +24,8 @@ NPM_DIR   := conformance
 NPM_STAMP := $(NPM_DIR)/node_modules/.tether-npm-ci
 AISDK_DIR   := tests/aisdk
 AISDK_STAMP := $(AISDK_DIR)/node_modules/.tether-npm-ci
+ACP_DIR     := tests/agents/acp/published
+ACP_STAMP   := $(ACP_DIR)/node_modules/.tether-npm-ci
 
 .DEFAULT_GOAL := help
 .PHONY: help venv serve test lint bench conformance
@@ -78,6 +80,16 @@ $(AISDK_STAMP): $(AISDK_DIR)/package-lock.json $(AISDK_DIR)/package.json
 	  echo "warning: npm not found; the AI SDK test will be skipped" >&2; \
 	fi
 
+# The same for the published ACP agent (tests/agents/acp/test_acp_published.py).
+$(ACP_STAMP): $(ACP_DIR)/package-lock.json $(ACP_DIR)/package.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(ACP_DIR) && npm ci --no-audit --no-fund && touch $(abspath $@); \
+	elif [ -n "$${CI:-}" ]; then \
+	  echo "error: npm not found; CI needs Node.js and npm for the ACP agent test" >&2; exit 1; \
+	else \
+	  echo "warning: npm not found; the published ACP agent test will be skipped" >&2; \
+	fi
+
 serve: $(RUN_STAMP)
 	exec $(BIN)/tether serve $(ARGS)
 
@@ -106,7 +118,7 @@ $(SYS_STAMP): | $(BIN)/python
 	@touch $@
 
 # pytest's own exit code is kept: 5 (no tests collected) fails the build too.
-test: lint $(NPM_STAMP) $(AISDK_STAMP) $(SYS_STAMP)
+test: lint $(NPM_STAMP) $(AISDK_STAMP) $(ACP_STAMP) $(SYS_STAMP)
 	$(BIN)/pytest -q $(ARGS)
 
 # The docs site, strictly: a broken link or anchor fails it (tests/docs/ runs its

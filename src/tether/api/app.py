@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from tether import __version__
+from tether.agents.acp.config import ACPAgentConfig
+from tether.agents.acp.serving import ACPAgents
 from tether.agents.app import App
 from tether.agents.attachments import AttachmentReading
 from tether.agents.context import AgentKit, CustomAgent
@@ -88,15 +91,24 @@ class TetherApp:
         gateway_detach_grace: float = DEFAULT_GRACE,
         access_log: bool = False,
         metrics_listen: tuple[str, int] | None = None,
+        acp_agents: Sequence[ACPAgentConfig] = (),
+        data_dir: Path = Path(".tether"),
     ) -> None:
         """``access_log``: a line per request; ``metrics_listen``: (host, port) of a
-        listener that serves /metrics without a key."""
+        listener that serves /metrics without a key; ``acp_agents``: the config
+        file's agent processes (their sessions' workspaces under ``data_dir``)."""
         self.store = store
         self.auth = auth or Auth()
         self.registry = registry or ProviderRegistry()
         self.agents = agents.agents if agents is not None else {}
         self._agent_tools = agents.agent_tools if agents is not None else {}
         self._no_replay = agents.no_replay if agents is not None else set()
+        #: The agent processes spoken to over ACP, served beside the app's agents.
+        self.acp = ACPAgents(
+            acp_agents, store, data_dir, lambda name: self.attachments.streams.read(name)
+        )
+        if clash := sorted(set(self.acp.agents) & set(self.agents)):
+            raise ValueError(f"agent {clash[0]!r} is both an app agent and an [[agents]] entry")
         self.retry = retry or RetryPolicy()
         self.max_steps = max_steps
         #: What every agent is given: the server's models and tools.
@@ -131,8 +143,9 @@ class TetherApp:
         metrics.upstreams_configured(p.name for p in self.registry.providers)
         upstreams = [p.name for p in self.registry.providers if hasattr(p, "base_url")]  # HTTP
         self.readiness = Readiness(
-            store, lambda: self._stop is not None and self._stop.done(), upstreams
-        )
+            store, lambda: self._stop is not None and self._stop.done(), upstreams,
+            agents=self.acp.states,
+        )  # fmt: skip
         self.metrics_listener = (
             MetricsListener(self.readiness, *metrics_listen) if metrics_listen else None
         )
@@ -183,7 +196,7 @@ class TetherApp:
             self.prefetches,
             max_body=self.streams.config.max_body,
             json_limits=self.streams.config.json,
-            agents=lambda: list(self.agents),
+            agents=lambda: [*self.agents, *self.acp.agents],
             attachments=self.attachments,
             idempotency=self.idempotency,
             readers=self.readers,
@@ -213,8 +226,9 @@ class TetherApp:
         if model and agent:
             return "give a model or an agent, not both"
         if agent is not None:
-            known = ", ".join(sorted(self.agents)) or "none"
-            return None if agent in self.agents else f"unknown agent {agent!r} (agents: {known})"
+            names = {*self.agents, *self.acp.agents}
+            known = ", ".join(sorted(names)) or "none"
+            return None if agent in names else f"unknown agent {agent!r} (agents: {known})"
         try:
             self.registry.resolve(model or "demo")
         except UnknownModel as err:
@@ -234,6 +248,8 @@ class TetherApp:
         return AttachmentReading(provider, self.attachments.streams.read), model
 
     def _agent_for(self, record: SessionRecord) -> Agent:
+        if record.agent is not None and record.agent in self.acp.agents:
+            return self.acp.agents[record.agent]
         if record.agent is not None:
             fn = self.agents.get(record.agent)
             if fn is None:
@@ -293,6 +309,7 @@ class TetherApp:
                     await self.store.open()
                     await self.sessions.build_indexes()
                     await self.mcp.start()
+                    self.acp.start()
                     await self.runtime.start()
                     self.idempotency.start()
                     await self.registry.start_discovery()  # upstreams' models; aclose stops it
@@ -301,6 +318,7 @@ class TetherApp:
                 except Exception as err:
                     log.exception("could not start")
                     await self.mcp.aclose()
+                    await self.acp.aclose()
                     if self.traces is not None:
                         await self.traces.aclose()
                     await send({"type": "lifespan.startup.failed", "message": str(err)})
@@ -312,6 +330,7 @@ class TetherApp:
                     await self.metrics_listener.aclose()
                 await self.readers.aclose()
                 await self.runtime.aclose()
+                await self.acp.aclose()  # after the runs: they speak to the processes
                 await self.idempotency.aclose()
                 await self.mcp.aclose()
                 await self.registry.aclose()

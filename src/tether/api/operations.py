@@ -44,11 +44,20 @@ _MAX_HEAD = 16 * 1024
 class Readiness:
     """Whether this replica can serve: its store answers, it is not stopping."""
 
-    def __init__(self, store: Store, stopping: Callable[[], bool], upstreams: Iterable[str]):
+    def __init__(
+        self,
+        store: Store,
+        stopping: Callable[[], bool],
+        upstreams: Iterable[str],
+        agents: Callable[[], dict[str, dict[str, object]]] | None = None,
+    ):
         self._store = store
         self._stopping = stopping
         #: The configured upstreams, shown in ``/readyz`` by their last known state.
         self.upstreams = sorted(upstreams)
+        #: The ACP agents' supervisor states, shown in ``/readyz`` (never failing it:
+        #: a failed agent fails its own runs, not the sessions of every other model).
+        self.agents = agents
 
     async def check(self) -> str | None:
         """Why this replica is not ready, or None; ``tether_ready`` says the same."""
@@ -97,6 +106,8 @@ def build_operations_router(readiness: Readiness, auth: Auth) -> APIRouter:
         )
         if readiness.upstreams:
             body["upstreams"] = readiness.upstream_states()
+        if readiness.agents is not None and (agents := readiness.agents()):
+            body["agents"] = agents
         if reason:
             return JSONResponse(body, status_code=503, headers={"retry-after": "1"})
         return JSONResponse(body)

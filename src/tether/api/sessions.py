@@ -120,6 +120,8 @@ class ToolApproval(StrictBody):
     tool_call_id: str
     approved: bool
     reason: str | None = Field(default=None, max_length=10_000)
+    #: The option chosen, when the call offers options (an ACP agent's permission request).
+    option_id: str | None = Field(default=None, max_length=200)
 
 
 def _parts(content: str | list[TextPart | AttachmentPart]) -> list[dict[str, Any]]:
@@ -393,7 +395,9 @@ class SessionRoutes:
     async def tool_approval(self, session_id: str, body: ToolApproval, who: Who) -> dict[str, Any]:
         _writer(who)
         await self._owned(session_id, who)
-        await self.runtime.tool_approval(session_id, body.tool_call_id, body.approved, body.reason)
+        await self.runtime.tool_approval(
+            session_id, body.tool_call_id, body.approved, body.reason, body.option_id
+        )
         return {"ok": True}
 
     async def read_token(

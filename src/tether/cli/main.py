@@ -15,6 +15,7 @@ from types import FrameType
 import click
 import uvicorn
 
+from tether.agents.acp.config import load_acp_agents
 from tether.agents.app import App, load_app
 from tether.agents.mcp_config import load_mcp_servers
 from tether.agents.model import MAX_STEPS
@@ -366,8 +367,10 @@ def serve(
     try:
         registry = ProviderRegistry.from_env(models_refresh=models_refresh)
         mcp_servers = load_mcp_servers()
+        acp_agents = load_acp_agents()
         secrets = [*tether_secrets(os.environ), *(s.get() for s in registry.secrets())]
         secrets += [secret for server in mcp_servers for secret in server.secrets()]
+        secrets += [secret for agent in acp_agents for secret in agent.secrets()]
         auth = Auth.from_env()
     except Exception as err:
         raise click.ClickException(str(err)) from err
@@ -410,6 +413,8 @@ def serve(
         max_streams=max_streams,
         attachment_inline_max=attachment_inline_max,
         mcp_servers=mcp_servers,
+        acp_agents=acp_agents,
+        data_dir=data_dir,
         idempotency_retention=idempotency_retention,
         gateway_detach_grace=gateway_detach_grace,
         access_log=access_log,
@@ -433,6 +438,8 @@ def serve(
             say(f"tether: tools: {', '.join(t.spec.name for t in agents.tools)}")
     if mcp_servers:
         say(f"tether: MCP servers: {', '.join(s.name for s in mcp_servers)}")
+    if acp_agents:
+        say(f"tether: ACP agents: {', '.join(a.name for a in acp_agents)}")
     if auth.enabled:
         say("tether: API keys required (TETHER_API_KEYS)")
     elif host in ("127.0.0.1", "localhost", "::1"):

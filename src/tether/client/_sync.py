@@ -297,13 +297,26 @@ class Tether:
         )
 
     def tool_approval(
-        self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
+        self,
+        session_id: str,
+        tool_call_id: str,
+        approved: bool,
+        reason: str | None = None,
+        option_id: str | None = None,
     ) -> None:
-        """Approve or refuse a tool call that needs approval."""
+        """Approve or refuse a tool call that needs approval.
+
+        ``option_id``: the option chosen, for a call that offers options (an ACP
+        agent's permission request: its part's arguments list them).
+        """
+        body: dict[str, Any] = {"tool_call_id": tool_call_id, "approved": approved}
+        body["reason"] = reason
+        if option_id is not None:
+            body["option_id"] = option_id
         self._mutate(
             "POST",
             f"/v1/sessions/{seg(session_id)}/tool-approvals",
-            json={"tool_call_id": tool_call_id, "approved": approved, "reason": reason},
+            json=body,
             session=session_id,
         )
 

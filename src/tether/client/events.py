@@ -86,6 +86,8 @@ class ToolApproval(Event):
     tool_call_id: str = ""
     approved: bool = False
     reason: str | None = None
+    #: The option chosen, when the call offered options (an ACP agent's permission request).
+    option_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -167,6 +169,8 @@ class MessageEnd(Event):
     message_id: str = ""
     usage: dict[str, Any] | None = None
     status: str | None = None
+    #: Why the agent stopped, when not simply done (an ACP agent's ``max_tokens``, ``refusal``).
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

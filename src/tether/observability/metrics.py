@@ -154,6 +154,15 @@ UPSTREAM_UP: Final = Gauge(
     ["upstream"],
     registry=REGISTRY,
 )
+ACP_AGENT_STATE: Final = Gauge(
+    "tether_acp_agent_state",
+    "1 for the state each ACP agent's supervisor is in (stopped, starting, ready, "
+    "reconnecting, failed, closed), 0 for the others.",
+    ["agent", "state"],
+    registry=REGISTRY,
+)
+#: The states ACP_AGENT_STATE reports (tether.agents.acp.supervisor.AgentState).
+ACP_STATES: Final = ("stopped", "starting", "ready", "reconnecting", "failed", "closed")
 
 
 def exposition() -> bytes:
@@ -222,6 +231,12 @@ class UpstreamState:
 UPSTREAMS: dict[str, UpstreamState] = {}
 #: The server's upstreams, so that a retry's upstream label is one of them.
 _configured: set[str] = set()
+
+
+def acp_agent_state(agent: str, state: str) -> None:
+    """ACP agent ``agent``'s supervisor is now in ``state``."""
+    for each in ACP_STATES:
+        ACP_AGENT_STATE.labels(agent, each).set(1 if each == state else 0)
 
 
 def upstreams_configured(names: Iterable[str]) -> None:

@@ -41,6 +41,8 @@ class ToolOutcome:
 class Approval:
     approved: bool
     reason: str | None = None
+    #: The option chosen, when the call offered options (an ACP agent's permission request).
+    option_id: str | None = None
 
 
 def refusal(verdict: Approval) -> str:
@@ -105,6 +107,9 @@ class RunContext:
         self._waiting = 0  # waits open at once (parallel tool calls)
         self.attempt_parts: list[str] = []
         self.usage: dict[str, int] = {}
+        #: Why the agent stopped, when not simply done (an ACP agent's ``max_tokens``,
+        #: ``refusal``): the message-end says it.
+        self.stop_reason: str | None = None
         resumption = resumption or Resumption()
         self.journal = Journal(run_id, resumption.entries)
         self._last_part = resumption.last_part
@@ -311,6 +316,23 @@ class RunContext:
             part_id=part_id,
             kind=ev.REASONING,
         )
+
+    async def part(self, kind: str, value: Any) -> None:
+        """A part given whole (an ACP agent's plan): its start, and its end with ``value``."""
+        batch = self._close_open()
+        part_id = self._part_id()
+        self.attempt_parts.append(part_id)
+        batch.append(
+            ev.event(
+                ev.PART_START,
+                run_id=self.run_id,
+                message_id=self.message_id,
+                part_id=part_id,
+                kind=kind,
+            )
+        )
+        batch.append(ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value))
+        await self._append(batch)
 
     async def add_usage(self, **counts: int) -> None:
         for key, n in counts.items():
@@ -594,6 +616,7 @@ class RunContext:
                 message_id=self.message_id,
                 usage=self.usage or None,
                 status=status,
+                stop_reason=self.stop_reason,
             )
         )
         await self._append(batch)

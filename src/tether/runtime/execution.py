@@ -135,7 +135,11 @@ class Run:
             if part.tool_call_id is None:
                 continue
             if part.approval is not None:
-                verdict = Approval(bool(part.approval["approved"]), part.approval.get("reason"))
+                verdict = Approval(
+                    bool(part.approval["approved"]),
+                    part.approval.get("reason"),
+                    part.approval.get("option_id"),
+                )
                 self.resolve(f"approval:{part.tool_call_id}", verdict)
             if part.answered:
                 self.resolve(f"result:{part.tool_call_id}", ToolOutcome(part.result, part.error))

@@ -274,13 +274,19 @@ class Runtime:
         await self._answer(session_id, f"result:{tool_call_id}", answer, ToolOutcome(output, error))
 
     async def tool_approval(
-        self, session_id: str, tool_call_id: str, approved: bool, reason: str | None = None
+        self,
+        session_id: str,
+        tool_call_id: str,
+        approved: bool,
+        reason: str | None = None,
+        option_id: str | None = None,
     ) -> None:
         answer = ev.event(
-            ev.TOOL_APPROVAL, tool_call_id=tool_call_id, approved=approved, reason=reason
-        )
+            ev.TOOL_APPROVAL, tool_call_id=tool_call_id, approved=approved, reason=reason,
+            option_id=option_id,
+        )  # fmt: skip
         await self._answer(
-            session_id, f"approval:{tool_call_id}", answer, Approval(approved, reason)
+            session_id, f"approval:{tool_call_id}", answer, Approval(approved, reason, option_id)
         )
 
     async def client_response(

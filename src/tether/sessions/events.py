@@ -96,7 +96,9 @@ TOOL_CALL: Final = "tool-call"
 TOOL_RESULT_PART: Final = "tool-result"
 SOURCE: Final = "source"
 FILE: Final = "file"
-PART_KINDS: Final = frozenset({TEXT, REASONING, TOOL_CALL, TOOL_RESULT_PART, SOURCE, FILE})
+#: An ACP agent's plan: its part-end's value is the entries ({content, priority, status}).
+PLAN: Final = "plan"
+PART_KINDS: Final = frozenset({TEXT, REASONING, TOOL_CALL, TOOL_RESULT_PART, SOURCE, FILE, PLAN})
 
 # Why a run ended.
 COMPLETE: Final = "complete"

@@ -277,6 +277,8 @@ class SessionFold:
         part = self._tool_calls.get(e["tool_call_id"])
         if part is not None:
             part.approval = {"approved": bool(e.get("approved")), "reason": e.get("reason")}
+            if e.get("option_id") is not None:
+                part.approval["option_id"] = e["option_id"]
 
     def _client_request(self, e: Event) -> None:
         rid = e.get("request_id")

@@ -254,6 +254,7 @@ Fold.handlers = {
     const part = this.toolCalls.get(e.tool_call_id);
     if (!part) return;
     part.approval = { approved: !!e.approved, reason: e.reason ?? null };
+    if (e.option_id != null) part.approval.option_id = e.option_id;
     part.rev++;
     const found = this.parts.get(part.id);
     if (found) this.touch(found[0]);
