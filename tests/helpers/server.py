@@ -66,6 +66,7 @@ class TetherServer:
         log_path: Path | None = None,
         extra_args: Sequence[str] = (),
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.store = store
@@ -75,6 +76,7 @@ class TetherServer:
         self.log_path = log_path if log_path is not None else self.data_dir.parent / "tether.log"
         self.extra_args = list(extra_args)
         self.env = env
+        self.cwd = cwd  # the directory it is started in (default: the tests')
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -144,6 +146,7 @@ class TetherServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                cwd=self.cwd,
                 start_new_session=True,
             )
 
