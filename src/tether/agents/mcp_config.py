@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ConfigError, config_tables
@@ -72,13 +72,31 @@ def load_mcp_servers(env: Mapping[str, str] | None = None) -> list[MCPServerConf
 
 def read_mcp_servers(path: Path, env: Mapping[str, str]) -> list[MCPServerConfig]:
     """The ``[[mcp_servers]]`` of the TOML file ``path``; ConfigError if one is invalid."""
-    servers: list[MCPServerConfig] = []
-    for i, table in enumerate(config_tables(path, "mcp_servers")):
-        server = parse_server(f"{path}: mcp_servers[{i}]", table, env)
-        if any(s.name == server.name for s in servers):
-            raise ConfigError(f"{path}: mcp_servers[{i}]: the name {server.name!r} is taken")
-        servers.append(server)
-    return servers
+    return read_named_tables(path, "mcp_servers", env, parse_server)
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Named = TypeVar("Named", bound=_Named)
+
+
+def read_named_tables(
+    path: Path,
+    key: str,
+    env: Mapping[str, str],
+    parse: Callable[[str, dict[str, Any], Mapping[str, str]], Named],
+) -> list[Named]:
+    """The ``[[key]]`` tables of ``path``, each parsed; a name used twice is a ConfigError."""
+    parsed: list[Named] = []
+    for i, table in enumerate(config_tables(path, key)):
+        item = parse(f"{path}: {key}[{i}]", table, env)
+        if any(p.name == item.name for p in parsed):
+            raise ConfigError(f"{path}: {key}[{i}]: the name {item.name!r} is taken")
+        parsed.append(item)
+    return parsed
 
 
 def parse_server(where: str, table: dict[str, Any], env: Mapping[str, str]) -> MCPServerConfig:

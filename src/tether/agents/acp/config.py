@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tether.agents.mcp_config import SERVER_NAME, _table_of_strings
-from tether.providers.registry import ConfigError, config_tables
+from tether.agents.mcp_config import SERVER_NAME, _table_of_strings, read_named_tables
+from tether.providers.registry import ConfigError
 
 KIND = "acp"
 _KEYS = {
@@ -78,13 +78,7 @@ def load_acp_agents(env: Mapping[str, str] | None = None) -> list[ACPAgentConfig
 
 def read_acp_agents(path: Path, env: Mapping[str, str]) -> list[ACPAgentConfig]:
     """The ``[[agents]]`` of the TOML file ``path``; ConfigError naming the table and field."""
-    agents: list[ACPAgentConfig] = []
-    for i, table in enumerate(config_tables(path, "agents")):
-        agent = parse_agent(f"{path}: agents[{i}]", table, env)
-        if any(a.name == agent.name for a in agents):
-            raise ConfigError(f"{path}: agents[{i}]: the name {agent.name!r} is taken")
-        agents.append(agent)
-    return agents
+    return read_named_tables(path, "agents", env, parse_agent)
 
 
 def parse_agent(where: str, table: dict[str, Any], env: Mapping[str, str]) -> ACPAgentConfig:
