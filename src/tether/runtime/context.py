@@ -248,18 +248,9 @@ class RunContext:
         if part_id is None:
             LEDGER.first_token(self.run_id)  # once per part, not per delta: O(1) per run
             batch.extend(self._close_open())
-            part_id = self._part_id()
+            part_id, start = self._start_part(kind)
             self._open[kind] = part_id
-            self.attempt_parts.append(part_id)
-            batch.append(
-                ev.event(
-                    ev.PART_START,
-                    run_id=self.run_id,
-                    message_id=self.message_id,
-                    part_id=part_id,
-                    kind=kind,
-                )
-            )
+            batch.append(start)
         batch.append(ev.event(ev.PART_DELTA, run_id=self.run_id, part_id=part_id, delta=delta))
         await self._append(batch)
 
@@ -320,19 +311,23 @@ class RunContext:
     async def part(self, kind: str, value: Any) -> None:
         """A part given whole (an ACP agent's plan): its start, and its end with ``value``."""
         batch = self._close_open()
-        part_id = self._part_id()
-        self.attempt_parts.append(part_id)
-        batch.append(
-            ev.event(
-                ev.PART_START,
-                run_id=self.run_id,
-                message_id=self.message_id,
-                part_id=part_id,
-                kind=kind,
-            )
-        )
+        part_id, start = self._start_part(kind)
+        batch.append(start)
         batch.append(ev.event(ev.PART_END, run_id=self.run_id, part_id=part_id, value=value))
         await self._append(batch)
+
+    def _start_part(self, kind: str) -> tuple[str, ev.Event]:
+        """A new part of this attempt: its id and its part-start event."""
+        part_id = self._part_id()
+        self.attempt_parts.append(part_id)
+        start = ev.event(
+            ev.PART_START,
+            run_id=self.run_id,
+            message_id=self.message_id,
+            part_id=part_id,
+            kind=kind,
+        )
+        return part_id, start
 
     async def add_usage(self, **counts: int) -> None:
         for key, n in counts.items():
