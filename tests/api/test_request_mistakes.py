@@ -82,6 +82,7 @@ def test_a_typo_in_a_body_is_refused_by_name_and_changes_nothing(client: httpx.C
             "did you mean 'approved'?",
         ),
         ("POST", f"{base}/read-token", {"ttl": 60, "scope": "x"}, "unknown field 'scope'"),
+        ("POST", "/v1/read-tokens", {"streams": "x"}, "did you mean 'stream'?"),
     ]
     for method, url, body, says in typos:
         refused(client.request(method, url, json=body), says)

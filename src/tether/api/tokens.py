@@ -10,18 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tether.api.access import SESSIONS, StreamPolicy, not_found
 from tether.api.auth import TOKEN_TTL, Unauthorized, session_resource, stream_resource
-from tether.api.bodies import CheckedJSONRoute
+from tether.api.bodies import CheckedJSONRoute, StrictBody
 from tether.api.sessions import Who
 from tether.store.base import Store
 from tether.store.errors import StreamGone, StreamNotFound
 from tether.streams.app import StreamsApp
 
 
-class StreamTokenRequest(BaseModel):
+class StreamTokenRequest(StrictBody):
     #: The stream's path as in its URL after ``/v1/stream/``.
     stream: str = Field(min_length=1, max_length=1024)
     #: Seconds the token lives; an hour at most.
