@@ -195,3 +195,20 @@ def test_sqlite_sync_full_reaches_the_sqlite_connection(tmp_path: Path) -> None:
             assert connection.execute("PRAGMA synchronous").fetchone() == (pragma,)
         finally:
             store._db.close()  # type: ignore[attr-defined]
+
+
+def test_ctrl_c_while_the_agents_module_loads_ends_quietly(tmp_path: Path) -> None:
+    loading = tmp_path / "loading"
+    (tmp_path / "slowmod.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(loading)!r}).touch()\ntime.sleep(60)\n"
+    )
+    server = Serving(tmp_path, "slowmod:app")
+    deadline = time.monotonic() + 30
+    while not loading.exists():
+        assert time.monotonic() < deadline and server.process.poll() is None, server.output()
+        time.sleep(0.02)
+    code = server.stop(signal.SIGINT)
+    out = server.output()
+    assert "Aborted" not in out
+    assert "Traceback" not in out
+    assert code == 130

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import click
 import uvicorn
@@ -98,7 +99,17 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-@click.group()
+class _Commands(click.Group):
+    """Ctrl-C ends any command with the shell's status for it, 130, and no "Aborted!"."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise SystemExit(130) from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="tether", prog_name="tether")
 def main() -> None:
     """tether: durable transport for AI agent sessions."""
@@ -462,10 +473,7 @@ def serve(
         loop="uvloop",
         proxy_headers=False,
     )
-    try:
-        _Server(config, app, guard).run(sockets=[listener])
-    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised it
-        raise SystemExit(130) from None
+    _Server(config, app, guard).run(sockets=[listener])  # Ctrl-C: 130, see _Commands
 
 
 def _listen(host: str, port: int) -> socket.socket:

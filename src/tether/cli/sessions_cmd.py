@@ -46,8 +46,6 @@ def sessions(url: str, api_key: str | None, limit: int, as_json: bool) -> None:
             found = client.sessions.list()[:limit]
     except TetherError as err:
         raise fail(err, url, api_key) from err
-    except KeyboardInterrupt:  # no "Aborted!"
-        raise SystemExit(130) from None
     if as_json:
         click.echo(json.dumps([s.raw for s in found], indent=2))
     elif found:
