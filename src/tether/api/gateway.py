@@ -46,7 +46,7 @@ from tether.sessions.attachments import is_attachment
 from tether.sessions.service import QuotaExceeded, SessionNotFound, SessionRecord, SessionService
 from tether.streams import json_body
 from tether.streams.json_body import JsonLimits
-from tether.streams.wire import WireError, parse_offset
+from tether.streams.wire import WireError, format_offset, parse_offset
 
 #: A model name that names one of this server's agents.
 AGENT_PREFIX = "agent:"
@@ -86,6 +86,15 @@ class Started:
     prefetch: Prefetch | None
     #: An Idempotency-Key retry, answered from the first request's run.
     replayed: bool = False
+
+    def headers(self, front_path: str) -> dict[str, str]:
+        """What names the run in its answer, and where its stream is read again from."""
+        sid = self.session_id
+        return {
+            "x-tether-session-id": sid,
+            "x-tether-run-id": self.run_id,
+            "x-tether-stream-url": f"{front_path}/{sid}/stream?offset={format_offset(self.start)}",
+        }
 
 
 class Gateway:

@@ -31,7 +31,6 @@ from tether.providers.anthropic import AnthropicProvider
 from tether.providers.base import ProviderError
 from tether.sessions.service import QuotaExceeded
 from tether.store.errors import BackendUnavailable, InsufficientStorage
-from tether.streams.wire import format_offset
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +108,7 @@ class MessagesRoutes:
         return response
 
     async def _answer(self, request: Request, started: Started, spec: GatewaySpec) -> Response:
-        sid = started.session_id
-        headers = {
-            "x-tether-session-id": sid,
-            "x-tether-run-id": started.run_id,
-            "x-tether-stream-url": (
-                f"{MESSAGES_PATH}/{sid}/stream?offset={format_offset(started.start)}"
-            ),
-        }
+        headers = started.headers(MESSAGES_PATH)
         mapper = _mapper(spec, frames=spec.stream)
         follow = self.gateway.follow(started, mapper, detach=self.gateway.detach(request))
         if not spec.stream:

@@ -24,7 +24,6 @@ from tether.api.openai.request import parse_completion
 from tether.api.relay import EventStreamResponse, Follow
 from tether.sessions.service import QuotaExceeded
 from tether.store.errors import BackendUnavailable, InsufficientStorage
-from tether.streams.wire import format_offset
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +89,7 @@ class OpenAIRoutes:
 
     async def _answer(self, request: Request, started: Started, spec: GatewaySpec) -> Response:
         """The answer of a completion's run, read from its session from its start."""
-        sid = started.session_id
-        headers = {
-            "x-tether-session-id": sid,
-            "x-tether-run-id": started.run_id,
-            "x-tether-stream-url": (
-                f"/v1/chat/completions/{sid}/stream?offset={format_offset(started.start)}"
-            ),
-        }
+        headers = started.headers(COMPLETIONS_PATH)
         mapper = ChunkMapper(spec, frames=spec.stream)
         follow = self.gateway.follow(started, mapper, detach=self.gateway.detach(request))
         if not spec.stream:
