@@ -118,28 +118,31 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
                 f"Invalid value for 'tools[{i}]': only function tools are supported.",
                 f"tools[{i}]",
             )
-        name = fn.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
-            raise invalid(
-                f"Invalid 'tools[{i}].function.name': a string of letters, digits, _ or -, "
-                "at most 64 characters.",
-                f"tools[{i}].function.name",
-            )
-        params = fn.get("parameters", {"type": "object", "properties": {}})
-        if not isinstance(params, dict):
-            raise invalid(
-                f"Invalid type for 'tools[{i}].function.parameters': expected an object.",
-                f"tools[{i}].function.parameters",
-            )
-        description = fn.get("description")
-        out.append(
-            {
-                "name": name,
-                "description": description if isinstance(description, str) else "",
-                "parameters": params,
-            }
-        )
+        out.append(function_tool(fn, f"tools[{i}].function"))
     return out
+
+
+def function_tool(fields: dict[str, Any], where: str) -> dict[str, Any]:
+    """A function tool's ``{name, description, parameters}``, checked; ``where``: its JSON path."""
+    name = fields.get("name")
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise invalid(
+            f"Invalid '{where}.name': a string of letters, digits, _ or -, at most 64 characters.",
+            f"{where}.name",
+        )
+    params = fields.get("parameters")
+    if params is None:
+        params = {"type": "object", "properties": {}}
+    if not isinstance(params, dict):
+        raise invalid(
+            f"Invalid type for '{where}.parameters': expected an object.", f"{where}.parameters"
+        )
+    description = fields.get("description")
+    return {
+        "name": name,
+        "description": description if isinstance(description, str) else "",
+        "parameters": params,
+    }
 
 
 def _tool_choice(raw: Any, tools: list[dict[str, Any]]) -> str | dict[str, Any] | None:

@@ -21,6 +21,7 @@ from typing import Any
 from tether.agents.gateway import GatewaySpec
 from tether.api.completion import Completion, split_send
 from tether.api.openai.errors import invalid
+from tether.api.openai.request import function_tool
 from tether.sessions.attachments import FILE, IMAGE, BadAttachment, attachment_part
 
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -270,28 +271,9 @@ def _tools(raw: Any) -> tuple[list[dict[str, Any]], dict[str, bool]]:
                 "unsupported_tool",
             )
         assert isinstance(tool, dict)
-        name = tool.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
-            raise invalid(
-                f"Invalid 'tools[{i}].name': a string of letters, digits, _ or -, at most 64 "
-                "characters.",
-                f"tools[{i}].name",
-            )
-        params = tool.get("parameters") or {"type": "object", "properties": {}}
-        if not isinstance(params, dict):
-            raise invalid(
-                f"Invalid type for 'tools[{i}].parameters': expected an object.",
-                f"tools[{i}].parameters",
-            )
-        description = tool.get("description")
-        tools.append(
-            {
-                "name": name,
-                "description": description if isinstance(description, str) else "",
-                "parameters": params,
-            }
-        )
-        strict[name] = tool.get("strict") is not False
+        checked = function_tool(tool, f"tools[{i}]")
+        tools.append(checked)
+        strict[checked["name"]] = tool.get("strict") is not False
     return tools, strict
 
 
