@@ -35,6 +35,7 @@ from tether.cli.connections import (
 from tether.cli.gc_policy import settle_heap
 from tether.cli.log_redaction import configure_logging
 from tether.cli.sessions_cmd import sessions
+from tether.cli.webhook_keys import webhook_keys
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.policy import SHUTDOWN_GRACE, SUSPEND_AFTER, RunPolicy
@@ -521,6 +522,7 @@ def tether_secrets(env: Mapping[str, str]) -> list[str]:
 main.add_command(chat)
 main.add_command(tail)
 main.add_command(sessions)
+main.add_command(webhook_keys)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,13 @@ class SigningKey:
     def retire(self, now: float) -> SigningKey:
         return SigningKey(self.kid, self.public, self.created_at, None, now)
 
+    @property
+    def dropped_at(self) -> float | None:
+        """When a retired key leaves the JWK Set."""
+        return None if self.retired_at is None else self.retired_at + RETIRED_KEY_WINDOW
+
     def published(self, now: float) -> bool:
-        return self.retired_at is None or now - self.retired_at < RETIRED_KEY_WINDOW
+        return self.dropped_at is None or now < self.dropped_at
 
     def jwk(self) -> dict[str, str]:
         return {
