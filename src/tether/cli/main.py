@@ -314,6 +314,12 @@ def main() -> None:
 @click.option("--body-min-rate", default=4096, show_default=True, type=click.IntRange(min=0),
               help="Bytes/s a request body must average after its first --body-timeout "
               "seconds (then 408); 0 for no minimum.")  # fmt: skip
+@click.option("--webhook-allow-loopback/--no-webhook-allow-loopback",
+              default=lambda: os.environ.get("TETHER_WEBHOOK_ALLOW_LOOPBACK", "")
+              in ("1", "true", "yes"),
+              show_default="off (or $TETHER_WEBHOOK_ALLOW_LOOPBACK=1)",
+              help="Development only: let subscriptions' webhooks go to http://localhost "
+              "and http://127.0.0.x (docs/subscriptions.md).")  # fmt: skip
 # Metrics and logs (docs/operations.md).
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535),
               default=lambda: os.environ.get("TETHER_METRICS_PORT") or None,
@@ -365,6 +371,7 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     body_min_rate: int,
+    webhook_allow_loopback: bool,
     metrics_port: int | None,
     metrics_host: str,
     access_log: bool,
@@ -431,6 +438,7 @@ def serve(
         gateway_detach_grace=gateway_detach_grace,
         access_log=access_log,
         metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
+        webhook_allow_loopback=webhook_allow_loopback,
     )
     where = describe_store(store_spec, data_dir, sqlite_sync)
     fd_limit = raise_fd_limit()
