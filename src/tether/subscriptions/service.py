@@ -61,7 +61,6 @@ DUE = "ds-subscriptions-due"
 #: The store lease that serializes one subscription's changes across replicas.
 LOCK_TTL = 10.0
 SWEEP_INTERVAL = 0.1
-REFRESH_INTERVAL = 0.5
 KEYRING_REFRESH = 30.0
 _PAGE = 200
 
@@ -349,7 +348,7 @@ class SubscriptionService:
                 if sub is None:
                     return
                 linked = False
-                for path in paths - set(sub.links):
+                for path in paths:
                     linked |= await self._link_discovered(sub, path)
                 await self._advance(sub)
             if linked:
@@ -410,6 +409,8 @@ class SubscriptionService:
             return False
         pending = sub.pending(tails)
         if not pending:
+            if sub.next_attempt_at is not None:
+                sub.delivered()  # the retry's work was acked meanwhile: nothing to retry
             return False
         wake = sub.issue(_wake_id(), now, pending)
         if sub.config.type == PULL_WAKE:
@@ -486,7 +487,7 @@ class SubscriptionService:
             while True:
                 paths, cursor = await self.store.list_paths(prefix, cursor, _PAGE)
                 for path in paths:
-                    if path not in sub.links and await self._matches(sub, path):
+                    if await self._matches(sub, path):
                         await self._link(sub, path, explicit=False)
                 if cursor is None:
                     break
@@ -517,9 +518,16 @@ class SubscriptionService:
         sub.links[path] = Link(glob=not explicit, explicit=explicit, acked=acked)
 
     async def _link_discovered(self, sub: Subscription, path: str) -> bool:
-        """A stream the pattern matches appeared: linked at its start, so its events count."""
-        if not await self._matches(sub, path):
+        """A stream the pattern matches appeared: linked at its start, so its events count.
+
+        (An explicit link to it, made before it existed, becomes a glob link too.)
+        """
+        link = sub.links.get(path)
+        if (link is not None and link.glob) or not await self._matches(sub, path):
             return False
+        if link is not None:
+            link.glob = True
+            return True
         try:
             start = (await self.store.head(path)).fork_offset
         except (errors.StreamNotFound, errors.StreamGone):
