@@ -7,7 +7,7 @@ bounded generously: a loaded machine is slower than it looks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,3 +136,11 @@ class Api:
                 if events:
                     return events, offset
             assert asyncio.get_running_loop().time() < deadline, "no wake event came"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Poll ``check`` until true (for state the server settles just after answering)."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, f"never: {what}"
+        await asyncio.sleep(0.02)
