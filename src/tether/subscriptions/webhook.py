@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -60,11 +61,29 @@ def _failed(reason: str, status: int | None = None) -> DeliveryOutcome:
 class WebhookSender:
     """Delivers signed webhook requests; one per server, sharing its connections."""
 
-    def __init__(self, keyring: Keyring, *, allow_loopback: bool, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        allow_loopback: bool,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """``verify``: the TLS trust (default: the system's CAs); a context to trust a
+        private CA."""
         self._keyring = keyring
         self._allow_loopback = allow_loopback
         self._timeout = timeout
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False)
+        # No connection is kept for the next delivery: the pool knows a connection by
+        # the address it goes to, and one verified for a host must not carry a request
+        # for another host at the same address.
+        self._client = httpx.AsyncClient(
+            follow_redirects=False,
+            timeout=timeout,
+            trust_env=False,
+            verify=verify,
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
         logging.getLogger("httpx").addFilter(_QUIET)  # once: a logger keeps a filter once
 
     async def deliver(self, url: str, payload: dict[str, Any]) -> DeliveryOutcome:
@@ -106,7 +125,8 @@ class WebhookSender:
             )
             try:
                 return await self._send(request)
-            except httpx.ConnectError:
+            except httpx.ConnectError as err:
+                reason = "TLS handshake failed" if _tls_failure(err) else "could not connect"
                 continue
             except httpx.TimeoutException:
                 return _failed(f"no answer within {self._timeout:g} s")
@@ -134,6 +154,16 @@ class WebhookSender:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _tls_failure(err: BaseException) -> bool:
+    """Whether an SSL error (an untrusted or wrong certificate) lies under ``err``."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _host_header(target: WebhookTarget) -> str:
