@@ -210,6 +210,23 @@ async def test_with_no_server_running_the_new_key_signs_at_once(sqlite: SqliteSt
     assert [k["kid"] for k in keyring.jwks()["keys"]] == [new, old]
 
 
+async def test_a_first_rotation_signs_at_once(sqlite: SqliteStore) -> None:
+    """Nothing signs yet, so there is nothing for replicas to wait for."""
+    kid = await rotate(sqlite)
+    keyring = await Keyring.load(sqlite)
+    assert keyring.active_kid == kid
+    assert [k["kid"] for k in keyring.jwks()["keys"]] == [kid]
+
+
+async def test_a_keyring_whose_keys_were_removed_makes_a_new_one(sqlite: SqliteStore) -> None:
+    keyring = await Keyring.load(sqlite)
+    old = keyring.active_kid
+    await sqlite.delete_record(NAMESPACE, old)
+    await keyring.refresh()
+    assert keyring.active_kid != old
+    assert verify(BODY, keyring.signature_header(BODY), keyring.jwks())
+
+
 async def test_a_retired_key_is_erased_and_leaves_the_jwks_after_its_window(
     sqlite: SqliteStore,
 ) -> None:
@@ -233,13 +250,18 @@ async def test_a_refresh_erases_the_private_half_once_the_old_key_stops(
     after it stopped (on any replica) erases it."""
     keyring = await Keyring.load(sqlite)
     old = keyring.active_kid
-    await rotate(sqlite)
+    new = await rotate(sqlite)
     record = SigningKey.from_bytes(old, await sqlite.get_record(NAMESPACE, old) or b"")
     assert record.private is not None  # signs until the new key takes over
-    stopped = replace(record, retired_at=time.time() - 1)  # as the time has come
+    now = time.time()  # as if that time had come:
+    stopped = replace(record, retired_at=now - 1)
     await sqlite.put_record(NAMESPACE, old, stopped.to_bytes())
+    took_over = SigningKey.from_bytes(new, await sqlite.get_record(NAMESPACE, new) or b"")
+    await sqlite.put_record(NAMESPACE, new, replace(took_over, signs_from=now - 1).to_bytes())
     await keyring.refresh()
+    assert keyring.active_kid == new
     assert "d" not in orjson.loads(await sqlite.get_record(NAMESPACE, old) or b"{}")
+    assert len(await sqlite.list_records(NAMESPACE)) == 2
 
 
 async def test_the_next_rotation_deletes_keys_past_their_window(sqlite: SqliteStore) -> None:

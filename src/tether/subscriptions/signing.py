@@ -213,10 +213,13 @@ class Keyring:
         return f"t={t},kid={key.kid},ed25519={b64url(signature)}"
 
     async def refresh(self) -> None:
-        """Reread the keys: picks up a rotation made by another process, and erases the
-        private half of a key that no longer signs."""
+        """Reread the keys: picks up a rotation made by another process, erases the
+        private half of a key that no longer signs, makes a key if none is left."""
         keys = await read_keys(self._store)
-        if _stale(keys, time.time()):
+        now = time.time()
+        if signing_key(keys, now) is None:  # the records were removed: start over
+            keys = await _locked(self._store, _make_first_key)
+        elif _stale(keys, now):
             keys = await _locked(self._store, _tidy)
         self._set(keys)
 
@@ -232,8 +235,9 @@ async def rotate(store: Store, *, delay: float = ACTIVATION_DELAY) -> str:
 
     async def change(store: Store, keys: list[SigningKey]) -> None:
         now = time.time()
+        wait = delay if signing_key(keys, now) is not None else 0.0  # nothing to take over
         # The newest, even if another replica's clock ran ahead when it made the last.
-        signs_from = max([now + delay, *(k.signs_from for k in keys)])
+        signs_from = max([now + wait, *(k.signs_from for k in keys)])
         key = SigningKey.generate(now, signs_from)
         await store.put_record(NAMESPACE, key.kid, key.to_bytes())
         for old in keys:
