@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tether.store.sqlite import SqliteStore
+from tether.subscriptions import webhook
 from tether.subscriptions.signing import NAMESPACE, Keyring
 from tether.subscriptions.webhook import DeliveryOutcome, WebhookSender, retry_delay
 
@@ -44,6 +45,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The sender's end of the connection (host, port): the same for a kept connection.
+    peer: tuple[str, int]
 
 
 @dataclass
@@ -59,7 +62,9 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        self.received.append(Received(request.path, headers, await request.read()))
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")[:2]
+        self.received.append(Received(request.path, headers, await request.read(), peer))
         if request.path == "/done":
             return web.json_response({"done": True})
         if request.path == "/not-done":
@@ -270,6 +275,27 @@ async def test_https_is_verified_against_the_host_named_in_the_url(
     assert verify(got.body, got.headers["webhook-signature"], keyring.jwks())
     assert got.headers["host"] == f"localhost:{receiver.port}"
     assert by_address == DeliveryOutcome(False, False, None, "TLS handshake failed")
+
+
+async def test_a_hosts_connection_is_kept_and_only_for_that_host(
+    receiver: Receiver, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, trust = certificate_for("localhost", tmp_path)
+    monkeypatch.setattr(webhook, "MAX_HOSTS", 1)  # one host's connections kept at a time
+    async with serving(server_tls) as tls_receiver:
+        sender = WebhookSender(keyring, allow_loopback=True, verify=trust)
+        named = f"https://localhost:{tls_receiver.port}/done"
+        try:
+            outcomes = [await sender.deliver(named, PAYLOAD) for _ in range(3)]
+            other = await sender.deliver(receiver.url("/done"), PAYLOAD)  # another host
+            again = await sender.deliver(named, PAYLOAD)
+        finally:
+            await sender.aclose()
+    assert all(o.done for o in outcomes) and other.done and again.done
+    peers = [r.peer for r in tls_receiver.received]
+    assert len(peers) == 4
+    assert peers[0] == peers[1] == peers[2]  # kept between deliveries
+    assert peers[3] != peers[0]  # the other host's pool pushed this one out, and closed it
 
 
 async def test_an_untrusted_certificate_is_a_failed_outcome(
