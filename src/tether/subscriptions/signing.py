@@ -30,9 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tether.store.base import Store
@@ -42,7 +40,7 @@ NAMESPACE = "webhook-keys"
 #: The store lease that serializes making the first key and rotating.
 _LOCK = "webhook-keys"
 _LOCK_TTL = 30.0
-#: How long a process waits for another one that makes the first key.
+#: Seconds between two tries for the lease while another process holds it.
 _LOCK_WAIT = 0.05
 #: Seconds a receiver accepts a signature after its timestamp (PROTOCOL.md 7.1).
 REPLAY_WINDOW = 300.0
@@ -50,9 +48,9 @@ REPLAY_WINDOW = 300.0
 REFRESH_INTERVAL = 30.0
 #: Seconds between a rotation and the new key's first signature: two refreshes.
 ACTIVATION_DELAY = 2 * REFRESH_INTERVAL
-#: Seconds a retired public key stays published: the replay window, plus a slow
-#: delivery's timeout, with room to spare.
-RETIRED_KEY_WINDOW = 600.0
+#: Seconds a retired public key stays published: the replay window, and as much
+#: again for a delivery's timeout and clocks that disagree.
+RETIRED_KEY_WINDOW = 2 * REPLAY_WINDOW
 #: Characters of the thumbprint in a kid (96 bits).
 _KID_CHARS = 16
 
