@@ -60,7 +60,10 @@ META = "ds-subscriptions-meta"
 DUE = "ds-subscriptions-due"
 #: The store lease that serializes one subscription's changes across replicas.
 LOCK_TTL = 10.0
-SWEEP_INTERVAL = 0.1
+#: The sweeper's longest sleep: how late another replica's change (a new
+#: subscription, a lease taken there) may be seen here. A change made here
+#: wakes it at once; otherwise it sleeps until the next due time.
+POLL_INTERVAL = 0.5
 KEYRING_REFRESH = 30.0
 _PAGE = 200
 
@@ -114,6 +117,8 @@ class SubscriptionService:
         self._touched: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        #: Set when a subscription here gets a due time: the sweeper looks again.
+        self._soon = asyncio.Event()
         self.keyring: Keyring | None = None
         self._sender: WebhookSender | None = None
 
@@ -361,30 +366,37 @@ class SubscriptionService:
 
     async def _run(self) -> None:
         last_keys = self._clock()
+        next_due = self._clock()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            pause = min(max(next_due - self._clock(), 0.0), POLL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), pause)
+            self._soon.clear()
             try:
                 await self._refresh_index()
-                await self._sweep()
+                next_due = await self._sweep()
                 if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
                     last_keys = self._clock()
                     await self.keyring.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                next_due = self._clock() + POLL_INTERVAL
                 log.exception("subscription sweep failed; will retry")
 
-    async def _sweep(self) -> None:
+    async def _sweep(self) -> float:
+        """Evaluate the subscriptions whose time has come; returns the next due time."""
         now = self._clock()
         for due_key, key in await self.store.index_page(DUE, None, _PAGE):
             if int(due_key) > now * 1000:
-                break
+                return int(due_key) / 1000
             async with self._locked(key):
                 sub = await self._load(key)
                 if sub is None:
                     await self.store.index_remove(DUE, key)
                     continue
                 await self._advance(sub)
+        return now + POLL_INTERVAL
 
     # -- the state machine's steps ---------------------------------------------
 
@@ -563,6 +575,7 @@ class SubscriptionService:
             await self.store.index_remove(DUE, sub.key)
         else:
             await self.store.index_put(DUE, sub.key, f"{int(due * 1000):016d}")
+            self._soon.set()  # the sweeper recomputes its sleep
 
     async def _changed(self) -> None:
         """Say (to every replica) that the index must be reloaded; reload ours now."""
