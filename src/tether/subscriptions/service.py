@@ -355,6 +355,8 @@ class SubscriptionService:
                 linked = False
                 for path in paths:
                     linked |= await self._link_discovered(sub, path)
+                if linked:
+                    await self._save(sub)
                 await self._advance(sub)
             if linked:
                 await self._changed()
@@ -395,18 +397,27 @@ class SubscriptionService:
                 if sub is None:
                     await self.store.index_remove(DUE, key)
                     continue
-                await self._advance(sub)
+                if not await self._advance(sub):
+                    await self._save(sub)  # the index was behind the record: set it right
         return now + POLL_INTERVAL
 
     # -- the state machine's steps ---------------------------------------------
 
-    async def _advance(self, sub: Subscription) -> None:
-        """Under the lock: end an expired lease, then wake if work is pending."""
+    async def _advance(self, sub: Subscription) -> bool:
+        """Under the lock: end an expired lease, then wake if work is pending.
+
+        Written back (True) only if something changed: appends to a stream
+        whose subscription already has a wake in flight cost no write.
+        """
+        before = sub.dumps()
         now = self._clock()
         await self._expire(sub, now)
         if sub.wake is None:
             await self._wake_if_pending(sub, now, await self._tails(sub))
+        if sub.dumps() == before:
+            return False
         await self._save(sub)
+        return True
 
     async def _expire(self, sub: Subscription, now: float) -> None:
         wake = sub.wake

@@ -1,0 +1,71 @@
+"""Listing stream paths under a prefix, a page at a time, on every backend (the eager
+backfill of subscriptions), and the on_append hook every backend calls."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from redis_server import RedisServer, running_redis
+from store.conftest import FakeClock, make_store
+from tether.store.base import AppendRequest, CreateRequest, Store
+from tether.store.redis import RedisStore
+
+JSON = "application/json"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis-paths")) as server:
+        yield server
+
+
+@pytest.fixture(params=("memory", "sqlite", "redis"))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s: Store
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url(), prefix=f"paths-{random.getrandbits(32):x}:")
+    else:
+        s = make_store(request.param, tmp_path / "tether.db", FakeClock())
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+async def _all(store: Store, prefix: str, page: int) -> list[str]:
+    out: list[str] = []
+    cursor = None
+    while True:
+        paths, cursor = await store.list_paths(prefix, cursor, page)
+        out += paths
+        if cursor is None:
+            return out
+
+
+async def test_paths_under_a_prefix_come_a_page_at_a_time(store: Store) -> None:
+    """Every live path under the prefix once, none outside it (a glob character in the
+    prefix is a plain character), none deleted."""
+    inside = [f"ev*[x]/{i:03d}" for i in range(25)]
+    for path in [*inside, "ev*[x]", "evx/1", "other/1", "ev*[x]/gone"]:
+        await store.create(path, CreateRequest(JSON))
+    await store.delete("ev*[x]/gone")
+    for page in (1, 7, 100):
+        listed = await _all(store, "ev*[x]/", page)
+        assert sorted(listed) == inside
+        assert len(listed) == len(set(listed))
+    assert await _all(store, "nothing/", 10) == []
+
+
+async def test_the_on_append_hook_is_told_of_creates_and_appends(store: Store) -> None:
+    told: list[tuple[str, int]] = []
+    store.on_append = lambda path, tail: told.append((path, tail))
+    await store.create("a", CreateRequest(JSON, messages=[b"1", b"2"]))
+    await store.create("a", CreateRequest(JSON))  # exists: nothing new
+    await store.append("a", AppendRequest([b"3"], JSON))
+    assert told == [("a", 2), ("a", 3)]
