@@ -83,6 +83,10 @@ class ConfigConflict(Exception):
     """The id exists with another configuration (409)."""
 
 
+class BadStream(ValueError):
+    """A wake stream that cannot carry wakes (400)."""
+
+
 class Unavailable(Exception):
     """The subscription's lock could not be had in time (503)."""
 
@@ -233,7 +237,7 @@ class SubscriptionService:
         async with self._locked(key):
             sub = await self.get(key)
             now = self._clock()
-            await self._expire(sub, now)
+            self._expire(sub, now)
             wake = sub.wake
             if wake is not None and wake.holder is not None:
                 raise AlreadyClaimed(wake.holder, wake.generation)
@@ -266,7 +270,7 @@ class SubscriptionService:
             if sub is None:
                 raise Fenced
             now = self._clock()
-            await self._expire(sub, now)
+            self._expire(sub, now)
             wake = sub.check(token, wake_id, generation)
             tails = await self._tails(sub)
             positions: dict[str, int] = {}
@@ -290,16 +294,13 @@ class SubscriptionService:
             if sub is None:
                 raise Fenced
             now = self._clock()
-            await self._expire(sub, now)
+            self._expire(sub, now)
             sub.check(token, wake_id, generation)
             sub.end_wake()
             await self._wake_if_pending(sub, now, await self._tails(sub))
             await self._save(sub)
 
     # -- views -----------------------------------------------------------------
-
-    async def tails(self, sub: Subscription) -> dict[str, int]:
-        return await self._tails(sub)
 
     def stream_entries(
         self, sub: Subscription, tails: dict[str, int], paths: list[str] | None = None
@@ -331,13 +332,12 @@ class SubscriptionService:
         for key in self._matcher.match(path):
             self._touch(key, path)
 
-    def _touch(self, key: str, path: str | None) -> None:
+    def _touch(self, key: str, path: str) -> None:
         touched = self._touched.get(key)
         if touched is not None:  # an evaluation is queued; it will see this path
-            if path is not None:
-                touched.add(path)
+            touched.add(path)
             return
-        self._touched[key] = {path} if path is not None else set()
+        self._touched[key] = {path}
         self._spawn(self._evaluate_touched(key))
 
     def _spawn(self, work: Awaitable[None]) -> None:
@@ -411,7 +411,7 @@ class SubscriptionService:
         """
         before = sub.dumps()
         now = self._clock()
-        await self._expire(sub, now)
+        self._expire(sub, now)
         if sub.wake is None:
             await self._wake_if_pending(sub, now, await self._tails(sub))
         if sub.dumps() == before:
@@ -419,7 +419,7 @@ class SubscriptionService:
         await self._save(sub)
         return True
 
-    async def _expire(self, sub: Subscription, now: float) -> None:
+    def _expire(self, sub: Subscription, now: float) -> None:
         wake = sub.wake
         if wake is not None and wake.lease_until is not None and wake.lease_until <= now:
             sub.end_wake()
@@ -617,10 +617,6 @@ class SubscriptionService:
                 yield
             finally:
                 await self.store.release_lease(name, self._me)
-
-
-class BadStream(ValueError):
-    """A wake stream that cannot carry wakes (400)."""
 
 
 def callback_url(sub: Subscription) -> str:
