@@ -56,6 +56,11 @@ nothing. A script answers ``{status, ...}``; ``redis_scripts.raise_for`` maps th
 status to the ``errors`` class ``local.py`` raises in the same case, with the
 same message.
 
+Appends, the hot path, do not go through redis-py's pool: they are pipelined on
+one connection of their own (``redis_pipeline.py``), where the appends made at
+once share round trips and are applied in the order they were made; every
+other operation takes a pooled connection.
+
 Positions are ``local.py``'s: bytes for byte streams, messages for JSON
 streams; a fork continues its source's positions and reads positions below its
 fork offset through its source (and that source's source...), never copying.
@@ -128,6 +133,7 @@ from tether.store.errors import (
     BackendUnavailable,
     StreamNotFound,
 )
+from tether.store.redis_pipeline import Pipeline
 from tether.store.redis_scripts import Status, raise_for, script_texts
 from tether.store.redis_subscriber import RedisTailNotifier, Subscriber
 
@@ -252,6 +258,8 @@ class RedisStore(Store):
         self._max_connections = max_connections
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        #: The appends' own connection, pipelined (``redis_pipeline.py``).
+        self._hot: Pipeline | None = None
         self._subscriber: Subscriber | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier: RedisTailNotifier = RedisTailNotifier()
@@ -287,8 +295,10 @@ class RedisStore(Store):
             **_POOL_OPTIONS,
         )
         self._redis = aioredis.Redis.from_pool(pool)
-        for name, text in script_texts(self._inline_max).items():
+        texts = script_texts(self._inline_max)
+        for name, text in texts.items():
             self._scripts[name] = self._redis.register_script(text)
+        self._hot = Pipeline(pool, {"append": texts["append"]}, self._socket_timeout)
         try:
             await self._call(self._redis.ping())
         except BackendUnavailable:
@@ -320,6 +330,9 @@ class RedisStore(Store):
             await self._subscriber.stop()
             self._subscriber = None
         self.notifier.loop = None
+        if self._hot is not None:
+            await self._hot.aclose()
+            self._hot = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -407,8 +420,10 @@ class RedisStore(Store):
             req.lease[1] if req.lease else "",
             *req.messages,
         ]
+        if self._hot is None:
+            raise BackendUnavailable("the Redis store is not open")
         began = time.perf_counter()
-        reply = await self._script("append", args)
+        reply = await self._call(self._hot.evalsha("append", [self.prefix, self._now(), *args]))
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)
         self._meters.committed(1, time.perf_counter() - began)
