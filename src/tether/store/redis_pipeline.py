@@ -6,10 +6,9 @@ layers) where the round trip itself costs about 40 µs of client CPU; an append
 is one script call, so that overhead was most of what an append on Redis cost
 beyond the HTTP request (the profile is in the closing note of issue 24).
 
-How: a connection is opened by redis-py (so TLS, AUTH and SELECT are what the
-URL says) and its transport then handed to :class:`Pipeline`, which writes the
-commands made in one event-loop iteration in one write and resolves their
-futures in order as hiredis parses the replies in ``data_received``. Appends
+How: :class:`Pipeline` holds one :class:`~tether.store.redis_wire.RawConnection`,
+writes the commands made in one event-loop iteration in one write, and
+resolves their futures in order as the replies are parsed. Appends
 made at once (many producers) thus share round trips, as group commit shares
 SQLite's transactions. Redis runs one connection's commands in the order they
 were written, so appends are applied in the order they were made, per stream
@@ -31,31 +30,11 @@ import hashlib
 from collections import deque
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-
-def _pack(*parts: str | bytes | int) -> bytes:
-    """One command in RESP, packed by hiredis (in C)."""
-    return hiredis.pack_command(parts)  # type: ignore[arg-type]  # (its stub: a 1-tuple)
-
-
-class _Wire(asyncio.Protocol):
-    """The connection's protocol once the pipeline owns it: bytes in, replies out."""
-
-    def __init__(self, pipeline: Pipeline, previous: asyncio.BaseProtocol) -> None:
-        self._pipeline = pipeline
-        #: redis-py's protocol, told when the connection ends so its streams close.
-        self._previous = previous
-
-    def data_received(self, data: bytes) -> None:
-        self._pipeline._received(self, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._pipeline._lost(self)
-        self._previous.connection_lost(exc)
+from tether.store.redis_wire import RawConnection, pack
 
 
 class Pipeline:
@@ -69,11 +48,7 @@ class Pipeline:
         self._texts = list(scripts.values())
         self._sha = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in scripts.items()}
         self._timeout = timeout
-        self._wire: _Wire | None = None
-        self._transport: asyncio.Transport | None = None
-        #: The redis-py connection that opened the transport (closed with it).
-        self._conn: Any = None
-        self._reader: Any = None
+        self._raw: RawConnection | None = None
         #: Commands made this loop iteration, not yet written: (answer, packed command).
         self._unsent: list[tuple[asyncio.Future[Any], bytes]] = []
         #: Written and waiting for their replies, in order.
@@ -83,10 +58,9 @@ class Pipeline:
 
     async def evalsha(self, name: str, args: list[str | bytes]) -> Any:
         """Run script ``name`` with no keys and ``args``; its reply (ResponseError raised)."""
-        if self._transport is None:
+        if self._raw is None:
             await self._connect()
-        packed = _pack("EVALSHA", self._sha[name], 0, *args)
-        answer = self._send(packed)
+        answer = self._send(pack("EVALSHA", self._sha[name], 0, *args))
         try:
             async with asyncio.timeout(self._timeout):
                 return await answer
@@ -104,7 +78,7 @@ class Pipeline:
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
-        if self._transport is None:
+        if self._raw is None:
             for answer, _ in unsent:
                 if not answer.done():
                     answer.set_exception(RedisConnectionError("the Redis connection was lost"))
@@ -114,29 +88,23 @@ class Pipeline:
             if not answer.done():  # (cancelled before it was written: never sent)
                 self._inflight.append(answer)
                 out.append(packed)
-        self._transport.writelines(out)
+        self._raw.write(b"".join(out))
 
-    def _received(self, wire: _Wire, data: bytes) -> None:
-        if wire is not self._wire:
-            return
-        self._reader.feed(data)
+    def _replies(self, replies: list[Any]) -> None:
         inflight = self._inflight
-        while (reply := self._reader.gets()) is not False:
+        for reply in replies:
             if not inflight:
                 self._drop("Redis answered a command that was not asked")
                 return
             answer = inflight.popleft()
             if isinstance(reply, ResponseError):
-                if str(reply).startswith("NOSCRIPT"):
-                    self._drop("Redis lost its scripts")
                 if not answer.done():
                     answer.set_exception(reply)
+                if str(reply).startswith("NOSCRIPT"):
+                    self._drop("Redis lost its scripts")
+                    return
             elif not answer.done():
                 answer.set_result(reply)
-
-    def _lost(self, wire: _Wire) -> None:
-        if wire is self._wire:
-            self._drop("the Redis connection was lost")
 
     async def _connect(self) -> None:
         """Open the connection (once, however many callers wait for it)."""
@@ -150,38 +118,30 @@ class Pipeline:
                 self._connecting = None
 
     async def _open(self) -> None:
-        conn = self._pool.make_connection()
         async with asyncio.timeout(self._timeout):
-            try:
-                await conn.connect()
-            except BaseException:
-                await conn.disconnect(nowait=True)
-                raise
-            # (redis-py keeps no public handle on its transport.)
-            transport = conn._writer.transport
-            wire = _Wire(self, transport.get_protocol())
-            transport.set_protocol(wire)
-            self._conn, self._wire, self._transport = conn, wire, transport
-            self._reader = hiredis.Reader(replyError=ResponseError)
-            loads = [self._send(_pack("SCRIPT", "LOAD", t)) for t in self._texts]
+            raw = await RawConnection.open(self._pool, self._replies, self._lost)
+            self._raw = raw
+            loads = [self._send(pack("SCRIPT", "LOAD", t)) for t in self._texts]
             try:
                 await asyncio.gather(*loads)
             except BaseException:
                 self._drop("the scripts could not be loaded")
                 raise
 
+    def _lost(self) -> None:
+        self._drop("the Redis connection was lost")
+
     def _drop(self, why: str) -> None:
         """Close the connection and fail every command in flight on it."""
-        if self._transport is None:
+        raw, self._raw = self._raw, None
+        if raw is None:
             return
-        transport, conn = self._transport, self._conn
-        self._wire = self._transport = self._conn = self._reader = None
         inflight, self._inflight = self._inflight, deque()
         for answer in inflight:
             if not answer.done():
                 answer.set_exception(RedisConnectionError(why))
-        transport.close()
-        task = asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
+        raw.close()
+        task = asyncio.get_running_loop().create_task(raw.wait_closed())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
