@@ -44,7 +44,6 @@ from typing import Any
 
 import aiohttp
 import redis
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 try:
@@ -220,43 +219,8 @@ def preflight(cfg: ScaleConfig) -> None:
 # --------------------------------------------------------------------------- redis-server
 
 
-@dataclass(eq=False)
-class RedisProcess(harness.ServerProcess):
-    """redis-server as a measured server: the harness's start, stop and cleanup; ready on PING."""
-
-    @classmethod
-    def build(cls, cfg: ScaleConfig, workdir: Path) -> RedisProcess:
-        data_dir = workdir / "data"
-        data_dir.mkdir(parents=True)
-        port = harness.free_port()
-        argv = [
-            cfg.redis_bin,
-            "--port", str(port),
-            "--bind", HOST,
-            "--dir", str(data_dir),
-            "--daemonize", "no",
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", cfg.redis_fsync,
-            "--logfile", "",
-        ]  # fmt: skip
-        return cls("redis", argv, port, workdir, workdir)
-
-    def url(self, db: int = 0) -> str:
-        return f"redis://{HOST}:{self.port}/{db}"
-
-    def client(self) -> aioredis.Redis:
-        return aioredis.Redis(host=HOST, port=self.port, socket_timeout=5.0)
-
-    async def healthy(self) -> bool:
-        """PING answers (not while Redis loads its data)."""
-        client = self.client()
-        try:
-            return bool(await client.ping())
-        except RedisError:
-            return False
-        finally:
-            await client.aclose()
+#: redis-server as a measured server (shared with bench_streams.py's tether-redis target).
+RedisProcess = bs.RedisProcess
 
 
 async def redis_settings(server: RedisProcess) -> dict[str, str]:
@@ -449,7 +413,7 @@ async def run_all(cfg: ScaleConfig, workroot: Path) -> dict[str, Any]:
     results: dict[str, list[dict[str, Any]]] = {t: [] for t in targets}
     errors: list[str] = []
     settings: dict[str, str] = {}
-    redis_server = RedisProcess.build(cfg, workroot / "redis")
+    redis_server = RedisProcess.build(cfg.redis_bin, cfg.redis_fsync, workroot / "redis")
     redis_server.start()
     try:
         await redis_server.wait_ready(cfg.streams.startup_timeout_s)
