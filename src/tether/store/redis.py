@@ -361,9 +361,11 @@ class RedisStore(Store):
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, awaitable: Any, timeout: bool = True) -> Any:
+        """Await one command, bounded by the socket timeout (unless ``timeout`` is False:
+        the hot path bounds its own, to drop the connection), Redis's errors mapped."""
         try:
-            async with asyncio.timeout(self._socket_timeout):
+            async with asyncio.timeout(self._socket_timeout if timeout else None):
                 return await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
             raise BackendUnavailable("the Redis store is unavailable; try again") from err
@@ -423,7 +425,8 @@ class RedisStore(Store):
         if self._hot is None:
             raise BackendUnavailable("the Redis store is not open")
         began = time.perf_counter()
-        reply = await self._call(self._hot.evalsha("append", [self.prefix, self._now(), *args]))
+        hot = self._hot.evalsha("append", [self.prefix, self._now(), *args])
+        reply = await self._call(hot, timeout=False)
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)
         self._meters.committed(1, time.perf_counter() - began)
