@@ -3,7 +3,8 @@
 ``tether serve --store redis://HOST:PORT/DB`` (also ``rediss://`` for TLS,
 ``?prefix=NAME:`` to keep several deployments apart in one database (default
 ``tether:``), and redis-py's own options such as ``?max_connections=N``, the
-per-process connection pool's size, 32 by default). It needs a standalone
+most connections one process opens, 32 by default: the appends' own, the
+notifications' own, and a pool of the rest). It needs a standalone
 Redis >= 6.2 (tested with 7.0; or a Sentinel-managed primary), not Redis
 Cluster: its scripts reach keys they discover as they go (a fork's
 source, a cascade of sources), which Cluster does not allow.
@@ -279,7 +280,8 @@ class RedisStore(Store):
         """
         self.notifier.loop = asyncio.get_running_loop()
         # A bounded pool: a burst of requests queues for a connection rather than
-        # opening one each (the subscriber holds one of them for good).
+        # opening one each. The appends and the notifications each hold a
+        # connection of their own besides (opened with the pool's settings).
         pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
             max_connections=self._max_connections,
@@ -294,6 +296,8 @@ class RedisStore(Store):
             retry=Retry(NoBackoff(), 0),
             **_POOL_OPTIONS,
         )
+        # (After from_url, which lets the URL's ?max_connections= win.)
+        pool.max_connections = max(1, pool.max_connections - 2)
         self._redis = aioredis.Redis.from_pool(pool)
         texts = script_texts(self._inline_max)
         for name, text in texts.items():
