@@ -10,6 +10,8 @@ Targets:
   tether      .venv/bin/tether serve --host 127.0.0.1 --port P --data-dir D --store sqlite
   ref-memory  @durable-streams/server 0.3.7 (benchmarks/reference), in-memory store
   ref-file    @durable-streams/server 0.3.7, file-backed store (LMDB + segment files)
+  tether-redis  tether serve --store redis://... on a fresh redis-server of its own
+              (append-only file fsynced every second); not in the default targets
 
 Scenarios (all on application/json streams, messages of ~100 bytes):
   appends   sequential POSTs on one keep-alive connection -> appends/s, RTT p50/p99
@@ -19,6 +21,9 @@ Scenarios (all on application/json streams, messages of ~100 bytes):
   catchup   read K messages from offset -1 following Stream-Next-Offset until
             Stream-Up-To-Date -> messages/s
   idle      server RSS growth per idle SSE reader (KiB), 1,000 readers
+  producers-64  64 producers appending at once, each on its own keep-alive connection
+            to a stream of its own -> total appends/s, append RTT p50/p99
+  producers-64-one-stream  the same, all 64 on one stream
 
 See benchmarks/README.md for how to run it.
 """
@@ -47,6 +52,8 @@ from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from harness import (
     HOST,
@@ -88,9 +95,13 @@ except ImportError:  # pragma: no cover - orjson is a project dependency
 REF_DIR = REPO_ROOT / "benchmarks" / "reference"
 REF_VERSION = "0.3.7"
 JSON_CT = "application/json"
-ALL_TARGETS = ("tether", "ref-memory", "ref-file")
+ALL_TARGETS = ("tether", "ref-memory", "ref-file", "tether-redis")
+DEFAULT_TARGETS = ("tether", "ref-memory", "ref-file")
 REF_TARGETS = ("ref-memory", "ref-file")
-ALL_SCENARIOS = ("appends", "fanout", "fanout-burst", "catchup", "idle")
+ALL_SCENARIOS = (
+    "appends", "fanout", "fanout-burst", "catchup", "idle",
+    "producers-64", "producers-64-one-stream",
+)  # fmt: skip
 APPEND_OK = (200, 204)
 CREATE_OK = (200, 201, 204)
 MESSAGE_SIZE = 100
@@ -126,6 +137,10 @@ class Config:
     node_bin: str
     keep_going: bool
     verbose: bool
+    producers: int = 64
+    producer_appends: int = 200
+    producer_warmup: int = 20
+    redis_bin: str = "redis-server"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -136,7 +151,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     )
     p.add_argument(
         "--targets",
-        default=",".join(ALL_TARGETS),
+        default=",".join(DEFAULT_TARGETS),
         help=f"comma-separated subset of {','.join(ALL_TARGETS)}",
     )
     p.add_argument(
@@ -178,6 +193,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "when asked; 'identity' measures uncompressed serving on loopback)",
     )
     p.add_argument("--idle-readers", type=int, default=1000, help="idle SSE readers (idle)")
+    p.add_argument("--producers", type=int, default=64, help="concurrent producers (producers-64*)")
+    p.add_argument("--producer-appends", type=int, default=200, help="timed appends per producer")
+    p.add_argument("--producer-warmup", type=int, default=20, help="untimed appends per producer")
+    p.add_argument(
+        "--redis-server",
+        default=shutil.which("redis-server") or "redis-server",
+        help="redis-server executable (target tether-redis)",
+    )
     p.add_argument("--idle-settle", type=float, default=1.0, help="seconds to settle before RSS")
     p.add_argument(
         "--open-concurrency", type=int, default=64, help="max SSE connections opening at once"
@@ -234,6 +257,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "--catchup-populate-concurrency": ns.catchup_populate_concurrency,
         "--catchup-batch": ns.catchup_batch,
         "--idle-readers": ns.idle_readers,
+        "--producers": ns.producers,
+        "--producer-appends": ns.producer_appends,
         "--open-concurrency": ns.open_concurrency,
     }
     for name, value in positive.items():
@@ -268,6 +293,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         node_bin=ns.node,
         keep_going=ns.keep_going,
         verbose=ns.verbose,
+        producers=ns.producers,
+        producer_appends=ns.producer_appends,
+        producer_warmup=max(0, ns.producer_warmup),
+        redis_bin=ns.redis_server,
     )
     return cfg, ns
 
@@ -307,9 +336,52 @@ def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite")
     )
 
 
+@dataclass(eq=False)
+class RedisProcess(ServerProcess):
+    """redis-server as a measured server: the harness's start, stop and cleanup; ready on PING."""
+
+    @classmethod
+    def build(cls, redis_bin: str, fsync: str, workdir: Path) -> RedisProcess:
+        """A redis-server in ``workdir``, append-only file fsynced by policy ``fsync``."""
+        data_dir = workdir / "redis-data"
+        data_dir.mkdir(parents=True)
+        port = free_port()
+        argv = [
+            redis_bin,
+            "--port", str(port),
+            "--bind", HOST,
+            "--dir", str(data_dir),
+            "--daemonize", "no",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", fsync,
+            "--logfile", "",
+        ]  # fmt: skip
+        return cls("redis", argv, port, workdir, workdir)
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{HOST}:{self.port}/{db}"
+
+    def client(self) -> aioredis.Redis:
+        return aioredis.Redis(host=HOST, port=self.port, socket_timeout=5.0)
+
+    async def healthy(self) -> bool:
+        """PING answers (not while Redis loads its data)."""
+        client = self.client()
+        try:
+            return bool(await client.ping())
+        except RedisError:
+            return False
+        finally:
+            await client.aclose()
+
+
 def preflight(cfg: Config) -> None:
-    if "tether" in cfg.targets and not os.access(cfg.tether_bin, os.X_OK):
+    tethers = [t for t in cfg.targets if t.startswith("tether")]
+    if tethers and not os.access(cfg.tether_bin, os.X_OK):
         raise BenchError(f"tether executable not found: {cfg.tether_bin}")
+    if "tether-redis" in cfg.targets and shutil.which(cfg.redis_bin) is None:
+        raise BenchError(f"redis-server not found: {cfg.redis_bin} (pass --redis-server)")
     if any(t in REF_TARGETS for t in cfg.targets):
         pkg = REF_DIR / "node_modules" / "@durable-streams" / "server" / "package.json"
         if not pkg.exists():
@@ -1024,12 +1096,66 @@ async def scenario_idle(run: TargetRun) -> dict[str, Any]:
     }
 
 
+async def scenario_producers(run: TargetRun, one_stream: bool) -> dict[str, Any]:
+    """--producers (64) producers appending at once, each on a keep-alive connection
+    of its own, sequentially (each append awaits its answer): each to a stream of its
+    own, or all to one stream. What many concurrent runs are; total appends/s counts
+    from the start of the timed appends to the last answer."""
+    cfg = run.cfg
+    n = cfg.producers
+    if one_stream:
+        urls = [run.stream_url("producers-one")] * n
+    else:
+        urls = [run.stream_url(f"producers-{i}") for i in range(n)]
+    await asyncio.gather(*(create_stream(run.session, url, cfg) for url in dict.fromkeys(urls)))
+    appenders = [Appender(run, url) for url in urls]
+    bodies = [make_message(i, 0.0) for i in range(cfg.producer_warmup + cfg.producer_appends)]
+    perf = time.perf_counter
+    rtts: list[list[float]] = [[] for _ in range(n)]
+
+    async def produce(k: int, timed: bool) -> None:
+        appender = appenders[k]
+        if not timed:
+            for body in bodies[: cfg.producer_warmup]:
+                await appender.append(body)
+            return
+        mine = rtts[k]
+        for body in bodies[cfg.producer_warmup :]:
+            a = perf()
+            await appender.append(body)
+            mine.append(perf() - a)
+
+    try:
+        await asyncio.gather(*(a.connect() for a in appenders))
+        await asyncio.gather(*(produce(k, timed=False) for k in range(n)))
+        cpu0, srv0 = time.process_time(), run.cpu_snapshot()
+        t0 = perf()
+        await asyncio.gather(*(produce(k, timed=True) for k in range(n)))
+        elapsed = perf() - t0
+        cpu1, srv1 = time.process_time(), run.cpu_snapshot()
+    finally:
+        await asyncio.gather(*(a.close() for a in appenders))
+    lat = sorted(x for mine in rtts for x in mine)
+    return {
+        "producers": n,
+        "appends": len(lat),
+        "elapsed_s": elapsed,
+        "appends_per_s": len(lat) / elapsed,
+        "append_p50_ms": percentile(lat, 50) * 1e3,
+        "append_p99_ms": percentile(lat, 99) * 1e3,
+        "client_cpu_pct": 100.0 * (cpu1 - cpu0) / elapsed,
+        **cpu_pcts(srv0, srv1, elapsed),
+    }
+
+
 SCENARIOS: dict[str, Callable[[TargetRun], Any]] = {
     "appends": scenario_appends,
     "fanout": lambda run: scenario_fanout(run, run.cfg.fanout_interval_ms),
     "fanout-burst": lambda run: scenario_fanout(run, 0.0),
     "catchup": scenario_catchup,
     "idle": scenario_idle,
+    "producers-64": lambda run: scenario_producers(run, one_stream=False),
+    "producers-64-one-stream": lambda run: scenario_producers(run, one_stream=True),
 }
 
 
@@ -1049,7 +1175,9 @@ class Metric:
         return f"{self.scenario}.{self.key}"
 
 
-CPU_SCENARIOS = ("appends", "fanout", "fanout-burst", "catchup")
+CPU_SCENARIOS = (
+    "appends", "fanout", "fanout-burst", "catchup", "producers-64", "producers-64-one-stream",
+)  # fmt: skip
 METRICS = (
     Metric("appends", "appends_per_s", "appends/s (sequential, 1 conn)", "{:,.0f}", True),
     Metric("appends", "append_p50_ms", "append RTT p50 (ms)", "{:.2f}", False),
@@ -1062,6 +1190,32 @@ METRICS = (
     Metric("fanout-burst", "deliveries_per_s", "burst fan-out deliveries/s", "{:,.0f}", True),
     Metric("catchup", "msgs_per_s", "catch-up msgs/s", "{:,.0f}", True),
     Metric("idle", "kib_per_reader", "RSS per idle SSE reader (KiB)", "{:.1f}", False),
+    Metric(
+        "producers-64", "appends_per_s", "appends/s (64 producers, own streams)", "{:,.0f}", True
+    ),
+    Metric("producers-64", "append_p50_ms", "64 producers: append RTT p50 (ms)", "{:.2f}", False),
+    Metric("producers-64", "append_p99_ms", "64 producers: append RTT p99 (ms)", "{:.2f}", False),
+    Metric(
+        "producers-64-one-stream",
+        "appends_per_s",
+        "appends/s (64 producers, one stream)",
+        "{:,.0f}",
+        True,
+    ),
+    Metric(
+        "producers-64-one-stream",
+        "append_p50_ms",
+        "64 on one stream: append RTT p50 (ms)",
+        "{:.2f}",
+        False,
+    ),
+    Metric(
+        "producers-64-one-stream",
+        "append_p99_ms",
+        "64 on one stream: append RTT p99 (ms)",
+        "{:.2f}",
+        False,
+    ),
 )
 
 
@@ -1127,6 +1281,33 @@ def goals(summary: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str, st
     t_idle = med("tether", "idle.kib_per_reader")
     if t_idle is not None:
         out.append(("<= 20 KiB per idle SSE reader", f"{t_idle:.1f} KiB", t_idle <= 20.0))
+    out += producer_goals(med)
+    return out
+
+
+def producer_goals(
+    med: Callable[[str, str], float | None],
+) -> list[tuple[str, str, bool]]:
+    """Issue 24's goals for many producers and for Redis: with 64 producers on streams
+    of their own, SQLite >= 1x ref-memory and >= 10x ref-file and Redis >= 0.9x SQLite
+    in total appends/s; sequentially, Redis >= 0.6x SQLite."""
+    checks = (
+        ("producers-64", "tether", "ref-memory", 1.0),
+        ("producers-64", "tether", "ref-file", 10.0),
+        ("producers-64", "tether-redis", "tether", 0.9),
+        ("appends", "tether-redis", "tether", 0.6),
+    )
+    out = []
+    for scenario, mine, other, factor in checks:
+        a, b = med(mine, f"{scenario}.appends_per_s"), med(other, f"{scenario}.appends_per_s")
+        if a is not None and b:
+            out.append(
+                (
+                    f"{scenario}: {mine} >= {factor:g}x {other}",
+                    f"{a:,.0f} vs {b:,.0f} appends/s ({a / b:.2f}x)",
+                    a >= factor * b,
+                )
+            )
     return out
 
 
@@ -1206,17 +1387,26 @@ async def run_server_session(
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Start a fresh server for `target`, run `scenarios` against it, stop it."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{target}-r{round_index}-", dir=workroot))
-    server = build_server(cfg, target, workdir)
+    redis: RedisProcess | None = None
+    if target == "tether-redis":
+        redis = RedisProcess.build(cfg.redis_bin, "everysec", workdir)
+        server = build_server(cfg, "tether", workdir, store=redis.url())
+    else:
+        server = build_server(cfg, target, workdir)
     results: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    server.start()
     try:
+        if redis is not None:
+            redis.start()
+            await redis.wait_ready(cfg.startup_timeout_s)
+        server.start()
         await server.wait_ready(cfg.startup_timeout_s)
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
         async with aiohttp.ClientSession(
             connector=connector, headers={"Accept-Encoding": cfg.accept_encoding}
         ) as session:
-            run = TargetRun(cfg, server, session, round_index)
+            extra: dict[str, Sequence[int]] = {} if redis is None else {"redis": redis.pids}
+            run = TargetRun(cfg, server, session, round_index, extra)
             for scenario in scenarios:
                 t0 = time.perf_counter()
                 try:
@@ -1248,6 +1438,8 @@ async def run_server_session(
                 await asyncio.sleep(0.2)
     finally:
         server.stop()
+        if redis is not None:
+            redis.stop()
     return results, errors
 
 

@@ -658,7 +658,8 @@ async def test_one_subscription_per_process_however_many_readers(
         after = len((await client.execute_command("CLIENT", "LIST")).splitlines())
         assert len(pubsub) == 2  # a's subscriber and b's, whatever the number of readers
         # b's 50 readers did their first reads at once through b's bounded pool (its
-        # subscriber holds one of the 4 connections), and none holds one to wait.
+        # subscriber and its appends hold 2 of the 4 connections), and none holds one
+        # to wait.
         assert after - before <= 3
         await a.append("s", AppendRequest([b"hi"], TEXT))
         for f in followers:

@@ -3,7 +3,8 @@
 ``tether serve --store redis://HOST:PORT/DB`` (also ``rediss://`` for TLS,
 ``?prefix=NAME:`` to keep several deployments apart in one database (default
 ``tether:``), and redis-py's own options such as ``?max_connections=N``, the
-per-process connection pool's size, 32 by default). It needs a standalone
+most connections one process opens, 32 by default: the appends' own, the
+notifications' own, and a pool of the rest). It needs a standalone
 Redis >= 6.2 (tested with 7.0; or a Sentinel-managed primary), not Redis
 Cluster: its scripts reach keys they discover as they go (a fork's
 source, a cascade of sources), which Cluster does not allow.
@@ -55,6 +56,11 @@ script checks everything before it writes anything, so a refusal writes
 nothing. A script answers ``{status, ...}``; ``redis_scripts.raise_for`` maps the
 status to the ``errors`` class ``local.py`` raises in the same case, with the
 same message.
+
+Appends, the hot path, do not go through redis-py's pool: they are pipelined on
+one connection of their own (``redis_pipeline.py``), where the appends made at
+once share round trips and are applied in the order they were made; every
+other operation takes a pooled connection.
 
 Positions are ``local.py``'s: bytes for byte streams, messages for JSON
 streams; a fork continues its source's positions and reads positions below its
@@ -129,6 +135,7 @@ from tether.store.errors import (
     BackendUnavailable,
     StreamNotFound,
 )
+from tether.store.redis_pipeline import Pipeline
 from tether.store.redis_scripts import Status, raise_for, script_texts
 from tether.store.redis_subscriber import RedisTailNotifier, Subscriber
 
@@ -256,6 +263,8 @@ class RedisStore(Store):
         self._max_connections = max_connections
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, Any] = {}
+        #: The appends' own connection, pipelined (``redis_pipeline.py``).
+        self._hot: Pipeline | None = None
         self._subscriber: Subscriber | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.notifier: RedisTailNotifier = RedisTailNotifier()
@@ -275,7 +284,8 @@ class RedisStore(Store):
         """
         self.notifier.loop = asyncio.get_running_loop()
         # A bounded pool: a burst of requests queues for a connection rather than
-        # opening one each (the subscriber holds one of them for good).
+        # opening one each. The appends and the notifications each hold a
+        # connection of their own besides (opened with the pool's settings).
         pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
             max_connections=self._max_connections,
@@ -290,9 +300,13 @@ class RedisStore(Store):
             retry=Retry(NoBackoff(), 0),
             **_POOL_OPTIONS,
         )
+        # (After from_url, which lets the URL's ?max_connections= win.)
+        pool.max_connections = max(1, pool.max_connections - 2)
         self._redis = aioredis.Redis.from_pool(pool)
-        for name, text in script_texts(self._inline_max).items():
+        texts = script_texts(self._inline_max)
+        for name, text in texts.items():
             self._scripts[name] = self._redis.register_script(text)
+        self._hot = Pipeline(pool, {"append": texts["append"]}, self._socket_timeout)
         try:
             await self._call(self._redis.ping())
         except BackendUnavailable:
@@ -324,6 +338,9 @@ class RedisStore(Store):
             await self._subscriber.stop()
             self._subscriber = None
         self.notifier.loop = None
+        if self._hot is not None:
+            await self._hot.aclose()
+            self._hot = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
@@ -352,9 +369,11 @@ class RedisStore(Store):
     def _now(self) -> str:
         return "" if self._clock is None else repr(float(self._clock()))
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, awaitable: Any, timeout: bool = True) -> Any:
+        """Await one command, bounded by the socket timeout (unless ``timeout`` is False:
+        the hot path bounds its own, to drop the connection), Redis's errors mapped."""
         try:
-            async with asyncio.timeout(self._socket_timeout):
+            async with asyncio.timeout(self._socket_timeout if timeout else None):
                 return await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
             raise BackendUnavailable("the Redis store is unavailable; try again") from err
@@ -414,8 +433,11 @@ class RedisStore(Store):
             req.lease[1] if req.lease else "",
             *req.messages,
         ]
+        if self._hot is None:
+            raise BackendUnavailable("the Redis store is not open")
         began = time.perf_counter()
-        reply = await self._script("append", args)
+        hot = self._hot.evalsha("append", [self.prefix, self._now(), *args])
+        reply = await self._call(hot, timeout=False)
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)
         self._meters.committed(1, time.perf_counter() - began)

@@ -5,7 +5,8 @@ prefix): the stream's path and id, start and end positions, the closed flag,
 and the appended data itself when it is at most ``inline_max`` bytes (64 KiB).
 Deletions and expiries publish too. Each RedisStore runs ONE
 :class:`Subscriber` (started by ``open``, stopped by ``aclose``): one task on
-one connection, which feeds the store's notifier, the same ``TailNotifier``
+one connection (a ``redis_wire.RawConnection``: hiredis parses the messages,
+without redis-py's per-message work), which feeds the store's notifier, the same ``TailNotifier``
 chain as the local stores, so a process holds one Redis connection for all its
 readers. Because Redis runs scripts one at a time and delivers a channel's
 messages in order, every process sees every stream's appends in commit order;
@@ -41,6 +42,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tether.store.notify import TailNotifier
+from tether.store.redis_wire import RawConnection, pack
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,38 @@ class RedisTailNotifier(TailNotifier):
         """Make every waiting reader re-read the store from its own offset."""
         for path in self.waiting_paths():
             self.publish(path, -1, RESYNC_END, [], False)
+
+
+class _Inbox:
+    """What the subscriber's connection received and was not yet delivered."""
+
+    def __init__(self) -> None:
+        self._replies: list[Any] = []
+        self._lost = False
+        self._arrived = asyncio.Event()
+
+    def add(self, replies: list[Any]) -> None:
+        self._replies += replies
+        self._arrived.set()
+
+    def end(self) -> None:
+        self._lost = True
+        self._arrived.set()
+
+    def put_back(self, replies: list[Any]) -> None:
+        self._replies[:0] = replies
+
+    async def take(self, timeout: float) -> list[Any]:
+        """Every reply received so far, in order (waits up to ``timeout`` for one)."""
+        if not self._replies and not self._lost:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+        self._arrived.clear()
+        if self._lost and not self._replies:
+            raise RedisConnectionError("the notification connection was lost")
+        replies, self._replies = self._replies, []
+        return replies
 
 
 class Subscriber:
@@ -109,10 +143,12 @@ class Subscriber:
         connected_before = False
         outage_logged = False
         while True:
-            pubsub = self._redis.pubsub()
+            inbox = _Inbox()
+            raw: RawConnection | None = None
             try:
-                await pubsub.subscribe(self._channel)
-                await self._receive(pubsub, until_subscribed=True)
+                raw = await RawConnection.open(self._redis.connection_pool, inbox.add, inbox.end)
+                raw.write(pack("SUBSCRIBE", self._channel))
+                await self._receive(raw, inbox, until_subscribed=True)
                 self.subscribed.set()
                 if connected_before:
                     log.info("Redis notifications resumed")
@@ -121,7 +157,7 @@ class Subscriber:
                 connected_before = True
                 outage_logged = False
                 backoff = 0.05
-                await self._receive(pubsub, until_subscribed=False)
+                await self._receive(raw, inbox, until_subscribed=False)
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # connection lost, Redis restarting...
@@ -130,33 +166,39 @@ class Subscriber:
                         type(err).__name__, err)  # fmt: skip
                 outage_logged = True
             finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                if raw is not None:
+                    raw.close()
+                    with contextlib.suppress(Exception):
+                        await raw.wait_closed()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RECONNECT_MAX)
 
-    async def _receive(self, pubsub: Any, until_subscribed: bool) -> None:
+    async def _receive(self, raw: RawConnection, inbox: _Inbox, until_subscribed: bool) -> None:
         """Deliver notifications; PING when quiet, and give up on a silent connection."""
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
         poll = min(1.0, PUBSUB_PING_AFTER / 2)
         while True:
-            msg = await pubsub.get_message(timeout=poll)
+            replies = await inbox.take(poll)
             now = loop.time()
-            if msg is None:
+            if not replies:
                 if now - heard > PUBSUB_DEAD_AFTER:
                     raise RedisConnectionError("the notification connection went silent")
                 if now - max(heard, pinged) > PUBSUB_PING_AFTER:
-                    await pubsub.ping()
+                    raw.write(pack("PING"))
                     pinged = now
                 continue
             heard = now
-            kind = msg["type"]
-            if until_subscribed:
-                if kind == "subscribe":
-                    return
-            elif kind == "message":
-                await self._deliver(msg["data"])
+            for i, reply in enumerate(replies):
+                if isinstance(reply, Exception):
+                    raise reply
+                kind = reply[0]
+                if until_subscribed:
+                    if kind == b"subscribe":
+                        inbox.put_back(replies[i + 1 :])
+                        return
+                elif kind == b"message":
+                    await self._deliver(reply[2])
 
     async def _deliver(self, payload: bytes) -> None:
         """Publish one notification: a header line ``kind id start end closed inline
