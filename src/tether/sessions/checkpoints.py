@@ -161,8 +161,5 @@ class Checkpointer:
         await self.store.delete_record(NAMESPACE, session_id)
 
     async def aclose(self) -> None:
-        """Stop the writes under way (each is only a shortcut: the stream has it all)."""
-        tasks = list(self._writing.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Let the writes under way finish (each one fold's encoding and one record write)."""
+        await asyncio.gather(*self._writing.values(), return_exceptions=True)

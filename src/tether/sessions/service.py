@@ -311,7 +311,7 @@ class SessionService:
         await self.checkpoints.forget(session_id)
 
     async def aclose(self) -> None:
-        """Stop the checkpoint writes under way (the streams hold everything they would)."""
+        """Finish the checkpoint writes under way (before the store closes)."""
         await self.checkpoints.aclose()
 
     async def _index(self, record: SessionRecord) -> None:
