@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import harness
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+import harness
 from tether.api.auth import key_identity
 from tether.sessions import events as ev
 from tether.sessions.events import event, new_id
@@ -233,8 +233,8 @@ async def run(ns: argparse.Namespace, root: Path) -> dict[str, Any]:
                 for name, src in order:
                     proc = server(name, spec, data_dir, root / "work" / store, src, extra)
                     got = await measure(proc, made, ns)
-                    print(f"  {store} round {r + 1} {name}: "
-                          + ", ".join(f"{k} {v:.1f}" for k, v in got.items()), file=sys.stderr)  # fmt: skip
+                    said = ", ".join(f"{k} {v:.1f}" for k, v in got.items())
+                    print(f"  {store} round {r + 1} {name}: {said}", file=sys.stderr)
                     rows[name].append(got)
             figures[store] = {
                 name: {k: harness.over_rounds([g[k] for g in got]) for k in got[0]}
