@@ -110,6 +110,7 @@ async def seed(spec: str, data_dir: Path, ns: argparse.Namespace) -> dict[str, s
     store = open_store(spec, data_dir)
     await store.open()
     service = SessionService(store)
+    await service.build_indexes()  # an empty store: marks it indexed (no migration at start)
     owner = key_identity(KEY)
     made: dict[str, str] = {}
     try:

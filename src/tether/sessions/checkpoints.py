@@ -65,6 +65,8 @@ class Folded(Protocol):
     position: int
     folded_bytes: int
     stream: StreamIdentity
+    #: Position of its last checkpoint written or read (0: none).
+    checkpointed: int
 
 
 @dataclass(slots=True)
@@ -113,21 +115,17 @@ class Checkpointer:
         self.store = store
         self.every = every
         self._catch_up = catch_up
-        #: session id -> position of its last checkpoint written or read in this process.
-        self._written: dict[str, int] = {}
         self._writing: dict[str, asyncio.Task[None]] = {}
 
     async def read(self, session_id: str, meta: StreamMeta) -> Checkpoint | None:
         raw = await self.store.get_record(NAMESPACE, session_id)
-        found = None if raw is None else decode(raw, meta)
-        if found is not None:
-            self._written[session_id] = found.position
-        return found
+        return None if raw is None else decode(raw, meta)
 
-    def grew(self, session_id: str, position: int) -> None:
+    def grew(self, session_id: str, state: Folded | None, position: int) -> None:
         """The session's stream reached ``position``: checkpoint it in the background if
-        it is ``every`` events past its last checkpoint. Never waits for anything."""
-        if position - self._written.get(session_id, 0) < self.every:
+        it is ``every`` events past the checkpoint of its fold ``state`` (None: its fold is
+        not in memory, so that is not known). Never waits for anything."""
+        if state is not None and position - state.checkpointed < self.every:
             return
         if session_id not in self._writing:
             task = asyncio.create_task(self._write(session_id))
@@ -135,14 +133,17 @@ class Checkpointer:
             task.add_done_callback(lambda _: self._writing.pop(session_id, None))
 
     async def _write(self, session_id: str) -> None:
+        """Checkpoint the session until its stream stops outgrowing its last checkpoint
+        (appends that came during a write start no write of their own)."""
         try:
-            state = await self._catch_up(session_id)
-            # No await between the catch-up and the encoding: the fold is exactly at position.
-            if state.position - self._written.get(session_id, 0) < self.every:
-                return  # a checkpoint read on the way (after a restart) is recent enough
-            position, raw = state.position, encode(state)
-            await self.store.put_record(NAMESPACE, session_id, raw)
-            self._written[session_id] = position
+            while True:
+                state = await self._catch_up(session_id)
+                # No await between the catch-up and the encoding: the fold is at position.
+                if state.position - state.checkpointed < self.every:
+                    return  # the checkpoint it was restored from, or the last written
+                position, raw = state.position, encode(state)
+                await self.store.put_record(NAMESPACE, session_id, raw)
+                state.checkpointed = max(state.checkpointed, position)
         except asyncio.CancelledError:
             raise
         except (LookupError, StreamNotFound):
@@ -157,7 +158,6 @@ class Checkpointer:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._written.pop(session_id, None)
         await self.store.delete_record(NAMESPACE, session_id)
 
     async def aclose(self) -> None:

@@ -148,6 +148,8 @@ class SessionState:
     position: int = 0
     #: Bytes of the events folded in (from the stream's start, through any checkpoint).
     folded_bytes: int = 0
+    #: Position of the fold's last checkpoint written or read (0: none).
+    checkpointed: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -361,7 +363,7 @@ class SessionService:
                 if res.up_to_date:
                     break
             self._grew(state, folded)
-        self.checkpoints.grew(session_id, state.position)
+        self.checkpoints.grew(session_id, state, state.position)
         return state
 
     async def _restore(self, record: SessionRecord) -> SessionState:
@@ -370,8 +372,9 @@ class SessionService:
         checkpoint = await self.checkpoints.read(record.id, meta)
         if checkpoint is None:
             return SessionState(record, identity(meta))
+        position = checkpoint.position
         return SessionState(
-            record, identity(meta), checkpoint.fold, checkpoint.position, checkpoint.folded_bytes
+            record, identity(meta), checkpoint.fold, position, checkpoint.folded_bytes, position
         )
 
     def _cache_state(self, state: SessionState) -> SessionState:
@@ -411,7 +414,8 @@ class SessionService:
             stream_name(session_id),
             AppendRequest([encode(e) for e in events], JSON, lease=lease),
         )
-        self.checkpoints.grew(session_id, result.tail)  # in the background: never awaited here
+        # In the background: never awaited here.
+        self.checkpoints.grew(session_id, self._states.get(session_id), result.tail)
         return result.tail
 
     async def select_branch(self, session_id: str, message_id: str) -> bool:
