@@ -243,7 +243,7 @@ class SessionService:
         """
         name = _index(owner, everything=archived, gateway=gateway)
         entries = await self.store.index_page(name, after, limit)
-        raws = await asyncio.gather(*(self.store.get_record(RECORDS, sid) for _, sid in entries))
+        raws = await self.store.get_records(RECORDS, [sid for _, sid in entries])
         records = [SessionRecord.from_bytes(raw) for raw in raws if raw is not None]
         return records, (entries[-1][0] if len(entries) == limit else None)
 
