@@ -18,7 +18,7 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -132,8 +132,10 @@ class SessionRecord:
         return cls(**orjson.loads(raw))
 
     def public(self) -> dict[str, Any]:
-        """The record as clients see it: the owner is a key's identity, not shown."""
-        out = asdict(self)
+        """The record as clients see it: the owner is a key's identity, not shown.
+
+        A copy made by orjson: asdict's deep copy was half of a listing page's time."""
+        out: dict[str, Any] = orjson.loads(self.to_bytes())
         del out["owner"]
         return out
 
