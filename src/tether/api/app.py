@@ -57,7 +57,8 @@ from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
 from tether.runtime.runner import LEASE_TTL, Agent, RunPolicy, Runtime
 from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
-from tether.sessions.service import SessionRecord, SessionService
+from tether.sessions.checkpoints import DEFAULT_EVERY
+from tether.sessions.service import DEFAULT_FOLD_CACHE_BYTES, SessionRecord, SessionService
 from tether.store.base import Store
 from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
 from tether.subscriptions.routes import SubscriptionRoutes
@@ -97,6 +98,8 @@ class TetherApp:
         acp_agents: Sequence[ACPAgentConfig] = (),
         data_dir: Path = Path(".tether"),
         webhook_allow_loopback: bool = False,
+        fold_cache_bytes: int = DEFAULT_FOLD_CACHE_BYTES,
+        checkpoint_every: int = DEFAULT_EVERY,
     ) -> None:
         """``access_log``: a line per request; ``metrics_listen``: (host, port) of a
         listener that serves /metrics without a key; ``acp_agents``: the config
@@ -122,7 +125,12 @@ class TetherApp:
         self.mcp = MCPToolsets(mcp_servers, tools)
         if agents is not None:
             agents.check_tools({s.name for s in mcp_servers})
-        self.sessions = SessionService(store, max_sessions=max_sessions)
+        self.sessions = SessionService(
+            store,
+            max_sessions=max_sessions,
+            fold_cache_bytes=fold_cache_bytes,
+            checkpoint_every=checkpoint_every,
+        )
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
         self.runtime = Runtime(
@@ -345,6 +353,7 @@ class TetherApp:
                     await self.metrics_listener.aclose()
                 await self.readers.aclose()
                 await self.runtime.aclose()
+                await self.sessions.aclose()  # after the runs: their appends start checkpoints
                 await self.acp.aclose()  # after the runs: they speak to the processes
                 await self.idempotency.aclose()
                 await self.subscriptions.aclose()

@@ -41,6 +41,8 @@ from tether.providers.registry import ProviderRegistry
 from tether.runtime.policy import SHUTDOWN_GRACE, SUSPEND_AFTER, RunPolicy
 from tether.runtime.runner import LEASE_TTL
 from tether.sessions.attachments import DEFAULT_INLINE_MAX
+from tether.sessions.checkpoints import DEFAULT_EVERY
+from tether.sessions.service import DEFAULT_FOLD_CACHE_BYTES
 from tether.store.factory import (
     SQLITE_SYNC,
     SqliteSync,
@@ -298,6 +300,23 @@ def main() -> None:
     "before it is cancelled and its upstream request aborted (0: at once). A request with "
     "X-Tether-Detach: true runs to its end.",
 )
+@click.option(
+    "--fold-cache-bytes",
+    default=lambda: int(os.environ.get("TETHER_FOLD_CACHE_BYTES", DEFAULT_FOLD_CACHE_BYTES)),
+    show_default=f"{DEFAULT_FOLD_CACHE_BYTES} (or $TETHER_FOLD_CACHE_BYTES)",
+    type=click.IntRange(min=0),
+    help="Bytes the sessions' folds kept in memory may take, as estimated (twice the bytes "
+    "of the events folded); beyond them the least recently used are dropped and rebuilt "
+    "from their checkpoint when next needed.",
+)
+@click.option(
+    "--fold-checkpoint-every",
+    default=lambda: int(os.environ.get("TETHER_FOLD_CHECKPOINT_EVERY", DEFAULT_EVERY)),
+    show_default=f"{DEFAULT_EVERY} (or $TETHER_FOLD_CHECKPOINT_EVERY)",
+    type=click.IntRange(min=1),
+    help="Events between two checkpoints of a session's fold, written in the background; "
+    "a cold snapshot folds only the events after the last one.",
+)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
 # Connection limits and timeouts (src/tether/cli/connections.py).
@@ -366,6 +385,8 @@ def serve(
     idempotency_retention: float,
     models_refresh: float,
     gateway_detach_grace: float,
+    fold_cache_bytes: int,
+    fold_checkpoint_every: int,
     log_level: str,
     max_connections: int | None,
     header_timeout: float,
@@ -439,6 +460,8 @@ def serve(
         access_log=access_log,
         metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
         webhook_allow_loopback=webhook_allow_loopback,
+        fold_cache_bytes=fold_cache_bytes,
+        checkpoint_every=fold_checkpoint_every,
     )
     where = describe_store(store_spec, data_dir, sqlite_sync)
     fd_limit = raise_fd_limit()

@@ -11,7 +11,7 @@ event chose since.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from tether.sessions import events as ev
@@ -412,6 +412,84 @@ class SessionFold:
         if self.client_requests:  # only in sessions that asked their clients something
             out["client_requests"] = [dict(r) for r in self.client_requests.values()]
         return out
+
+    # -- checkpoints: the whole fold as plain JSON values, and back -------------
+
+    def dump(self) -> dict[str, Any]:
+        """Everything the fold holds, as JSON values: :meth:`load` of it folds on
+        exactly as this fold does (a checkpoint; see sessions/checkpoints.py).
+
+        Parts are listed once and named by their place in the list: a tool call
+        a retry discarded is gone from its message but still answers its
+        ``tool-result``, so parts are not only found through messages.
+        """
+        parts: list[Part] = []
+        index: dict[int, int] = {}
+
+        def ref(part: Part) -> int:
+            at = index.get(id(part))
+            if at is None:
+                at = index[id(part)] = len(parts)
+                parts.append(part)
+            return at
+
+        messages = [
+            [m.id, m.role, m.parent_id, [ref(p) for p in m.parts], m.status, m.run_id, m.usage,
+             m.edit_of, m.tools, m.last_part]
+            for m in self.messages.values()
+        ]  # fmt: skip
+        tool_calls = [[call, ref(part)] for call, part in self._tool_calls.items()]
+        return {
+            "parts": [[getattr(p, name) for name in _PART_FIELDS] for p in parts],
+            "messages": messages,
+            "children": [[parent, ids] for parent, ids in self.children.items()],
+            "leaf": self.leaf,
+            "active_run": self.active_run,
+            "queue": self.queue,
+            "status": self.status,
+            "last_error": self.last_error,
+            "usage": self.usage,
+            "runs": self.runs,
+            "submitted": [[run, item, front] for run, (item, front) in self.submitted.items()],
+            "cancels": list(self.cancels),
+            "journals": self.journals,
+            "tool_calls": tool_calls,
+            "client_requests": self.client_requests,
+            "seen": list(self._seen),
+        }
+
+    @classmethod
+    def load(cls, data: dict[str, Any]) -> SessionFold:
+        """The fold :meth:`dump` gave ``data`` of."""
+        fold = cls()
+        parts = [Part(*fields) for fields in data["parts"]]
+        for mid, role, parent, refs, status, run_id, usage, edit_of, tools, last in data[
+            "messages"
+        ]:
+            msg = Message(mid, role, parent, [parts[i] for i in refs], status, run_id, usage,
+                          edit_of, tools, last)  # fmt: skip
+            fold.messages[mid] = msg
+            for part in msg.parts:
+                fold._parts[part.id] = (msg, part)
+        fold.children = {parent: ids for parent, ids in data["children"]}
+        fold.leaf = data["leaf"]
+        fold.active_run = data["active_run"]
+        fold.queue = data["queue"]
+        fold.status = data["status"]
+        fold.last_error = data["last_error"]
+        fold.usage = data["usage"]
+        fold.runs = data["runs"]
+        fold.submitted = {run: (item, front) for run, item, front in data["submitted"]}
+        fold.cancels = set(data["cancels"])
+        fold.journals = data["journals"]
+        fold._tool_calls = {call: parts[i] for call, i in data["tool_calls"]}
+        fold.client_requests = data["client_requests"]
+        fold._seen = set(data["seen"])
+        return fold
+
+
+#: Part's fields in the order of its constructor (how :meth:`SessionFold.dump` lists them).
+_PART_FIELDS = tuple(f.name for f in fields(Part))
 
 
 def part_number(part_id: str) -> int:

@@ -8,6 +8,7 @@ layer turns them into opaque offset strings (see ``offsets``).
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -177,6 +178,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def get_record(self, namespace: str, key: str) -> bytes | None: ...
+
+    async def get_records(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        """The records of ``keys``, in order (None where there is none): a page of a
+        listing. A backend that can fetch them in one round trip does."""
+        return list(await asyncio.gather(*(self.get_record(namespace, k) for k in keys)))
 
     @abc.abstractmethod
     async def list_records(self, namespace: str) -> list[tuple[str, bytes]]: ...

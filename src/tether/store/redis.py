@@ -510,6 +510,12 @@ class RedisStore(Store):
         value = await self._call(self._client().hget(self._rkey(namespace), key))
         return None if value is None else bytes(value)
 
+    async def get_records(self, namespace: str, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        values = await self._call(self._client().hmget(self._rkey(namespace), keys))
+        return [None if v is None else bytes(v) for v in values]
+
     async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
         items = await self._call(self._client().hgetall(self._rkey(namespace)))
         return sorted((k.decode(), bytes(v)) for k, v in items.items())
