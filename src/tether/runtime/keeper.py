@@ -40,13 +40,21 @@ ORPHAN_RECORD_AGE = 60.0
 class LeaseKeeper:
     """Renews the leases of the sessions ``drivers`` drive, and reaps the others."""
 
-    def __init__(self, drivers: Drivers, reap_interval: float = REAP_INTERVAL) -> None:
+    def __init__(
+        self, drivers: Drivers, reap_interval: float = REAP_INTERVAL, *, reap: bool = True
+    ) -> None:
         self.drivers = drivers
         self.reap_interval = reap_interval
+        #: False in a tether worker: it only keeps its leases; the server reaps,
+        #: expires waits, and dispatches what it finds to the workers.
+        self.reaps = reap
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Take over what dead processes left (runs open, queues), then keep leases."""
+        if not self.reaps:
+            self._background = [asyncio.create_task(self._renew_forever(), name="tether-renewer")]
+            return
         await self.reap()
         self._background = [asyncio.create_task(self._expire_forever(), name="tether-expiry")]
         if self.drivers.shared:

@@ -1,0 +1,86 @@
+"""Handing sessions of worker-served agents to tether workers instead of driving them here.
+
+An agent named in ``TETHER_WORKER_AGENTS`` runs in ``tether worker`` processes,
+not in the server. The server never drives its sessions: where it would take
+a session's lease (a message was submitted, a cancel or an answer arrived, the
+reaper found the driver gone), it appends ``{"session": id}`` to the agent's
+*work stream* instead. Workers follow that stream and race for the session's
+lease; the one that takes it drives the session exactly as a replica does
+(tether.runtime.driver), so of several workers one drives each session, and
+when it dies its lease lapses, the reaper dispatches the session again and
+another worker continues the run from its journal.
+
+Work streams live under ``~keys/``, a prefix no client can name (see
+tether.api.access), so only the server and the worker API reach them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+import orjson
+
+from tether.sessions.service import SessionRecord, stream_name
+from tether.store.base import AppendRequest, CreateRequest, Store
+from tether.store.errors import StreamNotFound
+
+#: Presence records of running workers (key: worker instance), renewed by their hello.
+WORKERS = "workers"
+_JSON = "application/json"
+
+
+def work_stream(agent: str) -> str:
+    """The stream of sessions of ``agent`` that need a worker to drive them."""
+    return f"~keys/~work/{agent}"
+
+
+class WorkDispatch:
+    """The server's side of dispatch: what :class:`~tether.runtime.driver.Drivers` calls
+    instead of driving a session whose agent workers serve."""
+
+    def __init__(self, store: Store, agents: Collection[str], lease_ttl: float) -> None:
+        self.store = store
+        self.agents = frozenset(agents)
+        self.lease_ttl = lease_ttl
+        #: Session id -> (its stream's tail, when) at its last dispatch: the reaper
+        #: looks every second, but a session is dispatched again only when its
+        #: stream moved on or a lease's time passed.
+        self._last: dict[str, tuple[int, float]] = {}
+
+    async def __call__(self, record: SessionRecord) -> bool:
+        """Dispatch the session if its agent is worker-served; whether it is."""
+        if record.agent is None or record.agent not in self.agents:
+            return False
+        try:
+            tail = (await self.store.head(stream_name(record.id))).tail
+        except StreamNotFound:
+            return True  # deleted: nothing to drive, and not here either
+        now = time.monotonic()
+        last = self._last.get(record.id)
+        if last is not None and last[0] == tail and now - last[1] < self.lease_ttl:
+            return True
+        self._last[record.id] = (tail, now)
+        if len(self._last) > 10_000:
+            self._last.pop(next(iter(self._last)))
+        await self.append(record.agent, record.id)
+        return True
+
+    async def append(self, agent: str, session_id: str) -> None:
+        name = work_stream(agent)
+        entry = AppendRequest([orjson.dumps({"session": session_id})], _JSON)
+        try:
+            await self.store.append(name, entry)
+        except StreamNotFound:
+            await self.store.create(name, CreateRequest(_JSON))
+            await self.store.append(name, entry)
+
+    async def live_workers(self, agent: str) -> int:
+        """Workers that said they serve ``agent`` within the last two lease times."""
+        now = time.time()
+        count = 0
+        for _, raw in await self.store.list_records(WORKERS):
+            info = orjson.loads(raw)
+            if agent in info.get("agents", ()) and now - info.get("at", 0) < 2 * self.lease_ttl:
+                count += 1
+        return count
