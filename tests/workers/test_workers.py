@@ -85,6 +85,23 @@ async def test_a_worker_serves_a_run_end_to_end(tmp_path: Path) -> None:
         assert WORKER_KEY not in cluster.logs()
 
 
+async def test_a_run_waits_for_a_worker_and_the_session_says_so(tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, words=3) as cluster:
+        await cluster.start_server("--lease-ttl", "2")
+        async with cluster.client() as c:
+            session_id = await new_session(c)
+            events = Events(c, session_id)
+            run_id = await send(c, session_id)
+            snap = (await c.get(f"/v1/sessions/{session_id}")).json()
+            assert snap["status"] == "waiting"
+            await cluster.start_worker()  # the queued run is dispatched again, to it
+            end = await events.run_end(run_id)
+            await events.aclose()
+            assert end["reason"] == "complete", cluster.logs()
+            snap = (await c.get(f"/v1/sessions/{session_id}")).json()
+            assert snap["status"] == "idle"
+
+
 async def _worker_call(
     c: httpx.AsyncClient, key: str, op: str, body: dict[str, Any]
 ) -> httpx.Response:

@@ -21,12 +21,17 @@ from collections.abc import Collection
 
 import orjson
 
+from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionRecord, stream_name
 from tether.store.base import AppendRequest, CreateRequest, Store
 from tether.store.errors import StreamNotFound
 
+#: What a session's snapshot says for ``status`` while a run of it waits for a worker.
+WAITING = "waiting"
 #: Presence records of running workers (key: worker instance), renewed by their hello.
 WORKERS = "workers"
+#: A worker silent for this many lease times is forgotten (its presence record deleted).
+STALE_WORKER_LEASES = 100
 _JSON = "application/json"
 
 
@@ -79,8 +84,19 @@ class WorkDispatch:
         """Workers that said they serve ``agent`` within the last two lease times."""
         now = time.time()
         count = 0
-        for _, raw in await self.store.list_records(WORKERS):
+        for instance, raw in await self.store.list_records(WORKERS):
             info = orjson.loads(raw)
-            if agent in info.get("agents", ()) and now - info.get("at", 0) < 2 * self.lease_ttl:
+            age = now - info.get("at", 0)
+            if age > STALE_WORKER_LEASES * self.lease_ttl:
+                await self.store.delete_record(WORKERS, instance)  # a worker long gone
+            elif agent in info.get("agents", ()) and age < 2 * self.lease_ttl:
                 count += 1
         return count
+
+    async def waiting(self, record: SessionRecord, fold: SessionFold) -> bool:
+        """A run of the session waits for a worker: its agent is worker-served, a run is
+        queued (or was left open by a worker that died), and no worker serves the agent."""
+        if record.agent is None or record.agent not in self.agents:
+            return False
+        work = fold.pending() or (fold.active_run is not None and fold.resumable())
+        return bool(work) and await self.live_workers(record.agent) == 0

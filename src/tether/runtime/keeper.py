@@ -58,10 +58,12 @@ class LeaseKeeper:
         await self.reap()
         self._background = [asyncio.create_task(self._expire_forever(), name="tether-expiry")]
         if self.drivers.shared:
-            self._background += [
-                asyncio.create_task(self._renew_forever(), name="tether-lease-renewer"),
-                asyncio.create_task(self._reap_forever(), name="tether-reaper"),
-            ]
+            self._background.append(
+                asyncio.create_task(self._renew_forever(), name="tether-lease-renewer")
+            )
+        if self.drivers.shared or self.drivers.dispatch is not None:
+            # Workers' leases lapse on any store: their sessions are dispatched again.
+            self._background.append(asyncio.create_task(self._reap_forever(), name="tether-reaper"))
 
     async def aclose(self) -> None:
         await cancel_and_wait(self._background)
