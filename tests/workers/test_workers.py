@@ -85,6 +85,34 @@ async def test_a_worker_serves_a_run_end_to_end(tmp_path: Path) -> None:
         assert WORKER_KEY not in cluster.logs()
 
 
+async def test_server_tools_run_on_the_worker_and_answers_reach_it(tmp_path: Path) -> None:
+    async with cluster_of(tmp_path) as cluster:
+        await cluster.start_server()
+        worker = await cluster.start_worker()
+        async with cluster.client() as c:
+            session_id = await new_session(c, {"agent": "tools"})
+            events = Events(c, session_id)
+            run_id = await send(c, session_id)
+            await events.until(
+                lambda e: e["type"] == "part-start" and e.get("tool_call_id") == "call_add"
+            )
+            r = await c.post(
+                f"/v1/sessions/{session_id}/tool-approvals",
+                json={"tool_call_id": "call_add", "approved": True},
+            )
+            assert r.status_code == 202, r.text
+            r = await c.post(
+                f"/v1/sessions/{session_id}/tool-results",
+                json={"tool_call_id": "call_add", "output": 3},
+            )
+            assert r.status_code == 202, r.text
+            end = await events.run_end(run_id)
+            await events.aclose()
+            assert end["reason"] == "complete", cluster.logs()
+            log = await stream_events(c, session_id)
+            assert answer_text(log, run_id) == f"where: {worker.pid}; add: 3"
+
+
 async def test_a_run_waits_for_a_worker_and_the_session_says_so(tmp_path: Path) -> None:
     async with cluster_of(tmp_path, words=3) as cluster:
         await cluster.start_server("--lease-ttl", "2")

@@ -84,7 +84,7 @@ class Cluster:
 
     async def start_server(self, *args: str, api_key: bool = False) -> TetherServer:
         env = {**self.env, "TETHER_WORKER_KEYS": f"{WORKER_KEY},{OTHER_WORKER_KEY}"}
-        env["TETHER_WORKER_AGENTS"] = "words"
+        env["TETHER_WORKER_AGENTS"] = "words,tools"
         if api_key:
             env["TETHER_API_KEYS"] = API_KEY
         store = self.redis.url() if self.redis is not None else "sqlite"

@@ -12,6 +12,7 @@ import os
 
 from tether import App
 from tether.agents.context import AgentContext
+from tether.providers.base import ToolCall
 
 app = App()
 
@@ -27,3 +28,20 @@ async def words(ctx: AgentContext) -> None:
             return f"w{i} "
 
         await ctx.text(await ctx.step(f"w{i}", word))
+
+
+@app.tool
+def where() -> dict[str, int]:
+    """Which process runs this tool."""
+    return {"pid": os.getpid()}
+
+
+@app.agent("tools", tools=["where"])
+async def tools(ctx: AgentContext) -> None:
+    """A server tool (run where the agent runs), then a client tool that needs approval."""
+    part = await ctx.tool_call_start("call_where", "where")
+    await ctx.tool_call_end(part, {})
+    [ran] = await ctx.run_tools([ToolCall("call_where", "where", "{}")])
+    await ctx.text(f"where: {ran.output['pid']}; ")
+    outcome = await ctx.tool_call("add", {"a": 1, "b": 2}, call_id="call_add", approval=True)
+    await ctx.text(f"add: {outcome.output}")
