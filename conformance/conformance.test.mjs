@@ -11,4 +11,9 @@ if (!baseUrl) {
   );
 }
 
-runConformanceTests({ baseUrl: baseUrl.replace(/\/+$/, "") });
+// CONFORMANCE_SUBSCRIPTIONS=1 also runs the reserved subscription APIs (PROTOCOL.md
+// sections 6 and 7); their webhook receiver listens on 127.0.0.1, so the server must
+// allow loopback webhooks (tether serve --webhook-allow-loopback).
+const subscriptions = process.env.CONFORMANCE_SUBSCRIPTIONS === "1";
+
+runConformanceTests({ baseUrl: baseUrl.replace(/\/+$/, ""), subscriptions });

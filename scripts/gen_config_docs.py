@@ -170,11 +170,16 @@ def _flags(param: click.Option) -> str:
     return ", ".join(f"`{flag}`" for flag in [*param.opts, *param.secondary_opts])
 
 
-def _commands(group: click.Group) -> Iterator[tuple[str, click.Command]]:
-    """``serve`` first (it is what a deployment configures), then the rest by name."""
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    """``serve`` first (it is what a deployment configures), then the rest by name; a
+    group's subcommands (``webhook-keys rotate``) each as a command of their own."""
     names = sorted(group.commands, key=lambda n: (n != "serve", n))
     for name in names:
-        yield name, group.commands[name]
+        command = group.commands[name]
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+        else:
+            yield f"{prefix}{name}", command
 
 
 def _command_section(name: str, command: click.Command) -> list[str]:

@@ -29,6 +29,7 @@ from tether.agents.mcp import MCPToolsets
 from tether.agents.mcp_config import MCPServerConfig
 from tether.agents.model import MAX_STEPS, ModelAgent
 from tether.agents.tools import ToolRegistry
+from tether.api import subscriptions as subscription_access
 from tether.api.access import StreamPolicy
 from tether.api.access_log import AccessLog, ASGIApp
 from tether.api.aisdk import AISDKRoutes
@@ -61,6 +62,8 @@ from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.service import SessionRecord, SessionService
 from tether.store.base import Store
 from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
+from tether.subscriptions.routes import SubscriptionRoutes
+from tether.subscriptions.service import SubscriptionService
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +99,7 @@ class TetherApp:
         acp_agents: Sequence[ACPAgentConfig] = (),
         data_dir: Path = Path(".tether"),
         workers: WorkerConfig | None = None,
+        webhook_allow_loopback: bool = False,
     ) -> None:
         """``access_log``: a line per request; ``metrics_listen``: (host, port) of a
         listener that serves /metrics without a key; ``acp_agents``: the config
@@ -135,7 +139,17 @@ class TetherApp:
         self.policy = StreamPolicy(
             self.auth, self.sessions, store, shared=shared_streams, max_streams=max_streams
         )
-        self.streams = StreamsApp(store, streams, authorize=self.policy.authorize)
+        #: Durable Streams subscriptions (webhook and pull-wake), under the ``__ds`` prefix.
+        self.subscriptions = SubscriptionService(
+            store,
+            allow_loopback=webhook_allow_loopback,
+            readable=subscription_access.readable(self.policy),
+        )
+        streams = streams or StreamsConfig()
+        control = SubscriptionRoutes(
+            self.subscriptions, streams.prefix, subscription_access.identify(self.policy)
+        )
+        self.streams = StreamsApp(store, streams, authorize=self.policy.authorize, control=control)
         self._prefix = self.streams.config.prefix
         self.attachments = Attachments(
             AttachmentStreams(store, attachment_inline_max), self.sessions, self._media_types
@@ -321,6 +335,7 @@ class TetherApp:
                 try:
                     await self.store.open()
                     await self.sessions.build_indexes()
+                    await self.subscriptions.start()
                     await self.mcp.start()
                     self.acp.start()
                     await self.runtime.start()
@@ -345,6 +360,7 @@ class TetherApp:
                 await self.runtime.aclose()
                 await self.acp.aclose()  # after the runs: they speak to the processes
                 await self.idempotency.aclose()
+                await self.subscriptions.aclose()
                 await self.mcp.aclose()
                 await self.registry.aclose()
                 await self.store.aclose()

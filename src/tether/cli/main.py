@@ -36,6 +36,7 @@ from tether.cli.connections import (
 from tether.cli.gc_policy import settle_heap
 from tether.cli.log_redaction import configure_logging
 from tether.cli.sessions_cmd import sessions
+from tether.cli.webhook_keys import webhook_keys
 from tether.cli.worker import worker
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
@@ -315,6 +316,12 @@ def main() -> None:
 @click.option("--body-min-rate", default=4096, show_default=True, type=click.IntRange(min=0),
               help="Bytes/s a request body must average after its first --body-timeout "
               "seconds (then 408); 0 for no minimum.")  # fmt: skip
+@click.option("--webhook-allow-loopback/--no-webhook-allow-loopback",
+              default=lambda: os.environ.get("TETHER_WEBHOOK_ALLOW_LOOPBACK", "")
+              in ("1", "true", "yes"),
+              show_default="off (or $TETHER_WEBHOOK_ALLOW_LOOPBACK=1)",
+              help="Development only: let subscriptions' webhooks go to http://localhost "
+              "and http://127.0.0.x (docs/subscriptions.md).")  # fmt: skip
 # Metrics and logs (docs/operations.md).
 @click.option("--metrics-port", type=click.IntRange(min=1, max=65535),
               default=lambda: os.environ.get("TETHER_METRICS_PORT") or None,
@@ -366,6 +373,7 @@ def serve(
     header_timeout: float,
     body_timeout: float,
     body_min_rate: int,
+    webhook_allow_loopback: bool,
     metrics_port: int | None,
     metrics_host: str,
     access_log: bool,
@@ -433,6 +441,7 @@ def serve(
         access_log=access_log,
         metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
         workers=WorkerConfig.from_env(),
+        webhook_allow_loopback=webhook_allow_loopback,
     )
     where = describe_store(store_spec, data_dir, sqlite_sync)
     fd_limit = raise_fd_limit()
@@ -527,6 +536,7 @@ main.add_command(chat)
 main.add_command(tail)
 main.add_command(sessions)
 main.add_command(worker)
+main.add_command(webhook_keys)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,11 @@ class RemoteStore(Store):
     async def head(self, path: str) -> StreamMeta:
         return _meta((await self.call("head", {"path": path}))["meta"])
 
+    async def list_paths(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        raise NotOffered("a worker does not list streams")
+
     # -- records -------------------------------------------------------------------
 
     async def put_record(self, namespace: str, key: str, value: bytes) -> None:

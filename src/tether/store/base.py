@@ -8,6 +8,7 @@ layer turns them into opaque offset strings (see ``offsets``).
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -130,6 +131,10 @@ class Store(abc.ABC):
     #: True when this process is the store's only user (the SQLite file lock, or
     #: memory): then anything left open by an earlier process is certainly dead.
     exclusive: bool = True
+    #: Told ``(path, tail)`` after each append (and each create) this process
+    #: commits: how subscriptions learn of new work. The subscriptions service
+    #: sets it; unset, an append pays one attribute check.
+    on_append: Callable[[str, int], None] | None = None
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Start background work (expiry sweeps); called once before use."""
@@ -153,6 +158,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list_paths(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        """About ``limit`` paths of live streams starting with ``prefix``, a page at a time.
+
+        ``after`` is None for the first page, else the cursor the last page
+        returned; the cursor is None after the last page. (Subscriptions link
+        the existing streams their pattern matches with it.)
+        """
 
     # -- records: small keyed documents next to the log (sessions, runs) -------
 

@@ -271,6 +271,8 @@ class LocalStore(Store):
         self._db.write(metas, rows=rows)
         for m in metas:
             self._cache(m)
+        if self.on_append is not None:
+            self.on_append(path, meta.tail)
         return CreateResult(meta, created=True)
 
     def _existing(self, path: str, now: float) -> StreamMeta | None:
@@ -424,6 +426,8 @@ class LocalStore(Store):
             group.write(meta, [new] if dirty else [], rows, producers)
             self._cache(new)
             await group.wait(path, (old_tail, new.tail, chunks, new.closed))
+            if self.on_append is not None:
+                self.on_append(path, new.tail)
             return result
         # The iteration's first append (or no group commit, or a close): committed alone, now.
         if group is not None:
@@ -435,6 +439,8 @@ class LocalStore(Store):
         self._meters.committed(1, time.perf_counter() - began)
         self._cache(new)
         self.notifier.publish(path, old_tail, new.tail, chunks, new.closed)
+        if self.on_append is not None:
+            self.on_append(path, new.tail)
         return result
 
     def _flush(self) -> None:
@@ -505,6 +511,25 @@ class LocalStore(Store):
     async def delete(self, path: str) -> None:
         meta = self._live(path, self._clock())
         self._remove(meta)
+
+    async def list_paths(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        self._flush()
+        now = self._clock()
+        out: list[str] = []
+        last = after
+        while len(out) < limit:
+            page = self._db.paths(prefix, last, limit)
+            for path in page:
+                meta = self._meta(path)
+                expiry = None if meta is None else meta.expiry()
+                if meta is not None and not meta.soft_deleted and (expiry is None or expiry > now):
+                    out.append(path)
+            if len(page) < limit:
+                return out, None
+            last = page[-1]
+        return out, last
 
     async def put_record(self, namespace: str, key: str, value: bytes) -> None:
         await self._record_write(namespace, lambda: self._db.put_record(namespace, key, value))

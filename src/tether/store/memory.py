@@ -105,6 +105,13 @@ class MemoryPersistence:
                 out.append(meta.path)
         return out
 
+    def paths(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        # Sorting every path is fine for the store of tests and demos.
+        matching = sorted(
+            p for p in self._paths if p.startswith(prefix) and (after is None or p > after)
+        )
+        return matching[:limit]
+
     def put_record(self, namespace: str, key: str, value: bytes) -> None:
         self._records.setdefault(namespace, {})[key] = value
 

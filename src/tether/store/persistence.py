@@ -79,6 +79,9 @@ class Persistence(Protocol):
 
     def expired(self, now: float) -> list[str]: ...
 
+    def paths(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        """Up to ``limit`` stream paths starting with ``prefix``, in order, after ``after``."""
+
     def put_record(self, namespace: str, key: str, value: bytes) -> None: ...
 
     def get_record(self, namespace: str, key: str) -> bytes | None: ...

@@ -100,6 +100,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -145,6 +146,9 @@ MAX_CONNECTIONS = 32
 
 # Errors Redis answers while it cannot serve (loading, a script too long, out of
 # memory, persistence failing, a replica after failover...): transient.
+#: Characters HSCAN's MATCH reads as a pattern, escaped to match themselves.
+_GLOB_SPECIAL = re.compile(r"[\\*?\[\]]")
+
 _UNAVAILABLE_PREFIXES = (
     "LOADING", "BUSY", "OOM", "MISCONF", "READONLY", "MASTERDOWN", "NOREPLICAS",
     "TRYAGAIN", "CLUSTERDOWN", "NOSCRIPT",
@@ -388,7 +392,10 @@ class RedisStore(Store):
         reply = await self._script("create", args)
         if int(reply[0]) != Status.OK:
             raise_for(reply, path)
-        return CreateResult(_parse_meta(reply[2]), created=int(reply[1]) == 1)
+        result = CreateResult(_parse_meta(reply[2]), created=int(reply[1]) == 1)
+        if result.created and self.on_append is not None:
+            self.on_append(path, result.meta.tail)
+        return result
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
         p = req.producer
@@ -412,6 +419,8 @@ class RedisStore(Store):
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)
         self._meters.committed(1, time.perf_counter() - began)
+        if self.on_append is not None and int(reply[3]) == 1:
+            self.on_append(path, int(reply[1]))
         producer = len(reply) > 4
         return AppendResult(
             tail=int(reply[1]),
@@ -448,6 +457,19 @@ class RedisStore(Store):
         reply = await self._script("delete", [path])
         if int(reply[0]) != Status.OK:
             raise_for(reply, path)
+
+    async def list_paths(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        # HSCAN over the hash of paths, matching the prefix: a cursor-kept scan
+        # (no order), made only when a subscription is created.
+        cursor = int(after) if after else 0
+        match = _GLOB_SPECIAL.sub(r"\\\g<0>", prefix) + "*"
+        cursor, found = await self._call(
+            self._client().hscan(self.prefix + "paths", cursor, match=match, count=limit)
+        )
+        paths = [p.decode() if isinstance(p, bytes) else str(p) for p in found]
+        return paths, (str(cursor) if int(cursor) != 0 else None)
 
     # -- records -------------------------------------------------------------
 

@@ -474,6 +474,16 @@ class SqlitePersistence:
         ).fetchall()
         return [r[0] for r in rows]
 
+    def paths(self, prefix: str, after: str | None, limit: int) -> list[str]:
+        # A range on the path's unique index: the prefix's first and just-past-last strings.
+        low = prefix if after is None or after < prefix else after
+        rows = self._db.execute(
+            "SELECT path FROM streams WHERE path >= ? AND path < ? AND path != ? "
+            "ORDER BY path LIMIT ?",
+            (low, prefix + "\U0010ffff", after or "", limit),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
     def put_record(self, namespace: str, key: str, value: bytes) -> None:
         with self._refusals:
             self._db.execute(

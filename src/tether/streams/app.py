@@ -80,16 +80,25 @@ class _Disconnected(Exception):
     pass
 
 
+#: Answers a request under the reserved ``__ds`` prefix (PROTOCOL.md section 6):
+#: ``(scope, receive, send, stream name, request headers)``. The layer above
+#: supplies it (subscriptions); it authorizes requests itself.
+Control = Callable[[Scope, Receive, Send, str, dict[str, str]], Awaitable[None]]
+CONTROL_PREFIX = "__ds"
+
+
 class StreamsApp:
     def __init__(
         self,
         store: Store,
         config: StreamsConfig | None = None,
         authorize: Authorize | None = None,
+        control: Control | None = None,
     ) -> None:
         self.store = store
         self.config = config or StreamsConfig()
         self.authorize = authorize
+        self.control = control
         self._shutdown: asyncio.Future[None] | None = None
 
     def shutdown(self) -> None:
@@ -119,8 +128,10 @@ class StreamsApp:
         view: StreamView = WHOLE_STORE
         try:
             name = self.stream_name(scope["path"])
-            if self.authorize is not None and method != "OPTIONS":
-                view = await self.authorize(scope, name, headers)
+            if self.control is not None and name.split("/", 1)[0] == CONTROL_PREFIX:
+                await self.control(scope, receive, send, name, headers)
+                return
+            view = await self._view(scope, name, headers)
             path = view.path(name)
             if method == "GET":
                 await self._get(scope, receive, send, path, headers)
@@ -151,6 +162,11 @@ class StreamsApp:
             await _error(send, HTTPError(err.status, err.code, str(err)), method)
         except _Disconnected:
             return
+
+    async def _view(self, scope: Scope, name: str, headers: dict[str, str]) -> StreamView:
+        if self.authorize is None or scope["method"] == "OPTIONS":
+            return WHOLE_STORE
+        return await self.authorize(scope, name, headers)
 
     # -- writes --------------------------------------------------------------
 

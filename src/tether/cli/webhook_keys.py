@@ -1,0 +1,138 @@
+"""`tether webhook-keys rotate|list`: the server's webhook signing keys, in its store.
+
+The command opens the store the server uses (the same ``--store`` and
+``--data-dir``, or TETHER_STORE and TETHER_DATA_DIR). On Redis it runs beside
+the replicas, which pick a rotation up on their next refresh. A SQLite log has
+one owner: stop the server, rotate, start it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from tether.store.base import Store
+from tether.store.factory import check_redis, open_store, sqlite_path
+from tether.subscriptions.signing import REFRESH_INTERVAL, SigningKey, read_keys, rotate
+
+T = TypeVar("T")
+
+
+def _when(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(at))
+
+
+def _run(store_spec: str, data_dir: Path, job: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the server's store, run ``job`` on it, close it; one clear line if it cannot."""
+    if store_spec == "memory":
+        raise click.ClickException(
+            "a memory store keeps its webhook keys in the server's memory; "
+            "name the server's store with --store (or TETHER_STORE)"
+        )
+    path = sqlite_path(store_spec, data_dir)
+    if path is not None and not path.exists():
+        raise click.ClickException(
+            f"no tether store at {path}: give the server's --data-dir or --store "
+            "(or TETHER_DATA_DIR, TETHER_STORE)"
+        )
+
+    from tether.store.sqlite import DataDirLocked  # loaded when a command runs, not at start
+
+    async def run() -> T:
+        store = open_store(store_spec, data_dir)
+        await store.open()
+        try:
+            return await job(store)
+        finally:
+            await store.aclose()
+
+    try:
+        if path is None:
+            check_redis(store_spec)
+        return asyncio.run(run())
+    except DataDirLocked as err:
+        raise click.ClickException(
+            f"{err}: stop tether serve, run this again, then start the server"
+        ) from err
+    except Exception as err:  # StoreUnusable, an unreachable Redis
+        raise click.ClickException(str(err)) from err
+
+
+def _state(key: SigningKey, now: float) -> str:
+    if key.retired_at is None:
+        return "active"
+    if key.dropped_at is not None and key.published(now):
+        return f"retired {_when(key.retired_at)}, in the JWKS until {_when(key.dropped_at)}"
+    return f"retired {_when(key.retired_at)}, no longer in the JWKS"
+
+
+def key_rows(keys: list[SigningKey], now: float) -> list[str]:
+    """Aligned lines, newest key first: kid, created, state."""
+    table = [("KID", "CREATED", "STATE")]
+    table += [(k.kid, _when(k.created_at), _state(k, now)) for k in reversed(keys)]
+    widths = [max(len(row[i]) for row in table) for i in range(2)]
+    return [f"{row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}" for row in table]
+
+
+_store_options = [
+    click.option(
+        "--store",
+        "store_spec",
+        default=lambda: os.environ.get("TETHER_STORE", "sqlite"),
+        show_default="sqlite (or $TETHER_STORE)",
+        help="The server's store: sqlite, sqlite:///PATH, or redis://HOST:PORT/DB.",
+    ),
+    click.option(
+        "--data-dir",
+        default=lambda: os.environ.get("TETHER_DATA_DIR", ".tether"),
+        show_default=".tether (or $TETHER_DATA_DIR)",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="The server's data dir (where the SQLite log lives).",
+    ),
+]
+
+
+def store_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(_store_options):
+        command = option(command)
+    return command
+
+
+@click.group("webhook-keys")
+def webhook_keys() -> None:
+    """The Ed25519 keys that sign webhook deliveries (published at __ds/jwks.json)."""
+
+
+@webhook_keys.command("rotate")
+@store_options
+def rotate_command(store_spec: str, data_dir: Path) -> None:
+    """Make a new signing key and retire the current one; prints the new kid.
+
+    The retired key signs nothing more; its public half stays in the JWKS for
+    a while, so deliveries it signed still verify.
+    """
+    kid = _run(store_spec, data_dir, rotate)
+    click.echo(kid)
+    if sqlite_path(store_spec, data_dir) is None:
+        click.echo(
+            f"tether: running replicas sign with {kid} within {REFRESH_INTERVAL:g} s", err=True
+        )
+    else:
+        click.echo(f"tether: the server signs with {kid} from its next start", err=True)
+
+
+@webhook_keys.command("list")
+@store_options
+def list_command(store_spec: str, data_dir: Path) -> None:
+    """The signing keys, newest first: kid, created, active or retired."""
+    keys = _run(store_spec, data_dir, read_keys)
+    if keys:
+        click.echo("\n".join(key_rows(keys, time.time())))
+    else:
+        click.echo("no webhook signing keys yet (the server makes the first one itself)", err=True)
