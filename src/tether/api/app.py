@@ -243,7 +243,7 @@ class TetherApp:
         web.include_router(build_operations_router(self.readiness, self.auth))  # health, metrics
         if self.workers.enabled:
             calls = WorkerCalls(
-                self.store, self.sessions, self.workers, self.dispatch.lease_ttl, self.stop_future
+                self.store, self.sessions, self.workers, self.dispatch, self.stop_future
             )
             web.include_router(build_worker_router(calls))
         document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json
@@ -336,6 +336,7 @@ class TetherApp:
                     await self.store.open()
                     await self.sessions.build_indexes()
                     await self.subscriptions.start()
+                    await self.dispatch.open(self.subscriptions)  # the workers' subscriptions
                     await self.mcp.start()
                     self.acp.start()
                     await self.runtime.start()

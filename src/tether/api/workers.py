@@ -11,7 +11,9 @@ session's lease (its owner names start with the key's identity and ``/``).
   other session does not exist for it (404).
 - It appends to a session's stream only as its lease holder (fenced
   atomically with the append): else 403 ``lease_lost``.
-- It reads the work streams of worker-served agents, writes none.
+- It reads the work and wake streams of worker-served agents, writes none;
+  it claims, acks and releases the wakes of their workers' subscriptions
+  (tether.runtime.dispatch).
 
 Worker keys (``TETHER_WORKER_KEYS``) are not API keys: the rest of the API
 refuses them, and these routes refuse API keys. Keys are compared by digest
@@ -32,14 +34,23 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 from tether.api.errors import error_body
-from tether.runtime.dispatch import WORKERS, work_stream
+from tether.runtime.dispatch import (
+    WORKERS,
+    WorkDispatch,
+    subscription_key,
+    wake_stream,
+    work_stream,
+)
 from tether.runtime.names import EXPIRING, RUNS, lease_name
-from tether.sessions.service import JSON, RECORDS, SessionService
-from tether.store.base import AppendRequest, CreateRequest, Store
+from tether.sessions.service import RECORDS, SessionService
+from tether.store.base import AppendRequest, Store
 from tether.store.errors import LeaseLost, StreamNotFound
 from tether.streams.tail import tail
+from tether.subscriptions.service import SubscriptionService
+from tether.subscriptions.state import AlreadyClaimed, Fenced
 
 #: Longest a worker's read may wait for new data (its follower asks again after).
 MAX_WAIT = 20.0
@@ -115,13 +126,14 @@ class WorkerCalls:
         store: Store,
         sessions: SessionService,
         config: WorkerConfig,
-        lease_ttl: float,
+        dispatch: WorkDispatch,
         stop: Callable[[], Any],
     ) -> None:
         self.store = store
         self.sessions = sessions
         self.config = config
-        self.lease_ttl = lease_ttl
+        self.dispatch = dispatch
+        self.lease_ttl = dispatch.lease_ttl
         self._stop = stop
 
     # -- the checks --------------------------------------------------------------
@@ -143,9 +155,21 @@ class WorkerCalls:
             raise Refused(400, "bad_request", "path must be a string")
         if path.startswith(_SESSIONS) and await self._holds(ident, path[len(_SESSIONS) :]):
             return path
-        if any(path == work_stream(agent) for agent in self.config.agents):
+        if any(path in (work_stream(a), wake_stream(a)) for a in self.config.agents):
             return path
         raise _not_found(path)
+
+    def _agent(self, body: dict[str, Any]) -> str:
+        agent = body.get("agent")
+        if not isinstance(agent, str) or agent not in self.config.agents:
+            raise _not_found(f"worker-served agent {agent}")
+        return agent
+
+    def _subscriptions(self) -> SubscriptionService:
+        subscriptions = self.dispatch.subscriptions
+        if subscriptions is None:
+            raise Refused(503, "unavailable", "the server is starting")
+        return subscriptions
 
     async def _session_held(self, ident: str, session_id: Any) -> str:
         if not isinstance(session_id, str) or not await self._holds(ident, session_id):
@@ -158,8 +182,6 @@ class WorkerCalls:
         """A worker says it is alive and which agents it serves (its heartbeat)."""
         instance = self._owner(ident, body)
         agents = [a for a in body.get("agents", []) if a in self.config.agents]
-        for agent in agents:  # so that a worker can follow them before any dispatch
-            await self.store.create(work_stream(agent), CreateRequest(JSON))
         info = {"agents": agents, "at": time.time()}
         await self.store.put_record(WORKERS, instance, orjson.dumps(info))
         return {"identity": ident, "agents": agents, "lease_ttl": self.lease_ttl}
@@ -275,6 +297,47 @@ class WorkerCalls:
             raise Refused(403, "forbidden", "a worker writes only the expiring-waits index")
         return str(body.get("member"))
 
+    async def claim(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Claim the current wake of an agent's workers' subscription (409 if held)."""
+        agent, owner = self._agent(body), self._owner(ident, body)
+        try:
+            claimed = await self._subscriptions().claim(subscription_key(agent), owner)
+        except AlreadyClaimed as err:
+            raise Refused(409, "already_claimed", str(err)) from None
+        work = work_stream(agent)
+        acked = claimed.sub.links[work].acked
+        return {
+            "wake_id": claimed.wake.id,
+            "generation": claimed.wake.generation,
+            "token": claimed.token,
+            "offset": acked,
+            "tail": claimed.tails.get(work, acked),
+        }
+
+    async def ack(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Ack the work stream up to ``offset`` and end the wake (``done``), or extend it."""
+        agent = self._agent(body)
+        acks = [(work_stream(agent), int(body.get("offset") or 0))]
+        try:
+            more = await self._subscriptions().ack(
+                subscription_key(agent), str(body.get("token")), body.get("wake_id"),
+                body.get("generation"), acks, bool(body.get("done")),
+            )  # fmt: skip
+        except Fenced:
+            raise Refused(409, "fenced", "that wake is no longer this worker's") from None
+        return {"more": more}
+
+    async def release(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        agent = self._agent(body)
+        try:
+            await self._subscriptions().release(
+                subscription_key(agent), str(body.get("token")), body.get("wake_id"),
+                body.get("generation"),
+            )  # fmt: skip
+        except Fenced:
+            raise Refused(409, "fenced", "that wake is no longer this worker's") from None
+        return {}
+
     async def note_run(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         session_id = await self._session_held(ident, body.get("session"))
         usage = {str(k): int(v) for k, v in (body.get("usage") or {}).items()}
@@ -295,7 +358,7 @@ def build_worker_router(calls: WorkerCalls) -> APIRouter:
         for name in (
             "hello", "head", "read", "append", "record_get", "record_put", "record_delete",
             "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
-            "note_run",
+            "note_run", "claim", "ack", "release",
         )
     }  # fmt: skip
 
@@ -308,7 +371,11 @@ def build_worker_router(calls: WorkerCalls) -> APIRouter:
         if handler is None:
             return error_body(404, "not_found", f"no worker operation {op!r}")
         try:
-            body = orjson.loads(await request.body())
+            raw = await request.body()
+        except ClientDisconnect:  # the worker went away (stopped) mid-request
+            return Response(status_code=400)
+        try:
+            body = orjson.loads(raw)
             if not isinstance(body, dict):
                 raise Refused(400, "bad_request", "the body is a JSON object")
             answer = await handler(ident, body)

@@ -3,11 +3,12 @@
 The worker runs the same ``@app.agent`` functions (and ``@app.tool`` server
 tools) as ``tether serve MODULE:APP`` would, through the same runtime, over
 the server's store reached by the worker API (tether.runtime.remote_store).
-It follows the work stream of each agent it serves (tether.runtime.dispatch)
-and races the other workers for each session dispatched there: the one that
-takes the session's lease drives it, as a replica does, until the session is
-idle. On SIGTERM or Ctrl-C it stops its runs without ending them and lets
-their leases go, so another worker continues them from their journals.
+It follows the wake stream of each agent it serves (tether.runtime.dispatch),
+claims the wake of the agent's workers' subscription when it has room, and
+takes the sessions dispatched since the acked offset: taking a session's
+lease, it drives it as a replica does, until the session is idle. On SIGTERM
+or Ctrl-C it stops its runs without ending them and lets their leases go, so
+another worker continues them from their journals.
 """
 
 from __future__ import annotations
@@ -31,18 +32,21 @@ from tether.agents.tools import ToolRegistry
 from tether.api.workers import worker_identity
 from tether.cli.log_redaction import configure_logging
 from tether.providers.registry import ProviderRegistry
-from tether.runtime.dispatch import work_stream
+from tether.runtime.dispatch import wake_stream, work_stream
 from tether.runtime.driver import Agent
-from tether.runtime.remote_store import RemoteSessions, RemoteStore
+from tether.runtime.remote_store import RemoteSessions, RemoteStore, WorkerRefused
 from tether.runtime.runner import Runtime
 from tether.sessions.service import SessionRecord
-from tether.store.errors import StreamNotFound
 from tether.streams.tail import tail
 
 log = logging.getLogger("tether.worker")
 
 #: Runs one worker executes at once, unless told otherwise.
 DEFAULT_CAPACITY = 16
+#: Seconds between claims while dispatched work waits for room here.
+STARVED_RETRY = 0.5
+#: Bytes of the work stream read at once.
+READ_BYTES = 64 * 1024
 
 
 class Worker:
@@ -62,6 +66,8 @@ class Worker:
         #: Sessions being taken over, and those dispatched again meanwhile.
         self._taking: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
+        #: Agents whose last claim left work for lack of room here.
+        self._starved: dict[str, bool] = {}
 
     def resolve(self, record: SessionRecord) -> Agent:
         fn = self.app.agents.get(record.agent or "")
@@ -115,23 +121,71 @@ class Worker:
                 log.warning("could not reach the server: %s", err)
 
     async def _serve(self, runtime: Runtime, agent: str) -> None:
-        """Follow ``agent``'s work stream and take what is dispatched there, up to capacity."""
-        name = work_stream(agent)
+        """Follow ``agent``'s wake stream; on each wake (and, while work is left that
+        did not fit, every little while) claim what is pending, up to capacity."""
+        wakes = wake_stream(agent)
         while True:
             try:
-                position = (await self.store.head(name)).tail
-                async for batch in tail(self.store, name, position):
-                    if batch is None:
-                        continue
-                    for chunk in batch[1]:
-                        session_id = orjson.loads(chunk)["session"]
-                        if runtime.active_runs() + len(self._taking) < self.capacity:
-                            self._take(runtime, session_id)
+                position = (await self.store.head(wakes)).tail
+                await self._claim_round(runtime, agent)
+                async for batch in tail(self.store, wakes, position, heartbeat=STARVED_RETRY):
+                    if batch is not None or self._starved.get(agent):
+                        await self._claim_round(runtime, agent)
             except asyncio.CancelledError:
                 raise
-            except (StreamNotFound, Exception) as err:
+            except Exception as err:
                 log.warning("following the work of %s: %s; trying again", agent, err)
                 await asyncio.sleep(1.0)
+
+    def _room(self, runtime: Runtime) -> bool:
+        return runtime.active_runs() + len(self._taking) < self.capacity
+
+    async def _claim_round(self, runtime: Runtime, agent: str) -> None:
+        """Claim the agent's wake while there is room: take the sessions dispatched since
+        the acked offset, ack those taken, let the wake go (the server wakes another
+        worker, or this one, if entries remain)."""
+        while self._room(runtime):
+            try:
+                claim = await self.store.call("claim", {"agent": agent, "owner": self.owner})
+            except WorkerRefused as err:
+                if err.status == 409:
+                    return  # another worker holds it: it takes what is pending
+                raise
+            wake = {k: claim[k] for k in ("wake_id", "generation", "token")}
+            try:
+                taken, starved = await self._take_pending(runtime, agent, claim)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.store.call("release", {"agent": agent, **wake})
+                raise
+            self._starved[agent] = starved
+            answer = await self.store.call(
+                "ack", {"agent": agent, **wake, "offset": taken, "done": True}
+            )
+            if starved or taken == claim["offset"] or not answer["more"]:
+                return
+
+    async def _take_pending(
+        self, runtime: Runtime, agent: str, claim: dict[str, Any]
+    ) -> tuple[int, bool]:
+        """Take the sessions of the work stream's entries from the claim's offset to its
+        tail while there is room: (the offset after the last one taken, whether some
+        were left for lack of room)."""
+        taken = position = int(claim["offset"])
+        end = int(claim["tail"])
+        while position < end:
+            res = await self.store.read(work_stream(agent), position, READ_BYTES)
+            for i, chunk in enumerate(res.chunks):
+                if res.start + i >= end:
+                    return taken, False
+                if not self._room(runtime):
+                    return taken, True
+                self._take(runtime, orjson.loads(chunk)["session"])
+                taken = res.start + i + 1
+            if not res.chunks:
+                break
+            position = res.next
+        return taken, False
 
     def _take(self, runtime: Runtime, session_id: str) -> None:
         """Take the session over in a task of its own: one at a time per session (a

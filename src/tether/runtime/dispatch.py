@@ -4,13 +4,20 @@ An agent named in ``TETHER_WORKER_AGENTS`` runs in ``tether worker`` processes,
 not in the server. The server never drives its sessions: where it would take
 a session's lease (a message was submitted, a cancel or an answer arrived, the
 reaper found the driver gone), it appends ``{"session": id}`` to the agent's
-*work stream* instead. Workers follow that stream and race for the session's
-lease; the one that takes it drives the session exactly as a replica does
-(tether.runtime.driver), so of several workers one drives each session, and
-when it dies its lease lapses, the reaper dispatches the session again and
-another worker continues the run from its journal.
+*work stream* instead.
 
-Work streams live under ``~keys/``, a prefix no client can name (see
+Each agent has an internal pull-wake subscription (Durable Streams, PROTOCOL.md
+section 7) on its work stream, whose wakes go to the agent's *wake stream*.
+Workers follow the wake stream; one claims the wake, takes the sessions of the
+entries after the acked offset (up to its capacity), acks what it took and
+lets the wake go, and the subscription wakes again if entries remain, for
+another worker. A worker takes a session by taking its lease, and drives it
+exactly as a replica does (tether.runtime.driver): when it dies its lease
+lapses, the reaper dispatches the session again, and another worker continues
+the run from its journal. An entry whose session another worker already
+drives is simply acked.
+
+These streams live under ``~keys/``, a prefix no client can name (see
 tether.api.access), so only the server and the worker API reach them.
 """
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
+from functools import partial
 
 import orjson
 
@@ -25,6 +33,8 @@ from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionRecord, stream_name
 from tether.store.base import AppendRequest, CreateRequest, Store
 from tether.store.errors import StreamNotFound
+from tether.subscriptions.config import PULL_WAKE, SubscriptionConfig
+from tether.subscriptions.service import ConfigConflict, SubscriptionService
 
 #: What a session's snapshot says for ``status`` while a run of it waits for a worker.
 WAITING = "waiting"
@@ -40,6 +50,16 @@ def work_stream(agent: str) -> str:
     return f"~keys/~work/{agent}"
 
 
+def wake_stream(agent: str) -> str:
+    """Where the subscription on ``agent``'s work stream writes its wakes."""
+    return f"~keys/~wake/{agent}"
+
+
+def subscription_key(agent: str) -> str:
+    """The key of ``agent``'s workers' subscription (outside every key's namespace)."""
+    return f"~keys/~workers/{agent}"
+
+
 class WorkDispatch:
     """The server's side of dispatch: what :class:`~tether.runtime.driver.Drivers` calls
     instead of driving a session whose agent workers serve."""
@@ -48,10 +68,36 @@ class WorkDispatch:
         self.store = store
         self.agents = frozenset(agents)
         self.lease_ttl = lease_ttl
+        #: The subscriptions service, once :meth:`open` set up the agents' subscriptions.
+        self.subscriptions: SubscriptionService | None = None
         #: Session id -> (its stream's tail, when) at its last dispatch: the reaper
         #: looks every second, but a session is dispatched again only when its
         #: stream moved on or a lease's time passed.
         self._last: dict[str, tuple[int, float]] = {}
+
+    async def open(self, subscriptions: SubscriptionService) -> None:
+        """Make each agent's work and wake streams and its workers' subscription (idempotent)."""
+        self.subscriptions = subscriptions
+        for agent in sorted(self.agents):
+            for name in (work_stream(agent), wake_stream(agent)):
+                await self.store.create(name, CreateRequest(_JSON))
+            config = SubscriptionConfig(
+                type=PULL_WAKE, pattern=None, streams=(work_stream(agent),), webhook_url=None,
+                wake_stream=wake_stream(agent), lease_ttl_ms=int(self.lease_ttl * 1000),
+                description=f"tether workers of agent {agent}",
+            )  # fmt: skip
+            key, sub_id = subscription_key(agent), f"workers-{agent}"
+            # Internal: no key owns it, and it names store paths as they are.
+            put = partial(
+                subscriptions.put, key, sub_id, config, owner=None, prefix="", base_url=""
+            )
+            try:
+                await put()
+            except ConfigConflict:
+                # Made with another lease time: made afresh, at the work stream's tail
+                # (the reaper dispatches again what still needs a worker).
+                await subscriptions.delete(key)
+                await put()
 
     async def __call__(self, record: SessionRecord) -> bool:
         """Dispatch the session if its agent is worker-served; whether it is."""
@@ -72,13 +118,8 @@ class WorkDispatch:
         return True
 
     async def append(self, agent: str, session_id: str) -> None:
-        name = work_stream(agent)
         entry = AppendRequest([orjson.dumps({"session": session_id})], _JSON)
-        try:
-            await self.store.append(name, entry)
-        except StreamNotFound:
-            await self.store.create(name, CreateRequest(_JSON))
-            await self.store.append(name, entry)
+        await self.store.append(work_stream(agent), entry)
 
     async def live_workers(self, agent: str) -> int:
         """Workers that said they serve ``agent`` within the last two lease times."""

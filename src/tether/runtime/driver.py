@@ -337,6 +337,9 @@ class SessionDriver:
                 return
             self._set_state(DriverState.FREE)
             await self._stop_watcher()
+            note = self.host.notes.get(self.session_id)
+            if note is not None:  # written as the driver (a worker may write only so)
+                await asyncio.gather(note, return_exceptions=True)
             with contextlib.suppress(Exception):  # else it lapses on its own
                 await self.host.store.release_lease(lease_name(self.session_id), self.host.worker)
 
