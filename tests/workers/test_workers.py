@@ -166,6 +166,18 @@ async def test_a_worker_key_reaches_only_the_sessions_whose_lease_it_holds(
                 assert r.status_code == 404, r.text
                 body = {"namespace": "sessions", "key": session_id}
                 assert (await _worker_call(c, WORKER_KEY, "record_get", body)).status_code == 404
+            # Another session's run record is not the holder's to replace or delete.
+            other_session = await new_session(c)
+            other_run = await send(c, other_session)
+            held = {"name": f"session:{served}", "owner": me, "ttl": 30}
+            assert (await _worker_call(c, WORKER_KEY, "lease_acquire", held)).json()["acquired"]
+            record = base64.b64encode(orjson.dumps({"session_id": served})).decode()
+            body = {"namespace": "runs", "key": other_run, "value": record}
+            assert (await _worker_call(c, WORKER_KEY, "record_put", body)).status_code == 404
+            body = {"namespace": "runs", "key": other_run}
+            assert (await _worker_call(c, WORKER_KEY, "record_delete", body)).status_code == 404
+            body = {"name": f"session:{served}", "owner": me}
+            assert (await _worker_call(c, WORKER_KEY, "lease_release", body)).status_code == 200
             # A session of an agent no worker serves: its lease is not a worker's to take.
             body = {"name": f"session:{plain}", "owner": me, "ttl": 5}
             assert (await _worker_call(c, WORKER_KEY, "lease_acquire", body)).status_code == 404
@@ -249,6 +261,30 @@ async def test_a_killed_workers_run_is_taken_over_by_another_from_its_journal(
             snap = (await c.get(f"/v1/sessions/{session_id}")).json()
             text = "".join(p.get("text", "") for p in snap["messages"][-1]["parts"])
             assert text == "".join(f"w{i} " for i in range(30))
+
+
+async def test_a_stopped_worker_hands_its_run_to_another(tmp_path: Path) -> None:
+    async with cluster_of(tmp_path, words=30, delay=0.1) as cluster:
+        await cluster.start_server("--lease-ttl", "2")
+        first = await cluster.start_worker()
+        second = await cluster.start_worker()
+        async with cluster.client() as c:
+            session_id = await new_session(c)
+            events = Events(c, session_id)
+            run_id = await send(c, session_id)
+            start = await events.until(lambda e: e["type"] == "run-start")
+            await events.until(lambda e: e["type"] == "part-delta" and e["delta"] == "w5 ")
+            stopping, heir = (
+                (first, second) if f":{first.pid}:" in start["worker"] else (second, first)
+            )
+            await asyncio.to_thread(stopping.stop)  # SIGTERM: it lets the lease go
+            resumed = await events.until(lambda e: e["type"] == "run-resume", timeout=30)
+            end = await events.run_end(run_id)
+            await events.aclose()
+            assert f":{heir.pid}:" in resumed["worker"]
+            assert end["reason"] == "complete", cluster.logs()
+            log = await stream_events(c, session_id)
+            assert answer_text(log, run_id) == "".join(f"w{i} " for i in range(30))
 
 
 async def test_two_workers_share_fifty_sessions_each_run_once(

@@ -239,9 +239,12 @@ class WorkerCalls:
     async def record_put(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         if body.get("namespace") != RUNS:
             raise Refused(403, "forbidden", "a worker writes only run records")
-        raw = _unb64(body.get("value"))
+        raw, key = _unb64(body.get("value")), str(body.get("key"))
         await self._session_held(ident, orjson.loads(raw).get("session_id"))
-        await self.store.put_record(RUNS, str(body.get("key")), raw)
+        old = await self.store.get_record(RUNS, key)
+        if old is not None:  # another session's run record is not this worker's to replace
+            await self._session_held(ident, orjson.loads(old).get("session_id"))
+        await self.store.put_record(RUNS, key, raw)
         return {}
 
     async def record_delete(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
