@@ -30,9 +30,8 @@ from functools import partial
 import orjson
 
 from tether.sessions.fold import SessionFold
-from tether.sessions.service import SessionRecord, stream_name
+from tether.sessions.service import SessionRecord, SessionState
 from tether.store.base import AppendRequest, CreateRequest, Store
-from tether.store.errors import StreamNotFound
 from tether.subscriptions.config import PULL_WAKE, SubscriptionConfig
 from tether.subscriptions.service import ConfigConflict, SubscriptionService
 
@@ -99,14 +98,14 @@ class WorkDispatch:
                 await subscriptions.delete(key)
                 await put()
 
-    async def __call__(self, record: SessionRecord) -> bool:
-        """Dispatch the session if its agent is worker-served; whether it is."""
+    async def __call__(self, state: SessionState) -> bool:
+        """Dispatch the session if its agent is worker-served and it has work for a
+        worker (a run queued, or one to continue); whether its agent is worker-served."""
+        record, fold, tail = state.record, state.fold, state.position
         if record.agent is None or record.agent not in self.agents:
             return False
-        try:
-            tail = (await self.store.head(stream_name(record.id))).tail
-        except StreamNotFound:
-            return True  # deleted: nothing to drive, and not here either
+        if not _has_work(fold):
+            return True  # e.g. a submit about to be appended: dispatched once it is
         now = time.monotonic()
         last = self._last.get(record.id)
         if last is not None and last[0] == tail and now - last[1] < self.lease_ttl:
@@ -139,5 +138,10 @@ class WorkDispatch:
         queued (or was left open by a worker that died), and no worker serves the agent."""
         if record.agent is None or record.agent not in self.agents:
             return False
-        work = fold.pending() or (fold.active_run is not None and fold.resumable())
-        return bool(work) and await self.live_workers(record.agent) == 0
+        return _has_work(fold) and await self.live_workers(record.agent) == 0
+
+
+def _has_work(fold: SessionFold) -> bool:
+    """A worker has something to do in the session: a run queued, or one left open that
+    can go on (not one that waits on a person)."""
+    return bool(fold.pending()) or (fold.active_run is not None and fold.resumable())

@@ -60,7 +60,7 @@ from tether.runtime.queue import QueueItem, queue_update
 from tether.runtime.tasks import cancel_and_wait
 from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
-from tether.sessions.service import SessionRecord, SessionService, stream_name
+from tether.sessions.service import SessionRecord, SessionService, SessionState, stream_name
 from tether.store.errors import LeaseLost, StreamNotFound
 from tether.streams.tail import tail
 
@@ -83,7 +83,7 @@ AgentResolver = Callable[[SessionRecord], Agent]
 ContextFactory = Callable[..., RunContext]
 #: Hands a session whose agent runs elsewhere (tether workers) to whoever runs it,
 #: instead of driving it here; returns whether the session is served elsewhere.
-Dispatch = Callable[[SessionRecord], Awaitable[bool]]
+Dispatch = Callable[[SessionState], Awaitable[bool]]
 
 
 class DriverState(enum.Enum):
@@ -197,9 +197,7 @@ class Drivers:
     async def drive(self, session_id: str) -> SessionDriver | None:
         """Become the session's driver (taking its lease); None if another process is,
         or if the session's agent is served elsewhere (then it is dispatched there)."""
-        if self.dispatch is not None and await self.dispatch(
-            await self.sessions.record(session_id)
-        ):
+        if self.dispatch is not None and await self.dispatch(await self.sessions.state(session_id)):
             return None
         driver = self.get(session_id)
         return driver if await driver.take() else None
