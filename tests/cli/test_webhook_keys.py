@@ -116,12 +116,14 @@ async def test_a_rotation_on_redis_reaches_a_running_replica(redis_server: Redis
         assert rotated.returncode == 0, rotated.stderr
         new = rotated.stdout.strip()
         assert new != old
-        assert "running replicas sign with" in rotated.stderr
+        assert f"replicas publish {new}" in rotated.stderr
         await keyring.refresh()
-        assert keyring.active_kid == new
         assert {k["kid"] for k in keyring.jwks()["keys"]} == {new, old}
+        assert keyring.active_kid == old  # until every replica has reread the keys
         listed = tether("webhook-keys", "list", "--store", url)
-        assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [new, old]
+        rows = listed.stdout.splitlines()[1:]
+        assert [row.split()[0] for row in rows] == [new, old]
+        assert "next: signs from" in rows[0] and "active until" in rows[1]
         for secret in await stored_private_halves(replica):
             assert secret not in rotated.stdout + rotated.stderr + listed.stdout
     finally:

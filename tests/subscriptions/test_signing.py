@@ -11,8 +11,10 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -22,9 +24,11 @@ from redis_server import RedisServer, running_redis
 from tether.store.redis import RedisStore
 from tether.store.sqlite import SqliteStore
 from tether.subscriptions.signing import (
+    ACTIVATION_DELAY,
     NAMESPACE,
     RETIRED_KEY_WINDOW,
     Keyring,
+    SigningKey,
     rotate,
 )
 
@@ -178,31 +182,60 @@ async def test_the_conformance_suites_own_check_accepts_the_signature(
     assert answers == {"signed": "true", "tampered": "false"}
 
 
-async def test_rotation_signs_with_the_new_key_and_keeps_the_old_one_published(
-    sqlite: SqliteStore,
-) -> None:
+async def test_a_rotation_publishes_the_new_key_before_it_signs(sqlite: SqliteStore) -> None:
     keyring = await Keyring.load(sqlite)
     old = keyring.active_kid
     before = keyring.signature_header(BODY)
     new = await rotate(sqlite)
     assert new != old
     await keyring.refresh()
-    assert keyring.active_kid == new
     jwks = keyring.jwks()
-    assert [k["kid"] for k in jwks["keys"]] == [new, old]
-    after = keyring.signature_header(BODY)
+    assert [k["kid"] for k in jwks["keys"]] == [new, old]  # published at once
+    assert keyring.active_kid == old  # every replica gets to reread the keys first
+    assert f"kid={old}," in keyring.signature_header(BODY)
+    later = time.time() + ACTIVATION_DELAY + 1
+    after = keyring.signature_header(BODY, now=later)
     assert f"kid={new}," in after
-    assert verify(BODY, after, jwks)
-    assert verify(BODY, before, jwks)  # signed just before the rotation: still verifiable
+    assert verify(BODY, after, keyring.jwks(now=later), now=later)
+    assert verify(BODY, before, keyring.jwks(now=later), now=later)  # the old one still verifies
 
 
-async def test_a_retired_key_leaves_the_jwks_after_its_window(sqlite: SqliteStore) -> None:
+async def test_with_no_server_running_the_new_key_signs_at_once(sqlite: SqliteStore) -> None:
     keyring = await Keyring.load(sqlite)
     old = keyring.active_kid
-    new = await rotate(sqlite)
+    new = await rotate(sqlite, delay=0)
+    await keyring.refresh()
+    assert keyring.active_kid == new
+    assert verify(BODY, keyring.signature_header(BODY), keyring.jwks())
+    assert [k["kid"] for k in keyring.jwks()["keys"]] == [new, old]
+
+
+async def test_a_first_rotation_signs_at_once(sqlite: SqliteStore) -> None:
+    """Nothing signs yet, so there is nothing for replicas to wait for."""
+    kid = await rotate(sqlite)
+    keyring = await Keyring.load(sqlite)
+    assert keyring.active_kid == kid
+    assert [k["kid"] for k in keyring.jwks()["keys"]] == [kid]
+
+
+async def test_a_keyring_whose_keys_were_removed_makes_a_new_one(sqlite: SqliteStore) -> None:
+    keyring = await Keyring.load(sqlite)
+    old = keyring.active_kid
+    await sqlite.delete_record(NAMESPACE, old)
+    await keyring.refresh()
+    assert keyring.active_kid != old
+    assert verify(BODY, keyring.signature_header(BODY), keyring.jwks())
+
+
+async def test_a_retired_key_is_erased_and_leaves_the_jwks_after_its_window(
+    sqlite: SqliteStore,
+) -> None:
+    keyring = await Keyring.load(sqlite)
+    old = keyring.active_kid
+    new = await rotate(sqlite, delay=0)
     await keyring.refresh()
     retired = orjson.loads(await sqlite.get_record(NAMESPACE, old) or b"{}")
-    assert "d" not in retired  # the private half is gone at once
+    assert "d" not in retired  # the private half is gone once the key stops signing
     at = retired["retired_at"]
     assert RETIRED_KEY_WINDOW >= 300 + 72  # replay window + the longest retry delay
     kids = [k["kid"] for k in keyring.jwks(now=at + RETIRED_KEY_WINDOW - 1)["keys"]]
@@ -210,19 +243,54 @@ async def test_a_retired_key_leaves_the_jwks_after_its_window(sqlite: SqliteStor
     assert [k["kid"] for k in keyring.jwks(now=at + RETIRED_KEY_WINDOW + 1)["keys"]] == [new]
 
 
-async def test_another_replica_picks_up_a_rotation_on_refresh(
+async def test_a_refresh_erases_the_private_half_once_the_old_key_stops(
+    sqlite: SqliteStore,
+) -> None:
+    """A rotated key keeps its private half while it still signs; the first refresh
+    after it stopped (on any replica) erases it."""
+    keyring = await Keyring.load(sqlite)
+    old = keyring.active_kid
+    new = await rotate(sqlite)
+    record = SigningKey.from_bytes(old, await sqlite.get_record(NAMESPACE, old) or b"")
+    assert record.private is not None  # signs until the new key takes over
+    now = time.time()  # as if that time had come:
+    stopped = replace(record, retired_at=now - 1)
+    await sqlite.put_record(NAMESPACE, old, stopped.to_bytes())
+    took_over = SigningKey.from_bytes(new, await sqlite.get_record(NAMESPACE, new) or b"")
+    await sqlite.put_record(NAMESPACE, new, replace(took_over, signs_from=now - 1).to_bytes())
+    await keyring.refresh()
+    assert keyring.active_kid == new
+    assert "d" not in orjson.loads(await sqlite.get_record(NAMESPACE, old) or b"{}")
+    assert len(await sqlite.list_records(NAMESPACE)) == 2
+
+
+async def test_the_next_rotation_deletes_keys_past_their_window(sqlite: SqliteStore) -> None:
+    await Keyring.load(sqlite)
+    now = time.time()
+    gone = SigningKey.generate(now - 2000, now - 2000)
+    gone = replace(gone, private=None, retired_at=now - RETIRED_KEY_WINDOW - 1)
+    await sqlite.put_record(NAMESPACE, gone.kid, gone.to_bytes())
+    await rotate(sqlite)
+    assert await sqlite.get_record(NAMESPACE, gone.kid) is None
+    assert len(await sqlite.list_records(NAMESPACE)) == 2
+
+
+async def test_every_replica_publishes_a_new_key_before_any_signs_with_it(
     replicas: list[RedisStore],
 ) -> None:
     one, two = [await Keyring.load(store) for store in replicas]
     old = one.active_kid
     new = await rotate(replicas[0])
-    assert two.active_kid == old  # until it rereads
+    later = time.time() + ACTIVATION_DELAY + 1
+    assert new not in {k["kid"] for k in two.jwks()["keys"]}  # until it rereads
     await two.refresh()
-    assert two.active_kid == new
-    assert verify(BODY, two.signature_header(BODY), one.jwks()) is False  # one is stale
-    await one.refresh()
-    assert verify(BODY, two.signature_header(BODY), one.jwks())
     assert {k["kid"] for k in two.jwks()["keys"]} == {old, new}
+    assert two.active_kid == old
+    signed = two.signature_header(BODY, now=later)
+    assert f"kid={new}," in signed
+    assert not verify(BODY, signed, one.jwks(now=later), now=later)  # one has not reread
+    await one.refresh()
+    assert verify(BODY, signed, one.jwks(now=later), now=later)
 
 
 async def test_no_private_key_in_logs_or_reprs(
@@ -231,7 +299,7 @@ async def test_no_private_key_in_logs_or_reprs(
     caplog.set_level(logging.DEBUG)
     keyring = await Keyring.load(sqlite)
     first = orjson.loads(await sqlite.get_record(NAMESPACE, keyring.active_kid) or b"{}")["d"]
-    await rotate(sqlite)
+    await rotate(sqlite, delay=0)
     await keyring.refresh()
     second = orjson.loads(await sqlite.get_record(NAMESPACE, keyring.active_kid) or b"{}")["d"]
     seen = caplog.text + repr(keyring) + json.dumps(keyring.jwks())

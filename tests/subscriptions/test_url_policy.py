@@ -16,6 +16,8 @@ from tether.subscriptions.url_policy import (
 
 PUBLIC = [
     "https://hooks.example.com/durable",
+    "https://xn--bcher-kva.example/hook",
+    "https://Hooks.Example.COM./a%20b#frag",
     "https://hooks.example.com:8443/a/b?x=1",
     "https://93.184.215.14/hook",
     "https://[2606:4700::6810:84e5]/hook",
@@ -54,6 +56,11 @@ REFUSED_ALWAYS = [
     "http://[::1]/hook",
     "http://hooks.example.com/hook",
     "https://hooks.example.com/" + "a" * 2048,
+    "https://hooks.example.com\\.10.0.0.1/hook",  # a backslash, read two ways
+    "https://bücher.example/hook",  # use its xn-- form
+    "https://hooks.example.com/\x00",
+    "https://-bad-.example.com/hook",
+    "https://hooks.example.com:+443/hook",  # a port only one of two parsers reads
 ]
 
 

@@ -5,9 +5,12 @@ in the logs or the reasons; and the retry schedule."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import logging
 import random
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +18,13 @@ from pathlib import Path
 import orjson
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tether.store.sqlite import SqliteStore
+from tether.subscriptions import webhook
 from tether.subscriptions.signing import NAMESPACE, Keyring
 from tether.subscriptions.webhook import DeliveryOutcome, WebhookSender, retry_delay
 
@@ -37,6 +45,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    #: The sender's end of the connection (host, port): the same for a kept connection.
+    peer: tuple[str, int]
 
 
 @dataclass
@@ -52,7 +62,9 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         headers = {name.lower(): value for name, value in request.headers.items()}
-        self.received.append(Received(request.path, headers, await request.read()))
+        assert request.transport is not None
+        peer = request.transport.get_extra_info("peername")[:2]
+        self.received.append(Received(request.path, headers, await request.read(), peer))
         if request.path == "/done":
             return web.json_response({"done": True})
         if request.path == "/not-done":
@@ -68,14 +80,14 @@ class Receiver:
         return web.json_response({})
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def serving(tls: ssl.SSLContext | None = None) -> AsyncIterator[Receiver]:
     state = Receiver()
     app = web.Application()
     app.router.add_route("POST", "/{tail:.*}", state.handle)
     runner = web.AppRunner(app, access_log=None)  # the receiver's log is not ours
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls)
     await site.start()
     state.port = runner.addresses[0][1]
     try:
@@ -83,6 +95,45 @@ async def receiver() -> AsyncIterator[Receiver]:
     finally:
         state.release.set()
         await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving() as state:
+        yield state
+
+
+def certificate_for(name: str, directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A self-signed certificate for ``name``: the receiver's TLS, and a trust that
+    knows only it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    trust = ssl.create_default_context(cafile=str(cert_file))
+    return server, trust
 
 
 @pytest.fixture
@@ -204,6 +255,61 @@ async def test_no_token_or_private_key_in_logs_or_reasons(
     assert "webhook delivery" in caplog.text  # the sender did log at debug
     assert TOKEN not in seen
     assert private not in seen
+
+
+async def test_https_is_verified_against_the_host_named_in_the_url(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    """The request goes to the checked address, but TLS still names and verifies the
+    host; a connection verified for one host never carries another's request."""
+    server_tls, trust = certificate_for("localhost", tmp_path)
+    async with serving(server_tls) as receiver:
+        sender = WebhookSender(keyring, allow_loopback=True, verify=trust)
+        try:
+            named = await sender.deliver(f"https://localhost:{receiver.port}/done", PAYLOAD)
+            by_address = await sender.deliver(f"https://127.0.0.1:{receiver.port}/done", PAYLOAD)
+        finally:
+            await sender.aclose()
+    assert (named.ok, named.done) == (True, True)
+    (got,) = receiver.received  # the certificate does not name 127.0.0.1
+    assert verify(got.body, got.headers["webhook-signature"], keyring.jwks())
+    assert got.headers["host"] == f"localhost:{receiver.port}"
+    assert by_address == DeliveryOutcome(False, False, None, "TLS handshake failed")
+
+
+async def test_a_hosts_connection_is_kept_and_only_for_that_host(
+    receiver: Receiver, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server_tls, trust = certificate_for("localhost", tmp_path)
+    monkeypatch.setattr(webhook, "MAX_HOSTS", 1)  # one host's connections kept at a time
+    async with serving(server_tls) as tls_receiver:
+        sender = WebhookSender(keyring, allow_loopback=True, verify=trust)
+        named = f"https://localhost:{tls_receiver.port}/done"
+        try:
+            outcomes = [await sender.deliver(named, PAYLOAD) for _ in range(3)]
+            other = await sender.deliver(receiver.url("/done"), PAYLOAD)  # another host
+            again = await sender.deliver(named, PAYLOAD)
+        finally:
+            await sender.aclose()
+    assert all(o.done for o in outcomes) and other.done and again.done
+    peers = [r.peer for r in tls_receiver.received]
+    assert len(peers) == 4
+    assert peers[0] == peers[1] == peers[2]  # kept between deliveries
+    assert peers[3] != peers[0]  # the other host's pool pushed this one out, and closed it
+
+
+async def test_an_untrusted_certificate_is_a_failed_outcome(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    server_tls, _ = certificate_for("localhost", tmp_path)
+    async with serving(server_tls) as receiver:
+        sender = WebhookSender(keyring, allow_loopback=True)  # the system's CAs only
+        try:
+            outcome = await sender.deliver(f"https://localhost:{receiver.port}/done", PAYLOAD)
+        finally:
+            await sender.aclose()
+    assert outcome == DeliveryOutcome(False, False, None, "TLS handshake failed")
+    assert receiver.received == []
 
 
 def test_retry_delays_double_from_one_second_to_a_minute_with_jitter() -> None:

@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,7 +20,13 @@ import click
 
 from tether.store.base import Store
 from tether.store.factory import check_redis, open_store, sqlite_path
-from tether.subscriptions.signing import REFRESH_INTERVAL, SigningKey, read_keys, rotate
+from tether.subscriptions.signing import (
+    ACTIVATION_DELAY,
+    REFRESH_INTERVAL,
+    SigningKey,
+    read_keys,
+    rotate,
+)
 
 T = TypeVar("T")
 
@@ -65,8 +72,12 @@ def _run(store_spec: str, data_dir: Path, job: Callable[[Store], Awaitable[T]]) 
 
 
 def _state(key: SigningKey, now: float) -> str:
+    if now < key.signs_from:
+        return f"next: signs from {_when(key.signs_from)}"
     if key.retired_at is None:
         return "active"
+    if now < key.retired_at:
+        return f"active until {_when(key.retired_at)}"
     if key.dropped_at is not None and key.published(now):
         return f"retired {_when(key.retired_at)}, in the JWKS until {_when(key.dropped_at)}"
     return f"retired {_when(key.retired_at)}, no longer in the JWKS"
@@ -112,18 +123,23 @@ def webhook_keys() -> None:
 @webhook_keys.command("rotate")
 @store_options
 def rotate_command(store_spec: str, data_dir: Path) -> None:
-    """Make a new signing key and retire the current one; prints the new kid.
+    """Make a new signing key, to replace the current one; prints the new kid.
 
-    The retired key signs nothing more; its public half stays in the JWKS for
-    a while, so deliveries it signed still verify.
+    On Redis the new key is published at once and signs a minute later, when
+    every replica has it; on SQLite (server stopped) it signs from the next start.
+    The old key's public half stays in the JWKS for 10 minutes after it retires.
     """
-    kid = _run(store_spec, data_dir, rotate)
-    click.echo(kid)
     if sqlite_path(store_spec, data_dir) is None:
+        kid = _run(store_spec, data_dir, rotate)
+        click.echo(kid)
         click.echo(
-            f"tether: running replicas sign with {kid} within {REFRESH_INTERVAL:g} s", err=True
+            f"tether: replicas publish {kid} within {REFRESH_INTERVAL:g} s and sign with it "
+            f"from {ACTIVATION_DELAY:g} s on",
+            err=True,
         )
-    else:
+    else:  # the server that owns the file is stopped: nobody has to reread the keys
+        kid = _run(store_spec, data_dir, partial(rotate, delay=0.0))
+        click.echo(kid)
         click.echo(f"tether: the server signs with {kid} from its next start", err=True)
 
 

@@ -133,11 +133,11 @@ def _pattern(pattern: object) -> str | None:
         return None
     if not isinstance(pattern, str):
         raise BadConfig("pattern must be a string")
-    check_stream_name(pattern.replace("*", "x"), "pattern")
     try:
         Glob(pattern)
     except BadPattern as err:
         raise BadConfig(str(err)) from None
+    check_stream_name(pattern.replace("*", "x"), "pattern")
     return pattern
 
 

@@ -60,8 +60,10 @@ META = "ds-subscriptions-meta"
 DUE = "ds-subscriptions-due"
 #: The store lease that serializes one subscription's changes across replicas.
 LOCK_TTL = 10.0
-SWEEP_INTERVAL = 0.1
-REFRESH_INTERVAL = 0.5
+#: The sweeper's longest sleep: how late another replica's change (a new
+#: subscription, a lease taken there) may be seen here. A change made here
+#: wakes it at once; otherwise it sleeps until the next due time.
+POLL_INTERVAL = 0.5
 KEYRING_REFRESH = 30.0
 _PAGE = 200
 
@@ -115,6 +117,8 @@ class SubscriptionService:
         self._touched: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+        #: Set when a subscription here gets a due time: the sweeper looks again.
+        self._soon = asyncio.Event()
         self.keyring: Keyring | None = None
         self._sender: WebhookSender | None = None
 
@@ -349,7 +353,7 @@ class SubscriptionService:
                 if sub is None:
                     return
                 linked = False
-                for path in paths - set(sub.links):
+                for path in paths:
                     linked |= await self._link_discovered(sub, path)
                 await self._advance(sub)
             if linked:
@@ -362,30 +366,37 @@ class SubscriptionService:
 
     async def _run(self) -> None:
         last_keys = self._clock()
+        next_due = self._clock()
         while True:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            pause = min(max(next_due - self._clock(), 0.0), POLL_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._soon.wait(), pause)
+            self._soon.clear()
             try:
                 await self._refresh_index()
-                await self._sweep()
+                next_due = await self._sweep()
                 if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
                     last_keys = self._clock()
                     await self.keyring.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
+                next_due = self._clock() + POLL_INTERVAL
                 log.exception("subscription sweep failed; will retry")
 
-    async def _sweep(self) -> None:
+    async def _sweep(self) -> float:
+        """Evaluate the subscriptions whose time has come; returns the next due time."""
         now = self._clock()
         for due_key, key in await self.store.index_page(DUE, None, _PAGE):
             if int(due_key) > now * 1000:
-                break
+                return int(due_key) / 1000
             async with self._locked(key):
                 sub = await self._load(key)
                 if sub is None:
                     await self.store.index_remove(DUE, key)
                     continue
                 await self._advance(sub)
+        return now + POLL_INTERVAL
 
     # -- the state machine's steps ---------------------------------------------
 
@@ -410,6 +421,8 @@ class SubscriptionService:
             return False
         pending = sub.pending(tails)
         if not pending:
+            if sub.next_attempt_at is not None:
+                sub.delivered()  # the retry's work was acked meanwhile: nothing to retry
             return False
         wake = sub.issue(_wake_id(), now, pending)
         if sub.config.type == PULL_WAKE:
@@ -486,7 +499,7 @@ class SubscriptionService:
             while True:
                 paths, cursor = await self.store.list_paths(prefix, cursor, _PAGE)
                 for path in paths:
-                    if path not in sub.links and await self._matches(sub, path):
+                    if await self._matches(sub, path):
                         await self._link(sub, path, explicit=False)
                 if cursor is None:
                     break
@@ -517,9 +530,16 @@ class SubscriptionService:
         sub.links[path] = Link(glob=not explicit, explicit=explicit, acked=acked)
 
     async def _link_discovered(self, sub: Subscription, path: str) -> bool:
-        """A stream the pattern matches appeared: linked at its start, so its events count."""
-        if not await self._matches(sub, path):
+        """A stream the pattern matches appeared: linked at its start, so its events count.
+
+        (An explicit link to it, made before it existed, becomes a glob link too.)
+        """
+        link = sub.links.get(path)
+        if (link is not None and link.glob) or not await self._matches(sub, path):
             return False
+        if link is not None:
+            link.glob = True
+            return True
         try:
             start = (await self.store.head(path)).fork_offset
         except (errors.StreamNotFound, errors.StreamGone):
@@ -555,6 +575,7 @@ class SubscriptionService:
             await self.store.index_remove(DUE, sub.key)
         else:
             await self.store.index_put(DUE, sub.key, f"{int(due * 1000):016d}")
+            self._soon.set()  # the sweeper recomputes its sleep
 
     async def _changed(self) -> None:
         """Say (to every replica) that the index must be reloaded; reload ours now."""

@@ -6,11 +6,16 @@ the SQLite file or Redis keeps them across restarts and every replica sharing th
 store signs with the same key.
 
 A key's ``kid`` is ``ds_`` and the start of its RFC 7638 JWK thumbprint: derived
-from the key material, so it is stable and names one key. Rotating makes a new
-active key and retires the old one: the retired key signs nothing more, its
-private half is erased at once, and its public half stays in the JWK Set for
+from the key material, so it is stable and names one key.
+
+Rotating publishes a new key at once and signs with it from
+:data:`ACTIVATION_DELAY` later: by then every replica has reread the keys
+(each does every :data:`REFRESH_INTERVAL`), so whichever replica a receiver
+fetches the JWK Set from already lists the key a delivery names. At that moment
+the old key stops signing; its private half is erased at the next refresh or
+rotation, and its public half stays in the JWK Set for
 :data:`RETIRED_KEY_WINDOW` (every signature it made is out of a receiver's replay
-window by then), after which it drops out.
+window by then), after which it drops out and the next rotation deletes it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,11 @@ import hashlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tether.store.base import Store
@@ -37,16 +40,17 @@ NAMESPACE = "webhook-keys"
 #: The store lease that serializes making the first key and rotating.
 _LOCK = "webhook-keys"
 _LOCK_TTL = 30.0
-#: How long a process waits for another one that makes the first key.
+#: Seconds between two tries for the lease while another process holds it.
 _LOCK_WAIT = 0.05
 #: Seconds a receiver accepts a signature after its timestamp (PROTOCOL.md 7.1).
 REPLAY_WINDOW = 300.0
-#: How often a running server rereads the keys (a rotation made elsewhere).
+#: How often a running server rereads the keys (the subscriptions service's timer).
 REFRESH_INTERVAL = 30.0
-#: Seconds a retired public key stays published: the replay window, plus the time
-#: other replicas may still sign with it before their next refresh, plus a slow
-#: delivery's timeout, with room to spare.
-RETIRED_KEY_WINDOW = 600.0
+#: Seconds between a rotation and the new key's first signature: two refreshes.
+ACTIVATION_DELAY = 2 * REFRESH_INTERVAL
+#: Seconds a retired public key stays published: the replay window, and as much
+#: again for a delivery's timeout and clocks that disagree.
+RETIRED_KEY_WINDOW = 2 * REPLAY_WINDOW
 #: Characters of the thumbprint in a kid (96 bits).
 _KID_CHARS = 16
 
@@ -68,23 +72,29 @@ def kid_for(public: bytes) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SigningKey:
-    """One key as stored; ``private`` is None once the key is retired."""
+    """One key as stored: it signs from ``signs_from`` until ``retired_at``."""
 
     kid: str
     public: bytes
     created_at: float
+    signs_from: float
+    #: None once the key is retired and erased.
     private: bytes | None = None
+    #: When it stops signing (the next key's ``signs_from``); None for the newest key.
     retired_at: float | None = None
 
     @classmethod
-    def generate(cls, now: float) -> SigningKey:
+    def generate(cls, now: float, signs_from: float) -> SigningKey:
         secret = Ed25519PrivateKey.generate()
         public = secret.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        private = secret.private_bytes_raw()
-        return cls(kid_for(public), public, now, private)
+        return cls(kid_for(public), public, now, signs_from, secret.private_bytes_raw())
 
     def to_bytes(self) -> bytes:
-        record: dict[str, Any] = {"x": b64url(self.public), "created_at": self.created_at}
+        record: dict[str, Any] = {
+            "x": b64url(self.public),
+            "created_at": self.created_at,
+            "signs_from": self.signs_from,
+        }
         if self.private is not None:
             record["d"] = b64url(self.private)
         if self.retired_at is not None:
@@ -99,12 +109,17 @@ class SigningKey:
             kid,
             b64url_decode(record["x"]),
             record["created_at"],
+            record["signs_from"],
             None if private is None else b64url_decode(private),
             record.get("retired_at"),
         )
 
-    def retire(self, now: float) -> SigningKey:
-        return SigningKey(self.kid, self.public, self.created_at, None, now)
+    def signs_at(self, now: float) -> bool:
+        return (
+            self.private is not None
+            and self.signs_from <= now
+            and (self.retired_at is None or now < self.retired_at)
+        )
 
     @property
     def dropped_at(self) -> float | None:
@@ -131,13 +146,21 @@ class SigningKey:
 async def read_keys(store: Store) -> list[SigningKey]:
     """Every stored key, oldest first."""
     keys = [SigningKey.from_bytes(kid, raw) for kid, raw in await store.list_records(NAMESPACE)]
-    return sorted(keys, key=lambda k: (k.created_at, k.kid))
+    return sorted(keys, key=lambda k: (k.signs_from, k.created_at, k.kid))
 
 
-def _active(keys: list[SigningKey]) -> SigningKey | None:
-    """The newest key not retired (rotation writes the new key before retiring the old)."""
-    usable = [k for k in keys if k.retired_at is None and k.private is not None]
-    return usable[-1] if usable else None
+def signing_key(keys: list[SigningKey], now: float) -> SigningKey | None:
+    """The key that signs at ``now``: of those in their time, the one that started last."""
+    current = [k for k in keys if k.signs_at(now)]
+    return current[-1] if current else None
+
+
+def _stale(keys: list[SigningKey], now: float) -> bool:
+    """Whether a retired key still has its private half, or is past its window."""
+    return any(
+        k.retired_at is not None and k.retired_at <= now and (k.private or not k.published(now))
+        for k in keys
+    )
 
 
 class Keyring:
@@ -149,71 +172,100 @@ class Keyring:
         self._set(keys)
 
     def _set(self, keys: list[SigningKey]) -> None:
-        active = _active(keys)
-        if active is None or active.private is None:  # another process deleted them all
-            raise LookupError("no active webhook signing key in the store")
         self._keys = keys
-        self._active = active
-        self._signer = Ed25519PrivateKey.from_private_bytes(active.private)
+        self._signers = {
+            k.kid: Ed25519PrivateKey.from_private_bytes(k.private)
+            for k in keys
+            if k.private is not None
+        }
 
     @classmethod
     async def load(cls, store: Store) -> Keyring:
         """The keys in ``store``; the first key is made here, once, if there is none."""
         keys = await read_keys(store)
-        if _active(keys) is None:
+        if signing_key(keys, time.time()) is None:
             keys = await _locked(store, _make_first_key)
         return cls(store, keys)
 
+    def _signing(self, now: float) -> SigningKey:
+        key = signing_key(self._keys, now)
+        if key is None:  # only if the records were removed behind the server's back
+            raise LookupError("no webhook signing key in the store")
+        return key
+
     @property
     def active_kid(self) -> str:
-        return self._active.kid
+        return self._signing(time.time()).kid
 
     def jwks(self, now: float | None = None) -> dict[str, Any]:
-        """The JWK Set: the active key and the retired keys still in their window."""
+        """The JWK Set: the signing key, the next one, and retired ones in their window."""
         at = time.time() if now is None else now
         return {"keys": [k.jwk() for k in reversed(self._keys) if k.published(at)]}
 
     def signature_header(self, body: bytes, now: float | None = None) -> str:
         """'t=<unix s>,kid=<kid>,ed25519=<base64url, unpadded>' over b'<t>.' + body."""
-        t = int(time.time() if now is None else now)
-        signature = self._signer.sign(f"{t}.".encode("ascii") + body)
-        return f"t={t},kid={self._active.kid},ed25519={b64url(signature)}"
+        at = time.time() if now is None else now
+        key = self._signing(at)
+        t = int(at)
+        signature = self._signers[key.kid].sign(f"{t}.".encode("ascii") + body)
+        return f"t={t},kid={key.kid},ed25519={b64url(signature)}"
 
     async def refresh(self) -> None:
-        """Reread the keys: picks up a rotation made by another process."""
-        self._set(await read_keys(self._store))
+        """Reread the keys: picks up a rotation made by another process, erases the
+        private half of a key that no longer signs, makes a key if none is left."""
+        keys = await read_keys(self._store)
+        now = time.time()
+        if signing_key(keys, now) is None:  # the records were removed: start over
+            keys = await _locked(self._store, _make_first_key)
+        elif _stale(keys, now):
+            keys = await _locked(self._store, _tidy)
+        self._set(keys)
 
     def __repr__(self) -> str:
-        return f"Keyring(active_kid={self._active.kid!r}, keys={len(self._keys)})"
+        return f"Keyring(keys={[k.kid for k in self._keys]!r})"
 
 
-async def rotate(store: Store) -> str:
-    """Make a new active key and retire the others; returns the new kid.
+async def rotate(store: Store, *, delay: float = ACTIVATION_DELAY) -> str:
+    """Publish a new key that signs from ``delay`` seconds on, when the current one
+    retires; returns the new kid. ``delay=0`` when no server runs (SQLite's one owner
+    is stopped): nobody needs the time to reread the keys."""
+    new: list[SigningKey] = []
 
-    Keys retired longer ago than the window are deleted: nobody can verify with them.
-    """
-    keys = await _locked(store, _rotate)
-    active = _active(keys)
-    assert active is not None
-    return active.kid
+    async def change(store: Store, keys: list[SigningKey]) -> None:
+        now = time.time()
+        wait = delay if signing_key(keys, now) is not None else 0.0  # nothing to take over
+        # The newest, even if another replica's clock ran ahead when it made the last.
+        signs_from = max([now + wait, *(k.signs_from for k in keys)])
+        key = SigningKey.generate(now, signs_from)
+        await store.put_record(NAMESPACE, key.kid, key.to_bytes())
+        for old in keys:
+            if old.retired_at is None:
+                retired = replace(old, retired_at=signs_from)
+                await store.put_record(NAMESPACE, old.kid, retired.to_bytes())
+        await _tidy(store, await read_keys(store))
+        new.append(key)
+
+    await _locked(store, change)
+    return new[0].kid
 
 
 async def _make_first_key(store: Store, keys: list[SigningKey]) -> None:
-    if _active(keys) is None:
-        key = SigningKey.generate(time.time())
+    now = time.time()
+    if signing_key(keys, now) is None:
+        key = SigningKey.generate(now, now)
         await store.put_record(NAMESPACE, key.kid, key.to_bytes())
 
 
-async def _rotate(store: Store, keys: list[SigningKey]) -> None:
+async def _tidy(store: Store, keys: list[SigningKey]) -> None:
+    """Erase the private half of keys that no longer sign; delete those out of the JWKS."""
     now = time.time()
-    # Strictly the newest, even if another replica's clock ran ahead when it made the last.
-    new = SigningKey.generate(max([now, *(k.created_at + 0.001 for k in keys)]))
-    await store.put_record(NAMESPACE, new.kid, new.to_bytes())
     for key in keys:
-        if key.retired_at is None:
-            await store.put_record(NAMESPACE, key.kid, key.retire(now).to_bytes())
-        elif not key.published(now):
+        if key.retired_at is None or key.retired_at > now:
+            continue
+        if not key.published(now):
             await store.delete_record(NAMESPACE, key.kid)
+        elif key.private is not None:
+            await store.put_record(NAMESPACE, key.kid, replace(key, private=None).to_bytes())
 
 
 async def _locked(

@@ -15,15 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 #: Longest webhook URL accepted (a bound on what a subscription stores and sends).
 MAX_URL_LENGTH = 2048
 _LOOPBACK_NAMES = ("localhost",)
+#: Letters, digits, hyphens, underscores, in dot-separated labels (lower case by now).
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
 #: The protocol's development exception: http://127.0.0.x.
 _DEV_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/24")
 #: NAT64's well-known prefix: its addresses reach the IPv4 address in their last 32 bits.
@@ -85,8 +91,11 @@ def parse_webhook_url(url: str, *, allow_loopback: bool) -> WebhookTarget:
     """The checks that need no DNS; WebhookUrlRejected says which one failed."""
     if len(url) > MAX_URL_LENGTH:
         raise WebhookUrlRejected(f"webhook URL longer than {MAX_URL_LENGTH} characters")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise WebhookUrlRejected("webhook URL contains whitespace or control characters")
+    if not url.isascii() or any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise WebhookUrlRejected(
+            "webhook URL must be printable ASCII, without spaces (an international "
+            "host name in its xn-- form, other characters percent-encoded)"
+        )
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").rstrip(".")
@@ -101,6 +110,10 @@ def parse_webhook_url(url: str, *, allow_loopback: bool) -> WebhookTarget:
     if not host:
         raise WebhookUrlRejected("webhook URL has no host")
     address = _literal_address(host)
+    if address is None and not _HOST_NAME.fullmatch(host):
+        raise WebhookUrlRejected("webhook host is not a valid host name")
+    default_port = 443 if scheme == "https" else 80
+    _check_same_reading(url, host, port or default_port)
     dev_loopback = _loopback_name(host) or (
         isinstance(address, ipaddress.IPv4Address) and address in _DEV_LOOPBACK
     )
@@ -115,7 +128,19 @@ def parse_webhook_url(url: str, *, allow_loopback: bool) -> WebhookTarget:
         why = address_refusal(address, loopback_ok=allow_loopback and dev_loopback)
         if why is not None:
             raise WebhookUrlRejected(f"webhook host {host} is {why}")
-    return WebhookTarget(scheme, host, port or (443 if scheme == "https" else 80), address)
+    return WebhookTarget(scheme, host, port or default_port, address)
+
+
+def _check_same_reading(url: str, host: str, port: int) -> None:
+    """The HTTP client must read the URL's host and port as this check did: two
+    parsers that disagree are how a checked URL reaches an unchecked host."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        raise WebhookUrlRejected("webhook URL is not a valid URL") from None
+    read_host = parsed.raw_host.decode("ascii", "replace").lower().rstrip(".")
+    if read_host != host or (parsed.port or port) != port:
+        raise WebhookUrlRejected("webhook URL is ambiguous (its host reads two ways)")
 
 
 def _literal_address(host: str) -> IPAddress | None:

@@ -12,8 +12,12 @@ token or key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import ssl
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +41,8 @@ class _QuietWhileDelivering(logging.Filter):
 
 _QUIET = _QuietWhileDelivering()
 
+#: Hosts whose connections are kept between deliveries (the least recently used go).
+MAX_HOSTS = 64
 #: Most bytes of a receiver's answer read (``{"done": true}`` is 14).
 MAX_ANSWER_BYTES = 64 * 1024
 #: Retry delays: the first, the cap, and the jitter (PROTOCOL.md 7.1).
@@ -57,14 +63,65 @@ def _failed(reason: str, status: int | None = None) -> DeliveryOutcome:
     return DeliveryOutcome(ok=False, done=False, status=status, reason=reason)
 
 
+class _HostPools:
+    """One connection pool per webhook host, so connections are kept between deliveries
+    and yet one verified for a host never carries a request for another host at the
+    same address (a pool knows its connections by address only). The least recently
+    used idle pools are closed past :data:`MAX_HOSTS`."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient]) -> None:
+        self._make = make
+        self._pools: OrderedDict[tuple[str, str, int], httpx.AsyncClient] = OrderedDict()
+        self._busy: Counter[httpx.AsyncClient] = Counter()
+
+    @contextlib.asynccontextmanager
+    async def client(self, target: WebhookTarget) -> AsyncIterator[httpx.AsyncClient]:
+        key = (target.scheme, target.host, target.port)
+        client = self._pools.pop(key, None) or self._make()
+        self._pools[key] = client  # the most recently used last
+        self._busy[client] += 1
+        try:
+            yield client
+        finally:
+            self._busy[client] -= 1
+            if not self._busy[client]:
+                del self._busy[client]
+            await self._close_idle()
+
+    async def _close_idle(self) -> None:
+        while len(self._pools) > MAX_HOSTS:
+            key = next((k for k, c in self._pools.items() if c not in self._busy), None)
+            if key is None:  # all in use: closed once they are not
+                return
+            await self._pools.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for client in pools:
+            await client.aclose()
+
+
 class WebhookSender:
     """Delivers signed webhook requests; one per server, sharing its connections."""
 
-    def __init__(self, keyring: Keyring, *, allow_loopback: bool, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        allow_loopback: bool,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """``verify``: the TLS trust (default: the system's CAs); a context to trust a
+        private CA."""
         self._keyring = keyring
         self._allow_loopback = allow_loopback
         self._timeout = timeout
-        self._client = httpx.AsyncClient(follow_redirects=False, timeout=timeout, trust_env=False)
+        self._pools = _HostPools(
+            lambda: httpx.AsyncClient(
+                follow_redirects=False, timeout=timeout, trust_env=False, verify=verify
+            )
+        )
         logging.getLogger("httpx").addFilter(_QUIET)  # once: a logger keeps a filter once
 
     async def deliver(self, url: str, payload: dict[str, Any]) -> DeliveryOutcome:
@@ -95,18 +152,28 @@ class WebhookSender:
             "Webhook-Signature": self._keyring.signature_header(body),
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        async with self._pools.client(target) as client:
+            return await self._post(client, original, addresses, body, headers, extensions)
+
+    async def _post(
+        self,
+        client: httpx.AsyncClient,
+        url: httpx.URL,
+        addresses: list[str],
+        body: bytes,
+        headers: dict[str, str],
+        extensions: dict[str, str],
+    ) -> DeliveryOutcome:
         reason = "could not connect"
         for address in addresses:  # the checked addresses, in the resolver's order
-            request = self._client.build_request(
-                "POST",
-                original.copy_with(host=address),
-                content=body,
-                headers=headers,
+            request = client.build_request(
+                "POST", url.copy_with(host=address), content=body, headers=headers,
                 extensions=extensions,
-            )
+            )  # fmt: skip
             try:
-                return await self._send(request)
-            except httpx.ConnectError:
+                return await self._read(client, request)
+            except httpx.ConnectError as err:
+                reason = "TLS handshake failed" if _tls_failure(err) else "could not connect"
                 continue
             except httpx.TimeoutException:
                 return _failed(f"no answer within {self._timeout:g} s")
@@ -115,8 +182,8 @@ class WebhookSender:
                 break
         return _failed(reason)
 
-    async def _send(self, request: httpx.Request) -> DeliveryOutcome:
-        response = await self._client.send(request, stream=True)
+    async def _read(self, client: httpx.AsyncClient, request: httpx.Request) -> DeliveryOutcome:
+        response = await client.send(request, stream=True)
         try:
             status = response.status_code
             if not 200 <= status < 300:
@@ -133,7 +200,17 @@ class WebhookSender:
             await response.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pools.aclose()
+
+
+def _tls_failure(err: BaseException) -> bool:
+    """Whether an SSL error (an untrusted or wrong certificate) lies under ``err``."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _host_header(target: WebhookTarget) -> str:
