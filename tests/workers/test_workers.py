@@ -287,6 +287,28 @@ async def test_a_stopped_worker_hands_its_run_to_another(tmp_path: Path) -> None
             assert answer_text(log, run_id) == "".join(f"w{i} " for i in range(30))
 
 
+async def test_runs_beyond_a_workers_capacity_wait_for_room_and_all_complete(
+    tmp_path: Path,
+) -> None:
+    async with cluster_of(tmp_path, words=3, delay=0.1) as cluster:
+        await cluster.start_server()
+        await cluster.start_worker("--capacity", "2")
+        async with cluster.client() as c:
+            sessions = await asyncio.gather(*(new_session(c) for _ in range(8)))
+            followed = [Events(c, s) for s in sessions]
+            # Two runs fill the worker; the six sent while they run wait for room.
+            runs = [await send(c, s) for s in sessions[:2]]
+            for e in followed[:2]:
+                await e.until(lambda e: e["type"] == "run-start")
+            runs += await asyncio.gather(*(send(c, s) for s in sessions[2:]))
+            ends = await asyncio.gather(
+                *(e.run_end(r) for e, r in zip(followed, runs, strict=True))
+            )
+            for e in followed:
+                await e.aclose()
+            assert [end["reason"] for end in ends] == ["complete"] * 8, cluster.logs()
+
+
 async def test_two_workers_share_fifty_sessions_each_run_once(
     tmp_path: Path, redis: RedisServer
 ) -> None:

@@ -27,10 +27,12 @@ READY_TIMEOUT = 30.0
 class WorkerProcess:
     """One ``tether worker worker_app:app`` child, its output in a file."""
 
-    def __init__(self, server: TetherServer, log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, server: TetherServer, log_path: Path, env: dict[str, str], *args: str
+    ) -> None:
         self.log_path = log_path
         self.command = [
-            *tether_command(), "worker", "worker_app:app", "--server", server.base_url,
+            *tether_command(), "worker", "worker_app:app", "--server", server.base_url, *args,
         ]  # fmt: skip
         self.env = {**env, "TETHER_WORKER_KEY": WORKER_KEY, "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen[bytes] | None = None
@@ -95,10 +97,10 @@ class Cluster:
         await asyncio.to_thread(self.server.start)
         return self.server
 
-    async def start_worker(self) -> WorkerProcess:
+    async def start_worker(self, *args: str) -> WorkerProcess:
         assert self.server is not None
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(self.server, log, self.env)
+        worker = WorkerProcess(self.server, log, self.env, *args)
         self.workers.append(worker)
         return await asyncio.to_thread(worker.start)
 

@@ -144,7 +144,10 @@ class Worker:
         """Claim the agent's wake while there is room: take the sessions dispatched since
         the acked offset, ack those taken, let the wake go (the server wakes another
         worker, or this one, if entries remain)."""
-        while self._room(runtime):
+        while True:
+            if not self._room(runtime):
+                self._starved[agent] = True  # the wake waits: claimed once there is room
+                return
             try:
                 claim = await self.store.call("claim", {"agent": agent, "owner": self.owner})
             except WorkerRefused as err:
