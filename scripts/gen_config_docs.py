@@ -57,6 +57,10 @@ ENV_VARS: dict[str, str] = {
     "(default `http://127.0.0.1:4437`).",
     "TETHER_API_KEY": "The key the Python SDK sends (`Authorization: Bearer`), one of the "
     "server's `TETHER_API_KEYS`.",
+    "TETHER_WORKER_KEYS": "Comma-separated worker keys: each lets a `tether worker` drive "
+    "sessions of the worker-served agents through the worker API (see [Workers](workers.md)).",
+    "TETHER_WORKER_AGENTS": "Comma-separated agents that `tether worker` processes serve: "
+    "the server queues their runs for workers and never runs them itself.",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "Set, runs are traced and sent over OTLP/HTTP to it (needs "
     "`pip install 'tether[otel]'`; see [Tracing](tracing.md)).",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "The same for traces only; wins over the one above.",

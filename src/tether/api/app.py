@@ -51,10 +51,12 @@ from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
 from tether.api.webui import build_web_router
+from tether.api.workers import WorkerCalls, WorkerConfig, build_worker_router
 from tether.observability import metrics
 from tether.observability.tracing import Exporter
 from tether.providers.base import Provider
 from tether.providers.registry import ProviderRegistry, UnknownModel
+from tether.runtime.dispatch import WorkDispatch
 from tether.runtime.runner import LEASE_TTL, Agent, RunPolicy, Runtime
 from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.checkpoints import DEFAULT_EVERY
@@ -97,6 +99,7 @@ class TetherApp:
         metrics_listen: tuple[str, int] | None = None,
         acp_agents: Sequence[ACPAgentConfig] = (),
         data_dir: Path = Path(".tether"),
+        workers: WorkerConfig | None = None,
         webhook_allow_loopback: bool = False,
         fold_cache_bytes: int = DEFAULT_FOLD_CACHE_BYTES,
         checkpoint_every: int = DEFAULT_EVERY,
@@ -131,11 +134,15 @@ class TetherApp:
             fold_cache_bytes=fold_cache_bytes,
             checkpoint_every=checkpoint_every,
         )
+        #: tether workers: their keys, and the agents they serve (docs/workers.md).
+        self.workers = workers or WorkerConfig()
+        self.dispatch = WorkDispatch(store, self.workers.agents, lease_ttl)
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
         self.runtime = Runtime(
             self.sessions, self._agent_for, lease_ttl=lease_ttl,
             retry_lost_runs=retry_lost_runs, policy=runs,
+            dispatch=self.dispatch if self.workers.agents else None,
         )  # fmt: skip
         self.policy = StreamPolicy(
             self.auth, self.sessions, store, shared=shared_streams, max_streams=max_streams
@@ -198,6 +205,7 @@ class TetherApp:
         native = SessionRoutes(
             self.sessions, self.runtime, self.auth, self._check_model, self.stop_future,
             self.kit.tools, attachments=self.attachments,
+            waiting=self.dispatch.waiting if self.workers.agents else None,
         )  # fmt: skip
         web.include_router(native.router)
         channel = ClientChannelRoutes(self.sessions, self.runtime, self.stop_future)
@@ -241,6 +249,11 @@ class TetherApp:
         web.include_router(build_tools_router(self.kit.tools, self.mcp))
         web.include_router(build_web_router())  # the web UI at / and /ui/...
         web.include_router(build_operations_router(self.readiness, self.auth))  # health, metrics
+        if self.workers.enabled:
+            calls = WorkerCalls(
+                self.store, self.sessions, self.workers, self.dispatch, self.stop_future
+            )
+            web.include_router(build_worker_router(calls))
         document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json
         return web
 
@@ -248,7 +261,7 @@ class TetherApp:
         if model and agent:
             return "give a model or an agent, not both"
         if agent is not None:
-            names = {*self.agents, *self.acp.agents}
+            names = {*self.agents, *self.acp.agents, *self.workers.agents}
             known = ", ".join(sorted(names)) or "none"
             return None if agent in names else f"unknown agent {agent!r} (agents: {known})"
         try:
@@ -331,6 +344,7 @@ class TetherApp:
                     await self.store.open()
                     await self.sessions.build_indexes()
                     await self.subscriptions.start()
+                    await self.dispatch.open(self.subscriptions)  # the workers' subscriptions
                     await self.mcp.start()
                     self.acp.start()
                     await self.runtime.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
@@ -20,11 +20,14 @@ from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
 from tether.api.relay import EventStreamResponse, Follow
 from tether.observability import metrics
+from tether.runtime.dispatch import WAITING
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions.attachments import BadAttachment, attachment_part
+from tether.sessions.fold import SessionFold
 from tether.sessions.service import (
     DEFAULT_TITLE,
     SessionNotFound,
+    SessionRecord,
     SessionService,
     stream_name,
     title_from,
@@ -181,8 +184,11 @@ class SessionRoutes:
         tools: ToolRegistry,
         *,
         attachments: Attachments,
+        waiting: Callable[[SessionRecord, SessionFold], Awaitable[bool]] | None = None,
     ) -> None:
+        """``waiting``: whether a run of a session waits for a tether worker (docs/workers.md)."""
         self.sessions = sessions
+        self.waiting = waiting
         self.runtime = runtime
         self.auth = auth
         self.known_models = known_models
@@ -292,6 +298,8 @@ class SessionRoutes:
         snap = state.fold.snapshot()
         out = _session_json(state.record.public(), snap["status"])
         out.update(snap)
+        if self.waiting is not None and await self.waiting(state.record, state.fold):
+            out["status"] = WAITING
         out["offset"] = format_offset(state.position)
         return out
 

@@ -25,6 +25,7 @@ from tether.api.auth import Auth
 from tether.api.detach import DEFAULT_GRACE
 from tether.api.guard import GuardConfig
 from tether.api.idempotency import DEFAULT_RETENTION
+from tether.api.workers import WorkerConfig
 from tether.cli.chat import chat, tail
 from tether.cli.connections import (
     ConnectionGuard,
@@ -36,6 +37,7 @@ from tether.cli.gc_policy import settle_heap
 from tether.cli.log_redaction import configure_logging
 from tether.cli.sessions_cmd import sessions
 from tether.cli.webhook_keys import webhook_keys
+from tether.cli.worker import worker
 from tether.providers.redaction import check_credential
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.policy import SHUTDOWN_GRACE, SUSPEND_AFTER, RunPolicy
@@ -459,6 +461,7 @@ def serve(
         gateway_detach_grace=gateway_detach_grace,
         access_log=access_log,
         metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
+        workers=WorkerConfig.from_env(),
         webhook_allow_loopback=webhook_allow_loopback,
         fold_cache_bytes=fold_cache_bytes,
         checkpoint_every=fold_checkpoint_every,
@@ -547,12 +550,15 @@ def tether_secrets(env: Mapping[str, str]) -> list[str]:
     secret = env.get("TETHER_SECRET", "")
     check_credential("TETHER_API_KEYS", keys)
     check_credential("TETHER_SECRET", secret)
-    return [k.strip() for k in keys.split(",") if k.strip()] + [secret]
+    workers = env.get("TETHER_WORKER_KEYS", "")
+    check_credential("TETHER_WORKER_KEYS", workers)
+    return [k.strip() for k in f"{keys},{workers}".split(",") if k.strip()] + [secret]
 
 
 main.add_command(chat)
 main.add_command(tail)
 main.add_command(sessions)
+main.add_command(worker)
 main.add_command(webhook_keys)
 
 

@@ -60,7 +60,7 @@ from tether.runtime.queue import QueueItem, queue_update
 from tether.runtime.tasks import cancel_and_wait
 from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
-from tether.sessions.service import SessionRecord, SessionService, stream_name
+from tether.sessions.service import SessionRecord, SessionService, SessionState, stream_name
 from tether.store.errors import LeaseLost, StreamNotFound
 from tether.streams.tail import tail
 
@@ -81,6 +81,9 @@ AgentResolver = Callable[[SessionRecord], Agent]
 #: attribute, called with RunContext's keyword arguments; the runtime uses it
 #: in place of RunContext.
 ContextFactory = Callable[..., RunContext]
+#: Hands a session whose agent runs elsewhere (tether workers) to whoever runs it,
+#: instead of driving it here; returns whether the session is served elsewhere.
+Dispatch = Callable[[SessionState], Awaitable[bool]]
 
 
 class DriverState(enum.Enum):
@@ -134,11 +137,19 @@ class Drivers:
         lease_ttl: float = LEASE_TTL,
         retry_lost_runs: bool = False,
         policy: RunPolicy | None = None,
+        dispatch: Dispatch | None = None,
+        worker: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.store = sessions.store
         self.resolve_agent = resolve_agent
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        #: Sessions of agents served elsewhere go there (tether.runtime.dispatch).
+        self.dispatch = dispatch
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        #: Look again for work after letting a session go. False in a tether worker:
+        #: it cannot read a session it let go, and the server dispatches the
+        #: session again when input lands there.
+        self.retakes = True
         #: Other processes use the store too: leases lapse, and inputs may come
         #: from them through the stream.
         self.shared = not self.store.exclusive
@@ -184,7 +195,10 @@ class Drivers:
         return iter(list(self._by_session.values()))
 
     async def drive(self, session_id: str) -> SessionDriver | None:
-        """Become the session's driver (taking its lease); None if another process is."""
+        """Become the session's driver (taking its lease); None if another process is,
+        or if the session's agent is served elsewhere (then it is dispatched there)."""
+        if self.dispatch is not None and await self.dispatch(await self.sessions.state(session_id)):
+            return None
         driver = self.get(session_id)
         return driver if await driver.take() else None
 
@@ -321,6 +335,9 @@ class SessionDriver:
                 return
             self._set_state(DriverState.FREE)
             await self._stop_watcher()
+            note = self.host.notes.get(self.session_id)
+            if note is not None:  # written as the driver (a worker may write only so)
+                await asyncio.gather(note, return_exceptions=True)
             with contextlib.suppress(Exception):  # else it lapses on its own
                 await self.host.store.release_lease(lease_name(self.session_id), self.host.worker)
 
@@ -345,7 +362,7 @@ class SessionDriver:
         """
         host = self.host
         await self.let_go(queued_too=host.closing)
-        if not (retake and host.shared) or host.closing:
+        if not (retake and host.shared and host.retakes) or host.closing:
             return
         fold = await self.fold()
         if (fold.pending() or fold.active_run is not None) and await host.drive(self.session_id):

@@ -40,20 +40,30 @@ ORPHAN_RECORD_AGE = 60.0
 class LeaseKeeper:
     """Renews the leases of the sessions ``drivers`` drive, and reaps the others."""
 
-    def __init__(self, drivers: Drivers, reap_interval: float = REAP_INTERVAL) -> None:
+    def __init__(
+        self, drivers: Drivers, reap_interval: float = REAP_INTERVAL, *, reap: bool = True
+    ) -> None:
         self.drivers = drivers
         self.reap_interval = reap_interval
+        #: False in a tether worker: it only keeps its leases; the server reaps,
+        #: expires waits, and dispatches what it finds to the workers.
+        self.reaps = reap
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Take over what dead processes left (runs open, queues), then keep leases."""
+        if not self.reaps:
+            self._background = [asyncio.create_task(self._renew_forever(), name="tether-renewer")]
+            return
         await self.reap()
         self._background = [asyncio.create_task(self._expire_forever(), name="tether-expiry")]
         if self.drivers.shared:
-            self._background += [
-                asyncio.create_task(self._renew_forever(), name="tether-lease-renewer"),
-                asyncio.create_task(self._reap_forever(), name="tether-reaper"),
-            ]
+            self._background.append(
+                asyncio.create_task(self._renew_forever(), name="tether-lease-renewer")
+            )
+        if self.drivers.shared or self.drivers.dispatch is not None:
+            # Workers' leases lapse on any store: their sessions are dispatched again.
+            self._background.append(asyncio.create_task(self._reap_forever(), name="tether-reaper"))
 
     async def aclose(self) -> None:
         await cancel_and_wait(self._background)

@@ -32,7 +32,14 @@ from typing import Any
 
 from tether.runtime import client_requests as rpc
 from tether.runtime.context import Approval, ToolOutcome
-from tether.runtime.driver import LEASE_TTL, Agent, AgentResolver, Drivers, SessionDriver
+from tether.runtime.driver import (
+    LEASE_TTL,
+    Agent,
+    AgentResolver,
+    Dispatch,
+    Drivers,
+    SessionDriver,
+)
 from tether.runtime.errors import Conflict, InvalidInput, UnknownRequest
 from tether.runtime.execution import STOP, SUSPEND, begin
 from tether.runtime.keeper import REAP_INTERVAL, LeaseKeeper
@@ -74,15 +81,22 @@ class Runtime:
         reap_interval: float = REAP_INTERVAL,
         retry_lost_runs: bool = False,
         policy: RunPolicy | None = None,
+        dispatch: Dispatch | None = None,
+        worker: str | None = None,
+        reap: bool = True,
     ) -> None:
+        """``dispatch``: where sessions of agents served elsewhere go (the server's
+        tether.runtime.dispatch); ``worker``: this process's name as a lease holder;
+        ``reap``: False in a tether worker, which only keeps its own leases."""
         self.sessions = sessions
         self._drivers = Drivers(
             sessions, resolve_agent, lease_ttl=lease_ttl, retry_lost_runs=retry_lost_runs,
-            policy=policy,
+            policy=policy, dispatch=dispatch, worker=worker,
         )  # fmt: skip
+        self._drivers.retakes = reap
         #: When a shutdown's grace ends (loop time), once :meth:`drain` was called.
         self._deadline: float | None = None
-        self._keeper = LeaseKeeper(self._drivers, reap_interval)
+        self._keeper = LeaseKeeper(self._drivers, reap_interval, reap=reap)
         #: This process's name as a lease holder, and in ``run-start`` events.
         self.worker = self._drivers.worker
 
@@ -145,6 +159,17 @@ class Runtime:
         for driver in drivers:
             if driver.driving:
                 await driver.idle()
+
+    def active_runs(self) -> int:
+        return self._drivers.active_runs()
+
+    async def take_over(self, session_id: str) -> bool:
+        """Drive the session here if nobody does, and go on with its work (what a
+        tether worker does with a session dispatched to it); whether it drives it."""
+        if await self._drivers.drive(session_id) is None:
+            return False
+        await self._drivers.next(session_id)
+        return True
 
     # -- inputs ----------------------------------------------------------------
 

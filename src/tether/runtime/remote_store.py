@@ -1,0 +1,302 @@
+"""A worker's store: the server's store, reached through the worker API over HTTP.
+
+A tether worker runs the runtime's own drivers (tether.runtime.driver) over
+this store, so a worker drives a session exactly as a replica on Redis does:
+it takes the session's lease, appends fenced by it, follows the stream for
+cancels, tool results and approvals, and renews the lease while it works. The
+server checks each call against the worker's key (tether.api.workers).
+
+Following a stream (tether.streams.tail) needs a notifier: while anyone here
+follows a stream, one task long-polls the server for it and publishes what
+arrives, so a cancel posted to the server reaches the run here at once.
+
+What a worker may not do (create or delete streams, list records or indexes)
+the server refuses; those methods raise :class:`NotOffered` without asking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from tether.sessions.service import SessionService
+from tether.store.base import (
+    AppendRequest,
+    AppendResult,
+    CreateRequest,
+    CreateResult,
+    ReadResult,
+    Store,
+    StreamMeta,
+)
+from tether.store.errors import BackendUnavailable, LeaseLost, StreamNotFound
+from tether.store.notify import TailNotifier
+
+log = logging.getLogger(__name__)
+
+#: Seconds the server may hold a follower's read open before answering "nothing new".
+FOLLOW_WAIT = 10.0
+#: Seconds before a follower whose read failed asks again.
+RETRY_DELAY = 0.5
+#: Seconds one call may take (a follower's read waits FOLLOW_WAIT on top).
+CALL_TIMEOUT = 30.0
+
+
+class NotOffered(NotImplementedError):
+    """An operation the worker API does not offer a worker."""
+
+
+class WorkerRefused(Exception):
+    """The server refused a worker's call (its status and message; never the key)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class RemoteStore(Store):
+    """The :class:`Store` a tether worker uses: each call is one worker API request."""
+
+    exclusive = False
+
+    def __init__(self, server: str, key: str) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=server.rstrip("/"),
+            headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+            timeout=httpx.Timeout(CALL_TIMEOUT + FOLLOW_WAIT),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+        self.notifier: RemoteNotifier = RemoteNotifier(self)
+
+    async def open(self) -> None:
+        self.notifier.loop = asyncio.get_running_loop()
+
+    async def aclose(self) -> None:
+        await self.notifier.aclose()
+        await self._client.aclose()
+
+    async def call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One worker API call; its answer, or the refusal as an exception."""
+        try:
+            res = await self._client.post(f"/v1/worker/{op}", content=orjson.dumps(body))
+        except httpx.HTTPError as err:
+            what = type(err).__name__
+            raise BackendUnavailable(f"the tether server is unreachable ({what})") from None
+        if res.status_code == 200:
+            answer: dict[str, Any] = orjson.loads(res.content)
+            return answer
+        try:
+            error = orjson.loads(res.content)["error"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            error = {"code": "", "message": res.reason_phrase}
+        if error.get("code") == "lease_lost":
+            raise LeaseLost(str(body.get("path")))
+        if res.status_code == 404 and "path" in body:
+            raise StreamNotFound(str(body["path"]))
+        raise WorkerRefused(res.status_code, str(error.get("message")))
+
+    # -- streams -------------------------------------------------------------------
+
+    async def create(self, path: str, req: CreateRequest) -> CreateResult:
+        raise NotOffered("a worker does not create streams")
+
+    async def delete(self, path: str) -> None:
+        raise NotOffered("a worker does not delete streams")
+
+    async def append(self, path: str, req: AppendRequest) -> AppendResult:
+        if req.lease is None:
+            raise NotOffered("a worker appends only as a session's lease holder")
+        answer = await self.call(
+            "append",
+            {
+                "path": path,
+                "messages": [base64.b64encode(m).decode() for m in req.messages],
+                "content_type": req.content_type,
+                "lease": list(req.lease),
+            },
+        )
+        return AppendResult(answer["tail"], answer["closed"])
+
+    async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
+        return await self.wait_read(path, offset, max_bytes, 0.0)
+
+    async def wait_read(
+        self, path: str, offset: int | None, max_bytes: int, wait: float
+    ) -> ReadResult:
+        """A read that, with nothing after ``offset`` yet, waits up to ``wait`` seconds."""
+        answer = await self.call(
+            "read", {"path": path, "offset": offset, "max_bytes": max_bytes, "wait": wait}
+        )
+        return ReadResult(
+            _meta(answer["meta"]),
+            answer["start"],
+            [base64.b64decode(c) for c in answer["chunks"]],
+            answer["next"],
+            answer["up_to_date"],
+            answer["closed"],
+        )
+
+    async def head(self, path: str) -> StreamMeta:
+        return _meta((await self.call("head", {"path": path}))["meta"])
+
+    async def list_paths(
+        self, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[str], str | None]:
+        raise NotOffered("a worker does not list streams")
+
+    # -- records -------------------------------------------------------------------
+
+    async def put_record(self, namespace: str, key: str, value: bytes) -> None:
+        body = {"namespace": namespace, "key": key, "value": base64.b64encode(value).decode()}
+        await self.call("record_put", body)
+
+    async def get_record(self, namespace: str, key: str) -> bytes | None:
+        try:
+            answer = await self.call("record_get", {"namespace": namespace, "key": key})
+        except WorkerRefused as err:
+            if err.status == 404:
+                return None  # not this worker's to read: as if it did not exist
+            raise
+        value = answer["value"]
+        return None if value is None else base64.b64decode(value)
+
+    async def list_records(self, namespace: str) -> list[tuple[str, bytes]]:
+        raise NotOffered("a worker does not list records")
+
+    async def delete_record(self, namespace: str, key: str) -> None:
+        await self.call("record_delete", {"namespace": namespace, "key": key})
+
+    # -- indexes -------------------------------------------------------------------
+
+    async def index_put(self, name: str, member: str, key: str) -> None:
+        await self.call("index_put", {"name": name, "member": member, "key": key})
+
+    async def index_remove(self, name: str, member: str) -> None:
+        await self.call("index_remove", {"name": name, "member": member})
+
+    async def index_page(self, name: str, after: str | None, limit: int) -> list[tuple[str, str]]:
+        raise NotOffered("a worker does not read indexes")
+
+    async def index_count(self, name: str) -> int:
+        raise NotOffered("a worker does not read indexes")
+
+    # -- leases --------------------------------------------------------------------
+
+    async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        try:
+            answer = await self.call("lease_acquire", {"name": name, "owner": owner, "ttl": ttl})
+        except WorkerRefused as err:
+            if err.status == 404:
+                return False  # not a session of a worker-served agent (or gone)
+            raise
+        return bool(answer["acquired"])
+
+    async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
+        if not names:
+            return []
+        answer = await self.call("lease_renew", {"names": names, "owner": owner, "ttl": ttl})
+        return list(answer["lost"])
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        await self.call("lease_release", {"name": name, "owner": owner})
+
+    async def lease_holder(self, name: str) -> str | None:
+        raise NotOffered("a worker does not look at others' leases")
+
+
+class RemoteSessions(SessionService):
+    """A worker's session service: what a run notes on its session's record (status,
+    usage) is written by the server, which files the session in its owner's lists."""
+
+    store: RemoteStore
+
+    def __init__(self, store: RemoteStore) -> None:
+        super().__init__(store)
+
+    async def note_run(
+        self,
+        session_id: str,
+        status: str,
+        *,
+        usage: Mapping[str, int] | None = None,
+        touch: bool = False,
+    ) -> None:
+        body = {"session": session_id, "status": status, "usage": dict(usage or {}), "touch": touch}
+        await self.store.call("note_run", body)
+
+
+def _meta(raw: dict[str, Any]) -> StreamMeta:
+    closed_by = raw.get("closed_by")
+    raw["closed_by"] = tuple(closed_by) if closed_by is not None else None
+    return StreamMeta(**raw)
+
+
+class RemoteNotifier(TailNotifier):
+    """Publishes what the server appends to the streams followed here.
+
+    One task per followed stream long-polls the server from where it last
+    read and publishes each batch; a reader whose position differs re-reads
+    from the store, as on any store (tether.streams.tail).
+    """
+
+    def __init__(self, store: RemoteStore) -> None:
+        super().__init__()
+        self._store = store
+        self._followers: dict[str, asyncio.Task[None]] = {}
+
+    def subscribe(self, path: str) -> None:
+        super().subscribe(path)
+        if path not in self._followers:
+            self._followers[path] = asyncio.create_task(
+                self._follow(path), name=f"tether-follow-{path}"
+            )
+
+    def unsubscribe(self, path: str) -> None:
+        super().unsubscribe(path)
+        if self.watcher_count(path) == 0:
+            task = self._followers.pop(path, None)
+            if task is not None:
+                task.cancel()
+
+    async def aclose(self) -> None:
+        tasks = list(self._followers.values())
+        self._followers.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+    async def _follow(self, path: str) -> None:
+        store = self._store
+        position: int | None = None
+        try:
+            while True:
+                try:
+                    if position is None:
+                        position = (await store.head(path)).tail
+                    res = await store.wait_read(path, position, 1024 * 1024, FOLLOW_WAIT)
+                except (BackendUnavailable, WorkerRefused) as err:
+                    log.warning("following %s: %s; trying again", path, err)
+                    await asyncio.sleep(RETRY_DELAY)
+                    position = None
+                    self.publish(path, -1, -1, [], False)  # readers look again for themselves
+                    continue
+                if res.chunks or res.closed:
+                    self.publish(path, res.start, res.next, res.chunks, res.closed)
+                position = res.next
+                if res.closed:
+                    return
+        except StreamNotFound:
+            # Gone, or no longer ours to read (our lease went): readers stop.
+            self.publish(path, 0, 0, [], False, deleted=True)
+        finally:
+            if self._followers.get(path) is asyncio.current_task():
+                del self._followers[path]
