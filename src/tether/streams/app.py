@@ -525,7 +525,6 @@ class StreamsApp:
             notifier.unlisten(name, live)
             self._live.discard(live)
         if live.cut:
-            metrics.READERS_CUT_OFF.labels("sse").inc()
             await _send_body(send, live.cut_off_frame())
             return None
         if live.gap and not (disconnect.done() or shutdown.done()):

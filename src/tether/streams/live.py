@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import asyncio
 
+from tether.observability import metrics
 from tether.store.notify import TailEvent
 from tether.streams import sse
 from tether.streams.wire import format_offset
+
+
+_CUT_OFF = metrics.READERS_CUT_OFF.labels("sse")
 
 
 class LiveReader:
@@ -62,6 +66,7 @@ class LiveReader:
                 frames.clear()
                 self.queued = 0
                 self.cut = True
+                _CUT_OFF.inc()
         elif ev.end > self.offset or ev.closed:
             self.gap = True
         else:
