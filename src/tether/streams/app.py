@@ -95,8 +95,10 @@ class StreamsApp:
         self.config = config or StreamsConfig()
         self.authorize = authorize
         self._shutdown: asyncio.Future[None] | None = None
-        #: The live SSE readers, woken at shutdown.
+        #: The live SSE readers: woken at shutdown, and by one timer for all of
+        #: them when their heartbeat or end is due (not a timer each: memory).
         self._live: set[LiveReader] = set()
+        self._ticker: asyncio.TimerHandle | None = None
 
     def shutdown(self) -> None:
         """End live reads (SSE, long-poll) promptly; called on SIGTERM."""
@@ -319,6 +321,7 @@ class StreamsApp:
             raise HTTPError(400, "bad_offset", "live reads need an offset")
         pos = parse_offset(raw if raw is not None else "-1")
         cursor = query.get("cursor", [None])[-1]
+        del query, offsets  # (not held for a live read's lifetime: memory per idle reader)
         if live is None:
             await self._catch_up(send, name, pos, h)
         elif live == "long-poll":
@@ -423,6 +426,7 @@ class StreamsApp:
             offset: int | None = None if res.closed else res.next
             if not res.up_to_date:
                 fut = None
+            del res  # (not held while live: memory per idle reader)
             while offset is not None:
                 offset = await self._sse_catch_up(send, name, offset, fut, encoding, cursor)
                 # (No frame holds a link of the tail chain past the catch-up: a
@@ -430,6 +434,7 @@ class StreamsApp:
                 fut = None
                 if offset is not None:
                     live = LiveReader(offset, encoding, cursor, self.config.sse_send_buffer)
+                    live.due = min(time.monotonic() + self.config.sse_heartbeat, ends_at)
                     offset = await self._sse_live(send, name, live, ends_at, disconnect)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -480,6 +485,18 @@ class StreamsApp:
             await _send_body(send, _live_frame(ev, encoding, cursor))
             offset = ev.end
 
+    def _tick_seconds(self) -> float:
+        return min(1.0, self.config.sse_heartbeat / 4, self.config.sse_max_seconds / 4)
+
+    def _tick(self) -> None:
+        """Wake the live readers whose heartbeat or end is due."""
+        now = time.monotonic()
+        for live in self._live:
+            if live.due <= now:
+                live.wake()
+        loop = self.store.notifier.running_loop()
+        self._ticker = loop.call_later(self._tick_seconds(), self._tick) if self._live else None
+
     async def _sse_live(
         self,
         send: Send,
@@ -499,28 +516,29 @@ class StreamsApp:
         heartbeat = self.config.sse_heartbeat
         notifier.listen(name, live)
         self._live.add(live)
-        disconnect.add_done_callback(lambda _: live.wake())
+        if self._ticker is None:
+            self._ticker = loop.call_later(self._tick_seconds(), self._tick)
+        disconnect.add_done_callback(live.woken)
         try:
             while True:
                 if live.frames:
                     await _send_body(send, live.take())
+                    live.due = min(time.monotonic() + heartbeat, ends_at)
                     continue
                 if live.done or disconnect.done() or shutdown.done():
                     break
-                remaining = ends_at - time.monotonic()
-                if remaining <= 0:
+                now = time.monotonic()
+                if now >= ends_at:
                     break
+                if now >= live.due:
+                    await _send_body(send, sse.HEARTBEAT)
+                    live.due = min(now + heartbeat, ends_at)
+                    continue
                 live.waiter = waiter = loop.create_future()
-                timer = loop.call_later(min(heartbeat, remaining), _wake, waiter)
                 try:
                     await waiter
                 finally:
-                    timer.cancel()
                     live.waiter = None
-                if not live.frames and not live.done and time.monotonic() < ends_at:
-                    if disconnect.done() or shutdown.done():
-                        break
-                    await _send_body(send, sse.HEARTBEAT)
         finally:
             notifier.unlisten(name, live)
             self._live.discard(live)
@@ -548,11 +566,6 @@ def _sse_headers(encoding: str) -> Headers:
     if encoding == sse.BASE64:
         out.append((b"stream-sse-data-encoding", b"base64"))
     return out
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 async def _until_disconnect(receive: Receive) -> None:

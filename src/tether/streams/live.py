@@ -18,15 +18,14 @@ from tether.store.notify import TailEvent
 from tether.streams import sse
 from tether.streams.wire import format_offset
 
-
 _CUT_OFF = metrics.READERS_CUT_OFF.labels("sse")
 
 
 class LiveReader:
     """One SSE response following a stream live from ``offset``."""
 
-    __slots__ = ("closed", "cursor", "cut", "encoding", "frames", "gap", "limit", "offset",
-                 "queued", "sent", "waiter")  # fmt: skip
+    __slots__ = ("closed", "cursor", "cut", "due", "encoding", "frames", "gap", "limit",
+                 "offset", "queued", "sent", "waiter")  # fmt: skip
 
     def __init__(self, offset: int, encoding: str, cursor: str, limit: int) -> None:
         #: Where the next append must start, and where the queue starts.
@@ -45,6 +44,8 @@ class LiveReader:
         self.gap = False
         #: More than ``limit`` bytes were waiting for the client: end, with the reason.
         self.cut = False
+        #: When the task must write without an append (a heartbeat, or the response's end).
+        self.due = 0.0
 
     def deliver(self, ev: TailEvent) -> bool:
         """Queue one append (called by the notifier's fan-out, for every reader at once).
@@ -78,6 +79,10 @@ class LiveReader:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def woken(self, _: object) -> None:
+        """:meth:`wake`, as a done-callback (the client left)."""
+        self.wake()
 
     @property
     def done(self) -> bool:
