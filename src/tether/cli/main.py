@@ -179,7 +179,8 @@ def main() -> None:
 @click.option("--sse-send-buffer", default=1024 * 1024, show_default=True,
               type=click.IntRange(min=1),
               help="Bytes a live SSE reader may have waiting for its client (beyond the "
-              "socket's own buffers) before it is disconnected; it resumes from its offset.")  # fmt: skip
+              "socket's own buffers) before it is disconnected; it resumes from its "
+              "offset.")  # fmt: skip
 @click.option(
     "--lease-ttl",
     default=lambda: float(os.environ.get("TETHER_LEASE_TTL", LEASE_TTL)),
