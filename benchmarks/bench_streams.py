@@ -1183,12 +1183,16 @@ async def open_stalled_reader(url: str, cfg: Config) -> socket.socket:
 
 
 async def cut_off(sock: socket.socket, wait_s: float) -> bool:
-    """Whether the server ended this connection: drain what it sent, up to its end."""
+    """Whether the server ended this reader's response: drain what it sent, up to the
+    response's last chunk (the connection may stay open) or the connection's end."""
     loop = asyncio.get_running_loop()
+    tail = b""
     try:
         async with asyncio.timeout(wait_s):
-            while await loop.sock_recv(sock, 1 << 16):
-                pass
+            while chunk := await loop.sock_recv(sock, 1 << 16):
+                tail = (tail + chunk)[-5:]
+                if tail == b"0\r\n\r\n":
+                    return True
     except TimeoutError:
         return False
     except OSError:
@@ -1238,7 +1242,7 @@ async def scenario_stalled(run: TargetRun) -> dict[str, Any]:
             raise BenchError(f"the live reader missed messages: {live.error}")
         await asyncio.sleep(cfg.idle_settle_s)
         after = rss_kib(run.server.pids)
-        ended = await asyncio.gather(*(cut_off(s, 2.0) for s in socks))
+        ended = await asyncio.gather(*(cut_off(s, cfg.request_timeout_s) for s in socks))
     finally:
         for sock in socks:
             sock.close()

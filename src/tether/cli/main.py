@@ -176,7 +176,7 @@ def main() -> None:
 )
 @click.option("--long-poll-timeout", default=3.0, show_default=True, type=float,
               help="Seconds a long-poll read waits for new data.")  # fmt: skip
-@click.option("--sse-send-buffer", default=1024 * 1024, show_default=True,
+@click.option("--sse-send-buffer", default=256 * 1024, show_default=True,
               type=click.IntRange(min=1),
               help="Bytes a live SSE reader may have waiting for its client (beyond the "
               "socket's own buffers) before it is disconnected; it resumes from its "

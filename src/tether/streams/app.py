@@ -75,7 +75,7 @@ class StreamsConfig:
     sse_max_seconds: float = 60.0
     sse_heartbeat: float = 15.0
     #: Bytes an SSE reader may have waiting for its client before it is cut off.
-    sse_send_buffer: int = 1024 * 1024
+    sse_send_buffer: int = 256 * 1024
     #: Bounds on the work one JSON body may cause.
     json: JsonLimits = field(default_factory=JsonLimits)
 
