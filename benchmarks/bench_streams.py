@@ -24,6 +24,10 @@ Scenarios (all on application/json streams, messages of ~100 bytes):
   producers-64  64 producers appending at once, each on its own keep-alive connection
             to a stream of its own -> total appends/s, append RTT p50/p99
   producers-64-one-stream  the same, all 64 on one stream
+  fanout-wide  10,000 SSE readers on one stream, a few appends one a second ->
+            delivery p99 to the last reader, the append's own latency, deliveries/s
+  stalled   100 SSE readers that stop reading while 50,000 messages are
+            appended -> server RSS growth, and how many stalled readers it cut off
 
 See benchmarks/README.md for how to run it.
 """
@@ -39,6 +43,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -100,7 +105,7 @@ DEFAULT_TARGETS = ("tether", "ref-memory", "ref-file")
 REF_TARGETS = ("ref-memory", "ref-file")
 ALL_SCENARIOS = (
     "appends", "fanout", "fanout-burst", "catchup", "idle",
-    "producers-64", "producers-64-one-stream",
+    "producers-64", "producers-64-one-stream", "fanout-wide", "stalled",
 )  # fmt: skip
 APPEND_OK = (200, 204)
 CREATE_OK = (200, 201, 204)
@@ -127,6 +132,11 @@ class Config:
     accept_encoding: str
     idle_readers: int
     idle_settle_s: float
+    wide_readers: int
+    wide_messages: int
+    wide_interval_ms: float
+    stalled_readers: int
+    stalled_messages: int
     open_concurrency: int
     request_timeout_s: float
     scenario_timeout_s: float
@@ -202,6 +212,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         help="redis-server executable (target tether-redis)",
     )
     p.add_argument("--idle-settle", type=float, default=1.0, help="seconds to settle before RSS")
+    p.add_argument("--wide-readers", type=int, default=10000, help="SSE readers (fanout-wide)")
+    p.add_argument("--wide-messages", type=int, default=10, help="appends (fanout-wide)")
+    p.add_argument(
+        "--wide-interval-ms",
+        type=float,
+        default=1000.0,
+        help="fanout-wide: one append every N ms, sent whether or not the readers have "
+        "the previous one (each append still awaits its own response)",
+    )
+    p.add_argument("--stalled-readers", type=int, default=100, help="readers that stop (stalled)")
+    p.add_argument("--stalled-messages", type=int, default=50000, help="appends (stalled)")
     p.add_argument(
         "--open-concurrency", type=int, default=64, help="max SSE connections opening at once"
     )
@@ -259,6 +280,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         "--idle-readers": ns.idle_readers,
         "--producers": ns.producers,
         "--producer-appends": ns.producer_appends,
+        "--wide-readers": ns.wide_readers,
+        "--wide-messages": ns.wide_messages,
+        "--stalled-readers": ns.stalled_readers,
+        "--stalled-messages": ns.stalled_messages,
         "--open-concurrency": ns.open_concurrency,
     }
     for name, value in positive.items():
@@ -266,6 +291,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
             p.error(f"{name} must be >= 1")
     if ns.append_warmup < 0 or ns.fanout_interval_ms < 0 or ns.idle_settle < 0:
         p.error("--append-warmup, --fanout-interval-ms and --idle-settle must be >= 0")
+    if ns.wide_interval_ms < 0:
+        p.error("--wide-interval-ms must be >= 0")
 
     cfg = Config(
         targets=tuple(dict.fromkeys(targets)),
@@ -283,6 +310,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         accept_encoding=ns.accept_encoding,
         idle_readers=ns.idle_readers,
         idle_settle_s=ns.idle_settle,
+        wide_readers=ns.wide_readers,
+        wide_messages=ns.wide_messages,
+        wide_interval_ms=ns.wide_interval_ms,
+        stalled_readers=ns.stalled_readers,
+        stalled_messages=ns.stalled_messages,
         open_concurrency=ns.open_concurrency,
         request_timeout_s=ns.request_timeout,
         scenario_timeout_s=ns.scenario_timeout,
@@ -1148,6 +1180,206 @@ async def scenario_producers(run: TargetRun, one_stream: bool) -> dict[str, Any]
     }
 
 
+async def open_sse_readers(
+    run: TargetRun, url: str, readers: Sequence[SseReader], offset: str
+) -> list[asyncio.Task[None]]:
+    """One SSE reader task per entry of `readers`, at most --open-concurrency opening at
+    once; returns once every reader has had its first control event."""
+    sem = asyncio.Semaphore(run.cfg.open_concurrency)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def open_one(reader: SseReader) -> None:
+        async with sem:
+            tasks.append(start_sse(run, url, offset, reader))
+            await reader.ready.wait()
+
+    try:
+        async with asyncio.timeout(run.cfg.scenario_timeout_s / 2):
+            await asyncio.gather(*(open_one(r) for r in readers))
+    except TimeoutError:
+        ready = sum(r.ready.is_set() for r in readers)
+        await stop_tasks(tasks)
+        raise BenchError(f"only {ready}/{len(readers)} SSE readers got a control event") from None
+    if err := first_error(readers):
+        await stop_tasks(tasks)
+        raise BenchError(err)
+    return tasks
+
+
+async def scenario_fanout_wide(run: TargetRun) -> dict[str, Any]:
+    """--wide-readers SSE readers of one stream; --wide-messages appends paced one every
+    --wide-interval-ms whether or not the readers have the last one. Per append: its own
+    round trip, and the delay until the last reader had it."""
+    cfg = run.cfg
+    url = run.stream_url("fanout-wide")
+    await create_stream(run.session, url, cfg)
+    n_readers, n_msgs = cfg.wide_readers, cfg.wide_messages
+    readers = [SseReader(n_msgs) for _ in range(n_readers)]
+    tasks = await open_sse_readers(run, url, readers, "-1")
+    appender = Appender(run, url)
+    perf = time.perf_counter
+    rtts: list[float] = []
+    try:
+        await appender.connect()
+        interval = cfg.wide_interval_ms / 1e3
+        cpu0, srv0 = time.process_time(), run.cpu_snapshot()
+        first_send = perf()
+        for i in range(n_msgs):
+            delay = first_send + i * interval - perf()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = perf()
+            await appender.append(make_message(i, sent))
+            rtts.append(perf() - sent)
+            if err := first_error(readers):
+                raise BenchError(err)
+        try:
+            async with asyncio.timeout(cfg.scenario_timeout_s / 2):
+                await asyncio.gather(*(r.done.wait() for r in readers))
+        except TimeoutError:
+            counts = sorted(len(r.seqs) for r in readers)
+            raise BenchError(
+                f"readers did not receive all {n_msgs} messages (min {counts[0]}, max {counts[-1]})"
+            ) from None
+        span = max(r.last_recv for r in readers) - first_send
+        cpu1, srv1 = time.process_time(), run.cpu_snapshot()
+    finally:
+        await appender.close()
+        await stop_tasks(tasks)
+    if err := first_error(readers):
+        raise BenchError(err)
+    expected = list(range(n_msgs))
+    if any(r.seqs[:n_msgs] != expected for r in readers):
+        raise BenchError("a reader did not get every message in order")
+    # Each reader's i-th latency is message i's; the last reader of message i is the max.
+    to_last = sorted(max(r.lat[i] for r in readers) for i in range(n_msgs))
+    latencies = sorted(x for r in readers for x in r.lat)
+    rtts.sort()
+    return {
+        "readers": n_readers,
+        "messages": n_msgs,
+        "interval_ms": cfg.wide_interval_ms,
+        "last_reader_p50_ms": percentile(to_last, 50) * 1e3,
+        "last_reader_p99_ms": percentile(to_last, 99) * 1e3,
+        "latency_p50_ms": percentile(latencies, 50) * 1e3,
+        "latency_p99_ms": percentile(latencies, 99) * 1e3,
+        "append_p50_ms": percentile(rtts, 50) * 1e3,
+        "append_p99_ms": percentile(rtts, 99) * 1e3,
+        "deliveries_per_s": n_readers * n_msgs / span,
+        "client_cpu_pct": 100.0 * (cpu1 - cpu0) / span,
+        **cpu_pcts(srv0, srv1, span),
+    }
+
+
+STALLED_BATCH = 50  # messages per POST in the stalled scenario (a JSON array)
+STALLED_RCVBUF = 4096  # the stalled readers' socket receive buffer (bytes)
+
+
+async def open_stalled_reader(url: str, cfg: Config) -> socket.socket:
+    """An SSE reader that reads its response head and first event, then never reads
+    again; its small receive buffer makes the server's send side fill quickly."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or HOST, parts.port or 80
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALLED_RCVBUF)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(cfg.request_timeout_s):
+            await loop.sock_connect(sock, (host, port))
+            await loop.sock_sendall(
+                sock,
+                f"GET {parts.path}?offset=now&live=sse HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                "Accept: text/event-stream\r\n\r\n".encode(),
+            )
+            seen = b""
+            while b"event: control" not in seen and b"event:control" not in seen:
+                chunk = await loop.sock_recv(sock, 4096)
+                if not chunk:
+                    raise BenchError("a stalled reader's response ended before its first event")
+                seen += chunk
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def cut_off(sock: socket.socket, wait_s: float) -> bool:
+    """Whether the server ended this reader's response: drain what it sent, up to the
+    response's last chunk (the connection may stay open) or the connection's end."""
+    loop = asyncio.get_running_loop()
+    tail = b""
+    try:
+        async with asyncio.timeout(wait_s):
+            while chunk := await loop.sock_recv(sock, 1 << 16):
+                tail = (tail + chunk)[-5:]
+                if tail == b"0\r\n\r\n":
+                    return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset by the server
+    return True
+
+
+async def scenario_stalled(run: TargetRun) -> dict[str, Any]:
+    """--stalled-readers SSE readers stop reading; --stalled-messages are appended
+    (STALLED_BATCH per POST) while one reader keeps up. Server RSS growth over the
+    run, and how many stalled readers the server disconnected."""
+    cfg = run.cfg
+    url = run.stream_url("stalled")
+    await create_stream(run.session, url, cfg)
+    await append(run.session, url, make_message(0, 0.0), cfg)
+    posts = -(-cfg.stalled_messages // STALLED_BATCH)
+    live = SseReader(posts * STALLED_BATCH)
+    socks: list[socket.socket] = []
+    tasks = await open_sse_readers(run, url, [live], "now")
+    try:
+        sem = asyncio.Semaphore(cfg.open_concurrency)
+
+        async def open_one() -> None:
+            async with sem:
+                socks.append(await open_stalled_reader(url, cfg))
+
+        await asyncio.gather(*(open_one() for _ in range(cfg.stalled_readers)))
+        await asyncio.sleep(cfg.idle_settle_s)
+        before = rss_kib(run.server.pids)
+        appender = Appender(run, url)
+        try:
+            await appender.connect()
+            t0 = time.perf_counter()
+            for p in range(posts):
+                base = p * STALLED_BATCH
+                batch = [make_message(base + i, 0.0) for i in range(STALLED_BATCH)]
+                await appender.append(b"[" + b",".join(batch) + b"]")
+            append_s = time.perf_counter() - t0
+        finally:
+            await appender.close()
+        try:
+            async with asyncio.timeout(cfg.request_timeout_s):
+                await live.done.wait()
+        except TimeoutError:
+            raise BenchError(f"the live reader got {len(live.seqs)} messages") from None
+        if live.error or live.seqs != list(range(posts * STALLED_BATCH)):
+            raise BenchError(f"the live reader missed messages: {live.error}")
+        await asyncio.sleep(cfg.idle_settle_s)
+        after = rss_kib(run.server.pids)
+        ended = await asyncio.gather(*(cut_off(s, cfg.request_timeout_s) for s in socks))
+    finally:
+        for sock in socks:
+            sock.close()
+        await stop_tasks(tasks)
+    return {
+        "stalled_readers": cfg.stalled_readers,
+        "messages": posts * STALLED_BATCH,
+        "append_s": append_s,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_growth_mib": (after - before) / 1024,
+        "cut_off": sum(ended),
+    }
+
+
 SCENARIOS: dict[str, Callable[[TargetRun], Any]] = {
     "appends": scenario_appends,
     "fanout": lambda run: scenario_fanout(run, run.cfg.fanout_interval_ms),
@@ -1156,6 +1388,8 @@ SCENARIOS: dict[str, Callable[[TargetRun], Any]] = {
     "idle": scenario_idle,
     "producers-64": lambda run: scenario_producers(run, one_stream=False),
     "producers-64-one-stream": lambda run: scenario_producers(run, one_stream=True),
+    "fanout-wide": scenario_fanout_wide,
+    "stalled": scenario_stalled,
 }
 
 
@@ -1177,6 +1411,7 @@ class Metric:
 
 CPU_SCENARIOS = (
     "appends", "fanout", "fanout-burst", "catchup", "producers-64", "producers-64-one-stream",
+    "fanout-wide",
 )  # fmt: skip
 METRICS = (
     Metric("appends", "appends_per_s", "appends/s (sequential, 1 conn)", "{:,.0f}", True),
@@ -1216,7 +1451,14 @@ METRICS = (
         "{:.2f}",
         False,
     ),
-)
+    Metric("fanout-wide", "last_reader_p99_ms", "wide fan-out to last reader p99 (ms)",
+           "{:.0f}", False),
+    Metric("fanout-wide", "latency_p99_ms", "wide fan-out latency p99 (ms)", "{:.0f}", False),
+    Metric("fanout-wide", "append_p99_ms", "wide fan-out append RTT p99 (ms)", "{:.1f}", False),
+    Metric("fanout-wide", "deliveries_per_s", "wide fan-out deliveries/s", "{:,.0f}", True),
+    Metric("stalled", "rss_growth_mib", "RSS growth, stalled readers (MiB)", "{:.1f}", False),
+    Metric("stalled", "cut_off", "stalled readers disconnected", "{:.0f}", True),
+)  # fmt: skip
 
 
 def summarize(
@@ -1278,6 +1520,16 @@ def goals(summary: dict[str, dict[str, dict[str, float]]]) -> list[tuple[str, st
                         t_cu >= 0.8 * r,
                     )
                 )
+    t_wide = med("tether", "fanout-wide.last_reader_p99_ms")
+    r_wide = med("ref-memory", "fanout-wide.last_reader_p99_ms")
+    if t_wide is not None and r_wide is not None:
+        out.append(
+            (
+                "wide fan-out to last reader p99 <= ref-memory",
+                f"{t_wide:.0f} vs {r_wide:.0f} ms",
+                t_wide <= r_wide,
+            )
+        )
     t_idle = med("tether", "idle.kib_per_reader")
     if t_idle is not None:
         out.append(("<= 20 KiB per idle SSE reader", f"{t_idle:.1f} KiB", t_idle <= 20.0))
@@ -1448,7 +1700,11 @@ async def run_target_round(
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     # The idle-memory scenario gets its own fresh server so that its RSS baseline
     # does not depend on what the other scenarios left in the server's heap.
-    groups = [[s for s in cfg.scenarios if s != "idle"], [s for s in cfg.scenarios if s == "idle"]]
+    # The wide fan-out and the stalled readers get one each too: 10,000 connections, or
+    # 50,000 messages, leave the heap of a server larger for whatever runs after them.
+    alone = ("idle", "fanout-wide", "stalled")
+    groups = [[s for s in cfg.scenarios if s not in alone]]
+    groups += [[s] for s in cfg.scenarios if s in alone]
     results: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     for group in groups:
@@ -1487,7 +1743,7 @@ async def run_all(cfg: Config, workroot: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, ns = parse_args(argv)
     preflight(cfg)
-    need = cfg.idle_readers + cfg.fanout_readers + 512
+    need = max(cfg.idle_readers, cfg.wide_readers) + cfg.fanout_readers + 512
     nofile = raise_nofile(max(need, 4096))
     if nofile < cfg.idle_readers + 64:
         raise BenchError(f"RLIMIT_NOFILE is {nofile}; too low for {cfg.idle_readers} readers")

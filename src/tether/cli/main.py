@@ -181,6 +181,11 @@ def main() -> None:
 )
 @click.option("--long-poll-timeout", default=3.0, show_default=True, type=float,
               help="Seconds a long-poll read waits for new data.")  # fmt: skip
+@click.option("--sse-send-buffer", default=256 * 1024, show_default=True,
+              type=click.IntRange(min=1),
+              help="Bytes a live SSE reader may have waiting for its client (beyond the "
+              "socket's own buffers) before it is disconnected; it resumes from its "
+              "offset.")  # fmt: skip
 @click.option(
     "--lease-ttl",
     default=lambda: float(os.environ.get("TETHER_LEASE_TTL", LEASE_TTL)),
@@ -371,6 +376,7 @@ def serve(
     max_json_values: int,
     max_json_depth: int,
     long_poll_timeout: float,
+    sse_send_buffer: int,
     lease_ttl: float,
     retry_lost_runs: bool,
     max_steps: int,
@@ -431,6 +437,7 @@ def serve(
         StreamsConfig(
             max_body=max_body,
             long_poll_timeout=long_poll_timeout,
+            sse_send_buffer=sse_send_buffer,
             json=JsonLimits(
                 max_values=max_json_values, max_depth=max_json_depth, max_batch=max_batch
             ),

@@ -97,6 +97,12 @@ READERS: Final = Gauge(
     ["transport"],
     registry=REGISTRY,
 )
+READERS_CUT_OFF: Final = Counter(
+    "tether_readers_cut_off_total",
+    "Live readers disconnected because their send buffer was full, by transport.",
+    ["transport"],
+    registry=REGISTRY,
+)
 STORE_APPENDS: Final = Counter(
     "tether_store_appends", "Appends committed, by store.", ["store"], registry=REGISTRY
 )

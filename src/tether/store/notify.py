@@ -6,12 +6,18 @@ events form a chain: a reader that took the pending future before it last read
 the store sees every later append exactly once, without polling and without
 one wake-up per reader. Readers that fall behind simply hold an older link;
 links nobody holds are garbage.
+
+Live SSE readers do not hold links: they *listen* (:meth:`TailNotifier.listen`),
+and each append is handed to every listener of its stream in one callback a
+loop iteration after the append, so the append's own answer goes out first and
+the fan-out costs one pass over the listeners, not a task wake-up per link.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(slots=True, eq=False)
@@ -26,6 +32,14 @@ class TailEvent:
     cache: dict[object, bytes] = field(default_factory=dict)
 
 
+class Listener(Protocol):
+    def deliver(self, event: TailEvent, /) -> bool:
+        """Take one append (or the stream's deletion); False: listen no more.
+
+        Called for every listener of the stream in one pass: must not block or raise.
+        """
+
+
 class TailNotifier:
     def __init__(self) -> None:
         #: The loop of the store that owns this notifier, set while it is open.
@@ -35,6 +49,10 @@ class TailNotifier:
         self._pending: dict[str, asyncio.Future[TailEvent]] = {}
         self._watchers: dict[str, int] = {}
         self._sleepers: dict[str, set[asyncio.Future[None]]] = {}
+        #: Per stream, its listeners (a dict as an ordered set).
+        self._listeners: dict[str, dict[Listener, None]] = {}
+        #: Appends published and not yet handed to their listeners.
+        self._outbox: list[tuple[str, dict[Listener, None], TailEvent]] = []
 
     def running_loop(self) -> asyncio.AbstractEventLoop:
         """The store's loop while it is open, else the running one (looked up)."""
@@ -67,6 +85,24 @@ class TailNotifier:
             self._pending[path] = fut
         return fut
 
+    def listen(self, path: str, listener: Listener) -> None:
+        """Hand every later append to ``path`` to ``listener`` (see the module's note).
+
+        Appends published before this call and not yet handed out reach it too:
+        a listener skips what it already has by offset.
+        """
+        self._listeners.setdefault(path, {})[listener] = None
+
+    def unlisten(self, path: str, listener: Listener) -> None:
+        listeners = self._listeners.get(path)
+        if listeners is not None:
+            listeners.pop(listener, None)
+            if not listeners and self._listeners.get(path) is listeners:
+                del self._listeners[path]
+
+    def listener_count(self, path: str) -> int:
+        return len(self._listeners.get(path, ()))
+
     def subscribe(self, path: str) -> None:
         self._watchers[path] = self._watchers.get(path, 0) + 1
 
@@ -90,23 +126,41 @@ class TailNotifier:
         deleted: bool = False,
     ) -> None:
         fut = self._pending.get(path)
-        if fut is None:
-            return
-        if fut.done():
+        listeners = self._listeners.get(path)
+        if fut is not None and fut.done():
             # Cancelled by the last unsubscribe racing a new watcher; start afresh.
             del self._pending[path]
+            fut = None
+        if fut is None and listeners is None:
             return
-        nxt: asyncio.Future[TailEvent] = fut.get_loop().create_future()
-        if path in self._watchers and not deleted:
+        loop = self.running_loop()
+        nxt: asyncio.Future[TailEvent] = loop.create_future()
+        if (path in self._watchers or listeners is not None) and not deleted:
             self._pending[path] = nxt
         else:
-            del self._pending[path]
-        fut.set_result(TailEvent(start, end, chunks, closed, nxt, deleted))
+            self._pending.pop(path, None)
+        event = TailEvent(start, end, chunks, closed, nxt, deleted)
+        if fut is not None:
+            fut.set_result(event)
+        if listeners is not None:
+            if not self._outbox:
+                # Two hops: the append's answer, resolved after this publish in
+                # the same iteration (a group commit), is written first.
+                loop.call_soon(loop.call_soon, self._hand_out)
+            self._outbox.append((path, listeners, event))
         sleepers = self._sleepers.pop(path, None)
         if sleepers:
             for waiter in sleepers:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _hand_out(self) -> None:
+        """Give each published append to its stream's listeners, in order."""
+        outbox, self._outbox = self._outbox, []
+        for path, listeners, event in outbox:
+            for listener in list(listeners):
+                if not listener.deliver(event):
+                    self.unlisten(path, listener)
 
     def watcher_count(self, path: str) -> int:
         return self._watchers.get(path, 0)

@@ -32,6 +32,8 @@ from tether.store.notify import TailEvent
 from tether.streams import json_body, sse
 from tether.streams.http_errors import TRUE, Headers, HTTPError, store_error
 from tether.streams.json_body import JsonLimits
+from tether.streams.live import LiveReader
+from tether.streams.live import live_frame as _live_frame
 from tether.streams.view import WHOLE_STORE, Authorize, Scope, StreamView
 from tether.streams.wire import (
     WireError,
@@ -72,6 +74,8 @@ class StreamsConfig:
     #: SSE responses end after this long so that clients reconnect (section 8.2).
     sse_max_seconds: float = 60.0
     sse_heartbeat: float = 15.0
+    #: Bytes an SSE reader may have waiting for its client before it is cut off.
+    sse_send_buffer: int = 256 * 1024
     #: Bounds on the work one JSON body may cause.
     json: JsonLimits = field(default_factory=JsonLimits)
 
@@ -100,12 +104,18 @@ class StreamsApp:
         self.authorize = authorize
         self.control = control
         self._shutdown: asyncio.Future[None] | None = None
+        #: The live SSE readers: woken at shutdown, and by one timer for all of
+        #: them when their heartbeat or end is due (not a timer each: memory).
+        self._live: set[LiveReader] = set()
+        self._ticker: asyncio.TimerHandle | None = None
 
     def shutdown(self) -> None:
         """End live reads (SSE, long-poll) promptly; called on SIGTERM."""
         fut = self._shutdown_future()
         if not fut.done():
             fut.set_result(None)
+        for live in self._live:
+            live.wake()
 
     def _shutdown_future(self) -> asyncio.Future[None]:
         if self._shutdown is None:
@@ -327,6 +337,7 @@ class StreamsApp:
             raise HTTPError(400, "bad_offset", "live reads need an offset")
         pos = parse_offset(raw if raw is not None else "-1")
         cursor = query.get("cursor", [None])[-1]
+        del query, offsets  # (not held for a live read's lifetime: memory per idle reader)
         if live is None:
             await self._catch_up(send, name, pos, h)
         elif live == "long-poll":
@@ -421,103 +432,144 @@ class StreamsApp:
         metrics.SSE_READERS.inc()  # one reader, counted at connect and disconnect
         disconnect = asyncio.ensure_future(_until_disconnect(receive))
         try:
-            fut = notifier.watch(name)
+            fut: asyncio.Future[TailEvent] | None = notifier.watch(name)
             res = await self.store.read(name, pos, self.config.read_chunk)
             encoding = sse.encoding_for(res.meta.content_type)
             await send(_start(200, _sse_headers(encoding)))
-            await self._sse_loop(
-                send, name, res, fut, encoding, next_cursor(client_cursor), disconnect
-            )
+            ends_at = time.monotonic() + self.config.sse_max_seconds
+            cursor = next_cursor(client_cursor)
+            await _send_body(send, _read_frame(res, encoding, cursor))
+            offset: int | None = None if res.closed else res.next
+            if not res.up_to_date:
+                fut = None
+            del res  # (not held while live: memory per idle reader)
+            while offset is not None:
+                offset = await self._sse_catch_up(send, name, offset, fut, encoding, cursor)
+                # (No frame holds a link of the tail chain past the catch-up: a
+                # held link keeps every later append alive.)
+                fut = None
+                if offset is not None:
+                    live = LiveReader(offset, encoding, cursor, self.config.sse_send_buffer)
+                    live.due = min(time.monotonic() + self.config.sse_heartbeat, ends_at)
+                    offset = await self._sse_live(send, name, live, ends_at, disconnect)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             metrics.SSE_READERS.dec()
             disconnect.cancel()
             notifier.unsubscribe(name)
 
-    async def _sse_loop(
+    async def _sse_catch_up(
         self,
         send: Send,
         name: str,
-        res: ReadResult,
-        fut: asyncio.Future[TailEvent],
+        offset: int,
+        fut: asyncio.Future[TailEvent] | None,
         encoding: str,
         cursor: str,
-        disconnect: asyncio.Future[None],
-    ) -> None:
-        # Catch up from the store, one data + control pair per read.
-        first = True
+    ) -> int | None:
+        """Read the store from ``offset`` until up to date (None: the stream closed).
+
+        ``fut``, if given, is the link taken before a read that was up to date
+        at ``offset``. The link is taken before each read, so appends published
+        after it are found on the chain; they are sent here, and the caller
+        listens in the same step, so nothing falls between the two.
+        """
+        notifier = self.store.notifier
         while True:
-            if res.chunks or first or res.closed:
-                await _send_body(send, _read_frame(res, encoding, cursor))
-            first = False
-            if res.closed:
-                return
-            if res.up_to_date:
-                break
-            fut = self.store.notifier.watch(name)
-            res = await self.store.read(name, res.next, self.config.read_chunk)
-        await self._sse_live(send, name, res.next, fut, encoding, cursor, disconnect)
+            if fut is None or fut.cancelled():
+                fut = notifier.watch(name)
+                res = await self.store.read(name, offset, self.config.read_chunk)
+                if res.chunks or res.closed:
+                    await _send_body(send, _read_frame(res, encoding, cursor))
+                if res.closed:
+                    return None
+                offset = res.next
+                if not res.up_to_date:
+                    fut = None
+                continue
+            if not fut.done():
+                return offset
+            ev = fut.result()
+            fut = ev.next
+            if ev.deleted:
+                return None
+            if ev.end <= offset and not ev.closed:
+                continue  # in the read already
+            if ev.closed or ev.start != offset:
+                fut = None  # read the store again
+                continue
+            await _send_body(send, _live_frame(ev, encoding, cursor))
+            offset = ev.end
+
+    def _tick_seconds(self) -> float:
+        return min(1.0, self.config.sse_heartbeat / 4, self.config.sse_max_seconds / 4)
+
+    def _tick(self) -> None:
+        """Wake the live readers whose heartbeat or end is due."""
+        now = time.monotonic()
+        for live in self._live:
+            if live.due <= now:
+                live.wake()
+        loop = self.store.notifier.running_loop()
+        self._ticker = loop.call_later(self._tick_seconds(), self._tick) if self._live else None
 
     async def _sse_live(
         self,
         send: Send,
         name: str,
-        offset: int,
-        fut: asyncio.Future[TailEvent],
-        encoding: str,
-        cursor: str,
+        live: LiveReader,
+        ends_at: float,
         disconnect: asyncio.Future[None],
-    ) -> None:
-        """Follow the tail chain from ``offset``; each append is encoded once for all readers."""
-        ends_at = time.monotonic() + self.config.sse_max_seconds
-        while True:
-            remaining = ends_at - time.monotonic()
-            if remaining <= 0 or disconnect.done() or self._shutdown_future().done():
-                return
-            ev = await self._wait(fut, min(self.config.sse_heartbeat, remaining), disconnect)
-            if ev is None:
-                if disconnect.done() or self._shutdown_future().done():
-                    return
-                await _send_body(send, sse.HEARTBEAT)
-                continue
-            if ev.deleted:
-                return
-            fut = ev.next
-            if ev.start == offset:
-                await _send_body(send, _live_frame(ev, encoding, cursor))
-                offset = ev.end
-                if ev.closed:
-                    return
-            elif ev.end > offset or ev.closed:
-                # Out of step with the chain (a mid-chunk resume): re-read the store.
-                res = await self.store.read(name, offset, self.config.read_chunk)
-                await _send_body(send, _read_frame(res, encoding, cursor))
-                offset = res.next
-                if res.closed:
-                    return
+    ) -> int | None:
+        """Write what the fan-out queues for ``live`` until the response's end.
+
+        Returns the offset to read the store from when ``live`` fell out of step
+        with the appends, else None (the response ends).
+        """
+        notifier = self.store.notifier
+        loop = notifier.running_loop()
+        shutdown = self._shutdown_future()
+        heartbeat = self.config.sse_heartbeat
+        notifier.listen(name, live)
+        self._live.add(live)
+        if self._ticker is None:
+            self._ticker = loop.call_later(self._tick_seconds(), self._tick)
+        disconnect.add_done_callback(live.woken)
+        try:
+            while True:
+                if live.frames:
+                    await _send_body(send, live.take())
+                    live.due = min(time.monotonic() + heartbeat, ends_at)
+                    continue
+                if live.done or disconnect.done() or shutdown.done():
+                    break
+                now = time.monotonic()
+                if now >= ends_at:
+                    break
+                if now >= live.due:
+                    await _send_body(send, sse.HEARTBEAT)
+                    live.due = min(now + heartbeat, ends_at)
+                    continue
+                live.waiter = waiter = loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    live.waiter = None
+        finally:
+            notifier.unlisten(name, live)
+            self._live.discard(live)
+        if live.cut:
+            await _send_body(send, live.cut_off_frame())
+            return None
+        if live.gap and not (disconnect.done() or shutdown.done()):
+            return live.offset
+        return None
 
 
 def _read_frame(res: ReadResult, encoding: str, cursor: str) -> bytes:
     frame = sse.control_frame(format_offset(res.next), cursor, res.up_to_date, res.closed)
     if res.chunks:
         frame = sse.data_frame(res.chunks, encoding) + frame
-    return frame
-
-
-def _live_frame(ev: TailEvent, encoding: str, cursor: str) -> bytes:
-    up_to_date = not ev.next.done()
-    key = (encoding, cursor, up_to_date)
-    frame = ev.cache.get(key)
-    if frame is None:
-        frame = sse.control_frame(format_offset(ev.end), cursor, up_to_date, ev.closed)
-        if ev.chunks:
-            data_key = (encoding,)
-            data = ev.cache.get(data_key)
-            if data is None:
-                data = sse.data_frame(ev.chunks, encoding)
-                ev.cache[data_key] = data
-            frame = data + frame
-        ev.cache[key] = frame
     return frame
 
 

@@ -46,3 +46,11 @@ def control_frame(next_offset: str, cursor: str | None, up_to_date: bool, closed
 
 
 HEARTBEAT = b": keep-alive\n\n"
+
+
+def cut_off_comment(limit: int, resume_offset: str) -> bytes:
+    """The last words to a reader that fell too far behind (before its response ends)."""
+    return (
+        f": cut off: more than {limit} bytes were waiting for this reader; "
+        f"resume from offset {resume_offset}\n\n"
+    ).encode()
