@@ -119,7 +119,7 @@ $(SYS_STAMP): | $(BIN)/python
 
 # pytest's own exit code is kept: 5 (no tests collected) fails the build too.
 test: lint $(NPM_STAMP) $(AISDK_STAMP) $(ACP_STAMP) $(SYS_STAMP)
-	$(BIN)/pytest -q $(ARGS)
+	$(BIN)/python scripts/run_tests.py $(ARGS)
 
 # The docs site, strictly: a broken link or anchor fails it (tests/docs/ runs its
 # examples). Not --quiet: with it mkdocs drops warnings before --strict counts them.

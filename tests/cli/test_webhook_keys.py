@@ -48,9 +48,12 @@ async def test_rotate_and_list_on_the_servers_sqlite_file(
     tether_server: ServerFactory, tmp_path: Path
 ) -> None:
     data_dir = a_servers_data_dir(tether_server, tmp_path)
-    empty = tether("webhook-keys", "list", "--data-dir", str(data_dir))
-    assert empty.returncode == 0, empty.stderr
-    assert empty.stdout == "" and "no webhook signing keys yet" in empty.stderr
+    made = tether("webhook-keys", "list", "--data-dir", str(data_dir))
+    assert made.returncode == 0, made.stderr
+    header, *rows = made.stdout.splitlines()
+    # The server made its first key when it started (its subscriptions sign with it).
+    assert len(rows) == 1 and rows[0].startswith("ds_") and rows[0].endswith("active")
+    servers = rows[0].split()[0]
 
     first = tether("webhook-keys", "rotate", "--data-dir", str(data_dir))
     assert first.returncode == 0, first.stderr
@@ -64,20 +67,20 @@ async def test_rotate_and_list_on_the_servers_sqlite_file(
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
     assert header.split() == ["KID", "CREATED", "STATE"]
-    assert [row.split()[0] for row in rows] == [new, old]
+    assert [row.split()[0] for row in rows] == [new, old, servers]
     assert rows[0].endswith("active")
-    assert "retired" in rows[1] and "in the JWKS until" in rows[1]
+    assert all("retired" in row and "in the JWKS until" in row for row in rows[1:])
 
     store = SqliteStore(data_dir / "tether.db")  # the server's next start
     await store.open()
     try:
         keyring = await Keyring.load(store)
         assert keyring.active_kid == new
-        assert [k["kid"] for k in keyring.jwks()["keys"]] == [new, old]
+        assert [k["kid"] for k in keyring.jwks()["keys"]] == [new, old, servers]
         privates = await stored_private_halves(store)
     finally:
         await store.aclose()
-    assert len(privates) == 1  # the retired key's private half is gone
+    assert len(privates) == 1  # the retired keys' private halves are gone
     for result in (first, second, listed):
         assert privates[0] not in result.stdout + result.stderr
 
