@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from helpers.server import TetherServer, find_free_port, tether_command
 from helpers.session_events import Events
-from subscriptions.harness import Receiver, start_receiver
+from subscriptions.harness import Receiver, eventually, start_receiver
 from subscriptions.receiver import verify
 from tether.store.factory import open_store
 from tether.subscriptions.signing import b64url, read_keys
@@ -160,6 +160,9 @@ async def test_a_run_longer_than_the_request_is_heartbeated_and_acked(tmp_path: 
         session_id = await new_session(c, {"agent": "words"})
         events = Events(c, session_id)
         first = await send(c, session_id)
+        await events.until(lambda e: e["type"] == "part-delta" and e["delta"] == "w2 ")
+        snap = (await c.get(f"/v1/sessions/{session_id}")).json()
+        assert snap["status"] == "running"  # not "waiting": no worker, but its handler
         assert (await events.run_end(first))["reason"] == "complete", server.output()
         second = await send(c, session_id)  # a wake after the first one was acked done
         assert (await events.run_end(second))["reason"] == "complete", server.output()
@@ -292,6 +295,22 @@ async def test_a_callback_token_reaches_its_wakes_sessions_only_and_is_fenced_af
             assert token not in server.output()
     finally:
         await runner.cleanup()
+
+
+async def test_a_run_whose_handler_fails_says_waiting(tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{find_free_port()}/hook"  # nothing listens there
+    async with (
+        webhook_server(tmp_path, {"words": nobody}, _env()) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=30) as c,
+    ):
+        session_id = await new_session(c, {"agent": "words"})
+        await send(c, session_id)
+
+        async def waiting() -> bool:
+            snap = (await c.get(f"/v1/sessions/{session_id}")).json()
+            return bool(snap["status"] == "waiting")
+
+        await eventually(waiting, "the session says its run waits")
 
 
 def test_a_webhook_url_the_policy_refuses_stops_the_server(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ tether.api.access), so only the server and the worker API reach them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Collection, Mapping
 from functools import partial
@@ -38,7 +39,8 @@ from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionRecord, SessionState
 from tether.store.base import AppendRequest, CreateRequest, Store
 from tether.subscriptions.config import PULL_WAKE, WEBHOOK, SubscriptionConfig
-from tether.subscriptions.service import ConfigConflict, SubscriptionService
+from tether.subscriptions.service import ConfigConflict, NotFound, SubscriptionService
+from tether.subscriptions.state import FAILED
 
 #: What a session's snapshot says for ``status`` while a run of it waits for a worker.
 WAITING = "waiting"
@@ -168,10 +170,22 @@ class WorkDispatch:
 
     async def waiting(self, record: SessionRecord, fold: SessionFold) -> bool:
         """A run of the session waits for a worker: its agent is worker-served, a run is
-        queued (or was left open by a worker that died), and no worker serves the agent."""
+        queued (or was left open by a worker that died), and no worker serves the agent
+        (for a webhook-served agent: its handler's deliveries fail)."""
         if record.agent is None or record.agent not in self.agents:
             return False
+        if record.agent in self.webhooks:  # served while its handler takes the wakes
+            return _has_work(fold) and await self._webhook_failing(record.agent)
         return _has_work(fold) and await self.live_workers(record.agent) == 0
+
+    async def _webhook_failing(self, agent: str) -> bool:
+        """The agent's handler did not take its last wake (the delivery is retried)."""
+        if self.subscriptions is None:
+            return False
+        with contextlib.suppress(NotFound):
+            sub = await self.subscriptions.get(subscription_key(agent))
+            return sub.status == FAILED
+        return False
 
 
 def _has_work(fold: SessionFold) -> bool:
