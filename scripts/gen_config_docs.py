@@ -61,6 +61,15 @@ ENV_VARS: dict[str, str] = {
     "sessions of the worker-served agents through the worker API (see [Workers](workers.md)).",
     "TETHER_WORKER_AGENTS": "Comma-separated agents that `tether worker` processes serve: "
     "the server queues their runs for workers and never runs them itself.",
+    "TETHER_WEBHOOK_AGENTS": "Comma-separated `name=https://host/path`: agents served by a "
+    "webhook handler; each wake of their runs is POSTed, signed, to the URL (see "
+    "[Workers](workers.md#webhook-mode)).",
+    "TETHER_WEBHOOK_APP": "The webhook handler's app (`module:app`) for "
+    "`uvicorn --factory tether.agents.webhook_handler:from_env`.",
+    "TETHER_JWKS_URL": "The webhook handler's source of the server's signing keys (default "
+    "`$TETHER_URL/v1/stream/__ds/jwks.json`).",
+    "TETHER_WEBHOOK_SYNC_BUDGET": "Seconds the webhook handler works within a delivery's "
+    'request before answering `{"done": false}` and acking later (default 5).',
     "OTEL_EXPORTER_OTLP_ENDPOINT": "Set, runs are traced and sent over OTLP/HTTP to it (needs "
     "`pip install 'tether[otel]'`; see [Tracing](tracing.md)).",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "The same for traces only; wins over the one above.",

@@ -50,6 +50,7 @@ from tether.api.responses_api.routes import RESPONSES_PATH, ResponsesRoutes
 from tether.api.sessions import SessionRoutes
 from tether.api.tokens import build_token_router
 from tether.api.tools import build_tools_router
+from tether.api.wake_tokens import WakeTokens
 from tether.api.webui import build_web_router
 from tether.api.workers import WorkerCalls, WorkerConfig, build_worker_router
 from tether.observability import metrics
@@ -136,7 +137,9 @@ class TetherApp:
         )
         #: tether workers: their keys, and the agents they serve (docs/workers.md).
         self.workers = workers or WorkerConfig()
-        self.dispatch = WorkDispatch(store, self.workers.agents, lease_ttl)
+        self.dispatch = WorkDispatch(
+            store, self.workers.agents, lease_ttl, webhooks=self.workers.webhooks
+        )
         #: The gateway's prefetched upstream responses, between its routes and its agents.
         self.prefetches = Prefetches()
         self.runtime = Runtime(
@@ -253,7 +256,8 @@ class TetherApp:
             calls = WorkerCalls(
                 self.store, self.sessions, self.workers, self.dispatch, self.stop_future
             )
-            web.include_router(build_worker_router(calls))
+            tokens = WakeTokens(self.store, self.dispatch) if self.workers.webhooks else None
+            web.include_router(build_worker_router(calls, tokens))
         document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json
         return web
 

@@ -27,8 +27,9 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 import orjson
@@ -37,9 +38,11 @@ from fastapi.responses import Response
 from starlette.requests import ClientDisconnect
 
 from tether.api.errors import error_body
+from tether.api.wake_tokens import TokenRefused, WakeTokens
 from tether.runtime.dispatch import (
     WORKERS,
     WorkDispatch,
+    parse_webhook_agents,
     subscription_key,
     wake_stream,
     work_stream,
@@ -64,20 +67,33 @@ _ANSWER_LEASE = "answer:"
 class WorkerConfig:
     """Worker keys (by digest) and the agents workers serve, from the environment."""
 
-    def __init__(self, keys: list[str] = [], agents: list[str] = []) -> None:  # noqa: B006
+    def __init__(
+        self,
+        keys: list[str] = [],  # noqa: B006
+        agents: list[str] = [],  # noqa: B006
+        webhooks: Mapping[str, str] | None = None,
+    ) -> None:
+        """``webhooks``: agent -> URL of the agents served by a webhook handler
+        (docs/workers.md, Webhook mode); they are worker-served agents too."""
         self._ids = {_digest(k): worker_identity(k) for k in keys}
-        self.agents = frozenset(agents)
+        self.webhooks = dict(webhooks or {})
+        self.agents = frozenset(agents) | frozenset(self.webhooks)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         env = os.environ if env is None else env
         keys = [k.strip() for k in env.get("TETHER_WORKER_KEYS", "").split(",") if k.strip()]
         agents = [a.strip() for a in env.get("TETHER_WORKER_AGENTS", "").split(",") if a.strip()]
-        return cls(keys, agents)
+        return cls(keys, agents, parse_webhook_agents(env.get("TETHER_WEBHOOK_AGENTS", "")))
+
+    @property
+    def pulled(self) -> frozenset[str]:
+        """The agents ``tether worker`` processes serve (not a webhook handler)."""
+        return self.agents - frozenset(self.webhooks)
 
     @property
     def enabled(self) -> bool:
-        return bool(self._ids)
+        return bool(self._ids) or bool(self.webhooks)
 
     def identity(self, authorization: str | None) -> str | None:
         """The worker identity of ``Authorization: Bearer <worker key>``, or None."""
@@ -161,7 +177,7 @@ class WorkerCalls:
 
     def _agent(self, body: dict[str, Any]) -> str:
         agent = body.get("agent")
-        if not isinstance(agent, str) or agent not in self.config.agents:
+        if not isinstance(agent, str) or agent not in self.config.pulled:
             raise _not_found(f"worker-served agent {agent}")
         return agent
 
@@ -181,7 +197,7 @@ class WorkerCalls:
     async def hello(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         """A worker says it is alive and which agents it serves (its heartbeat)."""
         instance = self._owner(ident, body)
-        agents = [a for a in body.get("agents", []) if a in self.config.agents]
+        agents = [a for a in body.get("agents", []) if a in self.config.pulled]
         info = {"agents": agents, "at": time.time()}
         await self.store.put_record(WORKERS, instance, orjson.dumps(info))
         return {"identity": ident, "agents": agents, "lease_ttl": self.lease_ttl}
@@ -354,7 +370,8 @@ def _meta(meta: Any) -> dict[str, Any]:
     return asdict(meta)
 
 
-def build_worker_router(calls: WorkerCalls) -> APIRouter:
+def build_worker_router(calls: WorkerCalls, tokens: WakeTokens | None = None) -> APIRouter:
+    """``tokens``: webhook wakes' callback tokens, also accepted (tether.api.wake_tokens)."""
     router = APIRouter(include_in_schema=False)
     ops: dict[str, Callable[[str, dict[str, Any]], Any]] = {
         name: getattr(calls, name)
@@ -367,11 +384,12 @@ def build_worker_router(calls: WorkerCalls) -> APIRouter:
 
     @router.post("/v1/worker/{op}")
     async def worker_call(op: str, request: Request) -> Response:
-        ident = calls.config.identity(request.headers.get("authorization"))
-        if ident is None:
-            return error_body(401, "unauthorized", "a worker key is required")
+        caller = await _caller(calls.config, tokens, request.headers.get("authorization"))
+        if isinstance(caller, Response):
+            return caller
+        ident, by_token = caller
         handler = ops.get(op)
-        if handler is None:
+        if handler is None and by_token is None:
             return error_body(404, "not_found", f"no worker operation {op!r}")
         try:
             raw = await request.body()
@@ -381,7 +399,7 @@ def build_worker_router(calls: WorkerCalls) -> APIRouter:
             body = orjson.loads(raw)
             if not isinstance(body, dict):
                 raise Refused(400, "bad_request", "the body is a JSON object")
-            answer = await handler(ident, body)
+            answer = await _answer(by_token, handler, ident, op, body)
         except orjson.JSONDecodeError:
             return error_body(400, "bad_request", "the body is not JSON")
         except Refused as err:
@@ -393,3 +411,37 @@ def build_worker_router(calls: WorkerCalls) -> APIRouter:
         return Response(orjson.dumps(answer), media_type="application/json")
 
     return router
+
+
+async def _caller(
+    config: WorkerConfig, tokens: WakeTokens | None, authorization: str | None
+) -> tuple[str, Callable[..., Awaitable[Any]] | None] | Response:
+    """Who calls: a worker key's identity; or a webhook wake's callback token, whose
+    calls go through its checks (tether.api.wake_tokens); else the refusal."""
+    ident = config.identity(authorization)
+    if ident is not None:
+        return ident, None
+    try:
+        scope = None if tokens is None else await tokens.scope(authorization)
+    except TokenRefused as err:
+        return error_body(err.status, err.code, str(err))
+    if scope is None or tokens is None:
+        return error_body(401, "unauthorized", "a worker key is required")
+    return scope.identity, partial(tokens.call, scope)
+
+
+async def _answer(
+    by_token: Callable[..., Awaitable[Any]] | None,
+    handler: Callable[[str, dict[str, Any]], Any] | None,
+    ident: str,
+    op: str,
+    body: dict[str, Any],
+) -> Any:
+    """The operation's answer, for a worker key or (``by_token``) a callback token."""
+    if by_token is None:
+        assert handler is not None  # an unknown operation was answered 404
+        return await handler(ident, body)
+    try:
+        return await by_token(op, body, handler)
+    except TokenRefused as err:
+        raise Refused(err.status, err.code, str(err)) from None

@@ -54,6 +54,7 @@ from tether.store.factory import (
 )
 from tether.streams.app import StreamsConfig
 from tether.streams.json_body import JsonLimits
+from tether.subscriptions.url_policy import WebhookUrlRejected, check_webhook_url
 
 DEFAULT_PORT = 4437  # the Durable Streams protocol's registered default
 #: Requests a second per key, with keys: far above an interactive client's, far
@@ -420,6 +421,7 @@ def serve(
         secrets += [secret for server in mcp_servers for secret in server.secrets()]
         secrets += [secret for agent in acp_agents for secret in agent.secrets()]
         auth = Auth.from_env()
+        workers = _worker_config(webhook_allow_loopback)
     except Exception as err:
         raise click.ClickException(str(err)) from err
     configure_logging(log_level, secrets, log_format)
@@ -468,7 +470,7 @@ def serve(
         gateway_detach_grace=gateway_detach_grace,
         access_log=access_log,
         metrics_listen=(metrics_host, metrics_port) if metrics_port else None,
-        workers=WorkerConfig.from_env(),
+        workers=workers,
         webhook_allow_loopback=webhook_allow_loopback,
         fold_cache_bytes=fold_cache_bytes,
         checkpoint_every=fold_checkpoint_every,
@@ -539,6 +541,17 @@ def _listen(host: str, port: int) -> socket.socket:
         raise click.ClickException(f"cannot listen on {host}:{port}: {err.strerror}") from None
     sock.set_inheritable(True)
     return sock
+
+
+def _worker_config(allow_loopback: bool) -> WorkerConfig:
+    """The workers' configuration, its webhook agents' URLs checked now (not at each wake)."""
+    workers = WorkerConfig.from_env()
+    for agent, url in workers.webhooks.items():
+        try:
+            check_webhook_url(url, allow_loopback=allow_loopback)
+        except WebhookUrlRejected as err:
+            raise ValueError(f"TETHER_WEBHOOK_AGENTS: agent {agent!r}: {err}") from None
+    return workers
 
 
 def _load_agents(spec: str) -> App:

@@ -17,14 +17,20 @@ lapses, the reaper dispatches the session again, and another worker continues
 the run from its journal. An entry whose session another worker already
 drives is simply acked.
 
+An agent served by a webhook handler (``TETHER_WEBHOOK_AGENTS``, docs/workers.md,
+Webhook mode) has a webhook subscription on its work stream instead: each wake
+is POSTed, signed, to the handler, which drives the wake's sessions through
+the worker API with the wake's callback token (tether.api.wake_tokens).
+
 These streams live under ``~keys/``, a prefix no client can name (see
 tether.api.access), so only the server and the worker API reach them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from functools import partial
 
 import orjson
@@ -32,8 +38,9 @@ import orjson
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionRecord, SessionState
 from tether.store.base import AppendRequest, CreateRequest, Store
-from tether.subscriptions.config import PULL_WAKE, SubscriptionConfig
-from tether.subscriptions.service import ConfigConflict, SubscriptionService
+from tether.subscriptions.config import PULL_WAKE, WEBHOOK, SubscriptionConfig
+from tether.subscriptions.service import ConfigConflict, NotFound, SubscriptionService
+from tether.subscriptions.state import FAILED
 
 #: What a session's snapshot says for ``status`` while a run of it waits for a worker.
 WAITING = "waiting"
@@ -59,13 +66,34 @@ def subscription_key(agent: str) -> str:
     return f"~keys/~workers/{agent}"
 
 
+def parse_webhook_agents(text: str) -> dict[str, str]:
+    """``name=https://host/path,...`` (``TETHER_WEBHOOK_AGENTS``): agent -> its handler's URL."""
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, url = item.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError("TETHER_WEBHOOK_AGENTS: expected name=https://host/path,...")
+        out[name.strip()] = url.strip()
+    return out
+
+
 class WorkDispatch:
     """The server's side of dispatch: what :class:`~tether.runtime.driver.Drivers` calls
     instead of driving a session whose agent workers serve."""
 
-    def __init__(self, store: Store, agents: Collection[str], lease_ttl: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        agents: Collection[str],
+        lease_ttl: float,
+        webhooks: Mapping[str, str] | None = None,
+    ) -> None:
+        """``webhooks``: agent -> URL, for the agents a webhook handler serves."""
         self.store = store
-        self.agents = frozenset(agents)
+        self.webhooks = dict(webhooks or {})
+        self.agents = frozenset(agents) | frozenset(self.webhooks)
         self.lease_ttl = lease_ttl
         #: The subscriptions service, once :meth:`open` set up the agents' subscriptions.
         self.subscriptions: SubscriptionService | None = None
@@ -85,6 +113,13 @@ class WorkDispatch:
                 wake_stream=wake_stream(agent), lease_ttl_ms=int(self.lease_ttl * 1000),
                 description=f"tether workers of agent {agent}",
             )  # fmt: skip
+            url = self.webhooks.get(agent)
+            if url is not None:  # wakes POSTed to the agent's handler instead
+                config = SubscriptionConfig(
+                    type=WEBHOOK, pattern=None, streams=(work_stream(agent),), webhook_url=url,
+                    wake_stream=None, lease_ttl_ms=int(self.lease_ttl * 1000),
+                    description=f"webhook handler of agent {agent}",
+                )  # fmt: skip
             key, sub_id = subscription_key(agent), f"workers-{agent}"
             # Internal: no key owns it, and it names store paths as they are.
             put = partial(
@@ -135,10 +170,22 @@ class WorkDispatch:
 
     async def waiting(self, record: SessionRecord, fold: SessionFold) -> bool:
         """A run of the session waits for a worker: its agent is worker-served, a run is
-        queued (or was left open by a worker that died), and no worker serves the agent."""
+        queued (or was left open by a worker that died), and no worker serves the agent
+        (for a webhook-served agent: its handler's deliveries fail)."""
         if record.agent is None or record.agent not in self.agents:
             return False
+        if record.agent in self.webhooks:  # served while its handler takes the wakes
+            return _has_work(fold) and await self._webhook_failing(record.agent)
         return _has_work(fold) and await self.live_workers(record.agent) == 0
+
+    async def _webhook_failing(self, agent: str) -> bool:
+        """The agent's handler did not take its last wake (the delivery is retried)."""
+        if self.subscriptions is None:
+            return False
+        with contextlib.suppress(NotFound):
+            sub = await self.subscriptions.get(subscription_key(agent))
+            return sub.status == FAILED
+        return False
 
 
 def _has_work(fold: SessionFold) -> bool:

@@ -163,6 +163,10 @@ class Runtime:
     def active_runs(self) -> int:
         return self._drivers.active_runs()
 
+    def sessions_driven(self) -> int:
+        """Sessions whose lease this process holds (a run active, queued, or waiting)."""
+        return sum(1 for driver in self._drivers if driver.driving)
+
     async def take_over(self, session_id: str) -> bool:
         """Drive the session here if nobody does, and go on with its work (what a
         tether worker does with a session dispatched to it); whether it drives it."""
