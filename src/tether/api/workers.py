@@ -45,6 +45,7 @@ from tether.runtime.dispatch import (
     work_stream,
 )
 from tether.runtime.names import EXPIRING, RUNS, lease_name
+from tether.sessions import checkpoints
 from tether.sessions.service import RECORDS, SessionService
 from tether.store.base import AppendRequest, Store
 from tether.store.errors import LeaseLost, StreamNotFound
@@ -226,14 +227,15 @@ class WorkerCalls:
             )
         except LeaseLost:
             raise Refused(403, "lease_lost", "this worker does not hold the session") from None
+        self.sessions.grew(path[len(_SESSIONS) :], res.tail)  # the server checkpoints its fold
         return {"tail": res.tail, "closed": res.closed}
 
     async def record_get(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         namespace, key = body.get("namespace"), body.get("key")
-        if namespace != RECORDS:
+        if namespace not in (RECORDS, checkpoints.NAMESPACE):
             raise _not_found(f"record {namespace}/{key}")
-        await self._session_held(ident, key)
-        raw = await self.store.get_record(RECORDS, str(key))
+        await self._session_held(ident, key)  # its record, or its fold's checkpoint
+        raw = await self.store.get_record(str(namespace), str(key))
         return {"value": None if raw is None else _b64(raw)}
 
     async def record_put(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tether.sessions.checkpoints import Checkpointer, Folded
 from tether.sessions.service import SessionService
 from tether.store.base import (
     AppendRequest,
@@ -219,6 +220,7 @@ class RemoteSessions(SessionService):
 
     def __init__(self, store: RemoteStore) -> None:
         super().__init__(store)
+        self.checkpoints = ReadOnlyCheckpoints(store, self.state, self.checkpoints.every)
 
     async def note_run(
         self,
@@ -230,6 +232,14 @@ class RemoteSessions(SessionService):
     ) -> None:
         body = {"session": session_id, "status": status, "usage": dict(usage or {}), "touch": touch}
         await self.store.call("note_run", body)
+
+
+class ReadOnlyCheckpoints(Checkpointer):
+    """A worker starts a cold fold from the checkpoint the server wrote for the session it
+    holds, and writes none: the server sees every append and checkpoints the fold itself."""
+
+    def grew(self, session_id: str, state: Folded | None, position: int) -> None:
+        return
 
 
 def _meta(raw: dict[str, Any]) -> StreamMeta:
