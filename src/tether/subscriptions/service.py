@@ -119,6 +119,9 @@ class SubscriptionService:
         self._version: bytes | None = None
         #: Subscriptions an append touched, with the paths, waiting for evaluation.
         self._touched: dict[str, set[str]] = {}
+        #: Subscriptions whose evaluation failed (the store failed us), with the paths:
+        #: the service loop evaluates them again (they may be in no due index).
+        self._failed: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         #: Set when a subscription here gets a due time: the sweeper looks again.
@@ -346,6 +349,7 @@ class SubscriptionService:
         task.add_done_callback(self._tasks.discard)
 
     async def _evaluate_touched(self, key: str) -> None:
+        paths: set[str] = set()
         try:
             async with self._locked(key):
                 paths = self._touched.pop(key, set())
@@ -362,9 +366,17 @@ class SubscriptionService:
                 await self._changed()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self._touched.pop(key, None)
-            log.exception("subscription evaluation failed; the sweeper retries it")
+        except Exception as err:
+            self._failed.setdefault(key, set()).update(paths, self._touched.pop(key, set()))
+            log.warning("subscription %s: evaluation failed (%s); it is evaluated again in "
+                        "%.1fs", key, err, POLL_INTERVAL)  # fmt: skip
+
+    def _retry_failed(self) -> None:
+        """Evaluate again the subscriptions whose evaluation failed (each in its task)."""
+        failed, self._failed = self._failed, {}
+        for key, paths in failed.items():
+            for path in paths:
+                self._touch(key, path)
 
     async def _run(self) -> None:
         last_keys = self._clock()
@@ -374,17 +386,24 @@ class SubscriptionService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._soon.wait(), pause)
             self._soon.clear()
+            self._retry_failed()
             try:
                 await self._refresh_index()
                 next_due = await self._sweep()
-                if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
-                    last_keys = self._clock()
-                    await self.keyring.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 next_due = self._clock() + POLL_INTERVAL
                 log.exception("subscription sweep failed; will retry")
+            # Apart from the sweep: a sweep that keeps failing does not keep old keys here.
+            if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
+                last_keys = self._clock()
+                try:
+                    await self.keyring.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("could not refresh the webhook signing keys; will retry")
 
     async def _sweep(self) -> float:
         """Evaluate the subscriptions whose time has come; returns the next due time."""
