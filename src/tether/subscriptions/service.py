@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from tether.observability import metrics
 from tether.store import errors
 from tether.store.base import AppendRequest, Store
 from tether.streams.wire import format_offset
@@ -38,6 +39,8 @@ from tether.subscriptions.config import PULL_WAKE, WEBHOOK, SubscriptionConfig
 from tether.subscriptions.matcher import Matcher, name_in, starts_for
 from tether.subscriptions.signing import Keyring
 from tether.subscriptions.state import (
+    ACTIVE,
+    FAILED,
     AlreadyClaimed,
     Fenced,
     Link,
@@ -128,6 +131,9 @@ class SubscriptionService:
         self._soon = asyncio.Event()
         self.keyring: Keyring | None = None
         self._sender: WebhookSender | None = None
+        #: Each subscription's status, as last loaded or changed here (for the metrics).
+        self._statuses: dict[str, str] = {}
+        metrics.watch_subscriptions(self, (ACTIVE, FAILED))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -149,6 +155,12 @@ class SubscriptionService:
                 await task
         if self._sender is not None:
             await self._sender.aclose()
+
+    def subscriptions_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self._statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     # -- configuration ---------------------------------------------------------
 
@@ -209,6 +221,7 @@ class SubscriptionService:
             await self.store.put_record(TOMBSTONES, key, str(sub.generation).encode())
             await self.store.delete_record(RECORDS, key)
             await self.store.index_remove(DUE, key)
+            self._statuses.pop(key, None)
         await self._changed()
 
     async def add_streams(self, key: str, paths: list[str]) -> None:
@@ -455,6 +468,7 @@ class SubscriptionService:
                 sub.delivered()  # the retry's work was acked meanwhile: nothing to retry
             return False
         wake = sub.issue(_wake_id(), now, pending)
+        metrics.SUBSCRIPTION_WAKES.labels(sub.config.type).inc()
         if sub.config.type == PULL_WAKE:
             await self._write_wake_event(sub, wake)
         else:
@@ -500,6 +514,8 @@ class SubscriptionService:
             "callback_token": token,
         }
         outcome = await self._sender.deliver(sub.config.webhook_url, payload)
+        done = "done" if outcome.done else "accepted"
+        metrics.WEBHOOK_DELIVERIES.labels(done if outcome.ok else "failed").inc()
         async with self._locked(key):
             sub = await self._load(key)
             if sub is None or sub.wake is None or sub.wake.id != wake_id:
@@ -600,6 +616,7 @@ class SubscriptionService:
 
     async def _save(self, sub: Subscription) -> None:
         await self.store.put_record(RECORDS, sub.key, sub.dumps())
+        self._statuses[sub.key] = sub.status
         due = sub.due()
         if due is None:
             await self.store.index_remove(DUE, sub.key)
@@ -619,6 +636,7 @@ class SubscriptionService:
         self._version = version
         subs = [Subscription.loads(raw) for _, raw in await self.store.list_records(RECORDS)]
         self._matcher = Matcher.build(subs)
+        self._statuses = {sub.key: sub.status for sub in subs}
 
     @contextlib.asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[None]:
