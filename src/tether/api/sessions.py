@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
@@ -185,10 +185,13 @@ class SessionRoutes:
         *,
         attachments: Attachments,
         waiting: Callable[[SessionRecord, SessionFold], Awaitable[bool]] | None = None,
+        worker_agents: Collection[str] = (),
     ) -> None:
-        """``waiting``: whether a run of a session waits for a tether worker (docs/workers.md)."""
+        """``waiting``: whether a run of a session waits for a tether worker (docs/workers.md);
+        ``worker_agents``: the agents workers serve (only their sessions can wait so)."""
         self.sessions = sessions
         self.waiting = waiting
+        self.worker_agents = frozenset(worker_agents)
         self.runtime = runtime
         self.auth = auth
         self.known_models = known_models
@@ -287,10 +290,14 @@ class SessionRoutes:
         records, after = await self.sessions.page(
             who.owner, archived=archived, limit=limit, after=cursor, gateway=gateway
         )
-        return {
-            "sessions": [_session_json(r.public(), None) for r in records],
-            "next_cursor": after,
-        }
+        sessions = [_session_json(r.public(), None) for r in records]
+        if self.waiting is not None:
+            for out, record in zip(sessions, records, strict=True):
+                if record.agent in self.worker_agents:
+                    fold = (await self.sessions.state(record.id)).fold
+                    if await self.waiting(record, fold):
+                        out["status"] = WAITING
+        return {"sessions": sessions, "next_cursor": after}
 
     async def get_session(self, session_id: str, who: Who) -> dict[str, Any]:
         await self._owned(session_id, who)

@@ -22,6 +22,7 @@ and never logged or echoed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -48,6 +49,7 @@ from tether.runtime.dispatch import (
     work_stream,
 )
 from tether.runtime.names import EXPIRING, RUNS, lease_name
+from tether.sessions import checkpoints
 from tether.sessions.service import RECORDS, SessionService
 from tether.store.base import AppendRequest, Store
 from tether.store.errors import LeaseLost, StreamNotFound
@@ -59,6 +61,8 @@ from tether.subscriptions.state import AlreadyClaimed, Fenced
 MAX_WAIT = 20.0
 #: Largest read a worker may ask for at once.
 MAX_READ = 4 * 1024 * 1024
+#: Most appends one ``append_batch`` request may carry.
+MAX_BATCH = 256
 _SESSIONS = "sessions/"
 _SESSION_LEASE = "session:"
 _ANSWER_LEASE = "answer:"
@@ -242,14 +246,48 @@ class WorkerCalls:
             )
         except LeaseLost:
             raise Refused(403, "lease_lost", "this worker does not hold the session") from None
+        self.sessions.grew(path[len(_SESSIONS) :], res.tail)  # the server checkpoints its fold
         return {"tail": res.tail, "closed": res.closed}
+
+    async def append_batch(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Several appends, each checked and answered as ``append`` would (an error per
+        refused one): in order per stream, streams side by side."""
+        items = body.get("appends")
+        if not isinstance(items, list) or len(items) > MAX_BATCH:
+            raise Refused(400, "bad_request", f"appends: a list of at most {MAX_BATCH}")
+        results: list[dict[str, Any]] = [{} for _ in items]
+        by_path: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            path = item.get("path") if isinstance(item, dict) else None
+            by_path.setdefault(str(path), []).append(i)
+
+        async def one(i: int) -> None:
+            try:
+                if not isinstance(items[i], dict):
+                    raise Refused(400, "bad_request", "each append is a JSON object")
+                results[i] = await self.append(ident, items[i])
+            except Refused as err:
+                results[i] = {
+                    "error": {"status": err.status, "code": err.code, "message": str(err)}
+                }
+            except StreamNotFound as err:
+                results[i] = {"error": {"status": 404, "code": "not_found", "message": str(err)}}
+            except (ValueError, TypeError) as err:
+                results[i] = {"error": {"status": 400, "code": "bad_request", "message": str(err)}}
+
+        async def in_order(indices: list[int]) -> None:
+            for i in indices:
+                await one(i)
+
+        await asyncio.gather(*(in_order(ix) for ix in by_path.values()))
+        return {"results": results}
 
     async def record_get(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         namespace, key = body.get("namespace"), body.get("key")
-        if namespace != RECORDS:
+        if namespace not in (RECORDS, checkpoints.NAMESPACE):
             raise _not_found(f"record {namespace}/{key}")
-        await self._session_held(ident, key)
-        raw = await self.store.get_record(RECORDS, str(key))
+        await self._session_held(ident, key)  # its record, or its fold's checkpoint
+        raw = await self.store.get_record(str(namespace), str(key))
         return {"value": None if raw is None else _b64(raw)}
 
     async def record_put(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -378,7 +416,7 @@ def build_worker_router(calls: WorkerCalls, tokens: WakeTokens | None = None) ->
         for name in (
             "hello", "head", "read", "append", "record_get", "record_put", "record_delete",
             "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
-            "note_run", "claim", "ack", "release",
+            "note_run", "claim", "ack", "release", "append_batch",
         )
     }  # fmt: skip
 

@@ -145,7 +145,8 @@ class Session:
     model: str | None = None
     agent: str | None = None
     system: str | None = None
-    #: idle, running, paused (a run waits on a person) or error (the last run failed).
+    #: idle, running, paused (a run waits on a person), error (the last run failed) or
+    #: waiting (a run waits for a tether worker: none serves its agent now).
     status: str | None = None
     archived: bool = False
     created_at: float | None = None

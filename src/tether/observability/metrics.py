@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
 from typing import Final, Protocol
 
 from prometheus_client import (
@@ -169,6 +170,27 @@ ACP_AGENT_STATE: Final = Gauge(
 )
 #: The states ACP_AGENT_STATE reports (tether.agents.acp.supervisor.AgentState).
 ACP_STATES: Final = ("stopped", "starting", "ready", "reconnecting", "failed", "closed")
+SUBSCRIPTION_WAKES: Final = Counter(
+    "tether_subscription_wakes",
+    "Wakes this process issued to Durable Streams subscriptions, by subscription type "
+    "(pull-wake, webhook).",
+    ["type"],
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERIES: Final = Counter(
+    "tether_webhook_deliveries",
+    "Webhook wakes this process sent, by outcome: done (the answer acked them), accepted "
+    "(a callback is to follow), failed (retried later).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SUBSCRIPTIONS: Final = Gauge(
+    "tether_subscriptions",
+    "Subscriptions by status (active, failed: its last webhook delivery failed), as this "
+    "process last loaded or changed them.",
+    ["status"],
+    registry=REGISTRY,
+)
 
 
 def exposition() -> bytes:
@@ -195,6 +217,26 @@ RUNS_QUEUED.set_function(lambda: sum(s.queued_runs() for s in list(_run_sources)
 def watch_runs(source: RunCounts) -> None:
     """Count ``source``'s runs in the gauges while it lives."""
     _run_sources.add(source)
+
+
+class SubscriptionCounts(Protocol):
+    """What knows its subscriptions' statuses: read when scraped."""
+
+    def subscriptions_by_status(self) -> dict[str, int]: ...
+
+
+_subscription_sources: weakref.WeakSet[SubscriptionCounts] = weakref.WeakSet()
+
+
+def watch_subscriptions(source: SubscriptionCounts, statuses: Iterable[str]) -> None:
+    """Count ``source``'s subscriptions by status in the gauge while it lives."""
+    _subscription_sources.add(source)
+    for status in statuses:
+        SUBSCRIPTIONS.labels(status).set_function(partial(_subscriptions_in, status))
+
+
+def _subscriptions_in(status: str) -> int:
+    return sum(s.subscriptions_by_status().get(status, 0) for s in list(_subscription_sources))
 
 
 # -- the store -----------------------------------------------------------------

@@ -35,6 +35,7 @@ from functools import partial
 
 import orjson
 
+from tether.runtime.expiry import expired_wait
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionRecord, SessionState
 from tether.store.base import AppendRequest, CreateRequest, Store
@@ -189,6 +190,10 @@ class WorkDispatch:
 
 
 def _has_work(fold: SessionFold) -> bool:
-    """A worker has something to do in the session: a run queued, or one left open that
-    can go on (not one that waits on a person)."""
-    return bool(fold.pending()) or (fold.active_run is not None and fold.resumable())
+    """A worker has something to do in the session: a run queued, one left open that can
+    go on (not one that waits on a person), or one whose wait expired (to end it)."""
+    return (
+        bool(fold.pending())
+        or (fold.active_run is not None and fold.resumable())
+        or expired_wait(fold) is not None
+    )

@@ -54,6 +54,7 @@ from tether.observability import metrics
 from tether.observability.runs import LEDGER
 from tether.runtime.context import RunContext
 from tether.runtime.execution import Run, begin, end, resume
+from tether.runtime.expiry import end_expired, expired_wait
 from tether.runtime.names import RUNS, lease_name
 from tether.runtime.policy import RunPolicy
 from tether.runtime.queue import QueueItem, queue_update
@@ -465,6 +466,10 @@ class SessionDriver:
     async def _left_open(self, left_open: dict[str, Any], fold: SessionFold) -> None:
         """A run open in the log that runs nowhere: continue it, end it, or let it wait."""
         if left_open["run_id"] not in fold.cancels:
+            wait = expired_wait(fold)
+            if wait is not None and not fold.resumable() and not self.host.closing:
+                await end_expired(self, fold, wait)  # e.g. a worker the server dispatched it to
+                return
             if not fold.resumable() or self.host.closing:
                 return  # suspended with no answer yet, or for the next start to continue
             if self.run is None and await self._replayable():

@@ -19,12 +19,10 @@ import time
 import orjson
 
 from tether.observability import metrics
-from tether.observability.runs import LEDGER
 from tether.runtime.driver import Drivers
-from tether.runtime.execution import end
+from tether.runtime.expiry import end_expired, expired_wait
 from tether.runtime.names import EXPIRING, RUNS, lease_name
 from tether.runtime.tasks import cancel_and_wait
-from tether.sessions import events as ev
 from tether.sessions.fold import SessionFold
 from tether.sessions.service import SessionNotFound
 
@@ -126,31 +124,16 @@ class LeaseKeeper:
                 await drivers.store.index_remove(EXPIRING, member)
                 continue
             if driver is None:
-                continue  # another replica drives it: the wait is looked at again
+                # Another replica drives it, or a worker (dispatched it, its driver ends the
+                # run): looked at again until the run no longer waits.
+                fold = (await drivers.sessions.state(session_id)).fold
+                if (fold.active_run or {}).get("run_id") != run_id:
+                    await drivers.store.index_remove(EXPIRING, member)
+                continue
             fold = await driver.fold()
-            active = fold.active_run or {}
-            waits = active.get("suspended", ()) if active.get("run_id") == run_id else ()
-            due = [
-                w for w in waits
-                if w.get("expires_at", now + 1) <= now and not fold.answered(w)
-            ]  # fmt: skip
-            if due:
-                wait = due[0]
-                what = "an approval" if wait.get("for") == "approval" else "a result"
-                message = (
-                    f"tool call {wait.get('tool_call_id')} waited for {what} past its expiry; "
-                    "the run ends"
-                )
-                if wait.get("for") == "request":
-                    message = (
-                        f"client request {wait.get('request_id')} waited for an answer past "
-                        "its expiry; the run ends"
-                    )
-                log.info("run %s of session %s: %s", run_id, session_id, message)
-                LEDGER.adopted(run_id, session_id, active.get("model") or "unknown", None,
-                             active.get("started_at"))  # fmt: skip
-                error = ev.event(ev.ERROR, run_id=run_id, code="wait_expired", message=message)
-                await end(driver, run_id, ev.FAILED, first=[error])
+            wait = expired_wait(fold, run_id)
+            if wait is not None:
+                await end_expired(driver, fold, wait)
             await drivers.store.index_remove(EXPIRING, member)
             await drivers.next(session_id)
 

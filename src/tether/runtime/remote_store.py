@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tether.sessions.checkpoints import Checkpointer, Folded
 from tether.sessions.service import SessionService
 from tether.store.base import (
     AppendRequest,
@@ -47,6 +48,8 @@ FOLLOW_WAIT = 10.0
 RETRY_DELAY = 0.5
 #: Seconds one call may take (a follower's read waits FOLLOW_WAIT on top).
 CALL_TIMEOUT = 30.0
+#: Most appends one request carries (tether.api.workers.MAX_BATCH).
+MAX_BATCH = 256
 
 
 class NotOffered(NotImplementedError):
@@ -74,6 +77,9 @@ class RemoteStore(Store):
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         )
         self.notifier: RemoteNotifier = RemoteNotifier(self)
+        #: Appends waiting for the request under way to end: they go in the next one.
+        self._appends: list[tuple[str, AppendRequest, asyncio.Future[AppendResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self.notifier.loop = asyncio.get_running_loop()
@@ -96,11 +102,7 @@ class RemoteStore(Store):
             error = orjson.loads(res.content)["error"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             error = {"code": "", "message": res.reason_phrase}
-        if error.get("code") == "lease_lost":
-            raise LeaseLost(str(body.get("path")))
-        if res.status_code == 404 and "path" in body:
-            raise StreamNotFound(str(body["path"]))
-        raise WorkerRefused(res.status_code, str(error.get("message")))
+        raise _refusal(res.status_code, error, body)
 
     # -- streams -------------------------------------------------------------------
 
@@ -111,18 +113,41 @@ class RemoteStore(Store):
         raise NotOffered("a worker does not delete streams")
 
     async def append(self, path: str, req: AppendRequest) -> AppendResult:
+        """Appends made while a request of them is under way go together in the next one:
+        one request per round trip, not per append (a token each, in many sessions). The
+        server applies them in order per stream, each fenced by its own lease."""
         if req.lease is None:
             raise NotOffered("a worker appends only as a session's lease holder")
-        answer = await self.call(
-            "append",
-            {
-                "path": path,
-                "messages": [base64.b64encode(m).decode() for m in req.messages],
-                "content_type": req.content_type,
-                "lease": list(req.lease),
-            },
-        )
-        return AppendResult(answer["tail"], answer["closed"])
+        done: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._appends.append((path, req, done))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._send_appends(), name="tether-appends")
+        return await done
+
+    async def _send_appends(self) -> None:
+        """Send the waiting appends, a request at a time, until none wait."""
+        try:
+            while self._appends:
+                batch, self._appends = self._appends[:MAX_BATCH], self._appends[MAX_BATCH:]
+                items = [_append_body(path, req) for path, req, _ in batch]
+                try:
+                    results = (await self.call("append_batch", {"appends": items}))["results"]
+                except Exception as err:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(err)
+                    continue
+                for (_, _, done), item, result in zip(batch, items, results, strict=True):
+                    if done.done():
+                        continue  # its caller was cancelled: the append stands or not, as sent
+                    if "error" in result:
+                        done.set_exception(
+                            _refusal(result["error"]["status"], result["error"], item)
+                        )
+                    else:
+                        done.set_result(AppendResult(result["tail"], result["closed"]))
+        finally:
+            self._flusher = None
 
     async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
         return await self.wait_read(path, offset, max_bytes, 0.0)
@@ -219,6 +244,7 @@ class RemoteSessions(SessionService):
 
     def __init__(self, store: RemoteStore) -> None:
         super().__init__(store)
+        self.checkpoints = ReadOnlyCheckpoints(store, self.state, self.checkpoints.every)
 
     async def note_run(
         self,
@@ -230,6 +256,32 @@ class RemoteSessions(SessionService):
     ) -> None:
         body = {"session": session_id, "status": status, "usage": dict(usage or {}), "touch": touch}
         await self.store.call("note_run", body)
+
+
+class ReadOnlyCheckpoints(Checkpointer):
+    """A worker starts a cold fold from the checkpoint the server wrote for the session it
+    holds, and writes none: the server sees every append and checkpoints the fold itself."""
+
+    def grew(self, session_id: str, state: Folded | None, position: int) -> None:
+        return
+
+
+def _append_body(path: str, req: AppendRequest) -> dict[str, Any]:
+    return {
+        "path": path,
+        "messages": [base64.b64encode(m).decode() for m in req.messages],
+        "content_type": req.content_type,
+        "lease": list(req.lease or ()),
+    }
+
+
+def _refusal(status: int, error: dict[str, Any], body: dict[str, Any]) -> Exception:
+    """The exception a store raises for what the server refused (``error`` its body)."""
+    if error.get("code") == "lease_lost":
+        return LeaseLost(str(body.get("path")))
+    if status == 404 and "path" in body:
+        return StreamNotFound(str(body["path"]))
+    return WorkerRefused(status, str(error.get("message")))
 
 
 def _meta(raw: dict[str, Any]) -> StreamMeta:

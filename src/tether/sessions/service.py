@@ -416,9 +416,13 @@ class SessionService:
             stream_name(session_id),
             AppendRequest([encode(e) for e in events], JSON, lease=lease),
         )
-        # In the background: never awaited here.
-        self.checkpoints.grew(session_id, self._states.get(session_id), result.tail)
+        self.grew(session_id, result.tail)
         return result.tail
+
+    def grew(self, session_id: str, position: int) -> None:
+        """The session's stream reached ``position`` (appended here, or by a worker through
+        the server): its fold is checkpointed in the background, never awaited here."""
+        self.checkpoints.grew(session_id, self._states.get(session_id), position)
 
     async def select_branch(self, session_id: str, message_id: str) -> bool:
         """Make the branch ending at ``message_id`` the session's current one, for every

@@ -31,6 +31,7 @@ from typing import Any
 
 import orjson
 
+from tether.observability import metrics
 from tether.store import errors
 from tether.store.base import AppendRequest, Store
 from tether.streams.wire import format_offset
@@ -38,6 +39,8 @@ from tether.subscriptions.config import PULL_WAKE, WEBHOOK, SubscriptionConfig
 from tether.subscriptions.matcher import Matcher, name_in, starts_for
 from tether.subscriptions.signing import Keyring
 from tether.subscriptions.state import (
+    ACTIVE,
+    FAILED,
     AlreadyClaimed,
     Fenced,
     Link,
@@ -119,12 +122,18 @@ class SubscriptionService:
         self._version: bytes | None = None
         #: Subscriptions an append touched, with the paths, waiting for evaluation.
         self._touched: dict[str, set[str]] = {}
+        #: Subscriptions whose evaluation failed (the store failed us), with the paths:
+        #: the service loop evaluates them again (they may be in no due index).
+        self._failed: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         #: Set when a subscription here gets a due time: the sweeper looks again.
         self._soon = asyncio.Event()
         self.keyring: Keyring | None = None
         self._sender: WebhookSender | None = None
+        #: Each subscription's status, as last loaded or changed here (for the metrics).
+        self._statuses: dict[str, str] = {}
+        metrics.watch_subscriptions(self, (ACTIVE, FAILED))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -146,6 +155,12 @@ class SubscriptionService:
                 await task
         if self._sender is not None:
             await self._sender.aclose()
+
+    def subscriptions_by_status(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for status in self._statuses.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
 
     # -- configuration ---------------------------------------------------------
 
@@ -206,6 +221,7 @@ class SubscriptionService:
             await self.store.put_record(TOMBSTONES, key, str(sub.generation).encode())
             await self.store.delete_record(RECORDS, key)
             await self.store.index_remove(DUE, key)
+            self._statuses.pop(key, None)
         await self._changed()
 
     async def add_streams(self, key: str, paths: list[str]) -> None:
@@ -346,6 +362,7 @@ class SubscriptionService:
         task.add_done_callback(self._tasks.discard)
 
     async def _evaluate_touched(self, key: str) -> None:
+        paths: set[str] = set()
         try:
             async with self._locked(key):
                 paths = self._touched.pop(key, set())
@@ -362,9 +379,17 @@ class SubscriptionService:
                 await self._changed()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self._touched.pop(key, None)
-            log.exception("subscription evaluation failed; the sweeper retries it")
+        except Exception as err:
+            self._failed.setdefault(key, set()).update(paths, self._touched.pop(key, set()))
+            log.warning("subscription %s: evaluation failed (%s); it is evaluated again in "
+                        "%.1fs", key, err, POLL_INTERVAL)  # fmt: skip
+
+    def _retry_failed(self) -> None:
+        """Evaluate again the subscriptions whose evaluation failed (each in its task)."""
+        failed, self._failed = self._failed, {}
+        for key, paths in failed.items():
+            for path in paths:
+                self._touch(key, path)
 
     async def _run(self) -> None:
         last_keys = self._clock()
@@ -374,17 +399,24 @@ class SubscriptionService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._soon.wait(), pause)
             self._soon.clear()
+            self._retry_failed()
             try:
                 await self._refresh_index()
                 next_due = await self._sweep()
-                if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
-                    last_keys = self._clock()
-                    await self.keyring.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 next_due = self._clock() + POLL_INTERVAL
                 log.exception("subscription sweep failed; will retry")
+            # Apart from the sweep: a sweep that keeps failing does not keep old keys here.
+            if self.keyring is not None and self._clock() - last_keys > KEYRING_REFRESH:
+                last_keys = self._clock()
+                try:
+                    await self.keyring.refresh()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("could not refresh the webhook signing keys; will retry")
 
     async def _sweep(self) -> float:
         """Evaluate the subscriptions whose time has come; returns the next due time."""
@@ -436,6 +468,7 @@ class SubscriptionService:
                 sub.delivered()  # the retry's work was acked meanwhile: nothing to retry
             return False
         wake = sub.issue(_wake_id(), now, pending)
+        metrics.SUBSCRIPTION_WAKES.labels(sub.config.type).inc()
         if sub.config.type == PULL_WAKE:
             await self._write_wake_event(sub, wake)
         else:
@@ -481,6 +514,8 @@ class SubscriptionService:
             "callback_token": token,
         }
         outcome = await self._sender.deliver(sub.config.webhook_url, payload)
+        done = "done" if outcome.done else "accepted"
+        metrics.WEBHOOK_DELIVERIES.labels(done if outcome.ok else "failed").inc()
         async with self._locked(key):
             sub = await self._load(key)
             if sub is None or sub.wake is None or sub.wake.id != wake_id:
@@ -581,6 +616,7 @@ class SubscriptionService:
 
     async def _save(self, sub: Subscription) -> None:
         await self.store.put_record(RECORDS, sub.key, sub.dumps())
+        self._statuses[sub.key] = sub.status
         due = sub.due()
         if due is None:
             await self.store.index_remove(DUE, sub.key)
@@ -600,6 +636,7 @@ class SubscriptionService:
         self._version = version
         subs = [Subscription.loads(raw) for _, raw in await self.store.list_records(RECORDS)]
         self._matcher = Matcher.build(subs)
+        self._statuses = {sub.key: sub.status for sub in subs}
 
     @contextlib.asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[None]:

@@ -38,10 +38,14 @@ def where() -> dict[str, int]:
 
 @app.agent("tools", tools=["where"])
 async def tools(ctx: AgentContext) -> None:
-    """A server tool (run where the agent runs), then a client tool that needs approval."""
+    """A server tool (run where the agent runs), then a client tool that needs approval
+    (within ``TETHER_TEST_EXPIRES_IN`` seconds, if set)."""
     part = await ctx.tool_call_start("call_where", "where")
     await ctx.tool_call_end(part, {})
     [ran] = await ctx.run_tools([ToolCall("call_where", "where", "{}")])
     await ctx.text(f"where: {ran.output['pid']}; ")
-    outcome = await ctx.tool_call("add", {"a": 1, "b": 2}, call_id="call_add", approval=True)
+    expires_in = float(os.environ.get("TETHER_TEST_EXPIRES_IN", "0")) or None
+    outcome = await ctx.tool_call(
+        "add", {"a": 1, "b": 2}, call_id="call_add", approval=True, expires_in=expires_in
+    )
     await ctx.text(f"add: {outcome.output}")
