@@ -264,6 +264,12 @@ async def test_a_callback_token_reaches_its_wakes_sessions_only_and_is_fenced_af
             body = {"name": f"session:{other}", "owner": owner, "ttl": 10}
             assert (await _call(c, token, "lease_acquire", body)).status_code == 404
             assert (await _call(c, token, "append", append(other))).status_code == 403
+            # A batch is checked append by append: its own lands, the other's is refused.
+            r = await _call(c, token, "append_batch", {"appends": [append(mine), append(other)]})
+            assert [res.get("error", {}).get("status") for res in r.json()["results"]] == [
+                None,
+                403,
+            ], r.text
             for op in ("read", "head"):
                 r = await _call(c, token, op, {"path": f"sessions/{other}", "offset": 0})
                 assert r.status_code == 404, r.text

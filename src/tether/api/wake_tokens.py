@@ -36,7 +36,7 @@ DELEGATED = frozenset(
     {
         "head", "read", "append", "record_get", "record_put", "record_delete",
         "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
-        "note_run",
+        "note_run", "append_batch",
     }
 )  # fmt: skip
 _SESSION_LEASE = "session:"
