@@ -7,13 +7,17 @@ test advances by hand, so expiry is exact and nothing sleeps.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from redis_server import RedisServer, running_redis
+from tether.store.base import Store
 from tether.store.local import LocalStore
 from tether.store.memory import MemoryStore
+from tether.store.redis import RedisStore
 from tether.store.sqlite import SqliteStore
 
 BACKENDS = ("memory", "sqlite")
@@ -52,6 +56,28 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def store(backend: str, tmp_path: Path, clock: FakeClock) -> AsyncIterator[LocalStore]:
     s = make_store(backend, tmp_path / "tether.db", clock)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(params=("memory", "sqlite", "redis"))
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """Every backend, Redis included (a real redis-server, a fresh key prefix per test)."""
+    s: Store
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        s = RedisStore(server.url(), prefix=f"t-{random.getrandbits(32):x}:")
+    else:
+        s = make_store(request.param, tmp_path / "tether.db", FakeClock())
     await s.open()
     try:
         yield s

@@ -3,39 +3,16 @@ backfill of subscriptions), and the on_append hook every backend calls."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import pytest
 
-from redis_server import RedisServer, running_redis
-from store.conftest import FakeClock, make_store
 from tether.store.base import AppendRequest, CreateRequest, Store
-from tether.store.redis import RedisStore
 
 JSON = "application/json"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    with running_redis(tmp_path_factory.mktemp("redis-paths")) as server:
-        yield server
-
-
-@pytest.fixture(params=("memory", "sqlite", "redis"))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s: Store
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        s = RedisStore(server.url(), prefix=f"paths-{random.getrandbits(32):x}:")
-    else:
-        s = make_store(request.param, tmp_path / "tether.db", FakeClock())
-    await s.open()
-    try:
-        yield s
-    finally:
-        await s.aclose()
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
 
 
 async def _all(store: Store, prefix: str, page: int) -> list[str]:

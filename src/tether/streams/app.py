@@ -44,6 +44,7 @@ from tether.streams.wire import (
     parse_nonneg,
     parse_offset,
     parse_producer,
+    request_origin,
 )
 
 log = logging.getLogger(__name__)
@@ -590,15 +591,7 @@ async def _until_disconnect(receive: Receive) -> None:
 
 
 def _absolute_url(scope: Scope) -> str:
-    host = None
-    for k, v in scope["headers"]:
-        if k == b"host":
-            host = v.decode("latin-1")
-            break
-    if host is None:
-        server = scope.get("server") or ("localhost", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
+    return request_origin(scope) + scope["path"]
 
 
 def _start(status: int, headers: Headers) -> Message:

@@ -6,7 +6,9 @@ import math
 import random
 import re
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from tether.store.base import Producer
 
@@ -93,3 +95,17 @@ def next_cursor(client_cursor: str | None, now: float | None = None) -> str:
             jitter = math.ceil(random.randint(1, 3600) / CURSOR_INTERVAL)
             return str(theirs + jitter)
     return str(interval)
+
+
+def request_origin(scope: Mapping[str, Any]) -> str:
+    """``scheme://host`` and the app's root path, as the client addressed the server
+    (its Host header, else the socket's address): the start of the URLs it is given."""
+    host = None
+    for k, v in scope["headers"]:
+        if k == b"host":
+            host = v.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}"

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from tether.streams.http_errors import HTTPError
-from tether.streams.wire import WireError, parse_offset
+from tether.streams.wire import WireError, parse_offset, request_origin
 from tether.subscriptions.config import (
     WEBHOOK,
     BadConfig,
@@ -312,15 +312,7 @@ class SubscriptionRoutes:
         await _send_json(send, 200, {"ok": True, "next_wake": next_wake})
 
     def _base_url(self, scope: Scope) -> str:
-        host = None
-        for k, v in scope["headers"]:
-            if k == b"host":
-                host = v.decode("latin-1")
-                break
-        if host is None:
-            server = scope.get("server") or ("localhost", 80)
-            host = f"{server[0]}:{server[1]}"
-        return f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{self.prefix}"
+        return request_origin(scope) + self.prefix
 
 
 def _valid_id(sub_id: str) -> bool:
