@@ -13,6 +13,9 @@ Reported per worker count:
                 receives it (the dispatch: work stream, wake, claim, lease,
                 opening events written by the worker)
   first p50/99  ms from the send's answer to the answer's first text delta
+  added p50/99  ms from `run-start` to that first delta, run by run: what the
+                worker adds once it holds the run (a model's own time to its
+                first token would count too; the demo model takes none)
 
 Worker counts run one after another on fresh processes; the machine's load
 moves the figures (say so when you report them). See benchmarks/README.md.
@@ -124,6 +127,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
 
                 await worker.wait_ready(30, serving)
             rate, starts, firsts = await measure(server.base_url, args.runs, args.concurrency)
+            added = [first - start for start, first in zip(starts, firsts, strict=True)]
         finally:
             for proc in reversed(procs):
                 proc.stop()
@@ -131,6 +135,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
             f"{count} worker{'s' if count > 1 else ''}", f"{rate:.1f}",
             f"{percentile(starts, 50):.0f} / {percentile(starts, 99):.0f}",
             f"{percentile(firsts, 50):.0f} / {percentile(firsts, 99):.0f}",
+            f"{percentile(added, 50):.0f} / {percentile(added, 99):.0f}",
         ])  # fmt: skip
     return rows
 
@@ -155,7 +160,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"logs: {workdir}")
-    header = ["", "runs/s", "start p50/p99 ms", "first p50/p99 ms"]
+    header = ["", "runs/s", "start p50/p99 ms", "first p50/p99 ms", "added p50/p99 ms"]
     print(f"{args.runs} runs, {args.concurrency} at once, store {args.store}")
     print(format_text_table(header, rows))
 
