@@ -61,9 +61,9 @@ ENV_VARS: dict[str, str] = {
     "sessions of the worker-served agents through the worker API (see [Workers](workers.md)).",
     "TETHER_WORKER_AGENTS": "Comma-separated agents that `tether worker` processes serve: "
     "the server queues their runs for workers and never runs them itself.",
-    "TETHER_WEBHOOK_AGENTS": "Comma-separated `name=https://agents.example.com/hook`: agents served by a "
-    "webhook handler; each wake of their runs is POSTed, signed, to the URL (see "
-    "[Workers](workers.md#webhook-mode)).",
+    "TETHER_WEBHOOK_AGENTS": "Comma-separated `name=https://agents.example.com/hook`: "
+    "agents served by a webhook handler; each wake of their runs is POSTed, signed, "
+    "to the URL (see [Workers](workers.md#webhook-mode)).",
     "TETHER_WEBHOOK_APP": "The webhook handler's app (`module:app`) for "
     "`uvicorn --factory tether.agents.webhook_handler:from_env`.",
     "TETHER_JWKS_URL": "The webhook handler's source of the server's signing keys (default "
