@@ -150,6 +150,28 @@ async def test_a_worker_reads_only_the_attachments_of_the_sessions_it_holds(
         assert WORKER_KEY not in cluster.logs()
 
 
+async def test_an_attachment_over_the_servers_body_limit_is_not_read(tmp_path: Path) -> None:
+    """The read is bounded by the server's ``--max-body``: an attachment stored under a larger
+    limit is refused 413 once the server runs with a smaller one, and nothing is sent."""
+    async with cluster_of(tmp_path) as cluster:
+        args = ("--attachment-inline-max", str(INLINE_MAX))
+        await cluster.start_server(*args, agents="seeing")
+        async with cluster.client() as c:
+            session_id = await new_session(c, {"agent": "seeing"})
+            await send_file(c, session_id)
+            path = await attachment_stream(c, session_id)
+        assert cluster.server is not None
+        await asyncio.to_thread(cluster.server.stop)
+        await cluster.start_server(*args, "--max-body", str(len(BIG) // 2), agents="seeing")
+        async with cluster.client() as c:
+            owner = worker_identity(WORKER_KEY) + "/test"
+            held = {"name": f"session:{session_id}", "owner": owner, "ttl": 30}
+            assert (await worker_call(c, WORKER_KEY, "lease_acquire", held)).json()["acquired"]
+            r = await worker_call(c, WORKER_KEY, "attachment", {"path": path})
+            assert r.status_code == 413, r.text
+            assert "data" not in r.json()
+
+
 def mcp_config(tmp_path: Path) -> Path:
     path = tmp_path / "tether.toml"
     path.write_text(
