@@ -25,24 +25,35 @@ READY_TIMEOUT = 30.0
 
 
 class WorkerProcess:
-    """One ``tether worker worker_app:app`` child, its output in a file."""
+    """One ``tether worker worker_app:app`` (or ``app``) child, its output in a file."""
 
     def __init__(
-        self, server: TetherServer, log_path: Path, env: dict[str, str], *args: str
+        self,
+        server: TetherServer,
+        log_path: Path,
+        env: dict[str, str],
+        *args: str,
+        app: str = "worker_app:app",
     ) -> None:
         self.log_path = log_path
         self.command = [
-            *tether_command(), "worker", "worker_app:app", "--server", server.base_url, *args,
+            *tether_command(), "worker", app, "--server", server.base_url, *args,
         ]  # fmt: skip
         self.env = {**env, "TETHER_WORKER_KEY": WORKER_KEY, "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def spawn(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env, start_new_session=True,
             )  # fmt: skip
+        return self
+
+    def start(self) -> WorkerProcess:
+        """Spawn it and wait until it serves."""
+        self.spawn()
+        assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT
         while "tether.worker: serving" not in self.output():
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -84,9 +95,11 @@ class Cluster:
     server: TetherServer | None = None
     workers: list[WorkerProcess] = field(default_factory=list)
 
-    async def start_server(self, *args: str, api_key: bool = False) -> TetherServer:
+    async def start_server(
+        self, *args: str, api_key: bool = False, agents: str = "words,tools"
+    ) -> TetherServer:
         env = {**self.env, "TETHER_WORKER_KEYS": f"{WORKER_KEY},{OTHER_WORKER_KEY}"}
-        env["TETHER_WORKER_AGENTS"] = "words,tools"
+        env["TETHER_WORKER_AGENTS"] = agents
         if api_key:
             env["TETHER_API_KEYS"] = API_KEY
         store = self.redis.url() if self.redis is not None else "sqlite"
@@ -97,12 +110,16 @@ class Cluster:
         await asyncio.to_thread(self.server.start)
         return self.server
 
-    async def start_worker(self, *args: str) -> WorkerProcess:
+    def new_worker(self, *args: str, app: str = "worker_app:app") -> WorkerProcess:
+        """A worker of ``app``, not started (stopped with the cluster once it is)."""
         assert self.server is not None
         log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = WorkerProcess(self.server, log, self.env, *args)
+        worker = WorkerProcess(self.server, log, self.env, *args, app=app)
         self.workers.append(worker)
-        return await asyncio.to_thread(worker.start)
+        return worker
+
+    async def start_worker(self, *args: str, app: str = "worker_app:app") -> WorkerProcess:
+        return await asyncio.to_thread(self.new_worker(*args, app=app).start)
 
     def client(self, key: str | None = None) -> httpx.AsyncClient:
         assert self.server is not None

@@ -5,6 +5,10 @@ providers' :class:`~tether.providers.base.Attachment`; those stored in a
 stream of their own are read by :class:`AttachmentReading`, a provider in
 front of another that fills them in before the request is built. Requests
 with nothing to read go straight to the provider underneath, as they are.
+:func:`reading_attachments` gives every model of a resolver that front, so
+an agent's models see the same attachments wherever it runs: in the server
+(which reads the store), in a tether worker or a webhook handler (which read
+them through the worker API, for the sessions they hold only).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from tether.sessions.fold import Message
 
 #: Reads an attachment stream's bytes.
 ReadStream = Callable[[str], Awaitable[bytes]]
+#: A model's name -> its provider and its name at that provider.
+Resolve = Callable[[str], tuple[Provider, str]]
 
 
 def chat_attachments(msg: Message) -> list[Attachment]:
@@ -80,3 +86,13 @@ class AttachmentReading:
 
     async def aclose(self) -> None:
         await self.provider.aclose()
+
+
+def reading_attachments(resolve: Resolve, read: ReadStream) -> Resolve:
+    """``resolve``, with each provider it gives behind an :class:`AttachmentReading` of ``read``."""
+
+    def resolved(name: str) -> tuple[Provider, str]:
+        provider, model = resolve(name)
+        return AttachmentReading(provider, read), model
+
+    return resolved

@@ -10,7 +10,11 @@ each wake of the agent's work stream to that URL, signed (docs/subscriptions.md)
    does not know) and a five-minute replay window;
 2. it drives the wake's sessions with the runtime's own code over
    :class:`~tether.runtime.remote_store.RemoteStore`, calling the worker API
-   with the wake's callback token (which reaches those sessions only);
+   with the wake's callback token (which reaches those sessions only); their
+   agents' models read the sessions' stored attachments with that token too,
+   and their tools are the app's and those of the ``[[mcp_servers]]`` of
+   ``$TETHER_CONFIG``, connected while the handler runs (its lifespan, or
+   :meth:`WebhookHandler.start` and :meth:`WebhookHandler.aclose`);
 3. it ends the wake: by answering ``{"done": true}`` when the sessions are
    done within ``sync_budget`` seconds of the request, else by answering
    ``{"done": false}`` at that point, working on, extending the wake while it
@@ -34,7 +38,8 @@ import os
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from functools import partial
 from typing import Any
 
 import httpx
@@ -43,8 +48,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tether.agents.app import App, load_app
+from tether.agents.attachments import reading_attachments
 from tether.agents.context import AgentKit, CustomAgent
 from tether.agents.llm import RetryPolicy
+from tether.agents.mcp import MCPToolsets
+from tether.agents.mcp_config import MCPServerConfig, load_mcp_servers
 from tether.agents.tools import ToolRegistry
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.driver import Agent
@@ -122,17 +130,23 @@ class WebhookHandler:
         *,
         jwks_url: str | None = None,
         registry: ProviderRegistry | None = None,
+        mcp_servers: Sequence[MCPServerConfig] = (),
         sync_budget: float = SYNC_BUDGET,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``server``: the tether server's base URL (its worker API); ``jwks_url``: its
-        key set (default: ``{server}/v1/stream/__ds/jwks.json``)."""
+        key set (default: ``{server}/v1/stream/__ds/jwks.json``); ``mcp_servers``: those
+        whose tools the agents get (ValueError if an agent names a tool nobody has)."""
+        app.check_tools({s.name for s in mcp_servers})
         self.app = app
         self.server = server.rstrip("/")
         self._client = httpx.AsyncClient(timeout=10.0)
         self.keys = KeySet(jwks_url or f"{self.server}/v1/stream/__ds/jwks.json", self._client)
-        registry = registry or ProviderRegistry.from_env()
-        self.kit = AgentKit(registry.resolve, ToolRegistry(app.tools), RetryPolicy())
+        self.registry = registry or ProviderRegistry.from_env()
+        self.tools = ToolRegistry(app.tools)
+        #: The MCP servers' connections, which add their tools to ``tools``.
+        self.mcp = MCPToolsets(mcp_servers, self.tools)
+        self.retry = RetryPolicy()
         self.sync_budget = sync_budget
         self._clock = clock
         #: Wakes being served here, by wake id (a repeated delivery starts nothing).
@@ -208,9 +222,13 @@ class WebhookHandler:
         wake = await store.call("wake", {})
         owner = f"{wake['identity']}/{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         ttl = float(wake["lease_ttl"])
+        # The wake's models read its sessions' attachments with its token.
+        models = reading_attachments(self.registry.resolve, store.read_attachment)
+        kit = AgentKit(models, self.tools, self.retry)
         runtime = Runtime(
-            RemoteSessions(store), self._resolve, lease_ttl=ttl, worker=owner, reap=False
-        )
+            RemoteSessions(store), partial(self._resolve, kit), lease_ttl=ttl, worker=owner,
+            reap=False,
+        )  # fmt: skip
         await runtime.start()
         beat = asyncio.create_task(self._heartbeat(store, ttl / 3))
         try:
@@ -235,12 +253,12 @@ class WebhookHandler:
             except Exception as err:
                 log.warning("could not extend the wake: %s", err)
 
-    def _resolve(self, record: SessionRecord) -> Agent:
+    def _resolve(self, kit: AgentKit, record: SessionRecord) -> Agent:
         fn = self.app.agents.get(record.agent or "")
         if fn is None:
             raise LookupError(f"agent {record.agent!r} is not served by this handler")
         tools = self.app.agent_tools.get(record.agent or "", ())
-        return CustomAgent(fn, self.kit, tools, replay=record.agent not in self.app.no_replay)
+        return CustomAgent(fn, kit, tools, replay=record.agent not in self.app.no_replay)
 
     # -- ASGI --------------------------------------------------------------------
 
@@ -271,20 +289,33 @@ class WebhookHandler:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as err:
+                    await self.mcp.aclose()
+                    await send({"type": "lifespan.startup.failed", "message": str(err)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def start(self) -> None:
+        """Connect the MCP servers (an ASGI server's lifespan calls it; call it before
+        the first :meth:`handle` otherwise)."""
+        await self.mcp.start()
+
     async def aclose(self) -> None:
-        """Stop the wakes served here (their runs are left to be continued) and close."""
+        """Stop the wakes served here (their runs are left to be continued), then the
+        MCP servers, and close."""
         tasks = list(self._wakes.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
+        await self.mcp.aclose()
         await self._client.aclose()
 
 
@@ -297,7 +328,8 @@ async def _respond(send: Send, status: int, answer: dict[str, Any]) -> None:
 
 def from_env() -> WebhookHandler:
     """The handler of ``$TETHER_WEBHOOK_APP`` (``module:app``) for the server at
-    ``$TETHER_URL`` (for ``uvicorn --factory``); ``$TETHER_JWKS_URL`` and
+    ``$TETHER_URL`` (for ``uvicorn --factory``), with the MCP servers of
+    ``$TETHER_CONFIG``; ``$TETHER_JWKS_URL`` and
     ``$TETHER_WEBHOOK_SYNC_BUDGET`` (seconds) if the defaults do not fit."""
     env = os.environ
     spec = env.get("TETHER_WEBHOOK_APP", "")
@@ -307,5 +339,6 @@ def from_env() -> WebhookHandler:
         load_app(spec),
         env.get("TETHER_URL", "http://127.0.0.1:4437"),
         jwks_url=env.get("TETHER_JWKS_URL"),
+        mcp_servers=load_mcp_servers(env),
         sync_budget=float(env.get("TETHER_WEBHOOK_SYNC_BUDGET") or SYNC_BUDGET),
     )

@@ -255,8 +255,9 @@ class TetherApp:
         web.include_router(build_operations_router(self.readiness, self.auth))  # health, metrics
         if self.workers.enabled:
             calls = WorkerCalls(
-                self.store, self.sessions, self.workers, self.dispatch, self.stop_future
-            )
+                self.store, self.sessions, self.workers, self.dispatch, self.stop_future,
+                max_attachment=self.streams.config.max_body,
+            )  # fmt: skip
             tokens = WakeTokens(self.store, self.dispatch) if self.workers.webhooks else None
             web.include_router(build_worker_router(calls, tokens))
         document_unrouted(web, self._prefix)  # the raw streams and the WebSocket, in /openapi.json

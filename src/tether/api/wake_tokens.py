@@ -8,9 +8,9 @@ token>``; such a caller:
 - is refused ``409 fenced`` once its wake is over (done, expired, or followed
   by another generation), on every call;
 - may take the lease only of the sessions the wake's work stream entries name
-  (else 404); reading and appending then follow the worker API's rules (as
-  the lease holder only), under an identity derived from the token, so a
-  lease taken with one wake's token is never another wake's;
+  (else 404); reading (attachments included) and appending then follow the
+  worker API's rules (as the lease holder only), under an identity derived
+  from the token, so a lease taken with one wake's token is never another wake's;
 - reads no work or wake stream, claims nothing, and says no hello;
 - learns its wake's sessions (``wake``) and ends or extends its wake
   (``ack``, with ``done`` or as a heartbeat).
@@ -34,7 +34,7 @@ from tether.subscriptions.state import Fenced
 #: Worker API operations a callback token may call with the worker's own rules.
 DELEGATED = frozenset(
     {
-        "head", "read", "append", "record_get", "record_put", "record_delete",
+        "head", "read", "attachment", "append", "record_get", "record_put", "record_delete",
         "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
         "note_run", "append_batch",
     }

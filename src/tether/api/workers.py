@@ -5,13 +5,17 @@ A worker runs the runtime's own drivers over a store that calls this API
 worker key reaches a session only while a worker of that key holds the
 session's lease (its owner names start with the key's identity and ``/``).
 
-- It may take the lease of a session whose agent is worker-served
-  (``TETHER_WORKER_AGENTS``); the session must exist (else 404).
+- It may take the lease of a session whose agent ``tether worker`` processes
+  serve (``TETHER_WORKER_AGENTS``); the session must exist (else 404). A
+  webhook agent's sessions (``TETHER_WEBHOOK_AGENTS``) are for its wakes'
+  callback tokens only (tether.api.wake_tokens): to a worker key, 404.
 - It reads (head, read, records) only sessions whose lease it holds: any
-  other session does not exist for it (404).
+  other session does not exist for it (404). So it is with the attachments
+  stored in streams of their own (``attachment``): those of a session it
+  holds, named under that session (tether.sessions.attachments), and no other.
 - It appends to a session's stream only as its lease holder (fenced
   atomically with the append): else 403 ``lease_lost``.
-- It reads the work and wake streams of worker-served agents, writes none;
+- It reads the work and wake streams of the agents it serves, writes none;
   it claims, acks and releases the wakes of their workers' subscriptions
   (tether.runtime.dispatch).
 
@@ -27,6 +31,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
@@ -63,6 +68,11 @@ MAX_WAIT = 20.0
 MAX_READ = 4 * 1024 * 1024
 #: Most appends one ``append_batch`` request may carry.
 MAX_BATCH = 256
+#: Largest attachment read, unless told (the server's request body limit: no front
+#: stores a larger one).
+MAX_ATTACHMENT = 10 * 1024 * 1024
+#: An attachment stream's name: ``sessions/<session id>/attachments/<attachment id>``.
+_ATTACHMENT = re.compile(r"sessions/([^/]+)/attachments/[^/]+")
 _SESSIONS = "sessions/"
 _SESSION_LEASE = "session:"
 _ANSWER_LEASE = "answer:"
@@ -98,6 +108,12 @@ class WorkerConfig:
     @property
     def enabled(self) -> bool:
         return bool(self._ids) or bool(self.webhooks)
+
+    def served_by(self, ident: str) -> frozenset[str]:
+        """The agents whose sessions caller ``ident`` may take: a worker key's, those
+        ``tether worker`` processes serve; any other's (a callback token's, whose wake
+        names its sessions), the webhook agents'."""
+        return self.pulled if ident in self._ids.values() else frozenset(self.webhooks)
 
     def identity(self, authorization: str | None) -> str | None:
         """The worker identity of ``Authorization: Bearer <worker key>``, or None."""
@@ -148,6 +164,7 @@ class WorkerCalls:
         config: WorkerConfig,
         dispatch: WorkDispatch,
         stop: Callable[[], Any],
+        max_attachment: int = MAX_ATTACHMENT,
     ) -> None:
         self.store = store
         self.sessions = sessions
@@ -155,6 +172,8 @@ class WorkerCalls:
         self.dispatch = dispatch
         self.lease_ttl = dispatch.lease_ttl
         self._stop = stop
+        #: Largest attachment a worker reads (413 past it).
+        self.max_attachment = max_attachment
 
     # -- the checks --------------------------------------------------------------
 
@@ -175,7 +194,7 @@ class WorkerCalls:
             raise Refused(400, "bad_request", "path must be a string")
         if path.startswith(_SESSIONS) and await self._holds(ident, path[len(_SESSIONS) :]):
             return path
-        if any(path in (work_stream(a), wake_stream(a)) for a in self.config.agents):
+        if any(path in (work_stream(a), wake_stream(a)) for a in self.config.served_by(ident)):
             return path
         raise _not_found(path)
 
@@ -228,6 +247,25 @@ class WorkerCalls:
             "up_to_date": res.up_to_date,
             "closed": res.closed,
         }
+
+    async def attachment(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        """The bytes of an attachment stream of a session whose lease the caller holds,
+        whole (413 past ``max_attachment``): what the models of its run are sent."""
+        path = body.get("path")
+        match = _ATTACHMENT.fullmatch(path) if isinstance(path, str) else None
+        if match is None or not await self._holds(ident, match.group(1)):
+            raise _not_found(str(path))
+        data = bytearray()
+        position: int | None = 0
+        while True:
+            res = await self.store.read(match.group(0), position, MAX_READ)
+            for chunk in res.chunks:
+                data += chunk
+            if len(data) > self.max_attachment:
+                raise Refused(413, "too_large", f"attachment {path} is over the read limit")
+            if res.up_to_date or not res.chunks:
+                return {"data": _b64(bytes(data))}
+            position = res.next
 
     async def append(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         path = body.get("path")
@@ -317,7 +355,7 @@ class WorkerCalls:
             session_id = name[len(_SESSION_LEASE) :]
             raw = await self.store.get_record(RECORDS, session_id)
             agent = None if raw is None else orjson.loads(raw).get("agent")
-            if agent is None or agent not in self.config.agents:
+            if agent is None or agent not in self.config.served_by(ident):
                 raise _not_found(f"session {session_id}")
         elif name.startswith(_ANSWER_LEASE):
             await self._session_held(ident, name[len(_ANSWER_LEASE) :].partition(":")[0])
@@ -414,9 +452,9 @@ def build_worker_router(calls: WorkerCalls, tokens: WakeTokens | None = None) ->
     ops: dict[str, Callable[[str, dict[str, Any]], Any]] = {
         name: getattr(calls, name)
         for name in (
-            "hello", "head", "read", "append", "record_get", "record_put", "record_delete",
-            "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
-            "note_run", "claim", "ack", "release", "append_batch",
+            "hello", "head", "read", "attachment", "append", "record_get", "record_put",
+            "record_delete", "lease_acquire", "lease_renew", "lease_release", "index_put",
+            "index_remove", "note_run", "claim", "ack", "release", "append_batch",
         )
     }  # fmt: skip
 

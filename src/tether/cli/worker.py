@@ -9,6 +9,12 @@ takes the sessions dispatched since the acked offset: taking a session's
 lease, it drives it as a replica does, until the session is idle. On SIGTERM
 or Ctrl-C it stops its runs without ending them and lets their leases go, so
 another worker continues them from their journals.
+
+Its agents get what the server's get: the models of the providers in its own
+environment, each reading the user's stored attachments through the worker API
+(tether.agents.attachments), and the tools of the app and of the
+``[[mcp_servers]]`` of ``$TETHER_CONFIG``, which it runs or connects to itself
+for as long as it runs (tether.agents.mcp), as ``tether serve`` does.
 """
 
 from __future__ import annotations
@@ -20,14 +26,18 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import click
 import orjson
 
 from tether.agents.app import App, load_app
+from tether.agents.attachments import reading_attachments
 from tether.agents.context import AgentKit, CustomAgent
 from tether.agents.llm import RetryPolicy
+from tether.agents.mcp import MCPToolsets
+from tether.agents.mcp_config import MCPServerConfig, load_mcp_servers
 from tether.agents.tools import ToolRegistry
 from tether.api.workers import worker_identity
 from tether.cli.log_redaction import configure_logging
@@ -53,7 +63,13 @@ class Worker:
     """One worker process: its runtime, its heartbeat, and a follower per agent's work."""
 
     def __init__(
-        self, app: App, registry: ProviderRegistry, server: str, key: str, capacity: int
+        self,
+        app: App,
+        registry: ProviderRegistry,
+        server: str,
+        key: str,
+        capacity: int,
+        mcp_servers: Sequence[MCPServerConfig] = (),
     ) -> None:
         self.app = app
         self.store = RemoteStore(server, key)
@@ -62,7 +78,11 @@ class Worker:
         self.owner = f"{worker_identity(key)}/{socket.gethostname()}:{os.getpid()}:"
         self.owner += os.urandom(3).hex()
         self.capacity = capacity
-        self.kit = AgentKit(registry.resolve, ToolRegistry(app.tools), RetryPolicy())
+        tools = ToolRegistry(app.tools)
+        models = reading_attachments(registry.resolve, self.store.read_attachment)
+        self.kit = AgentKit(models, tools, RetryPolicy())
+        #: The MCP servers' connections, which add their tools to ``tools``.
+        self.mcp = MCPToolsets(mcp_servers, tools)
         #: Sessions being taken over, and those dispatched again meanwhile.
         self._taking: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -86,26 +106,33 @@ class Worker:
                     "the server has none of this app's agents as worker agents "
                     "(TETHER_WORKER_AGENTS): nothing to serve"
                 )
-            log.info("serving %s (as %s)", ", ".join(agents), self.owner)
-            ttl = float(hello["lease_ttl"])
-            runtime = Runtime(
-                RemoteSessions(self.store), self.resolve, lease_ttl=ttl, worker=self.owner,
-                reap=False,
-            )  # fmt: skip
-            await runtime.start()
-            tasks = [asyncio.create_task(self._heartbeat(ttl / 3))]
-            tasks += [asyncio.create_task(self._serve(runtime, a)) for a in agents]
+            await self.mcp.start()
             try:
-                await stop.wait()
+                await self._serve_all(agents, float(hello["lease_ttl"]), stop)
             finally:
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(BaseException):
-                        await task
-                await runtime.aclose()
+                await self.mcp.aclose()  # after the runs: they call its tools
         finally:
             await self.store.aclose()
+
+    async def _serve_all(self, agents: list[str], ttl: float, stop: asyncio.Event) -> None:
+        """Run the runtime and follow each agent's work until ``stop`` is set."""
+        log.info("serving %s (as %s)", ", ".join(agents), self.owner)
+        runtime = Runtime(
+            RemoteSessions(self.store), self.resolve, lease_ttl=ttl, worker=self.owner,
+            reap=False,
+        )  # fmt: skip
+        await runtime.start()
+        tasks = [asyncio.create_task(self._heartbeat(ttl / 3))]
+        tasks += [asyncio.create_task(self._serve(runtime, a)) for a in agents]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            await runtime.aclose()
 
     async def _hello(self) -> dict[str, Any]:
         body = {"owner": self.owner, "agents": sorted(self.app.agents)}
@@ -237,7 +264,9 @@ def worker(app_spec: str, server: str, key: str, capacity: int, log_level: str) 
         raise click.ClickException("a worker key is required: --key or $TETHER_WORKER_KEY")
     try:
         registry = ProviderRegistry.from_env()
+        mcp_servers = load_mcp_servers()
         secrets = [key, *(s.get() for s in registry.secrets())]
+        secrets += [secret for server in mcp_servers for secret in server.secrets()]
     except Exception as err:
         raise click.ClickException(str(err)) from err
     configure_logging(log_level, secrets, "text")  # the key never reaches a log line
@@ -246,9 +275,12 @@ def worker(app_spec: str, server: str, key: str, capacity: int, log_level: str) 
         sys.path.insert(0, os.getcwd())
     try:
         app = load_app(app_spec)
+        app.check_tools({s.name for s in mcp_servers})
     except Exception as err:
         raise click.ClickException(str(err)) from err
-    asyncio.run(_main(Worker(app, registry, server, key, capacity)))
+    if mcp_servers:
+        log.info("MCP servers: %s", ", ".join(s.name for s in mcp_servers))
+    asyncio.run(_main(Worker(app, registry, server, key, capacity, mcp_servers)))
 
 
 async def _main(worker: Worker) -> None:

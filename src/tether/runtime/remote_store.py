@@ -10,6 +10,9 @@ Following a stream (tether.streams.tail) needs a notifier: while anyone here
 follows a stream, one task long-polls the server for it and publishes what
 arrives, so a cancel posted to the server reaches the run here at once.
 
+The attachments a run's user messages keep in streams of their own are read
+whole (:meth:`RemoteStore.read_attachment`), for its models' requests.
+
 What a worker may not do (create or delete streams, list records or indexes)
 the server refuses; those methods raise :class:`NotOffered` without asking.
 """
@@ -167,6 +170,11 @@ class RemoteStore(Store):
             answer["up_to_date"],
             answer["closed"],
         )
+
+    async def read_attachment(self, path: str) -> bytes:
+        """The bytes of attachment stream ``path`` of a session this worker holds
+        (StreamNotFound for any other): what a run's model is sent."""
+        return base64.b64decode((await self.call("attachment", {"path": path}))["data"])
 
     async def head(self, path: str) -> StreamMeta:
         return _meta((await self.call("head", {"path": path}))["meta"])

@@ -12,6 +12,7 @@ import os
 
 from tether import App
 from tether.agents.context import AgentContext
+from tether.agents.model import to_chat
 from tether.providers.base import ToolCall
 
 app = App()
@@ -49,3 +50,9 @@ async def tools(ctx: AgentContext) -> None:
         "add", {"a": 1, "b": 2}, call_id="call_add", approval=True, expires_in=expires_in
     )
     await ctx.text(f"add: {outcome.output}")
+
+
+@app.agent("seeing")
+async def seeing(ctx: AgentContext) -> None:
+    """The session's history, attachments and all, to an OpenAI model; its answer."""
+    await ctx.model("openai/gpt-4o-mini").respond(to_chat(ctx.system, ctx.history))
