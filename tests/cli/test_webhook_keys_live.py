@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from tether.store.sqlite import SqliteStore
 from tether.subscriptions.key_control import socket_path
 from tether.subscriptions.signing import NAMESPACE
 
+#: Seconds between the test's rotation and the new key's first signature.
+ACTIVATE = 5
 #: A user that is not the server's (the conventional "nobody").
 NOBODY = 65534
 
@@ -100,20 +103,21 @@ async def test_a_rotation_reaches_the_running_server_and_signs_after_activation(
         [old_kid] = await jwks_kids(api)
 
         rotated = await asyncio.to_thread(
-            tether, "webhook-keys", "rotate", "--activate-after", "3",
+            tether, "webhook-keys", "rotate", "--activate-after", str(ACTIVATE),
             "--data-dir", str(server.data_dir),
         )  # fmt: skip
+        active_by = time.monotonic() + ACTIVATE  # the rotation was made before this
         assert rotated.returncode == 0, rotated.stderr
         new_kid = rotated.stdout.strip()
         assert new_kid.startswith("ds_") and new_kid != old_kid
-        assert "signs with it from 3 s on" in rotated.stderr
+        assert f"signs with it from {ACTIVATE} s on" in rotated.stderr
         assert await jwks_kids(api) == [new_kid, old_kid]  # published now
+        assert await delivery_kid(api, receiver, 1) == old_kid  # not active yet
         rows = await asyncio.to_thread(listed, server.data_dir)
         assert [row[0] for row in rows] == [new_kid, old_kid]
         assert "next:" in rows[0] and "until" in rows[1]
-        assert await delivery_kid(api, receiver, 1) == old_kid  # not active yet
 
-        await asyncio.sleep(3.5)
+        await asyncio.sleep(active_by + 0.5 - time.monotonic())
         assert await delivery_kid(api, receiver, 2) == new_kid
         assert await jwks_kids(api) == [new_kid, old_kid]  # the old one for its window
         rows = await asyncio.to_thread(listed, server.data_dir)

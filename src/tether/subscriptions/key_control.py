@@ -27,7 +27,8 @@ import math
 import os
 import socket
 import struct
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ MAX_REQUEST = 1024
 TIMEOUT = 10.0
 #: Longest ``activate_after`` taken: a day (receivers refetch the key set long before).
 MAX_ACTIVATION = 86400.0
+#: Seconds after a new key's activation the server rereads its keys.
+_LATE = 0.1
 
 
 def socket_path(data_file: Path) -> Path:
@@ -99,7 +102,7 @@ class KeyControl:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -122,15 +125,25 @@ class KeyControl:
     async def _answer(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> dict[str, Any]:
+        try:  # read first, refuse after: the caller reads the answer once it has sent
+            line = await asyncio.wait_for(reader.readuntil(b"\n"), TIMEOUT)
+        except (TimeoutError, asyncio.LimitOverrunError):
+            return {"error": "not a request"}
         uid = _peer_uid(writer)
         if uid is not None and uid not in (os.geteuid(), 0):
             log.warning("refused `tether webhook-keys` from uid %d", uid)
             return {"error": f"uid {uid} is not this server's user"}
         try:
-            line = await asyncio.wait_for(reader.readuntil(b"\n"), TIMEOUT)
             request = orjson.loads(line)
-        except (TimeoutError, asyncio.LimitOverrunError, orjson.JSONDecodeError):
+        except orjson.JSONDecodeError:
             return {"error": "not a request"}
+        try:
+            return await self._do(request)
+        except Exception:  # the store failed: say so, and keep serving
+            log.exception("could not answer `tether webhook-keys`")
+            return {"error": "the server could not do it; its log says why"}
+
+    async def _do(self, request: Any) -> dict[str, Any]:
         op = request.get("op") if isinstance(request, dict) else None
         if op == "list":
             return {"keys": [key_fields(k) for k in await read_keys(self._store)]}
@@ -145,17 +158,19 @@ class KeyControl:
 
     async def _rotate(self, delay: float) -> str:
         kid = await rotate(self._store, delay=delay)
+        [key] = [k for k in await read_keys(self._store) if k.kid == kid]
         keyring = self._keyring()
         if keyring is not None:  # published now, not at the next refresh
             await keyring.refresh()
-            self._spawn(self._refresh_at_activation(keyring, delay))
-        log.info("rotated the webhook signing key: %s signs %g s from now", kid, delay)
+            self._spawn(self._refresh_at(keyring, key.signs_from))
+        log.info("rotated the webhook signing key: %s signs from %.0f", kid, key.signs_from)
         return kid
 
     @staticmethod
-    async def _refresh_at_activation(keyring: Keyring, delay: float) -> None:
+    async def _refresh_at(keyring: Keyring, signs_from: float) -> None:
         """Reread the keys when the new one starts signing: the old one's private half goes."""
-        await asyncio.sleep(delay)
+        # Past the moment, not at it: a loop's timer may fire a clock tick early.
+        await asyncio.sleep(max(0.0, signs_from - time.time()) + _LATE)
         try:
             await keyring.refresh()
         except Exception:
