@@ -85,17 +85,6 @@ async def test_rotate_and_list_on_the_servers_sqlite_file(
         assert privates[0] not in result.stdout + result.stderr
 
 
-def test_rotate_says_to_stop_a_server_that_owns_the_sqlite_file(
-    tether_server: ServerFactory,
-) -> None:
-    server = tether_server()
-    refused = tether("webhook-keys", "rotate", "--data-dir", str(server.data_dir))
-    assert refused.returncode == 1
-    assert "stop tether serve" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    assert refused.stdout == ""
-
-
 def test_a_store_that_is_not_the_servers_is_refused(tmp_path: Path) -> None:
     missing = tether("webhook-keys", "rotate", "--data-dir", str(tmp_path / "nowhere"))
     assert missing.returncode == 1

@@ -71,8 +71,6 @@ SYNC_BUDGET = 5.0
 JWKS_REFETCH = 10.0
 #: Largest delivery body read (a wake's payload is a few hundred bytes).
 MAX_BODY = 256 * 1024
-#: Seconds between two looks at whether the wake's sessions are done.
-IDLE_POLL = 0.05
 _SIGNATURE = re.compile(r"t=(\d+),kid=([^,]+),ed25519=([A-Za-z0-9_-]+)")
 
 Scope = MutableMapping[str, Any]
@@ -234,9 +232,7 @@ class WebhookHandler:
         try:
             for session_id in wake["sessions"]:
                 await runtime.take_over(session_id)
-            # No event says the runtime let a session go: looked at every IDLE_POLL.
-            while runtime.sessions_driven():  # noqa: ASYNC110
-                await asyncio.sleep(IDLE_POLL)
+            await runtime.until_idle()  # woken when the last session is let go
         finally:
             beat.cancel()
             with contextlib.suppress(BaseException):

@@ -63,7 +63,9 @@ from tether.sessions.attachments import DEFAULT_INLINE_MAX, AttachmentStreams
 from tether.sessions.checkpoints import DEFAULT_EVERY
 from tether.sessions.service import DEFAULT_FOLD_CACHE_BYTES, SessionRecord, SessionService
 from tether.store.base import Store
+from tether.store.sqlite import SqliteStore
 from tether.streams.app import Receive, Scope, Send, StreamsApp, StreamsConfig
+from tether.subscriptions.key_control import KeyControl, socket_path
 from tether.subscriptions.routes import SubscriptionRoutes
 from tether.subscriptions.service import SubscriptionService
 
@@ -155,6 +157,12 @@ class TetherApp:
             store,
             allow_loopback=webhook_allow_loopback,
             readable=subscription_access.readable(self.policy),
+        )
+        #: Answers `tether webhook-keys` while this server owns a SQLite file.
+        self.key_control = (
+            KeyControl(socket_path(store.path), store, lambda: self.subscriptions.keyring)
+            if isinstance(store, SqliteStore)
+            else None
         )
         streams = streams or StreamsConfig()
         control = SubscriptionRoutes(
@@ -350,6 +358,8 @@ class TetherApp:
                     await self.store.open()
                     await self.sessions.build_indexes()
                     await self.subscriptions.start()
+                    if self.key_control is not None:
+                        await self.key_control.start()
                     await self.dispatch.open(self.subscriptions)  # the workers' subscriptions
                     await self.mcp.start()
                     self.acp.start()
@@ -360,6 +370,8 @@ class TetherApp:
                         await self.metrics_listener.start()
                 except Exception as err:
                     log.exception("could not start")
+                    if self.key_control is not None:
+                        await self.key_control.aclose()
                     await self.mcp.aclose()
                     await self.acp.aclose()
                     if self.traces is not None:
@@ -376,6 +388,8 @@ class TetherApp:
                 await self.sessions.aclose()  # after the runs: their appends start checkpoints
                 await self.acp.aclose()  # after the runs: they speak to the processes
                 await self.idempotency.aclose()
+                if self.key_control is not None:
+                    await self.key_control.aclose()
                 await self.subscriptions.aclose()
                 await self.mcp.aclose()
                 await self.registry.aclose()

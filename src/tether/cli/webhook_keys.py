@@ -1,9 +1,11 @@
 """`tether webhook-keys rotate|list`: the server's webhook signing keys, in its store.
 
-The command opens the store the server uses (the same ``--store`` and
-``--data-dir``, or TETHER_STORE and TETHER_DATA_DIR). On Redis it runs beside
-the replicas, which pick a rotation up on their next refresh. A SQLite log has
-one owner: stop the server, rotate, start it again.
+The command names the store the server uses (the same ``--store`` and
+``--data-dir``, or TETHER_STORE and TETHER_DATA_DIR). On Redis it opens the store
+beside the replicas, which pick a rotation up on their next refresh. A SQLite
+file has one owner: while a server runs, the command asks it over the socket
+beside the file (tether.subscriptions.key_control); when none runs, it opens the
+file itself.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 
 from tether.store.base import Store
 from tether.store.factory import check_redis, open_store, sqlite_path
+from tether.subscriptions.key_control import (
+    MAX_ACTIVATION,
+    ControlRefused,
+    ask,
+    public_key,
+    socket_path,
+)
 from tether.subscriptions.signing import (
     ACTIVATION_DELAY,
     REFRESH_INTERVAL,
@@ -63,11 +72,22 @@ def _run(store_spec: str, data_dir: Path, job: Callable[[Store], Awaitable[T]]) 
         if path is None:
             check_redis(store_spec)
         return asyncio.run(run())
-    except DataDirLocked as err:
+    except DataDirLocked as err:  # a server owns the file but did not answer on its socket
         raise click.ClickException(
-            f"{err}: stop tether serve, run this again, then start the server"
+            f"{err}, and answers nothing on {socket_path(path or data_dir)} (see its log)"
         ) from err
     except Exception as err:  # StoreUnusable, an unreachable Redis
+        raise click.ClickException(str(err)) from err
+
+
+def _ask_server(store_spec: str, data_dir: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The answer of the server running on the SQLite file, or None (Redis, or no server)."""
+    path = sqlite_path(store_spec, data_dir)
+    if path is None:
+        return None
+    try:
+        return ask(socket_path(path), request)
+    except ControlRefused as err:
         raise click.ClickException(str(err)) from err
 
 
@@ -122,19 +142,43 @@ def webhook_keys() -> None:
 
 @webhook_keys.command("rotate")
 @store_options
-def rotate_command(store_spec: str, data_dir: Path) -> None:
+@click.option(
+    "--activate-after",
+    type=click.FloatRange(0, MAX_ACTIVATION),
+    default=ACTIVATION_DELAY,
+    show_default=True,
+    help="Seconds between publishing the new key and its first signature. On Redis at "
+    f"least {ACTIVATION_DELAY:g} (every replica must have reread the keys); more gives "
+    "receivers that cache the key set time to refetch it.",
+)
+def rotate_command(store_spec: str, data_dir: Path, activate_after: float) -> None:
     """Make a new signing key, to replace the current one; prints the new kid.
 
-    On Redis the new key is published at once and signs a minute later, when
-    every replica has it; on SQLite (server stopped) it signs from the next start.
-    The old key's public half stays in the JWKS for 10 minutes after it retires.
+    The new key is published at once and signs a minute later (--activate-after):
+    on Redis every replica has it by then; a running SQLite server is asked over
+    the socket beside its file. With no server running (SQLite) it signs from the
+    next start. The old key's public half stays in the JWKS for 10 minutes after
+    it retires.
     """
-    if sqlite_path(store_spec, data_dir) is None:
-        kid = _run(store_spec, data_dir, rotate)
+    if sqlite_path(store_spec, data_dir) is None and activate_after < ACTIVATION_DELAY:
+        raise click.BadParameter(
+            f"on Redis it is at least {ACTIVATION_DELAY:g} s, two refreshes of every replica",
+            param_hint="--activate-after",
+        )
+    answer = _ask_server(store_spec, data_dir, {"op": "rotate", "activate_after": activate_after})
+    if answer is not None:
+        click.echo(answer["kid"])
+        click.echo(
+            f"tether: the server publishes {answer['kid']} now and signs with it "
+            f"from {activate_after:g} s on",
+            err=True,
+        )
+    elif sqlite_path(store_spec, data_dir) is None:
+        kid = _run(store_spec, data_dir, partial(rotate, delay=activate_after))
         click.echo(kid)
         click.echo(
             f"tether: replicas publish {kid} within {REFRESH_INTERVAL:g} s and sign with it "
-            f"from {ACTIVATION_DELAY:g} s on",
+            f"from {activate_after:g} s on",
             err=True,
         )
     else:  # the server that owns the file is stopped: nobody has to reread the keys
@@ -147,7 +191,11 @@ def rotate_command(store_spec: str, data_dir: Path) -> None:
 @store_options
 def list_command(store_spec: str, data_dir: Path) -> None:
     """The signing keys, newest first: kid, created, active or retired."""
-    keys = _run(store_spec, data_dir, read_keys)
+    answer = _ask_server(store_spec, data_dir, {"op": "list"})
+    if answer is not None:
+        keys = [public_key(fields) for fields in answer["keys"]]
+    else:
+        keys = _run(store_spec, data_dir, read_keys)
     if keys:
         click.echo("\n".join(key_rows(keys, time.time())))
     else:

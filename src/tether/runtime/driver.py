@@ -168,6 +168,8 @@ class Drivers:
         self.notes: dict[str, asyncio.Future[None]] = {}
         self._by_session: dict[str, SessionDriver] = {}
         self._cleanups: set[asyncio.Future[None]] = set()
+        #: Resolved when no session is driven here any more (:meth:`until_none_driven`).
+        self._none_driven: list[asyncio.Future[None]] = []
         metrics.watch_runs(self)
 
     def active_runs(self) -> int:
@@ -191,6 +193,30 @@ class Drivers:
         """Forget the session's driver (only if it is ``driver``, when one is named)."""
         if driver is None or self._by_session.get(session_id) is driver:
             self._by_session.pop(session_id, None)
+            self.released()
+
+    def driven(self) -> int:
+        """Sessions whose lease this process holds."""
+        return sum(1 for driver in self._by_session.values() if driver.driving)
+
+    def released(self) -> None:
+        """A driver stopped driving, or was forgotten: wake the waiters if none drives now."""
+        if self._none_driven and not self.driven():
+            for waiter in self._none_driven:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._none_driven.clear()
+
+    async def until_none_driven(self) -> None:
+        """Return once no session is driven here: woken by :meth:`released`, no timer."""
+        while self.driven():
+            waiter = asyncio.get_running_loop().create_future()
+            self._none_driven.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._none_driven:
+                    self._none_driven.remove(waiter)
 
     def __iter__(self) -> Iterator[SessionDriver]:
         return iter(list(self._by_session.values()))
@@ -252,6 +278,8 @@ class SessionDriver:
         if new not in TRANSITIONS[self.state]:
             raise InvalidTransition(self.state, new)
         self.state = new
+        if new is DriverState.FREE or new is _LOST:
+            self.host.released()
 
     @property
     def driving(self) -> bool:

@@ -165,7 +165,11 @@ class Runtime:
 
     def sessions_driven(self) -> int:
         """Sessions whose lease this process holds (a run active, queued, or waiting)."""
-        return sum(1 for driver in self._drivers if driver.driving)
+        return self._drivers.driven()
+
+    async def until_idle(self) -> None:
+        """Return once :meth:`sessions_driven` is 0, as soon as the last lease is let go."""
+        await self._drivers.until_none_driven()
 
     async def take_over(self, session_id: str) -> bool:
         """Drive the session here if nobody does, and go on with its work (what a

@@ -539,3 +539,5 @@ class SqliteStore(LocalStore):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(SqlitePersistence(path, synchronous), clock)
+        #: The data file (the server's control socket for its webhook keys lives beside it).
+        self.path = path
