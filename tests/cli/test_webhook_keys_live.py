@@ -25,8 +25,9 @@ from tether.store.sqlite import SqliteStore
 from tether.subscriptions.key_control import socket_path
 from tether.subscriptions.signing import NAMESPACE
 
-#: Seconds between the test's rotation and the new key's first signature.
-ACTIVATE = 5
+#: Seconds between the test's rotation and the new key's first signature: room for a
+#: delivery and two CLI subprocesses before it on a loaded 2-core machine (5 was not).
+ACTIVATE = 12
 #: A user that is not the server's (the conventional "nobody").
 NOBODY = 65534
 
