@@ -346,7 +346,13 @@ class WorkerCalls:
         return {}
 
     async def lease_acquire(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"acquired": (await self._acquire(ident, body))[0]}
+
+    async def _acquire(self, ident: str, body: dict[str, Any]) -> tuple[bool, bytes | None]:
+        """Whether the lease ``body`` names was taken, and the record of its session
+        (read to check the session's agent; None for an answer's lease)."""
         owner, name = self._owner(ident, body), str(body.get("name"))
+        raw = None
         if name.startswith(_SESSION_LEASE):
             session_id = name[len(_SESSION_LEASE) :]
             raw = await self.store.get_record(RECORDS, session_id)
@@ -358,7 +364,7 @@ class WorkerCalls:
         else:
             raise Refused(403, "forbidden", "a worker takes only session and answer leases")
         ttl = min(float(body.get("ttl") or self.lease_ttl), 10 * self.lease_ttl)
-        return {"acquired": await self.store.acquire_lease(name, owner, ttl)}
+        return await self.store.acquire_lease(name, owner, ttl), raw
 
     async def take(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         """``lease_acquire`` of a session's lease and, once it is held, in the same answer
@@ -368,16 +374,14 @@ class WorkerCalls:
         name = body.get("name")
         if not isinstance(name, str) or not name.startswith(_SESSION_LEASE):
             raise Refused(400, "bad_request", "a worker takes a session's lease")
-        answer = await self.lease_acquire(ident, body)
-        if not answer["acquired"]:
-            return answer
+        acquired, record = await self._acquire(ident, body)
+        if not acquired:
+            return {"acquired": False}
+        assert record is not None  # a session's lease is taken only with its record
         session_id = name[len(_SESSION_LEASE) :]
         path = _SESSIONS + session_id
-        record, checkpoint = await asyncio.gather(
-            self.store.get_record(RECORDS, session_id),
-            self.store.get_record(checkpoints.NAMESPACE, session_id),
-        )
-        answer["record"] = None if record is None else _b64(record)
+        checkpoint = await self.store.get_record(checkpoints.NAMESPACE, session_id)
+        answer: dict[str, Any] = {"acquired": True, "record": _b64(record)}
         answer["checkpoint"] = None if checkpoint is None else _b64(checkpoint)
         if checkpoint is None:  # a fold starts from the first event: read them
             answer["read"] = _read_answer(await self.store.read(path, 0, TAKE_READ))
