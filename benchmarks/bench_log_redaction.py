@@ -24,8 +24,8 @@ import time
 
 from uvicorn.logging import AccessFormatter
 
-from tether.cli.log_redaction import FORMAT, redact_records
-from tether.providers.redaction import Redactor
+from tether.observability.logs import TEXT_FORMAT
+from tether.providers.redaction import Redactor, redact_records
 
 ACCESS = (
     '%s - "%s %s HTTP/%s" %d',
@@ -57,9 +57,9 @@ def measure_once(keys: list[str] | None, records: int) -> dict[str, float]:
                 ACCESS,
                 AccessFormatter('%(client_addr)s - "%(request_line)s" %(status_code)s'),
             ),
-            ("websocket", WEBSOCKET, logging.Formatter(FORMAT)),
-            ("?token=", WITH_TOKEN, logging.Formatter(FORMAT)),
-            ("warning", WARNING, logging.Formatter(FORMAT)),
+            ("websocket", WEBSOCKET, logging.Formatter(TEXT_FORMAT)),
+            ("?token=", WITH_TOKEN, logging.Formatter(TEXT_FORMAT)),
+            ("warning", WARNING, logging.Formatter(TEXT_FORMAT)),
         ):
             logger = logging.getLogger(f"bench.{name}")
             logger.propagate = False

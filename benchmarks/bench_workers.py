@@ -99,7 +99,8 @@ async def measure(base_url: str, runs: int, concurrency: int) -> tuple[float, li
 
 async def bench(args: argparse.Namespace, workdir: Path) -> list[list[str]]:
     env = {"TETHER_WORKER_KEYS": KEY, "TETHER_WORKER_AGENTS": "bench", "TETHER_WORKER_KEY": KEY}
-    env["PYTHONPATH"] = str(REPO_ROOT / "benchmarks")
+    # This checkout's code, not whichever the virtualenv's editable install points at.
+    env["PYTHONPATH"] = f"{REPO_ROOT / 'src'}:{REPO_ROOT / 'benchmarks'}"
     rows = []
     for count in args.workers:
         port = free_port()

@@ -1,4 +1,5 @@
-"""How ``tether serve`` redacts a log record: what each handler gets to write."""
+"""How tether redacts a log record (``tether serve``, ``tether worker``, the webhook
+handler): what each handler gets to write."""
 
 from __future__ import annotations
 
@@ -9,8 +10,7 @@ from collections.abc import Iterator
 import pytest
 from uvicorn.logging import AccessFormatter
 
-from tether.cli.log_redaction import redact_records
-from tether.providers.redaction import Redactor
+from tether.providers.redaction import Redactor, redact_records
 
 KEY = "sk-proj-Qm7xT2vLk9RzW4nB8cYh3JdF"
 

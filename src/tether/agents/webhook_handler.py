@@ -54,6 +54,7 @@ from tether.agents.llm import RetryPolicy
 from tether.agents.mcp import MCPToolsets
 from tether.agents.mcp_config import MCPServerConfig, load_mcp_servers
 from tether.agents.tools import ToolRegistry
+from tether.providers.redaction import Redactor, redact_records
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.driver import Agent
 from tether.runtime.remote_store import RemoteSessions, RemoteStore
@@ -326,15 +327,28 @@ def from_env() -> WebhookHandler:
     """The handler of ``$TETHER_WEBHOOK_APP`` (``module:app``) for the server at
     ``$TETHER_URL`` (for ``uvicorn --factory``), with the MCP servers of
     ``$TETHER_CONFIG``; ``$TETHER_JWKS_URL`` and
-    ``$TETHER_WEBHOOK_SYNC_BUDGET`` (seconds) if the defaults do not fit."""
+    ``$TETHER_WEBHOOK_SYNC_BUDGET`` (seconds) if the defaults do not fit.
+
+    It redacts this process's log, as ``tether serve`` does its own: uvicorn runs
+    no CLI of tether's that would."""
     env = os.environ
     spec = env.get("TETHER_WEBHOOK_APP", "")
     if not spec:
         raise RuntimeError("set TETHER_WEBHOOK_APP=module:app")
+    registry = ProviderRegistry.from_env()
+    mcp_servers = load_mcp_servers(env)
+    # Before the app is imported: no record of this process shows a provider key or
+    # an MCP server's secret, whichever logger or handler (uvicorn's, the app's) has
+    # it; nor a callback token, which travels as a credential field (a Bearer header,
+    # the wake's "callback_token").
+    secrets = [s.get() for s in registry.secrets()]
+    secrets += [secret for server in mcp_servers for secret in server.secrets()]
+    redact_records(Redactor(secrets))
     return WebhookHandler(
         load_app(spec),
         env.get("TETHER_URL", "http://127.0.0.1:4437"),
         jwks_url=env.get("TETHER_JWKS_URL"),
-        mcp_servers=load_mcp_servers(env),
+        registry=registry,
+        mcp_servers=mcp_servers,
         sync_budget=float(env.get("TETHER_WEBHOOK_SYNC_BUDGET") or SYNC_BUDGET),
     )

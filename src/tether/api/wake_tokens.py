@@ -35,7 +35,7 @@ from tether.subscriptions.state import Fenced
 DELEGATED = frozenset(
     {
         "head", "read", "attachment", "append", "record_get", "record_put", "record_delete",
-        "lease_acquire", "lease_renew", "lease_release", "index_put", "index_remove",
+        "lease_acquire", "take", "lease_renew", "lease_release", "index_put", "index_remove",
         "note_run", "append_batch",
     }
 )  # fmt: skip
@@ -153,7 +153,11 @@ class WakeTokens:
         if op in ("head", "read") and not (isinstance(path, str) and path.startswith("sessions/")):
             raise TokenRefused(404, "not_found", f"not found: {path}")
         name = body.get("name")
-        if op == "lease_acquire" and isinstance(name, str) and name.startswith(_SESSION_LEASE):
+        if (
+            op in ("lease_acquire", "take")
+            and isinstance(name, str)
+            and name.startswith(_SESSION_LEASE)
+        ):
             session_id = name[len(_SESSION_LEASE) :]
             if session_id not in scope.sessions:
                 raise TokenRefused(404, "not_found", f"not found: session {session_id}")

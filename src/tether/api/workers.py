@@ -56,7 +56,7 @@ from tether.runtime.dispatch import (
 from tether.runtime.names import EXPIRING, RUNS, lease_name
 from tether.sessions import checkpoints
 from tether.sessions.service import RECORDS, SessionService
-from tether.store.base import AppendRequest, Store
+from tether.store.base import AppendRequest, ReadResult, Store
 from tether.store.errors import LeaseLost, StreamNotFound
 from tether.streams.tail import tail
 from tether.subscriptions.service import SubscriptionService
@@ -66,6 +66,10 @@ from tether.subscriptions.state import AlreadyClaimed, Fenced
 MAX_WAIT = 20.0
 #: Largest read a worker may ask for at once.
 MAX_READ = 4 * 1024 * 1024
+#: Most bytes of a session's events a ``take`` answers with (its fold reads on for more).
+TAKE_READ = 1024 * 1024
+#: Most bytes of pending work stream entries a ``claim`` answers with (the worker's read).
+CLAIM_READ = 64 * 1024
 #: Most appends one ``append_batch`` request may carry.
 MAX_BATCH = 256
 #: Largest attachment read, unless told (the server's request body limit: no front
@@ -238,15 +242,7 @@ class WorkerCalls:
             # Until something is there to read, the wait passes, or the server stops.
             async for _ in tail(self.store, path, offset, stop=self._stop(), heartbeat=wait):
                 break
-        res = await self.store.read(path, offset, max_bytes)
-        return {
-            "meta": _meta(res.meta),
-            "start": res.start,
-            "chunks": [_b64(c) for c in res.chunks],
-            "next": res.next,
-            "up_to_date": res.up_to_date,
-            "closed": res.closed,
-        }
+        return _read_answer(await self.store.read(path, offset, max_bytes))
 
     async def attachment(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         """The bytes of an attachment stream of a session whose lease the caller holds,
@@ -350,7 +346,13 @@ class WorkerCalls:
         return {}
 
     async def lease_acquire(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"acquired": (await self._acquire(ident, body))[0]}
+
+    async def _acquire(self, ident: str, body: dict[str, Any]) -> tuple[bool, bytes | None]:
+        """Whether the lease ``body`` names was taken, and the record of its session
+        (read to check the session's agent; None for an answer's lease)."""
         owner, name = self._owner(ident, body), str(body.get("name"))
+        raw = None
         if name.startswith(_SESSION_LEASE):
             session_id = name[len(_SESSION_LEASE) :]
             raw = await self.store.get_record(RECORDS, session_id)
@@ -362,7 +364,31 @@ class WorkerCalls:
         else:
             raise Refused(403, "forbidden", "a worker takes only session and answer leases")
         ttl = min(float(body.get("ttl") or self.lease_ttl), 10 * self.lease_ttl)
-        return {"acquired": await self.store.acquire_lease(name, owner, ttl)}
+        return await self.store.acquire_lease(name, owner, ttl), raw
+
+    async def take(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``lease_acquire`` of a session's lease and, once it is held, in the same answer
+        what a driver reads first: the session's record, its fold's checkpoint, its
+        stream's head and (with no checkpoint) its events from the start. One round trip
+        where there were six; each part is what its own call would have answered."""
+        name = body.get("name")
+        if not isinstance(name, str) or not name.startswith(_SESSION_LEASE):
+            raise Refused(400, "bad_request", "a worker takes a session's lease")
+        acquired, record = await self._acquire(ident, body)
+        if not acquired:
+            return {"acquired": False}
+        assert record is not None  # a session's lease is taken only with its record
+        session_id = name[len(_SESSION_LEASE) :]
+        path = _SESSIONS + session_id
+        checkpoint = await self.store.get_record(checkpoints.NAMESPACE, session_id)
+        answer: dict[str, Any] = {"acquired": True, "record": _b64(record)}
+        answer["checkpoint"] = None if checkpoint is None else _b64(checkpoint)
+        if checkpoint is None:  # a fold starts from the first event: read them
+            answer["read"] = _read_answer(await self.store.read(path, 0, TAKE_READ))
+            answer["head"] = answer["read"]["meta"]
+        else:
+            answer["head"] = _meta(await self.store.head(path))
+        return answer
 
     async def lease_renew(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
         owner = self._owner(ident, body)
@@ -401,12 +427,17 @@ class WorkerCalls:
             raise Refused(409, "already_claimed", str(err)) from None
         work = work_stream(agent)
         acked = claimed.sub.links[work].acked
+        tail = claimed.tails.get(work, acked)
         return {
             "wake_id": claimed.wake.id,
             "generation": claimed.wake.generation,
             "token": claimed.token,
             "offset": acked,
-            "tail": claimed.tails.get(work, acked),
+            "tail": tail,
+            # What the worker reads next, in this answer: the first pending entries.
+            "work": _read_answer(await self.store.read(work, acked, CLAIM_READ))
+            if tail > acked
+            else None,
         }
 
     async def ack(self, ident: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -446,6 +477,17 @@ def _meta(meta: Any) -> dict[str, Any]:
     return asdict(meta)
 
 
+def _read_answer(res: ReadResult) -> dict[str, Any]:
+    return {
+        "meta": _meta(res.meta),
+        "start": res.start,
+        "chunks": [_b64(c) for c in res.chunks],
+        "next": res.next,
+        "up_to_date": res.up_to_date,
+        "closed": res.closed,
+    }
+
+
 def build_worker_router(calls: WorkerCalls, tokens: WakeTokens | None = None) -> APIRouter:
     """``tokens``: webhook wakes' callback tokens, also accepted (tether.api.wake_tokens)."""
     router = APIRouter(include_in_schema=False)
@@ -453,7 +495,7 @@ def build_worker_router(calls: WorkerCalls, tokens: WakeTokens | None = None) ->
         name: getattr(calls, name)
         for name in (
             "hello", "head", "read", "attachment", "append", "record_get", "record_put",
-            "record_delete", "lease_acquire", "lease_renew", "lease_release", "index_put",
+            "record_delete", "lease_acquire", "take", "lease_renew", "lease_release", "index_put",
             "index_remove", "note_run", "claim", "ack", "release", "append_batch",
         )
     }  # fmt: skip

@@ -44,7 +44,7 @@ from tether.cli.log_redaction import configure_logging
 from tether.providers.registry import ProviderRegistry
 from tether.runtime.dispatch import wake_stream, work_stream
 from tether.runtime.driver import Agent
-from tether.runtime.remote_store import RemoteSessions, RemoteStore, WorkerRefused
+from tether.runtime.remote_store import RemoteSessions, RemoteStore, WorkerRefused, read_result
 from tether.runtime.runner import Runtime
 from tether.sessions.service import SessionRecord
 from tether.streams.tail import tail
@@ -203,8 +203,11 @@ class Worker:
         were left for lack of room)."""
         taken = position = int(claim["offset"])
         end = int(claim["tail"])
+        # The claim's answer holds the first entries: no read of them.
+        first = read_result(claim["work"]) if claim.get("work") else None
         while position < end:
-            res = await self.store.read(work_stream(agent), position, READ_BYTES)
+            res = first or await self.store.read(work_stream(agent), position, READ_BYTES)
+            first = None
             for i, chunk in enumerate(res.chunks):
                 if res.start + i >= end:
                     return taken, False

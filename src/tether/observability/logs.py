@@ -7,7 +7,7 @@ format prints one object per line: ``time``, ``level``, ``logger``,
 ``message``, then the fields, for a log pipeline to index.
 
 The fields are added to a record after the process's log record factory ran
-(it redacts messages: ``tether.cli.log_redaction``), so the JSON formatter
+(it redacts messages: ``tether.providers.redaction.redact_records``), so the JSON formatter
 redacts their string values itself with the redactor it is given.
 """
 

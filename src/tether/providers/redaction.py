@@ -12,13 +12,29 @@ text without any comes back unchanged (the same object).
 character in it (the newline a key file ends with) would be sent as a
 different header, or break one, and would not be found in text whose
 writer escapes it; such a value is refused rather than silently stripped.
+
+:func:`redact_records` applies a :class:`Redactor` to every log record of the
+process, whichever logger creates it and whichever handler writes it:
+``tether serve`` and ``tether worker`` install it (tether.cli.log_redaction),
+and so does the webhook handler that uvicorn runs
+(tether.agents.webhook_handler), which has no CLI of its own.
+
+How: a LogRecord factory, not a filter on each handler. uvicorn sets up
+handlers of its own, and a MODULE:APP may add or replace handlers when it is
+imported; the factory sees every record, whichever handler writes it. The
+message, the traceback and the stack are redacted. The arguments are kept,
+each redacted, when that gives the same message, since some formatters read
+them (uvicorn's access formatter does); otherwise the record carries the
+redacted message alone.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -53,6 +69,8 @@ _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 #: What stands for the hidden middle of a masked key.
 _MASK_RUN = re.compile(r"\*{2,}|\.{2,}|[…•]+")
 _MASK_STARTS = ("**", "..", "…", "•")
+#: Formats tracebacks the way handlers would (they reuse ``exc_text`` once set).
+_TRACEBACKS = logging.Formatter()
 
 
 def check_credential(what: str, value: str) -> None:
@@ -227,3 +245,46 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((start, stop))
     return merged
+
+
+def redact_records(redactor: Redactor) -> None:
+    """Redact every log record created in this process from now on."""
+    make_record = logging.getLogRecordFactory()
+
+    def redacted_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        redact_record(record, redactor)
+        return record
+
+    logging.setLogRecordFactory(redacted_record)
+
+
+def redact_record(record: logging.LogRecord, redact: Redactor) -> None:
+    """Rewrite ``record`` in place so that nothing it would print holds a credential."""
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: show both, redacted
+        record.msg, record.args = redact(f"{record.msg} (arguments: {record.args!r})"), ()
+    else:
+        clean = redact(message)
+        if clean is not message:
+            _rewrite(record, clean, redact)
+    if record.exc_info:
+        record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+
+
+def _rewrite(record: logging.LogRecord, clean: str, redact: Redactor) -> None:
+    """Give ``record`` the message ``clean``, with its arguments if they still make it."""
+    if isinstance(record.msg, str) and isinstance(record.args, tuple) and record.args:
+        msg = redact(record.msg)
+        args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        try:
+            same = msg % args == clean
+        except (TypeError, ValueError):
+            same = False
+        if same:
+            record.msg, record.args = msg, args
+            return
+    record.msg, record.args = clean, ()

@@ -15,6 +15,14 @@ whole (:meth:`RemoteStore.read_attachment`), for its models' requests.
 
 What a worker may not do (create or delete streams, list records or indexes)
 the server refuses; those methods raise :class:`NotOffered` without asking.
+
+Round trips: taking a session's lease is one ``take``, whose answer also holds
+what the driver reads next (the session's record, its fold's checkpoint, its
+stream's head and first events). Those answers are kept as :class:`Primed`
+and given to the calls that ask for them, once each, shortly after: each is
+what that call would have answered at the take, so a caller cannot tell it
+from a slower network. An append of ours to the stream forgets them (a call
+would see it), and so does letting the lease go.
 """
 
 from __future__ import annotations
@@ -23,14 +31,17 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Mapping
+from typing import Any, Final
 
 import httpx
 import orjson
 
+from tether.sessions import checkpoints
 from tether.sessions.checkpoints import Checkpointer, Folded
-from tether.sessions.service import SessionService
+from tether.sessions.service import RECORDS, SessionService
 from tether.store.base import (
     AppendRequest,
     AppendResult,
@@ -53,6 +64,14 @@ RETRY_DELAY = 0.5
 CALL_TIMEOUT = 30.0
 #: Most appends one request carries (tether.api.workers.MAX_BATCH).
 MAX_BATCH = 256
+#: Streams whose last known tail a follower may start from.
+KNOWN_TAILS = 4096
+#: Seconds a take's answers are given to the calls that ask for them, at most.
+PRIMED_FOR = 2.0
+_SESSION_LEASE = "session:"
+_SESSIONS = "sessions/"
+#: What :meth:`Primed.pop` answers for a call that nothing was kept for.
+MISSING: Final = object()
 
 
 class NotOffered(NotImplementedError):
@@ -65,6 +84,37 @@ class WorkerRefused(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"{status}: {message}")
         self.status = status
+
+
+class Primed:
+    """Answers given ahead of the calls that ask for them: each one once, soon, and
+    only while nothing of ours has changed what it answers (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, Hashable], tuple[float, list[Any]]] = {}
+
+    def put(self, path: str, key: Hashable, *answers: Any) -> None:
+        """Keep ``answers`` of the calls ``key`` names about stream ``path``, in order."""
+        self._answers[(path, key)] = (time.monotonic() + PRIMED_FOR, list(answers))
+
+    def pop(self, path: str, key: Hashable) -> Any:
+        """The next answer kept for ``key`` about ``path``, or :data:`MISSING`."""
+        entry = self._answers.get((path, key))
+        if entry is None:
+            return MISSING
+        until, answers = entry
+        if time.monotonic() > until:
+            del self._answers[(path, key)]
+            return MISSING
+        answer = answers.pop(0)
+        if not answers:
+            del self._answers[(path, key)]
+        return answer
+
+    def forget(self, path: str) -> None:
+        """Drop every answer about stream ``path`` (it changed, or is no longer ours)."""
+        for kept in [k for k in self._answers if k[0] == path]:
+            del self._answers[kept]
 
 
 class RemoteStore(Store):
@@ -83,6 +133,7 @@ class RemoteStore(Store):
         #: Appends waiting for the request under way to end: they go in the next one.
         self._appends: list[tuple[str, AppendRequest, asyncio.Future[AppendResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self.primed = Primed()
 
     async def open(self) -> None:
         self.notifier.loop = asyncio.get_running_loop()
@@ -93,6 +144,7 @@ class RemoteStore(Store):
 
     async def call(self, op: str, body: dict[str, Any]) -> dict[str, Any]:
         """One worker API call; its answer, or the refusal as an exception."""
+        log.debug("worker API call: %s", op)  # the operation alone: a body may hold a token
         try:
             res = await self._client.post(f"/v1/worker/{op}", content=orjson.dumps(body))
         except httpx.HTTPError as err:
@@ -121,6 +173,7 @@ class RemoteStore(Store):
         server applies them in order per stream, each fenced by its own lease."""
         if req.lease is None:
             raise NotOffered("a worker appends only as a session's lease holder")
+        self.primed.forget(path)
         done: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         self._appends.append((path, req, done))
         if self._flusher is None:
@@ -140,7 +193,7 @@ class RemoteStore(Store):
                         if not done.done():
                             done.set_exception(err)
                     continue
-                for (_, _, done), item, result in zip(batch, items, results, strict=True):
+                for (path, req, done), item, result in zip(batch, items, results, strict=True):
                     if done.done():
                         continue  # its caller was cancelled: the append stands or not, as sent
                     if "error" in result:
@@ -149,10 +202,14 @@ class RemoteStore(Store):
                         )
                     else:
                         done.set_result(AppendResult(result["tail"], result["closed"]))
+                        self.notifier.appended(path, req.messages, result["tail"], result["closed"])
         finally:
             self._flusher = None
 
     async def read(self, path: str, offset: int | None, max_bytes: int) -> ReadResult:
+        primed = self.primed.pop(path, ("read", offset))
+        if primed is not MISSING:
+            return primed
         return await self.wait_read(path, offset, max_bytes, 0.0)
 
     async def wait_read(
@@ -162,14 +219,9 @@ class RemoteStore(Store):
         answer = await self.call(
             "read", {"path": path, "offset": offset, "max_bytes": max_bytes, "wait": wait}
         )
-        return ReadResult(
-            _meta(answer["meta"]),
-            answer["start"],
-            [base64.b64decode(c) for c in answer["chunks"]],
-            answer["next"],
-            answer["up_to_date"],
-            answer["closed"],
-        )
+        res = read_result(answer)
+        self.notifier.saw(path, res.meta.tail)
+        return res
 
     async def read_attachment(self, path: str) -> bytes:
         """The bytes of attachment stream ``path`` of a session this worker holds
@@ -177,7 +229,12 @@ class RemoteStore(Store):
         return base64.b64decode((await self.call("attachment", {"path": path}))["data"])
 
     async def head(self, path: str) -> StreamMeta:
-        return _meta((await self.call("head", {"path": path}))["meta"])
+        primed = self.primed.pop(path, "head")
+        if primed is not MISSING:
+            return primed
+        meta = _meta((await self.call("head", {"path": path}))["meta"])
+        self.notifier.saw(path, meta.tail)
+        return meta
 
     async def list_paths(
         self, prefix: str, after: str | None, limit: int
@@ -191,6 +248,9 @@ class RemoteStore(Store):
         await self.call("record_put", body)
 
     async def get_record(self, namespace: str, key: str) -> bytes | None:
+        primed = self.primed.pop(_SESSIONS + key, ("record", namespace))
+        if primed is not MISSING:
+            return primed
         try:
             answer = await self.call("record_get", {"namespace": namespace, "key": key})
         except WorkerRefused as err:
@@ -223,13 +283,32 @@ class RemoteStore(Store):
     # -- leases --------------------------------------------------------------------
 
     async def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """A session's lease is a ``take``: what the driver reads next comes with it."""
+        op = "take" if name.startswith(_SESSION_LEASE) else "lease_acquire"
         try:
-            answer = await self.call("lease_acquire", {"name": name, "owner": owner, "ttl": ttl})
+            answer = await self.call(op, {"name": name, "owner": owner, "ttl": ttl})
         except WorkerRefused as err:
             if err.status == 404:
                 return False  # not a session of a worker-served agent (or gone)
             raise
+        if answer["acquired"] and op == "take":
+            self._prime(_SESSIONS + name[len(_SESSION_LEASE) :], answer)
         return bool(answer["acquired"])
+
+    def _prime(self, path: str, answer: dict[str, Any]) -> None:
+        """Keep a take's answers for the calls a driver makes next, in the order it does:
+        the record, the head (as its fold restores, then catches up), the checkpoint,
+        the first read."""
+        primed = self.primed
+        primed.forget(path)
+        for namespace in (RECORDS, checkpoints.NAMESPACE):
+            raw = answer["record" if namespace == RECORDS else "checkpoint"]
+            primed.put(path, ("record", namespace), None if raw is None else base64.b64decode(raw))
+        head = answer["head"]
+        primed.put(path, "head", _meta(dict(head)), _meta(dict(head)))
+        self.notifier.saw(path, int(head["tail"]))
+        if answer.get("read") is not None:
+            primed.put(path, ("read", 0), read_result(answer["read"]))
 
     async def renew_leases(self, names: list[str], owner: str, ttl: float) -> list[str]:
         if not names:
@@ -238,6 +317,8 @@ class RemoteStore(Store):
         return list(answer["lost"])
 
     async def release_lease(self, name: str, owner: str) -> None:
+        if name.startswith(_SESSION_LEASE):
+            self.primed.forget(_SESSIONS + name[len(_SESSION_LEASE) :])
         await self.call("lease_release", {"name": name, "owner": owner})
 
     async def lease_holder(self, name: str) -> str | None:
@@ -292,6 +373,18 @@ def _refusal(status: int, error: dict[str, Any], body: dict[str, Any]) -> Except
     return WorkerRefused(status, str(error.get("message")))
 
 
+def read_result(answer: dict[str, Any]) -> ReadResult:
+    """The :class:`ReadResult` of a worker API read's answer."""
+    return ReadResult(
+        _meta(answer["meta"]),
+        answer["start"],
+        [base64.b64decode(c) for c in answer["chunks"]],
+        answer["next"],
+        answer["up_to_date"],
+        answer["closed"],
+    )
+
+
 def _meta(raw: dict[str, Any]) -> StreamMeta:
     closed_by = raw.get("closed_by")
     raw["closed_by"] = tuple(closed_by) if closed_by is not None else None
@@ -304,12 +397,38 @@ class RemoteNotifier(TailNotifier):
     One task per followed stream long-polls the server from where it last
     read and publishes each batch; a reader whose position differs re-reads
     from the store, as on any store (tether.streams.tail).
+
+    Two round trips it saves: a follower starts from the stream's tail as the
+    last answer about the stream gave it (an older position only makes it
+    publish a batch readers already have), not from a ``head`` of its own; and
+    this process's own appends are published here as they are answered, so
+    readers need not read them back: the follower passes over them when its
+    long-poll brings them.
     """
 
     def __init__(self, store: RemoteStore) -> None:
         super().__init__()
         self._store = store
         self._followers: dict[str, asyncio.Task[None]] = {}
+        #: The tail of each stream as the last answer about it gave it (the latest few).
+        self._tails: OrderedDict[str, int] = OrderedDict()
+        #: Where the appends of ours published here end, by followed stream.
+        self._published: dict[str, int] = {}
+
+    def saw(self, path: str, tail: int) -> None:
+        """An answer about ``path`` said its tail was ``tail``."""
+        tails = self._tails
+        tails[path] = max(tail, tails.get(path, 0))
+        tails.move_to_end(path)
+        if len(tails) > KNOWN_TAILS:
+            tails.popitem(last=False)
+
+    def appended(self, path: str, messages: list[bytes], tail: int, closed: bool) -> None:
+        """Our append of ``messages`` to ``path`` ended at ``tail``: publish it to readers
+        (a worker appends session events only, one position each)."""
+        self.saw(path, tail)
+        if path in self._followers:
+            self._publish_new(path, tail - len(messages), tail, messages, closed)
 
     def subscribe(self, path: str) -> None:
         super().subscribe(path)
@@ -322,12 +441,14 @@ class RemoteNotifier(TailNotifier):
         super().unsubscribe(path)
         if self.watcher_count(path) == 0:
             task = self._followers.pop(path, None)
+            self._published.pop(path, None)
             if task is not None:
                 task.cancel()
 
     async def aclose(self) -> None:
         tasks = list(self._followers.values())
         self._followers.clear()
+        self._published.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -341,6 +462,8 @@ class RemoteNotifier(TailNotifier):
             while True:
                 try:
                     if position is None:
+                        position = self._tails.get(path)
+                    if position is None:
                         position = (await store.head(path)).tail
                     res = await store.wait_read(path, position, 1024 * 1024, FOLLOW_WAIT)
                 except (BackendUnavailable, WorkerRefused) as err:
@@ -349,8 +472,7 @@ class RemoteNotifier(TailNotifier):
                     position = None
                     self.publish(path, -1, -1, [], False)  # readers look again for themselves
                     continue
-                if res.chunks or res.closed:
-                    self.publish(path, res.start, res.next, res.chunks, res.closed)
+                self._publish_new(path, res.start, res.next, res.chunks, res.closed)
                 position = res.next
                 if res.closed:
                     return
@@ -360,3 +482,17 @@ class RemoteNotifier(TailNotifier):
         finally:
             if self._followers.get(path) is asyncio.current_task():
                 del self._followers[path]
+                self._published.pop(path, None)
+
+    def _publish_new(
+        self, path: str, start: int, end: int, chunks: list[bytes], closed: bool
+    ) -> None:
+        """Publish the part of ``chunks`` (``start`` to ``end``) not published yet: a
+        follower's read and our own append's answer bring the same events, in either
+        order (the server wakes the read as it appends)."""
+        published = self._published.get(path, start)
+        if published > start:
+            chunks, start = chunks[published - start :], min(published, end)
+        if chunks or closed:
+            self._published[path] = end
+            self.publish(path, start, end, chunks, closed)
