@@ -54,6 +54,22 @@ class StreamMeta:
     def json(self) -> bool:
         return is_json(self.content_type)
 
+    def after_append(
+        self,
+        tail: int,
+        closed: bool,
+        last_seq: str | None,
+        accessed_at: float,
+        closed_by: tuple[str, int, int] | None,
+    ) -> StreamMeta:
+        """A copy with what an append changes (every append makes one: ``dataclasses.replace``
+        took 3.4 µs of the 60 µs of CPU an HTTP append costs, this 0.6 µs)."""
+        return StreamMeta(
+            self.id, self.path, self.content_type, self.created_at, tail, closed, self.ttl,
+            self.expires_at, accessed_at, self.fork_of, self.fork_offset, last_seq, closed_by,
+            self.soft_deleted, self.refs,
+        )  # fmt: skip
+
     def expiry(self) -> float | None:
         """Absolute time at which the stream expires, if ever."""
         if self.expires_at is not None:
