@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,8 +18,11 @@ if TYPE_CHECKING:
     from tether.store.notify import TailNotifier
 
 
+@functools.lru_cache(maxsize=256)
 def media_type(content_type: str) -> str:
-    """The comparable part of a content type: lower-cased, parameters dropped."""
+    """The comparable part of a content type: lower-cased, parameters dropped.
+
+    Remembered: an append asks it five times (a stream has few content types)."""
     return content_type.split(";", 1)[0].strip().lower()
 
 
