@@ -1,9 +1,13 @@
-"""A stream's metadata after an append: the fields an append changes, and no others."""
+"""A stream's metadata after an append (the fields an append changes, and no others),
+and the content-type parsing every append asks for."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
+from tether.store import base
 from tether.store.base import StreamMeta
 
 #: What an append may change, with the values given to it below.
@@ -33,3 +37,18 @@ def test_after_append_carries_every_field_an_append_does_not_change() -> None:
     for name, value in CHANGED.items():
         assert getattr(after, name) == value, name
     assert before.tail == 3 and not before.closed  # (a copy: readers may hold the old one)
+
+
+def test_media_type_answers_alike_whether_remembered_or_not_and_remembers_a_bounded_few(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Content types come from clients: what ``media_type`` remembers stays bounded
+    (in count and in length), and a type it did not remember gets the same answer."""
+    monkeypatch.setattr(base, "_MEDIA_TYPES", {})
+    for i in range(base._MEDIA_TYPES_MAX * 3):
+        assert base.media_type(f"Application/X-{i} ; charset=utf-8") == f"application/x-{i}"
+    long = "Text/Plain;" + "x" * 10_000
+    assert base.media_type(long) == "text/plain"
+    assert long not in base._MEDIA_TYPES
+    assert len(base._MEDIA_TYPES) <= base._MEDIA_TYPES_MAX
+    assert base.media_type(" APPLICATION/JSON; charset=utf-8") == "application/json"

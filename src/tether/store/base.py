@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,12 +17,21 @@ if TYPE_CHECKING:
     from tether.store.notify import TailNotifier
 
 
-@functools.lru_cache(maxsize=256)
-def media_type(content_type: str) -> str:
-    """The comparable part of a content type: lower-cased, parameters dropped.
+#: Answers of ``media_type``: an append asks it five times, and a server sees few
+#: content types. Bounded (what clients send is not): the first ones seen, if short.
+_MEDIA_TYPES: dict[str, str] = {}
+_MEDIA_TYPES_MAX = 64
+_MEDIA_TYPE_CACHED_LEN = 200
 
-    Remembered: an append asks it five times (a stream has few content types)."""
-    return content_type.split(";", 1)[0].strip().lower()
+
+def media_type(content_type: str) -> str:
+    """The comparable part of a content type: lower-cased, parameters dropped."""
+    found = _MEDIA_TYPES.get(content_type)
+    if found is None:
+        found = content_type.split(";", 1)[0].strip().lower()
+        if len(_MEDIA_TYPES) < _MEDIA_TYPES_MAX and len(content_type) <= _MEDIA_TYPE_CACHED_LEN:
+            _MEDIA_TYPES[content_type] = found
+    return found
 
 
 def is_json(content_type: str) -> bool:
