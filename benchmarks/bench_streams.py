@@ -12,6 +12,8 @@ Targets:
   ref-file    @durable-streams/server 0.3.7, file-backed store (LMDB + segment files)
   tether-redis  tether serve --store redis://... on a fresh redis-server of its own
               (append-only file fsynced every second); not in the default targets
+  tether-base, tether-redis-base  the same, run by --baseline-bin (another build of
+              tether, e.g. main's): a before/after comparison in one run, alternating
 
 Scenarios (all on application/json streams, messages of ~100 bytes):
   appends   sequential POSTs on one keep-alive connection -> appends/s, RTT p50/p99
@@ -100,7 +102,11 @@ except ImportError:  # pragma: no cover - orjson is a project dependency
 REF_DIR = REPO_ROOT / "benchmarks" / "reference"
 REF_VERSION = "0.3.7"
 JSON_CT = "application/json"
-ALL_TARGETS = ("tether", "ref-memory", "ref-file", "tether-redis")
+ALL_TARGETS = (
+    "tether", "ref-memory", "ref-file", "tether-redis", "tether-base", "tether-redis-base",
+)  # fmt: skip
+#: Each build under comparison, and its baseline (run by --baseline-bin).
+BASELINES = {"tether": "tether-base", "tether-redis": "tether-redis-base"}
 DEFAULT_TARGETS = ("tether", "ref-memory", "ref-file")
 REF_TARGETS = ("ref-memory", "ref-file")
 ALL_SCENARIOS = (
@@ -151,6 +157,7 @@ class Config:
     producer_appends: int = 200
     producer_warmup: int = 20
     redis_bin: str = "redis-server"
+    baseline_bin: str | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Namespace]:
@@ -242,6 +249,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         help="tether executable",
     )
     p.add_argument(
+        "--baseline-bin",
+        help="tether executable for the targets tether-base and tether-redis-base (the "
+        "build to compare against, run alternately with --tether-bin's in the same run)",
+    )
+    p.add_argument(
         "--tether-extra-args",
         default="",
         help="extra arguments appended to 'tether serve ...' (shell-quoted string)",
@@ -293,6 +305,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         p.error("--append-warmup, --fanout-interval-ms and --idle-settle must be >= 0")
     if ns.wide_interval_ms < 0:
         p.error("--wide-interval-ms must be >= 0")
+    if any(t.endswith("-base") for t in targets) and not ns.baseline_bin:
+        p.error("the targets tether-base and tether-redis-base need --baseline-bin")
 
     cfg = Config(
         targets=tuple(dict.fromkeys(targets)),
@@ -329,6 +343,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
         producer_appends=ns.producer_appends,
         producer_warmup=max(0, ns.producer_warmup),
         redis_bin=ns.redis_server,
+        baseline_bin=ns.baseline_bin,
     )
     return cfg, ns
 
@@ -339,11 +354,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
 def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite") -> ServerProcess:
     """A (not yet started) server for `target`; `store` is tether's --store."""
     port = free_port()
-    if target == "tether":
+    if target in ("tether", "tether-base"):
         data_dir = workdir / "data"
         data_dir.mkdir()
         argv = [
-            cfg.tether_bin,
+            cfg.baseline_bin if target == "tether-base" and cfg.baseline_bin else cfg.tether_bin,
             "serve",
             "--host",
             HOST,
@@ -412,7 +427,10 @@ def preflight(cfg: Config) -> None:
     tethers = [t for t in cfg.targets if t.startswith("tether")]
     if tethers and not os.access(cfg.tether_bin, os.X_OK):
         raise BenchError(f"tether executable not found: {cfg.tether_bin}")
-    if "tether-redis" in cfg.targets and shutil.which(cfg.redis_bin) is None:
+    if cfg.baseline_bin and not os.access(cfg.baseline_bin, os.X_OK):
+        raise BenchError(f"baseline executable not found: {cfg.baseline_bin}")
+    redis_targets = [t for t in cfg.targets if t.startswith("tether-redis")]
+    if redis_targets and shutil.which(cfg.redis_bin) is None:
         raise BenchError(f"redis-server not found: {cfg.redis_bin} (pass --redis-server)")
     if any(t in REF_TARGETS for t in cfg.targets):
         pkg = REF_DIR / "node_modules" / "@durable-streams" / "server" / "package.json"
@@ -873,7 +891,7 @@ async def scenario_appends(run: TargetRun) -> dict[str, Any]:
     finally:
         await appender.close()
     rtts.sort()
-    return {
+    return per_append({
         "appends": cfg.appends,
         "elapsed_s": elapsed,
         "appends_per_s": cfg.appends / elapsed,
@@ -881,7 +899,16 @@ async def scenario_appends(run: TargetRun) -> dict[str, Any]:
         "append_p99_ms": percentile(rtts, 99) * 1e3,
         "client_cpu_pct": 100.0 * (cpu1 - cpu0) / elapsed,
         **cpu_pcts(srv0, srv1, elapsed),
-    }
+    })  # fmt: skip
+
+
+def per_append(figures: dict[str, Any]) -> dict[str, Any]:
+    """``figures`` plus the server's CPU per append (µs): the figure a loaded machine
+    disturbs least (appends/s also depends on how much CPU the server was given)."""
+    cpu = figures.get("server_cpu_pct")
+    if cpu is not None and figures["appends_per_s"]:
+        figures["server_us_per_append"] = cpu * 1e4 / figures["appends_per_s"]
+    return figures
 
 
 def cpu_pcts(before: dict[str, float], after: dict[str, float], span: float) -> dict[str, float]:
@@ -1168,7 +1195,7 @@ async def scenario_producers(run: TargetRun, one_stream: bool) -> dict[str, Any]
     finally:
         await asyncio.gather(*(a.close() for a in appenders))
     lat = sorted(x for mine in rtts for x in mine)
-    return {
+    return per_append({
         "producers": n,
         "appends": len(lat),
         "elapsed_s": elapsed,
@@ -1177,7 +1204,7 @@ async def scenario_producers(run: TargetRun, one_stream: bool) -> dict[str, Any]
         "append_p99_ms": percentile(lat, 99) * 1e3,
         "client_cpu_pct": 100.0 * (cpu1 - cpu0) / elapsed,
         **cpu_pcts(srv0, srv1, elapsed),
-    }
+    })  # fmt: skip
 
 
 async def open_sse_readers(
@@ -1417,6 +1444,7 @@ METRICS = (
     Metric("appends", "appends_per_s", "appends/s (sequential, 1 conn)", "{:,.0f}", True),
     Metric("appends", "append_p50_ms", "append RTT p50 (ms)", "{:.2f}", False),
     Metric("appends", "append_p99_ms", "append RTT p99 (ms)", "{:.2f}", False),
+    Metric("appends", "server_us_per_append", "server CPU per append (µs)", "{:.1f}", False),
     Metric("fanout", "latency_p50_ms", "fan-out latency p50 (ms)", "{:.1f}", False),
     Metric("fanout", "latency_p99_ms", "fan-out latency p99 (ms)", "{:.1f}", False),
     Metric("fanout", "deliveries_per_s", "fan-out deliveries/s", "{:,.0f}", True),
@@ -1430,6 +1458,13 @@ METRICS = (
     ),
     Metric("producers-64", "append_p50_ms", "64 producers: append RTT p50 (ms)", "{:.2f}", False),
     Metric("producers-64", "append_p99_ms", "64 producers: append RTT p99 (ms)", "{:.2f}", False),
+    Metric(
+        "producers-64",
+        "server_us_per_append",
+        "64 producers: server CPU per append (µs)",
+        "{:.1f}",
+        False,
+    ),
     Metric(
         "producers-64-one-stream",
         "appends_per_s",
@@ -1451,14 +1486,22 @@ METRICS = (
         "{:.2f}",
         False,
     ),
-    Metric("fanout-wide", "last_reader_p99_ms", "wide fan-out to last reader p99 (ms)",
-           "{:.0f}", False),
+    Metric(
+        "producers-64-one-stream",
+        "server_us_per_append",
+        "64 on one stream: server CPU per append (µs)",
+        "{:.1f}",
+        False,
+    ),
+    Metric(
+        "fanout-wide", "last_reader_p99_ms", "wide fan-out to last reader p99 (ms)", "{:.0f}", False
+    ),
     Metric("fanout-wide", "latency_p99_ms", "wide fan-out latency p99 (ms)", "{:.0f}", False),
     Metric("fanout-wide", "append_p99_ms", "wide fan-out append RTT p99 (ms)", "{:.1f}", False),
     Metric("fanout-wide", "deliveries_per_s", "wide fan-out deliveries/s", "{:,.0f}", True),
     Metric("stalled", "rss_growth_mib", "RSS growth, stalled readers (MiB)", "{:.1f}", False),
     Metric("stalled", "cut_off", "stalled readers disconnected", "{:.0f}", True),
-)  # fmt: skip
+)
 
 
 def summarize(
@@ -1568,7 +1611,8 @@ def table_rows(
 ) -> tuple[list[str], list[list[str]]]:
     targets = [t for t in cfg.targets if t in summary]
     refs = [r for r in REF_TARGETS if r in targets] if "tether" in targets else []
-    header = ["metric", *targets, *(f"tether/{r}" for r in refs)]
+    pairs = [(t, b) for t, b in BASELINES.items() if t in targets and b in targets]
+    header = ["metric", *targets, *(f"tether/{r}" for r in refs), *(f"{t}/{b}" for t, b in pairs)]
     rows: list[list[str]] = []
     for m in METRICS:
         if m.scenario not in cfg.scenarios:
@@ -1577,8 +1621,8 @@ def table_rows(
         for t in targets:
             entry = summary[t].get(m.name)
             row.append("FAIL" if entry is None else m.fmt.format(entry["median"]))
-        for r in refs:
-            te, re_ = summary["tether"].get(m.name), summary[r].get(m.name)
+        for mine, other in [("tether", r) for r in refs] + pairs:
+            te, re_ = summary[mine].get(m.name), summary[other].get(m.name)
             if te is None or re_ is None or not re_["median"]:
                 row.append("-")
             else:
@@ -1640,9 +1684,10 @@ async def run_server_session(
     """Start a fresh server for `target`, run `scenarios` against it, stop it."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{target}-r{round_index}-", dir=workroot))
     redis: RedisProcess | None = None
-    if target == "tether-redis":
+    if target.startswith("tether-redis"):
         redis = RedisProcess.build(cfg.redis_bin, "everysec", workdir)
-        server = build_server(cfg, "tether", workdir, store=redis.url())
+        build = "tether-base" if target.endswith("-base") else "tether"
+        server = build_server(cfg, build, workdir, store=redis.url())
     else:
         server = build_server(cfg, target, workdir)
     results: dict[str, dict[str, Any]] = {}

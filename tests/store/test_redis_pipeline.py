@@ -81,3 +81,61 @@ async def test_a_script_flush_fails_one_append_with_503_and_the_next_reloads_the
         await store.append("s", AppendRequest([b"lost"], JSON))
     await store.append("s", AppendRequest([b"2"], JSON))
     assert (await store.read("s", 0, 1 << 20)).chunks == [b"1", b"2"]
+
+
+async def test_an_append_redis_does_not_answer_in_time_fails_with_503_and_the_next_one_works(
+    redis_server: RedisServer,
+) -> None:
+    """The hot path bounds each append by the store's timeout: when Redis stops
+    answering, the appends in flight fail (503) once the oldest is overdue, and the
+    connection they were on is dropped, so the next append opens a new one."""
+    store = RedisStore(
+        redis_server.url(), prefix=f"test-{uuid.uuid4().hex[:12]}:", socket_timeout=0.3
+    )
+    await store.open()
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        await store.create("s", CreateRequest(JSON))
+        await store.append("s", AppendRequest([b"1"], JSON))
+        await client.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+        began = asyncio.get_running_loop().time()
+        results = await asyncio.gather(
+            *(store.append("s", AppendRequest([b"late"], JSON)) for _ in range(3)),
+            return_exceptions=True,
+        )
+        waited = asyncio.get_running_loop().time() - began
+        assert all(isinstance(r, errors.BackendUnavailable) for r in results), results
+        assert 0.25 <= waited < 1.2, f"the appends failed after {waited:.2f} s"
+        await client.execute_command("CLIENT", "UNPAUSE")
+        await store.append("s", AppendRequest([b"2"], JSON))
+        assert (await store.read("s", 0, 1 << 20)).chunks[-1] == b"2"
+    finally:
+        await client.aclose()
+        await store.aclose()
+
+
+async def test_appends_answered_in_time_are_never_cut_off_however_long_the_connection_is_busy(
+    redis_server: RedisServer,
+) -> None:
+    """The timeout counts from each append's own write: a connection that carries
+    appends for many times the timeout, each answered in time, drops none of them."""
+    store = RedisStore(
+        redis_server.url(), prefix=f"test-{uuid.uuid4().hex[:12]}:", socket_timeout=0.2
+    )
+    await store.open()
+    try:
+        await store.create("s", CreateRequest(JSON))
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + 1.0
+        n = 0
+
+        async def producer() -> None:
+            nonlocal n
+            while loop.time() < ends:
+                await store.append("s", AppendRequest([b"{}"], JSON))
+                n += 1
+
+        await asyncio.gather(*(producer() for _ in range(16)))  # (always one in flight)
+        assert len((await store.read("s", 0, 1 << 22)).chunks) == n
+    finally:
+        await store.aclose()

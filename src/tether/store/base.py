@@ -17,9 +17,21 @@ if TYPE_CHECKING:
     from tether.store.notify import TailNotifier
 
 
+#: Answers of ``media_type``: an append asks it five times, and a server sees few
+#: content types. Bounded (what clients send is not): the first ones seen, if short.
+_MEDIA_TYPES: dict[str, str] = {}
+_MEDIA_TYPES_MAX = 64
+_MEDIA_TYPE_CACHED_LEN = 200
+
+
 def media_type(content_type: str) -> str:
     """The comparable part of a content type: lower-cased, parameters dropped."""
-    return content_type.split(";", 1)[0].strip().lower()
+    found = _MEDIA_TYPES.get(content_type)
+    if found is None:
+        found = content_type.split(";", 1)[0].strip().lower()
+        if len(_MEDIA_TYPES) < _MEDIA_TYPES_MAX and len(content_type) <= _MEDIA_TYPE_CACHED_LEN:
+            _MEDIA_TYPES[content_type] = found
+    return found
 
 
 def is_json(content_type: str) -> bool:
@@ -53,6 +65,22 @@ class StreamMeta:
     @property
     def json(self) -> bool:
         return is_json(self.content_type)
+
+    def after_append(
+        self,
+        tail: int,
+        closed: bool,
+        last_seq: str | None,
+        accessed_at: float,
+        closed_by: tuple[str, int, int] | None,
+    ) -> StreamMeta:
+        """A copy with what an append changes (every append makes one: ``dataclasses.replace``
+        took 3.4 µs of the 60 µs of CPU an HTTP append costs, this 0.6 µs)."""
+        return StreamMeta(
+            self.id, self.path, self.content_type, self.created_at, tail, closed, self.ttl,
+            self.expires_at, accessed_at, self.fork_of, self.fork_offset, last_seq, closed_by,
+            self.soft_deleted, self.refs,
+        )  # fmt: skip
 
     def expiry(self) -> float | None:
         """Absolute time at which the stream expires, if ever."""

@@ -393,8 +393,7 @@ class LocalStore(Store):
 
         old_tail = meta.tail
         rows = self._rows_for(meta, old_tail, req.messages)
-        new = replace(
-            meta,
+        new = meta.after_append(
             tail=rows[-1].row.end if rows else old_tail,
             closed=meta.closed or req.close,
             last_seq=req.seq if req.seq is not None else meta.last_seq,

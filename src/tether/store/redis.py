@@ -373,7 +373,9 @@ class RedisStore(Store):
         """Await one command, bounded by the socket timeout (unless ``timeout`` is False:
         the hot path bounds its own, to drop the connection), Redis's errors mapped."""
         try:
-            async with asyncio.timeout(self._socket_timeout if timeout else None):
+            if not timeout:  # (no timeout context at all: one per append was measurable)
+                return await awaitable
+            async with asyncio.timeout(self._socket_timeout):
                 return await awaitable
         except (RedisConnectionError, RedisTimeoutError, OSError) as err:
             raise BackendUnavailable("the Redis store is unavailable; try again") from err

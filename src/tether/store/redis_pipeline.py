@@ -20,6 +20,12 @@ within the timeout, a NOSCRIPT answer (someone flushed the cache) or a lost
 connection drops the connection, failing every command in flight with
 ``ConnectionError`` (the store answers 503); the next command opens a new one.
 Nothing is retried: a script whose reply was lost may have run.
+
+The timeout is one timer for the whole connection, not one per command: the
+replies come in the order the commands were written, so only the oldest
+command in flight can be the first late one. (A timer per command, an
+``asyncio.timeout`` around each append, was 3 to 4% of the server's CPU with
+64 producers appending.)
 """
 
 from __future__ import annotations
@@ -51,8 +57,10 @@ class Pipeline:
         self._raw: RawConnection | None = None
         #: Commands made this loop iteration, not yet written: (answer, packed command).
         self._unsent: list[tuple[asyncio.Future[Any], bytes]] = []
-        #: Written and waiting for their replies, in order.
-        self._inflight: deque[asyncio.Future[Any]] = deque()
+        #: Written and waiting for their replies, in order, each with its deadline.
+        self._inflight: deque[tuple[asyncio.Future[Any], float]] = deque()
+        #: Fires at the oldest command's deadline while commands are in flight.
+        self._watchdog: asyncio.TimerHandle | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -60,13 +68,7 @@ class Pipeline:
         """Run script ``name`` with no keys and ``args``; its reply (ResponseError raised)."""
         if self._raw is None:
             await self._connect()
-        answer = self._send(pack("EVALSHA", self._sha[name], 0, *args))
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await answer
-        except TimeoutError:
-            self._drop("Redis did not answer in time")
-            raise RedisConnectionError("Redis did not answer in time") from None
+        return await self._send(pack("EVALSHA", self._sha[name], 0, *args))
 
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -83,12 +85,29 @@ class Pipeline:
                 if not answer.done():
                     answer.set_exception(RedisConnectionError("the Redis connection was lost"))
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        inflight = self._inflight
         out = []
         for answer, packed in unsent:
             if not answer.done():  # (cancelled before it was written: never sent)
-                self._inflight.append(answer)
+                inflight.append((answer, deadline))
                 out.append(packed)
         self._raw.write(b"".join(out))
+        if inflight and self._watchdog is None:
+            self._watchdog = loop.call_at(inflight[0][1], self._overdue)
+
+    def _overdue(self) -> None:
+        """The oldest command's deadline: drop the connection if it is still unanswered."""
+        self._watchdog = None
+        if not self._inflight:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = self._inflight[0][1]
+        if loop.time() >= deadline:
+            self._drop("Redis did not answer in time")
+        else:
+            self._watchdog = loop.call_at(deadline, self._overdue)
 
     def _replies(self, replies: list[Any]) -> None:
         inflight = self._inflight
@@ -96,7 +115,7 @@ class Pipeline:
             if not inflight:
                 self._drop("Redis answered a command that was not asked")
                 return
-            answer = inflight.popleft()
+            answer, _ = inflight.popleft()
             if isinstance(reply, ResponseError):
                 if not answer.done():
                     answer.set_exception(reply)
@@ -137,7 +156,10 @@ class Pipeline:
         if raw is None:
             return
         inflight, self._inflight = self._inflight, deque()
-        for answer in inflight:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for answer, _ in inflight:
             if not answer.done():
                 answer.set_exception(RedisConnectionError(why))
         raw.close()

@@ -127,6 +127,8 @@ class StreamsApp:
         """Store key for a URL path (or a Stream-Forked-From value)."""
         prefix = self.config.prefix
         name = path[len(prefix) :] if path.startswith(prefix) else path.lstrip("/")
+        if _plainly_valid(name):
+            return name
         if not name or len(name) > 1024 or _CONTROL.search(name):
             raise HTTPError(400, "bad_path", "invalid stream path")
         if any(seg in ("", ".", "..") for seg in name.split("/")):
@@ -565,6 +567,20 @@ class StreamsApp:
         if live.gap and not (disconnect.done() or shutdown.done()):
             return live.offset
         return None
+
+
+def _plainly_valid(name: str) -> bool:
+    """A name that ``stream_name`` accepts, told in a few C-speed string checks (it is
+    asked on every request); False only means the full checks must decide."""
+    return (
+        0 < len(name) <= 1024
+        and name.isascii()
+        and name.isprintable()
+        and "//" not in name
+        and "/." not in name
+        and name[0] not in "./"
+        and name[-1] != "/"
+    )
 
 
 def _read_frame(res: ReadResult, encoding: str, cursor: str) -> bytes:
