@@ -30,6 +30,7 @@ from tether.store.base import (
 )
 from tether.store.notify import TailEvent
 from tether.streams import json_body, sse
+from tether.streams.body import ClientGone, read_body
 from tether.streams.http_errors import TRUE, Headers, HTTPError, store_error
 from tether.streams.json_body import JsonLimits
 from tether.streams.live import LiveReader
@@ -79,10 +80,6 @@ class StreamsConfig:
     sse_send_buffer: int = 256 * 1024
     #: Bounds on the work one JSON body may cause.
     json: JsonLimits = field(default_factory=JsonLimits)
-
-
-class _Disconnected(Exception):
-    pass
 
 
 #: Answers a request under the reserved ``__ds`` prefix (PROTOCOL.md section 6):
@@ -173,7 +170,7 @@ class StreamsApp:
             await _error(send, err, method)
         except WireError as err:
             await _error(send, HTTPError(err.status, err.code, str(err)), method)
-        except _Disconnected:
+        except ClientGone:
             return
 
     async def _view(self, scope: Scope, name: str, headers: dict[str, str]) -> StreamView:
@@ -182,27 +179,6 @@ class StreamsApp:
         return await self.authorize(scope, name, headers)
 
     # -- writes --------------------------------------------------------------
-
-    async def _body(self, receive: Receive, headers: dict[str, str]) -> bytes:
-        limit = self.config.max_body
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise HTTPError(413, "too_large", f"request body is larger than {limit} bytes")
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = msg.get("body", b"")
-            if chunk:
-                total += len(chunk)
-                if total > limit:
-                    raise HTTPError(413, "too_large", f"request body is larger than {limit} bytes")
-                parts.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _messages(self, body: bytes, content_type: str, allow_empty_array: bool) -> list[bytes]:
         if not body:
@@ -247,7 +223,7 @@ class StreamsApp:
                 fork_offset = parse_offset(fork_offset_raw)
             if content_type is None:
                 content_type = (await self.store.head(source_name)).content_type
-        body = await self._body(receive, h)
+        body = await read_body(receive, h, self.config.max_body)
         effective_type = content_type or "application/octet-stream"
         req = CreateRequest(
             content_type=content_type,
@@ -279,7 +255,7 @@ class StreamsApp:
             h.get("producer-id"), h.get("producer-epoch"), h.get("producer-seq")
         )
         seq = h.get("stream-seq")
-        body = await self._body(receive, h)
+        body = await read_body(receive, h, self.config.max_body)
         content_type = h.get("content-type")
         if body and not content_type:
             raise HTTPError(400, "missing_content_type", "an append needs a Content-Type")

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from tether.streams.body import ClientGone, read_body
 from tether.streams.http_errors import HTTPError
 from tether.streams.wire import WireError, parse_offset, request_origin
 from tether.subscriptions.config import (
@@ -100,6 +101,8 @@ class SubscriptionRoutes:
             await _send_json(send, err.status, _error(err.code, str(err)), err.headers)
         except WireError as err:
             await _send_json(send, err.status, _error(err.code, str(err)))
+        except ClientGone:
+            return
 
     async def _route(
         self, scope: Scope, receive: Receive, send: Send, name: str, h: dict[str, str]
@@ -160,7 +163,7 @@ class SubscriptionRoutes:
         sub_id: str,
         h: dict[str, str],
     ) -> None:
-        body = await _read(receive, h)
+        body = await read_body(receive, h, MAX_BODY)
         config = _config(parse_config, body)
         for stream in config.streams:
             await ns.readable_path(stream)  # 404 for a session the caller does not own
@@ -354,27 +357,8 @@ def _not_allowed(method: str, allow: bytes) -> HTTPError:
                      [(b"allow", allow)])  # fmt: skip
 
 
-async def _read(receive: Receive, h: dict[str, str]) -> bytes:
-    declared = h.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise HTTPError(413, "too_large", f"request body is larger than {MAX_BODY} bytes")
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        msg = await receive()
-        if msg["type"] == "http.disconnect":
-            raise HTTPError(400, "bad_request", "the client went away")
-        chunk = msg.get("body", b"")
-        total += len(chunk)
-        if total > MAX_BODY:
-            raise HTTPError(413, "too_large", f"request body is larger than {MAX_BODY} bytes")
-        parts.append(chunk)
-        if not msg.get("more_body", False):
-            return b"".join(parts)
-
-
 async def _json_body(receive: Receive, h: dict[str, str]) -> Any:
-    body = await _read(receive, h)
+    body = await read_body(receive, h, MAX_BODY)
     if not body:
         return {}
     try:
