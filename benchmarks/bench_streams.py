@@ -14,6 +14,9 @@ Targets:
               (append-only file fsynced every second); not in the default targets
   tether-base, tether-redis-base  the same, run by --baseline-bin (another build of
               tether, e.g. main's): a before/after comparison in one run, alternating
+  floor-uvicorn  uvicorn with uvloop and httptools serving benchmarks/floor_app.py, an
+              app that answers creates and appends without storing anything: the
+              floor of tether's HTTP stack (append scenarios only)
 
 Scenarios (all on application/json streams, messages of ~100 bytes):
   appends   sequential POSTs on one keep-alive connection -> appends/s, RTT p50/p99
@@ -104,6 +107,7 @@ REF_VERSION = "0.3.7"
 JSON_CT = "application/json"
 ALL_TARGETS = (
     "tether", "ref-memory", "ref-file", "tether-redis", "tether-base", "tether-redis-base",
+    "floor-uvicorn",
 )  # fmt: skip
 #: Each build under comparison, and its baseline (run by --baseline-bin).
 BASELINES = {"tether": "tether-base", "tether-redis": "tether-redis-base"}
@@ -280,6 +284,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     bad = [s for s in scenarios if s not in ALL_SCENARIOS]
     if bad or not scenarios:
         p.error(f"unknown scenario(s) {bad}; choose from {','.join(ALL_SCENARIOS)}")
+    floor_only = ("appends", "producers-64", "producers-64-one-stream")
+    if "floor-uvicorn" in targets and (bad := [s for s in scenarios if s not in floor_only]):
+        p.error(f"floor-uvicorn stores nothing: it runs only {','.join(floor_only)}, not {bad}")
     positive = {
         "--rounds": ns.rounds,
         "--appends": ns.appends,
@@ -354,6 +361,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
 def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite") -> ServerProcess:
     """A (not yet started) server for `target`; `store` is tether's --store."""
     port = free_port()
+    if target == "floor-uvicorn":
+        argv = [
+            sys.executable, "-m", "uvicorn", "floor_app:app", "--host", HOST, "--port",
+            str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+            "--log-level", "warning",
+        ]  # fmt: skip
+        return ServerProcess(target, argv, port, workdir, Path(__file__).parent)
     if target in ("tether", "tether-base"):
         data_dir = workdir / "data"
         data_dir.mkdir()
