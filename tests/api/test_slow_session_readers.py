@@ -21,6 +21,7 @@ from collections.abc import Callable
 import httpx
 import orjson
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from helpers.server import ServerFactory, TetherServer
 
@@ -189,6 +190,94 @@ def test_a_stalled_session_event_stream_is_cut_off_and_resumes_with_nothing_lost
     )
     stalled.close()
     assert got + read_from(stream, resume) == everything
+    stop.set()
+    other.close()
+    reading.join(WAIT)
+
+
+class RawWebSocket:
+    """A WebSocket client on a plain socket that reads only when the test says so."""
+
+    def __init__(self, server: TetherServer, path: str, rcvbuf: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect
+        self.sock.settimeout(WAIT)
+        self.sock.connect((server.host, server.port))
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {server.host}:{server.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            .encode()
+        )  # fmt: skip
+        self.raw = b""
+        while b"\r\n\r\n" not in self.raw:
+            self.raw += self._recv()
+        head, _, self.raw = self.raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _recv(self) -> bytes:
+        data = self.sock.recv(1 << 16)
+        assert data, "the server closed the connection without a close frame"
+        return data
+
+    def _take(self, n: int) -> bytes:
+        while len(self.raw) < n:
+            self.raw += self._recv()
+        out, self.raw = self.raw[:n], self.raw[n:]
+        return out
+
+    def read_to_close(self) -> tuple[list[dict[str, object]], int, str]:
+        """The text messages up to the server's close frame, its code and its reason."""
+        messages: list[dict[str, object]] = []
+        while True:
+            first, second = self._take(2)
+            size = second & 0x7F
+            if size == 126:
+                size = int.from_bytes(self._take(2), "big")
+            elif size == 127:
+                size = int.from_bytes(self._take(8), "big")
+            payload = self._take(size)  # a server's frames are not masked
+            opcode = first & 0x0F
+            if opcode == 0x1:
+                messages.append(orjson.loads(payload))
+            elif opcode == 0x8:
+                return messages, int.from_bytes(payload[:2], "big"), payload[2:].decode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_stalled_websocket_is_closed_with_the_reason_and_resumes_with_nothing_lost(
+    tether_server: ServerFactory,
+) -> None:
+    server = tether_server(extra_args=["--sse-send-buffer", str(BUFFER)])
+    sid, stream = new_session(server)
+    path = f"/v1/sessions/{sid}/ws?offset=-1"
+    stalled = RawWebSocket(server, path, rcvbuf=4096)
+    other = connect(f"ws://{server.host}:{server.port}{path}")
+    other_got: list[dict[str, object]] = []
+    stop = threading.Event()
+    reading = in_background(lambda: other_got.append(orjson.loads(other.recv(WAIT))), stop)
+    time.sleep(0.5)
+
+    send_until_cut(
+        server, sid, "websocket", lambda: str(([{"offset": ""}, *other_got])[-1]["offset"])
+    )
+    wait_for(
+        lambda: [m["event"]["id"] for m in other_got] == read_from(stream, "-1"),  # type: ignore[index]
+        "the other reader got everything",
+    )
+
+    # The stalled client reads again: messages up to the cut, then the close and why.
+    got, code, reason = stalled.read_to_close()
+    stalled.close()
+    ids = [m["event"]["id"] for m in got]  # type: ignore[index]
+    everything = read_from(stream, "-1")
+    assert ids == everything[: len(ids)] and len(ids) < len(everything)
+    resume = str(got[-1]["offset"])
+    assert code == 1008
+    assert reason == f"cut off: more than {BUFFER} bytes were waiting; resume from offset {resume}"
+    assert ids + read_from(stream, resume) == everything
     stop.set()
     other.close()
     reading.join(WAIT)

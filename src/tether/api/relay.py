@@ -101,10 +101,15 @@ class Follow:
         """Cut off at its send buffer (and its writing task cancelled for it)."""
         return self.backlog is not None and self.backlog.cut
 
-    def cut_off_reason(self) -> str:
-        """Why the reader was cut off, and the offset its client resumes from."""
+    def cut_off_reason(self, resume: str | None = None) -> str:
+        """Why the reader was cut off, and the offset its client resumes from.
+
+        ``resume``: that offset, when the writer knows better than the last batch
+        it finished (a WebSocket writes a batch message by message).
+        """
         assert self.backlog is not None
-        return sse.cut_off_reason(self.backlog.limit, format_offset(self.backlog.sent))
+        offset = resume or format_offset(self.backlog.sent)
+        return sse.cut_off_reason(self.backlog.limit, offset)
 
     async def aclose(self) -> None:
         await self.frames.aclose()

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response
 from pydantic import Field
@@ -461,14 +462,17 @@ class SessionRoutes:
         follow = Follow(self.sessions, session_id, position, SocketFrames(), stop=self.stop(),
                         send_buffer=self.send_buffer)  # fmt: skip
         with metrics.WEBSOCKET_READERS.track_inprogress(), contextlib.suppress(WebSocketDisconnect):
+            written = b""
             try:
                 async for frames in follow.frames:
                     for frame in frames or ():
                         await ws.send_text(frame.decode())
+                        written = frame
             except asyncio.CancelledError:
                 if not uncancel_if_cut(follow, "websocket"):
                     raise
-                await ws.close(code=CUT_OFF_CLOSE, reason=follow.cut_off_reason())
+                resume = orjson.loads(written)["offset"] if written else None
+                await ws.close(code=CUT_OFF_CLOSE, reason=follow.cut_off_reason(resume))
                 return
             finally:
                 await follow.aclose()
