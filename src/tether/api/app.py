@@ -217,7 +217,7 @@ class TetherApp:
             self.sessions, self.runtime, self.auth, self._check_model, self.stop_future,
             self.kit.tools, attachments=self.attachments,
             waiting=self.dispatch.waiting if self.workers.agents else None,
-            worker_agents=self.workers.agents,
+            worker_agents=self.workers.agents, send_buffer=self.streams.config.sse_send_buffer,
         )  # fmt: skip
         web.include_router(native.router)
         channel = ClientChannelRoutes(self.sessions, self.runtime, self.stop_future)

@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Collection
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response
 from pydantic import Field
@@ -18,7 +19,7 @@ from tether.api.auth import TOKEN_TTL, Auth, Caller, Unauthorized, session_resou
 from tether.api.bodies import CheckedJSONRoute, StrictBody
 from tether.api.gateway import AGENT_PREFIX
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
-from tether.api.relay import EventStreamResponse, Follow
+from tether.api.relay import EventStreamResponse, Follow, uncancel_if_cut
 from tether.observability import metrics
 from tether.runtime.dispatch import WAITING
 from tether.runtime.runner import InvalidInput, Runtime
@@ -35,6 +36,9 @@ from tether.sessions.service import (
 from tether.streams.wire import WireError, format_offset, parse_offset
 
 MAX_TEXT = 1_000_000
+#: The WebSocket close code of a reader cut off at its send buffer (1008, policy
+#: violation: it did not read what it asked for); the reason says where to resume.
+CUT_OFF_CLOSE = 1008
 #: Sessions per page of a listing: by default, and at most.
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -186,9 +190,13 @@ class SessionRoutes:
         attachments: Attachments,
         waiting: Callable[[SessionRecord, SessionFold], Awaitable[bool]] | None = None,
         worker_agents: Collection[str] = (),
+        send_buffer: int | None = None,
     ) -> None:
         """``waiting``: whether a run of a session waits for a tether worker (docs/workers.md);
-        ``worker_agents``: the agents workers serve (only their sessions can wait so)."""
+        ``worker_agents``: the agents workers serve (only their sessions can wait so);
+        ``send_buffer``: the bytes an event stream or WebSocket reader may have waiting
+        for its client before it is cut off (``--sse-send-buffer``)."""
+        self.send_buffer = send_buffer
         self.sessions = sessions
         self.waiting = waiting
         self.worker_agents = frozenset(worker_agents)
@@ -436,7 +444,8 @@ class SessionRoutes:
         position = parse_offset(raw)
         if position is None:
             position = await self.sessions.end_position(session_id)
-        follow = Follow(self.sessions, session_id, position, SSEFrames(), stop=self.stop())
+        follow = Follow(self.sessions, session_id, position, SSEFrames(), stop=self.stop(),
+                        send_buffer=self.send_buffer)  # fmt: skip
         return EventStreamResponse(follow, {}, head=b"retry: 1000\n\n")
 
     async def websocket(self, ws: WebSocket, session_id: str, offset: str | None = None) -> None:
@@ -450,12 +459,21 @@ class SessionRoutes:
         await ws.accept()
         if position is None:
             position = await self.sessions.end_position(session_id)
-        follow = Follow(self.sessions, session_id, position, SocketFrames(), stop=self.stop())
+        follow = Follow(self.sessions, session_id, position, SocketFrames(), stop=self.stop(),
+                        send_buffer=self.send_buffer)  # fmt: skip
         with metrics.WEBSOCKET_READERS.track_inprogress(), contextlib.suppress(WebSocketDisconnect):
+            written = b""
             try:
                 async for frames in follow.frames:
                     for frame in frames or ():
                         await ws.send_text(frame.decode())
+                        written = frame
+            except asyncio.CancelledError:
+                if not uncancel_if_cut(follow, "websocket"):
+                    raise
+                resume = orjson.loads(written)["offset"] if written else None
+                await ws.close(code=CUT_OFF_CLOSE, reason=follow.cut_off_reason(resume))
+                return
             finally:
                 await follow.aclose()
             await ws.close()

@@ -109,6 +109,34 @@ class _Phase(enum.Enum):
 _HEAD, _IDLE, _BODY, _BUSY, _GONE = _Phase
 
 
+class _Event(asyncio.Event):
+    """An asyncio.Event whose waiters are a list.
+
+    uvicorn gives every connection two Events (its flow control, its request's
+    messages) and each holds a deque: 760 bytes even when empty, where a list
+    takes 56. uvicorn has one waiter per Event at most. Measured with a
+    tracemalloc diff over 2,000 idle SSE readers: the two deques were the
+    largest single item, 1.5 KiB of 13 KiB per reader.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters = []  # type: ignore[assignment]
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests, as a list (760 bytes a deque, 56 a list).
+
+    uvicorn only calls ``appendleft``, ``pop`` and truth on it, and a connection
+    seldom has more than one request queued, so inserting at 0 costs nothing.
+    """
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
 class _Standing:
     """A connection's phase, and the clocks of the body it is receiving.
 
@@ -229,12 +257,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         self._standing = _Standing()
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     # -- uvicorn's callbacks ----------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         admitted = self.guard.make_room(len(self.connections))
         super().connection_made(transport)
+        writable = self.flow._is_writable_event = _Event()  # (a fresh transport is writable)
+        writable.set()
         if admitted:
             self._enter(_HEAD)
         else:
@@ -254,6 +285,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         # uvicorn makes no cycle for a WebSocket upgrade; the upgrade follows at once.
         started = self.cycle is not None and self.cycle.scope is self.scope
+        if started:
+            self.cycle.message_event = _Event()  # (its task has not run yet)
         self._enter(_BODY if started else _BUSY)
 
     def on_body(self, body: bytes) -> None:

@@ -48,9 +48,11 @@ def control_frame(next_offset: str, cursor: str | None, up_to_date: bool, closed
 HEARTBEAT = b": keep-alive\n\n"
 
 
+def cut_off_reason(limit: int, resume_offset: str) -> str:
+    """Why a reader that fell too far behind was cut off (under 123 bytes: a close reason)."""
+    return f"cut off: more than {limit} bytes were waiting; resume from offset {resume_offset}"
+
+
 def cut_off_comment(limit: int, resume_offset: str) -> bytes:
     """The last words to a reader that fell too far behind (before its response ends)."""
-    return (
-        f": cut off: more than {limit} bytes were waiting for this reader; "
-        f"resume from offset {resume_offset}\n\n"
-    ).encode()
+    return f": {cut_off_reason(limit, resume_offset)}\n\n".encode()

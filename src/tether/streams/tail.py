@@ -5,6 +5,10 @@ Yields ``(start, chunks, next)`` batches in order, exactly once each, and
 connection warm). Ends when the stream closes or is deleted, or ``stop`` (the
 server's end, shared by every reader) or ``leave`` (this reader's own end: its
 client left) resolves.
+
+A follower whose client stops taking what it writes stops pulling, and the link
+of the tail chain it holds keeps every later append alive: a :class:`Backlog`
+counts what piles up so behind it and cuts it off past a bound.
 """
 
 from __future__ import annotations
@@ -14,9 +18,55 @@ import functools
 from collections.abc import AsyncIterator, Callable
 
 from tether.store.base import Store
-from tether.store.notify import TailNotifier
+from tether.store.notify import TailEvent, TailNotifier
 
 Batch = tuple[int, list[bytes], int]
+
+
+class Backlog:
+    """The appends a follower has not written yet, in bytes; ``on_cut`` past ``limit``.
+
+    It listens to the stream (:meth:`TailNotifier.listen`), one pass per append
+    for every follower, so it counts even while its follower waits on its client.
+    Once more than ``limit`` bytes wait (one append always fits), it is cut:
+    ``on_cut`` is called once and it listens no more. Its follower ends, letting
+    go of the chain, and its client resumes from :attr:`sent`.
+    """
+
+    __slots__ = ("cut", "limit", "on_cut", "pending", "sent", "size")
+
+    def __init__(self, sent: int, limit: int, on_cut: Callable[[], object]) -> None:
+        #: The position the follower's client has been sent everything before.
+        self.sent = sent
+        self.limit = limit
+        self.on_cut = on_cut
+        #: ``(end, bytes)`` of each append past :attr:`sent`; ``size`` their sum.
+        self.pending: list[tuple[int, int]] = []
+        self.size = 0
+        self.cut = False
+
+    def deliver(self, ev: TailEvent) -> bool:
+        if ev.end > self.sent and not ev.deleted:
+            size = sum(map(len, ev.chunks))
+            self.pending.append((ev.end, size))
+            self.size += size
+            if self.size > self.limit and len(self.pending) > 1:
+                self.pending = []
+                self.cut = True
+                self.on_cut()
+                return False
+        return not (ev.closed or ev.deleted)
+
+    def sent_up_to(self, position: int) -> None:
+        """The follower has written everything before ``position``."""
+        self.sent = position
+        pending = self.pending
+        done = 0
+        while done < len(pending) and pending[done][0] <= position:
+            self.size -= pending[done][1]
+            done += 1
+        if done:
+            del pending[:done]
 
 
 async def tail(
