@@ -426,7 +426,7 @@ class LocalStore(Store):
         if group is not None and not req.close and group.joins():
             group.write(meta, [new] if dirty else [], rows, producers)
             self._cache(new)
-            await group.wait(path, (old_tail, new.tail, chunks, new.closed))
+            await group.join(path, (old_tail, new.tail, chunks, new.closed))
             if self.on_append is not None:
                 self.on_append(path, new.tail)
             return result
