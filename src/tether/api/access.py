@@ -99,6 +99,8 @@ class StreamPolicy:
         self.shared = shared
         #: Streams one key may create (0: no limit); keyless callers are not limited.
         self.max_streams = max_streams
+        #: Without keys every caller is the same anonymous one, with one view.
+        self._open_view = None if auth.enabled else self.view(Caller(None))
 
     def prefix(self, caller: Caller) -> str:
         if caller.owner is None or self.shared:
@@ -122,6 +124,8 @@ class StreamPolicy:
 
     async def authorize(self, scope: Scope, name: str, headers: dict[str, str]) -> StreamView:
         """The hook of ``StreamsApp``: refuse the request, or say where its names live."""
+        if self._open_view is not None and not name.startswith(SESSIONS):
+            return self._open_view  # without keys, nothing outside sessions/ is refused
         caller = self.caller(scope, headers)
         view = self.view(caller)
         method = scope["method"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -335,19 +335,20 @@ class TetherApp:
         else:
             await self._front(scope, receive, send)
 
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _route(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The awaitable of the app that answers ``scope`` (not a coroutine of its own:
+        one frame fewer for every request to pass through)."""
         kind = scope["type"]
         if kind == "http" and scope["path"].startswith(self._prefix):
-            await self.streams(scope, receive, send)
-        elif (
+            return self.streams(scope, receive, send)
+        if (
             kind == "http"
             and scope["method"] == "POST"
             and (post := self._gateway_posts.get(scope["path"])) is not None
         ):
             metrics.gateway_request_arrived()
-            await post(scope, receive, send)
-        else:
-            await self.web(scope, receive, send)
+            return post(scope, receive, send)
+        return self.web(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
@@ -33,8 +34,12 @@ from tether.api.auth import Auth, Unauthorized
 from tether.api.ratelimit import RateLimiter
 from tether.streams.app import Message, Receive, Scope, Send
 
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY_ADDRESS = frozenset({"0.0.0.0", "::", ""})
+#: Host values whose verdict is remembered: a server sees a few (each client sends the
+#: same one on every request); past this many, new ones are judged every time.
+_HOSTS_REMEMBERED = 64
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _ALLOW_METHODS = b"GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS"
 _ALLOW_HEADERS = (
@@ -68,7 +73,7 @@ class GuardConfig:
 class Guard:
     """ASGI middleware in front of the whole app; see the module docstring."""
 
-    def __init__(self, app: object, auth: Auth, config: GuardConfig, streams_prefix: str):
+    def __init__(self, app: ASGIApp, auth: Auth, config: GuardConfig, streams_prefix: str):
         self.app = app
         self.auth = auth
         self.config = config
@@ -83,17 +88,20 @@ class Guard:
             LOOPBACK | {config.bind_host.lower()} | {h.lower() for h in config.allowed_hosts}
         )
         self._any_ip = config.bind_host in _ANY_ADDRESS
+        #: Raw Host header -> whether it names this server (see _HOSTS_REMEMBERED).
+        self._host_verdicts: dict[bytes, bool] = {}
         self._rate = (
             RateLimiter(config.rate_limit, max(config.rate_burst, 1))
             if auth.enabled and config.rate_limit > 0
             else None
         )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's own awaitable when the request passes unchanged (most do), so
+        the request's coroutine chain has no frame of the guard's to resume."""
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)  # type: ignore[operator]
-            return
+            return self.app(scope, receive, send)
         host, origin, content_type, length, authorization, preflight, chunked = _heads(
             scope["headers"]
         )
@@ -101,22 +109,19 @@ class Guard:
         refusal = self._refusal(scope, host, origin, content_type, has_body, length, authorization)
         if refusal is not None:
             status, code, message, extra = refusal
-            await _refuse(scope, send, status, code, message, extra)
-            return
+            return _refuse(scope, send, status, code, message, extra)
         cors = self._cors_headers(origin, host) if origin is not None else None
         if kind == "http" and preflight is not None and scope["method"] == "OPTIONS":
-            await _preflight(scope, send, cors)
-            return
+            return _preflight(scope, send, cors)
         if cors is None or kind != "http":
-            await self.app(scope, receive, send)  # type: ignore[operator]
-            return
+            return self.app(scope, receive, send)
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), *cors]
             await send(message)
 
-        await self.app(scope, receive, send_with_cors)  # type: ignore[operator]
+        return self.app(scope, receive, send_with_cors)
 
     def _refusal(
         self,
@@ -131,7 +136,7 @@ class Guard:
         """Why this request is not let in (status, code, message, headers), or None."""
         method = scope.get("method", "GET")
         if not self._keys:
-            if host is not None and not self._host_allowed(host.decode("latin-1")):
+            if host is not None and not self._host_ok(host):
                 return (400, "invalid_host", _host_message(host.decode("latin-1")), [])
             if (
                 origin is not None
@@ -154,6 +159,15 @@ class Guard:
                     message = f"too many requests for this key; retry in {retry.decode()} s"
                     return (429, "rate_limited", message, [(b"retry-after", retry)])
         return None
+
+    def _host_ok(self, host: bytes) -> bool:
+        """``_host_allowed``, remembered per raw header value (it is asked on every request)."""
+        ok = self._host_verdicts.get(host)
+        if ok is None:
+            ok = self._host_allowed(host.decode("latin-1"))
+            if len(self._host_verdicts) < _HOSTS_REMEMBERED:
+                self._host_verdicts[host] = ok
+        return ok
 
     def _host_allowed(self, host: str) -> bool:
         name = _hostname(host)

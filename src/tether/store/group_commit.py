@@ -112,12 +112,17 @@ class GroupCommit:
 
     async def wait(self, path: str | None, notice: Notice | None) -> None:
         """Wait for the commit of the group this write has joined (then ``notice`` is published)."""
+        await self.join(path, notice)
+
+    def join(self, path: str | None, notice: Notice | None) -> asyncio.Future[None]:
+        """:meth:`wait`'s future, for an append to await itself: one coroutine fewer
+        to resume when the commit answers it."""
         loop = self._notifier.running_loop()
         if not self._waiters:
             loop.call_soon(self.flush)
         answer: asyncio.Future[None] = loop.create_future()
         self._waiters.append((answer, path, notice))
-        await answer
+        return answer
 
     def flush_for(self, namespace: str) -> None:
         """Commit the group if it holds a write to ``namespace`` (before reading it)."""
