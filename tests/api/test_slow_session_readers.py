@@ -26,7 +26,11 @@ from websockets.sync.client import connect
 from helpers.server import ServerFactory, TetherServer
 
 BUFFER = 64 * 1024
-PAD = "x" * 4_000  # a message and its demo run: ~17 KB of events
+#: A message and its demo run: ~125 KB of events, so the kernel's socket buffers fill and
+#: the cut comes after ~20 messages (4 s here): well inside the 40 s after which uvicorn's
+#: WebSocket keepalive would close a client that answers no ping. With 4 KB messages a
+#: loaded machine reached that first, and the stalled reader was closed without a cut.
+PAD = "x" * 120_000
 WAIT = 60.0  # generous bound on every wait (a loaded machine is slow)
 
 
