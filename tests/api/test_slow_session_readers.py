@@ -94,18 +94,26 @@ def read_from(stream: str, offset: str) -> list[str]:
 class RawEvents:
     """A session's event stream read from a plain socket (HTTP/1.1 chunked), at the test's pace."""
 
-    def __init__(self, url: str, rcvbuf: int | None = None) -> None:
+    def __init__(self, url: str, rcvbuf: int | None = None, *, body: bytes | None = None) -> None:
+        """A GET of ``url``, or a POST of the JSON ``body``."""
         parsed = httpx.URL(url)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:  # before connect, so the window is small from the start
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(WAIT)
         self.sock.connect((parsed.host, parsed.port))
+        posted = (
+            b"" if body is None
+            else b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        )  # fmt: skip
         self.sock.sendall(
-            f"GET {parsed.raw_path.decode()} HTTP/1.1\r\n"
-            f"Host: {parsed.host}:{parsed.port}\r\n\r\n".encode()
-        )
+            f"{'GET' if body is None else 'POST'} {parsed.raw_path.decode()} HTTP/1.1\r\n"
+            f"Host: {parsed.host}:{parsed.port}\r\n".encode()
+            + posted + b"\r\n" + (body or b"")
+        )  # fmt: skip
         self.raw = b""
+        #: The response's status line and headers, once read.
+        self.head = b""
         self.head_read = False
         self.body = b""
         self.ended = False
@@ -119,7 +127,7 @@ class RawEvents:
             if not sep:
                 return
             assert head.startswith(b"HTTP/1.1 200"), head
-            self.head_read, self.raw = True, rest
+            self.head, self.head_read, self.raw = head, True, rest
         while not self.ended:
             size_line, sep, rest = self.raw.partition(b"\r\n")
             if not sep or len(rest) < int(size_line, 16) + 2:

@@ -176,7 +176,10 @@ class TetherApp:
         #: Answers kept under requests' Idempotency-Key, and their sweep.
         self.idempotency = Idempotency(store, idempotency_retention)
         #: Who reads each gateway run: one nobody reads for the grace period is cancelled.
-        self.readers = Readers(self.runtime.cancel, gateway_detach_grace)
+        self.readers = Readers(
+            self.runtime.cancel, gateway_detach_grace,
+            send_buffer=self.streams.config.sse_send_buffer,
+        )  # fmt: skip
         self._stop: asyncio.Future[None] | None = None
         #: Sends traces while the app runs, if the environment asks (OTEL_EXPORTER_OTLP_ENDPOINT).
         self.traces: Exporter | None = None

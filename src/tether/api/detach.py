@@ -10,7 +10,9 @@ request may ask for a detached run instead (``X-Tether-Detach: true``): its
 readers are not counted, and the run goes on to its end whoever reads it.
 
 Readers are counted per process: a run read only through another replica is
-cancelled here when its last reader here leaves.
+cancelled here when its last reader here leaves. A reader cut off at its send
+buffer (``api/relay.py``) counts as one whose client left: its client resumes
+within the grace period, or the run is cancelled.
 """
 
 from __future__ import annotations
@@ -45,10 +47,16 @@ class Readers:
     """Who reads each run of the gateway, and the cancels of the runs nobody reads."""
 
     def __init__(
-        self, cancel: Callable[[str, str], Awaitable[Any]], grace: float = DEFAULT_GRACE
+        self,
+        cancel: Callable[[str, str], Awaitable[Any]],
+        grace: float = DEFAULT_GRACE,
+        *,
+        send_buffer: int | None = None,
     ) -> None:
+        """``send_buffer``: the bytes each reader may have waiting for its client (relay.py)."""
         self._cancel = cancel
         self.grace = grace
+        self.send_buffer = send_buffer
         #: Readers of each watched run (one whose request did not ask to detach).
         self._count: dict[Key, int] = {}
         self._timers: dict[Key, asyncio.TimerHandle] = {}
@@ -101,23 +109,31 @@ class Readers:
         after: int | None = None,
         watch: bool = False,
         on_end: Callable[[], None] | None = None,
+        bounded: bool = True,
     ) -> Follow:
-        """A reader of run ``run_id``'s answer (see :meth:`join`), counted until it ends."""
+        """A reader of run ``run_id``'s answer (see :meth:`join`), counted until it ends.
+
+        ``bounded``: its frames are written to its client as they come, so it gets
+        the send buffer; a reader that keeps the answer for one response does not.
+        """
+        bound = self.send_buffer if bounded else None
         if run_id is None or not self.join(session_id, run_id, watch=watch):
             return Follow(
-                sessions, session_id, start, translator, stop=stop, after=after, on_end=on_end
-            )
+                sessions, session_id, start, translator, stop=stop, after=after, on_end=on_end,
+                send_buffer=bound,
+            )  # fmt: skip
         run: str = run_id
 
         def ended() -> None:
             if on_end is not None:
                 on_end()
-            gone = follow.leave.done() and not translator.finished
+            gone = (follow.leave.done() or follow.cut) and not translator.finished
             self.leave(session_id, run, gone=gone)
 
         follow = Follow(
-            sessions, session_id, start, translator, stop=stop, after=after, on_end=ended
-        )
+            sessions, session_id, start, translator, stop=stop, after=after, on_end=ended,
+            send_buffer=bound,
+        )  # fmt: skip
         return follow
 
     def _expire(self, key: Key) -> None:

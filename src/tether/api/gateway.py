@@ -368,11 +368,18 @@ class Gateway:
 
     # -- the answer ---------------------------------------------------------------
 
-    def follow(self, started: Started, translator: Translator, *, detach: bool) -> Follow:
-        """The request's own reader of its run's answer (counted unless ``detach``)."""
+    def follow(
+        self, started: Started, translator: Translator, *, detach: bool, stream: bool = True
+    ) -> Follow:
+        """The request's own reader of its run's answer (counted unless ``detach``).
+
+        ``stream``: the answer is streamed to the client (its reader is cut off at
+        the send buffer), not sent whole once the run ends.
+        """
         return self._reader(
-            started.session_id, started.run_id, translator, started.start, None, not detach
-        )
+            started.session_id, started.run_id, translator, started.start, None, not detach,
+            stream,
+        )  # fmt: skip
 
     async def reread(
         self,
@@ -390,7 +397,7 @@ class Gateway:
         """
         active = (await self.sessions.state(session_id)).fold.active_run
         run_id = active["run_id"] if active is not None else None
-        return self._reader(session_id, run_id, translator, start, after, False)
+        return self._reader(session_id, run_id, translator, start, after, False, True)
 
     def _reader(
         self,
@@ -400,11 +407,12 @@ class Gateway:
         start: int,
         after: int | None,
         watch: bool,
+        stream: bool,
     ) -> Follow:
         prefetches = self.prefetches
         return self.readers.follow(
             self.sessions, sid, run_id, start, translator, stop=self.stop(), after=after,
-            watch=watch, on_end=lambda: prefetches.discard(sid),
+            watch=watch, on_end=lambda: prefetches.discard(sid), bounded=stream,
         )  # fmt: skip
 
     async def accepted(self, started: Started) -> bool:

@@ -18,10 +18,14 @@ descriptors and locks everyone else out. :class:`GuardedHttpToolsProtocol` adds:
   connection has a request in flight.
 
 A connection whose request has been received (an SSE or long-poll response, a
-WebSocket) is never closed by these rules. Timeouts are checked by
-:meth:`ConnectionGuard.sweep`, once a second, so they fire up to a second late;
-on the hot path a connection does a few dict operations per request and one
-addition per body chunk.
+WebSocket) is never closed by these rules. Each request's scope also carries,
+under ``scope["extensions"]["tether.disconnect"]``, a future resolved when its
+client goes: a live reader waits on it rather than on a task of its own that
+reads ``receive()`` only to learn of the disconnect (about 1 KiB per reader).
+
+Timeouts are checked by :meth:`ConnectionGuard.sweep`, once a second, so they
+fire up to a second late; on the hot path a connection does a few dict
+operations per request and one addition per body chunk.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import orjson
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from tether.streams.app import DISCONNECT
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +280,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter(_GONE)
         super().connection_lost(exc)
+        self._gone()
 
     def on_message_begin(self) -> None:
         # The first byte of a request: on a keep-alive connection, its head's time starts.
@@ -287,6 +294,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         started = self.cycle is not None and self.cycle.scope is self.scope
         if started:
             self.cycle.message_event = _Event()  # (its task has not run yet)
+            extensions = self.scope.setdefault("extensions", {})
+            # (ASGI's extensions are dicts; this one is the future itself: no dict a request.)
+            extensions[DISCONNECT] = self.loop.create_future()  # type: ignore[assignment]
         self._enter(_BODY if started else _BUSY)
 
     def on_body(self, body: bytes) -> None:
@@ -326,7 +336,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             # As uvicorn does when a client goes: the app's receive() sees a disconnect.
             cycle.disconnected = True
             cycle.message_event.set()
+            self._gone()
         self.transport.close()
+
+    def _gone(self) -> None:
+        """Resolve the running request's disconnect future, as uvicorn marks it disconnected."""
+        cycle = self.cycle
+        if cycle is not None and cycle.disconnected:
+            extensions: dict[str, Any] = cycle.scope.get("extensions") or {}
+            gone: asyncio.Future[None] | None = extensions.get(DISCONNECT)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
 
     def body_is_late(self, now: float) -> bool:
         """Whether the body being received has stalled, or is slower than the minimum."""

@@ -110,7 +110,9 @@ class MessagesRoutes:
     async def _answer(self, request: Request, started: Started, spec: GatewaySpec) -> Response:
         headers = started.headers(MESSAGES_PATH)
         mapper = _mapper(spec, frames=spec.stream)
-        follow = self.gateway.follow(started, mapper, detach=self.gateway.detach(request))
+        follow = self.gateway.follow(
+            started, mapper, detach=self.gateway.detach(request), stream=spec.stream
+        )
         if not spec.stream:
             await self.gateway.whole(follow, request)
             if mapper.error is not None:

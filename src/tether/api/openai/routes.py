@@ -91,7 +91,9 @@ class OpenAIRoutes:
         """The answer of a completion's run, read from its session from its start."""
         headers = started.headers(COMPLETIONS_PATH)
         mapper = ChunkMapper(spec, frames=spec.stream)
-        follow = self.gateway.follow(started, mapper, detach=self.gateway.detach(request))
+        follow = self.gateway.follow(
+            started, mapper, detach=self.gateway.detach(request), stream=spec.stream
+        )
         if not spec.stream:
             return await _whole(self.gateway, follow, mapper, headers, request)
         # Hold the headers until the upstream has accepted the request (its

@@ -156,7 +156,9 @@ class ResponsesRoutes:
         if settings.store:
             headers["x-tether-stream-url"] = f"{RESPONSES_PATH}/{rid}?stream=true"
         translator = ResponseTranslator(spec, settings, sid, run_id, frames=spec.stream)
-        follow = gateway.follow(started, translator, detach=gateway.detach(request))
+        follow = gateway.follow(
+            started, translator, detach=gateway.detach(request), stream=spec.stream
+        )
         if not settings.store and continued is None:
             _forget_after(gateway, started, follow, translator)
         if not spec.stream:
