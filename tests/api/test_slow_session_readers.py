@@ -23,6 +23,7 @@ import orjson
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from helpers.catch_up import read_to_tail
 from helpers.server import ServerFactory, TetherServer
 
 BUFFER = 64 * 1024
@@ -80,15 +81,8 @@ def send_until_cut(
 
 
 def read_from(stream: str, offset: str) -> list[str]:
-    """The ids of the session's events after ``offset`` (catch-up reads to the tail)."""
-    ids: list[str] = []
-    while True:
-        r = httpx.get(stream, params={"offset": offset})
-        assert r.status_code == 200
-        ids += [e["id"] for e in r.json()]
-        offset = r.headers["stream-next-offset"]
-        if r.headers.get("stream-up-to-date") == "true":
-            return ids
+    """The ids of the session's events after ``offset``."""
+    return [e["id"] for e in read_to_tail(stream, offset)]
 
 
 class RawEvents:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import httpx
 import orjson
 
+from helpers.catch_up import read_to_tail
 from helpers.server import ServerFactory, TetherServer
 
 JSON = {"Content-Type": "application/json"}
@@ -129,15 +130,8 @@ def append(url: str, first: int, count: int) -> None:
 
 
 def read_from(url: str, offset: str) -> list[int]:
-    """Catch-up reads from ``offset`` to the tail."""
-    seqs: list[int] = []
-    while True:
-        r = httpx.get(url, params={"offset": offset})
-        assert r.status_code == 200
-        seqs += [m["seq"] for m in r.json()]
-        offset = r.headers["stream-next-offset"]
-        if r.headers.get("stream-up-to-date") == "true":
-            return seqs
+    """The sequence numbers after ``offset``."""
+    return [m["seq"] for m in read_to_tail(url, offset)]
 
 
 def test_a_stalled_reader_is_cut_off_and_resumes_with_nothing_lost(

@@ -113,13 +113,14 @@ async def webhook_server(
 
 
 @asynccontextmanager
-async def handled(
-    tmp: Path, env: dict[str, str], *args: str
+async def hooked(
+    tmp: Path, agent: str, app: str, env: dict[str, str], *args: str, **handler_env: str
 ) -> AsyncIterator[tuple[TetherServer, Handler]]:
-    """A server whose agent ``words`` is served by tether's webhook handler in uvicorn."""
-    port = find_free_port()
-    handler = Handler(tmp, port, "", env)
-    async with webhook_server(tmp, {"words": handler.url}, env, *args) as server:
+    """A server whose ``agent`` is served by tether's webhook handler of ``app`` in uvicorn
+    (with ``handler_env`` in its environment only)."""
+    handler = Handler(tmp, find_free_port(), "", env)
+    handler.env.update(handler_env, TETHER_WEBHOOK_APP=app)
+    async with webhook_server(tmp, {agent: handler.url}, env, *args) as server:
         handler.env["TETHER_URL"] = server.base_url
         await asyncio.to_thread(handler.start)
         try:
@@ -127,6 +128,15 @@ async def handled(
         finally:
             await asyncio.to_thread(handler.stop)
             assert "Traceback" not in handler.output(), handler.output()
+
+
+@asynccontextmanager
+async def handled(
+    tmp: Path, env: dict[str, str], *args: str
+) -> AsyncIterator[tuple[TetherServer, Handler]]:
+    """A server whose agent ``words`` is served by tether's webhook handler in uvicorn."""
+    async with hooked(tmp, "words", "worker_app:app", env, *args) as pair:
+        yield pair
 
 
 async def test_a_webhook_delivered_run_answers_in_the_session(tmp_path: Path) -> None:

@@ -15,19 +15,17 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from helpers.server import TetherServer, find_free_port
 from helpers.session_events import Events, server_env
 from providers.fake_upstreams import FakeUpstream
 from tether.api.workers import worker_identity
 from tether.runtime.dispatch import wake_stream, work_stream
-from workers.test_webhook_mode import Handler, _env, webhook_server
+from workers.test_webhook_mode import _env, hooked
 from workers.test_workers import answer_text, new_session, stream_events
 from workers.worker_cluster import OTHER_WORKER_KEY, WORKER_KEY, cluster_of
 
@@ -84,6 +82,17 @@ async def attachment_stream(c: httpx.AsyncClient, session_id: str) -> str:
             name: str = e["parts"][0]["stream"]
             return name
     raise AssertionError("no message")
+
+
+async def ask_calc(c: httpx.AsyncClient) -> tuple[dict[str, Any], str]:
+    """Ask the agent ``calc`` once, in a new session: (its ``run-end``, the answer's text)."""
+    session_id = await new_session(c, {"agent": "calc"})
+    events = Events(c, session_id)
+    r = await c.post(f"/v1/sessions/{session_id}/messages", json={"content": "go"})
+    run_id = r.json()["run_id"]
+    end = await events.run_end(run_id)
+    await events.aclose()
+    return end, answer_text(await stream_events(c, session_id), run_id)
 
 
 async def test_a_worker_run_sends_a_stream_stored_attachments_bytes_to_the_model(
@@ -198,13 +207,7 @@ async def test_a_worker_runs_the_configs_mcp_servers_and_its_agents_call_their_t
         cluster.env["TETHER_CONFIG"] = str(mcp_config(tmp_path))  # the worker's, not the server's
         worker = await cluster.start_worker(app="mcp_worker_app:app")
         async with cluster.client() as c:
-            session_id = await new_session(c, {"agent": "calc"})
-            events = Events(c, session_id)
-            r = await c.post(f"/v1/sessions/{session_id}/messages", json={"content": "go"})
-            run_id = r.json()["run_id"]
-            end = await events.run_end(run_id)
-            await events.aclose()
-            text = answer_text(await stream_events(c, session_id), run_id)
+            end, text = await ask_calc(c)
         assert end["reason"] == "complete", cluster.logs()
         match = re.fullmatch(r"sum: \D*5\D*; pid: \D*(\d+)\D*", text)
         assert match is not None, text
@@ -252,23 +255,6 @@ async def test_a_webhook_agents_sessions_are_not_for_worker_keys(tmp_path: Path)
             assert r.status_code == 200, r.text
 
 
-@asynccontextmanager
-async def hooked(
-    tmp: Path, agent: str, app: str, env: dict[str, str], *args: str, **handler_env: str
-) -> AsyncIterator[tuple[TetherServer, Handler]]:
-    """A server whose ``agent`` is served by tether's webhook handler of ``app`` in uvicorn
-    (with ``handler_env`` in its environment only)."""
-    handler = Handler(tmp, find_free_port(), "", env)
-    handler.env.update(handler_env, TETHER_WEBHOOK_APP=app)
-    async with webhook_server(tmp, {agent: handler.url}, env, *args) as server:
-        handler.env["TETHER_URL"] = server.base_url
-        await asyncio.to_thread(handler.start)
-        try:
-            yield server, handler
-        finally:
-            await asyncio.to_thread(handler.stop)
-
-
 async def test_a_webhook_run_sends_a_stream_stored_attachments_bytes_to_the_model(
     tmp_path: Path, fake: FakeUpstream
 ) -> None:
@@ -300,13 +286,7 @@ async def test_a_webhook_handler_runs_the_configs_mcp_servers_for_its_lifetime(
     ):
         assert handler.process is not None
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
-            session_id = await new_session(c, {"agent": "calc"})
-            events = Events(c, session_id)
-            r = await c.post(f"/v1/sessions/{session_id}/messages", json={"content": "go"})
-            run_id = r.json()["run_id"]
-            end = await events.run_end(run_id)
-            await events.aclose()
-            text = answer_text(await stream_events(c, session_id), run_id)
+            end, text = await ask_calc(c)
         assert end["reason"] == "complete", server.output() + handler.output()
         match = re.fullmatch(r"sum: \D*5\D*; pid: \D*(\d+)\D*", text)
         assert match is not None, text

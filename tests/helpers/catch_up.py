@@ -1,0 +1,19 @@
+"""A JSON stream read from an offset to its tail with catch-up GETs, as a resuming client does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+def read_to_tail(url: str, offset: str) -> list[Any]:
+    """The messages of the JSON stream at ``url`` after ``offset``, up to its tail."""
+    messages: list[Any] = []
+    while True:
+        r = httpx.get(url, params={"offset": offset})
+        assert r.status_code == 200, r.text
+        messages += r.json()
+        offset = r.headers["stream-next-offset"]
+        if r.headers.get("stream-up-to-date") == "true":
+            return messages
