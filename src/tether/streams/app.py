@@ -148,7 +148,9 @@ class StreamsApp:
             view = await self._view(scope, name, headers)
             path = view.path(name)
             if method == "GET":
-                await self._get(scope, receive, send, path, headers)
+                reading = self._get(scope, receive, send, path, headers)
+                del headers  # (not held for a live read's lifetime: memory per idle reader)
+                await reading
             elif method == "POST":
                 await self._post(receive, send, path, headers)
             elif method == "PUT":
@@ -303,9 +305,11 @@ class StreamsApp:
 
     # -- reads ---------------------------------------------------------------
 
-    async def _get(
+    def _get(
         self, scope: Scope, receive: Receive, send: Send, name: str, h: dict[str, str]
-    ) -> None:
+    ) -> Awaitable[None]:
+        """The read the query asks for, checked (HTTPError); not a coroutine of its own, so
+        a live reader's lifetime holds no frame of it (memory per idle reader)."""
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         offsets = query.get("offset")
         if offsets is not None and len(offsets) != 1:
@@ -320,13 +324,11 @@ class StreamsApp:
             raise HTTPError(400, "bad_offset", "live reads need an offset")
         pos = parse_offset(raw if raw is not None else "-1")
         cursor = query.get("cursor", [None])[-1]
-        del query, offsets  # (not held for a live read's lifetime: memory per idle reader)
         if live is None:
-            await self._catch_up(send, name, pos, h)
-        elif live == "long-poll":
-            await self._long_poll(receive, send, name, pos, cursor)
-        else:
-            await self._sse(scope, receive, send, name, pos, cursor)
+            return self._catch_up(send, name, pos, h)
+        if live == "long-poll":
+            return self._long_poll(receive, send, name, pos, cursor)
+        return self._sse(scope, receive, send, name, pos, cursor)
 
     def _body_of(self, res: ReadResult) -> bytes:
         if res.meta.json:
