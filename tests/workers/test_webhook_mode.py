@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,58 +30,35 @@ from subscriptions.receiver import verify
 from tether.store.factory import open_store
 from tether.subscriptions.signing import b64url, read_keys
 from workers.test_workers import answer_text, new_session, send, stream_events
-from workers.worker_cluster import APPS
-
-READY_TIMEOUT = 30.0
+from workers.worker_cluster import APPS, ChildProcess
 
 
-class Handler:
+class Handler(ChildProcess):
     """``uvicorn --factory tether.agents.webhook_handler:from_env`` serving worker_app."""
+
+    ready_line = "Application startup complete"
+    name = "the webhook handler"
 
     def __init__(self, tmp: Path, port: int, server: str, env: dict[str, str]) -> None:
         self.port = port
-        self.log_path = tmp / "handler.log"
-        self.command = [
+        command = [
             sys.executable, "-m", "uvicorn", "--factory",
             "tether.agents.webhook_handler:from_env", "--host", "127.0.0.1",
             "--port", str(port), "--log-level", "info",
         ]  # fmt: skip
-        self.env = {
+        env = {
             **env, "TETHER_WEBHOOK_APP": "worker_app:app", "TETHER_URL": server,
             "PYTHONUNBUFFERED": "1",
         }  # fmt: skip
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(command, env, tmp / "handler.log")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
     def start(self) -> Handler:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, start_new_session=True,
-            )  # fmt: skip
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "Application startup complete" not in self.output():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the webhook handler did not start:\n{self.output()}")
-            time.sleep(0.05)
+        self.spawn().wait_ready()
         return self
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
 
 
 def _env(words: int = 3, delay: float = 0.0, **extra: str) -> dict[str, str]:

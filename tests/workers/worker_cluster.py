@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -24,25 +25,21 @@ API_KEY = "api-test-7c21"
 READY_TIMEOUT = 30.0
 
 
-class WorkerProcess:
-    """One ``tether worker worker_app:app`` (or ``app``) child, its output in a file."""
+class ChildProcess:
+    """A child process in a session of its own, its output in a file: spawned, awaited
+    until its output says it serves, stopped with SIGTERM (SIGKILL after 10 s)."""
 
-    def __init__(
-        self,
-        server: TetherServer,
-        log_path: Path,
-        env: dict[str, str],
-        *args: str,
-        app: str = "worker_app:app",
-    ) -> None:
+    #: What its output says once it serves, and what it is called in an error.
+    ready_line = ""
+    name = "the child"
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = env
         self.log_path = log_path
-        self.command = [
-            *tether_command(), "worker", app, "--server", server.base_url, *args,
-        ]  # fmt: skip
-        self.env = {**env, "TETHER_WORKER_KEY": WORKER_KEY, "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def spawn(self) -> WorkerProcess:
+    def spawn(self) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -50,16 +47,13 @@ class WorkerProcess:
             )  # fmt: skip
         return self
 
-    def start(self) -> WorkerProcess:
-        """Spawn it and wait until it serves."""
-        self.spawn()
+    def wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + READY_TIMEOUT
-        while "tether.worker: serving" not in self.output():
+        while self.ready_line not in self.output():
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tether worker did not start:\n{self.output()}")
+                raise RuntimeError(f"{self.name} did not start:\n{self.output()}")
             time.sleep(0.05)
-        return self
 
     @property
     def pid(self) -> int:
@@ -83,6 +77,30 @@ class WorkerProcess:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class WorkerProcess(ChildProcess):
+    """One ``tether worker worker_app:app`` (or ``app``) child, its output in a file."""
+
+    ready_line = "tether.worker: serving"
+    name = "tether worker"
+
+    def __init__(
+        self,
+        server: TetherServer,
+        log_path: Path,
+        env: dict[str, str],
+        *args: str,
+        app: str = "worker_app:app",
+    ) -> None:
+        command = [*tether_command(), "worker", app, "--server", server.base_url, *args]
+        env = {**env, "TETHER_WORKER_KEY": WORKER_KEY, "PYTHONUNBUFFERED": "1"}
+        super().__init__(command, env, log_path)
+
+    def start(self) -> WorkerProcess:
+        """Spawn it and wait until it serves."""
+        self.spawn().wait_ready()
+        return self
 
 
 @dataclass
