@@ -7,11 +7,12 @@ from typing import Any
 import httpx
 
 
-def read_to_tail(url: str, offset: str) -> list[Any]:
+def read_to_tail(url: str, offset: str, client: httpx.Client | None = None) -> list[Any]:
     """The messages of the JSON stream at ``url`` after ``offset``, up to its tail."""
+    get = client.get if client is not None else httpx.get
     messages: list[Any] = []
     while True:
-        r = httpx.get(url, params={"offset": offset})
+        r = get(url, params={"offset": offset})
         assert r.status_code == 200, r.text
         messages += r.json()
         offset = r.headers["stream-next-offset"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from helpers.catch_up import read_to_tail
 from helpers.server import ServerFactory
 from redis_server import running_redis
 
@@ -62,18 +63,6 @@ class Writer(threading.Thread):
                 seq += 1
 
 
-def read_all(client: httpx.Client, url: str) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    offset = "-1"
-    while True:
-        r = client.get(url, params={"offset": offset})
-        assert r.status_code == 200, r.text
-        out += r.json()
-        offset = r.headers["stream-next-offset"]
-        if r.headers.get("stream-up-to-date") == "true":
-            return out
-
-
 def test_answered_appends_survive_sigkill_in_order(tether_server: ServerFactory) -> None:
     server = tether_server()
     url = server.stream_url("crash-test")
@@ -100,7 +89,7 @@ def test_answered_appends_survive_sigkill_in_order(tether_server: ServerFactory)
                 # 204: it had landed before the kill; 200: it had not, and lands now.
                 assert r.status_code in (200, 204), r.text
                 w.acked.append(w.in_flight)
-        events = read_all(client, url)
+        events = read_to_tail(url, "-1", client)
 
     for event in events:
         assert event["pad"] == PAD, "a message was stored half-written"
@@ -114,7 +103,7 @@ PRODUCERS = 64
 
 def read_stream(url: str) -> list[dict[str, object]]:
     with httpx.Client(timeout=10) as client:
-        return read_all(client, url)
+        return read_to_tail(url, "-1", client)
 
 
 class Producer:
