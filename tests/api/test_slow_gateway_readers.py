@@ -29,9 +29,9 @@ from api.apps.long_answers import PIECES
 from api.test_slow_session_readers import (
     BUFFER,
     WAIT,
-    RawEvents,
     metric,
 )
+from helpers.raw_http import RawResponse
 from helpers.server import TetherServer
 
 APPS = Path(__file__).parent / "apps"
@@ -40,7 +40,7 @@ CUT = 'tether_readers_cut_off_total{transport="sse"}'
 DONE = b"data: [DONE]\n\n"
 
 
-def header(reader: RawEvents, name: str) -> str:
+def header(reader: RawResponse, name: str) -> str:
     for line in reader.head.decode().split("\r\n")[1:]:
         key, _, value = line.partition(":")
         if key.strip().lower() == name:
@@ -48,12 +48,7 @@ def header(reader: RawEvents, name: str) -> str:
     raise AssertionError(f"no {name} in {reader.head!r}")
 
 
-def read_to_end(reader: RawEvents) -> None:
-    while not reader.ended:
-        reader.read_some()
-
-
-def chunks(reader: RawEvents) -> list[tuple[str, str]]:
+def chunks(reader: RawResponse) -> list[tuple[str, str]]:
     """(id, the delta's text) of each chunk the reader got."""
     out = []
     for offset, chunk in reader.events():
@@ -88,7 +83,7 @@ def graceless_server(tmp_path: Path) -> Iterator[TetherServer]:
         yield server
 
 
-def start_stalled(server: TetherServer) -> tuple[RawEvents, str]:
+def start_stalled(server: TetherServer) -> tuple[RawResponse, str]:
     """A streamed completion of ``agent:long`` read through its head, and its stream URL."""
     body = orjson.dumps(
         {
@@ -97,7 +92,9 @@ def start_stalled(server: TetherServer) -> tuple[RawEvents, str]:
             "messages": [{"role": "user", "content": "at length"}],
         }
     )
-    stalled = RawEvents(f"{server.base_url}/v1/chat/completions", rcvbuf=4096, body=body)
+    stalled = RawResponse(
+        f"{server.base_url}/v1/chat/completions", rcvbuf=4096, body=body, timeout=WAIT
+    )
     while not stalled.head_read:
         stalled.read_some()
     return stalled, server.base_url + header(stalled, "x-tether-stream-url")
@@ -107,8 +104,8 @@ def test_a_stalled_chat_completion_stream_is_cut_off_and_resumes_with_nothing_lo
     server: TetherServer,
 ) -> None:
     stalled, stream_url = start_stalled(server)
-    other = RawEvents(stream_url)
-    reading = threading.Thread(target=read_to_end, args=(other,), daemon=True)
+    other = RawResponse(stream_url, timeout=WAIT)
+    reading = threading.Thread(target=other.read_to_end, daemon=True)
     reading.start()
 
     reading.join(WAIT)
@@ -117,7 +114,7 @@ def test_a_stalled_chat_completion_stream_is_cut_off_and_resumes_with_nothing_lo
     assert metric(server, CUT) == 1
 
     # The stalled client reads again: chunks up to the cut, the reason, the end.
-    read_to_end(stalled)
+    stalled.read_to_end()
     stalled.close()
     got, everything = chunks(stalled), chunks(other)
     assert got == everything[: len(got)] and len(got) < len(everything)
@@ -126,8 +123,8 @@ def test_a_stalled_chat_completion_stream_is_cut_off_and_resumes_with_nothing_lo
         f": cut off: more than {BUFFER} bytes were waiting; resume from offset {resume}\n\n"
         .encode()
     )  # fmt: skip
-    rest = RawEvents(str(httpx.URL(stream_url).copy_set_param("offset", resume)))
-    read_to_end(rest)
+    rest = RawResponse(str(httpx.URL(stream_url).copy_set_param("offset", resume)), timeout=WAIT)
+    rest.read_to_end()
     rest.close()
     assert got + chunks(rest) == everything
     assert rest.body.endswith(DONE)
@@ -146,8 +143,8 @@ def test_a_cut_off_reader_counts_as_gone_so_its_unread_run_is_cancelled(
         assert time.monotonic() < deadline, "the stalled reader was never cut off"
         time.sleep(0.05)
     stalled.close()
-    rest = RawEvents(stream_url)
-    read_to_end(rest)
+    rest = RawResponse(stream_url, timeout=WAIT)
+    rest.read_to_end()
     rest.close()
     last = rest.events()[-1][1]
     assert last["error"]["code"] == "run_cancelled", last  # type: ignore[index]

@@ -11,7 +11,6 @@ the last offset it received with nothing lost or repeated.
 
 from __future__ import annotations
 
-import contextlib
 import re
 import socket
 import threading
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from helpers.catch_up import read_to_tail
+from helpers.raw_http import RawResponse
 from helpers.server import ServerFactory, TetherServer
 
 BUFFER = 64 * 1024
@@ -85,66 +85,6 @@ def read_from(stream: str, offset: str) -> list[str]:
     return [e["id"] for e in read_to_tail(stream, offset)]
 
 
-class RawEvents:
-    """A session's event stream read from a plain socket (HTTP/1.1 chunked), at the test's pace."""
-
-    def __init__(self, url: str, rcvbuf: int | None = None, *, body: bytes | None = None) -> None:
-        """A GET of ``url``, or a POST of the JSON ``body``."""
-        parsed = httpx.URL(url)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect, so the window is small from the start
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(WAIT)
-        self.sock.connect((parsed.host, parsed.port))
-        posted = (
-            b"" if body is None
-            else b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
-        )  # fmt: skip
-        self.sock.sendall(
-            f"{'GET' if body is None else 'POST'} {parsed.raw_path.decode()} HTTP/1.1\r\n"
-            f"Host: {parsed.host}:{parsed.port}\r\n".encode()
-            + posted + b"\r\n" + (body or b"")
-        )  # fmt: skip
-        self.raw = b""
-        #: The response's status line and headers, once read.
-        self.head = b""
-        self.head_read = False
-        self.body = b""
-        self.ended = False
-
-    def read_some(self) -> None:
-        data = self.sock.recv(1 << 16)
-        assert data, "the server closed the connection before the response ended"
-        self.raw += data
-        if not self.head_read:
-            head, sep, rest = self.raw.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            assert head.startswith(b"HTTP/1.1 200"), head
-            self.head, self.head_read, self.raw = head, True, rest
-        while not self.ended:
-            size_line, sep, rest = self.raw.partition(b"\r\n")
-            if not sep or len(rest) < int(size_line, 16) + 2:
-                return
-            size = int(size_line, 16)
-            self.ended = size == 0
-            self.body += rest[:size]
-            self.raw = rest[size + 2 :]
-
-    def events(self) -> list[tuple[str, dict[str, object]]]:
-        """(offset, event) of each complete event, in order."""
-        found = re.finditer(rb"^id: (\S+)\ndata: (.*)\n\n", self.body, re.M)
-        return [(m.group(1).decode(), orjson.loads(m.group(2))) for m in found]
-
-    def ids(self) -> list[str]:
-        return [str(e["id"]) for _, e in self.events()]
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
-        self.sock.close()
-
-
 def in_background(step: Callable[[], None], stop: threading.Event) -> threading.Thread:
     """Call ``step`` until ``stop`` is set (errors after it are the test closing things)."""
 
@@ -175,8 +115,8 @@ def test_a_stalled_session_event_stream_is_cut_off_and_resumes_with_nothing_lost
     server = tether_server(extra_args=["--sse-send-buffer", str(BUFFER)])
     sid, stream = new_session(server)
     events_url = f"{server.base_url}/v1/sessions/{sid}/events?offset=-1"
-    stalled = RawEvents(events_url, rcvbuf=4096)
-    other = RawEvents(events_url)
+    stalled = RawResponse(events_url, rcvbuf=4096, timeout=WAIT)
+    other = RawResponse(events_url, timeout=WAIT)
     stop = threading.Event()
     reading = in_background(other.read_some, stop)
     time.sleep(0.5)  # both are live (a reader that joins late catches up all the same)

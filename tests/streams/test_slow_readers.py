@@ -10,9 +10,7 @@ the response; it resumes from its last offset with nothing lost or repeated.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,74 +19,13 @@ import httpx
 import orjson
 
 from helpers.catch_up import read_to_tail
+from helpers.raw_http import RawResponse
 from helpers.server import ServerFactory, TetherServer
 
 JSON = {"Content-Type": "application/json"}
 BUFFER = 16 * 1024
 PAD = "x" * 2000  # ~2 KiB a message: the socket buffers fill in a few hundred
 WAIT = 60.0  # generous bound on every wait (a loaded machine is slow)
-
-
-class RawSse:
-    """An SSE response read from a plain socket (HTTP/1.1 chunked), at the test's pace."""
-
-    def __init__(self, url: str, offset: str, rcvbuf: int | None = None) -> None:
-        parsed = httpx.URL(url)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        if rcvbuf is not None:  # before connect, so the window is small from the start
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        self.sock.settimeout(WAIT)
-        self.sock.connect((parsed.host, parsed.port))
-        self.sock.sendall(
-            f"GET {parsed.raw_path.decode()}?offset={offset}&live=sse HTTP/1.1\r\n"
-            f"Host: {parsed.host}:{parsed.port}\r\n\r\n".encode()
-        )
-        self.raw = b""
-        self.head_read = False
-        self.body = b""
-        self.ended = False  # the response's last chunk was read
-
-    def read_some(self) -> None:
-        data = self.sock.recv(1 << 16)
-        assert data, "the server closed the connection before the response ended"
-        self.raw += data
-        self._dechunk()
-
-    def _dechunk(self) -> None:
-        if not self.head_read:
-            head, sep, rest = self.raw.partition(b"\r\n\r\n")
-            if not sep:
-                return
-            assert head.startswith(b"HTTP/1.1 200"), head
-            assert b"transfer-encoding: chunked" in head.lower(), head
-            self.head_read = True
-            self.raw = rest
-        while True:
-            size_line, sep, rest = self.raw.partition(b"\r\n")
-            if not sep:
-                return
-            size = int(size_line, 16)
-            if len(rest) < size + 2:
-                return
-            if size == 0:
-                self.ended = True
-                self.raw = b""
-                return
-            self.body += rest[:size]
-            self.raw = rest[size + 2 :]
-
-    def read_until(self, marker: bytes) -> None:
-        while marker not in self.body:
-            self.read_some()
-
-    def read_to_end(self) -> None:
-        while not self.ended:
-            self.read_some()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked in recv
-        self.sock.close()
 
 
 def events(body: bytes) -> Iterator[tuple[str, bytes]]:
@@ -141,14 +78,14 @@ def test_a_stalled_reader_is_cut_off_and_resumes_with_nothing_lost(
     url = server.stream_url("slow")
     assert httpx.put(url, headers=JSON).status_code == 201
 
-    stalled = RawSse(url, "-1", rcvbuf=4096)
+    stalled = RawResponse(f"{url}?offset=-1&live=sse", rcvbuf=4096, timeout=WAIT)
     stalled.read_until(b"event: control")  # live; from now on it does not read
-    others = [RawSse(url, "-1") for _ in range(2)]
+    others = [RawResponse(f"{url}?offset=-1&live=sse", timeout=WAIT) for _ in range(2)]
     for reader in others:
         reader.read_until(b"event: control")
     stop = threading.Event()
 
-    def keep_reading(reader: RawSse) -> None:
+    def keep_reading(reader: RawResponse) -> None:
         while not stop.is_set() and not reader.ended:
             try:
                 reader.read_some()
