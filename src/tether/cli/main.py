@@ -517,6 +517,7 @@ def serve(
         http=guard.protocol_class(),
         loop="uvloop",
         proxy_headers=False,
+        server_header=False,  # it named uvicorn, on every answer (one header less to write)
     )
     _Server(config, app, guard).run(sockets=[listener])  # Ctrl-C: 130, see _Commands
 

