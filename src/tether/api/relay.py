@@ -204,6 +204,8 @@ class EventStreamResponse(Response):
             except asyncio.CancelledError:
                 if not uncancel_if_cut(self.follow, "sse"):
                     raise
+                # Let go of the session first: the client may not read these last words soon.
+                await self.follow.aclose()
                 body = f": {self.follow.cut_off_reason()}\n\n".encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             if not gone.done():
