@@ -223,7 +223,10 @@ class TetherApp:
             worker_agents=self.workers.agents, send_buffer=self.streams.config.sse_send_buffer,
         )  # fmt: skip
         web.include_router(native.router)
-        channel = ClientChannelRoutes(self.sessions, self.runtime, self.stop_future)
+        channel = ClientChannelRoutes(
+            self.sessions, self.runtime, self.stop_future,
+            send_buffer=self.streams.config.sse_send_buffer,
+        )  # fmt: skip
         web.include_router(channel.router)  # the client channel: client-responses, interact
         aisdk = AISDKRoutes(
             self.sessions, self.runtime, self._check_model, self.stop_future,

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
@@ -25,12 +25,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tether.api.auth import Caller, Unauthorized, session_resource
 from tether.api.idempotent_routes import IDEMPOTENCY_HEADER, IdempotentRoute
-from tether.api.relay import SSE_HEADERS
+from tether.api.relay import EventStreamResponse, Follow
 from tether.api.sessions import Who
 from tether.runtime import client_requests as rpc
 from tether.runtime.runner import InvalidInput, Runtime
 from tether.sessions import events as ev
 from tether.sessions.service import SessionNotFound, SessionService
+from tether.streams.wire import format_offset
 
 #: Requests in one /interact batch, at most.
 MAX_BATCH = 100
@@ -52,10 +53,15 @@ class ClientChannelRoutes:
         sessions: SessionService,
         runtime: Runtime,
         stop: Callable[[], asyncio.Future[None]],
+        *,
+        send_buffer: int | None = None,
     ) -> None:
+        """``send_buffer``: the bytes of the session an /interact caller may leave
+        unread before it is cut off (``--sse-send-buffer``)."""
         self.sessions = sessions
         self.runtime = runtime
         self.stop = stop
+        self.send_buffer = send_buffer
         self.router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
         self.router.add_api_route(
             "/{session_id}/client-responses", self.client_response, methods=["POST"],
@@ -108,29 +114,40 @@ class ClientChannelRoutes:
             for rid, call in zip(ids, calls, strict=True)
         ]
         position = await self.sessions.append(session_id, batch)
-        return StreamingResponse(self._answers(session_id, position, ids), headers=SSE_HEADERS)
+        follow = Follow(self.sessions, session_id, position, Answers(ids), stop=self.stop(),
+                        send_buffer=self.send_buffer)  # fmt: skip
+        # A caller cut off finds its requests, then their answers, in the session's events.
+        return EventStreamResponse(follow, {}, resume=format_offset(position - len(batch)))
 
-    async def _answers(
-        self, session_id: str, position: int, ids: dict[str, Any]
-    ) -> AsyncIterator[bytes]:
-        """The session's answers to ``ids`` (request id -> the caller's id), as they come."""
-        left = dict(ids)
-        async for batch in self.sessions.follow(session_id, position, stop=self.stop()):
-            if batch is None:
-                yield b": keep-alive\n\n"
-                continue
-            for chunk in batch[1]:
-                e = orjson.loads(chunk)
-                if e.get("type") != ev.CLIENT_RESPONSE or e.get("request_id") not in left:
-                    continue
-                reply: dict[str, Any] = {"jsonrpc": "2.0", "id": left.pop(e["request_id"])}
-                if e.get("error") is not None:
-                    reply["error"] = e["error"]
-                else:
-                    reply["result"] = e.get("result")
-                yield b"data: " + orjson.dumps(reply) + b"\n\n"
-            if not left:
-                return
+
+class Answers:
+    """/interact's view of the session: the JSON-RPC response to each of its requests.
+
+    ``ids`` maps tether's request id to the caller's; finished once all are answered.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self, ids: dict[str, Any]) -> None:
+        self.left = dict(ids)
+
+    @property
+    def finished(self) -> bool:
+        return not self.left
+
+    def frame(self, position: int, event: bytes) -> bytes:
+        e = orjson.loads(event)
+        if e.get("type") != ev.CLIENT_RESPONSE or e.get("request_id") not in self.left:
+            return b""
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": self.left.pop(e["request_id"])}
+        if e.get("error") is not None:
+            reply["error"] = e["error"]
+        else:
+            reply["result"] = e.get("result")
+        return b"data: " + orjson.dumps(reply) + b"\n\n"
+
+    def last(self) -> bytes:
+        return b""
 
 
 def parse_calls(body: bytes) -> list[dict[str, Any]]:

@@ -1,12 +1,12 @@
 """One relay from a session's events to every front.
 
 Each front (the native SSE route and WebSocket, the OpenAI-compatible gateway,
-the AI SDK routes) reads a session the same way: follow its stream from a
-position until a stop, turn each event into what the front writes, and write
-that as it comes, with keep-alives while the session is quiet. The relay does
-the following (:class:`Follow`) and the writing (:class:`EventStreamResponse`);
-a front brings a :class:`Translator`, so a new front is a request parser plus a
-translator.
+the AI SDK routes, the client channel's /interact) reads a session the same
+way: follow its stream from a position until a stop, turn each event into what
+the front writes, and write that as it comes, with keep-alives while the
+session is quiet. The relay does the following (:class:`Follow`) and the
+writing (:class:`EventStreamResponse`); a front brings a :class:`Translator`,
+so a new front is a request parser plus a translator.
 
 A reader stops when its translator has written its last frame, when the
 session's stream ends, when the server stops, or when its client leaves (the
@@ -178,10 +178,19 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, follow: Follow, headers: dict[str, str], *, head: bytes = b"") -> None:
+    def __init__(
+        self,
+        follow: Follow,
+        headers: dict[str, str],
+        *,
+        head: bytes = b"",
+        resume: str | None = None,
+    ) -> None:
         self.follow = follow
         #: Written first (frames read before the response, the stream's retry hint).
         self.head = head
+        #: The offset a client cut off resumes from, when not the last one it was sent.
+        self.resume = resume
         self.status_code = 200
         self.background = None
         self.init_headers({**SSE_HEADERS, **headers})
@@ -204,7 +213,9 @@ class EventStreamResponse(Response):
             except asyncio.CancelledError:
                 if not uncancel_if_cut(self.follow, "sse"):
                     raise
-                body = f": {self.follow.cut_off_reason()}\n\n".encode()
+                # Let go of the session first: the client may not read these last words soon.
+                await self.follow.aclose()
+                body = f": {self.follow.cut_off_reason(self.resume)}\n\n".encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
             if not gone.done():
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -185,9 +185,9 @@ def main() -> None:
 @click.option("--sse-send-buffer", default=256 * 1024, show_default=True,
               type=click.IntRange(min=1),
               help="Bytes a live reader (a stream's SSE, a session's event stream or "
-              "WebSocket, a gateway front's or the AI SDK's streamed answer) may have "
-              "waiting for its client (beyond the socket's own buffers) before it is "
-              "disconnected; it resumes from its offset.")  # fmt: skip
+              "WebSocket, a gateway front's or the AI SDK's streamed answer, a backend's "
+              "/interact answers) may have waiting for its client (beyond the socket's own "
+              "buffers) before it is disconnected; it resumes from its offset.")  # fmt: skip
 @click.option(
     "--lease-ttl",
     default=lambda: float(os.environ.get("TETHER_LEASE_TTL", LEASE_TTL)),
