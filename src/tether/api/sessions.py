@@ -472,6 +472,8 @@ class SessionRoutes:
                 if not uncancel_if_cut(follow, "websocket"):
                     raise
                 resume = orjson.loads(written)["offset"] if written else None
+                # Let go of the session first: the close waits for a client that does not read.
+                await follow.aclose()
                 await ws.close(code=CUT_OFF_CLOSE, reason=follow.cut_off_reason(resume))
                 return
             finally:
