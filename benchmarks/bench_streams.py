@@ -17,6 +17,8 @@ Targets:
   floor-uvicorn  uvicorn with uvloop and httptools serving benchmarks/floor_app.py, an
               app that answers creates and appends without storing anything: the
               floor of tether's HTTP stack (append scenarios only)
+  floor-httptools  httptools on uvloop answering from constants, no ASGI
+              (benchmarks/floor_httptools.py): the floor of any Python HTTP layer
 
 Scenarios (all on application/json streams, messages of ~100 bytes):
   appends   sequential POSTs on one keep-alive connection -> appends/s, RTT p50/p99
@@ -107,7 +109,7 @@ REF_VERSION = "0.3.7"
 JSON_CT = "application/json"
 ALL_TARGETS = (
     "tether", "ref-memory", "ref-file", "tether-redis", "tether-base", "tether-redis-base",
-    "floor-uvicorn",
+    "floor-uvicorn", "floor-httptools",
 )  # fmt: skip
 #: Each build under comparison, and its baseline (run by --baseline-bin).
 BASELINES = {"tether": "tether-base", "tether-redis": "tether-redis-base"}
@@ -285,8 +287,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     if bad or not scenarios:
         p.error(f"unknown scenario(s) {bad}; choose from {','.join(ALL_SCENARIOS)}")
     floor_only = ("appends", "producers-64", "producers-64-one-stream")
-    if "floor-uvicorn" in targets and (bad := [s for s in scenarios if s not in floor_only]):
-        p.error(f"floor-uvicorn stores nothing: it runs only {','.join(floor_only)}, not {bad}")
+    for floor in ("floor-uvicorn", "floor-httptools"):
+        if floor in targets and (bad := [s for s in scenarios if s not in floor_only]):
+            p.error(f"{floor} stores nothing: it runs only {','.join(floor_only)}, not {bad}")
     positive = {
         "--rounds": ns.rounds,
         "--appends": ns.appends,
@@ -367,6 +370,9 @@ def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite")
             str(port), "--loop", "uvloop", "--http", "httptools", "--no-access-log",
             "--log-level", "warning",
         ]  # fmt: skip
+        return ServerProcess(target, argv, port, workdir, Path(__file__).parent)
+    if target == "floor-httptools":
+        argv = [sys.executable, "floor_httptools.py", "--host", HOST, "--port", str(port)]
         return ServerProcess(target, argv, port, workdir, Path(__file__).parent)
     if target in ("tether", "tether-base"):
         data_dir = workdir / "data"
