@@ -201,6 +201,33 @@ def test_a_request_head_that_does_not_arrive_whole_is_closed_after_the_header_ti
         sock.close()
 
 
+def test_an_idle_keep_alive_connection_is_closed_after_five_seconds_and_one_in_use_is_not(
+    tether_server: ServerFactory,
+) -> None:
+    """Counted from the connection's last answer; the sweep runs once a second."""
+    server = tether_server()
+    idle = http.client.HTTPConnection(server.host, server.port, timeout=WAIT)
+    busy = http.client.HTTPConnection(server.host, server.port, timeout=WAIT)
+    for connection in (idle, busy):
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() == b'{"status":"ok"}'
+    answered = time.monotonic()
+    assert idle.sock is not None and busy.sock is not None
+    busy_sock = busy.sock
+    closed_after = None
+    while closed_after is None and time.monotonic() - answered < 9.0:
+        busy.request("GET", "/healthz")  # a request every 0.2 s keeps it in use
+        assert busy.getresponse().read() == b'{"status":"ok"}'
+        if select.select([idle.sock], [], [], 0.2)[0]:
+            closed_after = time.monotonic() - answered
+            assert idle.sock.recv(1) == b""  # closed, with nothing said
+    assert closed_after is not None, "the idle connection was never closed"
+    assert 4.9 <= closed_after <= 7.5
+    busy.request("GET", "/healthz")
+    assert busy.getresponse().read() == b'{"status":"ok"}'
+    assert busy.sock is busy_sock  # the same connection all along
+
+
 def test_a_stalled_request_body_gets_408_closes_its_connection_and_appends_nothing(
     tether_server: ServerFactory,
 ) -> None:
