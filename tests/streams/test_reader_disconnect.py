@@ -65,3 +65,25 @@ def test_a_reader_whose_client_leaves_is_gone_before_anything_is_written_to_it(
     while b'"after"' not in got:
         got += socks[2].recv(1 << 16)
     socks[2].close()
+
+
+def test_a_reader_after_another_on_the_same_connection_is_not_taken_for_gone(
+    tether_server: ServerFactory,
+) -> None:
+    """The end of one SSE response does not mark the next on its keep-alive connection as
+    disconnected: the second reader gets what is appended while it waits."""
+    server = tether_server()
+    done, live = server.stream_url("done"), server.stream_url("live")
+    assert httpx.put(done, headers={**JSON, "Stream-Closed": "true"}).status_code == 201
+    assert httpx.put(live, headers=JSON).status_code == 201
+    with httpx.Client(timeout=PROMPT) as client:  # one keep-alive connection
+        first = client.get(done, params={"offset": "-1", "live": "sse"})
+        assert '"streamClosed":true' in first.text
+        with client.stream("GET", live, params={"offset": "-1", "live": "sse"}) as second:
+            lines = second.iter_lines()
+            assert next(line for line in lines if line.startswith("event: control"))
+            appended = httpx.post(live, json={"n": 1}, headers={"Stream-Closed": "true"})
+            assert appended.status_code == 204
+            rest = "\n".join(lines)
+    assert '{"n":1}' in rest.replace(" ", "")
+    assert '"streamClosed":true' in rest

@@ -157,13 +157,10 @@ class _Standing:
     every connection had a dict of its own, 1.3 KiB more per SSE reader (measured).
     """
 
-    __slots__ = ("body_checked", "body_moved_at", "body_received", "left", "phase",
-                 "rate_base", "rate_since")  # fmt: skip
+    __slots__ = ("body_checked", "body_moved_at", "body_received", "phase", "rate_base",
+                 "rate_since")  # fmt: skip
 
-    def __init__(self, left: asyncio.Future[None]) -> None:
-        #: Resolved when the client goes: each request's ``DISCONNECT`` extension. One
-        #: for the connection, not one a request: its requests run one at a time.
-        self.left = left
+    def __init__(self) -> None:
         self.phase = _GONE
         #: Body bytes received since the head; the only per-chunk work.
         self.body_received = 0
@@ -288,7 +285,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._standing = _Standing(self.loop.create_future())
+        self._standing = _Standing()
         self.pipeline = _Pipeline()  # type: ignore[assignment]
 
     # -- uvicorn's callbacks ----------------------------------------------------
@@ -323,7 +320,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.message_event._waiters = []  # type: ignore[assignment]
             extensions = self.scope.setdefault("extensions", {})
             # (ASGI's extensions are dicts; this one is the future itself: no dict a request.)
-            extensions[DISCONNECT] = self._standing.left  # type: ignore[assignment]
+            # One a request, not one a connection: a reader may cancel it, or leave a
+            # callback on it, when it ends.
+            extensions[DISCONNECT] = self.loop.create_future()  # type: ignore[assignment]
         self._enter(_BODY if started else _BUSY)
 
     def on_body(self, body: bytes) -> None:
@@ -370,11 +369,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def _gone(self) -> None:
-        """Resolve the disconnect future, as uvicorn marks the running request disconnected."""
+        """Resolve the running request's disconnect future, as uvicorn marks it disconnected."""
         cycle = self.cycle
-        left = self._standing.left
-        if cycle is not None and cycle.disconnected and not left.done():
-            left.set_result(None)
+        if cycle is not None and cycle.disconnected:
+            extensions: dict[str, Any] = cycle.scope.get("extensions") or {}
+            gone: asyncio.Future[None] | None = extensions.get(DISCONNECT)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
 
     def body_is_late(self, now: float) -> bool:
         """Whether the body being received has stalled, or is slower than the minimum."""
