@@ -891,6 +891,54 @@ async def test_subscriber_pings_and_reconnects_when_its_connection_goes_silent(
         await store.aclose()
 
 
+async def test_replicas_running_different_code_each_call_their_own_functions(
+    redis_server: RedisServer, prefix: str
+) -> None:
+    """The stream operations are a Redis Functions library named after its code, so
+    replicas of two versions of tether (a rolling upgrade) share Redis without
+    replacing each other's functions."""
+    old = await opened(RedisStore(redis_server.url(), prefix=prefix, inline_max=16))
+    new = await opened(RedisStore(redis_server.url(), prefix=prefix))
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        await old.create("s", CreateRequest(JSON))
+        for i in range(4):
+            await (old, new)[i % 2].append("s", AppendRequest([b"%d" % i], JSON))
+        assert (await new.read("s", 0, 1 << 20)).chunks == [b"0", b"1", b"2", b"3"]
+        libraries = {lib[1] for lib in await client.function_list("tether_*")}
+        assert len(libraries) == 2
+    finally:
+        await client.aclose()
+        await old.aclose()
+        await new.aclose()
+
+
+async def test_an_operation_loads_the_functions_again_when_redis_lost_them(
+    rstore: RedisStore, redis_server: RedisServer
+) -> None:
+    """A Redis restarted without its data, or ``FUNCTION FLUSH``: the next call loads
+    the library and runs (a call Redis refused as unknown ran nothing)."""
+    await rstore.create("s", CreateRequest(JSON))
+    client = aioredis.Redis.from_url(redis_server.url())
+    try:
+        await client.function_flush()
+        assert (await rstore.head("s")).tail == 0
+        await client.function_flush()
+        await rstore.create("t", CreateRequest(JSON))
+    finally:
+        await client.aclose()
+
+
+async def test_open_refuses_a_redis_without_functions_with_the_version_it_needs(
+    tmp_path: Path,
+) -> None:
+    with RedisServer(tmp_path, options=("--rename-command", "FUNCTION", "")) as server:
+        store = RedisStore(server.url())
+        with pytest.raises(errors.BackendUnavailable, match=r"needs Redis >= 7\.0"):
+            await store.open()
+        await store.aclose()
+
+
 async def test_open_fails_fast_when_redis_is_unreachable() -> None:
     from helpers.server import find_free_port
 
