@@ -10,7 +10,7 @@ The code lives in ``lua/*.lua``, shipped as package data, so that it reads
   ``prelude.lua``, which holds the state and helpers they share, then each
   file's code as the body of a function. Redis loads the library once, so a
   call runs only its own code (run as scripts after the prelude, an append
-  spent a quarter of its time in Redis redefining the prelude's helpers);
+  spent about a fifth of its time in Redis redefining the prelude's helpers);
   their arguments are the key prefix and the time, then their own;
 - the keyed scripts (leases, indexes) take their keys as KEYS and stand alone.
 
