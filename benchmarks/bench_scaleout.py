@@ -63,7 +63,7 @@ FSYNC_POLICIES = ("always", "everysec", "no")
 MAX_P99_RATIO = 1.2
 MIN_APPEND_RATIO = 0.6
 #: Redis commands whose cost per call is worth reporting (from INFO commandstats).
-REDIS_COMMANDS = ("evalsha", "publish", "xadd")
+REDIS_COMMANDS = ("fcall", "publish", "xadd")
 #: Other processes using more than this (% of one core) during a session are reported.
 BUSY_WARNING_PCT = 15.0
 #: The bench_streams settings this benchmark uses, recorded in --json.
@@ -727,7 +727,7 @@ def render_markdown(
         lines += [
             "",
             "Where the time goes (medians over rounds; Redis figures from INFO commandstats, "
-            "evalsha = a whole Lua script, the xadd and publish inside it included):",
+            "fcall = a whole Lua function, the xadd and publish inside it included):",
             "",
         ]
         lines += [f"- {line}" for line in details]

@@ -19,6 +19,9 @@ Targets:
               floor of tether's HTTP stack (append scenarios only)
   floor-httptools  httptools on uvloop answering from constants, no ASGI
               (benchmarks/floor_httptools.py): the floor of any Python HTTP layer
+  floor-redis  tether on the memory store, each append followed by one bare round trip
+              (PING) to a redis-server of its own (benchmarks/floor_redis.py): the
+              floor of the Redis store's appends, which wait for Redis's answer
 
 Scenarios (all on application/json streams, messages of ~100 bytes):
   appends   sequential POSTs on one keep-alive connection -> appends/s, RTT p50/p99
@@ -109,7 +112,7 @@ REF_VERSION = "0.3.7"
 JSON_CT = "application/json"
 ALL_TARGETS = (
     "tether", "ref-memory", "ref-file", "tether-redis", "tether-base", "tether-redis-base",
-    "floor-uvicorn", "floor-httptools",
+    "floor-uvicorn", "floor-httptools", "floor-redis",
 )  # fmt: skip
 #: Each build under comparison, and its baseline (run by --baseline-bin).
 BASELINES = {"tether": "tether-base", "tether-redis": "tether-redis-base"}
@@ -222,7 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, argparse.Name
     p.add_argument(
         "--redis-server",
         default=shutil.which("redis-server") or "redis-server",
-        help="redis-server executable (target tether-redis)",
+        help="redis-server executable (targets tether-redis and floor-redis)",
     )
     p.add_argument("--idle-settle", type=float, default=1.0, help="seconds to settle before RSS")
     p.add_argument("--wide-readers", type=int, default=10000, help="SSE readers (fanout-wide)")
@@ -374,6 +377,13 @@ def build_server(cfg: Config, target: str, workdir: Path, store: str = "sqlite")
     if target == "floor-httptools":
         argv = [sys.executable, "floor_httptools.py", "--host", HOST, "--port", str(port)]
         return ServerProcess(target, argv, port, workdir, Path(__file__).parent)
+    if target == "floor-redis":  # (`store`: its Redis's URL)
+        argv = [
+            sys.executable, str(Path(__file__).parent / "floor_redis.py"), store, "serve",
+            "--host", HOST, "--port", str(port), "--data-dir", str(workdir), "--store", "memory",
+            *cfg.tether_extra_args,
+        ]  # fmt: skip
+        return ServerProcess(target, argv, port, workdir, REPO_ROOT)
     if target in ("tether", "tether-base"):
         data_dir = workdir / "data"
         data_dir.mkdir()
@@ -449,7 +459,7 @@ def preflight(cfg: Config) -> None:
         raise BenchError(f"tether executable not found: {cfg.tether_bin}")
     if cfg.baseline_bin and not os.access(cfg.baseline_bin, os.X_OK):
         raise BenchError(f"baseline executable not found: {cfg.baseline_bin}")
-    redis_targets = [t for t in cfg.targets if t.startswith("tether-redis")]
+    redis_targets = [t for t in cfg.targets if t.startswith(("tether-redis", "floor-redis"))]
     if redis_targets and shutil.which(cfg.redis_bin) is None:
         raise BenchError(f"redis-server not found: {cfg.redis_bin} (pass --redis-server)")
     if any(t in REF_TARGETS for t in cfg.targets):
@@ -1705,7 +1715,10 @@ async def run_server_session(
     """Start a fresh server for `target`, run `scenarios` against it, stop it."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{target}-r{round_index}-", dir=workroot))
     redis: RedisProcess | None = None
-    if target.startswith("tether-redis"):
+    if target == "floor-redis":
+        redis = RedisProcess.build(cfg.redis_bin, "everysec", workdir)
+        server = build_server(cfg, target, workdir, store=redis.url())
+    elif target.startswith("tether-redis"):
         redis = RedisProcess.build(cfg.redis_bin, "everysec", workdir)
         build = "tether-base" if target.endswith("-base") else "tether"
         server = build_server(cfg, build, workdir, store=redis.url())

@@ -50,8 +50,12 @@ def require_redis_server() -> str:
 class RedisServer:
     """One ``redis-server`` child process; usable as a context manager."""
 
-    def __init__(self, directory: Path, *, binary: str | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, binary: str | None = None, options: tuple[str, ...] = ()
+    ) -> None:
+        """``options``: more command-line options for redis-server."""
         self.binary = binary or require_redis_server()
+        self.options = options
         self.directory = Path(directory)
         self.port = find_free_port(HOST)
         self.log_path = self.directory / "redis.log"
@@ -71,6 +75,7 @@ class RedisServer:
             "--appendonly", "yes",
             "--appendfsync", "always",
             "--logfile", str(self.log_path),
+            *self.options,
         ]  # fmt: skip
 
     def start(self, timeout: float = READY_TIMEOUT) -> RedisServer:

@@ -67,14 +67,16 @@ async def test_appends_made_at_once_share_round_trips_and_keep_their_order(
     assert res.chunks == [b"-1", *(str(i).encode() for i in range(64))]
 
 
-async def test_a_script_flush_fails_one_append_with_503_and_the_next_reloads_the_scripts(
+async def test_a_function_flush_fails_one_append_with_503_and_the_next_reloads_the_functions(
     redis_server: RedisServer, store: RedisStore
 ) -> None:
+    """Nothing ran, yet the append is not retried: appends made at once behind it
+    may have run, and retrying it would put it after them."""
     await store.create("s", CreateRequest(JSON))
     await store.append("s", AppendRequest([b"1"], JSON))
     client = aioredis.Redis.from_url(redis_server.url())
     try:
-        await client.script_flush()
+        await client.function_flush()
     finally:
         await client.aclose()
     with pytest.raises(errors.BackendUnavailable):

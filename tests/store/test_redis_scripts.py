@@ -24,6 +24,7 @@ from tether.store.redis_scripts import (
     lua_status_constants,
     raise_for,
     script_texts,
+    stream_library,
 )
 
 LUA_FILES = ("prelude", *STREAM_SCRIPTS, *KEYED_SCRIPTS)
@@ -43,9 +44,9 @@ def upper_names(code: str) -> set[str]:
 
 
 def defined_names(code: str) -> set[str]:
-    """Upper-case names a ``local A, B = ...`` statement defines."""
+    """Upper-case names a ``local A, B = ...`` (or ``local A, B``) statement defines."""
     out: set[str] = set()
-    for names in re.findall(r"^\s*local\s+([A-Za-z_][\w, ]*?)\s*=", code, re.M):
+    for names in re.findall(r"^\s*local\s+([A-Za-z_][\w, ]*?)\s*(?:=|$)", code, re.M):
         out |= {n.strip() for n in names.split(",") if n.strip().isupper()}
     return out
 
@@ -79,15 +80,23 @@ def test_the_lua_status_constants_are_the_enums_names_and_values() -> None:
     }
 
 
-def test_every_stream_script_starts_with_the_statuses_then_the_prelude() -> None:
-    texts = script_texts(inline_max=1234)
-    for name in STREAM_SCRIPTS:
-        assert texts[name].startswith(lua_status_constants() + "-- Run before every stream")
-        assert "local INLINE_MAX = 1234\n" in texts[name]
-    for name in KEYED_SCRIPTS:
-        assert texts[name] == lua_file(name)
-    code = [re.sub(r"--[^\n]*", "", text) for text in texts.values()]
-    assert not any(re.search(r"@[A-Z_]+@", text) for text in code), "a placeholder is left"
+def test_the_stream_library_is_the_statuses_the_prelude_then_one_function_per_script() -> None:
+    lib = stream_library(inline_max=1234)
+    header, code = lib.code.split("\n", 1)
+    assert header == f"#!lua name={lib.name}"
+    assert code.startswith(lua_status_constants() + "-- The start of the library")
+    assert "local INLINE_MAX = 1234\n" in code
+    registered = re.findall(r"redis\.register_function\('(\w+)', function\(KEYS, ARGV\)", code)
+    assert registered == [lib.function(name) for name in STREAM_SCRIPTS]
+    assert script_texts() == {name: lua_file(name) for name in KEYED_SCRIPTS}
+    texts = [lib.code, *script_texts().values()]
+    code_only = [re.sub(r"--[^\n]*", "", text) for text in texts]
+    assert not any(re.search(r"@[A-Z_]+@", text) for text in code_only), "a placeholder is left"
+
+
+def test_the_library_is_named_after_its_code() -> None:
+    assert stream_library(1234).name == stream_library(1234).name
+    assert stream_library(1234).name != stream_library(4321).name
 
 
 APPEND = AppendRequest([b"x"], content_type="text/plain", seq="b")

@@ -5,9 +5,9 @@
 ``tether:``), and redis-py's own options such as ``?max_connections=N``, the
 most connections one process opens, 32 by default: the appends' own, the
 notifications' own, and a pool of the rest). It needs a standalone
-Redis >= 6.2 (tested with 7.0; or a Sentinel-managed primary), not Redis
-Cluster: its scripts reach keys they discover as they go (a fork's
-source, a cascade of sources), which Cluster does not allow.
+Redis >= 7.0 (for Redis Functions; tested with 7.0; or a Sentinel-managed
+primary), not Redis Cluster: its functions reach keys they discover as they go
+(a fork's source, a cascade of sources), which Cluster does not allow.
 
 Semantics are those of ``local.py``, error for error: any number of replicas
 may serve the same streams, because every decision is taken inside Redis.
@@ -44,16 +44,17 @@ search by position.
 
 Atomicity
 ---------
-Every operation is one Lua script (``lua/*.lua``, loaded by ``redis_scripts.py``
-once, run with EVALSHA; redis-py reloads it after a Redis restart empties the
-script cache): create (with the
+Every operation is one Lua function (``lua/*.lua``, one Redis Functions
+library built by ``redis_scripts.py``, loaded when the store opens and again by
+any connection that finds it gone, e.g. after a restart of a Redis that keeps
+no data; the leases' and indexes' small scripts run with EVALSHA): create (with the
 fork's reference count), append (content type, idempotent producer, closure,
 Stream-Seq, data, tail and producer state together), read and head (which
 expire a stream that is due, and for read renew a sliding TTL), delete (soft
 while forks read through it, cascading when the last fork goes) and the expiry
-sweep. Redis runs one script at a time, so replicas never interleave, and each
-script checks everything before it writes anything, so a refusal writes
-nothing. A script answers ``{status, ...}``; ``redis_scripts.raise_for`` maps the
+sweep. Redis runs one function at a time, so replicas never interleave, and each
+function checks everything before it writes anything, so a refusal writes
+nothing. A function answers ``{status, ...}``; ``redis_scripts.raise_for`` maps the
 status to the ``errors`` class ``local.py`` raises in the same case, with the
 same message.
 
@@ -136,7 +137,13 @@ from tether.store.errors import (
     StreamNotFound,
 )
 from tether.store.redis_pipeline import Pipeline
-from tether.store.redis_scripts import Status, raise_for, script_texts
+from tether.store.redis_scripts import (
+    FUNCTION_NOT_FOUND,
+    Status,
+    raise_for,
+    script_texts,
+    stream_library,
+)
 from tether.store.redis_subscriber import RedisTailNotifier, Subscriber
 
 log = logging.getLogger(__name__)
@@ -262,6 +269,9 @@ class RedisStore(Store):
         self._socket_timeout = socket_timeout
         self._max_connections = max_connections
         self._redis: aioredis.Redis | None = None
+        #: The stream operations (``redis_scripts.stream_library``).
+        self._library = stream_library(inline_max)
+        #: The keyed scripts, by name.
         self._scripts: dict[str, Any] = {}
         #: The appends' own connection, pipelined (``redis_pipeline.py``).
         self._hot: Pipeline | None = None
@@ -303,15 +313,20 @@ class RedisStore(Store):
         # (After from_url, which lets the URL's ?max_connections= win.)
         pool.max_connections = max(1, pool.max_connections - 2)
         self._redis = aioredis.Redis.from_pool(pool)
-        texts = script_texts(self._inline_max)
-        for name, text in texts.items():
+        for name, text in script_texts().items():
             self._scripts[name] = self._redis.register_script(text)
-        self._hot = Pipeline(pool, {"append": texts["append"]}, self._socket_timeout)
+        self._hot = Pipeline(pool, self._library, self._socket_timeout)
         try:
             await self._call(self._redis.ping())
-        except BackendUnavailable:
+            await self._load_library()
+        except (BackendUnavailable, ResponseError) as err:
             await self._redis.aclose()
             self._redis = None
+            if isinstance(err, ResponseError):  # (no FUNCTION command)
+                raise BackendUnavailable(
+                    f"the Redis at {redact(self._url)} cannot load functions ({err}); "
+                    "tether's Redis store needs Redis >= 7.0"
+                ) from None
             raise BackendUnavailable(f"cannot reach Redis at {redact(self._url)}") from None
         self._subscriber = Subscriber(self._redis, self.prefix, self.notifier, self._call)
         self._subscriber.start()
@@ -386,10 +401,20 @@ class RedisStore(Store):
                 ) from err
             raise
 
+    async def _load_library(self) -> None:
+        await self._call(self._client().function_load(self._library.code, replace=True))
+
     async def _script(self, name: str, args: list[str | bytes]) -> Any:
-        if self._redis is None:
-            raise BackendUnavailable("the Redis store is not open")
-        return await self._call(self._scripts[name](args=[self.prefix, self._now(), *args]))
+        """Call stream function ``name`` (loading the library again if Redis lost it)."""
+        function = self._library.function(name)
+        call = [self.prefix, self._now(), *args]
+        try:
+            return await self._call(self._client().fcall(function, 0, *call))
+        except ResponseError as err:
+            if FUNCTION_NOT_FOUND not in str(err):
+                raise
+        await self._load_library()  # (nothing ran: it is safe to call again)
+        return await self._call(self._client().fcall(function, 0, *call))
 
     # -- operations ----------------------------------------------------------
 
@@ -438,7 +463,7 @@ class RedisStore(Store):
         if self._hot is None:
             raise BackendUnavailable("the Redis store is not open")
         began = time.perf_counter()
-        hot = self._hot.evalsha("append", [self.prefix, self._now(), *args])
+        hot = self._hot.fcall("append", [self.prefix, self._now(), *args])
         reply = await self._call(hot, timeout=False)
         if int(reply[0]) != Status.OK:
             raise_for(reply, path, req)

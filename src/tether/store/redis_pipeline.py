@@ -1,9 +1,9 @@
-"""The Redis store's hot path: script calls pipelined on one dedicated connection.
+"""The Redis store's hot path: function calls pipelined on one dedicated connection.
 
 Why: redis-py spends about 100 µs of CPU per command in tether (taking a
 connection from the pool, its locks and timeouts, reply parsing through its
 layers) where the round trip itself costs about 40 µs of client CPU; an append
-is one script call, so that overhead was most of what an append on Redis cost
+is one function call, so that overhead was most of what an append on Redis cost
 beyond the HTTP request (the profile is in the closing note of issue 24).
 
 How: :class:`Pipeline` holds one :class:`~tether.store.redis_wire.RawConnection`,
@@ -14,12 +14,13 @@ SQLite's transactions. Redis runs one connection's commands in the order they
 were written, so appends are applied in the order they were made, per stream
 and overall; a command cancelled before it was written is not sent.
 
-A new connection loads the scripts first (SCRIPT LOAD), so an EVALSHA never
-meets a script cache that a Redis restart emptied. A command not answered
-within the timeout, a NOSCRIPT answer (someone flushed the cache) or a lost
+A new connection loads the store's function library first (``FUNCTION LOAD
+REPLACE``), so an FCALL never meets a Redis that lost it (restarted without
+persistence, or ``FUNCTION FLUSH``). A command not answered within the timeout,
+a "Function not found" answer (the library was lost since) or a lost
 connection drops the connection, failing every command in flight with
 ``ConnectionError`` (the store answers 503); the next command opens a new one.
-Nothing is retried: a script whose reply was lost may have run.
+Nothing is retried: a function whose reply was lost may have run.
 
 The timeout is one timer for the whole connection, not one per command: the
 replies come in the order the commands were written, so only the oldest
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections import deque
 from typing import Any
 
@@ -40,19 +40,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from tether.store.redis_scripts import FUNCTION_NOT_FOUND, Library
 from tether.store.redis_wire import RawConnection, pack
 
 
 class Pipeline:
-    """Script calls on one connection of their own, several in flight at a time."""
+    """Function calls on one connection of their own, several in flight at a time."""
 
-    def __init__(
-        self, pool: aioredis.ConnectionPool, scripts: dict[str, str], timeout: float
-    ) -> None:
-        """``scripts``: name -> Lua text; ``timeout``: seconds a command may take."""
+    def __init__(self, pool: aioredis.ConnectionPool, library: Library, timeout: float) -> None:
+        """``library``: the functions called; ``timeout``: seconds a command may take."""
         self._pool = pool
-        self._texts = list(scripts.values())
-        self._sha = {n: hashlib.sha1(t.encode()).hexdigest() for n, t in scripts.items()}
+        self._library = library
         self._timeout = timeout
         self._raw: RawConnection | None = None
         #: Commands made this loop iteration, not yet written: (answer, packed command).
@@ -64,11 +62,12 @@ class Pipeline:
         self._connecting: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def evalsha(self, name: str, args: list[str | bytes]) -> Any:
-        """Run script ``name`` with no keys and ``args``; its reply (ResponseError raised)."""
+    async def fcall(self, function: str, args: list[str | bytes]) -> Any:
+        """Call ``function`` of the library with no keys and ``args``; its reply
+        (ResponseError raised)."""
         if self._raw is None:
             await self._connect()
-        return await self._send(pack("EVALSHA", self._sha[name], 0, *args))
+        return await self._send(pack("FCALL", self._library.function(function), 0, *args))
 
     def _send(self, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -117,11 +116,13 @@ class Pipeline:
                 return
             answer, _ = inflight.popleft()
             if isinstance(reply, ResponseError):
+                if FUNCTION_NOT_FOUND in str(reply):
+                    if not answer.done():
+                        answer.set_exception(RedisConnectionError("Redis lost tether's functions"))
+                    self._drop("Redis lost tether's functions")
+                    return
                 if not answer.done():
                     answer.set_exception(reply)
-                if str(reply).startswith("NOSCRIPT"):
-                    self._drop("Redis lost its scripts")
-                    return
             elif not answer.done():
                 answer.set_result(reply)
 
@@ -140,11 +141,10 @@ class Pipeline:
         async with asyncio.timeout(self._timeout):
             raw = await RawConnection.open(self._pool, self._replies, self._lost)
             self._raw = raw
-            loads = [self._send(pack("SCRIPT", "LOAD", t)) for t in self._texts]
             try:
-                await asyncio.gather(*loads)
+                await self._send(pack("FUNCTION", "LOAD", "REPLACE", self._library.code))
             except BaseException:
-                self._drop("the scripts could not be loaded")
+                self._drop("the functions could not be loaded")
                 raise
 
     def _lost(self) -> None:

@@ -8,8 +8,10 @@ Deletions and expiries publish too. Each RedisStore runs ONE
 one connection (a ``redis_wire.RawConnection``: hiredis parses the messages,
 without redis-py's per-message work), which feeds the store's notifier, the same ``TailNotifier``
 chain as the local stores, so a process holds one Redis connection for all its
-readers. Because Redis runs scripts one at a time and delivers a channel's
-messages in order, every process sees every stream's appends in commit order;
+readers. A message that needs no fetch is handled as the connection reads it,
+without waking the task (see :class:`_Inbox`). Because Redis runs scripts one
+at a time and delivers a channel's messages in order, and the subscriber hands
+them on in that order, every process sees every stream's appends in commit order;
 the writing process learns of its own appends the same way. An append too large
 to inline (kept small so a burst of large appends cannot reach Redis's pub/sub
 output buffer limit and get the subscriber disconnected) is fetched once per
@@ -76,14 +78,39 @@ class RedisTailNotifier(TailNotifier):
 
 
 class _Inbox:
-    """What the subscriber's connection received and was not yet delivered."""
+    """What the subscriber's connection received and the task has not yet delivered.
 
-    def __init__(self) -> None:
+    A notification that needs no waiting is delivered by :meth:`add` itself, as
+    the connection reads it (``deliver_now``), when nothing is ahead of it: no
+    task wake-up per notification, and a replica drops its own appends' (which
+    nobody here may be waiting on) at the cost of a parse. Anything else (the
+    subscription's confirmation, a PONG, an append too large to inline that
+    someone here waits on) and everything after it goes to the task, in order.
+    """
+
+    def __init__(self, deliver_now: Callable[[bytes], bool]) -> None:
+        """``deliver_now(payload)``: publish one notification, or False if that needs a fetch."""
+        self._deliver_now = deliver_now
         self._replies: list[Any] = []
         self._lost = False
         self._arrived = asyncio.Event()
+        #: The task holds replies it has not finished delivering (from the start:
+        #: nothing is delivered here before the subscription is confirmed).
+        self._holding = True
+        #: Socket reads so far: the task's sign that the connection is alive.
+        self.reads = 0
 
     def add(self, replies: list[Any]) -> None:
+        self.reads += 1
+        if not self._holding and not self._replies:
+            deliver_now = self._deliver_now
+            for i, reply in enumerate(replies):
+                if isinstance(reply, list) and reply[0] == b"message" and deliver_now(reply[2]):
+                    continue
+                replies = replies[i:]
+                break
+            else:
+                return
         self._replies += replies
         self._arrived.set()
 
@@ -94,8 +121,13 @@ class _Inbox:
     def put_back(self, replies: list[Any]) -> None:
         self._replies[:0] = replies
 
+    def release(self) -> None:
+        """The task delivered what it took: later notifications may be delivered on arrival."""
+        self._holding = bool(self._replies)
+
     async def take(self, timeout: float) -> list[Any]:
-        """Every reply received so far, in order (waits up to ``timeout`` for one)."""
+        """Every reply received so far, in order (waits up to ``timeout`` for one);
+        the task holds them until it calls :meth:`release`."""
         if not self._replies and not self._lost:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -104,6 +136,8 @@ class _Inbox:
         if self._lost and not self._replies:
             raise RedisConnectionError("the notification connection was lost")
         replies, self._replies = self._replies, []
+        if replies:
+            self._holding = True
         return replies
 
 
@@ -143,7 +177,7 @@ class Subscriber:
         connected_before = False
         outage_logged = False
         while True:
-            inbox = _Inbox()
+            inbox = _Inbox(self._deliver_now)
             raw: RawConnection | None = None
             try:
                 raw = await RawConnection.open(self._redis.connection_pool, inbox.add, inbox.end)
@@ -177,10 +211,13 @@ class Subscriber:
         """Deliver notifications; PING when quiet, and give up on a silent connection."""
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
+        reads = inbox.reads
         poll = min(1.0, PUBSUB_PING_AFTER / 2)
         while True:
             replies = await inbox.take(poll)
             now = loop.time()
+            if inbox.reads != reads:
+                heard, reads = now, inbox.reads
             if not replies:
                 if now - heard > PUBSUB_DEAD_AFTER:
                     raise RedisConnectionError("the notification connection went silent")
@@ -188,7 +225,6 @@ class Subscriber:
                     raw.write(pack("PING"))
                     pinged = now
                 continue
-            heard = now
             for i, reply in enumerate(replies):
                 if isinstance(reply, Exception):
                     raise reply
@@ -196,39 +232,52 @@ class Subscriber:
                 if until_subscribed:
                     if kind == b"subscribe":
                         inbox.put_back(replies[i + 1 :])
+                        inbox.release()
                         return
                 elif kind == b"message":
                     await self._deliver(reply[2])
+            inbox.release()
 
-    async def _deliver(self, payload: bytes) -> None:
-        """Publish one notification: a header line ``kind id start end closed inline
-        pathlen [len...]``, then the path and (when inline) the chunks (``prelude.lua``)."""
+    def _deliver_now(self, payload: bytes) -> bool:
+        """Publish one notification unless that needs a fetch first (then False).
+
+        The payload: a header line ``kind id start end closed inline pathlen
+        [len...]``, then the path and (when inline) the chunks (``prelude.lua``).
+        """
         head, _, rest = payload.partition(b"\n")
         fields = head.split(b" ")
-        kind, sid = fields[0], int(fields[1])
-        start, end = int(fields[2]), int(fields[3])
-        closed, inline = fields[4] == b"1", fields[5] == b"1"
         plen = int(fields[6])
         path = rest[:plen].decode()
         notifier = self.notifier
-        if kind == b"d":
-            notifier.publish(path, start, end, [], closed, deleted=True)
-            return
+        if fields[0] == b"d":
+            start, end = int(fields[2]), int(fields[3])
+            notifier.publish(path, start, end, [], fields[4] == b"1", deleted=True)
+            return True
         if not notifier.waiting(path):
+            return True
+        if fields[5] != b"1":
+            return False
+        chunks = []
+        pos = plen
+        for n in map(int, fields[7:]):
+            chunks.append(rest[pos : pos + n])
+            pos += n
+        notifier.publish(path, int(fields[2]), int(fields[3]), chunks, fields[4] == b"1")
+        return True
+
+    async def _deliver(self, payload: bytes) -> None:
+        """Publish one notification, fetching its data first if it was too large to inline."""
+        if self._deliver_now(payload):
             return
-        if inline:
-            chunks = []
-            pos = plen
-            for n in map(int, fields[7:]):
-                chunks.append(rest[pos : pos + n])
-                pos += n
-        else:
-            fetched = await self._fetch(sid, start, end)
-            if fetched is None:
-                notifier.publish(path, -1, RESYNC_END, [], False)
-                return
-            chunks = fetched
-        notifier.publish(path, start, end, chunks, closed)
+        head, _, rest = payload.partition(b"\n")
+        fields = head.split(b" ")
+        path = rest[: int(fields[6])].decode()
+        start, end = int(fields[2]), int(fields[3])
+        fetched = await self._fetch(int(fields[1]), start, end)
+        if fetched is None:
+            self.notifier.publish(path, -1, RESYNC_END, [], False)
+            return
+        self.notifier.publish(path, start, end, fetched, fields[4] == b"1")
 
     async def _fetch(self, sid: int, start: int, end: int) -> list[bytes] | None:
         """The rows of one append that was too large to inline (None: gone)."""

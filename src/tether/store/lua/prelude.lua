@@ -1,21 +1,27 @@
--- Run before every stream script (create, append, read, head, delete, sweep):
--- the shared state and helpers. ARGV[1] is the key prefix and ARGV[2] the time
--- ('' = Redis's clock); each script's own arguments follow from ARGV[3].
--- Numbers go to Redis as strings formatted here: Lua's default formatting keeps
--- only 14 significant digits. @NAME@ placeholders are filled in by
--- redis_scripts.py when the scripts are loaded. The status codes a script
--- answers with (OK, NOT_FOUND, ...) are defined before this prelude, from
--- redis_scripts.Status.
+-- The start of the library of stream functions (create, append, read, head,
+-- delete, sweep): the shared state and helpers, defined once when Redis loads
+-- the library, not on every call. Each function calls begin(ARGV) first: ARGV[1]
+-- is the key prefix and ARGV[2] the time ('' = Redis's clock); its own
+-- arguments follow from ARGV[3]. Numbers go to Redis as strings formatted here:
+-- Lua's default formatting keeps only 14 significant digits. @NAME@ placeholders
+-- are filled in by redis_scripts.py when the library is built. The status codes
+-- a function answers with (OK, NOT_FOUND, ...) are defined before this prelude,
+-- from redis_scripts.Status.
 
-local P = ARGV[1]
-local NOW = ARGV[2]
-if NOW == '' then
-  local t = redis.call('TIME')
-  NOW = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-end
-local now = tonumber(NOW)
-local PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
+-- The call's prefix and time, set by begin (Redis runs one function at a time).
+local P, NOW, now, PATHS, EXP, CHANNEL
 local INLINE_MAX = @INLINE_MAX@
+
+local function begin(argv)
+  P = argv[1]
+  NOW = argv[2]
+  if NOW == '' then
+    local t = redis.call('TIME')
+    NOW = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  end
+  now = tonumber(NOW)
+  PATHS, EXP, CHANNEL = P .. 'paths', P .. 'exp', P .. 'tail'
+end
 
 local function skey(id) return P .. 's:' .. id end
 local function dkey(id) return P .. 'd:' .. id end
