@@ -63,7 +63,7 @@ FSYNC_POLICIES = ("always", "everysec", "no")
 MAX_P99_RATIO = 1.2
 MIN_APPEND_RATIO = 0.6
 #: Redis commands whose cost per call is worth reporting (from INFO commandstats).
-REDIS_COMMANDS = ("fcall", "publish", "xadd")
+REDIS_COMMANDS = ("fcall", "evalsha", "publish", "xadd")
 #: Other processes using more than this (% of one core) during a session are reported.
 BUSY_WARNING_PCT = 15.0
 #: The bench_streams settings this benchmark uses, recorded in --json.
