@@ -125,6 +125,9 @@ async def test_parallel_calls_in_one_step_are_answered_in_any_order(setup) -> No
         sid, run_id, events = await start(c, session, {"content": "Oslo?"})
         try:
             await events.until(is_call("get_time"))
+            # The run pauses after it writes the calls: answered before that, it
+            # would not pause at all, and the statuses below would be different.
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             for call_id, output in (("call_2", "12:00"), ("call_1", "-3 C")):
                 r = await c.post(
                     f"/v1/sessions/{sid}/tool-results",

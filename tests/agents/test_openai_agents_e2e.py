@@ -232,6 +232,8 @@ async def test_a_tool_whose_approval_depends_on_the_call_is_shown_once_the_sdk_d
         sid, run_id, events = await start(c, {"agent": "files"}, {"content": "Out"})
         try:
             out = await events.until(is_call("move_file"))
+            # (Answered before the run pauses, it would not pause: the statuses below.)
+            await events.until(lambda e: e["type"] == "status" and e["status"] == "paused")
             await c.post(
                 f"/v1/sessions/{sid}/tool-approvals", json={"tool_call_id": "M1", "approved": True}
             )
