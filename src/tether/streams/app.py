@@ -54,7 +54,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-#: CORS headers are the front door's (``api.guard``); these go on every response.
+#: CORS headers are the front door's (``api.guard``); these go on every response
+#: (but CORP, on a bodiless 204 or 304: see ``_respond``).
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 COMMON: Headers = [NOSNIFF, (b"cross-origin-resource-policy", b"cross-origin")]
 ALLOWED_METHODS = b"GET, HEAD, PUT, POST, DELETE, OPTIONS"
